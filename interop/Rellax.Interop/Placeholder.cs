@@ -1,0 +1,1 @@
+namespace Rellax.Interop; internal static class Placeholder { }

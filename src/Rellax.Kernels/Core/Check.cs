@@ -1,0 +1,44 @@
+namespace Rellax.Kernels;
+
+/// <summary>Argument checks shared by the op fronts. Every message names the argument and the shapes involved.</summary>
+internal static class Check
+{
+    public static void F32(ComputeBackend backend, in Tensor t, string name, int rank = 0) => Of(backend, t, name, DType.F32, rank);
+
+    public static void Of(ComputeBackend backend, in Tensor t, string name, DType dtype, int rank = 0)
+    {
+        if (t.Buffer is null) throw new ArgumentNullException(name, $"{name} is a default (empty) Tensor");
+        ObjectDisposedException.ThrowIf(t.Buffer.IsDisposed, t.Buffer);
+        if (!ReferenceEquals(t.Backend, backend))
+            throw new ArgumentException($"{name} {t} lives on backend '{t.Backend.Name}', not '{backend.Name}'", name);
+        if (t.DType != dtype) throw new ArgumentException($"{name} must be {dtype.ToString().ToLowerInvariant()}, got {t}", name);
+        if (rank != 0 && t.Rank != rank) throw new ArgumentException($"{name} must have rank {rank}, got {t}", name);
+    }
+
+    public static void SameShape(in Tensor a, string aName, in Tensor b, string bName)
+    {
+        if (!a.Shape.SequenceEqual(b.Shape))
+            throw new ArgumentException($"{bName} {b} must have the same shape as {aName} {a}", bName);
+    }
+
+    public static void LastDim(in Tensor vector, string name, in Tensor x)
+    {
+        if (vector.Dim(0) != x.Dim(-1))
+            throw new ArgumentException($"{name} {vector} must match the last axis of x {x}", name);
+    }
+
+    public static void Eps(float eps)
+    {
+        if (!(eps >= 0) || !float.IsFinite(eps)) throw new ArgumentOutOfRangeException(nameof(eps), eps, "eps must be finite and >= 0");
+    }
+
+    /// <summary>Throws when two views of the same buffer share any element.</summary>
+    public static void NoOverlap(in Tensor output, string outName, in Tensor input, string inName)
+    {
+        if (!ReferenceEquals(output.Buffer, input.Buffer)) return;
+        long a0 = output.Offset, a1 = output.Offset + output.ElementCount;
+        long b0 = input.Offset, b1 = input.Offset + input.ElementCount;
+        if (a0 < b1 && b0 < a1 && output.ElementCount > 0 && input.ElementCount > 0)
+            throw new ArgumentException($"{outName} {output} overlaps {inName} {input} in the same buffer", outName);
+    }
+}

@@ -1,0 +1,77 @@
+namespace Rellax.Kernels;
+
+/// <summary>
+/// A place where kernels run and memory lives: the SIMD CPU backend, ILGPU (CUDA, OpenCL or its CPU emulator),
+/// or CUDA with the hand-written kernels. Each op family is reached through a checked front
+/// (<see cref="Primitives"/>, ...) that validates arguments once, then calls this backend's kernels.
+/// </summary>
+public abstract class ComputeBackend : IDisposable
+{
+    private Primitives? _primitives;
+
+    /// <summary>Short name for logs and <c>--json</c> output, e.g. <c>cpu</c> or <c>ilgpu:CPUAccelerator</c>.</summary>
+    public abstract string Name { get; }
+
+    /// <summary>The transformer primitives (GEMM, norms, RoPE, attention, ...) on this backend.</summary>
+    public Primitives Primitives => _primitives ??= new Primitives(this);
+
+    /// <summary>This backend's implementation of the primitive family (unchecked; reached through <see cref="Primitives"/>).</summary>
+    internal abstract IPrimitiveKernels PrimitiveKernels { get; }
+
+    /// <summary>Allocates <paramref name="length"/> zeroed elements of <paramref name="dtype"/>.</summary>
+    public abstract DeviceBuffer Allocate(DType dtype, long length);
+
+    /// <summary>Allocates a zeroed buffer that holds exactly one tensor of <paramref name="shape"/>.</summary>
+    public DeviceBuffer Allocate(DType dtype, params ReadOnlySpan<int> shape)
+    {
+        long n = 1;
+        foreach (int d in shape) n *= d;
+        return Allocate(dtype, n);
+    }
+
+    /// <summary>Allocates a buffer and copies <paramref name="data"/> into it.</summary>
+    public DeviceBuffer Upload<T>(ReadOnlySpan<T> data) where T : unmanaged
+    {
+        var buffer = Allocate(DTypeInfo.Of<T>(), (long)data.Length);
+        try
+        {
+            buffer.CopyFrom(data);
+            return buffer;
+        }
+        catch
+        {
+            buffer.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Waits until all work queued on this backend has finished.</summary>
+    public abstract void Synchronize();
+
+    /// <summary>Releases the backend's native resources. Buffers it allocated must be disposed first.</summary>
+    public virtual void Dispose() => GC.SuppressFinalize(this);
+
+    /// <inheritdoc/>
+    public override string ToString() => Name;
+}
+
+/// <summary>Extension helpers that read a whole buffer as a tensor.</summary>
+public static class DeviceBufferExtensions
+{
+    /// <summary>The whole buffer viewed with <paramref name="shape"/> (element counts must agree).</summary>
+    public static Tensor AsTensor(this DeviceBuffer buffer, params ReadOnlySpan<int> shape)
+    {
+        var t = new Tensor(buffer, 0, shape);
+        if (t.ElementCount != buffer.Length)
+            throw new ArgumentException($"shape {Tensor.Format(shape)} has {t.ElementCount} elements but the buffer has {buffer.Length}", nameof(shape));
+        return t;
+    }
+
+    /// <summary>Copies the tensor's elements to a new host array.</summary>
+    public static T[] ToArray<T>(this Tensor tensor) where T : unmanaged
+    {
+        var result = new T[tensor.ElementCount];
+        tensor.Buffer.CopyTo<T>(result, tensor.Offset);
+        return result;
+    }
+}

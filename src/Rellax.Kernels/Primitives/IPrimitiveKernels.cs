@@ -1,0 +1,42 @@
+namespace Rellax.Kernels;
+
+/// <summary>
+/// One backend's implementation of the transformer primitives. Arguments arrive already checked by
+/// <see cref="Primitives"/>: dtypes, shapes, backends and ranges are valid, tensors are contiguous views.
+/// Kernels may run asynchronously; outputs never alias inputs unless the method says so.
+/// </summary>
+internal interface IPrimitiveKernels
+{
+    /// <summary>y[M,N] = x[M,K] · w[N,K]^T (all f32).</summary>
+    void MatMulTransposed(Tensor x, Tensor w, Tensor y);
+
+    /// <summary>y[R,N] = x / sqrt(mean(x^2) + eps) * weight[N], per row.</summary>
+    void RmsNorm(Tensor x, Tensor weight, float eps, Tensor y);
+
+    /// <summary>y[R,N] = (x - mean) / sqrt(var + eps) * weight[N] + bias[N], per row (biased variance).</summary>
+    void LayerNorm(Tensor x, Tensor weight, Tensor bias, float eps, Tensor y);
+
+    /// <summary>In place on x[T,H,D]: HF rotate_half RoPE with angles cos/sin[P, D/2] at positions[T] (i32).</summary>
+    void Rope(Tensor x, Tensor positions, Tensor cos, Tensor sin);
+
+    /// <summary>y = silu(gate) * up, elementwise over [R,N].</summary>
+    void SwiGlu(Tensor gate, Tensor up, Tensor y);
+
+    /// <summary>y = x * Phi(x) (exact erf GELU), elementwise. May run in place (y == x).</summary>
+    void Gelu(Tensor x, Tensor y);
+
+    /// <summary>Row softmax over the last axis of x[R,N]. May run in place.</summary>
+    void Softmax(Tensor x, Tensor y);
+
+    /// <summary>
+    /// o[T,Hq,D] = softmax(scale · q kᵀ) v per head; q[T,Hq,D], k and v [S,Hkv,D], query head h reads KV head
+    /// h / (Hq/Hkv). Query t sits at absolute position S - T + t; with <paramref name="causal"/> it sees keys 0..S-T+t.
+    /// </summary>
+    void Attention(Tensor q, Tensor k, Tensor v, Tensor o, float scale, bool causal);
+
+    /// <summary>y[T,H] = table[ids[t], :] with ids i32[T].</summary>
+    void Embedding(Tensor ids, Tensor table, Tensor y);
+
+    /// <summary>y = a + b, elementwise. May run in place (y == a or y == b).</summary>
+    void Add(Tensor a, Tensor b, Tensor y);
+}

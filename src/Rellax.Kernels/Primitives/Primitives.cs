@@ -1,0 +1,174 @@
+namespace Rellax.Kernels;
+
+/// <summary>
+/// The transformer primitives a Llama-family forward pass needs, on one backend. Every method checks its
+/// arguments (dtype, shape, owning backend) and throws <see cref="ArgumentException"/> naming the argument
+/// and the shapes before any kernel runs. All floating tensors are f32; ids and positions are i32.
+/// Work may be queued asynchronously: read results through <see cref="DeviceBuffer.CopyTo{T}"/>, which waits.
+/// </summary>
+public sealed class Primitives
+{
+    private readonly ComputeBackend _backend;
+
+    internal Primitives(ComputeBackend backend) => _backend = backend;
+
+    private IPrimitiveKernels K => _backend.PrimitiveKernels;
+
+    /// <summary>Linear layer without bias: <c>y = x Wᵀ</c>.</summary>
+    /// <param name="x">Input, f32 [M, K].</param>
+    /// <param name="w">Weight as stored in HF files, f32 [N, K] (out features × in features).</param>
+    /// <param name="y">Output, f32 [M, N]; must not overlap x or w.</param>
+    public void MatMul(Tensor x, Tensor w, Tensor y)
+    {
+        Check.F32(_backend, x, nameof(x), 2); Check.F32(_backend, w, nameof(w), 2); Check.F32(_backend, y, nameof(y), 2);
+        if (x.Dim(1) != w.Dim(1) || y.Dim(0) != x.Dim(0) || y.Dim(1) != w.Dim(0))
+            throw new ArgumentException($"MatMul needs x [M, K], w [N, K], y [M, N]; got x {x}, w {w}, y {y}", nameof(w));
+        Check.NoOverlap(y, nameof(y), x, nameof(x)); Check.NoOverlap(y, nameof(y), w, nameof(w));
+        if (y.ElementCount == 0) return;
+        K.MatMulTransposed(x, w, y);
+    }
+
+    /// <summary>RMSNorm over the last axis: <c>y = x / sqrt(mean(x²) + eps) · weight</c>.</summary>
+    /// <param name="x">Input, f32 [..., N].</param>
+    /// <param name="weight">Scale, f32 [N].</param>
+    /// <param name="eps">Added to the mean square; must be finite and &gt;= 0.</param>
+    /// <param name="y">Output, same shape as x; may be x itself.</param>
+    public void RmsNorm(Tensor x, Tensor weight, float eps, Tensor y)
+    {
+        Check.F32(_backend, x, nameof(x)); Check.F32(_backend, weight, nameof(weight), 1); Check.F32(_backend, y, nameof(y));
+        Check.SameShape(x, nameof(x), y, nameof(y));
+        Check.LastDim(weight, nameof(weight), x);
+        Check.Eps(eps);
+        if (x.ElementCount == 0) return;
+        K.RmsNorm(x, weight, eps, y);
+    }
+
+    /// <summary>LayerNorm over the last axis (biased variance): <c>y = (x - mean) / sqrt(var + eps) · weight + bias</c>.</summary>
+    /// <param name="x">Input, f32 [..., N].</param>
+    /// <param name="weight">Scale, f32 [N].</param>
+    /// <param name="bias">Shift, f32 [N].</param>
+    /// <param name="eps">Added to the variance; must be finite and &gt;= 0.</param>
+    /// <param name="y">Output, same shape as x; may be x itself.</param>
+    public void LayerNorm(Tensor x, Tensor weight, Tensor bias, float eps, Tensor y)
+    {
+        Check.F32(_backend, x, nameof(x)); Check.F32(_backend, weight, nameof(weight), 1);
+        Check.F32(_backend, bias, nameof(bias), 1); Check.F32(_backend, y, nameof(y));
+        Check.SameShape(x, nameof(x), y, nameof(y));
+        Check.LastDim(weight, nameof(weight), x); Check.LastDim(bias, nameof(bias), x);
+        Check.Eps(eps);
+        if (x.ElementCount == 0) return;
+        K.LayerNorm(x, weight, bias, eps, y);
+    }
+
+    /// <summary>
+    /// Rotary position embedding in Hugging Face <c>rotate_half</c> layout, in place: for each head and
+    /// i &lt; D/2, the pair (x[i], x[i + D/2]) is rotated by the angle at (position, i).
+    /// </summary>
+    /// <param name="x">Queries or keys, f32 [T, H, D] with D even; overwritten.</param>
+    /// <param name="positions">Absolute position of each token, i32 [T], each in [0, P).</param>
+    /// <param name="cos">cos of the angles, f32 [P, D/2] (see <see cref="RopeTables"/>).</param>
+    /// <param name="sin">sin of the angles, f32 [P, D/2].</param>
+    public void Rope(Tensor x, Tensor positions, Tensor cos, Tensor sin)
+    {
+        Check.F32(_backend, x, nameof(x), 3); Check.Of(_backend, positions, nameof(positions), DType.I32, 1);
+        Check.F32(_backend, cos, nameof(cos), 2); Check.F32(_backend, sin, nameof(sin), 2);
+        int d = x.Dim(2);
+        if (d % 2 != 0) throw new ArgumentException($"RoPE needs an even head dimension; x is {x}", nameof(x));
+        if (positions.Dim(0) != x.Dim(0))
+            throw new ArgumentException($"positions {positions} must have one entry per token of x {x}", nameof(positions));
+        if (cos.Dim(1) != d / 2 || !cos.Shape.SequenceEqual(sin.Shape))
+            throw new ArgumentException($"cos and sin must both be [P, {d / 2}] for x {x}; got cos {cos}, sin {sin}", nameof(cos));
+        if (x.ElementCount == 0) return;
+        K.Rope(x, positions, cos, sin);
+    }
+
+    /// <summary>SwiGLU gate: <c>y = silu(gate) · up</c>, with silu(g) = g / (1 + e^-g).</summary>
+    /// <param name="gate">f32 [..., N].</param>
+    /// <param name="up">f32, same shape as gate.</param>
+    /// <param name="y">Output, same shape; may be gate or up.</param>
+    public void SwiGlu(Tensor gate, Tensor up, Tensor y)
+    {
+        Check.F32(_backend, gate, nameof(gate)); Check.F32(_backend, up, nameof(up)); Check.F32(_backend, y, nameof(y));
+        Check.SameShape(gate, nameof(gate), up, nameof(up)); Check.SameShape(gate, nameof(gate), y, nameof(y));
+        if (y.ElementCount == 0) return;
+        K.SwiGlu(gate, up, y);
+    }
+
+    /// <summary>Exact GELU: <c>y = x · Φ(x) = x/2 · (1 + erf(x/√2))</c>, elementwise.</summary>
+    /// <param name="x">f32, any shape.</param>
+    /// <param name="y">Output, same shape; may be x.</param>
+    public void Gelu(Tensor x, Tensor y)
+    {
+        Check.F32(_backend, x, nameof(x)); Check.F32(_backend, y, nameof(y));
+        Check.SameShape(x, nameof(x), y, nameof(y));
+        if (y.ElementCount == 0) return;
+        K.Gelu(x, y);
+    }
+
+    /// <summary>Numerically stable softmax over the last axis.</summary>
+    /// <param name="x">f32 [..., N] with N &gt;= 1.</param>
+    /// <param name="y">Output, same shape; may be x.</param>
+    public void Softmax(Tensor x, Tensor y)
+    {
+        Check.F32(_backend, x, nameof(x)); Check.F32(_backend, y, nameof(y));
+        Check.SameShape(x, nameof(x), y, nameof(y));
+        if (x.Dim(-1) == 0 && x.ElementCount == 0 && x.Rows > 0) throw new ArgumentException($"softmax over an empty axis: x is {x}", nameof(x));
+        if (y.ElementCount == 0) return;
+        K.Softmax(x, y);
+    }
+
+    /// <summary>
+    /// Scaled dot-product attention in fp32 with grouped-query heads:
+    /// <c>o = softmax(scale · q kᵀ + mask) v</c> per query head, query head h reading KV head h / (Hq / Hkv).
+    /// The T queries are the last T of the S key positions (query t is at position S - T + t), which covers
+    /// prefill (S == T) and decoding against a KV cache (S &gt; T).
+    /// </summary>
+    /// <param name="q">Queries, f32 [T, Hq, D].</param>
+    /// <param name="k">Keys, f32 [S, Hkv, D] with S &gt;= T and Hq a multiple of Hkv.</param>
+    /// <param name="v">Values, f32 [S, Hkv, D].</param>
+    /// <param name="o">Output, f32 [T, Hq, D]; must not overlap q, k or v.</param>
+    /// <param name="scale">Logit scale, usually 1/√D; finite and &gt; 0.</param>
+    /// <param name="causal">Whether query t is masked from keys after its own position.</param>
+    public void Attention(Tensor q, Tensor k, Tensor v, Tensor o, float scale, bool causal = true)
+    {
+        Check.F32(_backend, q, nameof(q), 3); Check.F32(_backend, k, nameof(k), 3);
+        Check.F32(_backend, v, nameof(v), 3); Check.F32(_backend, o, nameof(o), 3);
+        Check.SameShape(q, nameof(q), o, nameof(o)); Check.SameShape(k, nameof(k), v, nameof(v));
+        if (q.Dim(2) != k.Dim(2))
+            throw new ArgumentException($"q {q} and k {k} must have the same head dimension", nameof(k));
+        if (k.Dim(1) == 0 || q.Dim(1) % k.Dim(1) != 0)
+            throw new ArgumentException($"query heads ({q.Dim(1)}) must be a positive multiple of KV heads ({k.Dim(1)}); q {q}, k {k}", nameof(k));
+        if (k.Dim(0) < q.Dim(0))
+            throw new ArgumentException($"k {k} must hold at least as many positions as q {q} has tokens", nameof(k));
+        if (!(scale > 0) || !float.IsFinite(scale))
+            throw new ArgumentOutOfRangeException(nameof(scale), scale, "attention scale must be finite and positive");
+        Check.NoOverlap(o, nameof(o), q, nameof(q)); Check.NoOverlap(o, nameof(o), k, nameof(k)); Check.NoOverlap(o, nameof(o), v, nameof(v));
+        if (o.ElementCount == 0) return;
+        K.Attention(q, k, v, o, scale, causal);
+    }
+
+    /// <summary>Embedding gather: <c>y[t] = table[ids[t]]</c>.</summary>
+    /// <param name="ids">Token ids, i32 [T]; each in [0, V) (checked on the device side where possible; the CPU backend throws).</param>
+    /// <param name="table">Embedding table, f32 [V, H].</param>
+    /// <param name="y">Output, f32 [T, H].</param>
+    public void Embedding(Tensor ids, Tensor table, Tensor y)
+    {
+        Check.Of(_backend, ids, nameof(ids), DType.I32, 1); Check.F32(_backend, table, nameof(table), 2); Check.F32(_backend, y, nameof(y), 2);
+        if (y.Dim(0) != ids.Dim(0) || y.Dim(1) != table.Dim(1))
+            throw new ArgumentException($"Embedding needs ids [T], table [V, H], y [T, H]; got ids {ids}, table {table}, y {y}", nameof(y));
+        if (y.ElementCount == 0) return;
+        K.Embedding(ids, table, y);
+    }
+
+    /// <summary>Elementwise sum <c>y = a + b</c> (the residual add).</summary>
+    /// <param name="a">f32, any shape.</param>
+    /// <param name="b">f32, same shape as a.</param>
+    /// <param name="y">Output, same shape; may be a or b.</param>
+    public void Add(Tensor a, Tensor b, Tensor y)
+    {
+        Check.F32(_backend, a, nameof(a)); Check.F32(_backend, b, nameof(b)); Check.F32(_backend, y, nameof(y));
+        Check.SameShape(a, nameof(a), b, nameof(b)); Check.SameShape(a, nameof(a), y, nameof(y));
+        if (y.ElementCount == 0) return;
+        K.Add(a, b, y);
+    }
+}

@@ -1,0 +1,167 @@
+namespace Rellax.Kernels;
+
+/// <summary>
+/// Plain scalar implementations of every primitive, written for clarity, accumulating in double.
+/// They are the ground truth that the CPU, ILGPU and CUDA kernels are tested against; never used on a hot path.
+/// Shapes follow <see cref="Primitives"/>; all arrays are row-major.
+/// </summary>
+public static class PrimitivesReference
+{
+    /// <summary>y[M,N] = x[M,K] · w[N,K]ᵀ.</summary>
+    public static void MatMul(ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<float> y, int m, int k, int n)
+    {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+            {
+                double acc = 0;
+                for (int p = 0; p < k; p++) acc += (double)x[i * k + p] * w[j * k + p];
+                y[i * n + j] = (float)acc;
+            }
+    }
+
+    /// <summary>RMSNorm over rows of length n.</summary>
+    public static void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, Span<float> y, int n)
+    {
+        for (int r = 0; r < x.Length / n; r++)
+        {
+            double ss = 0;
+            for (int i = 0; i < n; i++) ss += (double)x[r * n + i] * x[r * n + i];
+            double inv = 1.0 / Math.Sqrt(ss / n + eps);
+            for (int i = 0; i < n; i++) y[r * n + i] = (float)(x[r * n + i] * inv * weight[i]);
+        }
+    }
+
+    /// <summary>LayerNorm over rows of length n (biased variance).</summary>
+    public static void LayerNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, float eps, Span<float> y, int n)
+    {
+        for (int r = 0; r < x.Length / n; r++)
+        {
+            double mean = 0, var = 0;
+            for (int i = 0; i < n; i++) mean += x[r * n + i];
+            mean /= n;
+            for (int i = 0; i < n; i++) { double d = x[r * n + i] - mean; var += d * d; }
+            double inv = 1.0 / Math.Sqrt(var / n + eps);
+            for (int i = 0; i < n; i++) y[r * n + i] = (float)((x[r * n + i] - mean) * inv * weight[i] + bias[i]);
+        }
+    }
+
+    /// <summary>HF rotate_half RoPE in place on x[T,H,D].</summary>
+    public static void Rope(Span<float> x, ReadOnlySpan<int> positions, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, int heads, int headDim)
+    {
+        int half = headDim / 2;
+        for (int t = 0; t < positions.Length; t++)
+            for (int h = 0; h < heads; h++)
+            {
+                int b = (t * heads + h) * headDim, p = positions[t] * half;
+                for (int i = 0; i < half; i++)
+                {
+                    double x1 = x[b + i], x2 = x[b + i + half], c = cos[p + i], s = sin[p + i];
+                    x[b + i] = (float)(x1 * c - x2 * s);
+                    x[b + i + half] = (float)(x2 * c + x1 * s);
+                }
+            }
+    }
+
+    /// <summary>y = silu(gate) · up.</summary>
+    public static void SwiGlu(ReadOnlySpan<float> gate, ReadOnlySpan<float> up, Span<float> y)
+    {
+        for (int i = 0; i < y.Length; i++) y[i] = (float)(gate[i] / (1 + Math.Exp(-(double)gate[i])) * up[i]);
+    }
+
+    /// <summary>Exact GELU, x · Φ(x).</summary>
+    public static void Gelu(ReadOnlySpan<float> x, Span<float> y)
+    {
+        for (int i = 0; i < y.Length; i++) y[i] = (float)(0.5 * x[i] * (1 + Erf(x[i] / Math.Sqrt(2))));
+    }
+
+    /// <summary>Softmax over rows of length n.</summary>
+    public static void Softmax(ReadOnlySpan<float> x, Span<float> y, int n)
+    {
+        for (int r = 0; r < x.Length / n; r++)
+        {
+            double max = double.NegativeInfinity, sum = 0;
+            for (int i = 0; i < n; i++) max = Math.Max(max, x[r * n + i]);
+            for (int i = 0; i < n; i++) sum += Math.Exp(x[r * n + i] - max);
+            for (int i = 0; i < n; i++) y[r * n + i] = (float)(Math.Exp(x[r * n + i] - max) / sum);
+        }
+    }
+
+    /// <summary>fp32 GQA attention; q/o [T,Hq,D], k/v [S,Hkv,D]; query t at position S - T + t.</summary>
+    public static void Attention(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> o,
+        int t, int s, int hq, int hkv, int d, float scale, bool causal)
+    {
+        int group = hq / hkv;
+        var scores = new double[s];
+        for (int i = 0; i < t; i++)
+            for (int h = 0; h < hq; h++)
+            {
+                int kvh = h / group, last = causal ? s - t + i : s - 1;
+                double max = double.NegativeInfinity;
+                for (int j = 0; j <= last; j++)
+                {
+                    double dot = 0;
+                    for (int c = 0; c < d; c++) dot += (double)q[(i * hq + h) * d + c] * k[(j * hkv + kvh) * d + c];
+                    scores[j] = dot * scale;
+                    max = Math.Max(max, scores[j]);
+                }
+                double sum = 0;
+                for (int j = 0; j <= last; j++) { scores[j] = Math.Exp(scores[j] - max); sum += scores[j]; }
+                for (int c = 0; c < d; c++)
+                {
+                    double acc = 0;
+                    for (int j = 0; j <= last; j++) acc += scores[j] * v[(j * hkv + kvh) * d + c];
+                    o[(i * hq + h) * d + c] = (float)(acc / sum);
+                }
+            }
+    }
+
+    /// <summary>y[t] = table[ids[t]] with rows of length h.</summary>
+    public static void Embedding(ReadOnlySpan<int> ids, ReadOnlySpan<float> table, Span<float> y, int h)
+    {
+        for (int t = 0; t < ids.Length; t++) table.Slice(ids[t] * h, h).CopyTo(y.Slice(t * h, h));
+    }
+
+    /// <summary>y = a + b.</summary>
+    public static void Add(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y)
+    {
+        for (int i = 0; i < y.Length; i++) y[i] = a[i] + b[i];
+    }
+
+    /// <summary>erf(x) to about 1e-15 (Abramowitz–Stegun 7.1.26 is too coarse for a reference): series for small |x|, continued fraction beyond.</summary>
+    public static double Erf(double x)
+    {
+        if (double.IsNaN(x)) return double.NaN;
+        double ax = Math.Abs(x);
+        if (ax > 6) return Math.Sign(x);
+        double result;
+        if (ax < 2.5)
+        {
+            // Maclaurin series: erf(x) = 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1))
+            double term = ax, sum = ax, x2 = ax * ax;
+            for (int n = 1; n < 100; n++)
+            {
+                term *= -x2 / n;
+                double add = term / (2 * n + 1);
+                sum += add;
+                if (Math.Abs(add) < 1e-17 * Math.Abs(sum)) break;
+            }
+            result = 2 / Math.Sqrt(Math.PI) * sum;
+        }
+        else
+        {
+            // Continued fraction for erfc (Lentz), accurate for x >= 2.5.
+            double f = ax, c = ax, dd = 0, tiny = 1e-300;
+            for (int n = 1; n < 200; n++)
+            {
+                double an = n / 2.0;
+                dd = ax + an * dd; if (Math.Abs(dd) < tiny) dd = tiny; dd = 1 / dd;
+                c = ax + an / c; if (Math.Abs(c) < tiny) c = tiny;
+                double delta = c * dd;
+                f *= delta;
+                if (Math.Abs(delta - 1) < 1e-16) break;
+            }
+            result = 1 - Math.Exp(-ax * ax) / Math.Sqrt(Math.PI) / f;
+        }
+        return x < 0 ? -result : result;
+    }
+}

@@ -1,0 +1,1 @@
+namespace Rellax.Runtime; internal static class Placeholder { }

@@ -1,0 +1,1 @@
+namespace Rellax.Tests; internal static class Placeholder { }
