@@ -1,1 +1,8 @@
-System.Console.WriteLine("rellax");
+using System.CommandLine;
+using Rellax.Cli;
+
+// `rellax`: the command line over the Rellax runtime. Every subcommand has --help and exits 0 only on success.
+var root = new RootCommand("Rellax: fast ReLLaX-style LLM recommendation kernels and runtime for .NET.");
+root.Add(GenerateCommand.Create());
+root.Add(BackendsCommand.Create());
+return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

@@ -1,0 +1,91 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using Rellax.Runtime;
+
+namespace Rellax.Cli;
+
+/// <summary><c>rellax generate</c>: greedy text generation with a KV cache.</summary>
+internal static class GenerateCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var prompt = new Option<string>("--prompt") { Description = "Text to continue (default: empty, i.e. BOS only).", DefaultValueFactory = _ => "" };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate.", DefaultValueFactory = _ => 256 };
+        maxNew.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError("--max-new-tokens must be >= 0"); });
+        var backend = CommonOptions.Backend();
+        var threads = CommonOptions.Threads();
+        var json = CommonOptions.Json();
+        var cmd = new Command("generate", "Generate text greedily from a prompt.") { model, prompt, maxNew, backend, threads, json };
+        cmd.SetAction(r => CommonOptions.Guard(() => Run(
+            r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(prompt) ?? "", r.GetValue(maxNew),
+            r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json))));
+        return cmd;
+    }
+
+    private static int Run(string modelDir, string prompt, int maxNewTokens, string backendName, int threads, bool json)
+    {
+        using var backend = CommonOptions.CreateBackend(backendName, threads);
+        var loadClock = Stopwatch.StartNew();
+        using var model = LlamaModel.Load(modelDir, backend);
+        double loadMs = loadClock.Elapsed.TotalMilliseconds;
+        var tok = model.Tokenizer;
+        var promptIds = tok.Encode(prompt, addSpecialTokens: true).ToList();
+        if (promptIds.Count == 0)
+            promptIds.Add(tok.BosId ?? throw new InvalidOperationException("empty prompt and the tokenizer has no BOS token"));
+        int budget = Math.Min(maxNewTokens, model.Config.MaxPositionEmbeddings - promptIds.Count);
+        if (budget < 0)
+            throw new ArgumentException($"the prompt has {promptIds.Count} tokens, more than max_position_embeddings = {model.Config.MaxPositionEmbeddings}");
+
+        using var session = model.CreateSession();
+        var stops = model.Config.EosTokenIds.ToHashSet();
+        var generated = new List<int>();
+        var clock = Stopwatch.StartNew();
+        double firstTokenMs = 0;
+        string printed = "";
+        foreach (int id in GreedyGenerator.Generate(session, promptIds, budget, stops))
+        {
+            if (generated.Count == 0) firstTokenMs = clock.Elapsed.TotalMilliseconds;
+            generated.Add(id);
+            if (json) continue;
+            // Decode the whole continuation each time so multi-byte characters split over tokens print whole.
+            string text = tok.Decode(generated);
+            if (text.Length > printed.Length && text.StartsWith(printed, StringComparison.Ordinal) && !text.EndsWith('\uFFFD'))
+            {
+                Console.Write(text[printed.Length..]);
+                printed = text;
+            }
+        }
+        double totalMs = clock.Elapsed.TotalMilliseconds;
+        string finalText = tok.Decode(generated);
+        string stopReason = generated.Count > 0 && stops.Contains(generated[^1]) ? "eos"
+            : generated.Count >= maxNewTokens ? "max_new_tokens" : "context_full";
+        double decodeTokensPerSecond = generated.Count > 1 ? (generated.Count - 1) / ((totalMs - firstTokenMs) / 1000) : 0;
+
+        if (json)
+        {
+            var result = new
+            {
+                model = model.Directory,
+                backend = backend.Name,
+                prompt,
+                prompt_ids = promptIds,
+                generated_ids = generated,
+                text = finalText,
+                stop_reason = stopReason,
+                load_ms = Math.Round(loadMs, 3),
+                prefill_ms = Math.Round(firstTokenMs, 3),
+                decode_tokens_per_second = Math.Round(decodeTokensPerSecond, 1),
+            };
+            Console.WriteLine(JsonSerializer.Serialize(result));
+        }
+        else
+        {
+            if (finalText.Length > printed.Length && finalText.StartsWith(printed, StringComparison.Ordinal)) Console.Write(finalText[printed.Length..]);
+            Console.WriteLine();
+            Console.Error.WriteLine($"[{backend.Name}] {generated.Count} tokens, stop: {stopReason}, prefill {firstTokenMs:F1} ms, decode {decodeTokensPerSecond:F0} tok/s");
+        }
+        return 0;
+    }
+}

@@ -1,0 +1,81 @@
+using Rellax.Kernels;
+
+namespace Rellax.Runtime;
+
+/// <summary>
+/// A Llama-family decoder (LlamaForCausalLM, MistralForCausalLM) loaded from a Hugging Face directory
+/// (<c>config.json</c>, <c>model.safetensors</c> or shards, <c>tokenizer.json</c>) onto a <see cref="ComputeBackend"/>.
+/// Weights are held in f32 on the backend: F16/BF16 checkpoints are widened once at load.
+/// The model is immutable and may be shared by several <see cref="LlamaSession"/>s used one at a time each.
+/// </summary>
+public sealed class LlamaModel : IDisposable
+{
+    private readonly LlamaWeights _weights;
+    private bool _disposed;
+
+    private LlamaModel(string directory, LlamaConfig config, LlamaTokenizer tokenizer, LlamaWeights weights, ComputeBackend backend)
+    {
+        Directory = directory;
+        Config = config;
+        Tokenizer = tokenizer;
+        _weights = weights;
+        Backend = backend;
+    }
+
+    /// <summary>The directory the model was loaded from.</summary>
+    public string Directory { get; }
+
+    /// <summary>The parsed <c>config.json</c>.</summary>
+    public LlamaConfig Config { get; }
+
+    /// <summary>The tokenizer from <c>tokenizer.json</c>.</summary>
+    public LlamaTokenizer Tokenizer { get; }
+
+    /// <summary>The backend the weights live on and the forward pass runs on.</summary>
+    public ComputeBackend Backend { get; }
+
+    internal LlamaWeights Weights => _weights;
+
+    /// <summary>Loads a model directory onto <paramref name="backend"/>.</summary>
+    /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
+    /// <exception cref="FileNotFoundException">config.json, tokenizer.json or the weights are missing.</exception>
+    /// <exception cref="NotSupportedException">The architecture uses a feature this runtime does not implement (e.g. attention biases).</exception>
+    /// <exception cref="InvalidDataException">A tensor is missing or its shape disagrees with config.json.</exception>
+    public static LlamaModel Load(string directory, ComputeBackend backend)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        ArgumentNullException.ThrowIfNull(backend);
+        if (!System.IO.Directory.Exists(directory))
+            throw new DirectoryNotFoundException($"model directory '{directory}' does not exist");
+        string configPath = Path.Combine(directory, "config.json");
+        if (!File.Exists(configPath))
+            throw new FileNotFoundException($"model directory '{directory}' has no config.json", configPath);
+        var config = LlamaConfig.Load(configPath);
+        if (config.AttentionBias)
+            throw new NotSupportedException($"{configPath}: attention biases ({config.Architecture} with attention_bias) are not supported yet");
+        var tokenizer = LlamaTokenizer.Load(directory);
+        using var checkpoint = SafeTensorsCheckpoint.Open(directory);
+        var weights = LlamaWeights.Load(checkpoint, config, backend);
+        return new LlamaModel(Path.GetFullPath(directory), config, tokenizer, weights, backend);
+    }
+
+    /// <summary>
+    /// Starts a new sequence with its own KV cache of <paramref name="maxPositions"/> positions
+    /// (default: the config's <c>max_position_embeddings</c>).
+    /// </summary>
+    public LlamaSession CreateSession(int? maxPositions = null)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        int max = maxPositions ?? Config.MaxPositionEmbeddings;
+        if (max < 1 || max > Config.MaxPositionEmbeddings)
+            throw new ArgumentOutOfRangeException(nameof(maxPositions), max, $"must be in [1, {Config.MaxPositionEmbeddings}] (max_position_embeddings)");
+        return new LlamaSession(this, max);
+    }
+
+    /// <summary>Frees the weights on the backend (the backend itself belongs to the caller).</summary>
+    public void Dispose()
+    {
+        _disposed = true;
+        _weights.Dispose();
+    }
+}

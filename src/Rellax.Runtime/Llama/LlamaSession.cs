@@ -1,0 +1,218 @@
+using Rellax.Kernels;
+
+namespace Rellax.Runtime;
+
+/// <summary>
+/// One token sequence being run through a <see cref="LlamaModel"/>: its KV cache (f32, [maxPositions, Hkv·D]
+/// per layer for keys and for values) and scratch activations. Feed tokens in chunks with <see cref="Forward"/>;
+/// each call appends to the cache, so prefill then one-token decoding costs O(n) layer passes, not O(n²).
+/// Not thread-safe; dispose to free its device memory.
+/// </summary>
+public sealed class LlamaSession : IDisposable
+{
+    private readonly LlamaModel _model;
+    private readonly Primitives _ops;
+    private readonly DeviceBuffer[] _keyCache, _valueCache;
+    private readonly List<DeviceBuffer> _scratchBuffers = [];
+    private Scratch? _scratch;
+    private bool _disposed;
+
+    internal LlamaSession(LlamaModel model, int maxPositions)
+    {
+        _model = model;
+        _ops = model.Backend.Primitives;
+        MaxPositions = maxPositions;
+        var c = model.Config;
+        int kvWidth = c.NumKeyValueHeads * c.HeadDim;
+        _keyCache = new DeviceBuffer[c.NumHiddenLayers];
+        _valueCache = new DeviceBuffer[c.NumHiddenLayers];
+        try
+        {
+            for (int i = 0; i < c.NumHiddenLayers; i++)
+            {
+                _keyCache[i] = model.Backend.Allocate(DType.F32, maxPositions, kvWidth);
+                _valueCache[i] = model.Backend.Allocate(DType.F32, maxPositions, kvWidth);
+            }
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Capacity of the KV cache, in tokens.</summary>
+    public int MaxPositions { get; }
+
+    /// <summary>Number of tokens consumed so far (the position the next token will take).</summary>
+    public int Position { get; private set; }
+
+    /// <summary>Forgets all consumed tokens (the cache memory is kept).</summary>
+    public void Reset() => Position = 0;
+
+    /// <summary>
+    /// Runs <paramref name="tokens"/> (appended after the tokens already consumed) through the model and writes
+    /// the next-token logits of the last of them into <paramref name="logits"/> (length vocab_size).
+    /// </summary>
+    /// <exception cref="ArgumentException">No tokens, or the logits span has the wrong length.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A token id is outside the vocabulary, or the cache would overflow.</exception>
+    public void Forward(ReadOnlySpan<int> tokens, Span<float> logits)
+    {
+        if (logits.Length != _model.Config.VocabSize)
+            throw new ArgumentException($"logits must have vocab_size = {_model.Config.VocabSize} elements, got {logits.Length}", nameof(logits));
+        var last = RunLayers(tokens);
+        ComputeLogits(last, logits);
+    }
+
+    /// <summary>Like <see cref="Forward(ReadOnlySpan{int}, Span{float})"/>, returning a new logits array.</summary>
+    public float[] Forward(ReadOnlySpan<int> tokens)
+    {
+        var logits = new float[_model.Config.VocabSize];
+        Forward(tokens, logits);
+        return logits;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="tokens"/> and returns the last layer's hidden states after the final norm (the
+    /// input of <c>lm_head</c>) for every one of them, row-major [tokens.Length, hidden_size].
+    /// </summary>
+    public float[] ForwardHidden(ReadOnlySpan<int> tokens)
+    {
+        var h = RunLayers(tokens, normAll: true);
+        return h.ToArray<float>();
+    }
+
+    /// <summary>The residual stream of the chunk after all layers; the last row (or all rows) final-normed.</summary>
+    private Tensor RunLayers(ReadOnlySpan<int> tokens, bool normAll = false)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var c = _model.Config;
+        int t = tokens.Length;
+        if (t == 0) throw new ArgumentException("at least one token is needed", nameof(tokens));
+        if (Position + t > MaxPositions)
+            throw new ArgumentOutOfRangeException(nameof(tokens), t, $"{Position} + {t} tokens exceed the session's {MaxPositions} positions");
+        foreach (int id in tokens)
+            if ((uint)id >= (uint)c.VocabSize)
+                throw new ArgumentOutOfRangeException(nameof(tokens), id, $"token id outside the vocabulary of {c.VocabSize}");
+
+        var s = EnsureScratch(t);
+        var w = _model.Weights;
+        int hq = c.NumAttentionHeads, hkv = c.NumKeyValueHeads, d = c.HeadDim, hidden = c.HiddenSize;
+        int start = Position, end = Position + t;
+
+        s.Ids.CopyFrom(tokens);
+        Span<int> positions = t <= 1024 ? stackalloc int[t] : new int[t];
+        for (int i = 0; i < t; i++) positions[i] = start + i;
+        s.Positions.CopyFrom<int>(positions);
+
+        var ids = new Tensor(s.Ids, 0, t);
+        var pos = new Tensor(s.Positions, 0, t);
+        var x = new Tensor(s.Residual, 0, t, hidden);
+        var xn = new Tensor(s.Normed, 0, t, hidden);
+        var q = new Tensor(s.Query, 0, t, hq * d);
+        var attn = new Tensor(s.AttentionOut, 0, t, hq * d);
+        var proj = new Tensor(s.Projected, 0, t, hidden);
+        var gate = new Tensor(s.Gate, 0, t, c.IntermediateSize);
+        var up = new Tensor(s.Up, 0, t, c.IntermediateSize);
+        var cos = w.RopeCos.AsTensor(c.MaxPositionEmbeddings, d / 2);
+        var sin = w.RopeSin.AsTensor(c.MaxPositionEmbeddings, d / 2);
+        float scale = 1f / MathF.Sqrt(d);
+
+        _ops.Embedding(ids, w.Embedding.AsTensor(c.VocabSize, hidden), x);
+        for (int l = 0; l < w.Layers.Length; l++)
+        {
+            var L = w.Layers[l];
+            var kCache = _keyCache[l].AsTensor(MaxPositions, hkv * d);
+            var vCache = _valueCache[l].AsTensor(MaxPositions, hkv * d);
+            var kNew = kCache.Slice(start, t);
+            var vNew = vCache.Slice(start, t);
+
+            // Attention block: x += o_proj(attention(rope(q), rope(k), v)) of rmsnorm(x).
+            _ops.RmsNorm(x, L.InputNorm.AsTensor(hidden), (float)c.RmsNormEps, xn);
+            _ops.MatMul(xn, L.Q.AsTensor(hq * d, hidden), q);
+            _ops.MatMul(xn, L.K.AsTensor(hkv * d, hidden), kNew);
+            _ops.MatMul(xn, L.V.AsTensor(hkv * d, hidden), vNew);
+            _ops.Rope(q.Reshape(t, hq, d), pos, cos, sin);
+            _ops.Rope(kNew.Reshape(t, hkv, d), pos, cos, sin);
+            _ops.Attention(q.Reshape(t, hq, d),
+                kCache.Slice(0, end).Reshape(end, hkv, d), vCache.Slice(0, end).Reshape(end, hkv, d),
+                attn.Reshape(t, hq, d), scale, causal: true);
+            _ops.MatMul(attn, L.O.AsTensor(hidden, hq * d), proj);
+            _ops.Add(x, proj, x);
+
+            // MLP block: x += down(silu(gate(xn)) * up(xn)) with xn = rmsnorm(x).
+            _ops.RmsNorm(x, L.PostAttentionNorm.AsTensor(hidden), (float)c.RmsNormEps, xn);
+            _ops.MatMul(xn, L.Gate.AsTensor(c.IntermediateSize, hidden), gate);
+            _ops.MatMul(xn, L.Up.AsTensor(c.IntermediateSize, hidden), up);
+            _ops.SwiGlu(gate, up, gate);
+            _ops.MatMul(gate, L.Down.AsTensor(hidden, c.IntermediateSize), proj);
+            _ops.Add(x, proj, x);
+        }
+        Position = end;
+
+        var finalNorm = w.FinalNorm.AsTensor(hidden);
+        if (normAll)
+        {
+            _ops.RmsNorm(x, finalNorm, (float)c.RmsNormEps, xn);
+            return xn;
+        }
+        var lastRow = x.Slice(t - 1, 1);
+        var lastNormed = xn.Slice(0, 1);
+        _ops.RmsNorm(lastRow, finalNorm, (float)c.RmsNormEps, lastNormed);
+        return lastNormed;
+    }
+
+    private void ComputeLogits(Tensor lastNormed, Span<float> logits)
+    {
+        var c = _model.Config;
+        var s = _scratch!;
+        var outTensor = new Tensor(s.Logits, 0, 1, c.VocabSize);
+        _ops.MatMul(lastNormed, _model.Weights.LmHead.AsTensor(c.VocabSize, c.HiddenSize), outTensor);
+        s.Logits.CopyTo(logits);
+    }
+
+    /// <summary>Activation buffers for chunks of up to <see cref="Capacity"/> tokens, grown on demand.</summary>
+    private sealed class Scratch
+    {
+        public required int Capacity { get; init; }
+        public required DeviceBuffer Ids, Positions, Residual, Normed, Query, AttentionOut, Projected, Gate, Up, Logits;
+    }
+
+    private Scratch EnsureScratch(int tokens)
+    {
+        if (_scratch is { } existing && existing.Capacity >= tokens) return existing;
+        foreach (var b in _scratchBuffers) b.Dispose();
+        _scratchBuffers.Clear();
+        var c = _model.Config;
+        var backend = _model.Backend;
+        int cap = Math.Max(tokens, _scratch?.Capacity * 2 ?? 1);
+        cap = Math.Min(Math.Max(cap, tokens), MaxPositions);
+        DeviceBuffer A(DType dtype, long n) { var b = backend.Allocate(dtype, n); _scratchBuffers.Add(b); return b; }
+        _scratch = new Scratch
+        {
+            Capacity = cap,
+            Ids = A(DType.I32, cap),
+            Positions = A(DType.I32, cap),
+            Residual = A(DType.F32, (long)cap * c.HiddenSize),
+            Normed = A(DType.F32, (long)cap * c.HiddenSize),
+            Query = A(DType.F32, (long)cap * c.NumAttentionHeads * c.HeadDim),
+            AttentionOut = A(DType.F32, (long)cap * c.NumAttentionHeads * c.HeadDim),
+            Projected = A(DType.F32, (long)cap * c.HiddenSize),
+            Gate = A(DType.F32, (long)cap * c.IntermediateSize),
+            Up = A(DType.F32, (long)cap * c.IntermediateSize),
+            Logits = A(DType.F32, c.VocabSize),
+        };
+        return _scratch;
+    }
+
+    /// <summary>Frees the KV cache and scratch memory.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var b in _keyCache) b?.Dispose();
+        foreach (var b in _valueCache) b?.Dispose();
+        foreach (var b in _scratchBuffers) b.Dispose();
+        _scratchBuffers.Clear();
+    }
+}
