@@ -1,1 +1,0 @@
-namespace Rellax.Runtime; internal static class Placeholder { }
