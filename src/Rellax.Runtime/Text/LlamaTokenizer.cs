@@ -1,0 +1,620 @@
+using System.Text;
+using System.Text.Json;
+using Microsoft.ML.Tokenizers;
+
+namespace Rellax.Runtime;
+
+/// <summary>
+/// The SentencePiece-style BPE tokenizer of Llama 2 / Mistral / stories260K, loaded from a Hugging Face
+/// <c>tokenizer.json</c> (and <c>tokenizer_config.json</c> for <c>add_bos_token</c>/<c>add_eos_token</c>).
+/// </summary>
+/// <remarks>
+/// <para>Pipeline, with the HF <c>tokenizers</c> semantics: added tokens (<c>added_tokens</c>, e.g. <c>&lt;s&gt;</c>)
+/// are split out of the raw text first (leftmost-longest); each remaining segment is normalized
+/// (<c>Prepend</c>/<c>Replace</c>, or the <c>Metaspace</c> pre-tokenizer), then BPE-encoded with the merge ranks
+/// of <c>model.merges</c>; code points not in the vocabulary become byte tokens <c>&lt;0xNN&gt;</c>
+/// (<c>byte_fallback</c>) or <c>unk</c>.</para>
+/// <para>What Microsoft.ML.Tokenizers 2.0.1 does here: the merge loop (<see cref="BpeTokenizer"/> built from
+/// <c>model.vocab</c> and <c>model.merges</c>, without normalizer or pre-tokenizer). What it cannot express,
+/// implemented in this class: reading <c>tokenizer.json</c> (it has no loader); SentencePiece byte fallback
+/// (its BPE only knows an unknown token, so runs of in-vocabulary code points are handed to it and the code
+/// points outside the vocabulary become byte tokens here, which is exact because no merge can involve a symbol
+/// that is not in the vocabulary); HF added-token splitting; the Prepend/Replace/Metaspace normalization; the
+/// post-processor template; and decoding (its decoder has no ByteFallback/Fuse/Strip chain).</para>
+/// <para>Not supported (rejected at load with a message): byte-level BPE (GPT-2/Llama 3 style), WordPiece/Unigram
+/// models, regex Replace patterns, other normalizers, pre-tokenizers and decoders.</para>
+/// Instances are immutable and thread-safe.
+/// </remarks>
+public sealed class LlamaTokenizer
+{
+    private readonly BpeTokenizer _bpe;
+    private readonly Dictionary<string, int> _vocab;          // model.vocab + added tokens
+    private readonly Dictionary<string, int> _modelVocab;     // model.vocab only
+    private readonly Dictionary<int, string> _idToToken;
+    private readonly AddedToken[] _added;                     // longest first
+    private readonly HashSet<int> _specialIds;
+    private readonly NormStep[] _normalizer;
+    private readonly MetaspaceOptions? _metaspace;
+    private readonly DecodeStep[] _decoder;
+    private readonly int[] _prefix;
+    private readonly int[] _suffix;
+    private readonly int[]? _byteIds;                         // 256 ids of <0xNN> when byte_fallback
+    private readonly int? _unkId;
+    private readonly bool _fuseUnk;
+    private readonly bool _ignoreMerges;
+
+    private sealed record AddedToken(string Content, int Id, bool Special, bool LStrip, bool RStrip);
+    private sealed record NormStep(string? Prepend, string? From, string? To);
+    private sealed record MetaspaceOptions(string Replacement, string PrependScheme, bool Split);
+    private sealed record DecodeStep(string Kind, string? From = null, string? To = null, int Start = 0, int Stop = 0, string? Scheme = null);
+
+    private LlamaTokenizer(BpeTokenizer bpe, Dictionary<string, int> modelVocab, Dictionary<string, int> vocab, Dictionary<int, string> idToToken, AddedToken[] added,
+        NormStep[] normalizer, MetaspaceOptions? metaspace, DecodeStep[] decoder, int[] prefix, int[] suffix,
+        int[]? byteIds, int? unkId, bool fuseUnk, bool ignoreMerges, int? bosId, int? eosId)
+    {
+        _bpe = bpe;
+        _modelVocab = modelVocab;
+        _vocab = vocab;
+        _idToToken = idToToken;
+        _added = added;
+        _specialIds = [.. added.Where(a => a.Special).Select(a => a.Id)];
+        _normalizer = normalizer;
+        _metaspace = metaspace;
+        _decoder = decoder;
+        _prefix = prefix;
+        _suffix = suffix;
+        _byteIds = byteIds;
+        _unkId = unkId;
+        _fuseUnk = fuseUnk;
+        _ignoreMerges = ignoreMerges;
+        BosId = bosId;
+        EosId = eosId;
+        VocabSize = idToToken.Count == 0 ? 0 : idToToken.Keys.Max() + 1;
+    }
+
+    /// <summary>Number of ids: largest id in the vocabulary or added tokens, plus one.</summary>
+    public int VocabSize { get; }
+
+    /// <summary>Begin-of-sequence id (tokenizer_config <c>bos_token</c>, else the template's leading special token, else <c>&lt;s&gt;</c>).</summary>
+    public int? BosId { get; }
+
+    /// <summary>End-of-sequence id (tokenizer_config <c>eos_token</c>, else <c>&lt;/s&gt;</c>).</summary>
+    public int? EosId { get; }
+
+    /// <summary>Ids added before the text when <c>addSpecialTokens</c> is true (e.g. [BOS]).</summary>
+    public IReadOnlyList<int> PrefixIds => _prefix;
+
+    /// <summary>Ids added after the text when <c>addSpecialTokens</c> is true (e.g. [] or [EOS]).</summary>
+    public IReadOnlyList<int> SuffixIds => _suffix;
+
+    /// <summary>Loads <c>tokenizer.json</c> (required) and <c>tokenizer_config.json</c> (optional) from a model directory.</summary>
+    /// <param name="modelDirectory">The Hugging Face model directory.</param>
+    /// <exception cref="FileNotFoundException"><c>tokenizer.json</c> is absent.</exception>
+    /// <exception cref="InvalidDataException">A file is not valid JSON or a field is missing or malformed; the message names file and field.</exception>
+    /// <exception cref="NotSupportedException">A model type, normalizer, pre-tokenizer, decoder or post-processor this class does not implement.</exception>
+    public static LlamaTokenizer Load(string modelDirectory)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(modelDirectory);
+        string dir = Path.GetFullPath(modelDirectory);
+        string tokPath = Path.Combine(dir, "tokenizer.json");
+        if (!File.Exists(tokPath))
+            throw new FileNotFoundException($"Tokenizer not found: '{tokPath}' (only HF tokenizer.json is supported).", tokPath);
+        string cfgPath = Path.Combine(dir, "tokenizer_config.json");
+        string? cfgJson = File.Exists(cfgPath) ? File.ReadAllText(cfgPath) : null;
+        return Parse(File.ReadAllText(tokPath), tokPath, cfgJson, cfgPath);
+    }
+
+    /// <summary>Builds a tokenizer from <c>tokenizer.json</c> text and optional <c>tokenizer_config.json</c> text.</summary>
+    /// <param name="tokenizerJson">Contents of tokenizer.json.</param>
+    /// <param name="tokenizerSource">Name for messages (usually its path).</param>
+    /// <param name="configJson">Contents of tokenizer_config.json, or <see langword="null"/>.</param>
+    /// <param name="configSource">Name for messages.</param>
+    /// <exception cref="InvalidDataException">Malformed JSON or fields.</exception>
+    /// <exception cref="NotSupportedException">Unsupported components.</exception>
+    public static LlamaTokenizer Parse(string tokenizerJson, string tokenizerSource, string? configJson = null, string configSource = "tokenizer_config.json")
+    {
+        using JsonDocument doc = ParseJson(tokenizerJson, tokenizerSource);
+        JsonElement root = doc.RootElement;
+        string src = tokenizerSource;
+
+        // ---- model ----
+        JsonElement model = Prop(root, "model", src) is { ValueKind: JsonValueKind.Object } m ? m : throw Bad(src, "model", "must be an object.");
+        string type = model.TryGetProperty("type", out JsonElement t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "";
+        if (type != "BPE")
+            throw new NotSupportedException($"Tokenizer '{src}', field 'model.type': '{type}' is not supported (only SentencePiece-style \"BPE\").");
+        if (OptString(model, "continuing_subword_prefix", src) is { Length: > 0 } || OptString(model, "end_of_word_suffix", src) is { Length: > 0 })
+            throw new NotSupportedException($"Tokenizer '{src}': model.continuing_subword_prefix / end_of_word_suffix are not supported.");
+        if (model.TryGetProperty("dropout", out JsonElement dr) && dr.ValueKind == JsonValueKind.Number && dr.GetDouble() != 0)
+            throw new NotSupportedException($"Tokenizer '{src}', field 'model.dropout': BPE dropout is not supported for inference.");
+        bool byteFallback = OptBool(model, "byte_fallback", src) ?? false;
+        bool fuseUnk = OptBool(model, "fuse_unk", src) ?? false;
+        bool ignoreMerges = OptBool(model, "ignore_merges", src) ?? false;
+        string? unkToken = OptString(model, "unk_token", src);
+
+        JsonElement vocabEl = Prop(model, "vocab", src);
+        if (vocabEl.ValueKind != JsonValueKind.Object) throw Bad(src, "model.vocab", "must be an object {piece: id}.");
+        var modelVocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (JsonProperty p in vocabEl.EnumerateObject())
+        {
+            if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id) || id < 0)
+                throw Bad(src, "model.vocab", $"id of '{p.Name}' must be a non-negative integer.");
+            if (!modelVocab.TryAdd(p.Name, id)) throw Bad(src, "model.vocab", $"piece '{p.Name}' appears twice.");
+        }
+
+        JsonElement mergesEl = Prop(model, "merges", src);
+        if (mergesEl.ValueKind != JsonValueKind.Array) throw Bad(src, "model.merges", "must be an array.");
+        var merges = new List<string>(mergesEl.GetArrayLength());
+        int mi = 0;
+        foreach (JsonElement me in mergesEl.EnumerateArray())
+        {
+            string a, b;
+            if (me.ValueKind == JsonValueKind.String)
+            {
+                string s = me.GetString()!;
+                int sp = s.IndexOf(' ');
+                if (sp <= 0 || sp == s.Length - 1 || s.IndexOf(' ', sp + 1) >= 0)
+                    throw Bad(src, $"model.merges[{mi}]", $"'{s}' must be two pieces separated by one space.");
+                a = s[..sp]; b = s[(sp + 1)..];
+            }
+            else if (me.ValueKind == JsonValueKind.Array && me.GetArrayLength() == 2
+                     && me[0].ValueKind == JsonValueKind.String && me[1].ValueKind == JsonValueKind.String)
+            {
+                a = me[0].GetString()!; b = me[1].GetString()!;
+                if (a.Contains(' ') || b.Contains(' '))
+                    throw new NotSupportedException($"Tokenizer '{src}', field 'model.merges[{mi}]': pieces containing a space cannot be passed to Microsoft.ML.Tokenizers' BPE.");
+            }
+            else throw Bad(src, $"model.merges[{mi}]", "must be \"a b\" or [\"a\", \"b\"].");
+            if (!modelVocab.ContainsKey(a) || !modelVocab.ContainsKey(b) || !modelVocab.ContainsKey(a + b))
+                throw Bad(src, $"model.merges[{mi}]", $"'{a}' + '{b}' uses a piece that is not in model.vocab.");
+            merges.Add(a + " " + b);
+            mi++;
+        }
+
+        int? unkId = null;
+        if (unkToken is not null)
+            unkId = modelVocab.TryGetValue(unkToken, out int u) ? u : throw Bad(src, "model.unk_token", $"'{unkToken}' is not in model.vocab.");
+
+        int[]? byteIds = null;
+        if (byteFallback)
+        {
+            byteIds = new int[256];
+            for (int i = 0; i < 256; i++)
+                byteIds[i] = modelVocab.TryGetValue($"<0x{i:X2}>", out int bid) ? bid : -1;
+        }
+
+        // ---- added tokens ----
+        var vocab = new Dictionary<string, int>(modelVocab, StringComparer.Ordinal);
+        var added = new List<AddedToken>();
+        if (root.TryGetProperty("added_tokens", out JsonElement at) && at.ValueKind == JsonValueKind.Array)
+        {
+            int ai = 0;
+            foreach (JsonElement a in at.EnumerateArray())
+            {
+                string field = $"added_tokens[{ai++}]";
+                if (a.ValueKind != JsonValueKind.Object) throw Bad(src, field, "must be an object.");
+                string content = OptString(a, "content", src) ?? throw Bad(src, field + ".content", "missing.");
+                if (content.Length == 0) throw Bad(src, field + ".content", "must not be empty.");
+                if (!a.TryGetProperty("id", out JsonElement idEl) || !idEl.TryGetInt32(out int id) || id < 0)
+                    throw Bad(src, field + ".id", "must be a non-negative integer.");
+                // single_word is not implemented (no Llama-family tokenizer sets it); normalized=true tokens are matched
+                // on the raw text like normalized=false ones, which is the same for tokens without spaces.
+                added.Add(new AddedToken(content, id, OptBool(a, "special", src) ?? false, OptBool(a, "lstrip", src) ?? false, OptBool(a, "rstrip", src) ?? false));
+                vocab[content] = id;
+            }
+        }
+        var idToToken = new Dictionary<int, string>();
+        foreach ((string piece, int id) in modelVocab) idToToken.TryAdd(id, piece);
+        foreach (AddedToken a in added) idToToken[a.Id] = a.Content;
+
+        // ---- normalizer / pre-tokenizer / decoder ----
+        var norm = new List<NormStep>();
+        if (root.TryGetProperty("normalizer", out JsonElement ne) && ne.ValueKind != JsonValueKind.Null)
+            ReadNormalizer(ne, src, "normalizer", norm);
+        MetaspaceOptions? metaspace = null;
+        if (root.TryGetProperty("pre_tokenizer", out JsonElement pe) && pe.ValueKind != JsonValueKind.Null)
+            metaspace = ReadPreTokenizer(pe, src, "pre_tokenizer");
+        var dec = new List<DecodeStep>();
+        if (root.TryGetProperty("decoder", out JsonElement de) && de.ValueKind != JsonValueKind.Null)
+            ReadDecoder(de, src, "decoder", dec);
+
+        // ---- special-token ids and post-processing ----
+        JsonDocument? cfgDoc = configJson is null ? null : ParseJson(configJson, configSource);
+        try
+        {
+            JsonElement? cfg = cfgDoc?.RootElement;
+            if (cfg is { ValueKind: not JsonValueKind.Object }) throw Bad(configSource, null, "must be a JSON object.");
+            int? Lookup(string? token, string file, string field) =>
+                token is null ? null : vocab.TryGetValue(token, out int id) ? id : throw Bad(file, field, $"token '{token}' is not in the vocabulary.");
+            string? cfgBos = cfg is { } c1 ? TokenString(c1, "bos_token", configSource) : null;
+            string? cfgEos = cfg is { } c2 ? TokenString(c2, "eos_token", configSource) : null;
+
+            var (tplPrefix, tplSuffix) = ReadPostProcessor(root, src);
+            int? bosId = Lookup(cfgBos, configSource, "bos_token") ?? (tplPrefix.Length == 1 ? (int?)tplPrefix[0] : null)
+                         ?? (vocab.TryGetValue("<s>", out int b) ? b : null);
+            int? eosId = Lookup(cfgEos, configSource, "eos_token") ?? (vocab.TryGetValue("</s>", out int e) ? e : null);
+
+            int[] prefix = tplPrefix, suffix = tplSuffix;
+            bool? addBos = cfg is { } c3 ? OptBool(c3, "add_bos_token", configSource) : null;
+            bool? addEos = cfg is { } c4 ? OptBool(c4, "add_eos_token", configSource) : null;
+            if (addBos is not null || addEos is not null)
+            {
+                // transformers' LlamaTokenizerFast rebuilds the template from these flags (update_post_processor).
+                prefix = addBos ?? tplPrefix.Length > 0
+                    ? [bosId ?? throw Bad(configSource, "add_bos_token", "is true but no BOS token is known.")] : [];
+                suffix = addEos ?? tplSuffix.Length > 0
+                    ? [eosId ?? throw Bad(configSource, "add_eos_token", "is true but no EOS token is known.")] : [];
+            }
+
+            var bpe = BpeTokenizer.Create(new BpeOptions(modelVocab)
+            {
+                Merges = merges,
+                UnknownToken = unkToken,
+                FuseUnknownTokens = fuseUnk,
+            });
+            return new LlamaTokenizer(bpe, modelVocab, vocab, idToToken, [.. added.OrderByDescending(a => a.Content.Length)],
+                [.. norm], metaspace, [.. dec], prefix, suffix, byteIds, unkId, fuseUnk, ignoreMerges, bosId, eosId);
+        }
+        finally
+        {
+            cfgDoc?.Dispose();
+        }
+    }
+
+    // ------------------------------------------------------------------ encode
+
+    /// <summary>
+    /// Encodes <paramref name="text"/> to token ids. Added tokens written in the text (e.g. the literal
+    /// <c>"&lt;s&gt;"</c>) become their ids whatever <paramref name="addSpecialTokens"/> says, as in HF.
+    /// </summary>
+    /// <param name="text">Any string (invalid UTF-16 surrogates are encoded as U+FFFD).</param>
+    /// <param name="addSpecialTokens">Add the post-processor's tokens (BOS for Llama) around the text.</param>
+    /// <returns>Token ids in [0, <see cref="VocabSize"/>).</returns>
+    public IReadOnlyList<int> Encode(string text, bool addSpecialTokens = true)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var ids = new List<int>(text.Length / 2 + 4);
+        if (addSpecialTokens) ids.AddRange(_prefix);
+        int pos = 0;
+        while (pos <= text.Length)
+        {
+            (int start, int end, AddedToken? tok) = FindAdded(text, pos);
+            if (tok is null) { EncodeSegment(text.AsSpan(pos), pos, ids); break; }
+            EncodeSegment(text.AsSpan(pos, start - pos), pos, ids);
+            ids.Add(tok.Id);
+            pos = end;
+        }
+        if (addSpecialTokens) ids.AddRange(_suffix);
+        return ids;
+    }
+
+    /// <summary>Leftmost-longest added token at or after <paramref name="from"/>; the range includes lstrip/rstrip whitespace.</summary>
+    private (int Start, int End, AddedToken? Token) FindAdded(string text, int from)
+    {
+        if (_added.Length == 0) return (0, 0, null);
+        for (int i = from; i < text.Length; i++)
+        {
+            foreach (AddedToken a in _added) // longest first
+            {
+                if (i + a.Content.Length > text.Length || string.CompareOrdinal(text, i, a.Content, 0, a.Content.Length) != 0) continue;
+                int s = i, e = i + a.Content.Length;
+                if (a.LStrip) while (s > from && char.IsWhiteSpace(text[s - 1])) s--;
+                if (a.RStrip) while (e < text.Length && char.IsWhiteSpace(text[e])) e++;
+                return (s, e, a);
+            }
+        }
+        return (0, 0, null);
+    }
+
+    private void EncodeSegment(ReadOnlySpan<char> segment, int offset, List<int> ids)
+    {
+        if (segment.IsEmpty) return;
+        string s = segment.ToString();
+        foreach (NormStep n in _normalizer)
+            s = n.Prepend is not null ? (s.Length == 0 ? s : n.Prepend + s) : s.Replace(n.From!, n.To, StringComparison.Ordinal);
+        if (s.Length == 0) return;
+        if (_metaspace is not { } ms) { EncodeWord(s, ids); return; }
+
+        s = s.Replace(" ", ms.Replacement, StringComparison.Ordinal);
+        bool prepend = ms.PrependScheme == "always" || (ms.PrependScheme == "first" && offset == 0);
+        if (prepend && !s.StartsWith(ms.Replacement, StringComparison.Ordinal)) s = ms.Replacement + s;
+        if (!ms.Split) { EncodeWord(s, ids); return; }
+        // Split before every replacement character (HF SplitDelimiterBehavior::MergedWithNext).
+        int start = 0;
+        for (int i = 1; i <= s.Length; i++)
+        {
+            if (i == s.Length || string.CompareOrdinal(s, i, ms.Replacement, 0, ms.Replacement.Length) == 0)
+            {
+                EncodeWord(s[start..i], ids);
+                start = i;
+            }
+        }
+    }
+
+    /// <summary>BPE on one pre-token. Runs of in-vocabulary code points go to Microsoft.ML.Tokenizers' BPE; others are byte-fallback or unk.</summary>
+    private void EncodeWord(string word, List<int> ids)
+    {
+        if (word.Length == 0) return;
+        if (_ignoreMerges && _modelVocab.TryGetValue(word, out int whole))
+        {
+            ids.Add(whole);
+            return;
+        }
+        int runStart = -1;
+        bool lastWasUnk = false;
+        Span<byte> utf8 = stackalloc byte[4];
+        int i = 0;
+        while (i < word.Length)
+        {
+            System.Text.Rune.DecodeFromUtf16(word.AsSpan(i), out System.Text.Rune rune, out int used);
+            string cp = word.Substring(i, used);
+            if (IsModelPiece(cp))
+            {
+                if (runStart < 0) runStart = i;
+                lastWasUnk = false;
+            }
+            else
+            {
+                if (runStart >= 0) { EncodeRun(word[runStart..i], ids); runStart = -1; }
+                int n = rune.EncodeToUtf8(utf8);
+                bool allBytes = _byteIds is not null;
+                for (int k = 0; k < n && allBytes; k++) allBytes = _byteIds![utf8[k]] >= 0;
+                if (allBytes)
+                {
+                    for (int k = 0; k < n; k++) ids.Add(_byteIds![utf8[k]]);
+                    lastWasUnk = false;
+                }
+                else
+                {
+                    if (_unkId is not int unk)
+                        throw new InvalidOperationException($"Character U+{rune.Value:X4} is not in the vocabulary and the tokenizer has neither byte fallback nor an unk_token.");
+                    if (!(_fuseUnk && lastWasUnk)) ids.Add(unk);
+                    lastWasUnk = true;
+                }
+            }
+            i += used;
+        }
+        if (runStart >= 0) EncodeRun(word[runStart..], ids);
+    }
+
+    private bool IsModelPiece(string piece) => _modelVocab.ContainsKey(piece);
+
+    private void EncodeRun(string run, List<int> ids) =>
+        ids.AddRange(_bpe.EncodeToIds(run, considerPreTokenization: false, considerNormalization: false));
+
+    // ------------------------------------------------------------------ decode
+
+    /// <summary>
+    /// Decodes ids to text with the tokenizer.json decoder chain (for Llama: ▁ → space, byte tokens
+    /// <c>&lt;0xNN&gt;</c> → UTF-8 bytes with invalid sequences as U+FFFD per byte, fuse, strip one leading space).
+    /// </summary>
+    /// <param name="ids">Token ids.</param>
+    /// <param name="skipSpecialTokens">Drop special added tokens (BOS, EOS, unk).</param>
+    /// <exception cref="ArgumentOutOfRangeException">An id is not in the vocabulary.</exception>
+    public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = true)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        var tokens = new List<string>();
+        foreach (int id in ids)
+        {
+            if (skipSpecialTokens && _specialIds.Contains(id)) continue;
+            tokens.Add(IdToToken(id) ?? throw new ArgumentOutOfRangeException(nameof(ids), id, $"Token id {id} is not in the vocabulary (size {VocabSize})."));
+        }
+        foreach (DecodeStep step in _decoder) tokens = ApplyDecodeStep(step, tokens);
+        return string.Concat(tokens);
+    }
+
+    private static List<string> ApplyDecodeStep(DecodeStep step, List<string> tokens)
+    {
+        switch (step.Kind)
+        {
+            case "Replace":
+                return tokens.ConvertAll(t => t.Replace(step.From!, step.To, StringComparison.Ordinal));
+            case "Fuse":
+                return [string.Concat(tokens)];
+            case "Strip":
+                return tokens.ConvertAll(t =>
+                {
+                    int s = 0, e = t.Length;
+                    for (int k = 0; k < step.Start && s < e && t[s] == step.From![0]; k++) s++;
+                    for (int k = 0; k < step.Stop && e > s && t[e - 1] == step.From![0]; k++) e--;
+                    return t[s..e];
+                });
+            case "Metaspace":
+                return tokens.Select((t, i) =>
+                {
+                    string r = t.Replace(step.From!, " ", StringComparison.Ordinal);
+                    return i == 0 && step.Scheme != "never" && r.StartsWith(' ') ? r[1..] : r;
+                }).ToList();
+            case "ByteFallback":
+            {
+                var result = new List<string>(tokens.Count);
+                var pending = new List<byte>();
+                void Flush()
+                {
+                    if (pending.Count == 0) return;
+                    try { result.Add(new UTF8Encoding(false, throwOnInvalidBytes: true).GetString([.. pending])); }
+                    catch (DecoderFallbackException) { for (int k = 0; k < pending.Count; k++) result.Add("\uFFFD"); }
+                    pending.Clear();
+                }
+                foreach (string t in tokens)
+                {
+                    if (TryParseByteToken(t, out byte b)) { pending.Add(b); continue; }
+                    Flush();
+                    result.Add(t);
+                }
+                Flush();
+                return result;
+            }
+            default:
+                throw new InvalidOperationException($"Unknown decoder step '{step.Kind}'.");
+        }
+    }
+
+    private static bool TryParseByteToken(string t, out byte b)
+    {
+        b = 0;
+        return t.Length == 6 && t.StartsWith("<0x", StringComparison.Ordinal) && t[5] == '>'
+               && byte.TryParse(t.AsSpan(3, 2), System.Globalization.NumberStyles.AllowHexSpecifier, null, out b);
+    }
+
+    // ------------------------------------------------------------------ lookups
+
+    /// <summary>Id of <paramref name="token"/> (a vocabulary piece such as <c>"▁the"</c> or an added token such as <c>"&lt;s&gt;"</c>), or <see langword="null"/>.</summary>
+    public int? TokenToId(string token) => _vocab.TryGetValue(token, out int id) ? id : null;
+
+    /// <summary>The piece for <paramref name="id"/> (with ▁ for spaces), or <see langword="null"/> if the id is unused.</summary>
+    public string? IdToToken(int id) => _idToToken.TryGetValue(id, out string? t) ? t : null;
+
+    // ------------------------------------------------------------------ tokenizer.json pieces
+
+    private static void ReadNormalizer(JsonElement e, string src, string field, List<NormStep> steps)
+    {
+        string type = TypeOf(e, src, field);
+        switch (type)
+        {
+            case "Sequence":
+                JsonElement list = Prop(e, "normalizers", src);
+                int i = 0;
+                foreach (JsonElement x in list.EnumerateArray()) ReadNormalizer(x, src, $"{field}.normalizers[{i++}]", steps);
+                break;
+            case "Prepend":
+                steps.Add(new NormStep(OptString(e, "prepend", src) ?? throw Bad(src, field + ".prepend", "missing."), null, null));
+                break;
+            case "Replace":
+                var (from, to) = ReadReplace(e, src, field);
+                steps.Add(new NormStep(null, from, to));
+                break;
+            default:
+                throw new NotSupportedException($"Tokenizer '{src}', field '{field}': normalizer '{type}' is not supported (supported: Sequence, Prepend, Replace with a String pattern).");
+        }
+    }
+
+    private static MetaspaceOptions ReadPreTokenizer(JsonElement e, string src, string field)
+    {
+        string type = TypeOf(e, src, field);
+        if (type == "Sequence")
+        {
+            JsonElement list = Prop(e, "pretokenizers", src);
+            if (list.GetArrayLength() != 1)
+                throw new NotSupportedException($"Tokenizer '{src}', field '{field}': only a Sequence holding one Metaspace pre-tokenizer is supported.");
+            return ReadPreTokenizer(list[0], src, field + ".pretokenizers[0]");
+        }
+        if (type != "Metaspace")
+            throw new NotSupportedException($"Tokenizer '{src}', field '{field}': pre-tokenizer '{type}' is not supported (supported: none, Metaspace; byte-level BPE tokenizers such as Llama 3's are not).");
+        string replacement = OptString(e, "replacement", src) ?? "▁";
+        string scheme = OptString(e, "prepend_scheme", src) ?? ((OptBool(e, "add_prefix_space", src) ?? true) ? "always" : "never");
+        if (scheme is not ("always" or "first" or "never"))
+            throw Bad(src, field + ".prepend_scheme", $"'{scheme}' is not one of always, first, never.");
+        return new MetaspaceOptions(replacement, scheme, OptBool(e, "split", src) ?? true);
+    }
+
+    private static void ReadDecoder(JsonElement e, string src, string field, List<DecodeStep> steps)
+    {
+        string type = TypeOf(e, src, field);
+        switch (type)
+        {
+            case "Sequence":
+                int i = 0;
+                foreach (JsonElement x in Prop(e, "decoders", src).EnumerateArray()) ReadDecoder(x, src, $"{field}.decoders[{i++}]", steps);
+                break;
+            case "Replace":
+                var (from, to) = ReadReplace(e, src, field);
+                steps.Add(new DecodeStep("Replace", from, to));
+                break;
+            case "ByteFallback":
+            case "Fuse":
+                steps.Add(new DecodeStep(type));
+                break;
+            case "Strip":
+                string content = OptString(e, "content", src) ?? " ";
+                if (content.Length != 1) throw Bad(src, field + ".content", "must be one character.");
+                int start = OptInt(e, "start", src) ?? 0, stop = OptInt(e, "stop", src) ?? 0;
+                steps.Add(new DecodeStep("Strip", content, null, start, stop));
+                break;
+            case "Metaspace":
+                string scheme = OptString(e, "prepend_scheme", src) ?? ((OptBool(e, "add_prefix_space", src) ?? true) ? "always" : "never");
+                steps.Add(new DecodeStep("Metaspace", OptString(e, "replacement", src) ?? "▁", null, Scheme: scheme));
+                break;
+            default:
+                throw new NotSupportedException($"Tokenizer '{src}', field '{field}': decoder '{type}' is not supported (supported: Sequence, Replace, ByteFallback, Fuse, Strip, Metaspace).");
+        }
+    }
+
+    private static (int[] Prefix, int[] Suffix) ReadPostProcessor(JsonElement root, string src)
+    {
+        if (!root.TryGetProperty("post_processor", out JsonElement pp) || pp.ValueKind == JsonValueKind.Null) return ([], []);
+        string type = TypeOf(pp, src, "post_processor");
+        if (type == "Sequence")
+        {
+            foreach (JsonElement x in Prop(pp, "processors", src).EnumerateArray())
+                if (TypeOf(x, src, "post_processor.processors") == "TemplateProcessing") { pp = x; type = "TemplateProcessing"; break; }
+            if (type != "TemplateProcessing") return ([], []);
+        }
+        if (type == "ByteLevel") return ([], []);
+        if (type != "TemplateProcessing")
+            throw new NotSupportedException($"Tokenizer '{src}', field 'post_processor': '{type}' is not supported (supported: TemplateProcessing).");
+
+        JsonElement special = pp.TryGetProperty("special_tokens", out JsonElement st) ? st : default;
+        var prefix = new List<int>();
+        var suffix = new List<int>();
+        bool seenSequence = false;
+        foreach (JsonElement item in Prop(pp, "single", src).EnumerateArray())
+        {
+            if (item.TryGetProperty("Sequence", out _)) { seenSequence = true; continue; }
+            if (!item.TryGetProperty("SpecialToken", out JsonElement sp))
+                throw Bad(src, "post_processor.single", "items must be Sequence or SpecialToken.");
+            string name = OptString(sp, "id", src) ?? throw Bad(src, "post_processor.single.SpecialToken.id", "missing.");
+            if (special.ValueKind != JsonValueKind.Object || !special.TryGetProperty(name, out JsonElement def))
+                throw Bad(src, "post_processor.special_tokens", $"'{name}' is used in the template but not defined.");
+            foreach (JsonElement id in Prop(def, "ids", src).EnumerateArray())
+                (seenSequence ? suffix : prefix).Add(id.GetInt32());
+        }
+        return ([.. prefix], [.. suffix]);
+    }
+
+    private static (string From, string To) ReadReplace(JsonElement e, string src, string field)
+    {
+        JsonElement pattern = Prop(e, "pattern", src);
+        if (pattern.ValueKind != JsonValueKind.Object || !pattern.TryGetProperty("String", out JsonElement str) || str.ValueKind != JsonValueKind.String)
+            throw new NotSupportedException($"Tokenizer '{src}', field '{field}.pattern': only {{\"String\": ...}} patterns are supported (no Regex).");
+        string from = str.GetString()!;
+        if (from.Length == 0) throw Bad(src, field + ".pattern", "must not be empty.");
+        return (from, OptString(e, "content", src) ?? throw Bad(src, field + ".content", "missing."));
+    }
+
+    private static string? TokenString(JsonElement cfg, string name, string src)
+    {
+        if (!cfg.TryGetProperty(name, out JsonElement e) || e.ValueKind == JsonValueKind.Null) return null;
+        if (e.ValueKind == JsonValueKind.String) return e.GetString();
+        if (e.ValueKind == JsonValueKind.Object) return OptString(e, "content", src);
+        throw Bad(src, name, "must be a string or an object with 'content'.");
+    }
+
+    private static JsonDocument ParseJson(string json, string src)
+    {
+        try { return JsonDocument.Parse(json); }
+        catch (JsonException e) { throw new InvalidDataException($"Tokenizer file '{src}' is not valid JSON ({e.Message}).", e); }
+    }
+
+    private static string TypeOf(JsonElement e, string src, string field) =>
+        e.ValueKind == JsonValueKind.Object && e.TryGetProperty("type", out JsonElement t) && t.ValueKind == JsonValueKind.String
+            ? t.GetString()! : throw Bad(src, field, "must be an object with a string 'type'.");
+
+    private static JsonElement Prop(JsonElement e, string name, string src) =>
+        e.ValueKind == JsonValueKind.Object && e.TryGetProperty(name, out JsonElement v) ? v : throw Bad(src, name, "required field is missing.");
+
+    private static string? OptString(JsonElement e, string name, string src) =>
+        !e.TryGetProperty(name, out JsonElement v) || v.ValueKind == JsonValueKind.Null ? null
+        : v.ValueKind == JsonValueKind.String ? v.GetString() : throw Bad(src, name, "must be a string.");
+
+    private static bool? OptBool(JsonElement e, string name, string src) =>
+        !e.TryGetProperty(name, out JsonElement v) || v.ValueKind == JsonValueKind.Null ? null
+        : v.ValueKind switch { JsonValueKind.True => true, JsonValueKind.False => false, _ => throw Bad(src, name, "must be true or false.") };
+
+    private static int? OptInt(JsonElement e, string name, string src) =>
+        !e.TryGetProperty(name, out JsonElement v) || v.ValueKind == JsonValueKind.Null ? null
+        : v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) ? i : throw Bad(src, name, "must be an integer.");
+
+    private static InvalidDataException Bad(string src, string? field, string problem) =>
+        new(field is null ? $"Tokenizer file '{src}': {problem}" : $"Tokenizer file '{src}', field '{field}': {problem}");
+}
