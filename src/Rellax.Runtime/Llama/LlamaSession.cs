@@ -4,7 +4,7 @@ namespace Rellax.Runtime;
 
 /// <summary>
 /// One token sequence being run through a <see cref="LlamaModel"/>: its KV cache (f32, [maxPositions, Hkv·D]
-/// per layer for keys and for values) and scratch activations. Feed tokens in chunks with <see cref="Forward"/>;
+/// per layer for keys and for values) and scratch activations. Feed tokens in chunks with <see cref="Forward(ReadOnlySpan{int})"/>;
 /// each call appends to the cache, so prefill then one-token decoding costs O(n) layer passes, not O(n²).
 /// Not thread-safe; dispose to free its device memory.
 /// </summary>

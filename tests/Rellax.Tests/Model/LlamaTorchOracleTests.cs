@@ -1,3 +1,4 @@
+using NUnit.Framework;
 using System.Text.Json;
 using Rellax.Kernels;
 using Rellax.Runtime;
@@ -20,13 +21,13 @@ public sealed class LlamaTorchOracleTests
 
     private static IEnumerable<TestCaseData> Cases()
     {
-        foreach (var backend in TestBackends.Model())
+        foreach (var factory in TestBackends.Factories())
             foreach (var dtype in new[] { "F32", "F16", "BF16" })
-                yield return new TestCaseData(backend.Arguments[0], dtype).SetName($"{backend.TestName}_{dtype}");
+                yield return new TestCaseData(factory, dtype).SetArgDisplayNames(factory.Name, dtype);
     }
 
     [TestCaseSource(nameof(Cases))]
-    public void LogitsMatchTorchSharp(Func<ComputeBackend> create, string dtype)
+    public void LogitsMatchTorchSharp(BackendFactory factory, string dtype)
     {
         string dir = Directory.CreateTempSubdirectory("rellax-tiny-llama").FullName;
         try
@@ -35,7 +36,7 @@ public sealed class LlamaTorchOracleTests
             WriteModel(dir, weights, dtype);
             int[] prompt = [1, 17, 300, 5, 5, 511, 42, 260, 3, 99, 128];
 
-            using var backend = create();
+            using var backend = factory.Create();
             using var model = LlamaModel.Load(dir, backend);
             using var session = model.CreateSession();
             var ours = session.Forward(prompt.AsSpan(0, 8));
@@ -59,7 +60,7 @@ public sealed class LlamaTorchOracleTests
             {
                 float v = bias + scale * (float)(rng.NextDouble() * 2 - 1);
                 // Make the value exactly representable in the checkpoint dtype, so both sides see the same weights.
-                data[i] = dtype switch { "F16" => (float)(Half)v, "BF16" => (float)(BFloat16)v, _ => v };
+                data[i] = dtype switch { "F16" => (float)(Half)v, "BF16" => (float)(Rellax.Kernels.BFloat16)v, _ => v };
             }
             w[name] = (shape, data);
         }

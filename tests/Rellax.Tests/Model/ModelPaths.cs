@@ -1,3 +1,4 @@
+using NUnit.Framework;
 namespace Rellax.Tests.Model;
 
 /// <summary>Finds the embedded default model (models/stories260K in the repository) from the test assembly.</summary>

@@ -1,3 +1,4 @@
+using NUnit.Framework;
 using System.Text;
 using System.Text.Json;
 

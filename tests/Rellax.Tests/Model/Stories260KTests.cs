@@ -1,3 +1,4 @@
+using NUnit.Framework;
 using Rellax.Kernels;
 using Rellax.Kernels.Cpu;
 using Rellax.Runtime;
@@ -26,12 +27,13 @@ public sealed class Stories260KTests
     private const string DocumentedTextStart =
         "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball.";
 
-    private static IEnumerable<TestCaseData> Backends() => TestBackends.Model();
+    private static IEnumerable<TestCaseData> Backends() =>
+        TestBackends.Factories().Select(f => new TestCaseData(f).SetArgDisplayNames(f.Name));
 
     [TestCaseSource(nameof(Backends))]
-    public void GreedyContinuationOfBosReproducesTheDocumentedIdsAndText(Func<ComputeBackend> create)
+    public void GreedyContinuationOfBosReproducesTheDocumentedIdsAndText(BackendFactory factory)
     {
-        using var backend = create();
+        using var backend = factory.Create();
         using var model = LlamaModel.Load(ModelPaths.Stories260K, backend);
         using var session = model.CreateSession();
         var ids = GreedyGenerator.Generate(session, [model.Tokenizer.BosId!.Value], DocumentedIds.Length, []).ToArray();
@@ -40,9 +42,9 @@ public sealed class Stories260KTests
     }
 
     [TestCaseSource(nameof(Backends))]
-    public void PositionZeroLogitsMatchTheFloat64Reference(Func<ComputeBackend> create)
+    public void PositionZeroLogitsMatchTheFloat64Reference(BackendFactory factory)
     {
-        using var backend = create();
+        using var backend = factory.Create();
         using var model = LlamaModel.Load(ModelPaths.Stories260K, backend);
         using var session = model.CreateSession();
         var logits = session.Forward([1]);
