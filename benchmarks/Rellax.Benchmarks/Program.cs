@@ -1,1 +1,19 @@
-System.Console.WriteLine("bench");
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Jobs;
+using BenchmarkDotNet.Reports;
+using BenchmarkDotNet.Running;
+using BenchmarkDotNet.Toolchains.InProcess.Emit;
+using Rellax.Benchmarks;
+
+// In process: BenchmarkDotNet's generated out-of-process project would not import eng/TorchSharp.targets,
+// so TorchSharp could not load there. A short job keeps a full GEMM run to a few minutes; compare ratios within one run.
+var job = Job.Default
+    .WithToolchain(InProcessEmitToolchain.Instance)
+    .WithWarmupCount(3)
+    .WithIterationCount(10)
+    .WithLaunchCount(1)
+    .WithId("InProcessShort");
+var config = DefaultConfig.Instance.AddJob(job).WithOptions(ConfigOptions.DisableOptimizationsValidator);
+
+var summaries = BenchmarkSwitcher.FromAssembly(typeof(GemmBenchmarks).Assembly).Run(args, config).ToArray();
+RooflineReport.Print(summaries);

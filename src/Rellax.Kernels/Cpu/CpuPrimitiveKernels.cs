@@ -1,18 +1,65 @@
+using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
+
 namespace Rellax.Kernels.Cpu;
 
-/// <summary>CPU implementation of the primitives (placeholder: scalar reference until the SIMD kernels land).</summary>
-internal sealed class CpuPrimitiveKernels(CpuBackend backend) : IPrimitiveKernels
+/// <summary>
+/// CPU implementation of the primitives: the blocked GEMM of <see cref="CpuGemm"/>, row-parallel norms and softmax,
+/// (token, head)-parallel RoPE and attention, chunk-parallel elementwise ops. Elementwise arithmetic uses
+/// <see cref="TensorPrimitives"/> (which picks Vector512 itself) or explicit Vector512/Vector256 loops.
+/// Checked against <see cref="PrimitivesReference"/> and TorchSharp in the tests.
+/// </summary>
+internal sealed unsafe class CpuPrimitiveKernels(CpuBackend backend) : IPrimitiveKernels
 {
     private readonly CpuBackend _backend = backend;
 
+    /// <summary>Elements per chunk for elementwise ops that need a scratch row (fits in L1 alongside inputs).</summary>
+    private const int ElementwiseChunk = 2048;
+
     public void MatMulTransposed(Tensor x, Tensor w, Tensor y) =>
-        PrimitivesReference.MatMul(CpuBackend.Span<float>(x), CpuBackend.Span<float>(w), CpuBackend.Span<float>(y), x.Dim(0), x.Dim(1), w.Dim(0));
+        CpuGemm.MatMulTransposed(CpuBackend.Ptr<float>(x), CpuBackend.Ptr<float>(w), CpuBackend.Ptr<float>(y), x.Dim(0), x.Dim(1), w.Dim(0), _backend);
 
-    public void RmsNorm(Tensor x, Tensor weight, float eps, Tensor y) =>
-        PrimitivesReference.RmsNorm(CpuBackend.Span<float>(x), CpuBackend.Span<float>(weight), eps, CpuBackend.Span<float>(y), x.Dim(-1));
+    public void RmsNorm(Tensor x, Tensor weight, float eps, Tensor y)
+    {
+        int n = x.Dim(-1);
+        nint xp = (nint)CpuBackend.Ptr<float>(x), wp = (nint)CpuBackend.Ptr<float>(weight), yp = (nint)CpuBackend.Ptr<float>(y);
+        CpuSimd.ForChunks(_backend, x.Rows, 4L * n, (r0, count) =>
+        {
+            var wRow = new ReadOnlySpan<float>((float*)wp, n);
+            for (int r = r0; r < r0 + count; r++)
+            {
+                var xRow = new ReadOnlySpan<float>((float*)xp + (long)r * n, n);
+                var yRow = new Span<float>((float*)yp + (long)r * n, n);
+                float meanSquare = TensorPrimitives.SumOfSquares(xRow) / n;
+                float inv = 1f / MathF.Sqrt(meanSquare + eps);
+                TensorPrimitives.Multiply(xRow, inv, yRow);
+                TensorPrimitives.Multiply(yRow, wRow, yRow);
+            }
+        });
+    }
 
-    public void LayerNorm(Tensor x, Tensor weight, Tensor bias, float eps, Tensor y) =>
-        PrimitivesReference.LayerNorm(CpuBackend.Span<float>(x), CpuBackend.Span<float>(weight), CpuBackend.Span<float>(bias), eps, CpuBackend.Span<float>(y), x.Dim(-1));
+    public void LayerNorm(Tensor x, Tensor weight, Tensor bias, float eps, Tensor y)
+    {
+        int n = x.Dim(-1);
+        nint xp = (nint)CpuBackend.Ptr<float>(x), wp = (nint)CpuBackend.Ptr<float>(weight), bp = (nint)CpuBackend.Ptr<float>(bias), yp = (nint)CpuBackend.Ptr<float>(y);
+        CpuSimd.ForChunks(_backend, x.Rows, 6L * n, (r0, count) =>
+        {
+            var wRow = new ReadOnlySpan<float>((float*)wp, n);
+            var bRow = new ReadOnlySpan<float>((float*)bp, n);
+            for (int r = r0; r < r0 + count; r++)
+            {
+                var xRow = new ReadOnlySpan<float>((float*)xp + (long)r * n, n);
+                var yRow = new Span<float>((float*)yp + (long)r * n, n);
+                float mean = TensorPrimitives.Sum(xRow) / n;
+                // Two-pass variance on the centred row (written to y, which may be x itself).
+                TensorPrimitives.Subtract(xRow, mean, yRow);
+                float variance = TensorPrimitives.SumOfSquares(yRow) / n;
+                float inv = 1f / MathF.Sqrt(variance + eps);
+                TensorPrimitives.Multiply(yRow, inv, yRow);
+                TensorPrimitives.FusedMultiplyAdd(yRow, wRow, bRow, yRow);
+            }
+        });
+    }
 
     public void Rope(Tensor x, Tensor positions, Tensor cos, Tensor sin)
     {
@@ -20,19 +67,123 @@ internal sealed class CpuPrimitiveKernels(CpuBackend backend) : IPrimitiveKernel
         foreach (int p in pos)
             if ((uint)p >= (uint)cos.Dim(0))
                 throw new ArgumentOutOfRangeException(nameof(positions), p, $"position outside the RoPE table of {cos.Dim(0)} positions");
-        PrimitivesReference.Rope(CpuBackend.Span<float>(x), pos, CpuBackend.Span<float>(cos), CpuBackend.Span<float>(sin), x.Dim(1), x.Dim(2));
+        int heads = x.Dim(1), d = x.Dim(2), half = d / 2;
+        nint xp = (nint)CpuBackend.Ptr<float>(x), pp = (nint)CpuBackend.Ptr<int>(positions);
+        nint cp = (nint)CpuBackend.Ptr<float>(cos), sp = (nint)CpuBackend.Ptr<float>(sin);
+        CpuSimd.ForChunks(_backend, x.Dim(0) * heads, 3L * d, (i0, count) =>
+        {
+            for (int item = i0; item < i0 + count; item++)
+            {
+                int t = item / heads;
+                float* x1 = (float*)xp + (long)item * d, x2 = x1 + half;
+                long row = (long)((int*)pp)[t] * half;
+                RotateHalf(x1, x2, (float*)cp + row, (float*)sp + row, half);
+            }
+        });
     }
 
-    public void SwiGlu(Tensor gate, Tensor up, Tensor y) =>
-        PrimitivesReference.SwiGlu(CpuBackend.Span<float>(gate), CpuBackend.Span<float>(up), CpuBackend.Span<float>(y));
+    /// <summary>(x1, x2) ← (x1·c − x2·s, x2·c + x1·s) elementwise over half floats.</summary>
+    private static void RotateHalf(float* x1, float* x2, float* c, float* s, int half)
+    {
+        int i = 0;
+        if (CpuGemm.UseVector512)
+            for (; i + 16 <= half; i += 16)
+            {
+                Vector512<float> a = Vector512.Load(x1 + i), b = Vector512.Load(x2 + i), cv = Vector512.Load(c + i), sv = Vector512.Load(s + i);
+                Vector512.FusedMultiplyAdd(a, cv, -(b * sv)).Store(x1 + i);
+                Vector512.FusedMultiplyAdd(b, cv, a * sv).Store(x2 + i);
+            }
+        for (; i + 8 <= half; i += 8)
+        {
+            Vector256<float> a = Vector256.Load(x1 + i), b = Vector256.Load(x2 + i), cv = Vector256.Load(c + i), sv = Vector256.Load(s + i);
+            Vector256.FusedMultiplyAdd(a, cv, -(b * sv)).Store(x1 + i);
+            Vector256.FusedMultiplyAdd(b, cv, a * sv).Store(x2 + i);
+        }
+        for (; i < half; i++)
+        {
+            float a = x1[i], b = x2[i];
+            x1[i] = a * c[i] - b * s[i];
+            x2[i] = b * c[i] + a * s[i];
+        }
+    }
 
-    public void Gelu(Tensor x, Tensor y) => PrimitivesReference.Gelu(CpuBackend.Span<float>(x), CpuBackend.Span<float>(y));
+    public void SwiGlu(Tensor gate, Tensor up, Tensor y)
+    {
+        nint gp = (nint)CpuBackend.Ptr<float>(gate), up_ = (nint)CpuBackend.Ptr<float>(up), yp = (nint)CpuBackend.Ptr<float>(y);
+        ForElementChunks(checked((int)y.ElementCount), 16, (start, count) =>
+        {
+            Span<float> sig = stackalloc float[ElementwiseChunk];
+            for (int i = start; i < start + count; i += ElementwiseChunk)
+            {
+                int len = Math.Min(ElementwiseChunk, start + count - i);
+                var g = new ReadOnlySpan<float>((float*)gp + i, len);
+                var u = new ReadOnlySpan<float>((float*)up_ + i, len);
+                var s = sig[..len];
+                TensorPrimitives.Sigmoid(g, s);
+                TensorPrimitives.Multiply(s, g, s);
+                // Reads of this chunk of gate and up are complete before y (which may alias either) is written.
+                TensorPrimitives.Multiply(s, u, new Span<float>((float*)yp + i, len));
+            }
+        });
+    }
 
-    public void Softmax(Tensor x, Tensor y) => PrimitivesReference.Softmax(CpuBackend.Span<float>(x), CpuBackend.Span<float>(y), x.Dim(-1));
+    public void Gelu(Tensor x, Tensor y)
+    {
+        nint xp = (nint)CpuBackend.Ptr<float>(x), yp = (nint)CpuBackend.Ptr<float>(y);
+        ForElementChunks(checked((int)y.ElementCount), 24, (start, count) => CpuSimd.Gelu((float*)xp + start, (float*)yp + start, count));
+    }
 
-    public void Attention(Tensor q, Tensor k, Tensor v, Tensor o, float scale, bool causal) =>
-        PrimitivesReference.Attention(CpuBackend.Span<float>(q), CpuBackend.Span<float>(k), CpuBackend.Span<float>(v), CpuBackend.Span<float>(o),
-            q.Dim(0), k.Dim(0), q.Dim(1), k.Dim(1), q.Dim(2), scale, causal);
+    public void Softmax(Tensor x, Tensor y)
+    {
+        int n = x.Dim(-1);
+        nint xp = (nint)CpuBackend.Ptr<float>(x), yp = (nint)CpuBackend.Ptr<float>(y);
+        CpuSimd.ForChunks(_backend, x.Rows, 8L * n, (r0, count) =>
+        {
+            for (int r = r0; r < r0 + count; r++)
+                SoftmaxRow(new ReadOnlySpan<float>((float*)xp + (long)r * n, n), new Span<float>((float*)yp + (long)r * n, n));
+        });
+    }
+
+    /// <summary>y = exp(x - max x) / Σ exp(x - max x); y may be x.</summary>
+    private static void SoftmaxRow(ReadOnlySpan<float> x, Span<float> y)
+    {
+        float max = TensorPrimitives.Max(x);
+        TensorPrimitives.Subtract(x, max, y);
+        TensorPrimitives.Exp(y, y);
+        float sum = TensorPrimitives.Sum(y);
+        TensorPrimitives.Multiply(y, 1f / sum, y);
+    }
+
+    public void Attention(Tensor q, Tensor k, Tensor v, Tensor o, float scale, bool causal)
+    {
+        int t = q.Dim(0), s = k.Dim(0), hq = q.Dim(1), hkv = k.Dim(1), d = q.Dim(2), group = hq / hkv;
+        nint qp = (nint)CpuBackend.Ptr<float>(q), kp = (nint)CpuBackend.Ptr<float>(k), vp = (nint)CpuBackend.Ptr<float>(v), op = (nint)CpuBackend.Ptr<float>(o);
+        // Work per (token, head) item: about 4·S·D multiply-adds (scores and weighted sum).
+        CpuSimd.ForChunks(_backend, t * hq, 4L * s * d, (i0, count) =>
+        {
+            float[] scores = new float[s];
+            for (int item = i0; item < i0 + count; item++)
+            {
+                int ti = item / hq, h = item % hq, kvh = h / group;
+                int keys = causal ? s - t + ti + 1 : s;
+                float* qRow = (float*)qp + (long)item * d;
+                float* oRow = (float*)op + (long)item * d;
+                // Pass 1: logits and their max. Pass 2: exp and sum. Pass 3: o = Σ p_j v_j / Σ p_j, fp32 throughout.
+                for (int j = 0; j < keys; j++)
+                    scores[j] = CpuSimd.Dot(qRow, (float*)kp + ((long)j * hkv + kvh) * d, d) * scale;
+                var p = scores.AsSpan(0, keys);
+                float max = TensorPrimitives.Max(p);
+                TensorPrimitives.Subtract(p, max, p);
+                TensorPrimitives.Exp(p, p);
+                float inv = 1f / TensorPrimitives.Sum(p);
+                var oSpan = new Span<float>(oRow, d);
+                oSpan.Clear();
+                for (int j = 0; j < keys; j++)
+                    TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>((float*)vp + ((long)j * hkv + kvh) * d, d), p[j], oSpan, oSpan);
+                TensorPrimitives.Multiply(oSpan, inv, oSpan);
+            }
+        });
+    }
 
     public void Embedding(Tensor ids, Tensor table, Tensor y)
     {
@@ -40,8 +191,33 @@ internal sealed class CpuPrimitiveKernels(CpuBackend backend) : IPrimitiveKernel
         foreach (int id in idSpan)
             if ((uint)id >= (uint)table.Dim(0))
                 throw new ArgumentOutOfRangeException(nameof(ids), id, $"token id outside the embedding table of {table.Dim(0)} rows");
-        PrimitivesReference.Embedding(idSpan, CpuBackend.Span<float>(table), CpuBackend.Span<float>(y), table.Dim(1));
+        int h = table.Dim(1);
+        nint ip = (nint)CpuBackend.Ptr<int>(ids), tp = (nint)CpuBackend.Ptr<float>(table), yp = (nint)CpuBackend.Ptr<float>(y);
+        CpuSimd.ForChunks(_backend, ids.Dim(0), h, (t0, count) =>
+        {
+            for (int t = t0; t < t0 + count; t++)
+                new ReadOnlySpan<float>((float*)tp + (long)((int*)ip)[t] * h, h).CopyTo(new Span<float>((float*)yp + (long)t * h, h));
+        });
     }
 
-    public void Add(Tensor a, Tensor b, Tensor y) => PrimitivesReference.Add(CpuBackend.Span<float>(a), CpuBackend.Span<float>(b), CpuBackend.Span<float>(y));
+    public void Add(Tensor a, Tensor b, Tensor y)
+    {
+        nint ap = (nint)CpuBackend.Ptr<float>(a), bp = (nint)CpuBackend.Ptr<float>(b), yp = (nint)CpuBackend.Ptr<float>(y);
+        // Same-index reads before writes, so y may be a or b.
+        ForElementChunks(checked((int)y.ElementCount), 1, (start, count) =>
+            TensorPrimitives.Add(new ReadOnlySpan<float>((float*)ap + start, count), new ReadOnlySpan<float>((float*)bp + start, count),
+                new Span<float>((float*)yp + start, count)));
+    }
+
+    /// <summary>Splits [0, length) into one cache-line aligned chunk per thread (or one chunk for small work).</summary>
+    private void ForElementChunks(int length, long costPerElement, Action<int, int> body)
+    {
+        const int Align = 16;
+        int blocks = (length + Align - 1) / Align;
+        CpuSimd.ForChunks(_backend, blocks, costPerElement * Align, (b0, count) =>
+        {
+            int start = b0 * Align, end = Math.Min(length, (b0 + count) * Align);
+            body(start, end - start);
+        });
+    }
 }

@@ -1,1 +1,0 @@
-namespace Rellax.Tests; internal static class Placeholder { }
