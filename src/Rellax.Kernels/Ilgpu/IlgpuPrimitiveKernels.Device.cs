@@ -114,7 +114,7 @@ internal partial class IlgpuPrimitiveKernels
     }
 
     // RMSNorm, one group per row: y = x / sqrt(mean(x²) + eps) · weight.
-    // Launch: grid R, group G (power of two, RowGroupSize); threads stride over the row, tree-reduce the sum of squares.
+    // Launch: grid R, group G = RowConfig (power of two from one warp up to RowGroupSize = min(256, device limit), by row length); threads stride over the row, tree-reduce the sum of squares.
     // Roofline: 3·N FLOPs per row; reads 2·N floats (x twice, mostly cached) + N (weight), writes N: memory-bound.
     private static void RmsNormKernel(ArrayView<float> x, ArrayView<float> weight, ArrayView<float> y, int n, float eps)
     {
@@ -132,7 +132,7 @@ internal partial class IlgpuPrimitiveKernels
     }
 
     // LayerNorm, one group per row, two-pass (mean, then centred variance) for accuracy.
-    // Launch: grid R, group G = RowGroupSize. Roofline: about 6·N FLOPs per row; reads 3·N + 2·N floats, writes N: memory-bound.
+    // Launch: grid R, group G = RowConfig(...). Roofline: about 6·N FLOPs per row; reads 3·N + 2·N floats, writes N: memory-bound.
     private static void LayerNormKernel(ArrayView<float> x, ArrayView<float> weight, ArrayView<float> bias, ArrayView<float> y, int n, float eps)
     {
         var scratch = SharedMemory.Allocate<float>(MaxGroupSize);
@@ -151,7 +151,7 @@ internal partial class IlgpuPrimitiveKernels
     }
 
     // Softmax over rows, one group per row: max (tree), sum of exp (tree), then write.
-    // Launch: grid R, group G = RowGroupSize. Roofline: about 3·N FLOPs + N exp per row; reads 3·N floats, writes N.
+    // Launch: grid R, group G = RowConfig(...). Roofline: about 3·N FLOPs + N exp per row; reads 3·N floats, writes N.
     private static void SoftmaxKernel(ArrayView<float> x, ArrayView<float> y, int n)
     {
         var scratch = SharedMemory.Allocate<float>(MaxGroupSize);
@@ -203,7 +203,7 @@ internal partial class IlgpuPrimitiveKernels
     // per chunk each thread scores one key (dot over D with the pre-scaled query in shared memory), the group
     // reduces the chunk max and exp-sum, rescales the running output, and threads striding over D accumulate p·v.
     // Query t sits at position S - T + t and (causal) sees keys 0..S-T+t; non-causal sees all S keys.
-    // Launch: grid T·Hq, group G = RowGroupSize; shared memory 2·MaxHeadDim + 2·MaxGroupSize floats (10 KiB).
+    // Launch: grid T·Hq, group G = RowConfig(...); shared memory 2·MaxHeadDim + 2·MaxGroupSize floats (10 KiB).
     // Roofline: 4·S·D FLOPs per (t, h) (S = visible keys); reads 2·S·D floats per (t, h) (K and V rows, shared by
     // the Hq/Hkv heads of a group only through caches): memory-bound; a flash-attention kernel tiles K/V across queries.
     private static void AttentionKernel(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> o,

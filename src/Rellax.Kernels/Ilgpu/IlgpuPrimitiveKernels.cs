@@ -37,6 +37,7 @@ internal partial class IlgpuPrimitiveKernels : IPrimitiveKernels
         if (acc.MaxNumThreadsPerGroup < GemmTile * GemmTile)
             throw new NotSupportedException($"{acc.Name} allows {acc.MaxNumThreadsPerGroup} threads per group; the ILGPU kernels need {GemmTile * GemmTile}");
         RowGroupSize = FloorPowerOfTwo(Math.Min(256, Math.Min(acc.MaxNumThreadsPerGroup, MaxGroupSize)));
+        MinRowGroupSize = Math.Min(RowGroupSize, FloorPowerOfTwo(Math.Max(1, acc.WarpSize)));
 
         _gemm = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(GemmKernel);
         _rmsNorm = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(RmsNormKernel);
@@ -54,8 +55,11 @@ internal partial class IlgpuPrimitiveKernels : IPrimitiveKernels
     /// <summary>The backend whose accelerator and stream the kernels run on.</summary>
     protected IlgpuBackend Backend { get; }
 
-    /// <summary>Threads per group of the row kernels (norms, softmax, attention): min(256, accelerator limit), a power of two.</summary>
+    /// <summary>Largest group of the row kernels (norms, softmax, attention): min(256, accelerator limit), a power of two.</summary>
     internal int RowGroupSize { get; }
+
+    /// <summary>Smallest group of the row kernels: one warp (a power of two, at most <see cref="RowGroupSize"/>).</summary>
+    internal int MinRowGroupSize { get; }
 
     private AcceleratorStream Stream => Backend.Stream;
 
@@ -76,7 +80,17 @@ internal partial class IlgpuPrimitiveKernels : IPrimitiveKernels
 
     private static int CeilDiv(int a, int b) => (a + b - 1) / b;
 
-    private KernelConfig RowConfig(int rows) => new(new Index1D(rows), new Index1D(RowGroupSize));
+    /// <summary>
+    /// One group per row; the group has the fewest threads (a power of two, at least one warp, at most
+    /// <see cref="RowGroupSize"/>) that give each thread no more than one element of a row of <paramref name="rowLength"/>.
+    /// Short rows thus do not pay for 256-thread reductions.
+    /// </summary>
+    internal KernelConfig RowConfig(int rows, int rowLength)
+    {
+        int g = MinRowGroupSize;
+        while (g < RowGroupSize && g < rowLength) g *= 2;
+        return new(new Index1D(rows), new Index1D(g));
+    }
 
     /// <inheritdoc/>
     public virtual void MatMulTransposed(Tensor x, Tensor w, Tensor y)
@@ -91,14 +105,14 @@ internal partial class IlgpuPrimitiveKernels : IPrimitiveKernels
     public virtual void RmsNorm(Tensor x, Tensor weight, float eps, Tensor y)
     {
         Count(x);
-        _rmsNorm(Stream, RowConfig(x.Rows), F(x), F(weight), F(y), x.Dim(-1), eps);
+        _rmsNorm(Stream, RowConfig(x.Rows, x.Dim(-1)), F(x), F(weight), F(y), x.Dim(-1), eps);
     }
 
     /// <inheritdoc/>
     public virtual void LayerNorm(Tensor x, Tensor weight, Tensor bias, float eps, Tensor y)
     {
         Count(x);
-        _layerNorm(Stream, RowConfig(x.Rows), F(x), F(weight), F(bias), F(y), x.Dim(-1), eps);
+        _layerNorm(Stream, RowConfig(x.Rows, x.Dim(-1)), F(x), F(weight), F(bias), F(y), x.Dim(-1), eps);
     }
 
     /// <inheritdoc/>
@@ -115,7 +129,7 @@ internal partial class IlgpuPrimitiveKernels : IPrimitiveKernels
     public virtual void Softmax(Tensor x, Tensor y)
     {
         Count(x);
-        _softmax(Stream, RowConfig(x.Rows), F(x), F(y), x.Dim(-1));
+        _softmax(Stream, RowConfig(x.Rows, x.Dim(-1)), F(x), F(y), x.Dim(-1));
     }
 
     /// <inheritdoc/>
@@ -125,7 +139,7 @@ internal partial class IlgpuPrimitiveKernels : IPrimitiveKernels
         int t = q.Dim(0), hq = q.Dim(1), d = q.Dim(2), s = k.Dim(0), hkv = k.Dim(1);
         if (d > MaxHeadDim) throw new NotSupportedException($"the ILGPU attention kernel supports head dimensions up to {MaxHeadDim}; q is {q}");
         Count(q); Count(k);
-        _attention(Stream, RowConfig(t * hq), F(q), F(k), F(v), F(o), t, s, hq, hkv, d, scale, causal ? 1 : 0);
+        _attention(Stream, RowConfig(t * hq, Math.Max(s, d)), F(q), F(k), F(v), F(o), t, s, hq, hkv, d, scale, causal ? 1 : 0);
     }
 
     /// <inheritdoc/>
