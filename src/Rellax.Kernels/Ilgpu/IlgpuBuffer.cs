@@ -50,7 +50,7 @@ public sealed class IlgpuBuffer : DeviceBuffer
     protected override void CopyFromHost(ReadOnlySpan<byte> source, long byteOffset)
     {
         if (source.IsEmpty) return;
-        // Synchronous with respect to the host span: ILGPU copies from a span before returning.
+        // ILGPU's span overloads synchronize the stream: the copy is complete (and ordered after queued kernels) on return.
         _memory.AsRawArrayView(byteOffset, source.Length).CopyFromCPU(_backend.Stream, source);
     }
 
@@ -59,7 +59,6 @@ public sealed class IlgpuBuffer : DeviceBuffer
     {
         if (destination.IsEmpty) return;
         _memory.AsRawArrayView(byteOffset, destination.Length).CopyToCPU(_backend.Stream, destination);
-        _backend.Stream.Synchronize();
     }
 
     /// <inheritdoc/>

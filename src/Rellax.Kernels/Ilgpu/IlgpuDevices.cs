@@ -21,7 +21,7 @@ public enum IlgpuDeviceKind
 /// <param name="Kind">Accelerator family.</param>
 /// <param name="Index">Index among the devices of the same <paramref name="Kind"/>; pass it to <see cref="IlgpuBackend(IlgpuDeviceKind, int)"/>.</param>
 /// <param name="Name">Device name as the driver reports it.</param>
-/// <param name="MemoryBytes">Device memory in bytes (for the CPU emulator: what ILGPU reports for host memory).</param>
+/// <param name="MemoryBytes">Device memory in bytes (for the CPU emulator: the host memory available to this process).</param>
 /// <param name="MaxThreadsPerGroup">Largest group (thread block) the device accepts.</param>
 /// <param name="WarpSize">Threads per warp (SIMD width).</param>
 public sealed record IlgpuDeviceInfo(IlgpuDeviceKind Kind, int Index, string Name, long MemoryBytes, int MaxThreadsPerGroup, int WarpSize)
@@ -81,7 +81,9 @@ internal static class IlgpuDevices
                 for (int i = 0; i < found.Count; i++)
                 {
                     var d = found[i];
-                    devices.Add(new IlgpuDeviceInfo(kind, i, d.Name, d.MemorySize, d.MaxNumThreadsPerGroup, d.WarpSize));
+                    // ILGPU reports long.MaxValue bytes for the CPU emulator; what it can really use is host memory.
+                    long memory = kind == IlgpuDeviceKind.CpuEmulator ? GC.GetGCMemoryInfo().TotalAvailableMemoryBytes : d.MemorySize;
+                    devices.Add(new IlgpuDeviceInfo(kind, i, d.Name, memory, d.MaxNumThreadsPerGroup, d.WarpSize));
                 }
             }
             // Probing must never throw: a machine without a driver (DllNotFoundException, TypeInitializationException,

@@ -97,7 +97,11 @@ internal partial class IlgpuPrimitiveKernels : IPrimitiveKernels
     {
         int m = x.Dim(0), k = x.Dim(1), n = w.Dim(0);
         Count(x); Count(w); Count(y);
-        var config = new KernelConfig(new Index2D(CeilDiv(n, GemmTile), CeilDiv(m, GemmTile)), new Index2D(GemmTile, GemmTile));
+        var grid = new Index2D(CeilDiv(n, GemmTile), CeilDiv(m, GemmTile));
+        var maxGrid = Backend.Accelerator.MaxGridSize;
+        if (grid.X > maxGrid.X || grid.Y > maxGrid.Y)
+            throw new NotSupportedException($"MatMul grid {grid} exceeds the device limit {maxGrid} (x {x}, w {w})");
+        var config = new KernelConfig(grid, new Index2D(GemmTile, GemmTile));
         _gemm(Stream, config, F(x), F(w), F(y), m, n, k);
     }
 

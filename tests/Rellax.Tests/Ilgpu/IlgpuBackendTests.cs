@@ -17,6 +17,8 @@ public sealed class IlgpuBackendTests
         var emulator = probe.Devices.Where(d => d.Kind == IlgpuDeviceKind.CpuEmulator).ToList();
         Assert.That(emulator, Has.Count.EqualTo(1));
         Assert.That(emulator[0].MaxThreadsPerGroup, Is.GreaterThanOrEqualTo(256), "the emulator must run 256-thread groups");
+        Assert.That(emulator[0].MemoryBytes, Is.GreaterThan(0).And.LessThan(long.MaxValue), "host memory, not ILGPU's placeholder");
+        Assert.That(probe.Devices.Where(d => d.Kind != IlgpuDeviceKind.CpuEmulator).Select(d => d.MemoryBytes), Is.All.GreaterThan(0));
         Assert.That(IlgpuBackend.ListDevices(), Is.EqualTo(probe.Devices));
         // Preference order: CUDA before OpenCL before the emulator.
         var kinds = probe.Devices.Select(d => (int)d.Kind).ToList();
