@@ -12,7 +12,8 @@ namespace Rellax.Kernels.Ilgpu;
 /// <remarks>
 /// Designed for one subclass: the CUDA backend derives from it on a CUDA accelerator and replaces some
 /// kernels with hand-written ones that share <see cref="Accelerator"/> and <see cref="Stream"/>
-/// (same CUDA context, same stream), through the kernel factory of the protected constructor.
+/// (same CUDA context, same stream), through the kernel factory of the internal constructor.
+/// A backend is not thread-safe: queue work on it from one thread at a time.
 /// </remarks>
 public class IlgpuBackend : ComputeBackend
 {
@@ -27,8 +28,10 @@ public class IlgpuBackend : ComputeBackend
     /// <summary>
     /// Creates the accelerator, then the kernels through <paramref name="kernelFactory"/> (called once, at the end of
     /// construction, when <see cref="Accelerator"/> and <see cref="Stream"/> are set; subclass fields are not yet).
+    /// The CUDA backend passes a factory that returns an <see cref="IlgpuPrimitiveKernels"/> subclass overriding
+    /// the kernels it replaces; tests use it to check that replacement reaches <see cref="ComputeBackend.Primitives"/>.
     /// </summary>
-    private protected IlgpuBackend(IlgpuDeviceKind kind, int deviceIndex, Func<IlgpuBackend, IlgpuPrimitiveKernels> kernelFactory)
+    internal IlgpuBackend(IlgpuDeviceKind kind, int deviceIndex, Func<IlgpuBackend, IlgpuPrimitiveKernels> kernelFactory)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(deviceIndex);
         Kind = kind;

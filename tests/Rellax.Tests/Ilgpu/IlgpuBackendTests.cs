@@ -121,3 +121,37 @@ public sealed class IlgpuBackendTests
         Assert.Throws<ObjectDisposedException>(backend.Synchronize);
     }
 }
+
+/// <summary>The hook the CUDA backend uses: a kernel factory whose subclass replaces some kernels and inherits the rest.</summary>
+[TestFixture]
+public sealed class IlgpuKernelReplacementTests
+{
+    private sealed class ReplacedAdd(IlgpuBackend backend) : IlgpuPrimitiveKernels(backend)
+    {
+        public int AddCalls;
+
+        public override void Add(Tensor a, Tensor b, Tensor y)
+        {
+            AddCalls++;
+            base.Add(b, b, y); // observable: y = 2b instead of a + b
+        }
+    }
+
+    [Test]
+    public void ASubclassFactoryReplacesOnlyTheKernelsItOverrides()
+    {
+        ReplacedAdd? kernels = null;
+        using var backend = new IlgpuBackend(IlgpuDeviceKind.CpuEmulator, 0, b => kernels = new ReplacedAdd(b));
+        Assert.That(backend.IlgpuKernels, Is.SameAs(kernels));
+        using var a = backend.Upload<float>([1f, 2f, 3f]);
+        using var b = backend.Upload<float>([10f, 20f, 30f]);
+        using var y = backend.Allocate(DType.F32, 3);
+        backend.Primitives.Add(a.AsTensor(3), b.AsTensor(3), y.AsTensor(3));
+        Assert.That(y.AsTensor(3).ToArray<float>(), Is.EqualTo(new[] { 20f, 40f, 60f }));
+        Assert.That(kernels!.AddCalls, Is.EqualTo(1));
+        backend.Primitives.Gelu(a.AsTensor(3), y.AsTensor(3)); // inherited kernel still works
+        var gelu = new float[3];
+        PrimitivesReference.Gelu([1f, 2f, 3f], gelu);
+        Assert.That(y.AsTensor(3).ToArray<float>(), Is.EqualTo(gelu).Within(1e-5f));
+    }
+}
