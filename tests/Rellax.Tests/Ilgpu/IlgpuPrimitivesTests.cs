@@ -10,7 +10,7 @@ namespace Rellax.Tests.Ilgpu;
 /// GEMM 1e-5 + 1e-5 (fp32 sums of up to 65 products of values in [-1, 1]); norms and softmax 1e-5 + 1e-5
 /// (fp32 reductions over up to 4097 elements); RoPE, SwiGLU, add 1e-6 + 1e-6 (a few fp32 roundings);
 /// GELU 1e-6 + 2e-6 (the kernel's erf is accurate to about 1 ulp); attention 1e-5 + 1e-5 (fp32 online softmax
-/// over up to 1000 keys); embedding exact (a copy).
+/// over up to 2000 keys); embedding exact (a copy).
 /// </summary>
 [TestFixture]
 public sealed class IlgpuPrimitivesTests
@@ -221,8 +221,8 @@ public sealed class IlgpuPrimitivesTests
     [TestCase(1, 17, 4, 2, 64, true)]
     [TestCase(17, 17, 4, 4, 32, true)]
     [TestCase(17, 17, 4, 4, 32, false)]
-    [TestCase(4, 300, 2, 1, 256, true)]
-    [TestCase(2, 1000, 3, 1, 64, true)]
+    [TestCase(3, 300, 2, 1, 256, true)]
+    [TestCase(1, 2000, 2, 1, 64, true)]
     public void Attention(int t, int s, int hq, int hkv, int d, bool causal)
     {
         var q = RandomArray(17, t * hq * d, -2, 2); var k = RandomArray(18, s * hkv * d, -2, 2); var v = RandomArray(19, s * hkv * d);
