@@ -207,6 +207,15 @@ public static unsafe class CudaDriver
         return new CudaContextScope(pushed: true);
     }
 
+    /// <summary>The device (<c>CUdevice</c>) a context belongs to.</summary>
+    /// <param name="context">A <c>CUcontext</c>.</param>
+    public static int GetContextDevice(IntPtr context)
+    {
+        using var scope = Enter(context);
+        Check(CudaDriverNative.cuCtxGetDevice(out var device), "cuCtxGetDevice");
+        return device;
+    }
+
     /// <summary>Waits for the current context's work.</summary>
     public static void SynchronizeContext() => Check(CudaDriverNative.cuCtxSynchronize(), "cuCtxSynchronize");
 

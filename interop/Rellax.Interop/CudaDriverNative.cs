@@ -57,6 +57,10 @@ public static unsafe partial class CudaDriverNative
     [LibraryImport(Lib, EntryPoint = "cuCtxPopCurrent_v2")]
     public static partial CUresult cuCtxPopCurrent(out IntPtr context);
 
+    /// <summary><c>cuCtxGetDevice</c>: the device of the current context.</summary>
+    [LibraryImport(Lib, EntryPoint = "cuCtxGetDevice")]
+    public static partial CUresult cuCtxGetDevice(out int device);
+
     /// <summary><c>cuCtxSynchronize</c>.</summary>
     [LibraryImport(Lib, EntryPoint = "cuCtxSynchronize")]
     public static partial CUresult cuCtxSynchronize();
