@@ -105,8 +105,24 @@ public static unsafe class CudaDriver
         {
         }
 
-        name ??= Enum.IsDefined(result) ? "CUDA_ERROR_" + result : "CUDA_ERROR_" + (int)result;
+        name ??= Enum.IsDefined(result) ? "CUDA_ERROR_" + ToUpperSnake(result.ToString()) : "CUDA_ERROR_" + (int)result;
         return (name, text ?? "(no description)");
+    }
+
+    private static string ToUpperSnake(string pascal)
+    {
+        var sb = new StringBuilder(pascal.Length + 8);
+        for (var i = 0; i < pascal.Length; i++)
+        {
+            if (i > 0 && char.IsUpper(pascal[i]) && !char.IsUpper(pascal[i - 1]))
+            {
+                sb.Append('_');
+            }
+
+            sb.Append(char.ToUpperInvariant(pascal[i]));
+        }
+
+        return sb.ToString();
     }
 
     /// <summary>Driver API version as (major, minor), e.g. (12, 4).</summary>

@@ -180,7 +180,7 @@ public static unsafe class Nvrtc
         {
         }
 
-        return "NVRTC_ERROR_" + result;
+        return result == NvrtcResult.Success ? "NVRTC_SUCCESS" : "NVRTC_ERROR_" + result.ToString().ToUpperInvariant();
     }
 
     /// <summary>Throws <see cref="NvrtcException"/> unless <paramref name="result"/> is success.</summary>
