@@ -12,6 +12,9 @@
 #   libnvrtc11.2          -> usr/lib/x86_64-linux-gnu/libnvrtc.so.11.2 (-> libnvrtc.so.11.8.89)
 #   libnvrtc-builtins11.8 -> usr/lib/x86_64-linux-gnu/libnvrtc-builtins.so.11.8
 # NVRTC 11.8 knows compute_/sm_ up to 90.
+# Environment: RELLAX_DEBIAN_MIRROR overrides the mirror (default: the machine's Debian mirror).
+# Needs network access to the mirror, apt-get and dpkg; no root (as root, apt's download sandbox is turned off
+# because the _apt user cannot write the private directories). The machine's apt state is never touched.
 set -euo pipefail
 
 die() { echo "fetch-nvrtc: error: $*" >&2; exit 1; }
@@ -43,10 +46,11 @@ command -v apt-get >/dev/null || die "apt-get not found (this script needs a Deb
 command -v dpkg >/dev/null || die "dpkg not found"
 [[ "$(dpkg --print-architecture)" == amd64 ]] || die "only amd64 is supported (got $(dpkg --print-architecture))"
 
-# The Debian mirror the machine already uses (deb822 or one-line format); default deb.debian.org.
-MIRROR=""
+# The Debian mirror: $RELLAX_DEBIAN_MIRROR if set, else the one the machine already uses (deb822 or one-line
+# format), else deb.debian.org.
+MIRROR="${RELLAX_DEBIAN_MIRROR:-}"
 for f in /etc/apt/sources.list.d/*.sources; do
-  [[ -f "$f" ]] || continue
+  [[ -z "$MIRROR" && -f "$f" ]] || continue
   m=$(awk '/^URIs:/ { for (i = 2; i <= NF; i++) if ($i ~ /\/debian\/?$/) { print $i; exit } }' "$f")
   if [[ -n "$m" ]]; then MIRROR=$m; break; fi
 done
@@ -61,6 +65,9 @@ KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 [[ -f "$KEYRING" ]] || die "$KEYRING not found (install debian-archive-keyring)"
 
 APTDIR="$CACHE/apt"
+DL="$CACHE/debs"
+# Indexes and .debs are scratch: removed on success and on failure.
+trap 'rm -rf "$APTDIR" "$DL"' EXIT
 mkdir -p "$APTDIR/lists/partial" "$APTDIR/archives/partial" "$APTDIR/cache" "$APTDIR/etc/preferences.d" "$APTDIR/etc/apt.conf.d"
 cat > "$APTDIR/sources.list" <<SRC
 deb [signed-by=$KEYRING] $MIRROR bookworm main contrib non-free
@@ -89,9 +96,8 @@ APT_OPTS=(
 if [[ $(id -u) -eq 0 ]]; then APT_OPTS+=(-o "APT::Sandbox::User=root"); fi
 
 log "apt-get update (private lists under $APTDIR/lists)"
-apt-get "${APT_OPTS[@]}" -q update >&2 || die "apt-get update against $MIRROR bookworm failed (network? mirror?)"
+apt-get "${APT_OPTS[@]}" -q --error-on=any update >&2 || die "apt-get update against $MIRROR bookworm failed (network? mirror?)"
 
-DL="$CACHE/debs"
 mkdir -p "$DL"
 log "apt-get download ${PACKAGES[*]}"
 ( cd "$DL" && apt-get "${APT_OPTS[@]}" -q download "${PACKAGES[@]}" ) >&2 \
@@ -104,9 +110,6 @@ for p in "${PACKAGES[@]}"; do
   log "unpacking $(basename "$deb")"
   dpkg -x "$deb" "$ROOT" || die "dpkg -x $deb failed"
 done
-
-# The downloaded .debs and indexes are no longer needed.
-rm -rf "$APTDIR" "$DL"
 
 dir=$(find_lib_dir) || die "libnvrtc.so.11.2 / libnvrtc-builtins.so.11.8 not found under $ROOT after unpacking"
 log "NVRTC unpacked; export RELLAX_NVRTC_PATH=$dir"
