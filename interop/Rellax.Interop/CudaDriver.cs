@@ -290,8 +290,20 @@ public static unsafe class CudaDriver
     public static IntPtr GetFunction(CudaModuleHandle module, string name)
     {
         ArgumentNullException.ThrowIfNull(module);
-        Check(CudaDriverNative.cuModuleGetFunction(out var f, module.DangerousGetHandle(), name), $"cuModuleGetFunction({name})");
-        return f;
+        var added = false;
+        module.DangerousAddRef(ref added);
+        try
+        {
+            Check(CudaDriverNative.cuModuleGetFunction(out var f, module.DangerousGetHandle(), name), $"cuModuleGetFunction({name})");
+            return f;
+        }
+        finally
+        {
+            if (added)
+            {
+                module.DangerousRelease();
+            }
+        }
     }
 
     /// <summary>Launches a kernel on a stream (asynchronous) in the current context.</summary>

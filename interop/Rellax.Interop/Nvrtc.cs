@@ -244,8 +244,20 @@ public static unsafe class Nvrtc
                 opts[i] = Utf8(options[i], strings);
             }
 
-            var result = NvrtcNative.nvrtcCompileProgram(program.DangerousGetHandle(), options.Count, opts);
-            return (result, GetLog(program));
+            var added = false;
+            program.DangerousAddRef(ref added);
+            try
+            {
+                var result = NvrtcNative.nvrtcCompileProgram(program.DangerousGetHandle(), options.Count, opts);
+                return (result, GetLog(program));
+            }
+            finally
+            {
+                if (added)
+                {
+                    program.DangerousRelease();
+                }
+            }
         }
         finally
         {
@@ -287,20 +299,32 @@ public static unsafe class Nvrtc
         delegate*<IntPtr, out nuint, NvrtcResult> getSize, delegate*<IntPtr, byte*, NvrtcResult> get)
     {
         ArgumentNullException.ThrowIfNull(program);
-        var p = program.DangerousGetHandle();
-        Check(getSize(p, out var size), call + "Size");
-        var bytes = new byte[(int)size];
-        if (size == 0)
+        var added = false;
+        program.DangerousAddRef(ref added); // keeps the program alive (and not destroyed) during the native calls
+        try
         {
+            var p = program.DangerousGetHandle();
+            Check(getSize(p, out var size), call + "Size");
+            var bytes = new byte[(int)size];
+            if (size == 0)
+            {
+                return bytes;
+            }
+
+            fixed (byte* b = bytes)
+            {
+                Check(get(p, b), call);
+            }
+
             return bytes;
         }
-
-        fixed (byte* b = bytes)
+        finally
         {
-            Check(get(p, b), call);
+            if (added)
+            {
+                program.DangerousRelease();
+            }
         }
-
-        return bytes;
     }
 
     private static byte* Utf8(string s, List<IntPtr> owned)
