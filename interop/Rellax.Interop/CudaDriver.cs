@@ -46,6 +46,15 @@ public static unsafe class CudaDriver
         }
     }
 
+    // cuInit is required before any other driver call; ILGPU calls it too, so this is usually a cached no-op.
+    private static void EnsureInitialized()
+    {
+        if (!initialized)
+        {
+            Initialize();
+        }
+    }
+
     private static string? InitializeOnce()
     {
         try
@@ -135,6 +144,7 @@ public static unsafe class CudaDriver
     /// <summary>Number of CUDA devices.</summary>
     public static int GetDeviceCount()
     {
+        EnsureInitialized();
         Check(CudaDriverNative.cuDeviceGetCount(out var n), "cuDeviceGetCount");
         return n;
     }
@@ -143,6 +153,7 @@ public static unsafe class CudaDriver
     /// <param name="ordinal">0-based device ordinal.</param>
     public static int GetDevice(int ordinal)
     {
+        EnsureInitialized();
         Check(CudaDriverNative.cuDeviceGet(out var d, ordinal), $"cuDeviceGet({ordinal})");
         return d;
     }
@@ -181,6 +192,7 @@ public static unsafe class CudaDriver
     /// <summary>The calling thread's current context (<see cref="IntPtr.Zero"/> if none).</summary>
     public static IntPtr GetCurrentContext()
     {
+        EnsureInitialized();
         Check(CudaDriverNative.cuCtxGetCurrent(out var c), "cuCtxGetCurrent");
         return c;
     }
@@ -244,6 +256,7 @@ public static unsafe class CudaDriver
     /// <param name="device">A <c>CUdevice</c>.</param>
     public static CudaPrimaryContextHandle RetainPrimaryContext(int device)
     {
+        EnsureInitialized();
         Check(CudaDriverNative.cuDevicePrimaryCtxRetain(out var c, device), $"cuDevicePrimaryCtxRetain({device})");
         return new CudaPrimaryContextHandle(c, device);
     }
