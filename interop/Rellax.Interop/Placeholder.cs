@@ -1,1 +1,0 @@
-namespace Rellax.Interop; internal static class Placeholder { }
