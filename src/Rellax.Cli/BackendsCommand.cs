@@ -4,18 +4,20 @@ using Rellax.Kernels;
 
 namespace Rellax.Cli;
 
-/// <summary><c>rellax backends</c>: which backends and devices this machine offers.</summary>
+/// <summary><c>rellax backends</c>: which backends this machine offers and on what device each would run.</summary>
 internal static class BackendsCommand
 {
     public static Command Create()
     {
         var json = CommonOptions.Json();
-        var cmd = new Command("backends", "List the compute backends and devices available here.") { json };
+        var cmd = new Command("backends", "List the compute backends and the device each would use here.") { json };
         cmd.SetAction(r => CommonOptions.Guard(() =>
         {
-            var rows = Backends.Names.Select(n => new { name = n }).ToList();
-            if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(rows));
-            else foreach (var row in rows) Console.WriteLine(row.name);
+            var rows = Backends.Describe();
+            if (r.GetValue(json))
+                Console.WriteLine(JsonSerializer.Serialize(rows.Select(b => new { name = b.Name, available = b.Available, detail = b.Detail })));
+            else
+                foreach (var b in rows) Console.WriteLine($"{b.Name,-6} {(b.Available ? "available  " : "unavailable")} {b.Detail}");
             return 0;
         }));
         return cmd;

@@ -1,11 +1,17 @@
 using NUnit.Framework;
 using Rellax.Kernels;
 using Rellax.Kernels.Cpu;
+using Rellax.Kernels.Cuda;
+using Rellax.Kernels.Ilgpu;
 
 namespace Rellax.Tests;
 
-/// <summary>A named way to create a fresh backend; the name shows up in test names.</summary>
-public sealed record BackendFactory(string Name, Func<ComputeBackend> Create)
+/// <summary>
+/// A named way to create a fresh backend; the name shows up in test names. <paramref name="Emulated"/> marks
+/// ILGPU's CPU emulator, which runs GPU kernels correctly but thousands of times slower than a device: long
+/// end-to-end loops use fewer steps there.
+/// </summary>
+public sealed record BackendFactory(string Name, Func<ComputeBackend> Create, bool Emulated = false)
 {
     /// <inheritdoc/>
     public override string ToString() => Name;
@@ -22,6 +28,12 @@ public static class TestBackends
     {
         yield return new BackendFactory("cpu-1-thread", () => new CpuBackend(threads: 1));
         yield return new BackendFactory("cpu-2-threads", () => new CpuBackend(threads: 2));
+        // ILGPU's kernels on its CPU emulator run everywhere (slowly); on a GPU machine the real devices join in.
+        yield return new BackendFactory("ilgpu-emulator", () => new IlgpuBackend(IlgpuDeviceKind.CpuEmulator), Emulated: true);
+        if (IlgpuBackend.ListDevices().Any(d => d.Kind == IlgpuDeviceKind.Cuda))
+            yield return new BackendFactory("ilgpu-cuda", () => new IlgpuBackend(IlgpuDeviceKind.Cuda));
+        if (CudaAvailability.Probe().Available)
+            yield return new BackendFactory("cuda", () => CudaBackend.Create());
     }
 
     /// <summary>The factories as fixture arguments for <c>[TestFixtureSource]</c>.</summary>

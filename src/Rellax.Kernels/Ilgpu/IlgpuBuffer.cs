@@ -46,6 +46,13 @@ public sealed class IlgpuBuffer : DeviceBuffer
     internal static ArrayView<T> ViewOf<T>(in Tensor tensor) where T : unmanaged =>
         ((IlgpuBuffer)tensor.Buffer).View<T>().SubView(tensor.Offset, tensor.ElementCount);
 
+    /// <summary>Device address of <paramref name="tensor"/>'s first element (for launching hand-written CUDA kernels).</summary>
+    internal static IntPtr DevicePointer(in Tensor tensor)
+    {
+        var buffer = (IlgpuBuffer)tensor.Buffer;
+        return buffer._memory.NativePtr + (nint)(tensor.Offset * tensor.DType.SizeInBytes());
+    }
+
     /// <inheritdoc/>
     protected override void CopyFromHost(ReadOnlySpan<byte> source, long byteOffset)
     {

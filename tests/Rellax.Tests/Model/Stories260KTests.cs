@@ -36,9 +36,12 @@ public sealed class Stories260KTests
         using var backend = factory.Create();
         using var model = LlamaModel.Load(ModelPaths.Stories260K, backend);
         using var session = model.CreateSession();
-        var ids = GreedyGenerator.Generate(session, [model.Tokenizer.BosId!.Value], DocumentedIds.Length, []).ToArray();
-        Assert.That(ids, Is.EqualTo(DocumentedIds));
-        Assert.That(model.Tokenizer.Decode(ids), Does.StartWith(DocumentedTextStart));
+        // The emulator runs every group of every launch on OS threads (~10 s a token here): 3 tokens there, all 60 elsewhere;
+        // its logits are checked to 1e-4 below and against TorchSharp with a KV cache in LlamaTorchOracleTests.
+        int count = factory.Emulated ? 3 : DocumentedIds.Length;
+        var ids = GreedyGenerator.Generate(session, [model.Tokenizer.BosId!.Value], count, []).ToArray();
+        Assert.That(ids, Is.EqualTo(DocumentedIds.Take(count)));
+        if (!factory.Emulated) Assert.That(model.Tokenizer.Decode(ids), Does.StartWith(DocumentedTextStart));
     }
 
     [TestCaseSource(nameof(Backends))]
