@@ -8,8 +8,8 @@ internal static class CommonOptions
 {
     public static Option<string> Backend() => new("--backend")
     {
-        Description = "Where kernels run: cpu, ilgpu or cuda (default: cpu).",
-        DefaultValueFactory = _ => "cpu",
+        Description = "Where kernels run: auto (cuda when a GPU is usable, else cpu), cpu, ilgpu or cuda.",
+        DefaultValueFactory = _ => "auto",
     };
 
     public static Option<int> Threads() => new("--threads")
@@ -53,5 +53,11 @@ internal static class CommonOptions
         }
     }
 
-    public static ComputeBackend CreateBackend(string name, int threads) => Backends.Create(name, threads);
+    public static ComputeBackend CreateBackend(string name, int threads)
+    {
+        var backend = Backends.Create(name, threads);
+        if (backend is Kernels.Ilgpu.IlgpuBackend { Kind: Kernels.Ilgpu.IlgpuDeviceKind.CpuEmulator })
+            Console.Error.WriteLine("rellax: warning: no GPU found; ilgpu runs on ILGPU's CPU emulator, which is for testing and very slow (use --backend cpu)");
+        return backend;
+    }
 }

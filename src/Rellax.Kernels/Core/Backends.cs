@@ -13,7 +13,11 @@ public sealed record BackendDescription(string Name, bool Available, string Deta
 /// <summary>Creates backends by name, as the command line and configuration files spell them.</summary>
 public static class Backends
 {
-    /// <summary>Names accepted by <see cref="Create"/>: <c>cpu</c> (SIMD C#), <c>ilgpu</c> (best ILGPU device: CUDA, OpenCL, else the slow CPU emulator), <c>cuda</c> (ILGPU on CUDA plus the hand-written kernels).</summary>
+    /// <summary>
+    /// Names accepted by <see cref="Create"/>: <c>cpu</c> (SIMD C#), <c>ilgpu</c> (best ILGPU device: CUDA, OpenCL,
+    /// else the slow CPU emulator), <c>cuda</c> (ILGPU on CUDA plus the hand-written kernels). <c>auto</c> is also
+    /// accepted: the fastest backend present (cuda when a CUDA device is usable, else cpu).
+    /// </summary>
     public static IReadOnlyList<string> Names { get; } = ["cpu", "ilgpu", "cuda"];
 
     /// <summary>Creates the backend called <paramref name="name"/>.</summary>
@@ -26,10 +30,11 @@ public static class Backends
         ArgumentNullException.ThrowIfNull(name);
         return name.ToLowerInvariant() switch
         {
+            "auto" => CudaAvailability.Probe().Available ? CudaBackend.Create() : new CpuBackend(threads),
             "cpu" => new CpuBackend(threads),
             "ilgpu" => IlgpuBackend.CreateBest(),
             "cuda" => CudaBackend.Create(),
-            _ => throw new ArgumentException($"unknown backend '{name}'; expected one of: {string.Join(", ", Names)}", nameof(name)),
+            _ => throw new ArgumentException($"unknown backend '{name}'; expected auto or one of: {string.Join(", ", Names)}", nameof(name)),
         };
     }
 

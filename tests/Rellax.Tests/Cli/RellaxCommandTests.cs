@@ -34,7 +34,7 @@ public sealed class RellaxCommandTests
     [Test]
     public void GenerateJsonIsOneObjectWithTheIdsAndText()
     {
-        var (code, stdout, stderr) = Run("generate", "--max-new-tokens", "5", "--json", "--prompt", "Once upon a time");
+        var (code, stdout, stderr) = Run("generate", "--max-new-tokens", "5", "--json", "--prompt", "Once upon a time", "--backend", "cpu");
         Assert.That(code, Is.EqualTo(0), stderr);
         using var doc = JsonDocument.Parse(stdout);
         var root = doc.RootElement;

@@ -36,6 +36,6 @@ public sealed class CudaBackendTests
     [Test]
     public void UnknownBackendNamesAreRejectedWithTheList()
     {
-        Assert.That(() => Backends.Create("tpu"), Throws.ArgumentException.With.Message.Contains("tpu").And.Message.Contains("cpu, ilgpu, cuda"));
+        Assert.That(() => Backends.Create("tpu"), Throws.ArgumentException.With.Message.Contains("tpu").And.Message.Contains("auto or one of: cpu, ilgpu, cuda"));
     }
 }

@@ -11,7 +11,7 @@ namespace Rellax.Tests.Oracle;
 /// GEMM: atol = 1e-5·√K with inputs in [-1, 1] (|y| ~ √(K/9); fp32 rounding grows like ε·√K·|y| for random signs,
 /// so this is ~100x the expected error yet far below any indexing mistake, which is O(1)).
 /// Norms, RoPE, softmax, SwiGLU, add, embedding: rtol 2e-6 plus a small atol (a few fp32 ulps of the result scale).
-/// GELU: rtol 2e-6, atol 1e-7 against the reference (erfc fit with fractional error (the erf approximation is good to ~1 ulp)lt; 1.2e-7, see CpuSimd); atol 2e-6 against torch,
+/// GELU: rtol 2e-6, atol 1e-7 against the reference (the CPU erfc fit has relative error &lt; 1.2e-7, see CpuSimd); atol 2e-6 against torch,
 /// whose own erf loses absolute accuracy in the negative tail. Attention: atol 2e-6 + 1e-5 rtol (values are
 /// convex combinations of v in [-1, 1], accumulated over up to S = 4097 keys in fp32).
 /// </para>
