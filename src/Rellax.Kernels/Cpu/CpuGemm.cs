@@ -26,9 +26,11 @@ namespace Rellax.Kernels.Cpu;
 ///         microkernel: 8×32 tile of y in 16 zmm accumulators; per k: 2 vector loads of the w strip,
 ///         8 broadcasts of x, 16 FMAs; the tile is written at pc == 0 and accumulated afterwards
 /// </code>
-/// Packing transposes w once per M block (N·K·⌈M/MC_total⌉ element moves, about 1/(2·MR·...) of the FLOPs for
-/// M ≥ 128) and makes every inner-loop access contiguous. Partial tiles (M or N not a multiple of the tile) are
-/// computed in full on the zero padding and only their valid part is stored.
+/// Packing w costs one element move per element of w (each worker packs its own N range once), against 2·M FLOPs
+/// per element: for M ≥ 128 the moves are well under 1% of the work. x is packed once per (jc, pc) block, i.e.
+/// ⌈N_worker/NC⌉ times in all. Packing makes every inner-loop access contiguous and keeps the 32 KiB w strip in L1 while all
+/// x strips of the block stream past it from L2. Partial tiles (M or N not a multiple of the tile) are computed in
+/// full on the zero padding and only their valid part is stored.
 /// </para>
 /// <para>
 /// Without AVX-512 the same packing feeds a <c>Vector256</c> microkernel (2 rows × 32 columns per pass, 8 ymm
