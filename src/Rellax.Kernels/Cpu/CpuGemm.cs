@@ -301,7 +301,8 @@ internal static unsafe class CpuGemm
 
     /// <summary>
     /// Small-M product (M ≤ <see cref="GemvMaxRows"/>): each thread streams a contiguous range of w rows once from
-    /// memory, four rows at a time with two independent accumulators each, against every x row (which stays in L1/L2).
+    /// memory, eight rows at a time with Vector512 (eight concurrent read streams keep more misses in flight than four:
+    /// measured 40 vs 33 GB/s on 2 Zen 5 cores), four at a time with Vector256, against every x row (in L1/L2).
     /// </summary>
     private static void Gemv(float* x, float* w, float* y, int m, int k, int n, int threads, ParallelOptions options)
     {
@@ -322,6 +323,13 @@ internal static unsafe class CpuGemm
     {
         bool v512 = UseVector512;
         int j = j0;
+        if (v512)
+            for (; j + 8 <= j1; j += 8)
+            {
+                float* w0 = w + (long)j * k;
+                for (int i = 0; i < m; i++)
+                    Dot8Avx512(x + (long)i * k, w0, k, y + (long)i * ldy + j);
+            }
         for (; j + 4 <= j1; j += 4)
         {
             float* w0 = w + (long)j * k;
@@ -335,6 +343,37 @@ internal static unsafe class CpuGemm
         for (; j < j1; j++)
             for (int i = 0; i < m; i++)
                 y[(long)i * ldy + j] = CpuSimd.Dot(x + (long)i * k, w + (long)j * k, k);
+    }
+
+    /// <summary>out[0..8) = dot(x[0..k), w row r) for the eight consecutive rows starting at w (row stride k): eight read streams.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Dot8Avx512(float* x, float* w, int k, float* output)
+    {
+        float* w1 = w + k, w2 = w1 + k, w3 = w2 + k, w4 = w3 + k, w5 = w4 + k, w6 = w5 + k, w7 = w6 + k;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        int p = 0;
+        for (; p + 16 <= k; p += 16)
+        {
+            Vector512<float> xv = Vector512.Load(x + p);
+            a0 = Vector512.FusedMultiplyAdd(xv, Vector512.Load(w + p), a0);
+            a1 = Vector512.FusedMultiplyAdd(xv, Vector512.Load(w1 + p), a1);
+            a2 = Vector512.FusedMultiplyAdd(xv, Vector512.Load(w2 + p), a2);
+            a3 = Vector512.FusedMultiplyAdd(xv, Vector512.Load(w3 + p), a3);
+            a4 = Vector512.FusedMultiplyAdd(xv, Vector512.Load(w4 + p), a4);
+            a5 = Vector512.FusedMultiplyAdd(xv, Vector512.Load(w5 + p), a5);
+            a6 = Vector512.FusedMultiplyAdd(xv, Vector512.Load(w6 + p), a6);
+            a7 = Vector512.FusedMultiplyAdd(xv, Vector512.Load(w7 + p), a7);
+        }
+        float s0 = Vector512.Sum(a0), s1 = Vector512.Sum(a1), s2 = Vector512.Sum(a2), s3 = Vector512.Sum(a3);
+        float s4 = Vector512.Sum(a4), s5 = Vector512.Sum(a5), s6 = Vector512.Sum(a6), s7 = Vector512.Sum(a7);
+        for (; p < k; p++)
+        {
+            float xs = x[p];
+            s0 += xs * w[p]; s1 += xs * w1[p]; s2 += xs * w2[p]; s3 += xs * w3[p];
+            s4 += xs * w4[p]; s5 += xs * w5[p]; s6 += xs * w6[p]; s7 += xs * w7[p];
+        }
+        output[0] = s0; output[1] = s1; output[2] = s2; output[3] = s3;
+        output[4] = s4; output[5] = s5; output[6] = s6; output[7] = s7;
     }
 
     /// <summary>out[0..4) = dot(x[0..k), w row r) for the four consecutive rows starting at w (row stride k).</summary>
