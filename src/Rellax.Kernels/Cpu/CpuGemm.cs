@@ -13,9 +13,9 @@ namespace Rellax.Kernels.Cpu;
 /// by FMA throughput (Zen 5: two 512-bit FMA pipes, 64 FLOPs per cycle per core), so the blocked path applies.
 /// </para>
 /// <para>
-/// <b>Blocked path (BLIS-style, per worker thread).</b> Each worker owns a rectangle of y: the N axis is split over
-/// threads when N is wide enough, the M axis otherwise, so no two threads write the same element and no reduction
-/// is needed. Inside a worker:
+/// <b>Blocked path (BLIS-style, per part).</b> Each parallel part owns a rectangle of y: the N axis is split (into
+/// max(threads, N/1024) parts) when N is wide enough, the M axis (into one part per thread) otherwise, so no two
+/// threads write the same element and no reduction is needed. Inside a part:
 /// <code>
 /// for jc in N by NC (2048)                     // B block of KC×NC floats (2 MiB) stays in L3
 ///   for pc in K by KC (256)
@@ -26,9 +26,9 @@ namespace Rellax.Kernels.Cpu;
 ///         microkernel: 8×32 tile of y in 16 zmm accumulators; per k: 2 vector loads of the w strip,
 ///         8 broadcasts of x, 16 FMAs; the tile is written at pc == 0 and accumulated afterwards
 /// </code>
-/// Packing w costs one element move per element of w (each worker packs its own N range once), against 2·M FLOPs
+/// Packing w costs one element move per element of w (each part packs its own N range once), against 2·M FLOPs
 /// per element: for M ≥ 128 the moves are well under 1% of the work. x is packed once per (jc, pc) block, i.e.
-/// ⌈N_worker/NC⌉ times in all. Packing makes every inner-loop access contiguous and keeps the 32 KiB w strip in L1 while all
+/// ⌈N_part/NC⌉ times per part. Packing makes every inner-loop access contiguous and keeps the 32 KiB w strip in L1 while all
 /// x strips of the block stream past it from L2. Partial tiles (M or N not a multiple of the tile) are computed in
 /// full on the zero padding and only their valid part is stored.
 /// </para>
@@ -57,6 +57,9 @@ internal static unsafe class CpuGemm
     /// <summary>Up to this many rows of x the product runs as a GEMV over unpacked w rows.</summary>
     internal const int GemvMaxRows = 4;
 
+    /// <summary>Target width (columns of y) of one parallel part when N is split into more parts than threads.</summary>
+    private const int SplitColumns = 1024;
+
     /// <summary>Below this many multiply-adds the product runs on the calling thread only.</summary>
     private const long SingleThreadMacs = 1L << 18;
 
@@ -79,9 +82,12 @@ internal static unsafe class CpuGemm
             return;
         }
 
-        // Split the output into one rectangle per thread: along N (in NR multiples) when wide enough, else along M.
+        // Split the output into rectangles: along N (in NR multiples) when wide enough, else along M. Wide N is cut into
+        // ~SplitColumns-wide parts (more parts than threads, handed out dynamically by Parallel.For) so that a thread
+        // preempted on a shared machine does not hold up the whole product; each part re-packs x, which costs M·K moves
+        // against 2·M·K·SplitColumns FLOPs.
         bool splitN = n >= threads * NR * 2 || m < threads * MR;
-        int parts = threads;
+        int parts = threads == 1 ? 1 : splitN ? Math.Max(threads, n / SplitColumns) : threads;
         if (parts == 1)
         {
             Blocked(x, w, y, 0, m, 0, n, k, n);
