@@ -10,7 +10,7 @@ using Rellax.Benchmarks;
 var job = Job.Default
     .WithToolchain(InProcessEmitToolchain.Instance)
     .WithWarmupCount(3)
-    .WithIterationCount(10)
+    .WithIterationCount(15)
     .WithLaunchCount(1)
     .WithId("InProcessShort");
 var config = DefaultConfig.Instance.AddJob(job).WithOptions(ConfigOptions.DisableOptimizationsValidator);

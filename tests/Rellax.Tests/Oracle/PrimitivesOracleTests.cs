@@ -44,6 +44,8 @@ public sealed class PrimitivesOracleTests(BackendFactory factory)
     [TestCase(200, 64, 40)]
     [TestCase(130, 600, 70)]
     [TestCase(16, 300, 2100)]
+    [TestCase(1, 4096, 1000)]  // GEMV, multi-threaded on the 2-thread backend
+    [TestCase(3, 1000, 4097)]  // small-M GEMV, multi-threaded, row remainders
     public void MatMul(int m, int k, int n)
     {
         float[] x = RandomData.Uniform(m * k, 1), w = RandomData.Uniform(n * k, 2);
