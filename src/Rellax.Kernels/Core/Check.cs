@@ -15,6 +15,13 @@ internal static class Check
         if (rank != 0 && t.Rank != rank) throw new ArgumentException($"{name} must have rank {rank}, got {t}", name);
     }
 
+    /// <summary>A weight tensor: f32, f16 or bf16.</summary>
+    public static void Floating(ComputeBackend backend, in Tensor t, string name, int rank = 0)
+    {
+        bool half = t.Buffer is not null && t.DType is (DType.F16 or DType.BF16);
+        Of(backend, t, name, half ? t.DType : DType.F32, rank);
+    }
+
     public static void SameShape(in Tensor a, string aName, in Tensor b, string bName)
     {
         if (!a.Shape.SequenceEqual(b.Shape))

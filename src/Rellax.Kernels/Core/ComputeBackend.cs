@@ -8,6 +8,7 @@ namespace Rellax.Kernels;
 public abstract class ComputeBackend : IDisposable
 {
     private Primitives? _primitives;
+    private CfloraLinear? _cflora;
 
     /// <summary>Short name for logs and <c>--json</c> output, e.g. <c>cpu</c> or <c>ilgpu:CPUAccelerator</c>.</summary>
     public abstract string Name { get; }
@@ -17,6 +18,12 @@ public abstract class ComputeBackend : IDisposable
 
     /// <summary>This backend's implementation of the primitive family (unchecked; reached through <see cref="Primitives"/>).</summary>
     internal abstract IPrimitiveKernels PrimitiveKernels { get; }
+
+    /// <summary>The fused CFLoRA linear layer (LoRA, iLoRA, RecLoRA, CFLoRA) and its generator on this backend.</summary>
+    public CfloraLinear Cflora => _cflora ??= new CfloraLinear(this);
+
+    /// <summary>This backend's CFLoRA kernels (unchecked; reached through <see cref="Cflora"/>).</summary>
+    internal virtual ICfloraKernels CfloraKernels => throw new NotSupportedException($"the {Name} backend has no CFLoRA kernels yet");
 
     /// <summary>Allocates <paramref name="length"/> zeroed elements of <paramref name="dtype"/>.</summary>
     public abstract DeviceBuffer Allocate(DType dtype, long length);

@@ -1,0 +1,110 @@
+namespace Rellax.Kernels;
+
+/// <summary>
+/// The fused CFLoRA linear layer (SPEC §4) on one backend, serving the whole LoRA family through the r × r
+/// interaction matrix: for token row t of sample s,
+/// <c>y[t] = W0 x[t] (+ bias) + scale · B (G_sᵀ (A x[t]))</c>.
+/// Vanilla LoRA is G = I, iLoRA a block-diagonal G, RecLoRA (w wᵀ) ⊗ I, CFLoRA a dense G from the generator.
+/// Every method checks its arguments and throws <see cref="ArgumentException"/> naming the argument and shapes.
+/// </summary>
+public sealed class CfloraLinear
+{
+    private readonly ComputeBackend _backend;
+
+    internal CfloraLinear(ComputeBackend backend) => _backend = backend;
+
+    private ICfloraKernels K => _backend.CfloraKernels;
+
+    /// <summary>One adapted layer: see <see cref="Forward(Tensor, ReadOnlySpan{CfloraModule}, CfloraBatch)"/>.</summary>
+    public void Forward(Tensor x, CfloraModule module, CfloraBatch batch) => Forward(x, [module], batch);
+
+    /// <summary>
+    /// Several adapted layers that read the same input (q, k and v; or gate and up) in one call, so x is read once.
+    /// </summary>
+    /// <param name="x">Input rows, f32 [T, d_in].</param>
+    /// <param name="modules">The layers; each has its own weights, r, interaction matrices and output.</param>
+    /// <param name="batch">Which sample each of the T rows belongs to; S = <see cref="CfloraBatch.Samples"/>.</param>
+    public void Forward(Tensor x, ReadOnlySpan<CfloraModule> modules, CfloraBatch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        Check.F32(_backend, x, nameof(x), 2);
+        if (modules.IsEmpty) throw new ArgumentException("at least one module is needed", nameof(modules));
+        if (batch.Rows != x.Dim(0))
+            throw new ArgumentException($"the batch has {batch.Rows} rows but x {x} has {x.Dim(0)}", nameof(batch));
+        for (int m = 0; m < modules.Length; m++) CheckModule(x, modules[m], batch, m);
+        for (int m = 0; m < modules.Length; m++)
+            for (int o = 0; o < modules.Length; o++)
+                if (o != m) Check.NoOverlap(modules[m].Y, $"modules[{m}].Y", modules[o].Y, $"modules[{o}].Y");
+        if (x.Dim(0) == 0) return;
+        K.Forward(x, modules, batch.RowIndexOn(_backend));
+    }
+
+    private void CheckModule(in Tensor x, in CfloraModule module, CfloraBatch batch, int index)
+    {
+        string p = $"modules[{index}].";
+        var (w0, a, b, g, y) = (module.W0, module.A, module.B, module.G, module.Y);
+        Check.Floating(_backend, w0, p + "W0", 2);
+        Check.Floating(_backend, a, p + "A", 2);
+        Check.Floating(_backend, b, p + "B", 2);
+        Check.F32(_backend, g, p + "G", 3);
+        Check.F32(_backend, y, p + "Y", 2);
+        int din = x.Dim(1), dout = w0.Dim(0), r = a.Dim(0);
+        if (w0.Dim(1) != din)
+            throw new ArgumentException($"{p}W0 {w0} must be [d_out, d_in] with d_in = {din} from x {x}", p + "W0");
+        if (r < 1) throw new ArgumentException($"{p}A {a} has rank r = 0; r must be at least 1", p + "A");
+        if (a.Dim(1) != din) throw new ArgumentException($"{p}A {a} must be [r, d_in] with d_in = {din} from x {x}", p + "A");
+        if (a.DType != b.DType) throw new ArgumentException($"{p}A {a} and {p}B {b} must have the same dtype", p + "B");
+        if (b.Dim(0) != dout || b.Dim(1) != r)
+            throw new ArgumentException($"{p}B {b} must be [d_out, r] = [{dout}, {r}] from W0 {w0} and A {a}", p + "B");
+        if (g.Dim(0) != batch.Samples || g.Dim(1) != r || g.Dim(2) != r)
+            throw new ArgumentException($"{p}G {g} must be [S, r, r] = [{batch.Samples}, {r}, {r}] (one matrix per sample of the batch)", p + "G");
+        if (y.Dim(0) != x.Dim(0) || y.Dim(1) != dout)
+            throw new ArgumentException($"{p}Y {y} must be [T, d_out] = [{x.Dim(0)}, {dout}]", p + "Y");
+        if (module.Bias is { } bias)
+        {
+            Check.F32(_backend, bias, p + "Bias", 1);
+            if (bias.Dim(0) != dout) throw new ArgumentException($"{p}Bias {bias} must be [d_out] = [{dout}]", p + "Bias");
+            Check.NoOverlap(y, p + "Y", bias, p + "Bias");
+        }
+        if (!float.IsFinite(module.Scale)) throw new ArgumentOutOfRangeException(p + "Scale", module.Scale, "adapter scale must be finite");
+        Check.NoOverlap(y, p + "Y", x, "x");
+        Check.NoOverlap(y, p + "Y", w0, p + "W0");
+        Check.NoOverlap(y, p + "Y", a, p + "A");
+        Check.NoOverlap(y, p + "Y", b, p + "B");
+        Check.NoOverlap(y, p + "Y", g, p + "G");
+    }
+
+    /// <summary>
+    /// The CFLoRA generator for one adapted module, batched over samples:
+    /// <c>G[s] = reshape(W2 · GELU(W1 · LayerNorm(h[s]) + b1) + b2, r, r)</c> (row-major, so G[s][i][j] = out[i·r + j]).
+    /// </summary>
+    /// <param name="h">CRM representation of each sample, f32 [S, d_h].</param>
+    /// <param name="lnWeight">LayerNorm scale (<c>lora_gate.0.weight</c>), f32 [d_h].</param>
+    /// <param name="lnBias">LayerNorm shift (<c>lora_gate.0.bias</c>), f32 [d_h].</param>
+    /// <param name="lnEps">LayerNorm eps (PyTorch's default is 1e-5).</param>
+    /// <param name="w1">First linear (<c>lora_gate.1.weight</c>), f32 [2r², d_h].</param>
+    /// <param name="b1">Its bias, f32 [2r²].</param>
+    /// <param name="w2">Second linear (<c>lora_gate.3.weight</c>), f32 [r², 2r²].</param>
+    /// <param name="b2">Its bias, f32 [r²].</param>
+    /// <param name="g">Output interaction matrices, f32 [S, r, r].</param>
+    public void Generate(Tensor h, Tensor lnWeight, Tensor lnBias, float lnEps, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor g)
+    {
+        Check.F32(_backend, h, nameof(h), 2); Check.F32(_backend, lnWeight, nameof(lnWeight), 1); Check.F32(_backend, lnBias, nameof(lnBias), 1);
+        Check.F32(_backend, w1, nameof(w1), 2); Check.F32(_backend, b1, nameof(b1), 1);
+        Check.F32(_backend, w2, nameof(w2), 2); Check.F32(_backend, b2, nameof(b2), 1); Check.F32(_backend, g, nameof(g), 3);
+        Check.Eps(lnEps);
+        int s = h.Dim(0), dh = h.Dim(1), r = g.Dim(1), r2 = r * r;
+        if (r < 1 || g.Dim(2) != r || g.Dim(0) != s)
+            throw new ArgumentException($"g {g} must be [S, r, r] with r >= 1 and S = {s} from h {h}", nameof(g));
+        Check.LastDim(lnWeight, nameof(lnWeight), h); Check.LastDim(lnBias, nameof(lnBias), h);
+        if (w1.Dim(0) != 2 * r2 || w1.Dim(1) != dh)
+            throw new ArgumentException($"w1 {w1} must be [2r², d_h] = [{2 * r2}, {dh}] for r = {r} and h {h}", nameof(w1));
+        if (b1.Dim(0) != 2 * r2) throw new ArgumentException($"b1 {b1} must be [2r²] = [{2 * r2}]", nameof(b1));
+        if (w2.Dim(0) != r2 || w2.Dim(1) != 2 * r2)
+            throw new ArgumentException($"w2 {w2} must be [r², 2r²] = [{r2}, {2 * r2}] for r = {r}", nameof(w2));
+        if (b2.Dim(0) != r2) throw new ArgumentException($"b2 {b2} must be [r²] = [{r2}]", nameof(b2));
+        Check.NoOverlap(g, nameof(g), h, nameof(h));
+        if (s == 0) return;
+        K.Generate(h, lnWeight, lnBias, lnEps, w1, b1, w2, b2, g);
+    }
+}

@@ -1,0 +1,23 @@
+namespace Rellax.Kernels;
+
+/// <summary>
+/// One backend's CFLoRA kernels. Arguments arrive checked by <see cref="CfloraLinear"/>: shapes agree, tensors are
+/// contiguous and on this backend, the row index is valid. Kernels may run asynchronously.
+/// </summary>
+internal interface ICfloraKernels
+{
+    /// <summary>
+    /// For every module m (all reading the same x[T, d_in]) and row t with s = rowSample[t]:
+    /// <c>y_m[t] = w0_m x[t] (+ bias_m) + scale_m · b_m (G_m[s]ᵀ (a_m x[t]))</c>, fp32 accumulation.
+    /// w0 is f32, f16 or bf16 [d_out, d_in]; a [r, d_in] and b [d_out, r] share one of those dtypes;
+    /// G f32 [S, r, r] row-major (G[s][i][j]); rowSample i32 [T]; y f32 [T, d_out].
+    /// </summary>
+    void Forward(Tensor x, ReadOnlySpan<CfloraModule> modules, Tensor rowSample);
+
+    /// <summary>
+    /// The CFLoRA generator, batched over samples: <c>g[s] = W2 · GELU(W1 · LayerNorm(h[s]) + b1) + b2</c>.
+    /// h f32 [S, d_h]; lnWeight, lnBias f32 [d_h]; w1 f32 [2r², d_h]; b1 f32 [2r²]; w2 f32 [r², 2r²]; b2 f32 [r²];
+    /// g f32 [S, r, r] (the r² outputs read row-major). GELU is the exact erf form.
+    /// </summary>
+    void Generate(Tensor h, Tensor lnWeight, Tensor lnBias, float lnEps, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor g);
+}
