@@ -118,6 +118,12 @@ internal partial class IlgpuCfloraKernels : ICfloraKernels, IDisposable
         return new Tensor(slot, 0, shape);
     }
 
+    /// <summary>
+    /// The f32 [rows, maxR] buffer for the adapter intermediate v, shared by all modules of a call: each module's v is
+    /// consumed by its GEMM before the next module's down kernel overwrites it (same stream, in order).
+    /// </summary>
+    protected Tensor AdapterScratch(int rows, int maxR) => Scratch(ref _vScratch, rows, maxR);
+
     /// <inheritdoc/>
     /// <exception cref="NotSupportedException">A module's rank exceeds <see cref="MaxRank"/>, or a size passes 32-bit indexing.</exception>
     public virtual void Forward(Tensor x, ReadOnlySpan<CfloraModule> modules, Tensor rowSample)
@@ -132,9 +138,7 @@ internal partial class IlgpuCfloraKernels : ICfloraKernels, IDisposable
             Count(m.W0); Count(m.Y); Count(m.G);
             maxR = Math.Max(maxR, r);
         }
-        // One v scratch for all modules: each module's v is consumed by its GEMM before the next module's down kernel
-        // overwrites it (same stream, in order).
-        var v = Scratch(ref _vScratch, rows, maxR);
+        var v = AdapterScratch(rows, maxR);
         var xv = IlgpuBuffer.ViewOf<float>(x);
         var rs = IlgpuBuffer.ViewOf<int>(rowSample);
         var maxGrid = Backend.Accelerator.MaxGridSize;
