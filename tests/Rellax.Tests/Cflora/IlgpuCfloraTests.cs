@@ -5,20 +5,28 @@ using Rellax.Kernels.Ilgpu;
 namespace Rellax.Tests.Cflora;
 
 /// <summary>
-/// The ILGPU CFLoRA kernels on the CPU-emulator backend against <see cref="CfloraReference"/> (double accumulation),
-/// at small odd shapes (the emulator is slow). f16/bf16 weights are drawn, rounded to the storage type, and the
-/// reference gets exactly the widened values, so every dtype is held to the same fp32-accumulation tolerance.
-/// Tolerances (|got - want| &lt;= atol + rtol·|want|): forward 2e-5 + 2e-5 (fp32 sums of at most ~120 products of
-/// values in [-1, 1] plus the r-term adapter, against a double reference); generator 2e-5 + 2e-5 (LayerNorm, two
-/// fp32 linears of at most 2r² = 512 terms, and the kernel erf accurate to about 1 ulp).
+/// The ILGPU CFLoRA kernels against <see cref="CfloraReference"/> (double accumulation): always on the CPU-emulator
+/// backend at small odd shapes (the emulator is slow); on a GPU machine also on ILGPU's CUDA accelerator and on the
+/// CUDA backend (whose forward is <c>kernels/cflora.cu</c>), plus larger shapes that cross the CUDA GEMM's 64-wide tiles.
+/// f16/bf16 weights are drawn, rounded to the storage type, and the reference gets exactly the widened values, so every
+/// dtype is held to the same fp32-accumulation tolerance.
+/// Tolerances (|got - want| &lt;= atol + rtol·|want|): forward 2e-5 + 2e-5 at the small shapes (fp32 sums of at most
+/// ~120 products of values in [-1, 1] plus the r-term adapter, against a double reference), 1e-4 + 1e-4 at the GPU
+/// shapes (sums of ~330 products); generator 2e-5 + 2e-5 (LayerNorm, two fp32 linears of at most 2r² = 512 terms,
+/// and the kernel erf accurate to about 1 ulp).
 /// </summary>
-[TestFixture]
-public sealed class IlgpuCfloraTests
+[TestFixtureSource(nameof(Backends))]
+public sealed class IlgpuCfloraTests(BackendFactory factory)
 {
-    private IlgpuBackend _backend = null!;
+    private ComputeBackend _backend = null!;
+
+    /// <summary>The emulator, and the CUDA backends where a device is present (CPU backends have no CFLoRA kernels yet).</summary>
+    public static IEnumerable<TestFixtureData> Backends() => TestBackends.Factories()
+        .Where(f => f.Name is "ilgpu-emulator" or "ilgpu-cuda" or "cuda")
+        .Select(f => new TestFixtureData(f).SetArgDisplayNames(f.Name));
 
     [OneTimeSetUp]
-    public void CreateBackend() => _backend = new IlgpuBackend(IlgpuDeviceKind.CpuEmulator);
+    public void CreateBackend() => _backend = factory.Create();
 
     [OneTimeTearDown]
     public void DisposeBackend() => _backend.Dispose();
@@ -91,7 +99,10 @@ public sealed class IlgpuCfloraTests
         return c;
     }
 
-    private void RunAndCheck(float[] x, int din, CfloraBatch batch, params ModuleCase[] cases)
+    private void RunAndCheck(float[] x, int din, CfloraBatch batch, params ModuleCase[] cases) =>
+        RunAndCheck(x, din, batch, Atol, Rtol, cases);
+
+    private void RunAndCheck(float[] x, int din, CfloraBatch batch, double atol, double rtol, params ModuleCase[] cases)
     {
         using var xBuf = _backend.Upload<float>(x);
         _backend.Cflora.Forward(xBuf.AsTensor(batch.Rows, din), cases.Select(c => c.Module).ToArray(), batch);
@@ -100,7 +111,7 @@ public sealed class IlgpuCfloraTests
             var got = cases[m].Module.Y.ToArray<float>();
             var want = cases[m].Expected;
             Assert.That(want.Any(v => Math.Abs(v) > 1e-3), $"module {m}: the reference output is trivially zero");
-            RandomData.AssertClose(got, want, Atol, Rtol, $"module {m}");
+            RandomData.AssertClose(got, want, atol, rtol, $"module {m}");
         }
     }
 
@@ -155,11 +166,12 @@ public sealed class IlgpuCfloraTests
         RunAndCheck(x, din, batch, q, v);
     }
 
-    [Test]
-    public void ForwardRankAboveOneGroupPass()
+    [TestCase(40)]
+    [TestCase(128)]
+    public void ForwardRankAboveOneGroupPass(int r)
     {
-        // r = 40 > 256 / 32 teams: the down kernel makes several passes over the ranks.
-        const int din = 24, dout = 20, r = 40;
+        // r > 256 / 32 teams: the ILGPU down kernel makes several passes over the ranks (and the CUDA one several per warp).
+        const int din = 24, dout = 20;
         using var batch = ContiguousBatch(2, 3);
         var x = RandomData.Uniform(batch.Rows * din, 14);
         using var c = MakeModule(x, din, dout, r, DType.F32, DType.F32, bias: false, batch, seed: 500, scale: 0.5f);
@@ -195,6 +207,31 @@ public sealed class IlgpuCfloraTests
         using var c = MakeModule(x, din, dout, r, DType.F32, DType.F32, bias: false, batch, seed: 700, scale: 3f,
             gOf: (s, _, _) => s == 0 ? 0f : rng.NextSingle() * 2 - 1);
         RunAndCheck(x, din, batch, c);
+    }
+
+    [TestCase(DType.F32, DType.F32)]
+    [TestCase(DType.F16, DType.F16)]
+    [TestCase(DType.BF16, DType.BF16)]
+    [TestCase(DType.BF16, DType.F32)]
+    public void ForwardGpuShapes(DType w0Type, DType abType)
+    {
+        if (factory.Emulated) Assert.Ignore("GPU-sized shapes are too slow on the emulator; the small shapes cover it");
+        // T = 130 and d_out = 200 cross the 64-wide CUDA GEMM tiles with ragged edges; d_in + r = 316 is not a
+        // multiple of 16, and the augmented K tile at 304..319 straddles x and v.
+        const int din = 300, r = 16;
+        using var batch = ShuffledBatch(rows: 130, samples: 7, seed: 8);
+        var x = RandomData.Uniform(batch.Rows * din, 17);
+        using var q = MakeModule(x, din, dout: 200, r, w0Type, abType, bias: true, batch, seed: 800, scale: 2f);
+        using var k = MakeModule(x, din, dout: 64, r: 8, w0Type, abType, bias: false, batch, seed: 900, scale: 1f);
+        RunAndCheck(x, din, batch, 1e-4, 1e-4, q, k);
+    }
+
+    [Test]
+    public void CudaBackendUsesTheHandWrittenForward()
+    {
+        if (_backend is not Rellax.Kernels.Cuda.CudaBackend)
+            Assert.Ignore("only the CUDA backend replaces the forward");
+        Assert.That(_backend.CfloraKernels, Is.InstanceOf<Rellax.Kernels.Cuda.CudaCfloraKernels>());
     }
 
     [TestCase(2, 8, 1)]
