@@ -266,6 +266,32 @@ public sealed class IlgpuCfloraTests(BackendFactory factory)
     }
 
     [Test]
+    public void ScratchGrowsAndBackendDisposesCleanly()
+    {
+        // A second backend of the same kind: a small call, then a larger one (the v scratch grows: the stream is synchronized
+        // before the old buffer goes), then dispose with the scratch alive; the CFLoRA kernels are then unreachable.
+        var backend = factory.Create();
+        var saved = _backend;
+        _backend = backend;
+        try
+        {
+            foreach (var (rows, r) in new[] { (2, 1), (7, 16) })
+            {
+                using var batch = ContiguousBatch(rows);
+                var x = RandomData.Uniform(rows * 12, rows);
+                using var c = MakeModule(x, 12, 10, r, DType.F32, DType.F32, bias: false, batch, seed: 1000 + r, scale: 1f);
+                RunAndCheck(x, 12, batch, c);
+            }
+        }
+        finally
+        {
+            _backend = saved;
+            backend.Dispose();
+        }
+        Assert.Throws<ObjectDisposedException>(() => _ = backend.CfloraKernels);
+    }
+
+    [Test]
     public void HalfWideningIsExact()
     {
         // Every finite f16 bit pattern (and ±inf) widens exactly as System.Half does; NaN stays NaN.
