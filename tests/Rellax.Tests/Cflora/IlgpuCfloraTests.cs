@@ -170,7 +170,8 @@ public sealed class IlgpuCfloraTests(BackendFactory factory)
     [TestCase(128)]
     public void ForwardRankAboveOneGroupPass(int r)
     {
-        // r > 256 / 32 teams: the ILGPU down kernel makes several passes over the ranks (and the CUDA one several per warp).
+        // More ranks than the down kernels have teams (ILGPU: 256 / lanes, e.g. 8 teams of 32 on CUDA; CUDA: 8 warps):
+        // several passes over the ranks. r = 128 needs them on every accelerator.
         const int din = 24, dout = 20;
         using var batch = ContiguousBatch(2, 3);
         var x = RandomData.Uniform(batch.Rows * din, 14);
