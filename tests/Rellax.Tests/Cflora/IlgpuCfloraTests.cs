@@ -171,7 +171,7 @@ public sealed class IlgpuCfloraTests(BackendFactory factory)
     public void ForwardRankAboveOneGroupPass(int r)
     {
         // More ranks than the down kernels have teams (ILGPU: 256 / lanes, e.g. 8 teams of 32 on CUDA; CUDA: 8 warps):
-        // several passes over the ranks. r = 128 needs them on every accelerator.
+        // several passes over the ranks (for r = 128 wherever the warp, hence the minimum team, is wider than 2 lanes).
         const int din = 24, dout = 20;
         using var batch = ContiguousBatch(2, 3);
         var x = RandomData.Uniform(batch.Rows * din, 14);
