@@ -7,13 +7,14 @@ namespace Rellax.Kernels.Cuda;
 /// <summary>
 /// The CUDA backend: ILGPU's CUDA accelerator (its context, stream and device buffers) with the hand-written
 /// kernels of <c>kernels/*.cu</c> loaded into the same context and launched on the same stream wherever one
-/// exists (today: RMSNorm); every other primitive runs as the ILGPU kernel. The <c>.cu</c> sources are compiled
+/// exists (today: RMSNorm and the CFLoRA forward); every other primitive runs as the ILGPU kernel. The <c>.cu</c> sources are compiled
 /// with NVRTC at construction (cached on disk), or taken from a CMake-built fatbin when one is present.
 /// </summary>
 public sealed class CudaBackend : IlgpuBackend
 {
     private CudaBackend(int deviceIndex)
-        : base(IlgpuDeviceKind.Cuda, deviceIndex, static b => new CudaPrimitiveKernels(b))
+        : base(IlgpuDeviceKind.Cuda, deviceIndex, static b => new CudaPrimitiveKernels(b),
+            static b => new CudaCfloraKernels(b, ((CudaPrimitiveKernels)b.IlgpuKernels).Library))
     {
     }
 
@@ -69,5 +70,65 @@ internal sealed class CudaPrimitiveKernels : IlgpuPrimitiveKernels
         // The launch must see ILGPU's context current on this thread (a no-op scope when it already is).
         using var scope = CudaDriver.Enter(Library.Context);
         _rmsNorm.Launch(StreamHandle, Pointer(x), Pointer(weight), Pointer(y), x.Rows, x.Dim(-1), eps);
+    }
+}
+
+/// <summary>
+/// ILGPU's CFLoRA kernels with the forward replaced by <c>kernels/cflora.cu</c> (f32, f16 and bf16 weights, r up to
+/// <see cref="CudaCflora.MaxRank"/>; anything else falls back to the ILGPU kernels). The generator stays ILGPU's.
+/// Shares the primitives' <see cref="CudaKernelLibrary"/> (one per backend, disposed by <see cref="CudaBackend"/>).
+/// </summary>
+internal sealed class CudaCfloraKernels : IlgpuCfloraKernels
+{
+    private readonly CudaKernelLibrary _library;
+    private readonly CudaCflora _cflora;
+
+    public CudaCfloraKernels(IlgpuBackend backend, CudaKernelLibrary library) : base(backend)
+    {
+        _library = library;
+        try
+        {
+            _cflora = new CudaCflora(library);
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    private IntPtr StreamHandle => ((CudaStream)Backend.Stream).StreamPtr;
+
+    private static CUdeviceptr Pointer(in Tensor t) => CUdeviceptr.FromIntPtr(IlgpuBuffer.DevicePointer(t));
+
+    private static bool Supported(DType d) => d is DType.F32 or DType.F16 or DType.BF16;
+
+    public override void Forward(Tensor x, ReadOnlySpan<CfloraModule> modules, Tensor rowSample)
+    {
+        int maxR = 0;
+        foreach (var m in modules)
+        {
+            int r = m.A.Dim(0);
+            if (r > CudaCflora.MaxRank || !Supported(m.W0.DType) || !Supported(m.A.DType)
+                || (x.Dim(0) + CudaCflora.GemmTile - 1) / CudaCflora.GemmTile > 65535)
+            {
+                base.Forward(x, modules, rowSample);
+                return;
+            }
+            maxR = Math.Max(maxR, r);
+        }
+        int rows = x.Dim(0), din = x.Dim(1);
+        var v = AdapterScratch(rows, maxR);
+        // The launches must see ILGPU's context current on this thread (a no-op scope when it already is).
+        using var scope = CudaDriver.Enter(_library.Context);
+        foreach (var m in modules)
+        {
+            int r = m.A.Dim(0), dout = m.W0.Dim(0);
+            _cflora.LaunchDown(StreamHandle, Pointer(x), Pointer(m.A), m.A.DType, Pointer(m.G), Pointer(rowSample), Pointer(v),
+                rows, din, r, m.Scale);
+            var bias = m.Bias is { } b ? Pointer(b) : default;
+            _cflora.LaunchGemm(StreamHandle, Pointer(x), Pointer(v), Pointer(m.W0), m.W0.DType, Pointer(m.B), m.B.DType,
+                bias, Pointer(m.Y), rows, dout, din, r);
+        }
     }
 }

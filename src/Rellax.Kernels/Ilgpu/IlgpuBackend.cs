@@ -19,20 +19,30 @@ public class IlgpuBackend : ComputeBackend
 {
     private readonly Context _context;
     private readonly IlgpuPrimitiveKernels _primitives;
+    private readonly Func<IlgpuBackend, IlgpuCfloraKernels> _cfloraFactory;
+    private IlgpuCfloraKernels? _cflora;
     private bool _disposed;
 
     /// <summary>Creates a backend on device <paramref name="deviceIndex"/> of <paramref name="kind"/> (see <see cref="ListDevices"/>).</summary>
     /// <exception cref="InvalidOperationException">No such device, or the accelerator could not be created.</exception>
     public IlgpuBackend(IlgpuDeviceKind kind, int deviceIndex = 0) : this(kind, deviceIndex, static b => new IlgpuPrimitiveKernels(b)) { }
 
+    /// <summary>As the factory constructor below, with the ILGPU CFLoRA kernels.</summary>
+    internal IlgpuBackend(IlgpuDeviceKind kind, int deviceIndex, Func<IlgpuBackend, IlgpuPrimitiveKernels> kernelFactory)
+        : this(kind, deviceIndex, kernelFactory, static b => new IlgpuCfloraKernels(b)) { }
+
     /// <summary>
     /// Creates the accelerator, then the kernels through <paramref name="kernelFactory"/> (called once, at the end of
     /// construction, when <see cref="Accelerator"/> and <see cref="Stream"/> are set; subclass fields are not yet).
     /// The CUDA backend passes a factory that returns an <see cref="IlgpuPrimitiveKernels"/> subclass overriding
     /// the kernels it replaces; tests use it to check that replacement reaches <see cref="ComputeBackend.Primitives"/>.
+    /// <paramref name="cfloraFactory"/> creates the CFLoRA kernels on first use of <see cref="ComputeBackend.Cflora"/>
+    /// (after the primitives exist, so a CUDA subclass can share their kernel library); they are loaded once then.
     /// </summary>
-    internal IlgpuBackend(IlgpuDeviceKind kind, int deviceIndex, Func<IlgpuBackend, IlgpuPrimitiveKernels> kernelFactory)
+    internal IlgpuBackend(IlgpuDeviceKind kind, int deviceIndex, Func<IlgpuBackend, IlgpuPrimitiveKernels> kernelFactory,
+        Func<IlgpuBackend, IlgpuCfloraKernels> cfloraFactory)
     {
+        _cfloraFactory = cfloraFactory;
         ArgumentOutOfRangeException.ThrowIfNegative(deviceIndex);
         Kind = kind;
         Context? context = null;
@@ -99,6 +109,18 @@ public class IlgpuBackend : ComputeBackend
 
     internal override IPrimitiveKernels PrimitiveKernels => _primitives;
 
+    /// <summary>The CFLoRA kernels, created (and compiled) on first use.</summary>
+    internal IlgpuCfloraKernels IlgpuCfloraKernels
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _cflora ??= _cfloraFactory(this);
+        }
+    }
+
+    internal override ICfloraKernels CfloraKernels => IlgpuCfloraKernels;
+
     /// <inheritdoc/>
     public override DeviceBuffer Allocate(DType dtype, long length)
     {
@@ -120,6 +142,7 @@ public class IlgpuBackend : ComputeBackend
     public override void Dispose()
     {
         if (_disposed) return;
+        _cflora?.Dispose();
         _disposed = true;
         Accelerator.Dispose();
         _context.Dispose();
