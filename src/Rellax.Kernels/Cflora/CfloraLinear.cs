@@ -32,9 +32,20 @@ public sealed class CfloraLinear
         if (batch.Rows != x.Dim(0))
             throw new ArgumentException($"the batch has {batch.Rows} rows but x {x} has {x.Dim(0)}", nameof(batch));
         for (int m = 0; m < modules.Length; m++) CheckModule(x, modules[m], batch, m);
+        // Modules may run one after another: an output must not alias any module's inputs or another output.
         for (int m = 0; m < modules.Length; m++)
             for (int o = 0; o < modules.Length; o++)
-                if (o != m) Check.NoOverlap(modules[m].Y, $"modules[{m}].Y", modules[o].Y, $"modules[{o}].Y");
+            {
+                if (o == m) continue;
+                var (y, other, p) = (modules[m].Y, modules[o], $"modules[{o}].");
+                string yName = $"modules[{m}].Y";
+                Check.NoOverlap(y, yName, other.Y, p + "Y");
+                Check.NoOverlap(y, yName, other.W0, p + "W0");
+                Check.NoOverlap(y, yName, other.A, p + "A");
+                Check.NoOverlap(y, yName, other.B, p + "B");
+                Check.NoOverlap(y, yName, other.G, p + "G");
+                if (other.Bias is { } bias) Check.NoOverlap(y, yName, bias, p + "Bias");
+            }
         if (x.Dim(0) == 0) return;
         K.Forward(x, modules, batch.RowIndexOn(_backend));
     }

@@ -70,6 +70,11 @@ public sealed class CfloraArgumentTests
         var sharedY = _cpu.Zeros(5, 6);
         Assert.That(() => _cpu.Cflora.Forward(x, [m with { Y = sharedY }, m with { Y = sharedY }], batch),
             Throws.ArgumentException.With.Message.Contains("overlaps"));
+        // Module 0 writing over module 1's G would corrupt module 1 when the modules run in turn.
+        var other = Module(samples: 1);
+        var y0 = _cpu.Allocate(DType.F32, 30L);
+        Assert.That(() => _cpu.Cflora.Forward(x, [m with { Y = new Tensor(y0, 0, 5, 6) }, other with { G = new Tensor(y0, 2, 1, 2, 2) }], batch),
+            Throws.ArgumentException.With.Message.Contains("modules[1].G"));
     }
 
     [Test]
