@@ -277,17 +277,34 @@ internal sealed unsafe class CpuCflora(CpuBackend backend) : ICfloraKernels
             default: throw new NotSupportedException($"CFLoRA weights of dtype {w.Type}");
         }
         if (b.IsEmpty && bias == null) return;
-        int r = b.IsEmpty ? 0 : b.Cols;
-        float* brow = stackalloc float[Math.Max(r, 1)];
-        for (int j = j0; j < j1; j++)
+        // The adapter's r extra K terms of each output, as a second small GEMV over the same rows of B (contiguous
+        // [j1 - j0, r]) against v, added to y while this range of y is still in L1/L2.
+        int len = j1 - j0;
+        float* add = b.IsEmpty ? null : (float*)NativeMemory.Alloc((nuint)((long)m * len * sizeof(float)));
+        try
         {
-            if (r > 0) b.Widen(j, 0, r, brow);
-            float add = bias != null ? bias[j] : 0f;
+            if (add != null)
+            {
+                int r = b.Cols;
+                void* brows = (byte*)b.Data + (long)j0 * r * b.Type.SizeInBytes();
+                switch (b.Type)
+                {
+                    case DType.F32: GemvRows<F32Load>(v, m, r, brows, add, len, 0, len); break;
+                    case DType.F16: GemvRows<F16Load>(v, m, r, brows, add, len, 0, len); break;
+                    case DType.BF16: GemvRows<Bf16Load>(v, m, r, brows, add, len, 0, len); break;
+                    default: throw new NotSupportedException($"CFLoRA weights of dtype {b.Type}");
+                }
+            }
             for (int i = 0; i < m; i++)
             {
-                float s = r > 0 ? TensorPrimitives.Dot(new ReadOnlySpan<float>(brow, r), new ReadOnlySpan<float>(v + (long)i * r, r)) : 0f;
-                y[(long)i * ldy + j] += s + add;
+                var yRow = new Span<float>(y + (long)i * ldy + j0, len);
+                if (add != null) TensorPrimitives.Add(yRow, new ReadOnlySpan<float>(add + (long)i * len, len), yRow);
+                if (bias != null) TensorPrimitives.Add(yRow, new ReadOnlySpan<float>(bias + j0, len), yRow);
             }
+        }
+        finally
+        {
+            if (add != null) NativeMemory.Free(add);
         }
     }
 
@@ -307,13 +324,18 @@ internal sealed unsafe class CpuCflora(CpuBackend backend) : ICfloraKernels
                     Dot8<TL>(x + (long)i * k, k, w, (long)(j0 + rr) * k, stride, y + (long)i * ldy + j0 + rr, len);
             j = j0 + 8 * len;
         }
+        bool v512 = CpuGemm.UseVector512;
         for (; j < j1; j++)
             for (int i = 0; i < m; i++)
             {
                 float* xr = x + (long)i * k;
                 long row = (long)j * k;
-                float s = 0;
-                for (int p = 0; p < k; p++) s += xr[p] * TL.Load1(w, row + p);
+                Vector512<float> acc = default;
+                int p = 0;
+                if (v512)
+                    for (; p + 16 <= k; p += 16) acc = Vector512.FusedMultiplyAdd(Vector512.Load(xr + p), TL.Load16(w, row + p), acc);
+                float s = v512 ? Vector512.Sum(acc) : 0f;
+                for (; p < k; p++) s += xr[p] * TL.Load1(w, row + p);
                 y[(long)i * ldy + j] = s;
             }
     }
