@@ -16,9 +16,17 @@ public class CfloraBenchmarks
     /// <summary>d_in = d_out.</summary>
     public const int D = 4096;
 
-    /// <summary>The (r, T, S) grid: S = 1 for T = 1 (decoding), S = 16 samples otherwise.</summary>
-    public IEnumerable<CfloraShape> Shapes() =>
-        from r in new[] { 8, 64 } from t in new[] { 1, 16, 256, 1024 } select new CfloraShape(r, t, t == 1 ? 1 : 16);
+    /// <summary>
+    /// The (r, T, S) grid: S = 1 for T = 1 (decoding), S = 16 samples otherwise. The environment variable
+    /// <c>RELLAX_CFLORA_T</c> (comma-separated T values) restricts it for quick re-runs.
+    /// </summary>
+    public IEnumerable<CfloraShape> Shapes()
+    {
+        int[] ts = Environment.GetEnvironmentVariable("RELLAX_CFLORA_T") is { Length: > 0 } env
+            ? env.Split(',').Select(int.Parse).ToArray()
+            : [1, 16, 256, 1024];
+        return from r in new[] { 8, 64 } from t in ts select new CfloraShape(r, t, t == 1 ? 1 : 16);
+    }
 
     /// <summary>The case under test.</summary>
     [ParamsSource(nameof(Shapes))]

@@ -33,6 +33,11 @@ namespace Rellax.Kernels.Cpu;
 /// full on the zero padding and only their valid part is stored.
 /// </para>
 /// <para>
+/// The blocked path is generic over its packing sources (<see cref="IPackSource"/>): the plain GEMM packs contiguous
+/// f32 x and w (<see cref="PlainX"/>, <see cref="PlainW"/>); <see cref="CpuCflora"/> packs K-concatenated and f16/bf16
+/// sources through the same loops and microkernel (struct type arguments, so the JIT specialises each pair).
+/// </para>
+/// <para>
 /// Without AVX-512 the same packing feeds a <c>Vector256</c> microkernel (2 rows × 32 columns per pass, 8 ymm
 /// accumulators).
 /// </para>
