@@ -24,7 +24,7 @@ namespace Rellax.Kernels.Cpu;
 /// B's r columns (and the bias as one more column) after W0's d_in columns, converting f16/bf16 to f32 in L1-sized
 /// pieces as it packs; the X source packs v (and a column of ones) after x. The adapter is thus r more k-steps of the
 /// same 8×32 microkernel: no T×d_out intermediate, no second pass over y, fp32 accumulation throughout, and W0 is never
-/// materialised in f32 beyond one packed KC×NC block. For T ≤ <see cref="CpuGemm.GemvMaxRows"/> the same idea runs as a
+/// materialised in f32 beyond one packed KC×NC block. For T ≤ <see cref="FusedGemvMaxRows"/> (16) the same idea runs as a
 /// GEMV: each thread streams its range of W0 rows (eight interleaved read streams, widening f16/bf16 16 elements at a
 /// time in registers), then adds the r terms of B's rows and the bias to the same outputs while they are in L1.
 /// </para>
@@ -39,6 +39,13 @@ internal sealed unsafe class CpuCflora(CpuBackend backend) : ICfloraKernels
 
     /// <summary>Below this many multiply-adds a product runs on the calling thread only (as in <see cref="CpuGemm"/>).</summary>
     private const long SingleThreadMacs = 1L << 18;
+
+    /// <summary>
+    /// Up to this many rows the forward streams unpacked weight rows (GEMV-style) instead of packing W0 for the blocked
+    /// GEMM: at T = 16, d = 4096 packing the whole weight costs more than re-reading each group of eight W0 rows (128 KiB,
+    /// L2) once per x row (measured: 5.7 ms vs 6.4 to 6.9 ms, see benchmarks/results/cflora-cpu.md).
+    /// </summary>
+    internal const int FusedGemvMaxRows = 16;
 
     public void Forward(Tensor x, ReadOnlySpan<CfloraModule> modules, Tensor rowSample)
     {
@@ -70,7 +77,7 @@ internal sealed unsafe class CpuCflora(CpuBackend backend) : ICfloraKernels
         float* y = CpuBackend.Ptr<float>(mod.Y);
 
         // (a) u = x · Aᵀ
-        if (rows <= CpuGemm.GemvMaxRows)
+        if (rows <= FusedGemvMaxRows)
             Gemv(x, rows, din, a, default, null, null, u, r);
         else
             CpuGemm.Run(new CpuGemm.PlainX(x, din), new AugmentedW(a, default, null), u, rows, din, r,
@@ -90,7 +97,7 @@ internal sealed unsafe class CpuCflora(CpuBackend backend) : ICfloraKernels
         }
 
         // (c) y = [x | v | 1] · [W0 | B | bias]ᵀ
-        if (rows <= CpuGemm.GemvMaxRows)
+        if (rows <= FusedGemvMaxRows)
             Gemv(x, rows, din, w0, b, v, bias, y, dout);
         else
         {
@@ -245,10 +252,10 @@ internal sealed unsafe class CpuCflora(CpuBackend backend) : ICfloraKernels
         }
     }
 
-    // ---------------------------------------------------------------- GEMV path (T ≤ 4)
+    // ---------------------------------------------------------------- GEMV path (T ≤ FusedGemvMaxRows)
 
     /// <summary>
-    /// y[i, j] = x[i] · w[j] (+ v[i] · b[j]) (+ bias[j]) for i &lt; m ≤ 4, j &lt; n (row stride of y: n). Each thread streams
+    /// y[i, j] = x[i] · w[j] (+ v[i] · b[j]) (+ bias[j]) for i &lt; m ≤ 16, j &lt; n (row stride of y: n). Each thread streams
     /// a contiguous range of w rows once; b's rows and the bias are added to the same outputs right after.
     /// </summary>
     private void Gemv(float* x, int m, int k, TypedMatrix w, TypedMatrix b, float* v, float* bias, float* y, int n)

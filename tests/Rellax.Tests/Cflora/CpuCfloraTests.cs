@@ -6,7 +6,7 @@ namespace Rellax.Tests.Cflora;
 
 /// <summary>
 /// The CPU CFLoRA kernels (<c>CpuCflora</c>) against the scalar double <see cref="CfloraReference"/> on seeded random
-/// data: both the GEMV path (T ≤ 4) and the K-augmented blocked GEMM (T &gt; 4), f32/f16/bf16 weights (values rounded
+/// data: both the GEMV path (T ≤ 16) and the K-augmented blocked GEMM (T &gt; 16), f32/f16/bf16 weights (values rounded
 /// through the dtype first, so the reference sees exactly what the kernel widens), bias or not, contiguous and shuffled
 /// batches, several modules per call, wide d_in/d_out, NaN rows, and the generator.
 /// <para>
@@ -122,6 +122,7 @@ public sealed class CpuCfloraTests
     }
 
     [TestCase(2, 2)]
+    [TestCase(16, 3)]
     [TestCase(17, 3)]
     [TestCase(40, 3)]
     public void SeveralModulesInOneCall(int rows, int moduleCount)
@@ -171,7 +172,7 @@ public sealed class CpuCfloraTests
         CpuGemm.UseVector512 = false;
         try
         {
-            foreach (int rows in new[] { 2, 19 })
+            foreach (int rows in new[] { 2, 11, 19 })
                 foreach (var dtype in new[] { DType.F16, DType.BF16 })
                 {
                     var x = RandomData.Uniform(rows * 300, rows);
