@@ -11,7 +11,7 @@ namespace Rellax.Kernels.Cpu;
 /// <b>Roofline.</b> Per module the base product costs 2·T·d_out·d_in FLOPs and reads the weight once
 /// (d_out·d_in·bytes(W0)); the adapter adds 2·T·r·(d_in + d_out) + 2·T·r² FLOPs and r·(d_in + d_out) weight elements,
 /// i.e. a fraction ≈ r·(d_in + d_out)/(d_in·d_out) of the base work: 0.4% at r = 8, 3.1% at r = 64 for 4096².
-/// T ≤ 4 (decoding) is bound by weight bandwidth; larger T by FMA throughput, exactly like <see cref="CpuGemm"/>.
+/// T ≤ 4 (decoding) is bound by weight bandwidth; T ≥ ~32 by FMA throughput, exactly like <see cref="CpuGemm"/>.
 /// </para>
 /// <para>
 /// <b>Fusion scheme (K augmentation).</b> Three steps per module:
