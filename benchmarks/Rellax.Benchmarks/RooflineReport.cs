@@ -26,6 +26,7 @@ internal static class RooflineReport
             foreach (var r in s.Reports)
                 if (r.BenchmarkCase.Descriptor.Type == typeof(GemmBenchmarks) && r.ResultStatistics is { } st)
                     rows.Add(((GemmShape)r.BenchmarkCase.Parameters["Shape"], r.BenchmarkCase.Descriptor.WorkloadMethod.Name, st.Median));
+        PrintCflora(summaries, bandwidth);
         if (rows.Count == 0) return;
 
         Console.WriteLine("\n| M x K x N | method | median (ms) | GFLOP/s | GB/s (min traffic) | torch time / ours |");
@@ -41,6 +42,27 @@ internal static class RooflineReport
             if (g.Key.M == 1 && bandwidth is { } b)
                 foreach (var (shape, method, ns) in g)
                     Console.WriteLine($"  GEMV {method}: {shape.Bytes / ns:F1} GB/s = {100 * shape.Bytes / ns / b:F0}% of the measured 64 MiB read bandwidth");
+        }
+    }
+
+    private static void PrintCflora(IReadOnlyList<Summary> summaries, double? bandwidth)
+    {
+        var rows = new List<(CfloraShape Shape, string Method, double Ns)>();
+        foreach (var s in summaries)
+            foreach (var r in s.Reports)
+                if (r.BenchmarkCase.Descriptor.Type == typeof(CfloraBenchmarks) && r.ResultStatistics is { } st)
+                    rows.Add(((CfloraShape)r.BenchmarkCase.Parameters["Shape"], r.BenchmarkCase.Descriptor.WorkloadMethod.Name, st.Median));
+        if (rows.Count == 0) return;
+        Console.WriteLine("\n| r | T | S | torch unfused (ms) | fused (ms) | base GEMM (ms) | torch / fused | fused / base | fused GFLOP/s | fused GB/s (min traffic) |");
+        Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var g in rows.GroupBy(r => r.Shape))
+        {
+            double Ns(string m) => g.FirstOrDefault(r => r.Method == m).Ns;
+            double torch = Ns(nameof(CfloraBenchmarks.TorchUnfused)), fused = Ns(nameof(CfloraBenchmarks.Fused)), gemm = Ns(nameof(CfloraBenchmarks.BaseGemm));
+            var k = g.Key;
+            Console.WriteLine($"| {k.R} | {k.T} | {k.S} | {torch / 1e6:F3} | {fused / 1e6:F3} | {gemm / 1e6:F3} | {torch / fused:F2}x | {fused / gemm:F3} | {k.Flops / fused:F1} | {k.Bytes / fused:F1} |");
+            if (k.T == 1 && bandwidth is { } b && fused > 0)
+                Console.WriteLine($"  T=1 r={k.R}: fused streams {k.Bytes / fused:F1} GB/s = {100 * k.Bytes / fused / b:F0}% of the measured 64 MiB read bandwidth; base GEMV {k.Bytes / gemm:F1} GB/s");
         }
     }
 }

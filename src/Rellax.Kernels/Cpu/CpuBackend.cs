@@ -7,6 +7,7 @@ namespace Rellax.Kernels.Cpu;
 public sealed class CpuBackend : ComputeBackend
 {
     private readonly CpuPrimitiveKernels _primitives;
+    private readonly CpuCflora _cflora;
 
     /// <summary>Creates a CPU backend that uses up to <paramref name="threads"/> threads (0: one per core).</summary>
     public CpuBackend(int threads = 0)
@@ -15,6 +16,7 @@ public sealed class CpuBackend : ComputeBackend
         Threads = threads == 0 ? Environment.ProcessorCount : threads;
         ParallelOptions = new ParallelOptions { MaxDegreeOfParallelism = Threads };
         _primitives = new CpuPrimitiveKernels(this);
+        _cflora = new CpuCflora(this);
     }
 
     /// <summary>Number of worker threads kernels split their work over.</summary>
@@ -26,6 +28,8 @@ public sealed class CpuBackend : ComputeBackend
     public override string Name => "cpu";
 
     internal override IPrimitiveKernels PrimitiveKernels => _primitives;
+
+    internal override ICfloraKernels CfloraKernels => _cflora;
 
     /// <inheritdoc/>
     public override DeviceBuffer Allocate(DType dtype, long length) => new CpuBuffer(this, dtype, length);

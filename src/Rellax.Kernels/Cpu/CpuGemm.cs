@@ -33,6 +33,11 @@ namespace Rellax.Kernels.Cpu;
 /// full on the zero padding and only their valid part is stored.
 /// </para>
 /// <para>
+/// The blocked path is generic over its packing sources (<see cref="IPackSource"/>): the plain GEMM packs contiguous
+/// f32 x and w (<see cref="PlainX"/>, <see cref="PlainW"/>); <see cref="CpuCflora"/> packs K-concatenated and f16/bf16
+/// sources through the same loops and microkernel (struct type arguments, so the JIT specialises each pair).
+/// </para>
+/// <para>
 /// Without AVX-512 the same packing feeds a <c>Vector256</c> microkernel (2 rows × 32 columns per pass, 8 ymm
 /// accumulators).
 /// </para>
@@ -82,6 +87,17 @@ internal static unsafe class CpuGemm
             return;
         }
 
+        Run(new PlainX(x, k), new PlainW(w, k), y, m, k, n, threads, backend.ParallelOptions);
+    }
+
+    /// <summary>
+    /// The blocked path over any pair of packing sources: y[M,N] = X[M,K] · W[N,K]ᵀ where <typeparamref name="TX"/>
+    /// packs MR-row strips of X and <typeparamref name="TW"/> packs NR-row strips of W (each over any K range). The plain
+    /// GEMM uses contiguous f32 sources; other callers (e.g. <see cref="CpuCflora"/>) use K-concatenated or typed sources.
+    /// </summary>
+    internal static void Run<TX, TW>(TX xs, TW ws, float* y, int m, int k, int n, int threads, ParallelOptions options)
+        where TX : struct, IPackSource where TW : struct, IPackSource
+    {
         // Split the output into rectangles: along N (in NR multiples) when wide enough, else along M. Wide N is cut into
         // ~SplitColumns-wide parts (more parts than threads, handed out dynamically by Parallel.For) so that a thread
         // preempted on a shared machine does not hold up the whole product; each part re-packs x, which costs M·K moves
@@ -90,27 +106,55 @@ internal static unsafe class CpuGemm
         int parts = threads == 1 ? 1 : splitN ? Math.Max(threads, n / SplitColumns) : threads;
         if (parts == 1)
         {
-            Blocked(x, w, y, 0, m, 0, n, k, n);
+            Blocked(xs, ws, y, 0, m, 0, n, k, n);
             return;
         }
-        nint xp = (nint)x, wp = (nint)w, yp = (nint)y;
-        Parallel.For(0, parts, backend.ParallelOptions, part =>
+        nint yp = (nint)y;
+        Parallel.For(0, parts, options, part =>
         {
             if (splitN)
             {
                 int strips = (n + NR - 1) / NR;
                 int s0 = (int)((long)strips * part / parts), s1 = (int)((long)strips * (part + 1) / parts);
                 int n0 = s0 * NR, n1 = Math.Min(n, s1 * NR);
-                if (n0 < n1) Blocked((float*)xp, (float*)wp, (float*)yp, 0, m, n0, n1, k, n);
+                if (n0 < n1) Blocked(xs, ws, (float*)yp, 0, m, n0, n1, k, n);
             }
             else
             {
                 int strips = (m + MR - 1) / MR;
                 int s0 = (int)((long)strips * part / parts), s1 = (int)((long)strips * (part + 1) / parts);
                 int m0 = s0 * MR, m1 = Math.Min(m, s1 * MR);
-                if (m0 < m1) Blocked((float*)xp, (float*)wp, (float*)yp, m0, m1, 0, n, k, n);
+                if (m0 < m1) Blocked(xs, ws, (float*)yp, m0, m1, 0, n, k, n);
             }
         });
+    }
+
+    /// <summary>A matrix the blocked path can pack, one strip of rows over one K range at a time.</summary>
+    internal interface IPackSource
+    {
+        /// <summary>
+        /// Packs rows [row0, row0 + rows) × k [pc, pc + kc) k-major into dst: dst[p·width + i] = src[row0 + i, pc + p]
+        /// with width = <see cref="MR"/> for X sources and <see cref="NR"/> for W sources, zero for i ≥ rows.
+        /// </summary>
+        void Pack(int row0, int rows, int pc, int kc, float* dst);
+    }
+
+    /// <summary>Row-major contiguous f32 X [M, ld], packed in MR strips.</summary>
+    internal readonly struct PlainX(float* x, int ld) : IPackSource
+    {
+        private readonly float* _x = x;
+        private readonly int _ld = ld;
+
+        public void Pack(int row0, int rows, int pc, int kc, float* dst) => PackXStrip(_x + (long)row0 * _ld + pc, _ld, kc, rows, dst);
+    }
+
+    /// <summary>Row-major contiguous f32 W [N, ld], packed in NR strips.</summary>
+    internal readonly struct PlainW(float* w, int ld) : IPackSource
+    {
+        private readonly float* _w = w;
+        private readonly int _ld = ld;
+
+        public void Pack(int row0, int rows, int pc, int kc, float* dst) => PackWStrip(_w + (long)row0 * _ld + pc, _ld, kc, rows, dst);
     }
 
     [ThreadStatic] private static PackBuffer? t_packA;
@@ -135,7 +179,8 @@ internal static unsafe class CpuGemm
     }
 
     /// <summary>Computes y[m0..m1, n0..n1) with row stride ldy = N.</summary>
-    private static void Blocked(float* x, float* w, float* y, int m0, int m1, int n0, int n1, int k, int ldy)
+    private static void Blocked<TX, TW>(in TX xs, in TW ws, float* y, int m0, int m1, int n0, int n1, int k, int ldy)
+        where TX : struct, IPackSource where TW : struct, IPackSource
     {
         float* packA = (t_packA ??= new PackBuffer()).Get((long)MC * KC);
         float* packB = (t_packB ??= new PackBuffer()).Get((long)NC * KC);
@@ -151,14 +196,14 @@ internal static unsafe class CpuGemm
                 int kc = Math.Min(KC, k - pc);
                 bool accumulate = pc > 0;
                 for (int s = 0; s < nStrips; s++)
-                    PackWStrip(w + (long)(jc + s * NR) * k + pc, k, kc, Math.Min(NR, nc - s * NR), packB + (long)s * kc * NR);
+                    ws.Pack(jc + s * NR, Math.Min(NR, nc - s * NR), pc, kc, packB + (long)s * kc * NR);
 
                 for (int ic = m0; ic < m1; ic += MC)
                 {
                     int mc = Math.Min(MC, m1 - ic);
                     int mStrips = (mc + MR - 1) / MR;
                     for (int s = 0; s < mStrips; s++)
-                        PackXStrip(x + (long)(ic + s * MR) * k + pc, k, kc, Math.Min(MR, mc - s * MR), packA + (long)s * kc * MR);
+                        xs.Pack(ic + s * MR, Math.Min(MR, mc - s * MR), pc, kc, packA + (long)s * kc * MR);
 
                     for (int sn = 0; sn < nStrips; sn++)
                     {
@@ -195,7 +240,7 @@ internal static unsafe class CpuGemm
     }
 
     /// <summary>Packs w rows [0, cols) × k [0, kc) (row stride ldw) as dst[p·NR + j] = w[j, p], zero past cols.</summary>
-    private static void PackWStrip(float* w, int ldw, int kc, int cols, float* dst)
+    internal static void PackWStrip(float* w, int ldw, int kc, int cols, float* dst)
     {
         if (cols < NR) new Span<float>(dst, kc * NR).Clear();
         // Four source rows at a time keeps four read streams open while writing every destination cache line fully.
@@ -218,7 +263,7 @@ internal static unsafe class CpuGemm
     }
 
     /// <summary>Packs x rows [0, rows) × k [0, kc) (row stride ldx) as dst[p·MR + i] = x[i, p], zero past rows.</summary>
-    private static void PackXStrip(float* x, int ldx, int kc, int rows, float* dst)
+    internal static void PackXStrip(float* x, int ldx, int kc, int rows, float* dst)
     {
         if (rows < MR) new Span<float>(dst, kc * MR).Clear();
         for (int i = 0; i < rows; i++)

@@ -1,0 +1,426 @@
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace Rellax.Kernels.Cpu;
+
+/// <summary>
+/// CFLoRA on the CPU backend (SPEC §4): <c>y_m[t] = W0_m x[t] (+ bias_m) + scale_m · B_m (G_m[s(t)]ᵀ (A_m x[t]))</c>.
+/// <para>
+/// <b>Roofline.</b> Per module the base product costs 2·T·d_out·d_in FLOPs and reads the weight once
+/// (d_out·d_in·bytes(W0)); the adapter adds 2·T·r·(d_in + d_out) + 2·T·r² FLOPs and r·(d_in + d_out) weight elements,
+/// i.e. a fraction ≈ r·(d_in + d_out)/(d_in·d_out) of the base work: 0.4% at r = 8, 3.1% at r = 64 for 4096².
+/// T ≤ 4 (decoding) is bound by weight bandwidth; T ≥ ~32 by FMA throughput, exactly like <see cref="CpuGemm"/>.
+/// </para>
+/// <para>
+/// <b>Fusion scheme (K augmentation).</b> Three steps per module:
+/// <code>
+/// u[T, r]   = x · Aᵀ                          (small GEMM / GEMV; A converted to f32 while packing or streaming)
+/// v[t]      = scale · G[s(t)]ᵀ u[t]          (r² MACs per row, on the host thread)
+/// y[T, N]   = [x | v | 1] · [W0 | B | bias]ᵀ  (ONE GEMM over K' = d_in + r (+ 1))
+/// </code>
+/// The last step is <see cref="CpuGemm.Run{TX, TW}"/> with packing sources that concatenate along K: the W source packs
+/// B's r columns (and the bias as one more column) after W0's d_in columns, converting f16/bf16 to f32 in L1-sized
+/// pieces as it packs; the X source packs v (and a column of ones) after x. The adapter is thus r more k-steps of the
+/// same 8×32 microkernel: no T×d_out intermediate, no second pass over y, fp32 accumulation throughout, and W0 is never
+/// materialised in f32 beyond one packed KC×NC block. For T ≤ <see cref="FusedGemvMaxRows"/> (16) the same idea runs as a
+/// GEMV: each thread streams its range of W0 rows (eight interleaved read streams, widening f16/bf16 16 elements at a
+/// time in registers), then adds the r terms of B's rows and the bias to the same outputs while they are in L1.
+/// </para>
+/// <para>
+/// NaN or infinity in a row of x makes that row's u and v non-finite and so only that row's outputs; padding in the
+/// packed tiles is zero and only valid elements are stored.
+/// </para>
+/// </summary>
+internal sealed unsafe class CpuCflora(CpuBackend backend) : ICfloraKernels
+{
+    private readonly CpuBackend _backend = backend;
+
+    /// <summary>Below this many multiply-adds a product runs on the calling thread only (as in <see cref="CpuGemm"/>).</summary>
+    private const long SingleThreadMacs = 1L << 18;
+
+    /// <summary>
+    /// Up to this many rows the forward streams unpacked weight rows (GEMV-style) instead of packing W0 for the blocked
+    /// GEMM: at T = 16, d = 4096 packing the whole weight costs more than re-reading each group of eight W0 rows (128 KiB,
+    /// L2) once per x row (measured: 5.7 ms vs 6.4 to 6.9 ms, see benchmarks/results/cflora-cpu.md).
+    /// </summary>
+    internal const int FusedGemvMaxRows = 16;
+
+    public void Forward(Tensor x, ReadOnlySpan<CfloraModule> modules, Tensor rowSample)
+    {
+        int rows = x.Dim(0), din = x.Dim(1);
+        float* xp = CpuBackend.Ptr<float>(x);
+        int* sp = CpuBackend.Ptr<int>(rowSample);
+        int maxR = 0;
+        foreach (var mod in modules) maxR = Math.Max(maxR, mod.A.Dim(0));
+        // u and v: T × r_max floats each, reused by every module.
+        float* scratch = (float*)NativeMemory.AlignedAlloc((nuint)(2L * rows * maxR * sizeof(float)), 64);
+        try
+        {
+            foreach (var mod in modules) ForwardModule(xp, rows, din, sp, mod, scratch, scratch + (long)rows * maxR);
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(scratch);
+        }
+    }
+
+    private void ForwardModule(float* x, int rows, int din, int* sampleOfRow, in CfloraModule mod, float* u, float* v)
+    {
+        int dout = mod.W0.Dim(0), r = mod.A.Dim(0);
+        var w0 = new TypedMatrix(mod.W0);
+        var a = new TypedMatrix(mod.A);
+        var b = new TypedMatrix(mod.B);
+        float* bias = mod.Bias is { } bt ? CpuBackend.Ptr<float>(bt) : null;
+        float* g = CpuBackend.Ptr<float>(mod.G);
+        float* y = CpuBackend.Ptr<float>(mod.Y);
+
+        // (a) u = x · Aᵀ
+        if (rows <= FusedGemvMaxRows)
+            Gemv(x, rows, din, a, default, null, null, u, r);
+        else
+            CpuGemm.Run(new CpuGemm.PlainX(x, din), new AugmentedW(a, default, null), u, rows, din, r,
+                Threads((long)rows * din * r), _backend.ParallelOptions);
+
+        // (b) v[t] = scale · G[s(t)]ᵀ u[t]
+        float scale = mod.Scale;
+        for (int t = 0; t < rows; t++)
+        {
+            float* gs = g + (long)sampleOfRow[t] * r * r;
+            var vt = new Span<float>(v + (long)t * r, r);
+            vt.Clear();
+            float* ut = u + (long)t * r;
+            for (int i = 0; i < r; i++)
+                TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(gs + (long)i * r, r), ut[i], vt, vt);
+            TensorPrimitives.Multiply(vt, scale, vt);
+        }
+
+        // (c) y = [x | v | 1] · [W0 | B | bias]ᵀ
+        if (rows <= FusedGemvMaxRows)
+            Gemv(x, rows, din, w0, b, v, bias, y, dout);
+        else
+        {
+            int kAug = din + r + (bias != null ? 1 : 0);
+            CpuGemm.Run(new AugmentedX(x, din, v, r, bias != null), new AugmentedW(w0, b, bias), y, rows, kAug, dout,
+                Threads((long)rows * kAug * dout), _backend.ParallelOptions);
+        }
+    }
+
+    private int Threads(long macs) => macs < SingleThreadMacs ? 1 : _backend.Threads;
+
+    public void Generate(Tensor h, Tensor lnWeight, Tensor lnBias, float lnEps, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor g)
+    {
+        int samples = h.Dim(0), dh = h.Dim(1), r2 = g.Dim(1) * g.Dim(2), hidden = 2 * r2;
+        using var normedBuffer = _backend.Allocate(DType.F32, (long)samples * dh);
+        using var midBuffer = _backend.Allocate(DType.F32, (long)samples * hidden);
+        var normed = normedBuffer.AsTensor(samples, dh);
+        var mid = midBuffer.AsTensor(samples, hidden);
+        _backend.PrimitiveKernels.LayerNorm(h, lnWeight, lnBias, lnEps, normed);
+
+        float* np = CpuBackend.Ptr<float>(normed), mp = CpuBackend.Ptr<float>(mid), gp = CpuBackend.Ptr<float>(g);
+        CpuGemm.MatMulTransposed(np, CpuBackend.Ptr<float>(w1), mp, samples, dh, hidden, _backend);
+        var b1s = CpuBackend.Span<float>(b1);
+        for (int s = 0; s < samples; s++)
+        {
+            var row = new Span<float>(mp + (long)s * hidden, hidden);
+            TensorPrimitives.Add(row, b1s, row);
+            CpuSimd.Gelu(mp + (long)s * hidden, mp + (long)s * hidden, hidden);
+        }
+        CpuGemm.MatMulTransposed(mp, CpuBackend.Ptr<float>(w2), gp, samples, hidden, r2, _backend);
+        var b2s = CpuBackend.Span<float>(b2);
+        for (int s = 0; s < samples; s++)
+        {
+            var row = new Span<float>(gp + (long)s * r2, r2);
+            TensorPrimitives.Add(row, b2s, row);
+        }
+    }
+
+    // ---------------------------------------------------------------- typed weights
+
+    /// <summary>A row-major [rows, cols] weight matrix of f32, f16 or bf16 elements.</summary>
+    private readonly struct TypedMatrix
+    {
+        public readonly void* Data;
+        public readonly DType Type;
+        public readonly int Cols;
+
+        public TypedMatrix(in Tensor t)
+        {
+            Data = CpuBackend.Ptr<byte>(t);
+            Type = t.DType;
+            Cols = t.Dim(1);
+        }
+
+        public bool IsEmpty => Data == null;
+
+        /// <summary>dst[0..n) = row[row][col0 .. col0 + n) widened to f32.</summary>
+        public void Widen(int row, int col0, int n, float* dst)
+        {
+            long start = (long)row * Cols + col0;
+            switch (Type)
+            {
+                case DType.F32: new ReadOnlySpan<float>((float*)Data + start, n).CopyTo(new Span<float>(dst, n)); break;
+                case DType.F16: TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>((Half*)Data + start, n), new Span<float>(dst, n)); break;
+                case DType.BF16: WidenBf16((ushort*)Data + start, n, dst); break;
+                default: throw new NotSupportedException($"CFLoRA weights of dtype {Type}");
+            }
+        }
+    }
+
+    private static void WidenBf16(ushort* src, int n, float* dst)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+            for (; i + 16 <= n; i += 16) Bf16Load.Load16(src, i).Store(dst + i);
+        for (; i < n; i++) dst[i] = BitConverter.UInt32BitsToSingle((uint)src[i] << 16);
+    }
+
+    [ThreadStatic] private static float* t_widen;
+
+    /// <summary>Per-thread scratch for NR rows × KC widened elements (32 KiB), never freed (one per pool thread).</summary>
+    private static float* WidenScratch() =>
+        t_widen != null ? t_widen : (t_widen = (float*)NativeMemory.AlignedAlloc((nuint)(CpuGemm.NR * CpuGemm.KC * sizeof(float)), 64));
+
+    /// <summary>
+    /// W' = [W0 | B | bias] along K: columns [0, d_in) from W0, [d_in, d_in + r) from B, then one bias column when
+    /// present. Either part may be f32, f16 or bf16; non-f32 parts are widened row by row into L1 scratch, then packed.
+    /// With B and bias absent it is just a typed W0.
+    /// </summary>
+    private readonly struct AugmentedW(TypedMatrix w0, TypedMatrix b, float* bias) : CpuGemm.IPackSource
+    {
+        private readonly TypedMatrix _w0 = w0, _b = b;
+        private readonly float* _bias = bias;
+
+        public void Pack(int row0, int rows, int pc, int kc, float* dst)
+        {
+            const int NR = CpuGemm.NR;
+            int din = _w0.Cols, r = _b.IsEmpty ? 0 : _b.Cols;
+            if (rows < NR) new Span<float>(dst, kc * NR).Clear();
+            PackPart(_w0, 0, din, row0, rows, pc, kc, dst);
+            if (r > 0) PackPart(_b, din, r, row0, rows, pc, kc, dst);
+            if (_bias != null && pc + kc > din + r)
+            {
+                float* d = dst + (long)(din + r - pc) * NR;
+                for (int j = 0; j < rows; j++) d[j] = _bias[row0 + j];
+            }
+        }
+
+        /// <summary>Packs the overlap of K range [pc, pc + kc) with this part's columns [start, start + width).</summary>
+        private static void PackPart(in TypedMatrix m, int start, int width, int row0, int rows, int pc, int kc, float* dst)
+        {
+            int lo = Math.Max(pc, start), hi = Math.Min(pc + kc, start + width);
+            if (lo >= hi) return;
+            int len = hi - lo;
+            float* d = dst + (long)(lo - pc) * CpuGemm.NR;
+            if (m.Type == DType.F32)
+            {
+                CpuGemm.PackWStrip((float*)m.Data + (long)row0 * m.Cols + (lo - start), m.Cols, len, rows, d);
+                return;
+            }
+            float* tmp = WidenScratch();
+            for (int j = 0; j < rows; j++) m.Widen(row0 + j, lo - start, len, tmp + (long)j * len);
+            CpuGemm.PackWStrip(tmp, len, len, rows, d);
+        }
+    }
+
+    /// <summary>X' = [x | v | 1] along K (all f32): x [T, d_in], the scaled adapter activations v [T, r], then ones.</summary>
+    private readonly struct AugmentedX(float* x, int din, float* v, int r, bool ones) : CpuGemm.IPackSource
+    {
+        private readonly float* _x = x, _v = v;
+        private readonly int _din = din, _r = r;
+        private readonly bool _ones = ones;
+
+        public void Pack(int row0, int rows, int pc, int kc, float* dst)
+        {
+            const int MR = CpuGemm.MR;
+            if (rows < MR) new Span<float>(dst, kc * MR).Clear();
+            Part(_x, _din, 0, row0, rows, pc, kc, dst);
+            Part(_v, _r, _din, row0, rows, pc, kc, dst);
+            if (_ones && pc + kc > _din + _r)
+            {
+                float* d = dst + (long)(_din + _r - pc) * MR;
+                for (int i = 0; i < rows; i++) d[i] = 1f;
+            }
+        }
+
+        private static void Part(float* m, int width, int start, int row0, int rows, int pc, int kc, float* dst)
+        {
+            int lo = Math.Max(pc, start), hi = Math.Min(pc + kc, start + width);
+            if (lo < hi)
+                CpuGemm.PackXStrip(m + (long)row0 * width + (lo - start), width, hi - lo, rows, dst + (long)(lo - pc) * CpuGemm.MR);
+        }
+    }
+
+    // ---------------------------------------------------------------- GEMV path (T ≤ FusedGemvMaxRows)
+
+    /// <summary>
+    /// y[i, j] = x[i] · w[j] (+ v[i] · b[j]) (+ bias[j]) for i &lt; m ≤ 16, j &lt; n (row stride of y: n). Each thread streams
+    /// a contiguous range of w rows once; b's rows and the bias are added to the same outputs right after.
+    /// </summary>
+    private void Gemv(float* x, int m, int k, TypedMatrix w, TypedMatrix b, float* v, float* bias, float* y, int n)
+    {
+        int threads = Threads((long)m * n * k);
+        if (threads == 1 || n < 64)
+        {
+            GemvRange(x, m, k, w, b, v, bias, y, n, 0, n);
+            return;
+        }
+        nint xp = (nint)x, vp = (nint)v, bp = (nint)bias, yp = (nint)y;
+        Parallel.For(0, threads, _backend.ParallelOptions, part =>
+        {
+            int j0 = (int)((long)n * part / threads), j1 = (int)((long)n * (part + 1) / threads);
+            GemvRange((float*)xp, m, k, w, b, (float*)vp, (float*)bp, (float*)yp, n, j0, j1);
+        });
+    }
+
+    private static void GemvRange(float* x, int m, int k, TypedMatrix w, TypedMatrix b, float* v, float* bias, float* y, int ldy, int j0, int j1)
+    {
+        switch (w.Type)
+        {
+            case DType.F32: GemvRows<F32Load>(x, m, k, w.Data, y, ldy, j0, j1); break;
+            case DType.F16: GemvRows<F16Load>(x, m, k, w.Data, y, ldy, j0, j1); break;
+            case DType.BF16: GemvRows<Bf16Load>(x, m, k, w.Data, y, ldy, j0, j1); break;
+            default: throw new NotSupportedException($"CFLoRA weights of dtype {w.Type}");
+        }
+        if (b.IsEmpty && bias == null) return;
+        // The adapter's r extra K terms of each output, as a second small GEMV over the same rows of B (contiguous
+        // [j1 - j0, r]) against v, added to y while this range of y is still in L1/L2.
+        int len = j1 - j0;
+        float* add = b.IsEmpty ? null : (float*)NativeMemory.Alloc((nuint)((long)m * len * sizeof(float)));
+        try
+        {
+            if (add != null)
+            {
+                int r = b.Cols;
+                void* brows = (byte*)b.Data + (long)j0 * r * b.Type.SizeInBytes();
+                switch (b.Type)
+                {
+                    case DType.F32: GemvRows<F32Load>(v, m, r, brows, add, len, 0, len); break;
+                    case DType.F16: GemvRows<F16Load>(v, m, r, brows, add, len, 0, len); break;
+                    case DType.BF16: GemvRows<Bf16Load>(v, m, r, brows, add, len, 0, len); break;
+                    default: throw new NotSupportedException($"CFLoRA weights of dtype {b.Type}");
+                }
+            }
+            for (int i = 0; i < m; i++)
+            {
+                var yRow = new Span<float>(y + (long)i * ldy + j0, len);
+                if (add != null) TensorPrimitives.Add(yRow, new ReadOnlySpan<float>(add + (long)i * len, len), yRow);
+                if (bias != null) TensorPrimitives.Add(yRow, new ReadOnlySpan<float>(bias + j0, len), yRow);
+            }
+        }
+        finally
+        {
+            if (add != null) NativeMemory.Free(add);
+        }
+    }
+
+    /// <summary>
+    /// y[i, j] = x[i] · w[j] for j in [j0, j1): with Vector512, eight interleaved sub-ranges of rows read side by side
+    /// (eight continuous read streams, as in <see cref="CpuGemm"/>'s GEMV), elements widened to f32 in registers.
+    /// </summary>
+    private static void GemvRows<TL>(float* x, int m, int k, void* w, float* y, int ldy, int j0, int j1) where TL : struct, IWidenLoad
+    {
+        int j = j0;
+        if (CpuGemm.UseVector512 && j1 - j0 >= 8)
+        {
+            int len = (j1 - j0) / 8;
+            long stride = (long)len * k;
+            for (int rr = 0; rr < len; rr++)
+                for (int i = 0; i < m; i++)
+                    Dot8<TL>(x + (long)i * k, k, w, (long)(j0 + rr) * k, stride, y + (long)i * ldy + j0 + rr, len);
+            j = j0 + 8 * len;
+        }
+        bool v512 = CpuGemm.UseVector512;
+        for (; j < j1; j++)
+            for (int i = 0; i < m; i++)
+            {
+                float* xr = x + (long)i * k;
+                long row = (long)j * k;
+                Vector512<float> acc = default;
+                int p = 0;
+                if (v512)
+                    for (; p + 16 <= k; p += 16) acc = Vector512.FusedMultiplyAdd(Vector512.Load(xr + p), TL.Load16(w, row + p), acc);
+                float s = v512 ? Vector512.Sum(acc) : 0f;
+                for (; p < k; p++) s += xr[p] * TL.Load1(w, row + p);
+                y[(long)i * ldy + j] = s;
+            }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Dot8<TL>(float* x, int k, void* w, long row0, long rowStride, float* output, int outStride) where TL : struct, IWidenLoad
+    {
+        long o0 = row0, o1 = o0 + rowStride, o2 = o1 + rowStride, o3 = o2 + rowStride, o4 = o3 + rowStride, o5 = o4 + rowStride, o6 = o5 + rowStride, o7 = o6 + rowStride;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        int p = 0;
+        for (; p + 16 <= k; p += 16)
+        {
+            Vector512<float> xv = Vector512.Load(x + p);
+            a0 = Vector512.FusedMultiplyAdd(xv, TL.Load16(w, o0 + p), a0);
+            a1 = Vector512.FusedMultiplyAdd(xv, TL.Load16(w, o1 + p), a1);
+            a2 = Vector512.FusedMultiplyAdd(xv, TL.Load16(w, o2 + p), a2);
+            a3 = Vector512.FusedMultiplyAdd(xv, TL.Load16(w, o3 + p), a3);
+            a4 = Vector512.FusedMultiplyAdd(xv, TL.Load16(w, o4 + p), a4);
+            a5 = Vector512.FusedMultiplyAdd(xv, TL.Load16(w, o5 + p), a5);
+            a6 = Vector512.FusedMultiplyAdd(xv, TL.Load16(w, o6 + p), a6);
+            a7 = Vector512.FusedMultiplyAdd(xv, TL.Load16(w, o7 + p), a7);
+        }
+        float s0 = Vector512.Sum(a0), s1 = Vector512.Sum(a1), s2 = Vector512.Sum(a2), s3 = Vector512.Sum(a3);
+        float s4 = Vector512.Sum(a4), s5 = Vector512.Sum(a5), s6 = Vector512.Sum(a6), s7 = Vector512.Sum(a7);
+        for (; p < k; p++)
+        {
+            float xs = x[p];
+            s0 += xs * TL.Load1(w, o0 + p); s1 += xs * TL.Load1(w, o1 + p); s2 += xs * TL.Load1(w, o2 + p); s3 += xs * TL.Load1(w, o3 + p);
+            s4 += xs * TL.Load1(w, o4 + p); s5 += xs * TL.Load1(w, o5 + p); s6 += xs * TL.Load1(w, o6 + p); s7 += xs * TL.Load1(w, o7 + p);
+        }
+        output[0] = s0; output[outStride] = s1; output[2 * outStride] = s2; output[3 * outStride] = s3;
+        output[4 * outStride] = s4; output[5 * outStride] = s5; output[6 * outStride] = s6; output[7 * outStride] = s7;
+    }
+
+    /// <summary>Loads weight elements of one dtype widened to f32; index in elements from the base pointer.</summary>
+    private interface IWidenLoad
+    {
+        static abstract Vector512<float> Load16(void* p, long index);
+        static abstract float Load1(void* p, long index);
+    }
+
+    private readonly struct F32Load : IWidenLoad
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load16(void* p, long index) => Vector512.Load((float*)p + index);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Load1(void* p, long index) => ((float*)p)[index];
+    }
+
+    /// <summary>bf16 is the top half of an f32: zero-extend 16 u16 to u32 and shift left by 16.</summary>
+    private readonly struct Bf16Load : IWidenLoad
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load16(void* p, long index) =>
+            Vector512.ShiftLeft(Vector512.WidenLower(Vector256.Load((ushort*)p + index).ToVector512Unsafe()), 16).AsSingle();
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Load1(void* p, long index) => BitConverter.UInt32BitsToSingle((uint)((ushort*)p)[index] << 16);
+    }
+
+    /// <summary>
+    /// IEEE binary16 → binary32 exactly, in integer/float arithmetic: the 15 magnitude bits shifted into an f32's
+    /// exponent/mantissa field and multiplied by 2^112 (exact for normals and subnormals), exponent forced to 255 for
+    /// inf/NaN (payload kept), sign OR-ed back.
+    /// </summary>
+    private readonly struct F16Load : IWidenLoad
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load16(void* p, long index)
+        {
+            Vector512<uint> h = Vector512.WidenLower(Vector256.Load((ushort*)p + index).ToVector512Unsafe());
+            Vector512<uint> em = h & Vector512.Create(0x7fffu);
+            Vector512<uint> bits = (Vector512.ShiftLeft(em, 13).AsSingle() * Vector512.Create(0x77800000u).AsSingle() /* 2^112 */).AsUInt32();
+            bits |= Vector512.GreaterThanOrEqual(em, Vector512.Create(0x7c00u)) & Vector512.Create(0x7f800000u);
+            bits |= Vector512.ShiftLeft(h & Vector512.Create(0x8000u), 16);
+            return bits.AsSingle();
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Load1(void* p, long index) => (float)((Half*)p)[index];
+    }
+}
