@@ -143,6 +143,10 @@ public sealed class CpuCfloraTests
     [TestCase(5, 64, 11008, DType.F32)]
     [TestCase(3, 11008, 40, DType.F16)]
     [TestCase(9, 11008, 40, DType.BF16)]
+    [TestCase(2, 48, 14336, DType.F16)]
+    [TestCase(20, 48, 14336, DType.F32)]
+    [TestCase(4, 22016, 24, DType.BF16)]
+    [TestCase(19, 22016, 24, DType.F32)]
     public void WideDimensions(int rows, int din, int dout, DType dtype)
     {
         const int Samples = 2;
