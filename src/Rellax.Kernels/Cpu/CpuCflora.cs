@@ -321,6 +321,11 @@ internal sealed unsafe class CpuCflora(CpuBackend backend) : ICfloraKernels
     /// </summary>
     private static void GemvRows<TL>(float* x, int m, int k, void* w, float* y, int ldy, int j0, int j1) where TL : struct, IWidenLoad
     {
+        if (CpuGemm.UseVector512 && m >= BlockedMinRows && k >= 16 && j1 - j0 >= 4)
+        {
+            BlockedRows<TL>(x, m, k, w, y, ldy, j0, j1);
+            return;
+        }
         int j = j0;
         if (CpuGemm.UseVector512 && j1 - j0 >= 8)
         {
@@ -345,6 +350,108 @@ internal sealed unsafe class CpuCflora(CpuBackend backend) : ICfloraKernels
                 for (; p < k; p++) s += xr[p] * TL.Load1(w, row + p);
                 y[(long)i * ldy + j] = s;
             }
+    }
+
+    // ---------------------------------------------------------------- register-blocked path (BlockedMinRows ≤ T ≤ 16)
+
+    /// <summary>From this many x rows the GEMV path uses <see cref="BlockedRows{TL}"/> (4 W rows × 4 x rows per step).</summary>
+    internal const int BlockedMinRows = 5;
+
+    /// <summary>K chunk of the blocked path: 4 W rows × 1024 f32 = 16 KiB, stays in L1 while every x block passes over it.</summary>
+    private const int BlockedKc = 1024;
+
+    [ThreadStatic] private static float* t_blockWiden;
+
+    /// <summary>
+    /// y[i, j] = x[i] · w[j] for i &lt; m, j in [j0, j1), register-blocked: for each block of 4 W rows and each K chunk of
+    /// <see cref="BlockedKc"/> elements, every block of 4 x rows runs 16 Vector512 accumulators (8 loads per 16 FMAs);
+    /// the W chunk is read from memory by the first x block and from L1 by the others, so W is streamed once. f16/bf16
+    /// chunks are widened once into an L1 scratch. Accumulators live in a stack buffer between chunks; a short last x
+    /// block repeats its last row (results dropped). Leftover W rows (&lt; 4) go through the scalar-row loop of
+    /// <see cref="GemvRows{TL}"/>, the K tail (k mod 16) through scalar loads.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void BlockedRows<TL>(float* x, int m, int k, void* w, float* y, int ldy, int j0, int j1) where TL : struct, IWidenLoad
+    {
+        int xBlocks = (m + 3) / 4;
+        int kMain = k & ~15;
+        bool widen = typeof(TL) != typeof(F32Load);
+        float* scratch = null;
+        if (widen)
+            scratch = t_blockWiden != null ? t_blockWiden : (t_blockWiden = (float*)NativeMemory.AlignedAlloc(4 * BlockedKc * sizeof(float), 64));
+        Vector512<float>* acc = stackalloc Vector512<float>[16 * 4];
+        float** xr = stackalloc float*[16];
+        for (int i = 0; i < 4 * xBlocks; i++) xr[i] = x + (long)Math.Min(i, m - 1) * k;
+
+        int j = j0;
+        for (; j + 4 <= j1; j += 4)
+        {
+            new Span<byte>(acc, 16 * 4 * 64).Clear();
+            for (int pc = 0; pc < kMain; pc += BlockedKc)
+            {
+                int kc = Math.Min(BlockedKc, kMain - pc);
+                float* w0, w1, w2, w3;
+                if (widen)
+                {
+                    for (int q = 0; q < 4; q++)
+                    {
+                        long row = (long)(j + q) * k + pc;
+                        float* dst = scratch + q * BlockedKc;
+                        for (int p = 0; p < kc; p += 16) TL.Load16(w, row + p).Store(dst + p);
+                    }
+                    w0 = scratch - pc; w1 = w0 + BlockedKc; w2 = w1 + BlockedKc; w3 = w2 + BlockedKc;
+                }
+                else
+                {
+                    w0 = (float*)w + (long)j * k; w1 = w0 + k; w2 = w1 + k; w3 = w2 + k;
+                }
+                for (int xb = 0; xb < xBlocks; xb++)
+                    Micro4x4(w0, w1, w2, w3, xr[4 * xb], xr[4 * xb + 1], xr[4 * xb + 2], xr[4 * xb + 3], pc, pc + kc, acc + 16 * xb);
+            }
+            for (int i = 0; i < m; i++)
+            {
+                Vector512<float>* ai = acc + 16 * (i >> 2) + 4 * (i & 3);
+                float* xi = x + (long)i * k;
+                for (int q = 0; q < 4; q++)
+                {
+                    float s = Vector512.Sum(ai[q]);
+                    long row = (long)(j + q) * k;
+                    for (int p = kMain; p < k; p++) s += xi[p] * TL.Load1(w, row + p);
+                    y[(long)i * ldy + j + q] = s;
+                }
+            }
+        }
+        if (j < j1) GemvRows<TL>(x, m, k, w, y, ldy, j, j1);
+    }
+
+    /// <summary>acc[4·a + b] += Σ_{p ∈ [p0, p1)} x_a[p] · w_b[p] (16 Vector512 accumulators, p1 - p0 a multiple of 16).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Micro4x4(float* w0, float* w1, float* w2, float* w3, float* x0, float* x1, float* x2, float* x3, int p0, int p1, Vector512<float>* acc)
+    {
+        Vector512<float> c00 = acc[0], c01 = acc[1], c02 = acc[2], c03 = acc[3];
+        Vector512<float> c10 = acc[4], c11 = acc[5], c12 = acc[6], c13 = acc[7];
+        Vector512<float> c20 = acc[8], c21 = acc[9], c22 = acc[10], c23 = acc[11];
+        Vector512<float> c30 = acc[12], c31 = acc[13], c32 = acc[14], c33 = acc[15];
+        for (int p = p0; p < p1; p += 16)
+        {
+            Vector512<float> b0 = Vector512.Load(w0 + p), b1 = Vector512.Load(w1 + p), b2 = Vector512.Load(w2 + p), b3 = Vector512.Load(w3 + p);
+            Vector512<float> a = Vector512.Load(x0 + p);
+            c00 = Vector512.FusedMultiplyAdd(a, b0, c00); c01 = Vector512.FusedMultiplyAdd(a, b1, c01);
+            c02 = Vector512.FusedMultiplyAdd(a, b2, c02); c03 = Vector512.FusedMultiplyAdd(a, b3, c03);
+            a = Vector512.Load(x1 + p);
+            c10 = Vector512.FusedMultiplyAdd(a, b0, c10); c11 = Vector512.FusedMultiplyAdd(a, b1, c11);
+            c12 = Vector512.FusedMultiplyAdd(a, b2, c12); c13 = Vector512.FusedMultiplyAdd(a, b3, c13);
+            a = Vector512.Load(x2 + p);
+            c20 = Vector512.FusedMultiplyAdd(a, b0, c20); c21 = Vector512.FusedMultiplyAdd(a, b1, c21);
+            c22 = Vector512.FusedMultiplyAdd(a, b2, c22); c23 = Vector512.FusedMultiplyAdd(a, b3, c23);
+            a = Vector512.Load(x3 + p);
+            c30 = Vector512.FusedMultiplyAdd(a, b0, c30); c31 = Vector512.FusedMultiplyAdd(a, b1, c31);
+            c32 = Vector512.FusedMultiplyAdd(a, b2, c32); c33 = Vector512.FusedMultiplyAdd(a, b3, c33);
+        }
+        acc[0] = c00; acc[1] = c01; acc[2] = c02; acc[3] = c03;
+        acc[4] = c10; acc[5] = c11; acc[6] = c12; acc[7] = c13;
+        acc[8] = c20; acc[9] = c21; acc[10] = c22; acc[11] = c23;
+        acc[12] = c30; acc[13] = c31; acc[14] = c32; acc[15] = c33;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

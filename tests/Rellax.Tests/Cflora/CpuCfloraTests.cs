@@ -122,6 +122,8 @@ public sealed class CpuCfloraTests
     }
 
     [TestCase(2, 2)]
+    [TestCase(7, 3)]
+    [TestCase(12, 3)]
     [TestCase(16, 3)]
     [TestCase(17, 3)]
     [TestCase(40, 3)]
@@ -156,7 +158,29 @@ public sealed class CpuCfloraTests
         RunAndCheck(2, x, rows, din, [mod], batch, $"d_in={din} d_out={dout}");
     }
 
+    /// <summary>
+    /// The register-blocked path (5 ≤ T ≤ 16): 4 W rows × 4 x rows per step, K chunks of 1024, a short last x block,
+    /// leftover W rows (d_out mod 4), a K tail (d_in mod 16), f16/bf16 widened per chunk, bias, both thread counts.
+    /// </summary>
+    [TestCase(5, 250, 97, DType.F32, true, 2)]
+    [TestCase(7, 1100, 33, DType.F16, false, 2)]
+    [TestCase(12, 2049, 66, DType.BF16, true, 1)]
+    [TestCase(16, 1024, 128, DType.F32, false, 2)]
+    [TestCase(16, 3000, 131, DType.F16, true, 2)]
+    [TestCase(13, 4096, 70, DType.BF16, false, 2)]
+    [TestCase(6, 16, 9, DType.F32, true, 1)]
+    [TestCase(8, 2060, 1027, DType.F32, true, 2)]
+    public void BlockedPathMatchesReference(int rows, int din, int dout, DType dtype, bool bias, int threads)
+    {
+        const int Samples = 3;
+        var x = RandomData.Uniform(rows * din, 31 + rows);
+        var mod = MakeModule(din, dout, 16, Samples, dtype, bias, 1000 + rows);
+        using var batch = MakeBatch(rows, Samples, shuffled: rows % 2 == 1, seed: rows);
+        RunAndCheck(threads, x, rows, din, [mod], batch, $"blocked T={rows} d_in={din} d_out={dout} {dtype}");
+    }
+
     [TestCase(3)]
+    [TestCase(7)]
     [TestCase(17)]
     public void NanInOneRowStaysInThatRow(int rows)
     {
