@@ -29,6 +29,17 @@ namespace Rellax.Kernels.Cpu;
 /// time in registers), then adds the r terms of B's rows and the bias to the same outputs while they are in L1.
 /// </para>
 /// <para>
+/// <b>Register-blocked rows (<see cref="BlockedMinRows"/> = 5 ≤ T ≤ 16).</b> Within the GEMV path, each thread takes its
+/// W0 rows four at a time and walks K in chunks of <see cref="BlockedKc"/> = 1024 elements (4 rows × 4 KiB = 16 KiB, L1);
+/// every block of four x rows (x is ≤ 16 × d_in f32, 256 KiB at d_in = 4096: L2) passes over the chunk with 16 Vector512
+/// accumulators, i.e. 8 loads per 16 FMAs instead of the ~1 load per FMA of the 8-row dot products, and W0 is streamed
+/// from memory exactly once (the first x block pulls the chunk in, the others hit L1). f16/bf16 chunks are widened once
+/// per chunk into an L1 scratch and reused by all x blocks. Roofline at T = 16, d = 4096, f32: 64 MiB of W0 (≈ 0.8 ms at
+/// 82 GB/s DRAM) and 537 MFLOP (≈ 1 ms at the two cores' peak, 2 cores × 2 FMA pipes × 16 lanes × 2 FLOP × ~4 GHz
+/// ≈ 0.5 TFLOP/s; ≈ 1.5 ms at the ~350 GFLOP/s our blocked GEMM reaches), so ~1.5 to 2.5 ms is the realistic floor; the
+/// inner loop is limited by its loads (4 of the 8 from L2) rather than by the FMAs.
+/// </para>
+/// <para>
 /// NaN or infinity in a row of x makes that row's u and v non-finite and so only that row's outputs; padding in the
 /// packed tiles is zero and only valid elements are stored.
 /// </para>
@@ -42,8 +53,8 @@ internal sealed unsafe class CpuCflora(CpuBackend backend) : ICfloraKernels
 
     /// <summary>
     /// Up to this many rows the forward streams unpacked weight rows (GEMV-style) instead of packing W0 for the blocked
-    /// GEMM: at T = 16, d = 4096 packing the whole weight costs more than re-reading each group of eight W0 rows (128 KiB,
-    /// L2) once per x row (measured: 5.7 ms vs 6.4 to 6.9 ms, see benchmarks/results/cflora-cpu.md).
+    /// GEMM: at T = 16, d = 4096 packing the whole weight costs more than streaming it (see benchmarks/results/cflora-cpu.md);
+    /// from <see cref="BlockedMinRows"/> rows on, the streamed rows go through the register-blocked kernel.
     /// </summary>
     internal const int FusedGemvMaxRows = 16;
 
