@@ -9,6 +9,7 @@ public abstract class ComputeBackend : IDisposable
 {
     private Primitives? _primitives;
     private CfloraLinear? _cflora;
+    private SubrTopK? _subr;
 
     /// <summary>Short name for logs and <c>--json</c> output, e.g. <c>cpu</c> or <c>ilgpu:CPUAccelerator</c>.</summary>
     public abstract string Name { get; }
@@ -24,6 +25,12 @@ public abstract class ComputeBackend : IDisposable
 
     /// <summary>This backend's CFLoRA kernels (unchecked; reached through <see cref="Cflora"/>).</summary>
     internal virtual ICfloraKernels CfloraKernels => throw new NotSupportedException($"the {Name} backend has no CFLoRA kernels yet");
+
+    /// <summary>SUBR retrieval: batched top-K of each sample's history against its target on this backend.</summary>
+    public SubrTopK Subr => _subr ??= new SubrTopK(this);
+
+    /// <summary>This backend's SUBR kernel (unchecked; reached through <see cref="Subr"/>).</summary>
+    internal virtual ISubrKernels SubrKernels => throw new NotSupportedException($"the {Name} backend has no SUBR kernel yet");
 
     /// <summary>Allocates <paramref name="length"/> zeroed elements of <paramref name="dtype"/>.</summary>
     public abstract DeviceBuffer Allocate(DType dtype, long length);

@@ -8,6 +8,7 @@ public sealed class CpuBackend : ComputeBackend
 {
     private readonly CpuPrimitiveKernels _primitives;
     private readonly CpuCflora _cflora;
+    private readonly CpuSubr _subr;
 
     /// <summary>Creates a CPU backend that uses up to <paramref name="threads"/> threads (0: one per core).</summary>
     public CpuBackend(int threads = 0)
@@ -17,6 +18,7 @@ public sealed class CpuBackend : ComputeBackend
         ParallelOptions = new ParallelOptions { MaxDegreeOfParallelism = Threads };
         _primitives = new CpuPrimitiveKernels(this);
         _cflora = new CpuCflora(this);
+        _subr = new CpuSubr(this);
     }
 
     /// <summary>Number of worker threads kernels split their work over.</summary>
@@ -30,6 +32,8 @@ public sealed class CpuBackend : ComputeBackend
     internal override IPrimitiveKernels PrimitiveKernels => _primitives;
 
     internal override ICfloraKernels CfloraKernels => _cflora;
+
+    internal override ISubrKernels SubrKernels => _subr;
 
     /// <inheritdoc/>
     public override DeviceBuffer Allocate(DType dtype, long length) => new CpuBuffer(this, dtype, length);

@@ -21,6 +21,7 @@ public class IlgpuBackend : ComputeBackend
     private readonly IlgpuPrimitiveKernels _primitives;
     private readonly Func<IlgpuBackend, IlgpuCfloraKernels> _cfloraFactory;
     private IlgpuCfloraKernels? _cflora;
+    private ISubrKernels? _subr;
     private bool _disposed;
 
     /// <summary>Creates a backend on device <paramref name="deviceIndex"/> of <paramref name="kind"/> (see <see cref="ListDevices"/>).</summary>
@@ -121,6 +122,19 @@ public class IlgpuBackend : ComputeBackend
 
     internal override ICfloraKernels CfloraKernels => IlgpuCfloraKernels;
 
+    /// <summary>The SUBR kernel, created (and compiled) on first use of <see cref="ComputeBackend.Subr"/>.</summary>
+    internal override ISubrKernels SubrKernels
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _subr ??= CreateSubrKernels();
+        }
+    }
+
+    /// <summary>Creates this backend's SUBR kernel; the CUDA backend returns its hand-written one.</summary>
+    private protected virtual ISubrKernels CreateSubrKernels() => new IlgpuSubrKernels(this);
+
     /// <inheritdoc/>
     public override DeviceBuffer Allocate(DType dtype, long length)
     {
@@ -143,6 +157,7 @@ public class IlgpuBackend : ComputeBackend
     {
         if (_disposed) return;
         _cflora?.Dispose();
+        (_subr as IDisposable)?.Dispose();
         _disposed = true;
         Accelerator.Dispose();
         _context.Dispose();
