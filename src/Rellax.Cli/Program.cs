@@ -5,4 +5,5 @@ using Rellax.Cli;
 var root = new RootCommand("Rellax: fast ReLLaX-style LLM recommendation kernels and runtime for .NET.");
 root.Add(GenerateCommand.Create());
 root.Add(BackendsCommand.Create());
+root.Add(RetrieveCommand.Create());
 return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

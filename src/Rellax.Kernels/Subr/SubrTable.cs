@@ -196,6 +196,26 @@ public sealed class SubrTable : IDisposable
         }
     }
 
+    /// <summary>Copies the stored rows (raw elements of <see cref="Storage"/>) and, for i8, the row scales to the host.</summary>
+    /// <param name="rowBytes">Destination of N · d · element-size bytes.</param>
+    /// <param name="scales">Destination of N scales for an i8 table; empty otherwise.</param>
+    /// <exception cref="ArgumentException">A destination has the wrong length.</exception>
+    public void CopyStoredTo(Span<byte> rowBytes, Span<float> scales)
+    {
+        ObjectDisposedException.ThrowIf(_embeddings.IsDisposed, this);
+        if (rowBytes.Length != _embeddings.SizeInBytes)
+            throw new ArgumentException($"rowBytes must hold {_embeddings.SizeInBytes} bytes, got {rowBytes.Length}", nameof(rowBytes));
+        if (scales.Length != (_scales is null ? 0 : Rows))
+            throw new ArgumentException($"scales must hold {(_scales is null ? 0 : Rows)} values, got {scales.Length}", nameof(scales));
+        switch (Storage)
+        {
+            case DType.F32: _embeddings.CopyTo(MemoryMarshal.Cast<byte, float>(rowBytes)); break;
+            case DType.F16: _embeddings.CopyTo(MemoryMarshal.Cast<byte, Half>(rowBytes)); break;
+            default: _embeddings.CopyTo(MemoryMarshal.Cast<byte, sbyte>(rowBytes)); break;
+        }
+        _scales?.CopyTo(scales);
+    }
+
     /// <summary>Row <paramref name="row"/> as f32 on the host, dequantised for i8 (for tests and inspection; slow).</summary>
     public float[] ReadRow(int row)
     {

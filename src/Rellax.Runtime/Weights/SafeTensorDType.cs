@@ -54,6 +54,17 @@ public static class SafeTensorDTypes
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "Unknown safetensors dtype."),
     };
 
+    /// <summary>The format's <c>dtype</c> string of <paramref name="dtype"/>, e.g. <c>"F32"</c> or <c>"F8_E4M3"</c>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">An undefined enum value.</exception>
+    public static string ToFormatString(this SafeTensorDType dtype) => dtype switch
+    {
+        SafeTensorDType.Bool => "BOOL",
+        SafeTensorDType.F8E4M3 => "F8_E4M3",
+        SafeTensorDType.F8E5M2 => "F8_E5M2",
+        _ when Enum.IsDefined(dtype) => dtype.ToString(),
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "Unknown safetensors dtype."),
+    };
+
     /// <summary>Parses a safetensors <c>dtype</c> string (case-sensitive, as the format writes it).</summary>
     /// <returns><see langword="true"/> when <paramref name="text"/> names a known dtype.</returns>
     public static bool TryParse(string text, out SafeTensorDType dtype)
