@@ -104,3 +104,41 @@ internal static class SubrCheck
     /// <summary>A safe fp32 tolerance for scores of d-dimensional rows with |values| ≤ <paramref name="maxAbs"/>.</summary>
     public static double Tolerance(int dim, double maxAbs) => 1e-5 * Math.Sqrt(dim) * maxAbs * maxAbs + 1e-6;
 }
+
+/// <summary>Agreement of a quantised table's selections with the f32 table's.</summary>
+internal static class SubrQuantization
+{
+    /// <summary>
+    /// Retrieves with both tables, and asserts that every item on which the selections differ is a near-tie within the
+    /// quantisation error: its f32 score is within 2·maxErr (+ fp32 tolerance) of the f32 k-th best score, where
+    /// maxErr is the largest |f32 score − quantised score| over the sample's history. Returns the overlap: the fraction
+    /// of f32-selected items that the quantised table also selected.
+    /// </summary>
+    public static double AssertSameUpToQuantization(ComputeBackend backend, SubrTable f32, SubrTable quantised, SubrQueries queries, int k)
+    {
+        var a = backend.Subr.Retrieve(f32, queries, k);
+        var b = backend.Subr.Retrieve(quantised, queries, k);
+        var hostF = SubrCheck.HostCopy(f32);
+        var hostQ = SubrCheck.HostCopy(quantised);
+        long same = 0, total = 0;
+        double tol = SubrCheck.Tolerance(f32.Dim, 1);
+        for (int s = 0; s < queries.Samples; s++)
+        {
+            var sf = SubrCheck.ReferenceScores(f32, hostF, queries, s);
+            var sq = SubrCheck.ReferenceScores(quantised, hostQ, queries, s);
+            double maxErr = 0;
+            for (int p = 0; p < sf.Length; p++) maxErr = Math.Max(maxErr, Math.Abs(sf[p] - sq[p]));
+            var pa = a.PositionsOf(s).ToArray();
+            var pb = b.PositionsOf(s).ToArray();
+            total += pa.Length;
+            same += pa.Intersect(pb).Count();
+            if (pa.Length == 0) continue;
+            double kth = pa.Min(p => sf[p]);
+            foreach (int p in pa.Except(pb).Concat(pb.Except(pa)))
+                Assert.That(Math.Abs(sf[p] - kth), Is.LessThanOrEqualTo(2 * maxErr + 2 * tol),
+                    $"sample {s}: position {p} (f32 score {sf[p]:R}, {quantised.Storage} score {sq[p]:R}) differs between the tables, " +
+                    $"but it is {Math.Abs(sf[p] - kth):E3} from the k-th best f32 score and the quantisation error is only {maxErr:E3}");
+        }
+        return total == 0 ? 1 : (double)same / total;
+    }
+}
