@@ -5,5 +5,6 @@ using Rellax.Cli;
 var root = new RootCommand("Rellax: fast ReLLaX-style LLM recommendation kernels and runtime for .NET.");
 root.Add(GenerateCommand.Create());
 root.Add(BackendsCommand.Create());
+root.Add(IndexCommand.Create());
 root.Add(RetrieveCommand.Create());
 return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

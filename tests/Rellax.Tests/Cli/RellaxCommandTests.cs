@@ -136,6 +136,34 @@ public sealed class RetrieveCommandTests
     }
 
     [Test]
+    public void IndexCommandBuildsAnIndexThatRetrieveReads([Values(null, 8)] int? pca)
+    {
+        string vectors = Path.Combine(_dir, $"vectors-{pca}.safetensors"), index = Path.Combine(_dir, $"built-{pca}.safetensors");
+        var w = new Rellax.Runtime.SafeTensorsWriter();
+        w.Add<float>("vectors", Rellax.Runtime.SafeTensorDType.F32, [Rows, Dim], _vectors);
+        w.Add<long>("item_ids", Rellax.Runtime.SafeTensorDType.I64, [Rows], Enumerable.Range(0, Rows).Select(i => 3L * i + 1).ToArray());
+        w.Save(vectors);
+        var args = new List<string> { "index", "--vectors", vectors, "--output", index, "--storage", "i8", "--backend", "cpu", "--json" };
+        if (pca is int k) args.AddRange(["--pca", k.ToString()]);
+        var (code, stdout, stderr) = Run([.. args]);
+        Assert.That(code, Is.EqualTo(0), stderr);
+        using (var summary = JsonDocument.Parse(stdout))
+        {
+            Assert.That(summary.RootElement.GetProperty("dim").GetInt32(), Is.EqualTo(pca ?? Dim));
+            Assert.That(summary.RootElement.GetProperty("storage").GetString(), Is.EqualTo("i8"));
+        }
+        string input = Path.Combine(_dir, $"idx-samples-{pca}.jsonl"), output = Path.Combine(_dir, $"idx-out-{pca}.jsonl");
+        File.WriteAllLines(input, ["{\"id\": \"a\", \"history\": [1, 4, 7, 10, 13], \"target\": 4}"]);
+        (code, _, stderr) = Run("retrieve", "--embeddings", index, "--samples", input, "--k", "2", "--order", "score", "--output", output, "--backend", "cpu");
+        Assert.That(code, Is.EqualTo(0), stderr);
+        using var doc = JsonDocument.Parse(File.ReadAllText(output));
+        Assert.That(doc.RootElement.GetProperty("retrieved")[0].GetInt64(), Is.EqualTo(4), "the target's own item scores highest");
+        (code, _, stderr) = Run("index", "--vectors", input, "--output", index);
+        Assert.That(code, Is.Not.EqualTo(0));
+        Assert.That(stderr, Does.Contain(input));
+    }
+
+    [Test]
     public void BadInputNamesTheLineAndLeavesNoOutput()
     {
         string input = Path.Combine(_dir, "bad.jsonl"), output = Path.Combine(_dir, "bad-out.jsonl");
