@@ -12,7 +12,7 @@
 //      warp are one coalesced 128-byte load (lane j holds id j, broadcast by __shfl_sync), and the next tile's ids are
 //      loaded before the current tile is scored (a prefetch one tile deep).
 //   2. One warp per row: lanes stride over the row in 16-byte vectors (float4 for f32, 8 halves as a uint4 widened by
-//      PTX cvt.f32.f16 for f16, 16 int8 as an int4 with 4 x __dp4a for i8), coalesced 512-byte warp loads; a scalar
+//      PTX cvt.f32.f16 for f16, 16 int8 as an int4 with 4 x dp4a for i8), coalesced 512-byte warp loads; a scalar
 //      path per type when d is not a multiple of the vector width or the table is not 16-byte aligned. Partial sums
 //      are combined by an xor-shuffle butterfly. The operation order depends only on (d, dtype, alignment), never on
 //      the warp or the row's place in a tile: two occurrences of an item, or two identical rows, score bitwise-equal.
@@ -87,6 +87,19 @@ __device__ __forceinline__ float rellax_subr_fma_half2(unsigned int t, unsigned 
     return acc;
 }
 
+// c + the sum of the four signed byte products of a and b. On the device: the PTX dp4a instruction (sm_61+), inline
+// because NVRTC without the toolkit headers has no definition of the __dp4a intrinsic. Elsewhere: the same in C.
+__device__ __forceinline__ int rellax_subr_dp4a(int a, int b, int c) {
+#if defined(__CUDA_ARCH__)
+    int r;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+#else
+    for (int i = 0; i < 4; i++) c += (int)(signed char)(a >> (8 * i)) * (int)(signed char)(b >> (8 * i));
+    return c;
+#endif
+}
+
 __device__ __forceinline__ int rellax_subr_warp_sum_int(int v) {
     #pragma unroll
     for (int offset = RELLAX_WARP_SIZE / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(RELLAX_FULL_MASK, v, offset);
@@ -149,10 +162,10 @@ __device__ __forceinline__ float rellax_subr_score(const void* table, const floa
             #pragma unroll 2
             for (int v = lane; v < nv; v += RELLAX_WARP_SIZE) {
                 const int4 a = tv[v], b = hv[v];
-                acc = __dp4a(a.x, b.x, acc);
-                acc = __dp4a(a.y, b.y, acc);
-                acc = __dp4a(a.z, b.z, acc);
-                acc = __dp4a(a.w, b.w, acc);
+                acc = rellax_subr_dp4a(a.x, b.x, acc);
+                acc = rellax_subr_dp4a(a.y, b.y, acc);
+                acc = rellax_subr_dp4a(a.z, b.z, acc);
+                acc = rellax_subr_dp4a(a.w, b.w, acc);
             }
         } else {
             const signed char* tr = (const signed char*)table + t * d;  // tr is (d)

@@ -76,6 +76,8 @@ enum class Layout {
     Duplicates,  // rows drawn from a handful of items: many duplicate events (exact score ties)
     Ascending,   // history ordered by increasing exact score: every row beats the threshold (worst case for merges)
     Descending,  // decreasing score: after the first k rows nothing beats the threshold
+    KthLast,     // decreasing score, except that the k-th best row comes last: it must beat the threshold of the
+                 // last merge (the (k+1)-th best overall), so an off-by-one threshold loses it
 };
 
 struct Problem {
@@ -230,6 +232,18 @@ inline Problem make_problem(int N, int d, int dtype, const std::vector<int>& len
         std::vector<int> h(L);
         const int pool = layout == Layout::Duplicates ? std::max(1, std::min(N, 5)) : N;
         for (int i = 0; i < L; i++) h[i] = layout == Layout::Duplicates ? (int)((next_u32() % pool) * (N / pool)) : below(N);
+        if (layout == Layout::KthLast && L > k) {
+            std::vector<int> order(L);
+            std::iota(order.begin(), order.end(), 0);
+            std::vector<float> s(L);
+            for (int i = 0; i < L; i++) s[i] = exact_score(p, target, h[i]);
+            std::sort(order.begin(), order.end(), [&](int a, int c) { return s[a] != s[c] ? s[a] > s[c] : a > c; });
+            std::vector<int> sorted;
+            for (int i = 0; i < L; i++)
+                if (i != k - 1) sorted.push_back(h[order[i]]);
+            sorted.push_back(h[order[k - 1]]);
+            h = sorted;
+        }
         if (layout == Layout::Ascending || layout == Layout::Descending) {
             std::stable_sort(h.begin(), h.end(), [&](int a, int c) {
                 const float sa = exact_score(p, target, a), sc = exact_score(p, target, c);

@@ -5,7 +5,7 @@
 // __shared__ is `static` (one block at a time, so it is shared by exactly that block's threads);
 // __syncthreads is a std::barrier over the block; warp shuffles exchange through a per-warp slot array between two
 // per-warp barriers (all 32 lanes must call them, as on the device). Shared-memory atomicAdd is a std::atomic_ref;
-// __dp4a, the vector types (float4, int4, uint4) and __syncwarp are emulated. Device-only code paths (inline PTX)
+// the vector types (float4, int4, uint4) and __syncwarp are emulated. Device-only code paths (inline PTX)
 // are behind `#if defined(__CUDA_ARCH__)` in the kernels and not simulated. Not a performance model.
 #pragma once
 
@@ -88,12 +88,6 @@ inline float __shfl_down_sync(unsigned /*mask*/, float v, unsigned delta) {
 
 // Shared- or global-memory atomic add; returns the old value.
 inline int atomicAdd(int* address, int value) { return std::atomic_ref<int>(*address).fetch_add(value); }
-
-// Four signed byte products of a and b, summed into c (the sm_61+ integer dot instruction).
-inline int __dp4a(int a, int b, int c) {
-    for (int i = 0; i < 4; i++) c += (int)(signed char)(a >> (8 * i)) * (int)(signed char)(b >> (8 * i));
-    return c;
-}
 
 inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }

@@ -61,6 +61,11 @@ int main(int argc, char** argv) {
             failures += run(90, 32, dtype, {400}, 31, by_score, Layout::Random, 7);
             failures += run(90, 32, dtype, {700}, 31, by_score, Layout::Ascending, 0, false, 0, 64);
             failures += run(90, 32, dtype, {500}, 2, by_score, Layout::Descending, 0, false, 0, 64);
+            // Long random histories with a small k: the threshold after each merge decides what is queued.
+            failures += run(200, 8, dtype, {2500, 1500}, 31, by_score, Layout::Random, 0, false, 0, 64);
+            failures += run(200, 20, dtype, {1800}, 2, by_score, Layout::Random, 0, false, 0, 64);
+            failures += run(500, 8, dtype, {900, 1100}, 31, by_score, Layout::KthLast, 0, false, 0, 64);
+            failures += run(500, 8, dtype, {700}, 1, by_score, Layout::KthLast, 0, false, 0, 64);
             // Misaligned table: scalar path although d is a multiple of 16.
             failures += run(50, 48, dtype, {130, 9}, 31, by_score, Layout::Random, 5, true, 0, 64);
         }
