@@ -7,15 +7,17 @@
 //   keep the n = min(L, k) best positions by (score desc, position desc: the more recent event wins a tie), write
 //   them chronologically (position ascending) or best first; slots n..k-1 get position -1 and score NaN.
 //
-// Algorithm (rellax_subr_topk, one block per sample, grid-stride over samples, 256 threads = 8 warps):
+// Algorithm (rellax_subr_topk_{f32,f16,i8}, one block per sample, grid-stride over samples, 256 threads = 8 warps):
 //   1. Rows are scored in tiles of blockDim.x rows: warp w scores positions base + 32 w + j (j < 32). The 32 ids of a
 //      warp are one coalesced 128-byte load (lane j holds id j, broadcast by __shfl_sync), and the next tile's ids are
 //      loaded before the current tile is scored (a prefetch one tile deep).
 //   2. One warp per row: lanes stride over the row in 16-byte vectors (float4 for f32, 8 halves as a uint4 widened by
 //      PTX cvt.f32.f16 for f16, 16 int8 as an int4 with 4 x dp4a for i8), coalesced 512-byte warp loads; a scalar
-//      path per type when d is not a multiple of the vector width or the table is not 16-byte aligned. Partial sums
-//      are combined by an xor-shuffle butterfly. The operation order depends only on (d, dtype, alignment), never on
-//      the warp or the row's place in a tile: two occurrences of an item, or two identical rows, score bitwise-equal.
+//      path per type when d is not a multiple of the vector width or the table is not 16-byte aligned. A warp scores
+//      1 (f32), 2 (f16) or 4 (i8) rows per step in one loop, so about 2 KiB of rows are in flight per warp at d = 512.
+//      Partial sums are combined by an xor-shuffle butterfly. The operation order depends only on (d, dtype,
+//      alignment), never on the warp, the step or the row's place in a tile: two occurrences of an item, or two
+//      identical rows, score bitwise-equal.
 //      The target row is re-read by every warp from global memory (2 KiB at d = 512: an L1 hit after the first row).
 //   3. Selection: a (score, position) pair is packed into one 64-bit key that orders exactly like (score desc,
 //      position desc): high word = the float's bits mapped to an unsigned order (-0 folded onto +0, NaN lowest), low
@@ -33,14 +35,15 @@
 //      -1 / NaN in slots n..k-1.
 //
 // Launch: grid (min(B, 262144)), block (256; any multiple of 32 up to 256 works, tiles are blockDim.x rows);
-// static shared memory 16 KiB + 16 bytes, so up to 8 blocks (64 warps) per SM on sm_80/sm_90.
+// static shared memory 16 KiB + 16 bytes. Registers (ptxas, sm_90): 38 (f32), 40 (f16), 60 (i8), i.e. 6, 6 and 4
+// resident blocks (48, 48, 32 warps) per SM.
 //
 // Roofline, per sample: L d elem bytes of gathered rows (elem = 4 / 2 / 1 for f32 / f16 / i8; plus 4 bytes of scale
 // per row for i8) + 4 L bytes of ids + d elem for the target + 8 k bytes written; 2 L d FLOPs (int8 ops for i8).
 // At d = 512 that is 2048 / 1024 / 516 bytes per row against 1024 FLOPs: 0.5 / 1 / 2 FLOP per byte, far below the
 // H100's ridge point (~20 fp32 FLOP/byte at 67 TFLOP/s and 3.35 TB/s HBM3), so the kernel is bound by the random-row
 // gather. Rows are 512 to 2048 contiguous bytes, i.e. whole 32-byte sectors, so the gather runs near streaming
-// bandwidth when enough bytes are in flight: 64 warps per SM x one row each = 128 KiB per SM at f32, far above the
+// bandwidth when enough bytes are in flight: 32 to 48 warps per SM x ~2 KiB each = 64 to 96 KiB per SM, above the
 // ~20 KiB per SM that Little's law asks for (3.35 TB/s x ~0.8 us / 132 SMs). Expected floor at B = 1024,
 // L = 2000, d = 512: 4.2 GB / 3.35 TB/s = 1.25 ms (f32), 0.32 ms (i8). Hot items (repeated in a history, or shared
 // between samples) come from L2 and go faster. Selection costs O(L) shared-memory compares plus the rare merges.
@@ -48,9 +51,6 @@
 // warp-per-row leaves lanes idle for d < 128 (f32).
 #include "rellax_common.cuh"
 
-#define RELLAX_SUBR_DTYPE_F32 0
-#define RELLAX_SUBR_DTYPE_F16 1
-#define RELLAX_SUBR_DTYPE_I8 2
 #define RELLAX_SUBR_MAX_K 1024
 #define RELLAX_SUBR_SLOTS 2048  // keys in shared memory: the best k plus the candidate queue
 
@@ -106,76 +106,113 @@ __device__ __forceinline__ int rellax_subr_warp_sum_int(int v) {
     return v;
 }
 
-// The score of table row h against target row t, computed by the whole warp (all 32 lanes must call; every lane
-// gets the result). The order of operations depends only on PATH and d.
-template <int PATH>
-__device__ __forceinline__ float rellax_subr_score(const void* table, const float* scales, long long t, long long h, int d,
-                                                   int lane) {
-    if (PATH == RELLAX_SUBR_PATH_F32_VEC) {
-        const float4* tv = (const float4*)((const float*)table + t * d);  // tv is (d / 4)
-        const float4* hv = (const float4*)((const float*)table + h * d);  // hv is (d / 4)
-        const int nv = d / 4;
-        float acc = 0.0f;
-        #pragma unroll 4
-        for (int v = lane; v < nv; v += RELLAX_WARP_SIZE) {
-            const float4 a = tv[v], b = hv[v];
-            acc = fmaf(a.x, b.x, acc);
-            acc = fmaf(a.y, b.y, acc);
-            acc = fmaf(a.z, b.z, acc);
-            acc = fmaf(a.w, b.w, acc);
-        }
-        return rellax_warp_reduce_sum(acc);
-    } else if (PATH == RELLAX_SUBR_PATH_F32) {
-        const float* tr = (const float*)table + t * d;  // tr is (d)
-        const float* hr = (const float*)table + h * d;  // hr is (d)
-        float acc = 0.0f;
-        #pragma unroll 4
-        for (int c = lane; c < d; c += RELLAX_WARP_SIZE) acc = fmaf(tr[c], hr[c], acc);
-        return rellax_warp_reduce_sum(acc);
-    } else if (PATH == RELLAX_SUBR_PATH_F16_VEC) {
-        const uint4* tv = (const uint4*)((const unsigned short*)table + t * d);  // tv is (d / 8), 8 halves each
-        const uint4* hv = (const uint4*)((const unsigned short*)table + h * d);  // hv is (d / 8)
-        const int nv = d / 8;
-        float acc = 0.0f;
-        #pragma unroll 2
-        for (int v = lane; v < nv; v += RELLAX_WARP_SIZE) {
-            const uint4 a = tv[v], b = hv[v];
-            acc = rellax_subr_fma_half2(a.x, b.x, acc);
-            acc = rellax_subr_fma_half2(a.y, b.y, acc);
-            acc = rellax_subr_fma_half2(a.z, b.z, acc);
-            acc = rellax_subr_fma_half2(a.w, b.w, acc);
-        }
-        return rellax_warp_reduce_sum(acc);
-    } else if (PATH == RELLAX_SUBR_PATH_F16) {
-        const unsigned short* tr = (const unsigned short*)table + t * d;  // tr is (d)
-        const unsigned short* hr = (const unsigned short*)table + h * d;  // hr is (d)
-        float acc = 0.0f;
-        #pragma unroll 4
-        for (int c = lane; c < d; c += RELLAX_WARP_SIZE) acc = fmaf(rellax_subr_f16_to_f32(tr[c]), rellax_subr_f16_to_f32(hr[c]), acc);
-        return rellax_warp_reduce_sum(acc);
-    } else {
-        int acc = 0;
+// The scores of R table rows h[0..R) against target row t, computed by the whole warp (all 32 lanes must call; every
+// lane gets the results). The R rows share one loop so that their loads are in flight together; each row's own
+// operation order depends only on PATH and d (not on R, nor on which warp or slot computes it).
+template <int PATH, int R>
+__device__ __forceinline__ void rellax_subr_scores(const void* table, const float* scales, long long t, const int* h /* [R] */,
+                                                   int d, int lane, float* out /* [R] */) {
+    if constexpr (PATH == RELLAX_SUBR_PATH_I8_VEC || PATH == RELLAX_SUBR_PATH_I8) {
+        int acc[R];
+        #pragma unroll
+        for (int r = 0; r < R; r++) acc[r] = 0;
         if (PATH == RELLAX_SUBR_PATH_I8_VEC) {
             const int4* tv = (const int4*)((const signed char*)table + t * d);  // tv is (d / 16), 16 int8 each
-            const int4* hv = (const int4*)((const signed char*)table + h * d);  // hv is (d / 16)
             const int nv = d / 16;
-            #pragma unroll 2
             for (int v = lane; v < nv; v += RELLAX_WARP_SIZE) {
-                const int4 a = tv[v], b = hv[v];
-                acc = rellax_subr_dp4a(a.x, b.x, acc);
-                acc = rellax_subr_dp4a(a.y, b.y, acc);
-                acc = rellax_subr_dp4a(a.z, b.z, acc);
-                acc = rellax_subr_dp4a(a.w, b.w, acc);
+                const int4 a = tv[v];
+                int4 b[R];
+                #pragma unroll
+                for (int r = 0; r < R; r++) b[r] = ((const int4*)((const signed char*)table + (long long)h[r] * d))[v];
+                #pragma unroll
+                for (int r = 0; r < R; r++) {
+                    acc[r] = rellax_subr_dp4a(a.x, b[r].x, acc[r]);
+                    acc[r] = rellax_subr_dp4a(a.y, b[r].y, acc[r]);
+                    acc[r] = rellax_subr_dp4a(a.z, b[r].z, acc[r]);
+                    acc[r] = rellax_subr_dp4a(a.w, b[r].w, acc[r]);
+                }
             }
         } else {
             const signed char* tr = (const signed char*)table + t * d;  // tr is (d)
-            const signed char* hr = (const signed char*)table + h * d;  // hr is (d)
-            for (int c = lane; c < d; c += RELLAX_WARP_SIZE) acc += (int)tr[c] * (int)hr[c];
+            for (int c = lane; c < d; c += RELLAX_WARP_SIZE) {
+                const int a = tr[c];
+                #pragma unroll
+                for (int r = 0; r < R; r++) acc[r] += a * (int)((const signed char*)table)[(long long)h[r] * d + c];
+            }
         }
-        acc = rellax_subr_warp_sum_int(acc);  // exact: |acc| <= 127^2 d < 2^31 for d <= SubrTable.MaxInt8Dim
-        const float s = scales[t] * scales[h];
-        return (float)acc * s;
+        const float st = scales[t];
+        #pragma unroll
+        for (int r = 0; r < R; r++) {
+            const int dot = rellax_subr_warp_sum_int(acc[r]);  // exact: |dot| <= 127^2 d < 2^31 for d <= SubrTable.MaxInt8Dim
+            const float s = st * scales[h[r]];
+            out[r] = (float)dot * s;
+        }
+    } else {
+        float acc[R];
+        #pragma unroll
+        for (int r = 0; r < R; r++) acc[r] = 0.0f;
+        if (PATH == RELLAX_SUBR_PATH_F32_VEC) {
+            const float4* tv = (const float4*)((const float*)table + t * d);  // tv is (d / 4)
+            const int nv = d / 4;
+            #pragma unroll 4
+            for (int v = lane; v < nv; v += RELLAX_WARP_SIZE) {
+                const float4 a = tv[v];
+                float4 b[R];
+                #pragma unroll
+                for (int r = 0; r < R; r++) b[r] = ((const float4*)((const float*)table + (long long)h[r] * d))[v];
+                #pragma unroll
+                for (int r = 0; r < R; r++) {
+                    acc[r] = fmaf(a.x, b[r].x, acc[r]);
+                    acc[r] = fmaf(a.y, b[r].y, acc[r]);
+                    acc[r] = fmaf(a.z, b[r].z, acc[r]);
+                    acc[r] = fmaf(a.w, b[r].w, acc[r]);
+                }
+            }
+        } else if (PATH == RELLAX_SUBR_PATH_F32) {
+            const float* tr = (const float*)table + t * d;  // tr is (d)
+            #pragma unroll 4
+            for (int c = lane; c < d; c += RELLAX_WARP_SIZE) {
+                const float a = tr[c];
+                #pragma unroll
+                for (int r = 0; r < R; r++) acc[r] = fmaf(a, ((const float*)table)[(long long)h[r] * d + c], acc[r]);
+            }
+        } else if (PATH == RELLAX_SUBR_PATH_F16_VEC) {
+            const uint4* tv = (const uint4*)((const unsigned short*)table + t * d);  // tv is (d / 8), 8 halves each
+            const int nv = d / 8;
+            #pragma unroll 2
+            for (int v = lane; v < nv; v += RELLAX_WARP_SIZE) {
+                const uint4 a = tv[v];
+                uint4 b[R];
+                #pragma unroll
+                for (int r = 0; r < R; r++) b[r] = ((const uint4*)((const unsigned short*)table + (long long)h[r] * d))[v];
+                #pragma unroll
+                for (int r = 0; r < R; r++) {
+                    acc[r] = rellax_subr_fma_half2(a.x, b[r].x, acc[r]);
+                    acc[r] = rellax_subr_fma_half2(a.y, b[r].y, acc[r]);
+                    acc[r] = rellax_subr_fma_half2(a.z, b[r].z, acc[r]);
+                    acc[r] = rellax_subr_fma_half2(a.w, b[r].w, acc[r]);
+                }
+            }
+        } else {  // RELLAX_SUBR_PATH_F16
+            const unsigned short* tr = (const unsigned short*)table + t * d;  // tr is (d)
+            #pragma unroll 4
+            for (int c = lane; c < d; c += RELLAX_WARP_SIZE) {
+                const float a = rellax_subr_f16_to_f32(tr[c]);
+                #pragma unroll
+                for (int r = 0; r < R; r++)
+                    acc[r] = fmaf(a, rellax_subr_f16_to_f32(((const unsigned short*)table)[(long long)h[r] * d + c]), acc[r]);
+            }
+        }
+        #pragma unroll
+        for (int r = 0; r < R; r++) out[r] = rellax_warp_reduce_sum(acc[r]);
     }
+}
+
+// Rows scored together by one warp: about 2 KiB of row data in flight per warp at d = 512 (f32: one row of 4 float4
+// per lane; f16: 2 rows; i8: 4 rows of one int4 per lane). Scalar paths (odd shapes) take one row at a time.
+template <int PATH>
+__device__ constexpr int rellax_subr_rows_per_step() {
+    return PATH == RELLAX_SUBR_PATH_I8_VEC ? 4 : PATH == RELLAX_SUBR_PATH_F16_VEC ? 2 : 1;
 }
 
 // (score, position) -> a 64-bit key whose unsigned order is (score asc, position asc), so larger = better.
@@ -242,8 +279,9 @@ __device__ __forceinline__ void rellax_subr_merge(unsigned long long* keys, int*
     __syncthreads();
 }
 
-// The kernel body for one dot-product path. The shared state comes from the entry point (declared once there, so the
-// six instantiations do not each reserve their own 16 KiB): keys (RELLAX_SUBR_SLOTS), the threshold and two counters.
+// The kernel body for one dot-product path. The shared state comes from rellax_subr_topk_dtype (declared once there,
+// so the vector and scalar instantiations do not each reserve 16 KiB): keys (RELLAX_SUBR_SLOTS), the threshold and two
+// counters.
 template <int PATH>
 __device__ __forceinline__ void rellax_subr_topk_impl(
     const void* table, const float* scales, const int* history, const int* offsets, const int* targets,
@@ -279,9 +317,26 @@ __device__ __forceinline__ void rellax_subr_topk_impl(
             const int next_id = next < L ? hist[next] : 0;  // prefetch the next tile's ids
             const int first = base + warp * RELLAX_WARP_SIZE;
             const int rows = L - first < RELLAX_WARP_SIZE ? L - first : RELLAX_WARP_SIZE;  // may be <= 0
-            for (int j = 0; j < rows; j++) {
+            constexpr int R = rellax_subr_rows_per_step<PATH>();
+            int j = 0;
+            for (; j + R <= rows; j += R) {
+                int row[R];
+                float score[R];
+                #pragma unroll
+                for (int r = 0; r < R; r++) row[r] = __shfl_sync(RELLAX_FULL_MASK, my_id, j + r);
+                rellax_subr_scores<PATH, R>(table, scales, target, row, d, lane, score);
+                if (lane == 0) {
+                    #pragma unroll
+                    for (int r = 0; r < R; r++) {
+                        const unsigned long long key = rellax_subr_key(score[r], first + j + r);
+                        if (key >= threshold) keys[cnt + atomicAdd(&s_queued, 1)] = key;
+                    }
+                }
+            }
+            for (; j < rows; j++) {  // the warp's last rows (fewer than R)
                 const int row = __shfl_sync(RELLAX_FULL_MASK, my_id, j);
-                const float score = rellax_subr_score<PATH>(table, scales, target, row, d, lane);
+                float score;
+                rellax_subr_scores<PATH, 1>(table, scales, target, &row, d, lane, &score);
                 if (lane == 0) {
                     const unsigned long long key = rellax_subr_key(score, first + j);
                     if (key >= threshold) keys[cnt + atomicAdd(&s_queued, 1)] = key;
@@ -328,40 +383,52 @@ __device__ __forceinline__ void rellax_subr_topk_impl(
     }
 }
 
-// Entry point. One block per sample (grid-stride when gridDim.x < B), blockDim.x a multiple of 32, at most 256 (the
-// __launch_bounds__; 256 intended). All arguments are validated by the caller (SubrTopK): rows in [0, N), offsets non-decreasing with
-// offsets[0] = 0, 1 <= k <= RELLAX_SUBR_MAX_K, finite table.
-extern "C" __global__ void __launch_bounds__(256) rellax_subr_topk(
-    const void* table,      // table is (N, d), row-major, dtype `dtype`
-    int dtype,              // RELLAX_SUBR_DTYPE_*
-    const float* scales,    // scales is (N) for i8 tables (row dequantisation scales); unused (may be null) otherwise
-    const int* history,     // history is (offsets[B]): the rows of every history, each in time order
-    const int* offsets,     // offsets is (B + 1)
-    const int* targets,     // targets is (B)
-    int B,
-    int d,                  // d >= 1
-    int k,                  // 1 <= k <= RELLAX_SUBR_MAX_K
-    int by_score,           // 0: chronological output, else best first
-    int* positions,         // positions is (B, k), output
-    float* scores) {        // scores is (B, k), output
+// One table dtype: the vectorised path when the table is 16-byte aligned and d is a multiple of the vector width
+// (`width` elements of 16 bytes), else the scalar path. Declares the shared state once for both paths.
+template <int VEC_PATH, int SCALAR_PATH>
+__device__ __forceinline__ void rellax_subr_topk_dtype(
+    int width, const void* table, const float* scales, const int* history, const int* offsets, const int* targets,
+    int B, int d, int k, int by_score, int* positions, float* scores) {
     __shared__ unsigned long long keys[RELLAX_SUBR_SLOTS];
     __shared__ unsigned long long s_threshold;
     __shared__ int s_cnt, s_queued;
     const bool aligned16 = ((unsigned long long)table & 15ull) == 0ull;
-    if (dtype == RELLAX_SUBR_DTYPE_F32) {
-        if (aligned16 && d % 4 == 0)
-            rellax_subr_topk_impl<RELLAX_SUBR_PATH_F32_VEC>(table, scales, history, offsets, targets, B, d, k, by_score, positions, scores, keys, s_threshold, s_cnt, s_queued);
-        else
-            rellax_subr_topk_impl<RELLAX_SUBR_PATH_F32>(table, scales, history, offsets, targets, B, d, k, by_score, positions, scores, keys, s_threshold, s_cnt, s_queued);
-    } else if (dtype == RELLAX_SUBR_DTYPE_F16) {
-        if (aligned16 && d % 8 == 0)
-            rellax_subr_topk_impl<RELLAX_SUBR_PATH_F16_VEC>(table, scales, history, offsets, targets, B, d, k, by_score, positions, scores, keys, s_threshold, s_cnt, s_queued);
-        else
-            rellax_subr_topk_impl<RELLAX_SUBR_PATH_F16>(table, scales, history, offsets, targets, B, d, k, by_score, positions, scores, keys, s_threshold, s_cnt, s_queued);
-    } else {
-        if (aligned16 && d % 16 == 0)
-            rellax_subr_topk_impl<RELLAX_SUBR_PATH_I8_VEC>(table, scales, history, offsets, targets, B, d, k, by_score, positions, scores, keys, s_threshold, s_cnt, s_queued);
-        else
-            rellax_subr_topk_impl<RELLAX_SUBR_PATH_I8>(table, scales, history, offsets, targets, B, d, k, by_score, positions, scores, keys, s_threshold, s_cnt, s_queued);
-    }
+    if (aligned16 && d % width == 0)
+        rellax_subr_topk_impl<VEC_PATH>(table, scales, history, offsets, targets, B, d, k, by_score, positions, scores,
+                                        keys, s_threshold, s_cnt, s_queued);
+    else
+        rellax_subr_topk_impl<SCALAR_PATH>(table, scales, history, offsets, targets, B, d, k, by_score, positions, scores,
+                                           keys, s_threshold, s_cnt, s_queued);
+}
+
+// Entry points, one per table dtype (separate kernels, so each gets the registers its own paths need: about 38 for
+// f32, 40 for f16, 60 for i8 on sm_90, against 63 for one kernel holding all six paths). Same arguments for all:
+//   const void*  table      table is (N, d), row-major, of the entry point's dtype
+//   const float* scales     scales is (N): the row dequantisation scales of an i8 table; unused (may be null) otherwise
+//   const int*   history    history is (offsets[B]): the rows of every history, each in time order
+//   const int*   offsets    offsets is (B + 1)
+//   const int*   targets    targets is (B)
+//   int B, int d            d >= 1
+//   int k                   1 <= k <= RELLAX_SUBR_MAX_K
+//   int by_score            0: chronological output, else best first
+//   int*   positions        positions is (B, k), output
+//   float* scores           scores is (B, k), output
+// One block per sample (grid-stride when gridDim.x < B), blockDim.x a multiple of 32, at most 256 (the
+// __launch_bounds__; 256 intended). All arguments are validated by the caller (SubrTopK): rows in [0, N), offsets
+// non-decreasing with offsets[0] = 0, 1 <= k <= RELLAX_SUBR_MAX_K, finite table.
+#define RELLAX_SUBR_ENTRY_PARAMS                                                                                     \
+    const void *table, const float *scales, const int *history, const int *offsets, const int *targets, int B, int d, \
+        int k, int by_score, int *positions, float *scores
+#define RELLAX_SUBR_ENTRY_ARGS table, scales, history, offsets, targets, B, d, k, by_score, positions, scores
+
+extern "C" __global__ void __launch_bounds__(256) rellax_subr_topk_f32(RELLAX_SUBR_ENTRY_PARAMS) {
+    rellax_subr_topk_dtype<RELLAX_SUBR_PATH_F32_VEC, RELLAX_SUBR_PATH_F32>(4, RELLAX_SUBR_ENTRY_ARGS);
+}
+
+extern "C" __global__ void __launch_bounds__(256) rellax_subr_topk_f16(RELLAX_SUBR_ENTRY_PARAMS) {
+    rellax_subr_topk_dtype<RELLAX_SUBR_PATH_F16_VEC, RELLAX_SUBR_PATH_F16>(8, RELLAX_SUBR_ENTRY_ARGS);
+}
+
+extern "C" __global__ void __launch_bounds__(256) rellax_subr_topk_i8(RELLAX_SUBR_ENTRY_PARAMS) {
+    rellax_subr_topk_dtype<RELLAX_SUBR_PATH_I8_VEC, RELLAX_SUBR_PATH_I8>(16, RELLAX_SUBR_ENTRY_ARGS);
 }

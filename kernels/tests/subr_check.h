@@ -8,7 +8,7 @@
 //   - double: SubrReference's formula (f32 / f16 values in double; i8 exact). Scores must agree within a bound
 //     derived from Σ|t_c h_c|, and the selected set may differ only by items whose reference score is within that
 //     bound of the k-th best reference score (near ties).
-// Include after subr_topk.cu (for RELLAX_SUBR_*).
+// Include after subr_topk.cu (for RELLAX_SUBR_PATH_*).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -16,6 +16,11 @@
 #include <cstring>
 #include <numeric>
 #include <vector>
+
+// Table dtypes of the tests (the kernel has one entry point per dtype: rellax_subr_topk_f32 / _f16 / _i8).
+#define RELLAX_SUBR_DTYPE_F32 0
+#define RELLAX_SUBR_DTYPE_F16 1
+#define RELLAX_SUBR_DTYPE_I8 2
 
 namespace subr_check {
 

@@ -1,5 +1,5 @@
 // subr_topk_test.cu: self-test for kernels/subr_topk.cu on a GPU machine (built by CMake, run by ctest).
-// rellax_subr_topk vs the references of subr_check.h (bit-exact against the kernel's own fp32 operation order, and
+// rellax_subr_topk_{f32,f16,i8} vs the references of subr_check.h (bit-exact against the kernel's own fp32 operation order, and
 // within near ties against double) over f32 / f16 / i8 tables (vectorised and scalar paths, a misaligned table),
 // d = 1, 7, 100, 512, 513, k = 1, 2, 31, 60, 1024, L = 0 .. 100,000, duplicate events, identical rows, adversarial
 // score orders, both output orders, grid-stride; exits non-zero on any mismatch or CUDA error. Then times the
@@ -54,9 +54,10 @@ static int run(int N, int d, int dtype, const std::vector<int>& lengths, int k, 
     CUDA_CHECK(cudaMemset(d_positions, 0x5a, (size_t)p.B * k * 4));
     CUDA_CHECK(cudaMemset(d_scores, 0x5a, (size_t)p.B * k * 4));
     const int blocks = grid > 0 ? grid : (p.B < 262144 ? p.B : 262144);
+    auto* kernel = dtype == RELLAX_SUBR_DTYPE_F32 ? rellax_subr_topk_f32
+                 : dtype == RELLAX_SUBR_DTYPE_F16 ? rellax_subr_topk_f16 : rellax_subr_topk_i8;
     auto launch = [&] {
-        rellax_subr_topk<<<blocks, 256>>>(d_table, dtype, d_scales, d_history, d_offsets, d_targets, p.B, d, k, by_score ? 1 : 0,
-                                          d_positions, d_scores);
+        kernel<<<blocks, 256>>>(d_table, d_scales, d_history, d_offsets, d_targets, p.B, d, k, by_score ? 1 : 0, d_positions, d_scores);
     };
     launch();
     CUDA_CHECK(cudaGetLastError());

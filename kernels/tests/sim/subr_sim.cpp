@@ -2,7 +2,7 @@
 // (bit-exact against the kernel's own fp32 operation order, and within near ties against double), for machines
 // without a GPU. Exits non-zero on any mismatch.
 //   g++ -std=c++20 -O1 -pthread -I kernels kernels/tests/sim/subr_sim.cpp -o /tmp/subr_sim && /tmp/subr_sim [--quick]
-// It covers the six dot paths (f32 / f16 / i8, vectorised and scalar: d = 1, 7, 100, 513, 512, misaligned tables),
+// It covers the six dot paths (f32 / f16 / i8, vectorised and scalar: d = 1, 7, 100, 513, 512, 1040, misaligned tables),
 // k = 1, 2, 31, 1024, L = 0, < k, = k, > k and several thousand (many tiles, merges of the queue, the 2048-slot
 // limit at k = 1024), exact ties (duplicate events, identical rows), adversarial score orders, both output orders,
 // grid-stride (fewer blocks than samples) and 64- and 256-thread blocks. The device-only f16 conversion (inline PTX
@@ -29,9 +29,11 @@ int run(int N, int d, int dtype, std::vector<int> lengths, int k, bool by_score,
     std::vector<float> scores((size_t)p.B * k, 12345.0f);
     if (grid == 0) grid = (unsigned)p.B;
     const auto start = std::chrono::steady_clock::now();
+    auto* kernel = p.dtype == RELLAX_SUBR_DTYPE_F32 ? rellax_subr_topk_f32
+                 : p.dtype == RELLAX_SUBR_DTYPE_F16 ? rellax_subr_topk_f16 : rellax_subr_topk_i8;
     rellax_sim_launch({grid, 1, 1}, {block, 1, 1}, [&] {
-        rellax_subr_topk(p.table(), p.dtype, p.dtype == RELLAX_SUBR_DTYPE_I8 ? p.scales.data() : nullptr, p.history.data(),
-                         p.offsets.data(), p.targets.data(), p.B, p.d, p.k, p.by_score, positions.data(), scores.data());
+        kernel(p.table(), p.dtype == RELLAX_SUBR_DTYPE_I8 ? p.scales.data() : nullptr, p.history.data(), p.offsets.data(),
+               p.targets.data(), p.B, p.d, p.k, p.by_score, positions.data(), scores.data());
     });
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     const int bad = subr_check::count_mismatches(p, positions, scores, "subr_sim");
@@ -55,6 +57,7 @@ int main(int argc, char** argv) {
             failures += run(60, 7, dtype, {31, 30, 32, 100}, 31, by_score, Layout::Random, 0, false, 0, 64);
             failures += run(80, 100, dtype, {3, 31, 200}, 31, by_score, Layout::Random);
             failures += run(40, 513, dtype, {45, 1}, 2, by_score, Layout::Random, 0, false, 0, 64);
+            failures += run(40, 1040, dtype, {70, 33}, 31, by_score, Layout::Random, 0, false, 0, 64);  // several vectors per lane
             failures += run(64, 64, dtype, {600, 0, 17}, 1, by_score, Layout::Random, 0, false, 2, 64);
             // Ties: duplicate events and identical rows; adversarial orders.
             failures += run(100, 16, dtype, {300, 64}, 31, by_score, Layout::Duplicates, 0, false, 0, 64);

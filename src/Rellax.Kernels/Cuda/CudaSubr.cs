@@ -3,7 +3,8 @@ using Rellax.Interop;
 namespace Rellax.Kernels.Cuda;
 
 /// <summary>
-/// Launches the fused SUBR top-K of <c>kernels/subr_topk.cu</c> (<c>rellax_subr_topk</c>): for each sample b, the
+/// Launches the fused SUBR top-K of <c>kernels/subr_topk.cu</c> (<c>rellax_subr_topk_{f32,f16,i8}</c>, one kernel per
+/// table dtype, so each gets the registers its own dot product needs): for each sample b, the
 /// scores of its history rows against its target row (f32 / f16 widened with fp32 accumulation; i8 as an exact int32
 /// dot times <c>scale[t] · scale[h]</c>), and the min(L, k) best positions by (score desc, position desc), written
 /// chronologically or best first with -1 / NaN in the unused slots. One 256-thread block per sample (grid-stride
@@ -12,8 +13,14 @@ namespace Rellax.Kernels.Cuda;
 /// </summary>
 public sealed class CudaSubr
 {
-    /// <summary>The kernel's entry point.</summary>
-    public const string EntryPoint = "rellax_subr_topk";
+    /// <summary>Entry point for f32 tables.</summary>
+    public const string EntryPointF32 = "rellax_subr_topk_f32";
+
+    /// <summary>Entry point for f16 tables.</summary>
+    public const string EntryPointF16 = "rellax_subr_topk_f16";
+
+    /// <summary>Entry point for i8 tables (with per-row f32 scales).</summary>
+    public const string EntryPointI8 = "rellax_subr_topk_i8";
 
     /// <summary>Threads per block (8 warps; the kernel's <c>__launch_bounds__</c>). Rows are scored in tiles of this many.</summary>
     public const int Block = 256;
@@ -24,24 +31,28 @@ public sealed class CudaSubr
     /// <summary>Largest k the kernel supports (<c>RELLAX_SUBR_MAX_K</c>; equal to <see cref="SubrTopK.MaxK"/>).</summary>
     public const int MaxK = 1024;
 
-    private readonly CudaFunction _function;
+    private readonly CudaFunction _f32;
+    private readonly CudaFunction _f16;
+    private readonly CudaFunction _i8;
 
-    /// <summary>Binds the launcher to the kernel in <paramref name="library"/>.</summary>
+    /// <summary>Binds the launcher to the kernels in <paramref name="library"/>.</summary>
     /// <param name="library">The loaded kernels.</param>
     public CudaSubr(CudaKernelLibrary library)
     {
         ArgumentNullException.ThrowIfNull(library);
-        _function = library.GetFunction(EntryPoint);
+        _f32 = library.GetFunction(EntryPointF32);
+        _f16 = library.GetFunction(EntryPointF16);
+        _i8 = library.GetFunction(EntryPointI8);
     }
 
-    /// <summary>The kernel's table dtype code (<c>RELLAX_SUBR_DTYPE_*</c>) of a table storage type.</summary>
+    /// <summary>The entry point that handles tables stored as <paramref name="dtype"/>.</summary>
     /// <param name="dtype">f32, f16 or i8.</param>
     /// <exception cref="NotSupportedException">Any other dtype.</exception>
-    public static int DTypeCode(DType dtype) => dtype switch
+    public static string EntryPointFor(DType dtype) => dtype switch
     {
-        DType.F32 => 0,
-        DType.F16 => 1,
-        DType.I8 => 2,
+        DType.F32 => EntryPointF32,
+        DType.F16 => EntryPointF16,
+        DType.I8 => EntryPointI8,
         _ => throw new NotSupportedException($"the CUDA SUBR kernel takes f32, f16 or i8 tables, not {dtype}"),
     };
 
@@ -72,7 +83,7 @@ public sealed class CudaSubr
         ArgumentOutOfRangeException.ThrowIfLessThan(dim, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(k, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(k, MaxK);
-        int code = DTypeCode(tableDType);
+        _ = EntryPointFor(tableDType);
         if (tableDType == DType.I8 && dim > SubrTable.MaxInt8Dim)
             throw new ArgumentOutOfRangeException(nameof(dim), dim, $"an i8 table may have at most {SubrTable.MaxInt8Dim} columns (exact i32 dot products)");
         if (samples == 0) return;
@@ -80,12 +91,13 @@ public sealed class CudaSubr
             || (tableDType == DType.I8 && scales.IsNull))
             throw new ArgumentException($"Null device pointer: table={table}, scales={scales}, history={history}, offsets={offsets}, targets={targets}, positions={positions}, scores={scores}.");
         int byScoreFlag = byScore ? 1 : 0;
-        var args = stackalloc IntPtr[12]
+        var args = stackalloc IntPtr[11]
         {
-            (IntPtr)(&table), (IntPtr)(&code), (IntPtr)(&scales), (IntPtr)(&history), (IntPtr)(&offsets), (IntPtr)(&targets),
+            (IntPtr)(&table), (IntPtr)(&scales), (IntPtr)(&history), (IntPtr)(&offsets), (IntPtr)(&targets),
             (IntPtr)(&samples), (IntPtr)(&dim), (IntPtr)(&k), (IntPtr)(&byScoreFlag), (IntPtr)(&positions), (IntPtr)(&scores),
         };
+        var function = tableDType switch { DType.F32 => _f32, DType.F16 => _f16, _ => _i8 };
         uint grid = (uint)Math.Min(samples, MaxGrid);
-        _function.Launch((grid, 1, 1), (Block, 1, 1), 0, stream, new ReadOnlySpan<IntPtr>(args, 12));
+        function.Launch((grid, 1, 1), (Block, 1, 1), 0, stream, new ReadOnlySpan<IntPtr>(args, 11));
     }
 }

@@ -215,15 +215,15 @@ public sealed class CudaSubrTests
     {
         Assert.Multiple(() =>
         {
-            Assert.That(CudaKernelSources.FindSourceOf(CudaSubr.EntryPoint), Is.EqualTo("subr_topk.cu"));
+            foreach (var dtype in new[] { DType.F32, DType.F16, DType.I8 })
+                Assert.That(CudaKernelSources.FindSourceOf(CudaSubr.EntryPointFor(dtype)), Is.EqualTo("subr_topk.cu"), dtype.ToString());
+            Assert.That(CudaKernelSources.FindEntryPoints(CudaKernelSources.Read("subr_topk.cu")),
+                Is.EquivalentTo(new[] { CudaSubr.EntryPointF32, CudaSubr.EntryPointF16, CudaSubr.EntryPointI8 }));
             Assert.That(CudaSubr.MaxK, Is.EqualTo(SubrTopK.MaxK));
             var source = CudaKernelSources.Read("subr_topk.cu");
             Assert.That(source, Does.Contain($"#define RELLAX_SUBR_MAX_K {CudaSubr.MaxK}"));
             Assert.That(source, Does.Contain($"__launch_bounds__({CudaSubr.Block})"));
-            Assert.That(source, Does.Contain($"#define RELLAX_SUBR_DTYPE_F32 {CudaSubr.DTypeCode(DType.F32)}"));
-            Assert.That(source, Does.Contain($"#define RELLAX_SUBR_DTYPE_F16 {CudaSubr.DTypeCode(DType.F16)}"));
-            Assert.That(source, Does.Contain($"#define RELLAX_SUBR_DTYPE_I8 {CudaSubr.DTypeCode(DType.I8)}"));
-            Assert.That(() => CudaSubr.DTypeCode(DType.BF16), Throws.TypeOf<NotSupportedException>());
+            Assert.That(() => CudaSubr.EntryPointFor(DType.BF16), Throws.TypeOf<NotSupportedException>());
         });
     }
 }
