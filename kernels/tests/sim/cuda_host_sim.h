@@ -4,16 +4,28 @@
 // Model: one block at a time; each of its threads is a std::thread (threadIdx/blockIdx are thread_local);
 // __shared__ is `static` (one block at a time, so it is shared by exactly that block's threads);
 // __syncthreads is a std::barrier over the block; warp shuffles exchange through a per-warp slot array between two
-// per-warp barriers (all 32 lanes must call them, as on the device). Device-only code paths (inline PTX) are behind
-// `#if defined(__CUDA_ARCH__)` in the kernels and not simulated. Not a performance model.
+// per-warp barriers (all 32 lanes must call them, as on the device). Shared-memory atomicAdd is a std::atomic_ref;
+// the vector types (float4, int4, uint4) and __syncwarp are emulated. Device-only code paths (inline PTX)
+// are behind `#if defined(__CUDA_ARCH__)` in the kernels and not simulated. Not a performance model.
 #pragma once
 
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstring>
 #include <memory>
 #include <thread>
 #include <vector>
+
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+struct alignas(16) int4 {
+    int x, y, z, w;
+};
+struct alignas(16) uint4 {
+    unsigned x, y, z, w;
+};
 
 struct rellax_sim_dim3 {
     unsigned x = 1, y = 1, z = 1;
@@ -31,21 +43,51 @@ inline rellax_sim_dim3 blockDim, gridDim;
 namespace rellax_sim {
 inline std::unique_ptr<std::barrier<>> block_barrier;
 inline std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
-inline std::vector<float> warp_slots;  // [threads]
+inline std::vector<unsigned> warp_slots;  // [threads], the 4 bytes each lane offers to a shuffle
+
+// Lane `source(lane)`'s value of v, for a 4-byte type; all 32 lanes of the warp must call it.
+template <class T, class Source>
+T shuffle(T v, Source source) {
+    static_assert(sizeof(T) == 4, "shuffles move 4-byte values");
+    const unsigned tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    const unsigned warp = tid / 32, lane = tid % 32;
+    auto& bar = *warp_barriers[warp];
+    std::memcpy(&warp_slots[tid], &v, 4);
+    bar.arrive_and_wait();
+    T other;
+    std::memcpy(&other, &warp_slots[warp * 32 + (source(lane) & 31u)], 4);
+    bar.arrive_and_wait();
+    return other;
+}
 }  // namespace rellax_sim
 
 inline void __syncthreads() { rellax_sim::block_barrier->arrive_and_wait(); }
 
-inline float __shfl_xor_sync(unsigned /*mask*/, float v, int lane_mask) {
+inline void __syncwarp(unsigned /*mask*/ = 0xffffffffu) {
     const unsigned tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
-    const unsigned warp = tid / 32, lane = tid % 32;
-    auto& bar = *rellax_sim::warp_barriers[warp];
-    rellax_sim::warp_slots[tid] = v;
-    bar.arrive_and_wait();
-    const float other = rellax_sim::warp_slots[warp * 32 + (lane ^ (unsigned)lane_mask)];
-    bar.arrive_and_wait();
+    rellax_sim::warp_barriers[tid / 32]->arrive_and_wait();
+}
+
+inline float __shfl_xor_sync(unsigned /*mask*/, float v, int lane_mask) {
+    return rellax_sim::shuffle(v, [=](unsigned lane) { return lane ^ (unsigned)lane_mask; });
+}
+inline int __shfl_xor_sync(unsigned /*mask*/, int v, int lane_mask) {
+    return rellax_sim::shuffle(v, [=](unsigned lane) { return lane ^ (unsigned)lane_mask; });
+}
+inline float __shfl_sync(unsigned /*mask*/, float v, int src_lane) {
+    return rellax_sim::shuffle(v, [=](unsigned) { return (unsigned)src_lane; });
+}
+inline int __shfl_sync(unsigned /*mask*/, int v, int src_lane) {
+    return rellax_sim::shuffle(v, [=](unsigned) { return (unsigned)src_lane; });
+}
+inline float __shfl_down_sync(unsigned /*mask*/, float v, unsigned delta) {
+    // Lanes whose source is past lane 31 keep their own value, as on the device.
+    const float other = rellax_sim::shuffle(v, [=](unsigned lane) { return lane + delta < 32 ? lane + delta : lane; });
     return other;
 }
+
+// Shared- or global-memory atomic add; returns the old value.
+inline int atomicAdd(int* address, int value) { return std::atomic_ref<int>(*address).fetch_add(value); }
 
 inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
@@ -62,7 +104,7 @@ void rellax_sim_launch(rellax_sim_dim3 grid, rellax_sim_dim3 block, Kernel kerne
     rellax_sim::warp_barriers.clear();
     for (unsigned w = 0; w < (threads + 31) / 32; w++)
         rellax_sim::warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
-    rellax_sim::warp_slots.assign(threads, 0.0f);
+    rellax_sim::warp_slots.assign(threads, 0u);
     for (unsigned bz = 0; bz < grid.z; bz++)
         for (unsigned by = 0; by < grid.y; by++)
             for (unsigned bx = 0; bx < grid.x; bx++) {

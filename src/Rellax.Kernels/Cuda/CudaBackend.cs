@@ -7,7 +7,7 @@ namespace Rellax.Kernels.Cuda;
 /// <summary>
 /// The CUDA backend: ILGPU's CUDA accelerator (its context, stream and device buffers) with the hand-written
 /// kernels of <c>kernels/*.cu</c> loaded into the same context and launched on the same stream wherever one
-/// exists (today: RMSNorm and the CFLoRA forward); every other primitive runs as the ILGPU kernel. The <c>.cu</c> sources are compiled
+/// exists (today: RMSNorm, the CFLoRA forward and SUBR top-K); every other primitive runs as the ILGPU kernel. The <c>.cu</c> sources are compiled
 /// with NVRTC at construction (cached on disk), or taken from a CMake-built fatbin when one is present.
 /// </summary>
 public sealed class CudaBackend : IlgpuBackend
@@ -29,6 +29,9 @@ public sealed class CudaBackend : IlgpuBackend
 
     /// <summary>Where the hand-written kernels came from (fatbin path or NVRTC version and target).</summary>
     public string KernelOrigin => ((CudaPrimitiveKernels)IlgpuKernels).Library.Origin;
+
+    /// <summary>SUBR runs as <c>kernels/subr_topk.cu</c> (<see cref="CudaSubrKernels"/>), not as the ILGPU kernel.</summary>
+    private protected override ISubrKernels CreateSubrKernels() => new CudaSubrKernels(this, ((CudaPrimitiveKernels)IlgpuKernels).Library);
 
     /// <inheritdoc/>
     public override void Dispose()
@@ -130,5 +133,44 @@ internal sealed class CudaCfloraKernels : IlgpuCfloraKernels
             _cflora.LaunchGemm(StreamHandle, Pointer(x), Pointer(v), Pointer(m.W0), m.W0.DType, Pointer(m.B), m.B.DType,
                 bias, Pointer(m.Y), rows, dout, din, r);
         }
+    }
+}
+
+/// <summary>
+/// SUBR top-K as <c>kernels/subr_topk.cu</c> (f32, f16 and i8 tables, k up to <see cref="CudaSubr.MaxK"/>), launched
+/// on the backend's stream with the device addresses of its ILGPU buffers, so it is ordered with every other kernel and
+/// copy of the backend. Shares the primitives' <see cref="CudaKernelLibrary"/> (one per backend, disposed by
+/// <see cref="CudaBackend"/>).
+/// </summary>
+internal sealed class CudaSubrKernels : ISubrKernels
+{
+    private readonly IlgpuBackend _backend;
+    private readonly CudaKernelLibrary _library;
+    private readonly CudaSubr _subr;
+
+    public CudaSubrKernels(IlgpuBackend backend, CudaKernelLibrary library)
+    {
+        _backend = backend;
+        _library = library;
+        _subr = new CudaSubr(library);
+    }
+
+    private IntPtr StreamHandle => ((CudaStream)_backend.Stream).StreamPtr;
+
+    private static CUdeviceptr Pointer(in Tensor t) => CUdeviceptr.FromIntPtr(IlgpuBuffer.DevicePointer(t));
+
+    /// <inheritdoc/>
+    public void TopK(Tensor table, Tensor scales, Tensor history, Tensor offsets, Tensor targets, int k, bool byScore,
+        Tensor positions, Tensor scores)
+    {
+        int samples = targets.Dim(0);
+        if (samples == 0) return;
+        // An empty batch of histories still has a one-element device buffer (SubrQueries.On): its pointer is valid.
+        var historyPointer = Pointer(history);
+        var scalesPointer = table.DType == DType.I8 ? Pointer(scales) : default;
+        // The launch must see ILGPU's context current on this thread (a no-op scope when it already is).
+        using var scope = CudaDriver.Enter(_library.Context);
+        _subr.Launch(StreamHandle, Pointer(table), table.DType, scalesPointer, historyPointer, Pointer(offsets), Pointer(targets),
+            samples, table.Dim(1), k, byScore, Pointer(positions), Pointer(scores));
     }
 }
