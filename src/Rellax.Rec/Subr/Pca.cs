@@ -163,6 +163,12 @@ public sealed class Pca
     /// <summary>Number of leading components found in the data; components from here on complete the basis (variance ≈ 0).</summary>
     public int Rank { get; }
 
+    /// <summary>Diagnostics for tests: orthonormalisation rounds that fell back from Cholesky to the eigendecomposition.</summary>
+    internal int EigenFallbacks { get; init; }
+
+    /// <summary>Diagnostics for tests: sketch columns (N side) and rows (D side) refilled with fresh Gaussians after a drop.</summary>
+    internal int RefilledColumns { get; init; }
+
     /// <summary>Fits a PCA to the rows of <paramref name="x"/>.</summary>
     /// <param name="backend">Where the GEMMs run.</param>
     /// <param name="x">The data, f32 [rows, dim], row-major; every value finite.</param>
@@ -298,6 +304,7 @@ public sealed class Pca
         private readonly float[][] _y;
         private int _width;
         private float[] _mean = [];
+        private int _eigenFallbacks, _refilled;
 
         public Fitter(ComputeBackend backend, PcaOptions options, long rows, int dim, ChunkSource source, string argument)
         {
@@ -485,9 +492,11 @@ public sealed class Pca
             {
                 int r = _width;
                 bool near = IsNearIdentity(g, r);
-                var (tt, rNew) = OrthTransform(g, r, NMinPivot, NMinEigen);
+                var (tt, rNew, fallback) = OrthTransform(g, r, NMinPivot, NMinEigen);
+                if (fallback) _eigenFallbacks++;
                 bool last = (near && rNew == r) || round == MaxRounds - 1;
                 int newWidth = !last && rNew < _l ? _l : rNew;
+                _refilled += newWidth - rNew;
                 g = ApplyN(tt, rNew, newWidth, gram: !last)!;
                 if (last) return;
             }
@@ -556,13 +565,15 @@ public sealed class Pca
             {
                 var g = PcaMath.GramOfRows(zt, r, _d, _par);
                 bool near = IsNearIdentity(g, r);
-                var (tt, rNew) = OrthTransform(g, r, DMinPivot, DMinEigen);
+                var (tt, rNew, fallback) = OrthTransform(g, r, DMinPivot, DMinEigen);
+                if (fallback) _eigenFallbacks++;
                 zt = PcaMath.CombineRows(tt, rNew, zt, r, _d, _par);
                 bool last = (near && rNew == r) || round == MaxRounds - 1;
                 r = rNew;
                 if (last) break;
                 if (r < _l)
                 {
+                    _refilled += _l - r;
                     Array.Resize(ref zt, _l * _d);
                     _rng.Fill(zt.AsSpan(r * _d, (_l - r) * _d));
                     r = _l;
@@ -588,7 +599,7 @@ public sealed class Pca
         /// eigendecomposition (Tt = Λ^-½ Vᵀ S) keeping eigenvalues above <paramref name="minEigen"/> · λ_max. Vectors whose
         /// squared norm is below 1e-24 of the largest (or zero) are dropped first.
         /// </summary>
-        private static (double[] Tt, int RNew) OrthTransform(double[] g, int r, double minPivot, double minEigen)
+        private static (double[] Tt, int RNew, bool EigenFallback) OrthTransform(double[] g, int r, double minPivot, double minEigen)
         {
             double maxd = 0;
             for (int i = 0; i < r; i++) if (double.IsFinite(g[i * r + i])) maxd = Math.Max(maxd, g[i * r + i]);
@@ -599,7 +610,7 @@ public sealed class Pca
                 if (double.IsFinite(d) && d > 0 && d > maxd * 1e-24) idx.Add(i);
             }
             int n = idx.Count;
-            if (n == 0) return ([], 0);
+            if (n == 0) return ([], 0, false);
             var s = new double[n];
             for (int a = 0; a < n; a++) s[a] = 1 / Math.Sqrt(g[idx[a] * r + idx[a]]);
             var gs = new double[n * n];
@@ -614,7 +625,7 @@ public sealed class Pca
                 for (int j = 0; j < n; j++)
                     for (int a = 0; a <= j; a++)
                         tt[j * r + idx[a]] = inv[j * n + a] * s[a];
-                return (tt, n);
+                return (tt, n, false);
             }
             var values = new double[n];
             var vectors = new double[n * n];
@@ -627,7 +638,7 @@ public sealed class Pca
                 double f = 1 / Math.Sqrt(values[j]);
                 for (int a = 0; a < n; a++) te[j * r + idx[a]] = vectors[j * n + a] * s[a] * f;
             }
-            return (te, keep);
+            return (te, keep, true);
         }
 
         // ---- the small SVD ---------------------------------------------------------------------------------------
@@ -695,7 +706,11 @@ public sealed class Pca
                 for (int j = 0; j < d; j++) components[i * d + j] = (float)(sign * src[j]);
                 sortedVar[i] = variance[order[i]];
             }
-            return new Pca(_backend, _options, _n, _d, mean, components, sortedVar, total, rank);
+            return new Pca(_backend, _options, _n, _d, mean, components, sortedVar, total, rank)
+            {
+                EigenFallbacks = _eigenFallbacks,
+                RefilledColumns = _refilled,
+            };
         }
     }
 

@@ -120,6 +120,7 @@ public sealed class PcaTests
         var x = Decaying(n, d, seed: 11);
         var pca = Pca.Fit(_cpu, x, n, d, new PcaOptions { Components = k, ChunkRows = chunkRows });
         Assert.That(pca.Rank, Is.EqualTo(k));
+        TestContext.Out.WriteLine($"eigen fallbacks {pca.EigenFallbacks}, refilled {pca.RefilledColumns}");
         AssertMatchesTorch(pca, x, n, d);
     }
 
@@ -161,6 +162,9 @@ public sealed class PcaTests
         const int n = 1200, d = 64, k = 24;
         var x = Decaying(n, d, seed: 8, decay: 0.6, floor: 0, offset: 3);
         var pca = Pca.Fit(_cpu, x, n, d, new PcaOptions { Components = k, ChunkRows = 500 });
+        Assert.That(pca.EigenFallbacks, Is.GreaterThan(0), "the steep spectrum should exercise the eigen fallback");
+        Assert.That(pca.RefilledColumns, Is.GreaterThan(0), "and the refill of dropped columns");
+        TestContext.Out.WriteLine($"rank {pca.Rank}, eigen fallbacks {pca.EigenFallbacks}, refilled {pca.RefilledColumns}");
         AssertOrthonormalRows(pca);
         AssertMatchesTorch(pca, x, n, d, compare: 10);
     }
