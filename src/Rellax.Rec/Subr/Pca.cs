@@ -34,13 +34,15 @@ public sealed record PcaOptions
     /// second moments about zero.</summary>
     public bool Center { get; init; } = true;
 
-    /// <summary>Rows per chunk in every pass over the data; 0 picks min(4096, max(64, 2²⁴ / dim)) (≤ 64 MiB of f32 per chunk).
+    /// <summary>Rows per chunk in every pass over the data; 0 picks clamp(2¹⁹ / dim, 512, 4096) (2 MiB of f32 at dim ≤ 1024,
+    /// small enough for the host-side centring and transposition to run in cache; 512 rows, 16 MiB, at dim = 8192, large
+    /// enough that the per-chunk double accumulation of the l × D products stays ≲ 10% of the GEMM).
     /// Results depend on it only through rounding.</summary>
     public int ChunkRows { get; init; }
 
     internal int ResolveChunkRows(long rows, int dim)
     {
-        long c = ChunkRows > 0 ? ChunkRows : Math.Clamp((1 << 24) / dim, 64, 4096);
+        long c = ChunkRows > 0 ? ChunkRows : Math.Clamp((1 << 19) / dim, 512, 4096);
         return (int)Math.Min(c, rows);
     }
 
@@ -84,8 +86,9 @@ public sealed record PcaOptions
 /// </para>
 /// <para>
 /// <b>Orthonormalisation.</b> orth on the N side is CholeskyQR2 on the GEMM: the Gram matrix YᵀY is accumulated in
-/// double from per-chunk GEMMs, column-scaled to unit diagonal, factored (Cholesky in double), and Y ← Y L⁻ᵀ runs on the
-/// GEMM again; it repeats until the Gram it factored was within 0.1 of the identity (twice in the usual case). When a
+/// double from per-chunk GEMMs, column-scaled to unit diagonal, factored (Cholesky in double), and Y ← Y S L⁻ᵀ runs on the
+/// GEMM again; it repeats until the scaled Gram it factored was nearly diagonal (Gershgorin: condition ≤ 3), which takes two
+/// rounds for the first sketch and usually one after a power iteration, whose columns are already nearly orthogonal. When a
 /// pivot falls below 1e-4 (a column nearly inside the span of the others, which the fp32 Gram cannot resolve) the round
 /// uses the eigendecomposition of the Gram instead and drops directions below 1e-5 of the largest eigenvalue, then
 /// refills the dropped columns with fresh Gaussian columns, so later iterations can still find the weak directions of a
@@ -286,7 +289,7 @@ public sealed class Pca
     {
         // Orthonormalisation thresholds (see the class remarks).
         private const double NMinPivot = 1e-4, NMinEigen = 1e-5, DMinPivot = 1e-10, DMinEigen = 1e-12;
-        private const double NearIdentity = 0.1;
+        private const double NearlyOrthogonal = 0.5;
         private const int MaxRounds = 6;
         /// <summary>Eigenvalues of B Bᵀ below this fraction of the largest count as outside the data's numerical rank.</summary>
         private const double RankTolerance = 1e-12;
@@ -491,7 +494,7 @@ public sealed class Pca
             for (int round = 0; ; round++)
             {
                 int r = _width;
-                bool near = IsNearIdentity(g, r);
+                bool near = IsNearlyOrthogonal(g, r);
                 var (tt, rNew, fallback) = OrthTransform(g, r, NMinPivot, NMinEigen);
                 if (fallback) _eigenFallbacks++;
                 bool last = (near && rNew == r) || round == MaxRounds - 1;
@@ -564,7 +567,7 @@ public sealed class Pca
             for (int round = 0; ; round++)
             {
                 var g = PcaMath.GramOfRows(zt, r, _d, _par);
-                bool near = IsNearIdentity(g, r);
+                bool near = IsNearlyOrthogonal(g, r);
                 var (tt, rNew, fallback) = OrthTransform(g, r, DMinPivot, DMinEigen);
                 if (fallback) _eigenFallbacks++;
                 zt = PcaMath.CombineRows(tt, rNew, zt, r, _d, _par);
@@ -585,11 +588,21 @@ public sealed class Pca
             return wt;
         }
 
-        private static bool IsNearIdentity(double[] g, int r)
+        /// <summary>
+        /// Whether the vectors are orthogonal enough that one column-scaled Cholesky round leaves them orthonormal to
+        /// fp32 accuracy: every row of the unit-diagonal Gram has Σ_{j≠i} |G_ij| ≤ 0.5, so by Gershgorin its eigenvalues
+        /// lie in [0.5, 1.5] (condition ≤ 3).
+        /// </summary>
+        private static bool IsNearlyOrthogonal(double[] g, int r)
         {
             for (int i = 0; i < r; i++)
+            {
+                double gii = g[i * r + i], off = 0;
+                if (!(gii > 0)) return false;
                 for (int j = 0; j < r; j++)
-                    if (!(Math.Abs(g[i * r + j] - (i == j ? 1 : 0)) <= NearIdentity)) return false;
+                    if (j != i) off += Math.Abs(g[i * r + j]) / Math.Sqrt(gii * g[j * r + j]);
+                if (!(off <= NearlyOrthogonal)) return false;
+            }
             return true;
         }
 
@@ -715,7 +728,7 @@ public sealed class Pca
     }
 
     /// <summary>Host-side chunk work, parallel over rows or column blocks: moments, centring, transposition, accumulation.</summary>
-    private static unsafe class Host
+    internal static unsafe class Host
     {
         /// <summary>Per-column mean and Σ(x − mean)² of a chunk f32 [m, d], in double (two sweeps, columns in blocks of 256).</summary>
         public static void ChunkMoments(ReadOnlySpan<float> src, int m, int d, double[] mean, double[] m2, ParallelOptions par)
@@ -734,16 +747,31 @@ public sealed class Pca
                     float* x = (float*)pp;
                     for (int i = 0; i < m; i++) AddWidened(x + (long)i * d + j0, s);
                     TensorPrimitives.Divide(s, m, s);
-                    for (int i = 0; i < m; i++)
-                    {
-                        float* row = x + (long)i * d + j0;
-                        for (int j = 0; j < len; j++)
-                        {
-                            double e = row[j] - s[j];
-                            q[j] += e * e;
-                        }
-                    }
+                    for (int i = 0; i < m; i++) AddSquaredDeviation(x + (long)i * d + j0, s, q);
                 });
+            }
+        }
+
+        /// <summary>q[j] += (row[j] − mean[j])², widened to double.</summary>
+        private static void AddSquaredDeviation(float* row, Span<double> mean, Span<double> q)
+        {
+            int j = 0;
+            fixed (double* mu = mean)
+            fixed (double* s = q)
+            {
+                for (; j + 8 <= q.Length; j += 8)
+                {
+                    var (lo, hi) = Vector256.Widen(Vector256.Load(row + j));
+                    lo -= Vector256.Load(mu + j);
+                    hi -= Vector256.Load(mu + j + 4);
+                    Vector256.Store(Vector256.Load(s + j) + lo * lo, s + j);
+                    Vector256.Store(Vector256.Load(s + j + 4) + hi * hi, s + j + 4);
+                }
+                for (; j < q.Length; j++)
+                {
+                    double e = row[j] - mu[j];
+                    s[j] += e * e;
+                }
             }
         }
 
@@ -778,31 +806,76 @@ public sealed class Pca
             }
         }
 
-        /// <summary>dst[j, i] = src[i, j] − shift[j] (no shift when null): f32 [m, d] → f32 [d, m], in 32 × 32 tiles.</summary>
+        /// <summary>
+        /// dst[j, i] = src[i, j] − shift[j] (no shift when null): f32 [m, d] → f32 [d, m]. Parallel over blocks of 32 source
+        /// columns; inside, 8 × 8 blocks are transposed in registers (AVX unpack/shuffle/permute) with a scalar edge.
+        /// </summary>
         public static void CentreTranspose(ReadOnlySpan<float> src, float[]? shift, float[] dst, int m, int d, ParallelOptions par)
         {
-            const int Tile = 32;
-            int colTiles = (d + Tile - 1) / Tile;
+            const int Cols = 32;
+            int colBlocks = (d + Cols - 1) / Cols;
+            var zero = shift ?? new float[d];
             fixed (float* p = src)
             fixed (float* q = dst)
+            fixed (float* sh = zero)
             {
-                nint pp = (nint)p, qq = (nint)q;
-                Parallel.For(0, colTiles, par, tj =>
+                nint pp = (nint)p, qq = (nint)q, ss = (nint)sh;
+                Parallel.For(0, colBlocks, par, bj =>
                 {
-                    float* x = (float*)pp, y = (float*)qq;
-                    int j0 = tj * Tile, j1 = Math.Min(d, j0 + Tile);
-                    for (int i0 = 0; i0 < m; i0 += Tile)
+                    float* x = (float*)pp, y = (float*)qq, mu = (float*)ss;
+                    int j0 = bj * Cols, j1 = Math.Min(d, j0 + Cols);
+                    int jv = System.Runtime.Intrinsics.X86.Avx.IsSupported ? j0 + (j1 - j0) / 8 * 8 : j0;
+                    int mv = System.Runtime.Intrinsics.X86.Avx.IsSupported ? m / 8 * 8 : 0;
+                    for (int i = 0; i < mv; i += 8)
+                        for (int j = j0; j < jv; j += 8)
+                            Transpose8x8(x + (long)i * d + j, d, mu + j, y + (long)j * m + i, m);
+                    for (int j = j0; j < j1; j++)
                     {
-                        int i1 = Math.Min(m, i0 + Tile);
-                        for (int j = j0; j < j1; j++)
-                        {
-                            float sj = shift == null ? 0f : shift[j];
-                            float* yj = y + (long)j * m;
-                            for (int i = i0; i < i1; i++) yj[i] = x[(long)i * d + j] - sj;
-                        }
+                        float sj = mu[j];
+                        float* yj = y + (long)j * m;
+                        int start = j < jv ? mv : 0;
+                        for (int i = start; i < m; i++) yj[i] = x[(long)i * d + j] - sj;
                     }
                 });
             }
+        }
+
+        /// <summary>8 × 8 block: out[c, r] = in[r, c] − shift[c], AVX (Intel's _MM_TRANSPOSE8_PS sequence).</summary>
+        private static void Transpose8x8(float* input, int inStride, float* shift, float* output, int outStride)
+        {
+            var mu = Vector256.Load(shift);
+            var r0 = Vector256.Load(input) - mu;
+            var r1 = Vector256.Load(input + inStride) - mu;
+            var r2 = Vector256.Load(input + 2L * inStride) - mu;
+            var r3 = Vector256.Load(input + 3L * inStride) - mu;
+            var r4 = Vector256.Load(input + 4L * inStride) - mu;
+            var r5 = Vector256.Load(input + 5L * inStride) - mu;
+            var r6 = Vector256.Load(input + 6L * inStride) - mu;
+            var r7 = Vector256.Load(input + 7L * inStride) - mu;
+            var t0 = System.Runtime.Intrinsics.X86.Avx.UnpackLow(r0, r1);
+            var t1 = System.Runtime.Intrinsics.X86.Avx.UnpackHigh(r0, r1);
+            var t2 = System.Runtime.Intrinsics.X86.Avx.UnpackLow(r2, r3);
+            var t3 = System.Runtime.Intrinsics.X86.Avx.UnpackHigh(r2, r3);
+            var t4 = System.Runtime.Intrinsics.X86.Avx.UnpackLow(r4, r5);
+            var t5 = System.Runtime.Intrinsics.X86.Avx.UnpackHigh(r4, r5);
+            var t6 = System.Runtime.Intrinsics.X86.Avx.UnpackLow(r6, r7);
+            var t7 = System.Runtime.Intrinsics.X86.Avx.UnpackHigh(r6, r7);
+            var u0 = System.Runtime.Intrinsics.X86.Avx.Shuffle(t0, t2, 0x44);
+            var u1 = System.Runtime.Intrinsics.X86.Avx.Shuffle(t0, t2, 0xEE);
+            var u2 = System.Runtime.Intrinsics.X86.Avx.Shuffle(t1, t3, 0x44);
+            var u3 = System.Runtime.Intrinsics.X86.Avx.Shuffle(t1, t3, 0xEE);
+            var u4 = System.Runtime.Intrinsics.X86.Avx.Shuffle(t4, t6, 0x44);
+            var u5 = System.Runtime.Intrinsics.X86.Avx.Shuffle(t4, t6, 0xEE);
+            var u6 = System.Runtime.Intrinsics.X86.Avx.Shuffle(t5, t7, 0x44);
+            var u7 = System.Runtime.Intrinsics.X86.Avx.Shuffle(t5, t7, 0xEE);
+            Vector256.Store(System.Runtime.Intrinsics.X86.Avx.Permute2x128(u0, u4, 0x20), output);
+            Vector256.Store(System.Runtime.Intrinsics.X86.Avx.Permute2x128(u1, u5, 0x20), output + outStride);
+            Vector256.Store(System.Runtime.Intrinsics.X86.Avx.Permute2x128(u2, u6, 0x20), output + 2L * outStride);
+            Vector256.Store(System.Runtime.Intrinsics.X86.Avx.Permute2x128(u3, u7, 0x20), output + 3L * outStride);
+            Vector256.Store(System.Runtime.Intrinsics.X86.Avx.Permute2x128(u0, u4, 0x31), output + 4L * outStride);
+            Vector256.Store(System.Runtime.Intrinsics.X86.Avx.Permute2x128(u1, u5, 0x31), output + 5L * outStride);
+            Vector256.Store(System.Runtime.Intrinsics.X86.Avx.Permute2x128(u2, u6, 0x31), output + 6L * outStride);
+            Vector256.Store(System.Runtime.Intrinsics.X86.Avx.Permute2x128(u3, u7, 0x31), output + 7L * outStride);
         }
 
         /// <summary>acc[0..n) += add[0..n) (f32 widened to double).</summary>

@@ -400,6 +400,27 @@ public sealed class PcaMathTests
         Assert.That(PcaMath.Cholesky(dup, 2, 1e-4, new double[4]), Is.False);
     }
 
+    [TestCase(1, 1)]
+    [TestCase(8, 8)]
+    [TestCase(13, 37)]
+    [TestCase(64, 33)]
+    [TestCase(100, 257)]
+    public void CentreTransposeMatchesScalar(int m, int d)
+    {
+        var x = RandomData.Uniform(m * d, m + d);
+        var shift = RandomData.Uniform(d, 7);
+        var dst = new float[m * d];
+        var par = new ParallelOptions { MaxDegreeOfParallelism = 2 };
+        Pca.Host.CentreTranspose(x, shift, dst, m, d, par);
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < d; j++)
+                Assert.That(dst[j * m + i], Is.EqualTo(x[i * d + j] - shift[j]), $"[{i}, {j}] with shift");
+        Pca.Host.CentreTranspose(x, null, dst, m, d, par);
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < d; j++)
+                Assert.That(dst[j * m + i], Is.EqualTo(x[i * d + j]), $"[{i}, {j}] without shift");
+    }
+
     [Test]
     public void GaussianStreamIsFixedAndStandardNormal()
     {
