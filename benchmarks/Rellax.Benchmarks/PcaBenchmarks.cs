@@ -12,7 +12,11 @@ namespace Rellax.Benchmarks;
 /// <c>linalg.svd</c> of B = Qᵀ A, exactly as <c>torch/_lowrank.py</c> does for a dense matrix. Ours:
 /// <see cref="Pca.Fit(Rellax.Kernels.ComputeBackend, ReadOnlySpan{float}, int, int, PcaOptions?)"/> on <see cref="CpuBackend"/>.
 /// Both do 2q + 2 = 10 products of 2·N·D·l = 5.8 GFLOP each (58 GFLOP in all); the data is a decaying spectrum plus noise.
+/// One fit takes seconds, so this class runs 1 warm-up and 7 measured iterations (the in-process toolchain refuses a
+/// benchmark case that runs for more than a few minutes).
 /// </summary>
+[WarmupCount(1)]
+[IterationCount(7)]
 public class PcaBenchmarks
 {
     /// <summary>Threads both libraries use.</summary>
