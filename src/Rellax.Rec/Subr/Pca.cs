@@ -95,11 +95,14 @@ public sealed record PcaOptions
 /// steep spectrum. On the D side (l × D, double, host) the same procedure runs with thresholds 1e-10 / 1e-12.
 /// </para>
 /// <para>
-/// <b>Roofline.</b> The GEMMs cost 2·N·D·l·(2q + 2) FLOPs (q + 1 products X Wᵀ and q + 1 products QᵀX), plus
-/// ≈ 2·N·l²·(2 rounds)·(2q + 1) for the N-side Grams and updates (≈ l/D of the former). X is read 2q + 2 times
-/// (4·N·D bytes each; pass 0 also feeds the first sketch). At N = 10⁶, D = 8192, k = 512, p = 10, q = 4 that is
-/// 8.6·10¹³ FLOPs, i.e. minutes on two cores at ~0.3 TFLOP/s and well under a minute on a GPU; the l × l eigen and
-/// Cholesky work in double (O(l³)) and the D-side work (O(l²·D)) are each a few seconds at l = 522.
+/// <b>Roofline.</b> The big GEMMs cost 2·N·D·l·(2q + 2) FLOPs (q + 1 products X_c W and q + 1 products Qᵀ X_c), and X is
+/// read 2q + 2 times (4·N·D bytes each; pass 0 also feeds the first sketch), so at 2·l FLOPs per 4 bytes read the passes
+/// are compute bound for any useful l. The N-side CholeskyQR adds 4·N·l² FLOPs per round (Gram + update, both GEMMs),
+/// about 2·l/D of a pass; host work per pass is O(N·D) moves (centring, the transposed copy for Qᵀ X_c) plus O(l·D) per
+/// chunk (double accumulation), and the l × l Cholesky/Jacobi (O(l³)) and D-side (O(l²·D)) work in double is independent
+/// of N. Measured (benchmarks/results/pca-cpu.md): N = 20,000, D = 1024, k = 128, q = 4 (56.5 GFLOP) takes ~0.9 s on two
+/// Zen 5 cores when the machine is quiet, ~0.5 s of which is the GEMM passes (~110 GFLOP/s). At N = 10⁶, D = 8192,
+/// k = 512, p = 10, q = 4 the passes are 8.6·10¹³ FLOPs: ~13 minutes on those two cores, well under a minute on a GPU.
 /// </para>
 /// <para>
 /// <b>Output conventions.</b> Rows of <see cref="ComponentVectors"/> are orthonormal, sorted by explained variance
@@ -157,10 +160,11 @@ public sealed class Pca
     /// <summary>Variance of the data along each component, double [k]: σ_i² / (N − 1) (the covariance's eigenvalues).</summary>
     public ReadOnlySpan<double> ExplainedVariance => _variance;
 
-    /// <summary><see cref="ExplainedVariance"/> / <see cref="TotalVariance"/>, double [k]; sums to at most 1 (0 when the total is 0).</summary>
+    /// <summary><see cref="ExplainedVariance"/> / <see cref="TotalVariance"/>, double [k]; sums to at most 1 up to rounding (0 when the total is 0).</summary>
     public ReadOnlySpan<double> ExplainedVarianceRatio => _ratio;
 
-    /// <summary>Total variance of the data, Σ_j Σ_i (x_ij − μ_j)² / (N − 1), computed exactly (double) in the first pass.</summary>
+    /// <summary>Total variance of the data, Σ_j Σ_i (x_ij − μ_j)² / (N − 1) (μ = 0 when not centred), computed from the data
+    /// in double in the first pass (Chan's pairwise merge of per-chunk moments), not estimated from the sketch.</summary>
     public double TotalVariance { get; }
 
     /// <summary>Number of leading components found in the data; components from here on complete the basis (variance ≈ 0).</summary>
@@ -204,7 +208,7 @@ public sealed class Pca
     /// <param name="backend">Where the GEMMs run.</param>
     /// <param name="rows">N ≥ 2.</param>
     /// <param name="dim">D ≥ 1.</param>
-    /// <param name="read">Fills a chunk of rows; called 2q + 3 times per row range, in increasing row order, from one thread.</param>
+    /// <param name="read">Fills a chunk of rows; called once per chunk in each of the 2q + 2 passes, in increasing row order, from one thread.</param>
     /// <param name="options">k, p, q, seed, centring, chunk size; defaults when null.</param>
     /// <exception cref="ArgumentException">A value is NaN or infinite (the message names the row and column).</exception>
     /// <exception cref="ArgumentOutOfRangeException">k is outside 1..min(rows, dim), rows &lt; 2, or another option is out of range.</exception>
