@@ -21,7 +21,12 @@ public sealed record PcaOptions
     /// <summary>k, the number of principal components kept; 1 ≤ k ≤ min(rows, dim). Default 512 (SPEC §2).</summary>
     public int Components { get; init; } = 512;
 
-    /// <summary>p, extra sketch columns (l = k + p, capped at min(rows, dim)); more makes the top k more accurate. Default 10.</summary>
+    /// <summary>
+    /// p, extra sketch columns (l = k + p, capped at min(rows, dim)); more makes the top k more accurate. Default 10.
+    /// On a flat spectrum (σ_k / σ_(l+1) close to 1) the defaults underestimate the trailing variances by up to a few
+    /// percent, as every randomized SVD does (GloVe 100-d, k = 32: up to 5%, captured variance −0.9%, the same as
+    /// torch.pca_lowrank's algorithm); p = 40, q = 10 brings them within 1e-5 there.
+    /// </summary>
     public int Oversampling { get; init; } = 10;
 
     /// <summary>q, power (subspace) iterations; each costs two more passes over the data. Default 4.</summary>
