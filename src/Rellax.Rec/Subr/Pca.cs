@@ -85,9 +85,9 @@ public sealed record PcaOptions
 /// B Bᵀ = U Λ Uᵀ (Jacobi, double);  V = Λ^-½ Uᵀ B;  components = top-k rows of V;  variance_i = λ_i / (N − 1)
 /// </code>
 /// Every pass reads X in row chunks (<see cref="PcaOptions.ChunkRows"/>), centres the chunk on the host
-/// (x − μ in fp32) and runs one GEMM per chunk: <c>Y_c = X_c,chunk · Wᵀᵀ</c> as <c>MatMul(X_chunk [m, D], Wᵀ [l, D])</c>,
-/// and <c>(X_cᵀ Q)ᵀ</c> += <c>MatMul(Q_chunkᵀ [l, m], X_chunkᵀ [D, m])</c> (the chunk is transposed on the host),
-/// accumulated over chunks in double. So the memory is O(chunk · D + l · (N + D)): Y/Q live on the host, f32 [N, l].
+/// (x − μ in fp32) and runs one GEMM per chunk: <c>Y_chunkᵀ = MatMul(Wᵀ [l, D], X_chunk [m, D])</c> (then transposed
+/// on the host, m × l), and <c>(X_cᵀ Q)ᵀ</c> += <c>MatMul(Q_chunkᵀ [l, m], X_chunkᵀ [D, m])</c> (the chunk is transposed on
+/// the host; 8 × 8 AVX blocks), accumulated over chunks in double. So the memory is O(chunk · D + l · (N + D)): Y/Q live on the host, f32 [N, l].
 /// </para>
 /// <para>
 /// <b>Orthonormalisation.</b> orth on the N side is CholeskyQR2 on the GEMM: the Gram matrix YᵀY is accumulated in
@@ -414,8 +414,7 @@ public sealed class Pca
                     for (int j = 0; j < _d; j++) shift[j] = (float)chunkMean[j];
                 Host.CentreRows(src, shift, _stage, m, _d, _par);
                 _xb.CopyFrom<float>(_stage.AsSpan(0, m * _d));
-                Ops.MatMul(new Tensor(_xb, 0, m, _d), wt, new Tensor(_outb, 0, m, _l));
-                _outb.CopyTo(_y[c].AsSpan(0, m * _l));
+                SketchChunk(wt, m, _l, _y[c]);
             }
             _width = _l;
 
@@ -468,10 +467,21 @@ public sealed class Pca
                 var src = _source((long)c * _chunk, m);
                 Host.CentreRows(src, _mean, _stage, m, _d, _par);
                 _xb.CopyFrom<float>(_stage.AsSpan(0, m * _d));
-                Ops.MatMul(new Tensor(_xb, 0, m, _d), w, new Tensor(_outb, 0, m, r));
-                _outb.CopyTo(_y[c].AsSpan(0, m * r));
+                SketchChunk(w, m, r, _y[c]);
             }
             _width = r;
+        }
+
+        /// <summary>
+        /// One chunk of Y = X_c W with the centred chunk already in the device buffer: computed as Yᵀ [r, m] =
+        /// MatMul(Wᵀ [r, D], X_chunk [m, D]) (r = l is the short side, which the GEMM handles better as M than as N,
+        /// where it pads 138 columns to 160) and transposed into <paramref name="y"/> [m, r] on the host.
+        /// </summary>
+        private void SketchChunk(Tensor wt, int m, int r, float[] y)
+        {
+            Ops.MatMul(wt, new Tensor(_xb, 0, m, _d), new Tensor(_outb, 0, r, m));
+            _outb.CopyTo(_out.AsSpan(0, r * m));
+            Host.CentreTranspose(_out.AsSpan(0, r * m), null, y, r, m, _par);
         }
 
         /// <summary>(X_cᵀ Q)ᵀ = Qᵀ X_c, double [r, D], r = current width (one pass; chunk products summed in double).</summary>
