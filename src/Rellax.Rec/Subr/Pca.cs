@@ -105,8 +105,9 @@ public sealed record PcaOptions
 /// are compute bound for any useful l. The N-side CholeskyQR adds 4·N·l² FLOPs per round (Gram + update, both GEMMs),
 /// about 2·l/D of a pass; host work per pass is O(N·D) moves (centring, the transposed copy for Qᵀ X_c) plus O(l·D) per
 /// chunk (double accumulation), and the l × l Cholesky/Jacobi (O(l³)) and D-side (O(l²·D)) work in double is independent
-/// of N. Measured (benchmarks/results/pca-cpu.md): N = 20,000, D = 1024, k = 128, q = 4 (56.5 GFLOP) takes ~0.9 s on two
-/// Zen 5 cores when the machine is quiet, ~0.5 s of which is the GEMM passes (~110 GFLOP/s). At N = 10⁶, D = 8192,
+/// of N. Measured (benchmarks/results/pca-cpu.md): N = 20,000, D = 1024, k = 128, q = 4 (56.5 GFLOP) takes 0.96 s on two
+/// Zen 5 cores when the machine is quiet (torch.pca_lowrank's algorithm: 0.87 s), ~0.5 s of which is the GEMM passes
+/// (110 to 140 GFLOP/s: one side of every product is only l wide). At N = 10⁶, D = 8192,
 /// k = 512, p = 10, q = 4 the passes are 8.6·10¹³ FLOPs: ~13 minutes on those two cores, well under a minute on a GPU.
 /// </para>
 /// <para>
@@ -153,7 +154,8 @@ public sealed class Pca
     /// <summary>The options of the fit.</summary>
     public PcaOptions Options { get; }
 
-    /// <summary>The backend the fit ran on, and the one <see cref="Transform(ReadOnlySpan{float}, int, Span{float})"/> uses.</summary>
+    /// <summary>The backend the fit ran on, and the one <see cref="Transform(ReadOnlySpan{float}, int, Span{float})"/> uses
+    /// (it must not have been disposed when that overload is called).</summary>
     public ComputeBackend Backend { get; }
 
     /// <summary>μ, f32 [D]: the column means (zeros when <see cref="PcaOptions.Center"/> is false).</summary>
