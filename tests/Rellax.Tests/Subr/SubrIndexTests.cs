@@ -61,6 +61,29 @@ public sealed class SubrIndexTests
     }
 
     [Test]
+    public void PcaReducedIndexEqualsTheTableOfProjectedVectorsAndKeepsItsRatios()
+    {
+        const int rows = 400, dim = 40, k = 8;
+        var vectors = SubrCheck.Vectors(rows, dim, 31);
+        for (int r = 0; r < rows; r++) vectors[r * dim] += 3 * vectors[r * dim + 1]; // some structure to find
+        var options = new SubrIndexOptions { PcaComponents = k, PcaSeed = 5 };
+        using var index = SubrIndex.Build(_cpu, vectors, rows, dim, default, options);
+        Assert.That(index.Dim, Is.EqualTo(k));
+        var pca = Pca.Fit(_cpu, vectors, rows, dim, new PcaOptions { Components = k, Seed = 5 });
+        var projected = new float[rows * k];
+        pca.Transform(vectors, rows, projected);
+        using var expected = SubrTable.Create(_cpu, projected, rows, k);
+        for (int r = 0; r < rows; r += 37) Assert.That(index.Table.ReadRow(r), Is.EqualTo(expected.ReadRow(r)), $"row {r}");
+        Assert.That(index.ExplainedVarianceRatio, Is.EqualTo(pca.ExplainedVarianceRatio.ToArray()));
+        Assert.That(index.ExplainedVarianceRatio!.Sum(), Is.InRange(0.2, 1.0));
+
+        string path = Path.Combine(_dir, "pca.safetensors");
+        index.Save(path);
+        using var loaded = SubrIndex.Load(path, _cpu);
+        Assert.That(loaded.ExplainedVarianceRatio, Is.EqualTo(index.ExplainedVarianceRatio), "the ratios survive a round trip exactly");
+    }
+
+    [Test]
     public void RetrievalSpeaksItemIdsAndNamesUnknownOnes()
     {
         const int rows = 30, dim = 8;
@@ -135,6 +158,20 @@ public sealed class SubrIndexTests
             using var q = SubrTable.Create(_cpu, vectors, n, dim, storage);
             double overlap = SubrQuantization.AssertSameUpToQuantization(_cpu, index.Table, q, queries, k);
             TestContext.Out.WriteLine($"ML-100K GloVe titles, {samples.Count} users, k = {k}: {storage} selects {overlap:P2} of the f32 items");
+        }
+
+        // SPEC §2's pipeline: PCA (centred) before normalising. Centring removes the component every sentence shares
+        // ("Here is a movie. Its title is ..."), which spreads the cosine scores apart, so quantisation ties are rarer.
+        var pca = Pca.Fit(_cpu, vectors, n, dim, new PcaOptions { Components = 64 });
+        var projected = new float[n * 64];
+        pca.Transform(vectors, n, projected);
+        using var pf32 = SubrTable.Create(_cpu, projected, n, 64);
+        SubrCheck.AssertMatchesReference(pf32, queries, k, SubrOrder.Score, _cpu.Subr.Retrieve(pf32, queries, k, SubrOrder.Score), SubrCheck.Tolerance(64, 1));
+        foreach (var storage in new[] { DType.F16, DType.I8 })
+        {
+            using var q = SubrTable.Create(_cpu, projected, n, 64, storage);
+            double overlap = SubrQuantization.AssertSameUpToQuantization(_cpu, pf32, q, queries, k);
+            TestContext.Out.WriteLine($"ML-100K GloVe titles after PCA to 64 ({pca.ExplainedVarianceRatio.ToArray().Sum():P1} of the variance), k = {k}: {storage} selects {overlap:P2} of the f32 items");
         }
     }
 
