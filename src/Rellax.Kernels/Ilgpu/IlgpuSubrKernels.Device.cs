@@ -17,14 +17,14 @@ namespace Rellax.Kernels.Ilgpu;
 //      ties are decided by position alone. i8 rows sum exact int32 products and score
 //      (float)dot · (scale[t] · scale[h]), bitwise what every backend computes.
 //   3. Selection keeps 64-bit keys in one shared buffer of SortCapacity = 2048 keys (16 KiB): key = (order-preserving
-//      bits of the score) << 32 | (position + 1), so "larger key" is exactly (score desc, then position desc) and key 0
-//      is an empty slot. keys[0, k) is the kept set (sorted, best first) and keys[k, 2048) the candidate queue. A row
-//      whose key beats the threshold (the kept set's k-th best key, 0 until k rows were kept) is appended to the queue
-//      by lane 0 of its team through a shared atomic counter. After a tile, if the queue could overflow during the next
+//      bits of the score) << 32 | (position + 1) << 1 (see ScoreKey), so "larger key" is exactly (score desc, then
+//      position desc) and key 0 is an empty slot. keys[0, k) is the kept set (sorted, best first) and keys[k, 2048)
+//      the candidate queue. A row whose key beats the threshold (the kept set's k-th best key, 0 until k rows were
+//      kept) is appended to the queue by lane 0 of its team through a shared atomic counter. After a tile, if the queue could overflow during the next
 //      one (count > 2048 - k - G), kept set and queue are merged: a bitonic sort (descending) of the next power of two
 //      ≥ k + count keys, after which keys[k - 1] is the new threshold and the queue is empty. After the last tile, one
-//      more merge; then, for chronological output, keys[0, n) are re-keyed by position ((MaxValue - p) << 32 | score
-//      bits) and sorted again. Slots n..k-1 get position -1 and score NaN.
+//      more merge; then, for chronological output, keys[0, n) are re-keyed by position ((MaxValue - p) << 32 | the
+//      score's float bits) and sorted again. Slots n..k-1 get position -1 and score NaN.
 //
 // Launch: grid min(B, device limit), group G = min(256, device limit) (a power of two); shared 16 KiB keys + 8 KiB
 // target + 12 bytes.
@@ -55,25 +55,38 @@ internal partial class IlgpuSubrKernels
     internal const int MaxGroupSize = 256;
 
     /// <summary>
-    /// Order-preserving 64-bit key of (score, position): larger key = higher score, then later position. NaN (possible
-    /// only when a raw-dot score overflows to inf - inf) ranks below every number; -0 is taken as +0; 0 is never a key.
+    /// Order-preserving 64-bit key of (score, position): larger key = higher score, then later position. The upper word
+    /// is the score's order code (NaN, possible only when a raw-dot score overflows to inf - inf, ranks below every
+    /// number; -0 and +0 share one code, so they tie), the lower word is (position + 1) · 2 plus one bit that remembers a
+    /// -0 (it never decides an order: positions differ in the bits above). 0 is never a key; it marks an empty slot.
+    /// Positions are below 2^31 - 1, so (position + 1) · 2 + 1 fits in 32 bits.
     /// </summary>
     internal static ulong ScoreKey(float score, int position)
     {
         uint bits = ILGPU.Interop.FloatAsInt(score);
         uint magnitude = bits & 0x7FFFFFFFu;
-        uint ordered;
+        uint ordered, negativeZero = 0u;
         if (magnitude > 0x7F800000u) ordered = 0u;
-        else if (magnitude == 0u) ordered = 0x80000000u;
+        else if (magnitude == 0u)
+        {
+            ordered = 0x80000000u;
+            negativeZero = bits >> 31;
+        }
         else ordered = (bits & 0x80000000u) != 0u ? ~bits : bits | 0x80000000u;
-        return ((ulong)ordered << 32) | (uint)(position + 1);
+        return ((ulong)ordered << 32) | ((uint)(position + 1) << 1) | negativeZero;
     }
 
-    /// <summary>The score of an order-preserving 32-bit code (the inverse of <see cref="ScoreKey"/>'s upper half).</summary>
-    internal static float ScoreOf(uint ordered) =>
-        ordered == 0u ? float.NaN
-        : ordered >= 0x80000000u ? ILGPU.Interop.IntAsFloat(ordered & 0x7FFFFFFFu)
-        : ILGPU.Interop.IntAsFloat(~ordered);
+    /// <summary>The position of a <see cref="ScoreKey"/>.</summary>
+    internal static int PositionOf(ulong key) => (int)((uint)key >> 1) - 1;
+
+    /// <summary>The score of a <see cref="ScoreKey"/>, bitwise what was keyed (NaN canonical).</summary>
+    internal static float ScoreOf(ulong key)
+    {
+        uint ordered = (uint)(key >> 32);
+        return ordered == 0u ? float.NaN
+            : ordered >= 0x80000000u ? ILGPU.Interop.IntAsFloat((ordered & 0x7FFFFFFFu) | ((uint)key & 1u) << 31)
+            : ILGPU.Interop.IntAsFloat(~ordered);
+    }
 
     /// <summary>The smallest power of two ≥ <paramref name="n"/> (n ≥ 1).</summary>
     private static int CeilPow2(int n)
@@ -247,12 +260,14 @@ internal partial class IlgpuSubrKernels
             int n = XMath.Min(length, k);
             if (!byScore && n > 1)
             {
-                // re-key the kept rows by position ascending: (MaxValue - p) << 32 | score code; empty slots stay 0
+                // re-key the kept rows by position ascending: (MaxValue - p) << 32 | score bits; empty slots are 0
                 int m = CeilPow2(n);
                 for (int i = tid; i < m; i += groupSize)
                 {
                     ulong key = keys[i];
-                    keys[i] = i < n ? ((ulong)(uint)(int.MaxValue - ((int)(uint)key - 1)) << 32) | (key >> 32) : 0ul;
+                    keys[i] = i < n
+                        ? ((ulong)(uint)(int.MaxValue - PositionOf(key)) << 32) | ILGPU.Interop.FloatAsInt(ScoreOf(key))
+                        : 0ul;
                 }
                 Group.Barrier();
                 SortDescending(keys, m, tid, groupSize);
@@ -264,8 +279,8 @@ internal partial class IlgpuSubrKernels
                 if (i < n)
                 {
                     ulong key = keys[i];
-                    positions[o] = chronological ? int.MaxValue - (int)(uint)(key >> 32) : (int)(uint)key - 1;
-                    scores[o] = ScoreOf(chronological ? (uint)key : (uint)(key >> 32));
+                    positions[o] = chronological ? int.MaxValue - (int)(uint)(key >> 32) : PositionOf(key);
+                    scores[o] = chronological ? ILGPU.Interop.IntAsFloat((uint)key) : ScoreOf(key);
                 }
                 else
                 {
