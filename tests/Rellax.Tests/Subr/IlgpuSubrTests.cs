@@ -285,8 +285,7 @@ public sealed class IlgpuSubrTests(BackendFactory factory)
     // A history made of a few items repeated many times: the cut falls inside a run of equal scores, and the most
     // recent events of the cut item must win. Checked in every storage and with shuffles.
     [Test]
-    public void RepeatedItemsMostRecentWins([ValueSource(nameof(Storages))] DType storage, [Values] SubrOrder order,
-        [Values(1, 32)] int lanes)
+    public void RepeatedItemsMostRecentWins([ValueSource(nameof(Storages))] DType storage, [Values(1, 32)] int lanes)
     {
         UseLanes(lanes);
         const int rows = 50, dim = 24;
@@ -298,8 +297,9 @@ public sealed class IlgpuSubrTests(BackendFactory factory)
         var h2 = Enumerable.Range(0, slow ? 200 : 300).Select(_ => items[rng.Next(2)]).ToArray();
         var h3 = Enumerable.Repeat(9, 70).ToArray(); // one item only: the k latest positions
         using var queries = SubrQueries.FromHistories([h1, h2, h3], [5, 9, 9]);
+        // both orders, alternating over k (each call is slow on the emulator)
         foreach (int k in slow ? new[] { 10, 61 } : [1, 10, 61, 400])
-            CheckAll(table, queries, k, order);
+            CheckAll(table, queries, k, k % 2 == 0 ? SubrOrder.Score : SubrOrder.Chronological);
     }
 
     // Distinct rows with identical contents (so equal scores in every summation order): the more recent wins.
@@ -321,11 +321,8 @@ public sealed class IlgpuSubrTests(BackendFactory factory)
         bool slow = lanes == 32 && factory.Emulated;
         var h = Enumerable.Range(0, slow ? 250 : 1000).Select(_ => rng.Next(distinct * copies)).ToArray();
         using var queries = SubrQueries.FromHistories([h, h[..200]], [0, 7]);
-        foreach (int k in slow ? new[] { 31 } : [2, 31, 250])
-        {
-            CheckAll(table, queries, k, SubrOrder.Score, canonical);
-            CheckAll(table, queries, k, SubrOrder.Chronological, canonical);
-        }
+        foreach (int k in slow ? new[] { 30, 31 } : [2, 31, 251])
+            CheckAll(table, queries, k, k % 2 == 0 ? SubrOrder.Score : SubrOrder.Chronological, canonical);
     }
 
     // More samples than groups: the kernel strides over samples (grid limited to 3 groups here), with the shared state
@@ -337,8 +334,7 @@ public sealed class IlgpuSubrTests(BackendFactory factory)
         const int rows = 400, dim = 20;
         using var table = RandomTable(rows, dim, storage, seed: 31);
         using var queries = RandomQueries(rows, seed: 32, 600, 0, 3, 1100, 50, 50, 7, 400);
-        CheckAll(table, queries, 45, SubrOrder.Chronological);
-        CheckAll(table, queries, 45, SubrOrder.Score);
+        CheckAll(table, queries, 45, storage == DType.F16 ? SubrOrder.Score : SubrOrder.Chronological);
     }
 
     // All histories empty, and a batch of one sample whose history is a single event.
