@@ -11,10 +11,10 @@ namespace Rellax.Kernels.Ilgpu;
 //      time; for d ≤ TargetCache (all realistic d) it is loaded once per sample.
 //   2. The history is walked in tiles of G rows (G = group size). The group is split into G / R teams of R lanes
 //      (R = lanesPerRow, a power of two ≤ the warp size, so a team is a slice of one warp); a tile is R rounds in which
-//      each team scores one row: lane j sums the columns c ≡ j (mod R) in increasing c, then the R partial sums are
-//      combined by an xor butterfly of warp shuffles (log2 R steps, every lane ends with the same value). This order
-//      depends only on (d, R), never on where the row sits in the tile, so equal rows get bitwise-equal scores and
-//      ties are decided by position alone. i8 rows sum exact int32 products and score
+//      each team scores one row: lane j sums the columns c ≡ j (mod R) in increasing c (four interleaved
+//      accumulators, see DotF32), then the R partial sums are combined by an xor butterfly of warp shuffles (log2 R
+//      steps, every lane ends with the same value). This order depends only on (d, R), never on where the row sits in
+//      the tile, so equal rows get bitwise-equal scores and ties are decided by position alone. i8 rows sum exact int32 products and score
 //      (float)dot · (scale[t] · scale[h]), bitwise what every backend computes.
 //   3. Selection keeps 64-bit keys in one shared buffer of SortCapacity = 2048 keys (16 KiB): key = (order-preserving
 //      bits of the score) << 32 | (position + 1) << 1 (see ScoreKey), so "larger key" is exactly (score desc, then
@@ -28,12 +28,16 @@ namespace Rellax.Kernels.Ilgpu;
 //
 // Launch: grid min(B, device limit), group G = min(256, device limit) (a power of two); shared 16 KiB keys + 8 KiB
 // target + 12 bytes.
-// Roofline per sample: reads L·d·bytes(storage) of table rows (plus L ids, d target values), 2·L·d FLOPs (int8: L·d
-// integer MACs), writes 2·k values. The selection costs O(k + G) shared-memory work per merge, and merges are rare once
-// the threshold has settled (for random scores about k·ln(L/k) rows ever enter the queue). With R = 32 on a GPU the
-// row reads are coalesced (a warp reads 128 B of f32, 64 B of f16, 32 B of i8 per step), so the kernel is bound by the
-// gather bandwidth for d ≥ ~128; for short histories (L ≲ G) the sample's group is mostly idle and the launch and the
-// final sort dominate. On ILGPU's CPU emulator R = 1 (one thread per row, no shuffles) is far faster.
+// Roofline per sample: reads L·d·bytes(storage) of table rows (plus 4·L bytes of ids and d target values), 2·L·d FLOPs
+// (i8: L·d integer MACs), writes 8·k bytes. At d = 512 that is 4 (f32), 2 (f16) or 1 (i8) FLOP per byte: bound by the
+// gather bandwidth on any GPU. A merge is a bitonic sort of m ≤ 2048 keys in shared memory, m·log²(m)/4 compare-
+// exchanges (≈ 62k at m = 2048, ≈ 240 per thread); merges are frequent only until the threshold settles (for random
+// scores about k·ln(L/k) rows ever enter the queue), so for L ≫ k the selection is a small fraction of the row reads.
+// With R = 32 on a GPU the row reads are coalesced (a warp reads 128 B of f32, 64 B of f16, 32 B of i8 per load) and
+// each lane keeps four loads in flight; 24 KiB of shared memory per group allows ~9 groups (72 warps) per H100 SM.
+// For short histories (L ≲ G) the sample's group is mostly idle and the launch and the final sort dominate.
+// Not yet run on a GPU (checked on ILGPU's CPU emulator only). On the emulator R = 1 (one thread per row, no shuffles)
+// is far faster than R = 32, whose shuffles each cost a warp barrier there.
 internal partial class IlgpuSubrKernels
 {
     /// <summary>Table storage code: f32 (float view).</summary>
@@ -154,6 +158,57 @@ internal partial class IlgpuSubrKernels
         }
     }
 
+    // One lane's share of a row's dot product over columns [c0, c1) of the staged target chunk: columns c0 + lane,
+    // c0 + lane + R, ... (R = lanes), four independent accumulators a0..a3 (four loads in flight per lane) over groups
+    // of four consecutive strides, the remainder into a0, summed as (a0 + a1) + (a2 + a3). The order depends only on
+    // (c0, c1, lane, R): the same for every row.
+    private static float DotF32(ArrayView<int> target, ArrayView<float> row, long rowBase, int c0, int c1, int lane, int lanes)
+    {
+        float a0 = 0f, a1 = 0f, a2 = 0f, a3 = 0f;
+        int c = c0 + lane;
+        for (; c + 3 * lanes < c1; c += 4 * lanes)
+        {
+            a0 += ILGPU.Interop.IntAsFloat((uint)target[c - c0]) * row[rowBase + c];
+            a1 += ILGPU.Interop.IntAsFloat((uint)target[c + lanes - c0]) * row[rowBase + c + lanes];
+            a2 += ILGPU.Interop.IntAsFloat((uint)target[c + 2 * lanes - c0]) * row[rowBase + c + 2 * lanes];
+            a3 += ILGPU.Interop.IntAsFloat((uint)target[c + 3 * lanes - c0]) * row[rowBase + c + 3 * lanes];
+        }
+        for (; c < c1; c += lanes) a0 += ILGPU.Interop.IntAsFloat((uint)target[c - c0]) * row[rowBase + c];
+        return (a0 + a1) + (a2 + a3);
+    }
+
+    // As DotF32, for f16 rows (widened exactly).
+    private static float DotF16(ArrayView<int> target, ArrayView<ushort> row, long rowBase, int c0, int c1, int lane, int lanes)
+    {
+        float a0 = 0f, a1 = 0f, a2 = 0f, a3 = 0f;
+        int c = c0 + lane;
+        for (; c + 3 * lanes < c1; c += 4 * lanes)
+        {
+            a0 += ILGPU.Interop.IntAsFloat((uint)target[c - c0]) * IlgpuCfloraKernels.HalfBitsToFloat(row[rowBase + c]);
+            a1 += ILGPU.Interop.IntAsFloat((uint)target[c + lanes - c0]) * IlgpuCfloraKernels.HalfBitsToFloat(row[rowBase + c + lanes]);
+            a2 += ILGPU.Interop.IntAsFloat((uint)target[c + 2 * lanes - c0]) * IlgpuCfloraKernels.HalfBitsToFloat(row[rowBase + c + 2 * lanes]);
+            a3 += ILGPU.Interop.IntAsFloat((uint)target[c + 3 * lanes - c0]) * IlgpuCfloraKernels.HalfBitsToFloat(row[rowBase + c + 3 * lanes]);
+        }
+        for (; c < c1; c += lanes) a0 += ILGPU.Interop.IntAsFloat((uint)target[c - c0]) * IlgpuCfloraKernels.HalfBitsToFloat(row[rowBase + c]);
+        return (a0 + a1) + (a2 + a3);
+    }
+
+    // As DotF32, for i8 rows: exact int32 products and sums (|sum| ≤ 127² · d < 2^31 for d ≤ SubrTable.MaxInt8Dim).
+    private static int DotI8(ArrayView<int> target, ArrayView<sbyte> row, long rowBase, int c0, int c1, int lane, int lanes)
+    {
+        int a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        int c = c0 + lane;
+        for (; c + 3 * lanes < c1; c += 4 * lanes)
+        {
+            a0 += target[c - c0] * row[rowBase + c];
+            a1 += target[c + lanes - c0] * row[rowBase + c + lanes];
+            a2 += target[c + 2 * lanes - c0] * row[rowBase + c + 2 * lanes];
+            a3 += target[c + 3 * lanes - c0] * row[rowBase + c + 3 * lanes];
+        }
+        for (; c < c1; c += lanes) a0 += target[c - c0] * row[rowBase + c];
+        return (a0 + a1) + (a2 + a3);
+    }
+
     // The top-K kernel; see the file header. One group per sample (grid-stride), group size G ≤ MaxGroupSize.
     // tableF32 / table16 / tableI8: E [N, d] in the view that matches the storage code (the others are 1-element dummies);
     // scales f32 [N] (i8 only); history i32 [total]; offsets i32 [B + 1]; targets i32 [B];
@@ -213,20 +268,9 @@ internal partial class IlgpuSubrKernels
                             Group.Barrier();
                         }
                         if (!valid) continue;
-                        if (code == StorageF32)
-                        {
-                            for (int c = c0 + lane; c < c1; c += lanes)
-                                acc += ILGPU.Interop.IntAsFloat((uint)target[c - c0]) * tableF32[rowBase + c];
-                        }
-                        else if (code == StorageF16)
-                        {
-                            for (int c = c0 + lane; c < c1; c += lanes)
-                                acc += ILGPU.Interop.IntAsFloat((uint)target[c - c0]) * IlgpuCfloraKernels.HalfBitsToFloat(table16[rowBase + c]);
-                        }
-                        else
-                        {
-                            for (int c = c0 + lane; c < c1; c += lanes) iacc += target[c - c0] * tableI8[rowBase + c];
-                        }
+                        if (code == StorageF32) acc += DotF32(target, tableF32, rowBase, c0, c1, lane, lanes);
+                        else if (code == StorageF16) acc += DotF16(target, table16, rowBase, c0, c1, lane, lanes);
+                        else iacc += DotI8(target, tableI8, rowBase, c0, c1, lane, lanes);
                     }
                     // xor butterfly over the team's lanes: the same additions, in the same order, for every row
                     if (code == StorageI8)
