@@ -29,15 +29,12 @@ internal partial class IlgpuSubrKernels : ISubrKernels, IDisposable
     private int _lanesPerRow;
     private bool _disposed;
 
-    /// <summary>Compiles and loads the SUBR kernel for <paramref name="backend"/>'s accelerator.</summary>
-    /// <exception cref="NotSupportedException">The accelerator allows fewer than 32 threads per group.</exception>
+    /// <summary>Compiles and loads the SUBR kernel for <paramref name="backend"/>'s accelerator (any group size works).</summary>
     public IlgpuSubrKernels(IlgpuBackend backend)
     {
         Backend = backend;
         var acc = backend.Accelerator;
         GroupSize = FloorPowerOfTwo(Math.Min(MaxGroupSize, acc.MaxNumThreadsPerGroup));
-        if (GroupSize < 32)
-            throw new NotSupportedException($"{acc.Name} allows {acc.MaxNumThreadsPerGroup} threads per group; the SUBR kernel needs at least 32");
         WarpSize = FloorPowerOfTwo(Math.Max(1, acc.WarpSize));
         _lanesPerRow = acc is CPUAccelerator ? 1 : Math.Min(32, Math.Min(WarpSize, GroupSize));
 
