@@ -14,14 +14,14 @@ namespace Rellax.Kernels.Ilgpu;
 //      each team scores one row: lane j sums the columns c ≡ j (mod R) in increasing c (four interleaved
 //      accumulators, see DotF32), then the R partial sums are combined by an xor butterfly of warp shuffles (log2 R
 //      steps, every lane ends with the same value). This order depends only on (d, R), never on where the row sits in
-//      the tile, so equal rows get bitwise-equal scores and ties are decided by position alone. i8 rows sum exact int32 products and score
-//      (float)dot · (scale[t] · scale[h]), bitwise what every backend computes.
+//      the tile, so equal rows get bitwise-equal scores and ties are decided by position alone. i8 rows sum exact
+//      int32 products and score (float)dot · (scale[t] · scale[h]), bitwise what every backend computes.
 //   3. Selection keeps 64-bit keys in one shared buffer of SortCapacity = 2048 keys (16 KiB): key = (order-preserving
 //      bits of the score) << 32 | (position + 1) << 1 (see ScoreKey), so "larger key" is exactly (score desc, then
 //      position desc) and key 0 is an empty slot. keys[0, k) is the kept set (sorted, best first) and keys[k, 2048)
 //      the candidate queue. A row whose key beats the threshold (the kept set's k-th best key, 0 until k rows were
-//      kept) is appended to the queue by lane 0 of its team through a shared atomic counter. After a tile, if the queue could overflow during the next
-//      one (count > 2048 - k - G), kept set and queue are merged: a bitonic sort (descending) of the next power of two
+//      kept) is appended to the queue by lane 0 of its team through a shared atomic counter. After a tile, if the
+//      queue could overflow during the next one (count > 2048 - k - G), kept set and queue are merged: a bitonic sort (descending) of the next power of two
 //      ≥ k + count keys, after which keys[k - 1] is the new threshold and the queue is empty. After the last tile, one
 //      more merge; then, for chronological output, keys[0, n) are re-keyed by position ((MaxValue - p) << 32 | the
 //      score's float bits) and sorted again. Slots n..k-1 get position -1 and score NaN.
@@ -30,11 +30,12 @@ namespace Rellax.Kernels.Ilgpu;
 // target + 12 bytes.
 // Roofline per sample: reads L·d·bytes(storage) of table rows (plus 4·L bytes of ids and d target values), 2·L·d FLOPs
 // (i8: L·d integer MACs), writes 8·k bytes. At d = 512 that is 4 (f32), 2 (f16) or 1 (i8) FLOP per byte: bound by the
-// gather bandwidth on any GPU. A merge is a bitonic sort of m ≤ 2048 keys in shared memory, m·log²(m)/4 compare-
-// exchanges (≈ 62k at m = 2048, ≈ 240 per thread); merges are frequent only until the threshold settles (for random
+// gather bandwidth on any GPU. A merge is a bitonic sort of m ≤ 2048 keys in shared memory, (m/2)·log₂m·(log₂m + 1)/2
+// compare-exchanges (67,584 at m = 2048: 264 per thread of 256); merges are frequent only until the threshold settles (for random
 // scores about k·ln(L/k) rows ever enter the queue), so for L ≫ k the selection is a small fraction of the row reads.
 // With R = 32 on a GPU the row reads are coalesced (a warp reads 128 B of f32, 64 B of f16, 32 B of i8 per load) and
-// each lane keeps four loads in flight; 24 KiB of shared memory per group allows ~9 groups (72 warps) per H100 SM.
+// each lane keeps four loads in flight; an H100 SM holds 8 such groups (its 2048-thread limit; shared memory would
+// allow 9), i.e. 64 warps.
 // For short histories (L ≲ G) the sample's group is mostly idle and the launch and the final sort dominate.
 // Not yet run on a GPU (checked on ILGPU's CPU emulator only). On the emulator R = 1 (one thread per row, no shuffles)
 // is far faster than R = 32, whose shuffles each cost a warp barrier there.
