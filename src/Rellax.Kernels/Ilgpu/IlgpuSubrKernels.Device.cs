@@ -23,8 +23,8 @@ namespace Rellax.Kernels.Ilgpu;
 //      kept) is appended to the queue by lane 0 of its team through a shared atomic counter. After a tile, if the
 //      queue could overflow during the next one (count > 2048 - k - G), kept set and queue are merged: a bitonic sort
 //      (descending) of the next power of two ≥ k + count keys, after which keys[k - 1] is the new threshold and the
-//      queue is empty. After the last tile, one more merge; then, for chronological output, keys[0, n) are re-keyed by position ((MaxValue - p) << 32 | the
-//      score's float bits) and sorted again. Slots n..k-1 get position -1 and score NaN.
+//      queue is empty. After the last tile, one more merge; then, for chronological output, keys[0, n) are re-keyed
+//      by position ((MaxValue - p) << 32 | the score's float bits) and sorted again. Slots n..k-1 get position -1 and score NaN.
 //
 // Launch: grid min(B, device limit), group G = min(256, device limit) (a power of two); shared 16 KiB keys + 8 KiB
 // target + 12 bytes.
