@@ -258,12 +258,17 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
             int pf = p + ahead;
             int nPrefetch = Math.Clamp(p1 - pf, 0, n);
             int i = 0;
-            for (; i < nPrefetch; i++)
+            for (; i + 4 <= n; i += 4)
             {
-                scorer.Prefetch(hist[pf + i]);
+                for (int j = i; j < Math.Min(i + 4, nPrefetch); j++) scorer.Prefetch(hist[pf + j]);
+                int* r = hist + p + i;
+                scorer.Score4(r[0], r[1], r[2], r[3], blk + i);
+            }
+            for (; i < n; i++)
+            {
+                if (i < nPrefetch) scorer.Prefetch(hist[pf + i]);
                 blk[i] = scorer.Score(hist[p + i]);
             }
-            for (; i < n; i++) blk[i] = scorer.Score(hist[p + i]);
 
             i = 0;
             if (count < k)
@@ -388,6 +393,9 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
         /// <summary>The score of table row <paramref name="row"/> against the target.</summary>
         float Score(int row);
 
+        /// <summary>The scores of four rows, interleaved for ILP; bitwise the same as four <see cref="Score"/> calls.</summary>
+        void Score4(int r0, int r1, int r2, int r3, float* dst);
+
         /// <summary>Software-prefetches every cache line of table row <paramref name="row"/>.</summary>
         void Prefetch(int row);
     }
@@ -403,49 +411,97 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
     /// <summary>One vector width of the f32 dot product; the summation order is fixed per width (see the class remarks).</summary>
     private interface IWidth
     {
-        /// <summary>Σ t[c] · h[c] over d floats.</summary>
-        static abstract float Dot(float* t, float* h, int d);
+        /// <summary>Σ t[c] · h[c] over d elements of a row loaded (widened) by <typeparamref name="TL"/>, in the fixed order.</summary>
+        static abstract float Dot1<TL>(float* t, void* h, int d) where TL : struct, ILoad;
 
-        /// <summary>Σ t[c] · widen(h[c]) over d halves, in the same order as <see cref="Dot"/>.</summary>
-        static abstract float DotHalf(float* t, ushort* h, int d);
+        /// <summary>Four <see cref="Dot1"/>s interleaved, each in exactly its order (bitwise equal results).</summary>
+        static abstract void Dot4<TL>(float* t, void* h0, void* h1, void* h2, void* h3, int d, float* dst) where TL : struct, ILoad;
+    }
+
+    /// <summary>Loads row elements widened to f32 (index in elements).</summary>
+    private interface ILoad
+    {
+        static abstract Vector512<float> Load16(void* p, int i);
+        static abstract Vector256<float> Load8(void* p, int i);
+        static abstract float Load1(void* p, int i);
+    }
+
+    private readonly struct F32Load : ILoad
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load16(void* p, int i) => Vector512.Load((float*)p + i);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Load8(void* p, int i) => Vector256.Load((float*)p + i);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Load1(void* p, int i) => ((float*)p)[i];
+    }
+
+    private readonly struct F16Load : ILoad
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load16(void* p, int i) => Wide512.Half16((ushort*)p + i);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Load8(void* p, int i) => Wide256.Half8((ushort*)p + i);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Load1(void* p, int i) => (float)BitConverter.UInt16BitsToHalf(((ushort*)p)[i]);
     }
 
     private readonly struct Wide512 : IWidth
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static float Dot(float* t, float* h, int d)
+        public static float Dot1<TL>(float* t, void* h, int d) where TL : struct, ILoad
         {
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
             int c = 0;
             for (; c + 64 <= d; c += 64)
             {
-                a0 = Vector512.FusedMultiplyAdd(Vector512.Load(t + c), Vector512.Load(h + c), a0);
-                a1 = Vector512.FusedMultiplyAdd(Vector512.Load(t + c + 16), Vector512.Load(h + c + 16), a1);
-                a2 = Vector512.FusedMultiplyAdd(Vector512.Load(t + c + 32), Vector512.Load(h + c + 32), a2);
-                a3 = Vector512.FusedMultiplyAdd(Vector512.Load(t + c + 48), Vector512.Load(h + c + 48), a3);
+                a0 = Vector512.FusedMultiplyAdd(Vector512.Load(t + c), TL.Load16(h, c), a0);
+                a1 = Vector512.FusedMultiplyAdd(Vector512.Load(t + c + 16), TL.Load16(h, c + 16), a1);
+                a2 = Vector512.FusedMultiplyAdd(Vector512.Load(t + c + 32), TL.Load16(h, c + 32), a2);
+                a3 = Vector512.FusedMultiplyAdd(Vector512.Load(t + c + 48), TL.Load16(h, c + 48), a3);
             }
-            for (; c + 16 <= d; c += 16) a0 = Vector512.FusedMultiplyAdd(Vector512.Load(t + c), Vector512.Load(h + c), a0);
+            for (; c + 16 <= d; c += 16) a0 = Vector512.FusedMultiplyAdd(Vector512.Load(t + c), TL.Load16(h, c), a0);
             float s = Vector512.Sum((a0 + a1) + (a2 + a3));
-            for (; c < d; c++) s = MathF.FusedMultiplyAdd(t[c], h[c], s);
+            for (; c < d; c++) s = MathF.FusedMultiplyAdd(t[c], TL.Load1(h, c), s);
             return s;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static float DotHalf(float* t, ushort* h, int d)
+        public static void Dot4<TL>(float* t, void* h0, void* h1, void* h2, void* h3, int d, float* dst) where TL : struct, ILoad
         {
-            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+            Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, e0 = default, e1 = default, e2 = default, e3 = default;
             int c = 0;
             for (; c + 64 <= d; c += 64)
             {
-                a0 = Vector512.FusedMultiplyAdd(Vector512.Load(t + c), Half16(h + c), a0);
-                a1 = Vector512.FusedMultiplyAdd(Vector512.Load(t + c + 16), Half16(h + c + 16), a1);
-                a2 = Vector512.FusedMultiplyAdd(Vector512.Load(t + c + 32), Half16(h + c + 32), a2);
-                a3 = Vector512.FusedMultiplyAdd(Vector512.Load(t + c + 48), Half16(h + c + 48), a3);
+                Vector512<float> t0 = Vector512.Load(t + c), t1 = Vector512.Load(t + c + 16), t2 = Vector512.Load(t + c + 32), t3 = Vector512.Load(t + c + 48);
+                a0 = Vector512.FusedMultiplyAdd(t0, TL.Load16(h0, c), a0); a1 = Vector512.FusedMultiplyAdd(t1, TL.Load16(h0, c + 16), a1);
+                a2 = Vector512.FusedMultiplyAdd(t2, TL.Load16(h0, c + 32), a2); a3 = Vector512.FusedMultiplyAdd(t3, TL.Load16(h0, c + 48), a3);
+                b0 = Vector512.FusedMultiplyAdd(t0, TL.Load16(h1, c), b0); b1 = Vector512.FusedMultiplyAdd(t1, TL.Load16(h1, c + 16), b1);
+                b2 = Vector512.FusedMultiplyAdd(t2, TL.Load16(h1, c + 32), b2); b3 = Vector512.FusedMultiplyAdd(t3, TL.Load16(h1, c + 48), b3);
+                c0 = Vector512.FusedMultiplyAdd(t0, TL.Load16(h2, c), c0); c1 = Vector512.FusedMultiplyAdd(t1, TL.Load16(h2, c + 16), c1);
+                c2 = Vector512.FusedMultiplyAdd(t2, TL.Load16(h2, c + 32), c2); c3 = Vector512.FusedMultiplyAdd(t3, TL.Load16(h2, c + 48), c3);
+                e0 = Vector512.FusedMultiplyAdd(t0, TL.Load16(h3, c), e0); e1 = Vector512.FusedMultiplyAdd(t1, TL.Load16(h3, c + 16), e1);
+                e2 = Vector512.FusedMultiplyAdd(t2, TL.Load16(h3, c + 32), e2); e3 = Vector512.FusedMultiplyAdd(t3, TL.Load16(h3, c + 48), e3);
             }
-            for (; c + 16 <= d; c += 16) a0 = Vector512.FusedMultiplyAdd(Vector512.Load(t + c), Half16(h + c), a0);
-            float s = Vector512.Sum((a0 + a1) + (a2 + a3));
-            for (; c < d; c++) s = MathF.FusedMultiplyAdd(t[c], (float)BitConverter.UInt16BitsToHalf(h[c]), s);
-            return s;
+            for (; c + 16 <= d; c += 16)
+            {
+                Vector512<float> t0 = Vector512.Load(t + c);
+                a0 = Vector512.FusedMultiplyAdd(t0, TL.Load16(h0, c), a0);
+                b0 = Vector512.FusedMultiplyAdd(t0, TL.Load16(h1, c), b0);
+                c0 = Vector512.FusedMultiplyAdd(t0, TL.Load16(h2, c), c0);
+                e0 = Vector512.FusedMultiplyAdd(t0, TL.Load16(h3, c), e0);
+            }
+            float s0 = Vector512.Sum((a0 + a1) + (a2 + a3)), s1 = Vector512.Sum((b0 + b1) + (b2 + b3));
+            float s2 = Vector512.Sum((c0 + c1) + (c2 + c3)), s3 = Vector512.Sum((e0 + e1) + (e2 + e3));
+            for (; c < d; c++)
+            {
+                s0 = MathF.FusedMultiplyAdd(t[c], TL.Load1(h0, c), s0);
+                s1 = MathF.FusedMultiplyAdd(t[c], TL.Load1(h1, c), s1);
+                s2 = MathF.FusedMultiplyAdd(t[c], TL.Load1(h2, c), s2);
+                s3 = MathF.FusedMultiplyAdd(t[c], TL.Load1(h3, c), s3);
+            }
+            dst[0] = s0; dst[1] = s1; dst[2] = s2; dst[3] = s3;
         }
 
         /// <summary>
@@ -454,7 +510,7 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
         /// and subnormals), exponent forced to 255 for inf/NaN, sign OR-ed back.
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static Vector512<float> Half16(ushort* p)
+        internal static Vector512<float> Half16(ushort* p)
         {
             Vector512<uint> h = Vector512.WidenLower(Vector256.Load(p).ToVector512Unsafe());
             Vector512<uint> em = h & Vector512.Create(0x7fffu);
@@ -468,44 +524,64 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
     private readonly struct Wide256 : IWidth
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static float Dot(float* t, float* h, int d)
+        public static float Dot1<TL>(float* t, void* h, int d) where TL : struct, ILoad
         {
             Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
             int c = 0;
             for (; c + 32 <= d; c += 32)
             {
-                a0 = Vector256.FusedMultiplyAdd(Vector256.Load(t + c), Vector256.Load(h + c), a0);
-                a1 = Vector256.FusedMultiplyAdd(Vector256.Load(t + c + 8), Vector256.Load(h + c + 8), a1);
-                a2 = Vector256.FusedMultiplyAdd(Vector256.Load(t + c + 16), Vector256.Load(h + c + 16), a2);
-                a3 = Vector256.FusedMultiplyAdd(Vector256.Load(t + c + 24), Vector256.Load(h + c + 24), a3);
+                a0 = Vector256.FusedMultiplyAdd(Vector256.Load(t + c), TL.Load8(h, c), a0);
+                a1 = Vector256.FusedMultiplyAdd(Vector256.Load(t + c + 8), TL.Load8(h, c + 8), a1);
+                a2 = Vector256.FusedMultiplyAdd(Vector256.Load(t + c + 16), TL.Load8(h, c + 16), a2);
+                a3 = Vector256.FusedMultiplyAdd(Vector256.Load(t + c + 24), TL.Load8(h, c + 24), a3);
             }
-            for (; c + 8 <= d; c += 8) a0 = Vector256.FusedMultiplyAdd(Vector256.Load(t + c), Vector256.Load(h + c), a0);
+            for (; c + 8 <= d; c += 8) a0 = Vector256.FusedMultiplyAdd(Vector256.Load(t + c), TL.Load8(h, c), a0);
             float s = Vector256.Sum((a0 + a1) + (a2 + a3));
-            for (; c < d; c++) s = MathF.FusedMultiplyAdd(t[c], h[c], s);
+            for (; c < d; c++) s = MathF.FusedMultiplyAdd(t[c], TL.Load1(h, c), s);
             return s;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static float DotHalf(float* t, ushort* h, int d)
+        public static void Dot4<TL>(float* t, void* h0, void* h1, void* h2, void* h3, int d, float* dst) where TL : struct, ILoad
         {
-            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+            Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default, e0 = default, e1 = default, e2 = default, e3 = default;
             int c = 0;
             for (; c + 32 <= d; c += 32)
             {
-                a0 = Vector256.FusedMultiplyAdd(Vector256.Load(t + c), Half8(h + c), a0);
-                a1 = Vector256.FusedMultiplyAdd(Vector256.Load(t + c + 8), Half8(h + c + 8), a1);
-                a2 = Vector256.FusedMultiplyAdd(Vector256.Load(t + c + 16), Half8(h + c + 16), a2);
-                a3 = Vector256.FusedMultiplyAdd(Vector256.Load(t + c + 24), Half8(h + c + 24), a3);
+                Vector256<float> t0 = Vector256.Load(t + c), t1 = Vector256.Load(t + c + 8), t2 = Vector256.Load(t + c + 16), t3 = Vector256.Load(t + c + 24);
+                a0 = Vector256.FusedMultiplyAdd(t0, TL.Load8(h0, c), a0); a1 = Vector256.FusedMultiplyAdd(t1, TL.Load8(h0, c + 8), a1);
+                a2 = Vector256.FusedMultiplyAdd(t2, TL.Load8(h0, c + 16), a2); a3 = Vector256.FusedMultiplyAdd(t3, TL.Load8(h0, c + 24), a3);
+                b0 = Vector256.FusedMultiplyAdd(t0, TL.Load8(h1, c), b0); b1 = Vector256.FusedMultiplyAdd(t1, TL.Load8(h1, c + 8), b1);
+                b2 = Vector256.FusedMultiplyAdd(t2, TL.Load8(h1, c + 16), b2); b3 = Vector256.FusedMultiplyAdd(t3, TL.Load8(h1, c + 24), b3);
+                c0 = Vector256.FusedMultiplyAdd(t0, TL.Load8(h2, c), c0); c1 = Vector256.FusedMultiplyAdd(t1, TL.Load8(h2, c + 8), c1);
+                c2 = Vector256.FusedMultiplyAdd(t2, TL.Load8(h2, c + 16), c2); c3 = Vector256.FusedMultiplyAdd(t3, TL.Load8(h2, c + 24), c3);
+                e0 = Vector256.FusedMultiplyAdd(t0, TL.Load8(h3, c), e0); e1 = Vector256.FusedMultiplyAdd(t1, TL.Load8(h3, c + 8), e1);
+                e2 = Vector256.FusedMultiplyAdd(t2, TL.Load8(h3, c + 16), e2); e3 = Vector256.FusedMultiplyAdd(t3, TL.Load8(h3, c + 24), e3);
             }
-            for (; c + 8 <= d; c += 8) a0 = Vector256.FusedMultiplyAdd(Vector256.Load(t + c), Half8(h + c), a0);
-            float s = Vector256.Sum((a0 + a1) + (a2 + a3));
-            for (; c < d; c++) s = MathF.FusedMultiplyAdd(t[c], (float)BitConverter.UInt16BitsToHalf(h[c]), s);
-            return s;
+            for (; c + 8 <= d; c += 8)
+            {
+                Vector256<float> t0 = Vector256.Load(t + c);
+                a0 = Vector256.FusedMultiplyAdd(t0, TL.Load8(h0, c), a0);
+                b0 = Vector256.FusedMultiplyAdd(t0, TL.Load8(h1, c), b0);
+                c0 = Vector256.FusedMultiplyAdd(t0, TL.Load8(h2, c), c0);
+                e0 = Vector256.FusedMultiplyAdd(t0, TL.Load8(h3, c), e0);
+            }
+            float s0 = Vector256.Sum((a0 + a1) + (a2 + a3)), s1 = Vector256.Sum((b0 + b1) + (b2 + b3));
+            float s2 = Vector256.Sum((c0 + c1) + (c2 + c3)), s3 = Vector256.Sum((e0 + e1) + (e2 + e3));
+            for (; c < d; c++)
+            {
+                s0 = MathF.FusedMultiplyAdd(t[c], TL.Load1(h0, c), s0);
+                s1 = MathF.FusedMultiplyAdd(t[c], TL.Load1(h1, c), s1);
+                s2 = MathF.FusedMultiplyAdd(t[c], TL.Load1(h2, c), s2);
+                s3 = MathF.FusedMultiplyAdd(t[c], TL.Load1(h3, c), s3);
+            }
+            dst[0] = s0; dst[1] = s1; dst[2] = s2; dst[3] = s3;
         }
 
         /// <summary>8 binary16 → binary32 exactly; see <c>Wide512.Half16</c>.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static Vector256<float> Half8(ushort* p)
+        internal static Vector256<float> Half8(ushort* p)
         {
             Vector256<uint> h = Vector256.WidenLower(Vector128.Load(p).ToVector256Unsafe());
             Vector256<uint> em = h & Vector256.Create(0x7fffu);
@@ -528,7 +604,11 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
         public void SetTarget(int row, byte* scratch) => _target = _data + (long)row * _dim;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly float Score(int row) => TW.Dot(_target, _data + (long)row * _dim, _dim);
+        public readonly float Score(int row) => TW.Dot1<F32Load>(_target, _data + (long)row * _dim, _dim);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly void Score4(int r0, int r1, int r2, int r3, float* dst) =>
+            TW.Dot4<F32Load>(_target, _data + (long)r0 * _dim, _data + (long)r1 * _dim, _data + (long)r2 * _dim, _data + (long)r3 * _dim, _dim, dst);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public readonly void Prefetch(int row) => PrefetchLines((byte*)(_data + (long)row * _dim), _dim * sizeof(float));
@@ -552,7 +632,11 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly float Score(int row) => TW.DotHalf(_target, _data + (long)row * _dim, _dim);
+        public readonly float Score(int row) => TW.Dot1<F16Load>(_target, _data + (long)row * _dim, _dim);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly void Score4(int r0, int r1, int r2, int r3, float* dst) =>
+            TW.Dot4<F16Load>(_target, _data + (long)r0 * _dim, _data + (long)r1 * _dim, _data + (long)r2 * _dim, _data + (long)r3 * _dim, _dim, dst);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public readonly void Prefetch(int row) => PrefetchLines((byte*)(_data + (long)row * _dim), _dim * sizeof(ushort));
@@ -602,6 +686,12 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly void Score4(int r0, int r1, int r2, int r3, float* dst)
+        {
+            dst[0] = Score(r0); dst[1] = Score(r1); dst[2] = Score(r2); dst[3] = Score(r3);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public readonly void Prefetch(int row)
         {
             PrefetchLines((byte*)(_data + (long)row * _dim), _dim);
@@ -645,6 +735,12 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
             int dot = Vector512.Sum(a0 + a1);
             for (; c < _dim; c++) dot = unchecked(dot + _target[c] * h[c]);
             return (float)dot * (_targetScale * _scales[row]);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly void Score4(int r0, int r1, int r2, int r3, float* dst)
+        {
+            dst[0] = Score(r0); dst[1] = Score(r1); dst[2] = Score(r2); dst[3] = Score(r3);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -694,6 +790,12 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly void Score4(int r0, int r1, int r2, int r3, float* dst)
+        {
+            dst[0] = Score(r0); dst[1] = Score(r1); dst[2] = Score(r2); dst[3] = Score(r3);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public readonly void Prefetch(int row)
         {
             PrefetchLines((byte*)(_data + (long)row * _dim), _dim);
@@ -725,6 +827,12 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
             int dot = 0;
             for (int c = 0; c < _dim; c++) dot = unchecked(dot + _target[c] * h[c]);
             return (float)dot * (_targetScale * _scales[row]);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly void Score4(int r0, int r1, int r2, int r3, float* dst)
+        {
+            dst[0] = Score(r0); dst[1] = Score(r1); dst[2] = Score(r2); dst[3] = Score(r3);
         }
 
         public readonly void Prefetch(int row) => PrefetchLines((byte*)(_data + (long)row * _dim), _dim);

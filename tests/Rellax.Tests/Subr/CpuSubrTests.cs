@@ -281,13 +281,13 @@ public sealed class CpuSubrTests
     [Test]
     public void RepeatedItemMostRecentWins([Values(DType.F32, DType.F16, DType.I8)] DType storage, [Values(false, true)] bool vector512)
     {
-        const int N = 50, D = 100, L = 500, K = 31;
+        const int N = 50, D = 100, L = 501, K = 31;
         WithPaths(vector512, vnni: true, () =>
         {
             using var backend = new CpuBackend(2);
             using var table = RandomTable(backend, N, D, storage, seed: 3);
             // Sample 0: one item 500 times. Sample 1: the same, then one other item at the very start.
-            var h0 = Enumerable.Repeat(7, L).ToArray();
+            var h0 = Enumerable.Repeat(7, L).ToArray(); // L = 501: blocks of 64, Score4 groups and a single-row tail
             var h1 = new[] { 7 }.Concat(Enumerable.Repeat(12, L - 1)).ToArray();
             using var queries = SubrQueries.FromHistories([h0, h1], [9, 9]);
             var chrono = RunOn(table, queries, K, SubrOrder.Chronological);
