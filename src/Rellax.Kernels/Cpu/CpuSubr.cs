@@ -36,7 +36,8 @@ namespace Rellax.Kernels.Cpu;
 /// <b>Scores.</b> f32 and f16: an fp32 dot product with a fixed summation order per row (4 vector accumulators over
 /// 64-element steps, a 16-element step into the first, <c>(a0 + a1) + (a2 + a3)</c> summed, then a scalar FMA tail),
 /// the same for every row of a call wherever it sits, so duplicate events and identical rows score bitwise equal and
-/// the tie rule is honoured. <see cref="CpuGemm.UseVector512"/> off switches the whole call to the Vector256 order.
+/// the tie rule is honoured. Rows are scored four at a time (<c>Dot4</c>: 16 accumulators, each target vector loaded
+/// once for the four rows), each row in exactly that order; a block's last L mod 4 rows go through <c>Dot1</c>. <see cref="CpuGemm.UseVector512"/> off switches the whole call to the Vector256 order.
 /// i8: the exact i32 dot product, then <c>(float)dot · (scale[t] · scale[h])</c> as the contract says; every
 /// integer path gives the same integer (wrapping i32 arithmetic is associative), so every path and backend selects
 /// the same items. With AVX-VNNI (256-bit <c>vpdpbusd</c>, u8 × s8) the history byte is made unsigned as
