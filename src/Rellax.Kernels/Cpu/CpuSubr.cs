@@ -68,6 +68,9 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
     /// <summary>Whether i8 tables use AVX-VNNI when the CPU has it; tests switch it off to check the other paths.</summary>
     internal static bool UseAvxVnni { get; set; } = AvxVnni.IsSupported;
 
+    /// <summary>Prefetch instruction for table rows: 0 = prefetcht0 (default), 1 = t1, 2 = t2, 3 = nta. Tunable for benchmarks.</summary>
+    internal static int PrefetchHint { get; set; }
+
     /// <summary>How far ahead (in bytes of table rows) rows are prefetched; at least one row. Tunable for benchmarks.</summary>
     internal static int PrefetchBytes { get; set; } = 16 * 1024;
 
@@ -406,7 +409,14 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
     {
         if (!Sse.IsSupported) return;
         byte* end = start + bytes;
-        for (byte* a = (byte*)((nuint)start & ~(nuint)63); a < end; a += 64) Sse.Prefetch0(a);
+        byte* a = (byte*)((nuint)start & ~(nuint)63);
+        switch (PrefetchHint)
+        {
+            case 1: for (; a < end; a += 64) Sse.Prefetch1(a); break;
+            case 2: for (; a < end; a += 64) Sse.Prefetch2(a); break;
+            case 3: for (; a < end; a += 64) Sse.PrefetchNonTemporal(a); break;
+            default: for (; a < end; a += 64) Sse.Prefetch0(a); break;
+        }
     }
 
     /// <summary>One vector width of the f32 dot product; the summation order is fixed per width (see the class remarks).</summary>
