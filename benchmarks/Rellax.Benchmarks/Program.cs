@@ -8,7 +8,7 @@ using Rellax.Benchmarks;
 // In process: BenchmarkDotNet's generated out-of-process project would not import eng/TorchSharp.targets,
 // so TorchSharp could not load there. A short job keeps a full GEMM run to a few minutes; compare ratios within one run.
 var job = Job.Default
-    .WithToolchain(InProcessEmitToolchain.Instance)
+    .WithToolchain(new InProcessEmitToolchain(TimeSpan.FromHours(1), logOutput: true)) // SUBR's big torch cases run for minutes
     .WithWarmupCount(3)
     .WithIterationCount(15)
     .WithLaunchCount(1)

@@ -27,6 +27,7 @@ internal static class RooflineReport
                 if (r.BenchmarkCase.Descriptor.Type == typeof(GemmBenchmarks) && r.ResultStatistics is { } st)
                     rows.Add(((GemmShape)r.BenchmarkCase.Parameters["Shape"], r.BenchmarkCase.Descriptor.WorkloadMethod.Name, st.Median));
         PrintCflora(summaries, bandwidth);
+        SubrBenchmarks.PrintReport(summaries);
         if (rows.Count == 0) return;
 
         Console.WriteLine("\n| M x K x N | method | median (ms) | GFLOP/s | GB/s (min traffic) | torch time / ours |");
