@@ -23,7 +23,7 @@ namespace Rellax.Benchmarks;
 /// <b>Environment.</b> The full grid is B ∈ {64, 1024} × L ∈ {100, 2000, 20000} × K ∈ {30, 60} × table ∈ {f32, i8};
 /// <c>RELLAX_SUBR_B</c>, <c>RELLAX_SUBR_L</c>, <c>RELLAX_SUBR_K</c>, <c>RELLAX_SUBR_TABLE</c> (comma-separated values;
 /// tables f32, f16, i8) restrict or extend it. <c>RELLAX_SUBR_PREFETCH</c> overrides <c>CpuSubr.PrefetchBytes</c> for
-/// tuning runs, <c>RELLAX_SUBR_PREFETCH_HINT</c> (0 to 3: t0, t1, t2, nta) <c>CpuSubr.PrefetchHint</c>, <c>RELLAX_SUBR_PREFETCH_ROW_BYTES</c> <c>CpuSubr.PrefetchMaxBytesPerRow</c>. The big cases are slow (B = 1024, L = 20000 gathers 20M rows: 42 GB of f32 per call), hence the short
+/// tuning runs, <c>RELLAX_SUBR_PREFETCH_HINT</c> (0 to 3: t0, t1, t2, nta) <c>CpuSubr.PrefetchHint</c>, <c>RELLAX_SUBR_PREFETCH_ROW_BYTES</c> <c>CpuSubr.PrefetchMaxBytesPerRow</c>; <c>RELLAX_HUGE_PAGES=0</c> allocates the table without the huge-page advice (see <c>AlignedMemoryHandle</c>). The big cases are slow (B = 1024, L = 20000 gathers 20M rows: 42 GB of f32 per call), hence the short
 /// job: 1 warm-up, 3 iterations of one invocation each.
 /// </para>
 /// </summary>
@@ -70,6 +70,7 @@ public class SubrBenchmarks
     [GlobalSetup]
     public void Setup()
     {
+        if (Environment.GetEnvironmentVariable("RELLAX_HUGE_PAGES") == "0") AlignedMemoryHandle.UseHugePages = false;
         if (Environment.GetEnvironmentVariable("RELLAX_SUBR_PREFETCH") is { Length: > 0 } pf) CpuSubr.PrefetchBytes = int.Parse(pf);
         if (Environment.GetEnvironmentVariable("RELLAX_SUBR_PREFETCH_HINT") is { Length: > 0 } ph) CpuSubr.PrefetchHint = int.Parse(ph);
         if (Environment.GetEnvironmentVariable("RELLAX_SUBR_PREFETCH_ROW_BYTES") is { Length: > 0 } pr) CpuSubr.PrefetchMaxBytesPerRow = int.Parse(pr);
