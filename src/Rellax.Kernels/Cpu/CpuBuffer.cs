@@ -6,8 +6,9 @@ namespace Rellax.Kernels.Cpu;
 /// 64-byte aligned native memory owned through a SafeHandle, so it is freed even if nobody disposes the buffer.
 /// On Linux, buffers of <see cref="HugePageThreshold"/> bytes or more are 2 MiB aligned and advised
 /// <c>MADV_HUGEPAGE</c> before they are first touched: with transparent huge pages in <c>madvise</c> mode (the Debian
-/// default) that backs them with 2 MiB pages, so random row gathers over a large table (SUBR, embeddings) miss the TLB
-/// far less often. The advice is best effort: where it is refused, the buffer simply keeps 4 KiB pages.
+/// default), a kernel that has huge pages to give backs them with 2 MiB pages, so random row gathers over a large
+/// table (SUBR, embeddings) miss the TLB far less often. The advice is best effort: where it is refused or not
+/// honoured (the development VM grants none; see benchmarks/results/subr-cpu.md), the buffer keeps 4 KiB pages.
 /// </summary>
 internal sealed unsafe partial class AlignedMemoryHandle : SafeHandle
 {
