@@ -5,6 +5,12 @@ using BenchmarkDotNet.Running;
 using BenchmarkDotNet.Toolchains.InProcess.Emit;
 using Rellax.Benchmarks;
 
+if (args is ["--subr-steady"])
+{
+    SubrSteadyState.Run();
+    return;
+}
+
 // In process: BenchmarkDotNet's generated out-of-process project would not import eng/TorchSharp.targets,
 // so TorchSharp could not load there. A short job keeps a full GEMM run to a few minutes; compare ratios within one run.
 var job = Job.Default
