@@ -115,10 +115,10 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
                 break;
             case DType.I8:
                 float* s = CpuBackend.Ptr<float>(scales);
-                if (UseAvxVnni && AvxVnni.IsSupported) Run(new I8VnniScorer(data, s, dim), job);
-                else if (v512 && Avx512BW.IsSupported) Run(new I8Avx512Scorer(data, s, dim), job);
-                else if (Avx2.IsSupported) Run(new I8Avx2Scorer(data, s, dim), job);
-                else Run(new I8ScalarScorer(data, s, dim), job);
+                if (UseAvxVnni && AvxVnni.IsSupported) Run(new I8Scorer<I8Vnni>(data, s, dim), job);
+                else if (v512 && Avx512BW.IsSupported) Run(new I8Scorer<I8Avx512>(data, s, dim), job);
+                else if (Avx2.IsSupported) Run(new I8Scorer<I8Avx2>(data, s, dim), job);
+                else Run(new I8Scorer<I8Scalar>(data, s, dim), job);
                 break;
             default:
                 throw new NotSupportedException($"SUBR tables of dtype {table.DType}");
@@ -667,198 +667,164 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
     }
 
     /// <summary>
-    /// i8 rows with AVX-VNNI: <c>vpdpbusd</c> on (q_h ⊕ 0x80) as u8 times q_t as s8, 32 bytes at a time, minus
-    /// 128 · Σ q_t over the same columns (exact in wrapping i32 arithmetic); scalar tail for d mod 32.
+    /// i8 rows: the exact i32 dot product by <typeparamref name="TDot"/>, minus the bias its prepared target asks for,
+    /// then <c>(float)dot · (scale[t] · scale[h])</c>. Every strategy gives the same integer (wrapping i32 arithmetic is
+    /// associative), so every path selects the same items.
     /// </summary>
-    private struct I8VnniScorer(byte* data, float* scales, int dim) : IScorer
+    private struct I8Scorer<TDot>(byte* data, float* scales, int dim) : IScorer where TDot : struct, II8Dot
     {
         private readonly sbyte* _data = (sbyte*)data;
         private readonly float* _scales = scales;
         private readonly int _dim = dim;
         private sbyte* _target;
+        private byte* _prepared;
         private int _bias;
         private float _targetScale;
 
         public readonly int RowBytes => _dim;
-        public readonly int TargetScratchBytes => 0;
+        public readonly int TargetScratchBytes => TDot.ScratchBytes(_dim);
 
         public void SetTarget(int row, byte* scratch)
         {
             _target = _data + (long)row * _dim;
+            _prepared = scratch;
             _targetScale = _scales[row];
-            int main = _dim & ~31, sum = 0;
-            for (int c = 0; c < main; c++) sum += _target[c];
-            _bias = unchecked(128 * sum);
+            _bias = TDot.Prepare(_target, scratch, _dim);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public readonly float Score(int row)
         {
-            sbyte* h = _data + (long)row * _dim, t = _target;
+            int dot = unchecked(TDot.Dot(_data + (long)row * _dim, _target, _prepared, _dim) - _bias);
+            return (float)dot * (_targetScale * _scales[row]);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly void Score4(int r0, int r1, int r2, int r3, float* dst)
+        {
+            dst[0] = Score(r0); dst[1] = Score(r1); dst[2] = Score(r2); dst[3] = Score(r3);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly void Prefetch(int row)
+        {
+            PrefetchLines((byte*)(_data + (long)row * _dim), _dim);
+            if (Sse.IsSupported) Sse.Prefetch0(_scales + row);
+        }
+    }
+
+    /// <summary>One way to compute the i32 dot product of an i8 history row with the target row.</summary>
+    private interface II8Dot
+    {
+        /// <summary>Bytes of scratch the prepared target needs.</summary>
+        static abstract int ScratchBytes(int dim);
+
+        /// <summary>Prepares the target in <paramref name="scratch"/>; returns the bias to subtract from every <see cref="Dot"/>.</summary>
+        static abstract int Prepare(sbyte* target, byte* scratch, int dim);
+
+        /// <summary>Σ_c h[c] · t[c] plus the bias (wrapping i32).</summary>
+        static abstract int Dot(sbyte* h, sbyte* target, byte* scratch, int dim);
+    }
+
+    /// <summary>
+    /// AVX-VNNI: <c>vpdpbusd</c> on (q_h ⊕ 0x80) as u8 times q_t as s8, 32 bytes at a time; the bias is
+    /// 128 · Σ q_t over the same columns (exact in wrapping i32 arithmetic); scalar tail for d mod 32.
+    /// </summary>
+    private struct I8Vnni : II8Dot
+    {
+        public static int ScratchBytes(int dim) => 0;
+
+        public static int Prepare(sbyte* target, byte* scratch, int dim)
+        {
+            int main = dim & ~31, sum = 0;
+            for (int c = 0; c < main; c++) sum += target[c];
+            return unchecked(128 * sum);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static int Dot(sbyte* h, sbyte* t, byte* scratch, int dim)
+        {
             Vector256<int> a0 = default, a1 = default;
             Vector256<sbyte> flip = Vector256.Create(unchecked((sbyte)0x80));
             int c = 0;
-            for (; c + 64 <= _dim; c += 64)
+            for (; c + 64 <= dim; c += 64)
             {
                 a0 = AvxVnni.MultiplyWideningAndAdd(a0, (Vector256.Load(h + c) ^ flip).AsByte(), Vector256.Load(t + c));
                 a1 = AvxVnni.MultiplyWideningAndAdd(a1, (Vector256.Load(h + c + 32) ^ flip).AsByte(), Vector256.Load(t + c + 32));
             }
-            for (; c + 32 <= _dim; c += 32) a0 = AvxVnni.MultiplyWideningAndAdd(a0, (Vector256.Load(h + c) ^ flip).AsByte(), Vector256.Load(t + c));
-            int dot = unchecked(Vector256.Sum(a0 + a1) - _bias);
-            for (; c < _dim; c++) dot = unchecked(dot + t[c] * h[c]);
-            return (float)dot * (_targetScale * _scales[row]);
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly void Score4(int r0, int r1, int r2, int r3, float* dst)
-        {
-            dst[0] = Score(r0); dst[1] = Score(r1); dst[2] = Score(r2); dst[3] = Score(r3);
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly void Prefetch(int row)
-        {
-            PrefetchLines((byte*)(_data + (long)row * _dim), _dim);
-            if (Sse.IsSupported) Sse.Prefetch0(_scales + row);
+            for (; c + 32 <= dim; c += 32) a0 = AvxVnni.MultiplyWideningAndAdd(a0, (Vector256.Load(h + c) ^ flip).AsByte(), Vector256.Load(t + c));
+            int dot = Vector256.Sum(a0 + a1);
+            for (; c < dim; c++) dot = unchecked(dot + t[c] * h[c]);
+            return dot;
         }
     }
 
-    /// <summary>i8 rows with AVX-512BW: history bytes sign-extended to i16 (<c>vpmovsxbw</c>) times the target widened once, <c>vpmaddwd</c> into i32.</summary>
-    private struct I8Avx512Scorer(byte* data, float* scales, int dim) : IScorer
+    /// <summary>AVX-512BW: history bytes sign-extended to i16 (<c>vpmovsxbw</c>) times the target widened once into scratch, <c>vpmaddwd</c> into i32.</summary>
+    private struct I8Avx512 : II8Dot
     {
-        private readonly sbyte* _data = (sbyte*)data;
-        private readonly float* _scales = scales;
-        private readonly int _dim = dim;
-        private sbyte* _target;
-        private short* _wide;
-        private float _targetScale;
+        public static int ScratchBytes(int dim) => dim * sizeof(short);
 
-        public readonly int RowBytes => _dim;
-        public readonly int TargetScratchBytes => _dim * sizeof(short);
-
-        public void SetTarget(int row, byte* scratch)
+        public static int Prepare(sbyte* target, byte* scratch, int dim)
         {
-            _target = _data + (long)row * _dim;
-            _wide = (short*)scratch;
-            for (int c = 0; c < _dim; c++) _wide[c] = _target[c];
-            _targetScale = _scales[row];
+            for (int c = 0; c < dim; c++) ((short*)scratch)[c] = target[c];
+            return 0;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly float Score(int row)
+        public static int Dot(sbyte* h, sbyte* t, byte* scratch, int dim)
         {
-            sbyte* h = _data + (long)row * _dim;
+            short* wide = (short*)scratch;
             Vector512<int> a0 = default, a1 = default;
             int c = 0;
-            for (; c + 64 <= _dim; c += 64)
+            for (; c + 64 <= dim; c += 64)
             {
-                a0 += Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(h + c)), Vector512.Load(_wide + c));
-                a1 += Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(h + c + 32)), Vector512.Load(_wide + c + 32));
+                a0 += Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(h + c)), Vector512.Load(wide + c));
+                a1 += Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(h + c + 32)), Vector512.Load(wide + c + 32));
             }
-            for (; c + 32 <= _dim; c += 32) a0 += Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(h + c)), Vector512.Load(_wide + c));
+            for (; c + 32 <= dim; c += 32) a0 += Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(h + c)), Vector512.Load(wide + c));
             int dot = Vector512.Sum(a0 + a1);
-            for (; c < _dim; c++) dot = unchecked(dot + _target[c] * h[c]);
-            return (float)dot * (_targetScale * _scales[row]);
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly void Score4(int r0, int r1, int r2, int r3, float* dst)
-        {
-            dst[0] = Score(r0); dst[1] = Score(r1); dst[2] = Score(r2); dst[3] = Score(r3);
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly void Prefetch(int row)
-        {
-            PrefetchLines((byte*)(_data + (long)row * _dim), _dim);
-            if (Sse.IsSupported) Sse.Prefetch0(_scales + row);
+            for (; c < dim; c++) dot = unchecked(dot + t[c] * h[c]);
+            return dot;
         }
     }
 
-    /// <summary>i8 rows with AVX2: as <see cref="I8Avx512Scorer"/> at 256 bits (16 bytes per step).</summary>
-    private struct I8Avx2Scorer(byte* data, float* scales, int dim) : IScorer
+    /// <summary>AVX2: as <see cref="I8Avx512"/> at 256 bits (16 bytes per step).</summary>
+    private struct I8Avx2 : II8Dot
     {
-        private readonly sbyte* _data = (sbyte*)data;
-        private readonly float* _scales = scales;
-        private readonly int _dim = dim;
-        private sbyte* _target;
-        private short* _wide;
-        private float _targetScale;
+        public static int ScratchBytes(int dim) => dim * sizeof(short);
 
-        public readonly int RowBytes => _dim;
-        public readonly int TargetScratchBytes => _dim * sizeof(short);
-
-        public void SetTarget(int row, byte* scratch)
-        {
-            _target = _data + (long)row * _dim;
-            _wide = (short*)scratch;
-            for (int c = 0; c < _dim; c++) _wide[c] = _target[c];
-            _targetScale = _scales[row];
-        }
+        public static int Prepare(sbyte* target, byte* scratch, int dim) => I8Avx512.Prepare(target, scratch, dim);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly float Score(int row)
+        public static int Dot(sbyte* h, sbyte* t, byte* scratch, int dim)
         {
-            sbyte* h = _data + (long)row * _dim;
+            short* wide = (short*)scratch;
             Vector256<int> a0 = default, a1 = default;
             int c = 0;
-            for (; c + 32 <= _dim; c += 32)
+            for (; c + 32 <= dim; c += 32)
             {
-                a0 += Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16(Vector128.Load(h + c)), Vector256.Load(_wide + c));
-                a1 += Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16(Vector128.Load(h + c + 16)), Vector256.Load(_wide + c + 16));
+                a0 += Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16(Vector128.Load(h + c)), Vector256.Load(wide + c));
+                a1 += Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16(Vector128.Load(h + c + 16)), Vector256.Load(wide + c + 16));
             }
-            for (; c + 16 <= _dim; c += 16) a0 += Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16(Vector128.Load(h + c)), Vector256.Load(_wide + c));
+            for (; c + 16 <= dim; c += 16) a0 += Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16(Vector128.Load(h + c)), Vector256.Load(wide + c));
             int dot = Vector256.Sum(a0 + a1);
-            for (; c < _dim; c++) dot = unchecked(dot + _target[c] * h[c]);
-            return (float)dot * (_targetScale * _scales[row]);
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly void Score4(int r0, int r1, int r2, int r3, float* dst)
-        {
-            dst[0] = Score(r0); dst[1] = Score(r1); dst[2] = Score(r2); dst[3] = Score(r3);
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly void Prefetch(int row)
-        {
-            PrefetchLines((byte*)(_data + (long)row * _dim), _dim);
-            if (Sse.IsSupported) Sse.Prefetch0(_scales + row);
+            for (; c < dim; c++) dot = unchecked(dot + t[c] * h[c]);
+            return dot;
         }
     }
 
-    /// <summary>i8 rows without x86 SIMD: a plain integer loop (the same integer as every other path).</summary>
-    private struct I8ScalarScorer(byte* data, float* scales, int dim) : IScorer
+    /// <summary>Without x86 SIMD: a plain integer loop (the same integer as every other path).</summary>
+    private struct I8Scalar : II8Dot
     {
-        private readonly sbyte* _data = (sbyte*)data;
-        private readonly float* _scales = scales;
-        private readonly int _dim = dim;
-        private sbyte* _target;
-        private float _targetScale;
+        public static int ScratchBytes(int dim) => 0;
 
-        public readonly int RowBytes => _dim;
-        public readonly int TargetScratchBytes => 0;
+        public static int Prepare(sbyte* target, byte* scratch, int dim) => 0;
 
-        public void SetTarget(int row, byte* scratch)
+        public static int Dot(sbyte* h, sbyte* t, byte* scratch, int dim)
         {
-            _target = _data + (long)row * _dim;
-            _targetScale = _scales[row];
-        }
-
-        public readonly float Score(int row)
-        {
-            sbyte* h = _data + (long)row * _dim;
             int dot = 0;
-            for (int c = 0; c < _dim; c++) dot = unchecked(dot + _target[c] * h[c]);
-            return (float)dot * (_targetScale * _scales[row]);
+            for (int c = 0; c < dim; c++) dot = unchecked(dot + t[c] * h[c]);
+            return dot;
         }
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly void Score4(int r0, int r1, int r2, int r3, float* dst)
-        {
-            dst[0] = Score(r0); dst[1] = Score(r1); dst[2] = Score(r2); dst[3] = Score(r3);
-        }
-
-        public readonly void Prefetch(int row) => PrefetchLines((byte*)(_data + (long)row * _dim), _dim);
     }
 }
