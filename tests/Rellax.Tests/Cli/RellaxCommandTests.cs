@@ -8,7 +8,8 @@ namespace Rellax.Tests.Cli;
 [TestFixture]
 public sealed class RellaxCommandTests
 {
-    private static (int Code, string Out, string Err) Run(params string[] args)
+    /// <summary>Runs the built <c>rellax</c> with <paramref name="args"/>; returns its exit code, stdout and stderr.</summary>
+    internal static (int Code, string Out, string Err) Run(params string[] args)
     {
         string dll = Path.Combine(TestContext.CurrentContext.TestDirectory, "rellax.dll");
         Assert.That(File.Exists(dll), $"{dll} was not built next to the tests");
@@ -89,19 +90,7 @@ public sealed class RetrieveCommandTests
 
     [OneTimeTearDown] public void Clean() => Directory.Delete(_dir, recursive: true);
 
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        string dll = Path.Combine(TestContext.CurrentContext.TestDirectory, "rellax.dll");
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add("exec");
-        psi.ArgumentList.Add(dll);
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(2))) { p.Kill(true); Assert.Fail("rellax did not exit within 2 minutes"); }
-        return (p.ExitCode, stdout.Result, stderr.Result);
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => RellaxCommandTests.Run(args);
 
     [Test]
     public void RetrievesTheReferenceItemsInItemIds([Values("chronological", "score")] string order)
