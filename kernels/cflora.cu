@@ -16,35 +16,11 @@
 #define RELLAX_CFLORA_DTYPE_BF16 2
 #define RELLAX_CFLORA_MAX_RANK 256
 
-// IEEE binary16 bits -> float (exact). On the device: the PTX conversion instruction cuda_fp16.h uses. Elsewhere
-// (kernels/tests/sim, which runs these kernels on the CPU): the same bit manipulation as the ILGPU kernels
-// (IlgpuCfloraKernels.HalfBitsToFloat, checked against System.Half on all 65536 patterns).
-__device__ __forceinline__ float rellax_cflora_f16_to_f32(unsigned short h) {
-#if defined(__CUDA_ARCH__)
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-#else
-    const unsigned int sign = ((unsigned int)h & 0x8000u) << 16;
-    const unsigned int em = (unsigned int)h & 0x7fffu;
-    unsigned int magnitude;
-    if (em >= 0x7c00u) magnitude = 0x7f800000u | ((em & 0x3ffu) << 13);  // inf / NaN
-    else if (em >= 0x0400u) magnitude = (em << 13) + ((127u - 15u) << 23);  // normal: rebias
-    else magnitude = __float_as_uint((float)em * 5.9604644775390625e-8f);   // subnormal or zero: em * 2^-24
-    return __uint_as_float(sign | magnitude);
-#endif
-}
-
-// bfloat16 bits -> float (exact: the upper half of a binary32).
-__device__ __forceinline__ float rellax_cflora_bf16_to_f32(unsigned short h) {
-    return __uint_as_float(((unsigned int)h) << 16);
-}
-
 // Element i of a weight stored as `dtype` (one of RELLAX_CFLORA_DTYPE_*), widened to float.
 __device__ __forceinline__ float rellax_cflora_load_weight(const void* w, int dtype, long long i) {
     if (dtype == RELLAX_CFLORA_DTYPE_F32) return ((const float*)w)[i];
     const unsigned short h = ((const unsigned short*)w)[i];
-    return dtype == RELLAX_CFLORA_DTYPE_F16 ? rellax_cflora_f16_to_f32(h) : rellax_cflora_bf16_to_f32(h);
+    return dtype == RELLAX_CFLORA_DTYPE_F16 ? rellax_f16_to_f32(h) : rellax_bf16_to_f32(h);
 }
 
 // Kernel 1: one block per token row t. Warp w computes u[i] for i = w, w + num_warps, ... (lanes stride over d_in:

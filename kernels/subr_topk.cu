@@ -62,28 +62,10 @@
 #define RELLAX_SUBR_PATH_I8_VEC 4
 #define RELLAX_SUBR_PATH_I8 5
 
-// IEEE binary16 bits -> float (exact). On the device: the PTX conversion instruction cuda_fp16.h uses (NVRTC 11.8 has
-// no cuda_fp16.h). Elsewhere (kernels/tests/sim): the bit manipulation of cflora.cu's host fallback.
-__device__ __forceinline__ float rellax_subr_f16_to_f32(unsigned short h) {
-#if defined(__CUDA_ARCH__)
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-#else
-    const unsigned int sign = ((unsigned int)h & 0x8000u) << 16;
-    const unsigned int em = (unsigned int)h & 0x7fffu;
-    unsigned int magnitude;
-    if (em >= 0x7c00u) magnitude = 0x7f800000u | ((em & 0x3ffu) << 13);  // inf / NaN
-    else if (em >= 0x0400u) magnitude = (em << 13) + ((127u - 15u) << 23);  // normal: rebias
-    else magnitude = __float_as_uint((float)em * 5.9604644775390625e-8f);   // subnormal or zero: em * 2^-24
-    return __uint_as_float(sign | magnitude);
-#endif
-}
-
 // Sum of the two halves of a 32-bit word (low half first) multiplied pairwise, accumulated into acc in a fixed order.
 __device__ __forceinline__ float rellax_subr_fma_half2(unsigned int t, unsigned int h, float acc) {
-    acc = fmaf(rellax_subr_f16_to_f32((unsigned short)(t & 0xffffu)), rellax_subr_f16_to_f32((unsigned short)(h & 0xffffu)), acc);
-    acc = fmaf(rellax_subr_f16_to_f32((unsigned short)(t >> 16)), rellax_subr_f16_to_f32((unsigned short)(h >> 16)), acc);
+    acc = fmaf(rellax_f16_to_f32((unsigned short)(t & 0xffffu)), rellax_f16_to_f32((unsigned short)(h & 0xffffu)), acc);
+    acc = fmaf(rellax_f16_to_f32((unsigned short)(t >> 16)), rellax_f16_to_f32((unsigned short)(h >> 16)), acc);
     return acc;
 }
 
@@ -197,10 +179,10 @@ __device__ __forceinline__ void rellax_subr_scores(const void* table, const floa
             const unsigned short* tr = (const unsigned short*)table + t * d;  // tr is (d)
             #pragma unroll 4
             for (int c = lane; c < d; c += RELLAX_WARP_SIZE) {
-                const float a = rellax_subr_f16_to_f32(tr[c]);
+                const float a = rellax_f16_to_f32(tr[c]);
                 #pragma unroll
                 for (int r = 0; r < R; r++)
-                    acc[r] = fmaf(a, rellax_subr_f16_to_f32(((const unsigned short*)table)[(long long)h[r] * d + c]), acc[r]);
+                    acc[r] = fmaf(a, rellax_f16_to_f32(((const unsigned short*)table)[(long long)h[r] * d + c]), acc[r]);
             }
         }
         #pragma unroll

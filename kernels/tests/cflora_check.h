@@ -3,6 +3,7 @@
 // dtype with the exact float values they hold, and the double-accumulation reference (the formula of CfloraReference
 // in C#): y[t] = W0 x[t] (+ bias) + scale * B (G[s]^T (A x[t])). Include after cflora.cu (for RELLAX_CFLORA_DTYPE_*).
 #pragma once
+#include "host_bits.h"
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -19,27 +20,9 @@ inline float uniform() {  // xorshift, deterministic, in [-1, 1)
     return (float)(g_state & 0xffffff) / (float)0x800000 - 1.0f;
 }
 
-inline float bits_to_float(unsigned u) {
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-inline unsigned float_to_bits(float f) {
-    unsigned u;
-    std::memcpy(&u, &f, sizeof u);
-    return u;
-}
-
-// IEEE binary16 bits -> float (exact), independent of the kernel's own conversion.
-inline float half_to_float(unsigned short h) {
-    const unsigned sign = ((unsigned)h & 0x8000u) << 16, em = (unsigned)h & 0x7fffu;
-    unsigned magnitude;
-    if (em >= 0x7c00u) magnitude = 0x7f800000u | ((em & 0x3ffu) << 13);
-    else if (em >= 0x0400u) magnitude = (em << 13) + ((127u - 15u) << 23);
-    else magnitude = float_to_bits((float)em * 5.9604644775390625e-8f);
-    return bits_to_float(sign | magnitude);
-}
+using rellax_test::bits_to_float;
+using rellax_test::float_to_bits;
+using rellax_test::half_to_float;
 
 // A weight in storage `dtype`: the raw storage (floats or 16-bit words) and the exact float values it holds.
 struct Weight {

@@ -11,18 +11,10 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda_check.h"
+
 #include "../cflora.cu"
 #include "cflora_check.h"
-
-#define CUDA_CHECK(call)                                                                         \
-    do {                                                                                         \
-        cudaError_t err_ = (call);                                                               \
-        if (err_ != cudaSuccess) {                                                               \
-            std::fprintf(stderr, "%s:%d: %s failed: %s (%s)\n", __FILE__, __LINE__, #call,       \
-                         cudaGetErrorName(err_), cudaGetErrorString(err_));                      \
-            std::exit(2);                                                                        \
-        }                                                                                        \
-    } while (0)
 
 template <class T>
 static T* upload(const void* host, size_t bytes) {

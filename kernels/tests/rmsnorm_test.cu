@@ -8,17 +8,9 @@
 
 #include <cuda_runtime.h>
 
-#include "../rmsnorm.cu"
+#include "cuda_check.h"
 
-#define CUDA_CHECK(call)                                                                         \
-    do {                                                                                         \
-        cudaError_t err_ = (call);                                                               \
-        if (err_ != cudaSuccess) {                                                               \
-            std::fprintf(stderr, "%s:%d: %s failed: %s (%s)\n", __FILE__, __LINE__, #call,       \
-                         cudaGetErrorName(err_), cudaGetErrorString(err_));                      \
-            std::exit(2);                                                                        \
-        }                                                                                        \
-    } while (0)
+#include "../rmsnorm.cu"
 
 // x is (rows, n), weight is (n), y is (rows, n)
 static void rmsnorm_cpu(const float* x, const float* weight, float* y, int rows, int n, float eps) {

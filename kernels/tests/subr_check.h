@@ -10,6 +10,7 @@
 //     bound of the k-th best reference score (near ties).
 // Include after subr_topk.cu (for RELLAX_SUBR_PATH_*).
 #pragma once
+#include "host_bits.h"
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -37,27 +38,9 @@ inline float uniform() { return (float)(next_u32() & 0xffffff) / (float)0x800000
 
 inline int below(int n) { return (int)(next_u32() % (unsigned)n); }
 
-inline float bits_to_float(unsigned u) {
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-inline unsigned float_to_bits(float f) {
-    unsigned u;
-    std::memcpy(&u, &f, sizeof u);
-    return u;
-}
-
-// IEEE binary16 bits -> float (exact), independent of the kernel's own conversion.
-inline float half_to_float(unsigned short h) {
-    const unsigned sign = ((unsigned)h & 0x8000u) << 16, em = (unsigned)h & 0x7fffu;
-    unsigned magnitude;
-    if (em >= 0x7c00u) magnitude = 0x7f800000u | ((em & 0x3ffu) << 13);
-    else if (em >= 0x0400u) magnitude = (em << 13) + ((127u - 15u) << 23);
-    else magnitude = float_to_bits((float)em * 5.9604644775390625e-8f);
-    return bits_to_float(sign | magnitude);
-}
+using rellax_test::bits_to_float;
+using rellax_test::float_to_bits;
+using rellax_test::half_to_float;
 
 // float -> binary16 bits, round to nearest even (values here are small and normal or zero).
 inline unsigned short float_to_half(float f) {
