@@ -10,6 +10,7 @@ public abstract class ComputeBackend : IDisposable
     private Primitives? _primitives;
     private CfloraLinear? _cflora;
     private SubrTopK? _subr;
+    private FlashAttention? _attention;
 
     /// <summary>Short name for logs and <c>--json</c> output, e.g. <c>cpu</c> or <c>ilgpu:CPUAccelerator</c>.</summary>
     public abstract string Name { get; }
@@ -31,6 +32,12 @@ public abstract class ComputeBackend : IDisposable
 
     /// <summary>This backend's SUBR kernel (unchecked; reached through <see cref="Subr"/>).</summary>
     internal virtual ISubrKernels SubrKernels => throw new NotSupportedException($"the {Name} backend has no SUBR kernel yet");
+
+    /// <summary>Batched flash-style attention (int8 or fp32 scores) and the int8 KV cache on this backend.</summary>
+    public FlashAttention Attention => _attention ??= new FlashAttention(this);
+
+    /// <summary>This backend's attention kernels (unchecked; reached through <see cref="Attention"/>).</summary>
+    internal virtual IAttentionKernels AttentionKernels => throw new NotSupportedException($"the {Name} backend has no attention kernels yet");
 
     /// <summary>Allocates <paramref name="length"/> zeroed elements of <paramref name="dtype"/>.</summary>
     public abstract DeviceBuffer Allocate(DType dtype, long length);

@@ -9,6 +9,7 @@ public sealed class CpuBackend : ComputeBackend
     private readonly CpuPrimitiveKernels _primitives;
     private readonly CpuCflora _cflora;
     private readonly CpuSubr _subr;
+    private readonly CpuAttention _attention;
 
     /// <summary>Creates a CPU backend that uses up to <paramref name="threads"/> threads (0: one per core).</summary>
     public CpuBackend(int threads = 0)
@@ -19,6 +20,7 @@ public sealed class CpuBackend : ComputeBackend
         _primitives = new CpuPrimitiveKernels(this);
         _cflora = new CpuCflora(this);
         _subr = new CpuSubr(this);
+        _attention = new CpuAttention(this);
     }
 
     /// <summary>Number of worker threads kernels split their work over.</summary>
@@ -34,6 +36,8 @@ public sealed class CpuBackend : ComputeBackend
     internal override ICfloraKernels CfloraKernels => _cflora;
 
     internal override ISubrKernels SubrKernels => _subr;
+
+    internal override IAttentionKernels AttentionKernels => _attention;
 
     /// <inheritdoc/>
     public override DeviceBuffer Allocate(DType dtype, long length) => new CpuBuffer(this, dtype, length);

@@ -1,0 +1,198 @@
+namespace Rellax.Kernels;
+
+/// <summary>
+/// Flash-style (online-softmax, the T × T score matrix is never written) attention over a batch of left-padded
+/// sequences on one backend, with int8 (SageAttention-style, SPEC §7) or fp32 scores; grouped-query heads; a causal
+/// mask; and an int8 KV cache for decoding (<see cref="CreateKvCache"/>, <see cref="Decode"/>).
+/// </summary>
+/// <remarks>
+/// <para><b>Padding.</b> Sequence b holds <c>lengths[b]</c> real tokens at the right end of its T positions
+/// (left padding): positions <c>[T - lengths[b], T)</c>. Keys at padding positions are masked; query rows at padding
+/// positions attend to nothing and their output is 0.</para>
+/// <para><b>Masking.</b> Query t of sequence b sees the keys <c>j</c> with <c>T - lengths[b] ≤ j</c> and, when
+/// causal, <c>j ≤ t</c>.</para>
+/// <para><b>Int8 scores.</b> Keys are smoothed per (sequence, KV head): <c>k' = k - mean_j(k_j)</c> over the valid
+/// tokens (exact, softmax ignores a per-row constant). Each row x of q (times scale · log2 e) and of k' is quantized as
+/// <c>s = max|x| / 127</c>, <c>x̂ = round(x / s)</c> (half to even; s = 0 gives x̂ = 0), per token and head (finer
+/// than SageAttention's 128/64-token blocks, at no cost here); the logit is <c>(Σ x̂_q · x̂_k) · s_q · s_k</c> with an
+/// exact int32 dot product, and the softmax runs in fp32 with exp2.</para>
+/// <para><b>Non-finite input.</b> NaN or ∞ in q, k or v is not checked (that would cost a pass over the data); it
+/// propagates: every output row that reads it becomes NaN. With int8 scores, a non-finite key poisons the smoothing
+/// mean and so its whole (sequence, KV head).</para>
+/// </remarks>
+public sealed class FlashAttention
+{
+    /// <summary>The largest head dimension D supported; D must also be a multiple of <see cref="HeadDimMultiple"/>.</summary>
+    public const int MaxHeadDim = 256;
+
+    /// <summary>D must be a multiple of this (int8 dot products run over groups of 4 channels, vectors over 8).</summary>
+    public const int HeadDimMultiple = 8;
+
+    private readonly ComputeBackend _backend;
+
+    internal FlashAttention(ComputeBackend backend) => _backend = backend;
+
+    private IAttentionKernels K => _backend.AttentionKernels;
+
+    /// <summary>
+    /// Prefill attention: <c>o = softmax(scale · q kᵀ + mask) v</c> for every sequence and query head.
+    /// </summary>
+    /// <param name="q">Queries, f32 [B, Hq, T, D] (head-major) or [B, T, Hq, D] (token-major, <see cref="AttentionOptions.Layout"/>).</param>
+    /// <param name="k">Keys, f32 [B, Hkv, T, D] or [B, T, Hkv, D]; Hq a multiple of Hkv.</param>
+    /// <param name="v">Values, same shape as k.</param>
+    /// <param name="lengths">Real tokens of each sequence, B values in [0, T] (left padding); empty means all T.</param>
+    /// <param name="o">Output, same shape as q; must not overlap q, k or v.</param>
+    /// <param name="options">Precision, layout, scale and mask; null means <see cref="AttentionOptions.Default"/>.</param>
+    /// <exception cref="ArgumentException">A shape, dtype, backend, head count, head dimension or length that does not fit;
+    /// the message names the argument and the shapes.</exception>
+    public void Prefill(Tensor q, Tensor k, Tensor v, ReadOnlySpan<int> lengths, Tensor o, AttentionOptions? options = null)
+    {
+        options ??= AttentionOptions.Default;
+        var shape = CheckQkv(q, k, v, o, options.Layout);
+        float scale = CheckScale(options, shape.HeadDim);
+        var lens = CheckLengths(lengths, shape.Batch, shape.Tokens);
+        Check.NoOverlap(o, nameof(o), q, nameof(q)); Check.NoOverlap(o, nameof(o), k, nameof(k)); Check.NoOverlap(o, nameof(o), v, nameof(v));
+        if (o.ElementCount == 0) return;
+        K.Prefill(q, k, v, o, shape, lens, scale, options.Causal, options.Precision, options.SmoothKeys);
+    }
+
+    /// <summary>
+    /// Creates an int8 KV cache for <paramref name="batch"/> sequences on this backend (see <see cref="Int8KvCache"/>).
+    /// </summary>
+    /// <param name="batch">Sequences, &gt;= 1.</param>
+    /// <param name="kvHeads">Key/value heads, &gt;= 1.</param>
+    /// <param name="headDim">D, a multiple of <see cref="HeadDimMultiple"/> up to <see cref="MaxHeadDim"/>.</param>
+    /// <param name="capacity">Positions per sequence, &gt;= 1.</param>
+    public Int8KvCache CreateKvCache(int batch, int kvHeads, int headDim, int capacity)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(batch, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(kvHeads, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
+        CheckHeadDim(headDim, nameof(headDim));
+        return new Int8KvCache(_backend, batch, kvHeads, headDim, capacity);
+    }
+
+    /// <summary>
+    /// Quantizes Tn new tokens of keys and values per sequence and appends them to <paramref name="cache"/>
+    /// (positions <c>[Count, Count + Tn)</c>). The first append after creation or <see cref="Int8KvCache.Reset"/>
+    /// fixes each sequence's left padding from <paramref name="lengths"/> and the key-smoothing mean of each
+    /// (sequence, KV head) from its valid tokens; later appends must have every token valid.
+    /// </summary>
+    /// <param name="cache">A cache created by this backend's <see cref="CreateKvCache"/>.</param>
+    /// <param name="k">New keys, f32 [B, Hkv, Tn, D] (head-major) or [B, Tn, Hkv, D] (token-major), Tn &gt;= 1.</param>
+    /// <param name="v">New values, same shape.</param>
+    /// <param name="lengths">First append only: real tokens per sequence, B values in [0, Tn]; empty means all Tn.</param>
+    /// <param name="layout">Layout of k and v.</param>
+    /// <exception cref="ArgumentException">Shapes that do not match the cache, or lengths given to a later append.</exception>
+    /// <exception cref="InvalidOperationException">The cache would overflow its capacity.</exception>
+    public void Append(Int8KvCache cache, Tensor k, Tensor v, ReadOnlySpan<int> lengths = default, AttentionLayout layout = AttentionLayout.HeadMajor)
+    {
+        CheckCache(cache);
+        Check.F32(_backend, k, nameof(k), 4); Check.F32(_backend, v, nameof(v), 4);
+        Check.SameShape(k, nameof(k), v, nameof(v));
+        int tokens = layout == AttentionLayout.HeadMajor ? k.Dim(2) : k.Dim(1);
+        var shape = new AttentionShape(cache.Batch, cache.KvHeads, cache.KvHeads, tokens, cache.HeadDim, layout);
+        if (!k.Shape.SequenceEqual(shape.ShapeOf(cache.KvHeads)) || tokens < 1)
+            throw new ArgumentException($"k {k} must be {Tensor.Format(shape.ShapeOf(cache.KvHeads))} ({layout}, Tn >= 1) for a cache of " +
+                $"{cache.Batch} sequences x {cache.KvHeads} KV heads x D = {cache.HeadDim}", nameof(k));
+        if (cache.Count + tokens > cache.Capacity)
+            throw new InvalidOperationException($"appending {tokens} tokens to a KV cache holding {cache.Count} of {cache.Capacity} positions would overflow it");
+        int[] padding;
+        if (cache.Count == 0)
+        {
+            var lens = CheckLengths(lengths, cache.Batch, tokens);
+            padding = new int[cache.Batch];
+            for (int b = 0; b < padding.Length; b++) padding[b] = tokens - lens[b];
+        }
+        else
+        {
+            if (!lengths.IsEmpty)
+                throw new ArgumentException($"lengths may only be given to the first append; the cache already holds {cache.Count} positions", nameof(lengths));
+            padding = cache.PaddingArray;
+        }
+        cache.BeginAppend(padding);
+        K.Append(cache, k, v, shape, cache.Count);
+        cache.EndAppend(tokens);
+    }
+
+    /// <summary>
+    /// Decode attention against an int8 KV cache: the Tq queries are the last Tq positions of the cache (already
+    /// appended with <see cref="Append"/>), so one-token decoding has Tq = 1 and a chunked prefill Tq = the chunk.
+    /// Scores are int8 (q quantized per token and head as in <see cref="AttentionPrecision.Int8"/>); values are the
+    /// cache's int8 values with their per-token scales, accumulated in fp32.
+    /// </summary>
+    /// <param name="q">Queries, f32 [B, Hq, Tq, D] or [B, Tq, Hq, D] (<see cref="AttentionOptions.Layout"/>), Hq a multiple of the cache's Hkv.</param>
+    /// <param name="cache">The cache, holding at least Tq positions.</param>
+    /// <param name="o">Output, same shape as q; must not overlap q.</param>
+    /// <param name="options">Layout, scale and causal mask (among the Tq queries); the precision must be int8.</param>
+    public void Decode(Tensor q, Int8KvCache cache, Tensor o, AttentionOptions? options = null)
+    {
+        options ??= AttentionOptions.Default;
+        CheckCache(cache);
+        if (options.Precision != AttentionPrecision.Int8)
+            throw new ArgumentException("an int8 KV cache is read with int8 scores; use Prefill for fp32 attention", nameof(options));
+        Check.F32(_backend, q, nameof(q), 4); Check.F32(_backend, o, nameof(o), 4);
+        Check.SameShape(q, nameof(q), o, nameof(o));
+        bool headMajor = options.Layout == AttentionLayout.HeadMajor;
+        int heads = headMajor ? q.Dim(1) : q.Dim(2), tokens = headMajor ? q.Dim(2) : q.Dim(1);
+        if (q.Dim(0) != cache.Batch || q.Dim(3) != cache.HeadDim)
+            throw new ArgumentException($"q {q} ({options.Layout}) must have B = {cache.Batch} and D = {cache.HeadDim} to read this cache", nameof(q));
+        if (heads < 1 || heads % cache.KvHeads != 0)
+            throw new ArgumentException($"query heads ({heads}) must be a positive multiple of the cache's KV heads ({cache.KvHeads}); q {q}", nameof(q));
+        if (tokens < 1 || tokens > cache.Count)
+            throw new ArgumentException($"q {q} has {tokens} query tokens but the cache holds {cache.Count} positions (need 1 <= Tq <= Count)", nameof(q));
+        float scale = CheckScale(options, cache.HeadDim);
+        Check.NoOverlap(o, nameof(o), q, nameof(q));
+        K.Decode(q, cache, o, new AttentionShape(cache.Batch, heads, cache.KvHeads, tokens, cache.HeadDim, options.Layout), scale, options.Causal);
+    }
+
+    private AttentionShape CheckQkv(in Tensor q, in Tensor k, in Tensor v, in Tensor o, AttentionLayout layout)
+    {
+        Check.F32(_backend, q, nameof(q), 4); Check.F32(_backend, k, nameof(k), 4);
+        Check.F32(_backend, v, nameof(v), 4); Check.F32(_backend, o, nameof(o), 4);
+        Check.SameShape(q, nameof(q), o, nameof(o)); Check.SameShape(k, nameof(k), v, nameof(v));
+        bool headMajor = layout == AttentionLayout.HeadMajor;
+        int hq = headMajor ? q.Dim(1) : q.Dim(2), hkv = headMajor ? k.Dim(1) : k.Dim(2);
+        int t = headMajor ? q.Dim(2) : q.Dim(1), tk = headMajor ? k.Dim(2) : k.Dim(1);
+        string names = headMajor ? "[B, H, T, D]" : "[B, T, H, D]";
+        if (q.Dim(0) != k.Dim(0) || t != tk || q.Dim(3) != k.Dim(3))
+            throw new ArgumentException($"q {q} and k {k} ({layout}, {names}) must agree on B, T and D", nameof(k));
+        if (hkv < 1 || hq % hkv != 0)
+            throw new ArgumentException($"query heads ({hq}) must be a positive multiple of KV heads ({hkv}); q {q}, k {k} ({layout}, {names})", nameof(k));
+        CheckHeadDim(q.Dim(3), nameof(q));
+        return new AttentionShape(q.Dim(0), hq, hkv, t, q.Dim(3), layout);
+    }
+
+    private static void CheckHeadDim(int d, string name)
+    {
+        if (d < HeadDimMultiple || d > MaxHeadDim || d % HeadDimMultiple != 0)
+            throw new ArgumentException($"head dimension D = {d} is not supported: it must be a multiple of {HeadDimMultiple} from {HeadDimMultiple} to {MaxHeadDim}", name);
+    }
+
+    private static float CheckScale(AttentionOptions options, int d)
+    {
+        float scale = options.ScaleFor(d);
+        if (!(scale > 0) || !float.IsFinite(scale))
+            throw new ArgumentOutOfRangeException(nameof(options), scale, "attention scale must be finite and positive");
+        return scale;
+    }
+
+    private static int[] CheckLengths(ReadOnlySpan<int> lengths, int batch, int tokens)
+    {
+        if (lengths.IsEmpty) return Enumerable.Repeat(tokens, batch).ToArray();
+        if (lengths.Length != batch)
+            throw new ArgumentException($"lengths has {lengths.Length} values for a batch of {batch} sequences", nameof(lengths));
+        for (int b = 0; b < batch; b++)
+            if ((uint)lengths[b] > (uint)tokens)
+                throw new ArgumentOutOfRangeException(nameof(lengths), lengths[b], $"lengths[{b}] = {lengths[b]} is outside [0, T = {tokens}]");
+        return lengths.ToArray();
+    }
+
+    private void CheckCache(Int8KvCache cache)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        ObjectDisposedException.ThrowIf(cache.IsDisposed, cache);
+        if (!ReferenceEquals(cache.Backend, _backend))
+            throw new ArgumentException($"the KV cache lives on backend '{cache.Backend.Name}', not '{_backend.Name}'", nameof(cache));
+    }
+}

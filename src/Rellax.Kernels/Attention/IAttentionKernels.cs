@@ -1,0 +1,37 @@
+namespace Rellax.Kernels;
+
+/// <summary>
+/// One backend's attention kernels. Arguments arrive checked by <see cref="FlashAttention"/>: f32 tensors of the
+/// shapes <see cref="AttentionShape.ShapeOf"/> gives, on this backend, contiguous, o not overlapping the inputs;
+/// Hq a multiple of Hkv; D a multiple of <see cref="FlashAttention.HeadDimMultiple"/> up to
+/// <see cref="FlashAttention.MaxHeadDim"/>; a finite positive scale. <see cref="AttentionReference"/> is the
+/// ground truth of every method (its int8 functions are the exact quantization contract). Kernels may run
+/// asynchronously.
+/// </summary>
+internal interface IAttentionKernels
+{
+    /// <summary>
+    /// Prefill: for every sequence b, query head h and position t, <c>o[b, h, t] = Σ_j p_j v[b, h / group, j]</c>
+    /// over the visible keys j (<see cref="FlashAttention"/>'s masking; padding query rows get 0), with p the
+    /// softmax of <c>scale · q·k</c>; scores in fp32 or as <see cref="AttentionReference.Int8Prefill"/> defines
+    /// (smoothing only when <paramref name="smoothKeys"/>).
+    /// </summary>
+    /// <remarks><paramref name="lengths"/> is a host copy: B values in [0, T].</remarks>
+    void Prefill(Tensor q, Tensor k, Tensor v, Tensor o, AttentionShape shape, int[] lengths, float scale, bool causal,
+        AttentionPrecision precision, bool smoothKeys);
+
+    /// <summary>
+    /// Quantizes <c>shape.Tokens</c> new tokens (k, v in <c>shape.Layout</c>, Hq = Hkv = the cache's heads) into
+    /// cache positions <c>[start, start + Tn)</c> as <see cref="AttentionReference.QuantizeIntoCache"/> defines.
+    /// When <paramref name="start"/> is 0 it first writes the key mean over each sequence's valid tokens (the padding
+    /// is already in <see cref="Int8KvCache.Padding"/>). Positions below a sequence's padding get zeros.
+    /// </summary>
+    void Append(Int8KvCache cache, Tensor k, Tensor v, AttentionShape shape, int start);
+
+    /// <summary>
+    /// Decode: query t (of <c>shape.Tokens</c>) is cache position <c>Count - Tq + t</c>; it sees the cache positions j
+    /// in <c>[padding[b], Count)</c> with, when causal, <c>j ≤</c> its own position; as
+    /// <see cref="AttentionReference.Int8Decode"/> defines.
+    /// </summary>
+    void Decode(Tensor q, Int8KvCache cache, Tensor o, AttentionShape shape, float scale, bool causal);
+}

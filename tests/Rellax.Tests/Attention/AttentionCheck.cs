@@ -1,0 +1,144 @@
+using NUnit.Framework;
+using Rellax.Kernels;
+
+namespace Rellax.Tests.Attention;
+
+/// <summary>Inputs, runs and accuracy measures shared by the attention tests.</summary>
+internal static class AttentionCheck
+{
+    /// <summary>Cosine similarity and relative L1 error (Σ|a - e| / Σ|e|) of an output against an fp64 reference.</summary>
+    public readonly record struct Accuracy(double Cosine, double RelativeL1)
+    {
+        /// <summary>SPEC §7's bound for int8 attention: cosine ≥ 0.999 and relative L1 ≤ 0.02.</summary>
+        public bool MeetsSpec => Cosine >= 0.999 && RelativeL1 <= 0.02;
+
+        public override string ToString() => $"cosine {Cosine:F6}, relative L1 {RelativeL1:E3}";
+    }
+
+    public static Accuracy Measure(ReadOnlySpan<float> actual, ReadOnlySpan<double> expected)
+    {
+        Assert.That(actual.Length, Is.EqualTo(expected.Length));
+        double dot = 0, na = 0, ne = 0, l1 = 0, l1e = 0;
+        for (int i = 0; i < actual.Length; i++)
+        {
+            double a = actual[i], e = expected[i];
+            dot += a * e; na += a * a; ne += e * e; l1 += Math.Abs(a - e); l1e += Math.Abs(e);
+        }
+        double cosine = na == 0 && ne == 0 ? 1 : dot / Math.Sqrt(na * ne);
+        return new Accuracy(cosine, l1e == 0 ? l1 : l1 / l1e);
+    }
+
+    public static Accuracy Measure(double[] actual, double[] expected) =>
+        Measure(actual.Select(x => (float)x).ToArray(), expected);
+
+    /// <summary>Largest |a - e| over all elements.</summary>
+    public static double MaxAbs(ReadOnlySpan<float> actual, ReadOnlySpan<double> expected)
+    {
+        double worst = 0;
+        for (int i = 0; i < actual.Length; i++) worst = Math.Max(worst, Math.Abs(actual[i] - expected[i]));
+        return worst;
+    }
+
+    /// <summary>Standard-normal floats from a fixed seed.</summary>
+    public static float[] Normal(int n, int seed, float sigma = 1f)
+    {
+        var rng = new Random(seed);
+        var a = new float[n];
+        for (int i = 0; i < n; i++)
+        {
+            double u1 = 1 - rng.NextDouble(), u2 = rng.NextDouble();
+            a[i] = sigma * (float)(Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2));
+        }
+        return a;
+    }
+
+    /// <summary>
+    /// Keys with outlier channels, as SageAttention observed in real models: a few channels (every 16th) carry a large
+    /// per-channel bias shared by all tokens, 20 times the size of the other channels, plus small per-token noise.
+    /// Without smoothing the bias takes the whole int8 range and the ordinary channels lose their precision.
+    /// </summary>
+    public static float[] KeysWithOutliers(AttentionShape s, int seed)
+    {
+        var k = Normal(s.Batch * s.KvHeads * s.Tokens * s.HeadDim, seed);
+        var rng = new Random(seed + 1);
+        for (int b = 0; b < s.Batch; b++)
+            for (int h = 0; h < s.KvHeads; h++)
+            {
+                var bias = new float[s.HeadDim];
+                for (int c = 0; c < s.HeadDim; c += 16) bias[c] = 20f * (rng.Next(2) == 0 ? -1 : 1) * (1 + rng.NextSingle());
+                for (int t = 0; t < s.Tokens; t++)
+                {
+                    long row = s.Offset(s.KvHeads, b, h, t);
+                    for (int c = 0; c < s.HeadDim; c += 16) k[row + c] = bias[c] + k[row + c];
+                }
+            }
+        return k;
+    }
+
+    /// <summary>Random q, k, v for a shape: N(0, 1) entries (keys with outliers when asked).</summary>
+    public static (float[] Q, float[] K, float[] V) Inputs(AttentionShape s, int seed, bool outliers = false)
+    {
+        int nq = s.Batch * s.QueryHeads * s.Tokens * s.HeadDim, nk = s.Batch * s.KvHeads * s.Tokens * s.HeadDim;
+        return (Normal(nq, seed), outliers ? KeysWithOutliers(s, seed + 7) : Normal(nk, seed + 7), Normal(nk, seed + 13));
+    }
+
+    /// <summary>Runs <see cref="FlashAttention.Prefill"/> on the backend and returns o.</summary>
+    public static float[] Prefill(ComputeBackend backend, float[] q, float[] k, float[] v, AttentionShape s, int[] lengths,
+        AttentionOptions options)
+    {
+        using var qb = backend.Upload<float>(q); using var kb = backend.Upload<float>(k); using var vb = backend.Upload<float>(v);
+        using var ob = backend.Allocate(DType.F32, q.Length);
+        int[] qs = s.ShapeOf(s.QueryHeads), ks = s.ShapeOf(s.KvHeads);
+        var o = ob.AsTensor(qs);
+        backend.Attention.Prefill(qb.AsTensor(qs), kb.AsTensor(ks), vb.AsTensor(ks), lengths, o, options with { Layout = s.Layout });
+        backend.Synchronize();
+        return o.ToArray<float>();
+    }
+
+    /// <summary>Copies a backend cache into a host image, for comparing with <see cref="AttentionReference.QuantizeIntoCache"/>.</summary>
+    public static AttentionReference.CacheImage Image(Int8KvCache cache)
+    {
+        cache.Backend.Synchronize();
+        var image = new AttentionReference.CacheImage(cache.Batch, cache.KvHeads, cache.HeadDim, cache.Capacity) { Count = cache.Count };
+        cache.Keys.CopyTo<sbyte>(image.Keys); cache.Values.CopyTo<sbyte>(image.Values);
+        cache.KeyScales.CopyTo<float>(image.KeyScales); cache.KeySums.CopyTo<int>(image.KeySums);
+        cache.ValueScales.CopyTo<float>(image.ValueScales); cache.KeyMean.CopyTo<float>(image.KeyMean);
+        cache.Padding.CopyTo<int>(image.Padding);
+        return image;
+    }
+
+    /// <summary>
+    /// Asserts a backend's cache holds what the reference quantizer writes: positions filled, padding, the key mean to
+    /// fp32 rounding of a different summation order, int8 rows within 1 (a mean that differs in its last bit can move
+    /// a value across a rounding boundary) and nearly all exact, key sums consistent with the backend's own keys, and
+    /// scales to 1e-5.
+    /// </summary>
+    public static void AssertCacheMatches(AttentionReference.CacheImage actual, AttentionReference.CacheImage expected)
+    {
+        Assert.That(actual.Count, Is.EqualTo(expected.Count), "positions filled");
+        Assert.That(actual.Padding, Is.EqualTo(expected.Padding), "padding");
+        for (int i = 0; i < expected.KeyMean.Length; i++)
+            Assert.That(actual.KeyMean[i], Is.EqualTo(expected.KeyMean[i]).Within(1e-5 + 1e-5 * Math.Abs(expected.KeyMean[i])), $"key mean {i}");
+        int d = expected.HeadDim, off = 0, total = 0;
+        for (int b = 0; b < expected.Batch; b++)
+            for (int h = 0; h < expected.KvHeads; h++)
+                for (int j = 0; j < expected.Count; j++)
+                {
+                    int r = expected.Row(b, h, j);
+                    int sum = 0;
+                    for (int c = 0; c < d; c++)
+                    {
+                        int dk = Math.Abs(actual.Keys[r * d + c] - expected.Keys[r * d + c]);
+                        int dv = Math.Abs(actual.Values[r * d + c] - expected.Values[r * d + c]);
+                        Assert.That(Math.Max(dk, dv), Is.LessThanOrEqualTo(1), $"int8 key/value of (b {b}, head {h}, position {j}, channel {c})");
+                        off += (dk > 0 ? 1 : 0) + (dv > 0 ? 1 : 0);
+                        total += 2;
+                        sum += actual.Keys[r * d + c];
+                    }
+                    Assert.That(actual.KeySums[r], Is.EqualTo(sum), $"key sum of (b {b}, head {h}, position {j})");
+                    Assert.That(actual.KeyScales[r], Is.EqualTo(expected.KeyScales[r]).Within(1e-5 * Math.Abs(expected.KeyScales[r]) + 1e-30), $"key scale (b {b}, head {h}, position {j})");
+                    Assert.That(actual.ValueScales[r], Is.EqualTo(expected.ValueScales[r]).Within(1e-6 * Math.Abs(expected.ValueScales[r]) + 1e-30), $"value scale (b {b}, head {h}, position {j})");
+                }
+        Assert.That(off, Is.LessThanOrEqualTo(Math.Max(2, total / 1000)), $"{off} of {total} int8 values differ from the reference by 1");
+    }
+}
