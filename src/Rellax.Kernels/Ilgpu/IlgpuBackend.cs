@@ -22,6 +22,7 @@ public class IlgpuBackend : ComputeBackend
     private readonly Func<IlgpuBackend, IlgpuCfloraKernels> _cfloraFactory;
     private IlgpuCfloraKernels? _cflora;
     private ISubrKernels? _subr;
+    private IAttentionKernels? _attention;
     private bool _disposed;
 
     /// <summary>Creates a backend on device <paramref name="deviceIndex"/> of <paramref name="kind"/> (see <see cref="ListDevices"/>).</summary>
@@ -135,6 +136,19 @@ public class IlgpuBackend : ComputeBackend
     /// <summary>Creates this backend's SUBR kernel; the CUDA backend returns its hand-written one.</summary>
     private protected virtual ISubrKernels CreateSubrKernels() => new IlgpuSubrKernels(this);
 
+    /// <summary>The attention kernels, created (and compiled) on first use of <see cref="ComputeBackend.Attention"/>.</summary>
+    internal override IAttentionKernels AttentionKernels
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _attention ??= CreateAttentionKernels();
+        }
+    }
+
+    /// <summary>Creates this backend's attention kernels; the CUDA backend returns its hand-written ones.</summary>
+    private protected virtual IAttentionKernels CreateAttentionKernels() => new IlgpuAttentionKernels(this);
+
     /// <inheritdoc/>
     public override DeviceBuffer Allocate(DType dtype, long length)
     {
@@ -158,6 +172,7 @@ public class IlgpuBackend : ComputeBackend
         if (_disposed) return;
         _cflora?.Dispose();
         (_subr as IDisposable)?.Dispose();
+        (_attention as IDisposable)?.Dispose();
         _disposed = true;
         Accelerator.Dispose();
         _context.Dispose();
