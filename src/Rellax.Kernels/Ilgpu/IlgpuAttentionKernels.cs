@@ -3,10 +3,6 @@ using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
 
-// The launch-parameter structs (AttentionLaunch, QuantizeLaunch) are internal; ILGPU's generated launchers live in its
-// dynamic assembly "ILGPURuntime" and must see them.
-[assembly: System.Runtime.CompilerServices.InternalsVisibleTo("ILGPURuntime")]
-
 namespace Rellax.Kernels.Ilgpu;
 
 /// <summary>
