@@ -66,7 +66,7 @@ internal static class CommonOptions
         }
         catch (NotSupportedException e) when (precision == AttentionPrecision.Int8)
         {
-            throw new NotSupportedException($"--attention int8 is not available on the {backend.Name} backend ({e.Message}); " +
+            throw new NotSupportedException($"--attention int8 is not available on backend '{backend.Name}': {e.Message}; " +
                                             "use --attention fp32 or --backend cpu", e);
         }
     }
