@@ -55,8 +55,9 @@ internal static class CommonOptions
     public static string Name(AttentionPrecision precision) => precision.ToString().ToLowerInvariant();
 
     /// <summary>
-    /// Runs <paramref name="body"/> (which uses attention kernels) and turns a backend's missing attention kernels into a
-    /// <see cref="NotSupportedException"/> that names the option and what to do instead.
+    /// Runs <paramref name="body"/> (which uses attention kernels) and turns a backend's missing attention kernels (a
+    /// <see cref="NotSupportedException"/> about attention, under int8) into one that names the option and what to do
+    /// instead; other exceptions pass unchanged.
     /// </summary>
     public static T WithAttentionKernels<T>(AttentionPrecision precision, ComputeBackend backend, Func<T> body)
     {
@@ -64,7 +65,7 @@ internal static class CommonOptions
         {
             return body();
         }
-        catch (NotSupportedException e) when (precision == AttentionPrecision.Int8)
+        catch (NotSupportedException e) when (precision == AttentionPrecision.Int8 && e.Message.Contains("attention", StringComparison.OrdinalIgnoreCase))
         {
             throw new NotSupportedException($"--attention int8 is not available on backend '{backend.Name}': {e.Message}; " +
                                             "use --attention fp32 or --backend cpu", e);

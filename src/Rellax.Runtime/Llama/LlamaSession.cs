@@ -21,6 +21,11 @@ namespace Rellax.Runtime;
 /// <see cref="Reset"/> (the prompt, in generation); it is exact under softmax whatever its value, and only decides
 /// how well later keys use the int8 range.</item>
 /// </list>
+/// <para>Cost of attention per layer for a chunk of t new tokens after n cached ones: the scores and P·V are
+/// 4·t·(n + t)·Hq·D FLOPs either way (int8 multiply-adds for the scores); a one-token decode step is memory-bound and
+/// reads the whole cache, (n + 1)·Hkv·8·D bytes in f32 against (n + 1)·Hkv·(2·D + 12) in int8, so the int8 cache cuts
+/// that traffic by the same factor as its size. Int8 adds one quantizing pass over the chunk's new K and V
+/// (t·Hkv·D·8 bytes read) and over q.</para>
 /// </remarks>
 public sealed class LlamaSession : IDisposable
 {
