@@ -49,7 +49,9 @@ public sealed class Stories260KInt8AttentionTests
     /// <summary>
     /// Issue 5: greedy text from BOS with int8 attention is identical to fp32 for the first 60 tokens (the documented
     /// ids). Both runs are stepped side by side, so a divergence is reported with the step, the fp32 run's top-2 logit
-    /// gap there and the largest |logit difference| before it.
+    /// gap there and the largest |logit difference| before it. Run once by hand to 200 tokens on the CPU backend, the
+    /// two texts part at generated token 185, a near tie: fp32 picks 279 over 336 by a top-2 gap of 0.0042, while the
+    /// int8 logits there differ from fp32 by up to 0.153 (0.69 at most over the 185 tokens before).
     /// </summary>
     [TestCaseSource(nameof(Backends))]
     public void Int8GreedyTextMatchesFp32ForSixtyTokens(BackendFactory factory)
