@@ -18,6 +18,60 @@ internal static class CommonOptions
         DefaultValueFactory = _ => 0,
     };
 
+    /// <summary>The values <see cref="Attention"/> accepts, in the order shown to users.</summary>
+    public static readonly string[] AttentionValues = ["fp32", "int8"];
+
+    /// <summary>
+    /// <c>--attention fp32|int8</c>: the model forward's attention scores. Any other value is a parse error that
+    /// names the option and the allowed values.
+    /// </summary>
+    public static Option<string> Attention()
+    {
+        var option = new Option<string>("--attention")
+        {
+            Description = "Attention scores: fp32 (f32 KV cache) or int8 (SageAttention-style int8 Q·Kᵀ with smoothed keys, " +
+                          "fp32 softmax and P·V; int8 KV cache, about 4x smaller at head size 128).",
+            DefaultValueFactory = _ => "fp32",
+            HelpName = "fp32|int8",
+        };
+        option.Validators.Add(r =>
+        {
+            string? value = r.GetValueOrDefault<string>();
+            if (value is null || !AttentionValues.Contains(value, StringComparer.OrdinalIgnoreCase))
+                r.AddError($"--attention must be one of {string.Join(", ", AttentionValues)}; got '{value}'");
+        });
+        return option;
+    }
+
+    /// <summary>Maps a validated <c>--attention</c> value onto the runtime's precision.</summary>
+    public static AttentionPrecision ParseAttention(string value) => value.ToLowerInvariant() switch
+    {
+        "fp32" => AttentionPrecision.Fp32,
+        "int8" => AttentionPrecision.Int8,
+        _ => throw new ArgumentException($"--attention must be one of {string.Join(", ", AttentionValues)}; got '{value}'"),
+    };
+
+    /// <summary>The <c>--attention</c> spelling of <paramref name="precision"/> (as <c>--json</c> reports it).</summary>
+    public static string Name(AttentionPrecision precision) => precision.ToString().ToLowerInvariant();
+
+    /// <summary>
+    /// Runs <paramref name="body"/> (which uses attention kernels) and turns a backend's missing attention kernels (a
+    /// <see cref="NotSupportedException"/> about attention, under int8) into one that names the option and what to do
+    /// instead; other exceptions pass unchanged.
+    /// </summary>
+    public static T WithAttentionKernels<T>(AttentionPrecision precision, ComputeBackend backend, Func<T> body)
+    {
+        try
+        {
+            return body();
+        }
+        catch (NotSupportedException e) when (precision == AttentionPrecision.Int8 && e.Message.Contains("attention", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new NotSupportedException($"--attention int8 is not available on backend '{backend.Name}': {e.Message}; " +
+                                            "use --attention fp32 or --backend cpu", e);
+        }
+    }
+
     public static Option<bool> Json() => new("--json") { Description = "Print one machine-readable JSON object instead of text." };
 
     public static Option<string?> Model() => new("--model")

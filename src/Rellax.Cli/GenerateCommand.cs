@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
+using Rellax.Kernels;
 using Rellax.Runtime;
 
 namespace Rellax.Cli;
@@ -15,16 +16,17 @@ internal static class GenerateCommand
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate.", DefaultValueFactory = _ => 256 };
         maxNew.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError("--max-new-tokens must be >= 0"); });
         var backend = CommonOptions.Backend();
+        var attention = CommonOptions.Attention();
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
-        var cmd = new Command("generate", "Generate text greedily from a prompt.") { model, prompt, maxNew, backend, threads, json };
+        var cmd = new Command("generate", "Generate text greedily from a prompt.") { model, prompt, maxNew, backend, attention, threads, json };
         cmd.SetAction(r => CommonOptions.Guard(() => Run(
             r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(prompt) ?? "", r.GetValue(maxNew),
-            r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json))));
+            r.GetValue(backend)!, CommonOptions.ParseAttention(r.GetValue(attention)!), r.GetValue(threads), r.GetValue(json))));
         return cmd;
     }
 
-    private static int Run(string modelDir, string prompt, int maxNewTokens, string backendName, int threads, bool json)
+    private static int Run(string modelDir, string prompt, int maxNewTokens, string backendName, AttentionPrecision attention, int threads, bool json)
     {
         using var backend = CommonOptions.CreateBackend(backendName, threads);
         var loadClock = Stopwatch.StartNew();
@@ -38,14 +40,16 @@ internal static class GenerateCommand
         if (budget < 0)
             throw new ArgumentException($"the prompt has {promptIds.Count} tokens, more than max_position_embeddings = {model.Config.MaxPositionEmbeddings}");
 
-        using var session = model.CreateSession();
+        using var session = model.CreateSession(attention: attention);
         var stops = model.Config.EosTokenIds.ToHashSet();
         var generated = new List<int>();
         var clock = Stopwatch.StartNew();
         double firstTokenMs = 0;
         string printed = "";
-        foreach (int id in GreedyGenerator.Generate(session, promptIds, budget, stops))
+        using var tokens = GreedyGenerator.Generate(session, promptIds, budget, stops).GetEnumerator();
+        while (CommonOptions.WithAttentionKernels(attention, backend, tokens.MoveNext))
         {
+            int id = tokens.Current;
             if (generated.Count == 0) firstTokenMs = clock.Elapsed.TotalMilliseconds;
             generated.Add(id);
             if (json) continue;
@@ -69,6 +73,7 @@ internal static class GenerateCommand
             {
                 model = model.Directory,
                 backend = backend.Name,
+                attention = CommonOptions.Name(attention),
                 prompt,
                 prompt_ids = promptIds,
                 generated_ids = generated,
@@ -84,7 +89,7 @@ internal static class GenerateCommand
         {
             if (finalText.Length > printed.Length && finalText.StartsWith(printed, StringComparison.Ordinal)) Console.Write(finalText[printed.Length..]);
             Console.WriteLine();
-            Console.Error.WriteLine($"[{backend.Name}] {generated.Count} tokens, stop: {stopReason}, prefill {firstTokenMs:F1} ms, decode {decodeTokensPerSecond:F0} tok/s");
+            Console.Error.WriteLine($"[{backend.Name}, {CommonOptions.Name(attention)} attention] {generated.Count} tokens, stop: {stopReason}, prefill {firstTokenMs:F1} ms, decode {decodeTokensPerSecond:F0} tok/s");
         }
         return 0;
     }

@@ -63,13 +63,27 @@ public sealed class LlamaModel : IDisposable
     /// Starts a new sequence with its own KV cache of <paramref name="maxPositions"/> positions
     /// (default: the config's <c>max_position_embeddings</c>).
     /// </summary>
-    public LlamaSession CreateSession(int? maxPositions = null)
+    /// <param name="maxPositions">KV cache capacity in tokens, 1 to <c>max_position_embeddings</c>.</param>
+    /// <param name="attention">Attention scores: <see cref="AttentionPrecision.Fp32"/> (the default; f32 KV cache) or
+    /// <see cref="AttentionPrecision.Int8"/> (int8 KV cache, about 4x smaller for D = 128; see <see cref="LlamaSession"/>).</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxPositions"/> is out of range.</exception>
+    /// <exception cref="ArgumentException">Int8 attention and a head dimension <see cref="FlashAttention"/> does not support
+    /// (a multiple of <see cref="FlashAttention.HeadDimMultiple"/> up to <see cref="FlashAttention.MaxHeadDim"/>).</exception>
+    /// <exception cref="NotSupportedException">Int8 attention on a backend with no attention kernels (thrown by the first
+    /// <see cref="LlamaSession.Forward(ReadOnlySpan{int})"/>, when the kernels are first used).</exception>
+    public LlamaSession CreateSession(int? maxPositions = null, AttentionPrecision attention = AttentionPrecision.Fp32)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         int max = maxPositions ?? Config.MaxPositionEmbeddings;
         if (max < 1 || max > Config.MaxPositionEmbeddings)
             throw new ArgumentOutOfRangeException(nameof(maxPositions), max, $"must be in [1, {Config.MaxPositionEmbeddings}] (max_position_embeddings)");
-        return new LlamaSession(this, max);
+        if (!Enum.IsDefined(attention))
+            throw new ArgumentOutOfRangeException(nameof(attention), attention, "must be Fp32 or Int8");
+        int d = Config.HeadDim;
+        if (attention == AttentionPrecision.Int8 && (d % FlashAttention.HeadDimMultiple != 0 || d > FlashAttention.MaxHeadDim))
+            throw new ArgumentException($"int8 attention needs a head dimension that is a multiple of {FlashAttention.HeadDimMultiple} " +
+                $"up to {FlashAttention.MaxHeadDim}; this model's is {d}", nameof(attention));
+        return new LlamaSession(this, max, attention);
     }
 
     /// <summary>Frees the weights on the backend (the backend itself belongs to the caller).</summary>

@@ -3,35 +3,70 @@ using Rellax.Kernels;
 namespace Rellax.Runtime;
 
 /// <summary>
-/// One token sequence being run through a <see cref="LlamaModel"/>: its KV cache (f32, [maxPositions, Hkv·D]
-/// per layer for keys and for values) and scratch activations. Feed tokens in chunks with <see cref="Forward(ReadOnlySpan{int})"/>;
-/// each call appends to the cache, so prefill then one-token decoding costs O(n) layer passes, not O(n²).
-/// Not thread-safe; dispose to free its device memory.
+/// One token sequence being run through a <see cref="LlamaModel"/>: its KV cache (one per layer) and scratch
+/// activations. Feed tokens in chunks with <see cref="Forward(ReadOnlySpan{int})"/>; each call appends to the cache, so
+/// prefill then one-token decoding costs O(n) layer passes, not O(n²). Not thread-safe; dispose to free its device memory.
 /// </summary>
+/// <remarks>
+/// <para>The KV cache depends on <see cref="Attention"/>:</para>
+/// <list type="bullet">
+/// <item><see cref="AttentionPrecision.Fp32"/>: f32 keys and values, [maxPositions, Hkv·D] each per layer, read by
+/// <see cref="Primitives.Attention"/> (fp32 scores). <c>8·D</c> bytes per position and KV head.</item>
+/// <item><see cref="AttentionPrecision.Int8"/>: an <see cref="Int8KvCache"/> per layer (B = 1, Hkv, D, capacity =
+/// maxPositions) filled by <see cref="FlashAttention.Append"/> and read by <see cref="FlashAttention.Decode"/>
+/// (SageAttention-style int8 q·kᵀ, fp32 softmax and P·V, SPEC §7). <c>2·D + 12</c> bytes per position and KV head
+/// (int8 key and value rows, an f32 key scale, an i32 key sum, an f32 value scale), plus the f32 smoothing mean
+/// (Hkv·D per layer): about 4x smaller than f32 for D = 128 (268 against 1024 bytes), 2.3x for D = 8.
+/// The keys' smoothing mean is fixed by the first <see cref="Forward(ReadOnlySpan{int})"/> after creation or
+/// <see cref="Reset"/> (the prompt, in generation); it is exact under softmax whatever its value, and only decides
+/// how well later keys use the int8 range.</item>
+/// </list>
+/// <para>Cost of attention per layer for a chunk of t new tokens after n cached ones: the scores and P·V are
+/// 4·t·(n + t)·Hq·D FLOPs either way (int8 multiply-adds for the scores); a one-token decode step is memory-bound and
+/// reads the whole cache, (n + 1)·Hkv·8·D bytes in f32 against (n + 1)·Hkv·(2·D + 12) in int8, so the int8 cache cuts
+/// that traffic by the same factor as its size. Int8 adds one quantizing pass over the chunk's new K and V
+/// (t·Hkv·D·8 bytes read) and over q.</para>
+/// </remarks>
 public sealed class LlamaSession : IDisposable
 {
     private readonly LlamaModel _model;
     private readonly Primitives _ops;
-    private readonly DeviceBuffer[] _keyCache, _valueCache;
+    private readonly DeviceBuffer[] _keyCache = [], _valueCache = [];
+    private readonly Int8KvCache[] _int8Cache = [];
+    private readonly AttentionOptions _int8Options;
     private readonly List<DeviceBuffer> _scratchBuffers = [];
     private Scratch? _scratch;
-    private bool _disposed;
+    private bool _faulted, _disposed;
 
-    internal LlamaSession(LlamaModel model, int maxPositions)
+    internal LlamaSession(LlamaModel model, int maxPositions, AttentionPrecision attention)
     {
         _model = model;
         _ops = model.Backend.Primitives;
         MaxPositions = maxPositions;
+        Attention = attention;
         var c = model.Config;
         int kvWidth = c.NumKeyValueHeads * c.HeadDim;
-        _keyCache = new DeviceBuffer[c.NumHiddenLayers];
-        _valueCache = new DeviceBuffer[c.NumHiddenLayers];
+        _int8Options = new AttentionOptions
+        {
+            Precision = AttentionPrecision.Int8, Layout = AttentionLayout.TokenMajor, Scale = 1f / MathF.Sqrt(c.HeadDim), Causal = true,
+        };
         try
         {
-            for (int i = 0; i < c.NumHiddenLayers; i++)
+            if (attention == AttentionPrecision.Int8)
             {
-                _keyCache[i] = model.Backend.Allocate(DType.F32, maxPositions, kvWidth);
-                _valueCache[i] = model.Backend.Allocate(DType.F32, maxPositions, kvWidth);
+                _int8Cache = new Int8KvCache[c.NumHiddenLayers];
+                for (int i = 0; i < c.NumHiddenLayers; i++)
+                    _int8Cache[i] = model.Backend.Attention.CreateKvCache(1, c.NumKeyValueHeads, c.HeadDim, maxPositions);
+            }
+            else
+            {
+                _keyCache = new DeviceBuffer[c.NumHiddenLayers];
+                _valueCache = new DeviceBuffer[c.NumHiddenLayers];
+                for (int i = 0; i < c.NumHiddenLayers; i++)
+                {
+                    _keyCache[i] = model.Backend.Allocate(DType.F32, maxPositions, kvWidth);
+                    _valueCache[i] = model.Backend.Allocate(DType.F32, maxPositions, kvWidth);
+                }
             }
         }
         catch
@@ -44,11 +79,28 @@ public sealed class LlamaSession : IDisposable
     /// <summary>Capacity of the KV cache, in tokens.</summary>
     public int MaxPositions { get; }
 
+    /// <summary>How attention scores are computed, and so which KV cache the session keeps (see the remarks).</summary>
+    public AttentionPrecision Attention { get; }
+
+    /// <summary>
+    /// Bytes of device memory the KV cache holds, over all layers: <c>layers · maxPositions · Hkv · 8·D</c> for f32;
+    /// <c>layers · (maxPositions · Hkv · (2·D + 12) + Hkv · D · 4 + 4)</c> for int8.
+    /// </summary>
+    public long KvCacheBytes =>
+        _keyCache.Concat(_valueCache).Sum(b => b.SizeInBytes) +
+        _int8Cache.Sum(k => (long)k.Batch * k.KvHeads * k.Capacity * (2L * k.HeadDim + 12) + (long)k.Batch * k.KvHeads * k.HeadDim * 4 + 4L * k.Batch);
+
     /// <summary>Number of tokens consumed so far (the position the next token will take).</summary>
     public int Position { get; private set; }
 
-    /// <summary>Forgets all consumed tokens (the cache memory is kept).</summary>
-    public void Reset() => Position = 0;
+    /// <summary>Forgets all consumed tokens (the cache memory is kept; an int8 cache fixes its smoothing mean again).</summary>
+    public void Reset()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        foreach (var cache in _int8Cache) cache.Reset();
+        Position = 0;
+        _faulted = false;
+    }
 
     /// <summary>
     /// Runs <paramref name="tokens"/> (appended after the tokens already consumed) through the model and writes
@@ -94,6 +146,8 @@ public sealed class LlamaSession : IDisposable
         foreach (int id in tokens)
             if ((uint)id >= (uint)c.VocabSize)
                 throw new ArgumentOutOfRangeException(nameof(tokens), id, $"token id outside the vocabulary of {c.VocabSize}");
+        if (_faulted)
+            throw new InvalidOperationException("an earlier Forward failed after appending to the int8 KV cache; call Reset() before using the session again");
 
         var s = EnsureScratch(t);
         var w = _model.Weights;
@@ -118,14 +172,26 @@ public sealed class LlamaSession : IDisposable
         var sin = w.RopeSin.AsTensor(c.MaxPositionEmbeddings, d / 2);
         float scale = 1f / MathF.Sqrt(d);
 
+        bool int8 = Attention == AttentionPrecision.Int8;
         _ops.Embedding(ids, w.Embedding.AsTensor(c.VocabSize, hidden), x);
         for (int l = 0; l < w.Layers.Length; l++)
         {
             var L = w.Layers[l];
-            var kCache = _keyCache[l].AsTensor(MaxPositions, hkv * d);
-            var vCache = _valueCache[l].AsTensor(MaxPositions, hkv * d);
-            var kNew = kCache.Slice(start, t);
-            var vNew = vCache.Slice(start, t);
+            // fp32: the K and V projections write straight into the cache rows of the new positions.
+            // int8: they go to scratch [t, Hkv·D] (= [1, t, Hkv, D], token-major), which Append quantizes into the cache.
+            Tensor kCache = default, vCache = default, kNew, vNew;
+            if (int8)
+            {
+                kNew = new Tensor(s.KeyNew!, 0, t, hkv * d);
+                vNew = new Tensor(s.ValueNew!, 0, t, hkv * d);
+            }
+            else
+            {
+                kCache = _keyCache[l].AsTensor(MaxPositions, hkv * d);
+                vCache = _valueCache[l].AsTensor(MaxPositions, hkv * d);
+                kNew = kCache.Slice(start, t);
+                vNew = vCache.Slice(start, t);
+            }
 
             // Attention block: x += o_proj(attention(rope(q), rope(k), v)) of rmsnorm(x).
             _ops.RmsNorm(x, L.InputNorm.AsTensor(hidden), (float)c.RmsNormEps, xn);
@@ -134,9 +200,12 @@ public sealed class LlamaSession : IDisposable
             _ops.MatMul(xn, L.V.AsTensor(hkv * d, hidden), vNew);
             _ops.Rope(q.Reshape(t, hq, d), pos, cos, sin);
             _ops.Rope(kNew.Reshape(t, hkv, d), pos, cos, sin);
-            _ops.Attention(q.Reshape(t, hq, d),
-                kCache.Slice(0, end).Reshape(end, hkv, d), vCache.Slice(0, end).Reshape(end, hkv, d),
-                attn.Reshape(t, hq, d), scale, causal: true);
+            if (int8)
+                Int8Attention(_int8Cache[l], q.Reshape(1, t, hq, d), kNew.Reshape(1, t, hkv, d), vNew.Reshape(1, t, hkv, d), attn.Reshape(1, t, hq, d));
+            else
+                _ops.Attention(q.Reshape(t, hq, d),
+                    kCache.Slice(0, end).Reshape(end, hkv, d), vCache.Slice(0, end).Reshape(end, hkv, d),
+                    attn.Reshape(t, hq, d), scale, causal: true);
             _ops.MatMul(attn, L.O.AsTensor(hidden, hq * d), proj);
             _ops.Add(x, proj, x);
 
@@ -162,6 +231,31 @@ public sealed class LlamaSession : IDisposable
         return lastNormed;
     }
 
+    /// <summary>
+    /// Int8 attention of one layer for a chunk of t tokens: appends k, v [1, t, Hkv, D] to the cache (positions
+    /// [Position, Position + t)), then the t queries q [1, t, Hq, D] attend causally to every cached position into
+    /// o [1, t, Hq, D]. A failure after an append leaves the caches ahead of <see cref="Position"/>: the session then
+    /// refuses to run until <see cref="Reset"/> (or, when nothing had been consumed yet, resets itself).
+    /// </summary>
+    private void Int8Attention(Int8KvCache cache, Tensor q, Tensor k, Tensor v, Tensor o)
+    {
+        var attention = _model.Backend.Attention;
+        try
+        {
+            attention.Append(cache, k, v, layout: AttentionLayout.TokenMajor);
+            attention.Decode(q, cache, o, _int8Options);
+        }
+        catch
+        {
+            if (_int8Cache.Any(x => x.Count != Position))
+            {
+                if (Position == 0) foreach (var x in _int8Cache) x.Reset();
+                else _faulted = true;
+            }
+            throw;
+        }
+    }
+
     private void ComputeLogits(Tensor lastNormed, Span<float> logits)
     {
         var c = _model.Config;
@@ -176,6 +270,9 @@ public sealed class LlamaSession : IDisposable
     {
         public required int Capacity { get; init; }
         public required DeviceBuffer Ids, Positions, Residual, Normed, Query, AttentionOut, Projected, Gate, Up, Logits;
+
+        /// <summary>Int8 attention only: the chunk's roped keys and its values, [Capacity, Hkv·D] each, before quantization.</summary>
+        public DeviceBuffer? KeyNew, ValueNew;
     }
 
     private Scratch EnsureScratch(int tokens)
@@ -201,6 +298,8 @@ public sealed class LlamaSession : IDisposable
             Gate = A(DType.F32, (long)cap * c.IntermediateSize),
             Up = A(DType.F32, (long)cap * c.IntermediateSize),
             Logits = A(DType.F32, c.VocabSize),
+            KeyNew = Attention == AttentionPrecision.Int8 ? A(DType.F32, (long)cap * c.NumKeyValueHeads * c.HeadDim) : null,
+            ValueNew = Attention == AttentionPrecision.Int8 ? A(DType.F32, (long)cap * c.NumKeyValueHeads * c.HeadDim) : null,
         };
         return _scratch;
     }
@@ -212,6 +311,7 @@ public sealed class LlamaSession : IDisposable
         _disposed = true;
         foreach (var b in _keyCache) b?.Dispose();
         foreach (var b in _valueCache) b?.Dispose();
+        foreach (var cache in _int8Cache) cache?.Dispose();
         foreach (var b in _scratchBuffers) b.Dispose();
         _scratchBuffers.Clear();
     }

@@ -49,6 +49,23 @@ public sealed class LlamaTorchOracleTests
         finally { Directory.Delete(dir, true); }
     }
 
+    [Test]
+    public void Int8AttentionRefusesAHeadDimensionItCannotQuantize()
+    {
+        string dir = Directory.CreateTempSubdirectory("rellax-tiny-llama").FullName;
+        try
+        {
+            WriteModel(dir, RandomWeights(seed: 7, "F32"), "F32");
+            using var backend = new Rellax.Kernels.Cpu.CpuBackend(1);
+            using var model = LlamaModel.Load(dir, backend);
+            Assert.That(() => model.CreateSession(attention: Rellax.Kernels.AttentionPrecision.Int8),
+                Throws.ArgumentException.With.Message.Contains("head dimension").And.Message.Contains($"is {HeadDim}"));
+            using var fp32 = model.CreateSession();
+            Assert.That(fp32.Forward([1, 17]).All(float.IsFinite), "fp32 attention still works on the same model");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     private static Dictionary<string, (int[] Shape, float[] Data)> RandomWeights(int seed, string dtype)
     {
         var rng = new Random(seed);

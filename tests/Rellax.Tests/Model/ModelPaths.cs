@@ -16,4 +16,18 @@ internal static class ModelPaths
             throw new DirectoryNotFoundException("models/stories260K not found above " + TestContext.CurrentContext.TestDirectory);
         }
     }
+
+    /// <summary><see cref="Stories260K"/>, or the test is ignored with a message saying where it was looked for.</summary>
+    public static string Stories260KOrIgnore()
+    {
+        try
+        {
+            return Stories260K;
+        }
+        catch (DirectoryNotFoundException e)
+        {
+            Assert.Ignore($"stories260K is absent ({e.Message}); copy it from shared/data or the repository's models/ to run this test");
+            throw;
+        }
+    }
 }

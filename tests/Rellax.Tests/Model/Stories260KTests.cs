@@ -14,7 +14,7 @@ namespace Rellax.Tests.Model;
 public sealed class Stories260KTests
 {
     /// <summary>First 60 greedy ids after BOS, from SOURCES.md.</summary>
-    private static readonly int[] DocumentedIds =
+    internal static readonly int[] DocumentedIds =
     [
         403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267, 337,
         410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385, 328, 432, 358, 394, 261, 370, 432, 352,
