@@ -54,24 +54,6 @@ internal static class CommonOptions
     /// <summary>The <c>--attention</c> spelling of <paramref name="precision"/> (as <c>--json</c> reports it).</summary>
     public static string Name(AttentionPrecision precision) => precision.ToString().ToLowerInvariant();
 
-    /// <summary>
-    /// Runs <paramref name="body"/> (which uses attention kernels) and turns a backend's missing attention kernels (a
-    /// <see cref="NotSupportedException"/> about attention, under int8) into one that names the option and what to do
-    /// instead; other exceptions pass unchanged.
-    /// </summary>
-    public static T WithAttentionKernels<T>(AttentionPrecision precision, ComputeBackend backend, Func<T> body)
-    {
-        try
-        {
-            return body();
-        }
-        catch (NotSupportedException e) when (precision == AttentionPrecision.Int8 && e.Message.Contains("attention", StringComparison.OrdinalIgnoreCase))
-        {
-            throw new NotSupportedException($"--attention int8 is not available on backend '{backend.Name}': {e.Message}; " +
-                                            "use --attention fp32 or --backend cpu", e);
-        }
-    }
-
     public static Option<bool> Json() => new("--json") { Description = "Print one machine-readable JSON object instead of text." };
 
     public static Option<string?> Model() => new("--model")

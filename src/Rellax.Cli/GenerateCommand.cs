@@ -47,7 +47,7 @@ internal static class GenerateCommand
         double firstTokenMs = 0;
         string printed = "";
         using var tokens = GreedyGenerator.Generate(session, promptIds, budget, stops).GetEnumerator();
-        while (CommonOptions.WithAttentionKernels(attention, backend, tokens.MoveNext))
+        while (tokens.MoveNext())
         {
             int id = tokens.Current;
             if (generated.Count == 0) firstTokenMs = clock.Elapsed.TotalMilliseconds;
