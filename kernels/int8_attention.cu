@@ -467,18 +467,26 @@ __device__ __forceinline__ void rellax_attn_prefill(
     }
 }
 
-// Entry points: grid (ceil(T / 64), Hq, B), block 128. D ≤ the suffix; Dp = D rounded up to 32.
-#define RELLAX_ATTN_PREFILL_ENTRY(NAME, DMAX, KT)                                                                   \
-    extern "C" __global__ void __launch_bounds__(32 * RELLAX_ATTN_WARPS) NAME(                                      \
-        const signed char* qq, const float* qs, const signed char* kq, const float* ks, const float* v,               \
-        long long v_bs, long long v_hs, long long v_ts, float* o, long long o_bs, long long o_hs, long long o_ts,     \
-        const int* padding, int Hq, int Hkv, int T, int D, int Dp, int causal) {                                      \
-        rellax_attn_prefill<DMAX, KT>(qq, qs, kq, ks, v, v_bs, v_hs, v_ts, o, o_bs, o_hs, o_ts, padding, Hq, Hkv, T, \
-                                      D, Dp, causal);                                                                \
-    }
-RELLAX_ATTN_PREFILL_ENTRY(rellax_attn_prefill_int8_d64, 64, 64)
-RELLAX_ATTN_PREFILL_ENTRY(rellax_attn_prefill_int8_d128, 128, 64)
-RELLAX_ATTN_PREFILL_ENTRY(rellax_attn_prefill_int8_d256, 256, 32)
+// Entry points: grid (ceil(T / 64), Hq, B), block 128. D <= the suffix; Dp = D rounded up to 32. Written out (no
+// macro) so that CudaKernelSources.FindEntryPoints sees them.
+extern "C" __global__ void __launch_bounds__(32 * RELLAX_ATTN_WARPS) rellax_attn_prefill_int8_d64(
+    const signed char* qq, const float* qs, const signed char* kq, const float* ks, const float* v, long long v_bs,
+    long long v_hs, long long v_ts, float* o, long long o_bs, long long o_hs, long long o_ts, const int* padding, int Hq,
+    int Hkv, int T, int D, int Dp, int causal) {
+    rellax_attn_prefill<64, 64>(qq, qs, kq, ks, v, v_bs, v_hs, v_ts, o, o_bs, o_hs, o_ts, padding, Hq, Hkv, T, D, Dp, causal);
+}
+extern "C" __global__ void __launch_bounds__(32 * RELLAX_ATTN_WARPS) rellax_attn_prefill_int8_d128(
+    const signed char* qq, const float* qs, const signed char* kq, const float* ks, const float* v, long long v_bs,
+    long long v_hs, long long v_ts, float* o, long long o_bs, long long o_hs, long long o_ts, const int* padding, int Hq,
+    int Hkv, int T, int D, int Dp, int causal) {
+    rellax_attn_prefill<128, 64>(qq, qs, kq, ks, v, v_bs, v_hs, v_ts, o, o_bs, o_hs, o_ts, padding, Hq, Hkv, T, D, Dp, causal);
+}
+extern "C" __global__ void __launch_bounds__(32 * RELLAX_ATTN_WARPS) rellax_attn_prefill_int8_d256(
+    const signed char* qq, const float* qs, const signed char* kq, const float* ks, const float* v, long long v_bs,
+    long long v_hs, long long v_ts, float* o, long long o_bs, long long o_hs, long long o_ts, const int* padding, int Hq,
+    int Hkv, int T, int D, int Dp, int causal) {
+    rellax_attn_prefill<256, 32>(qq, qs, kq, ks, v, v_bs, v_hs, v_ts, o, o_bs, o_hs, o_ts, padding, Hq, Hkv, T, D, Dp, causal);
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // 4. Decode against the int8 cache.
