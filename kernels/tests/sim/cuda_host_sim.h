@@ -6,7 +6,9 @@
 // __syncthreads is a std::barrier over the block; warp shuffles exchange through a per-warp slot array between two
 // per-warp barriers (all 32 lanes must call them, as on the device). Shared-memory atomicAdd is a std::atomic_ref;
 // the vector types (float4, int4, uint4) and __syncwarp are emulated. Device-only code paths (inline PTX)
-// are behind `#if defined(__CUDA_ARCH__)` in the kernels and not simulated. Not a performance model.
+// are behind `#if defined(__CUDA_ARCH__)` in the kernels and not simulated. RELLAX_CUDA_HOST_SIM is defined, so a
+// kernel may pick a faster simulation path (int8_attention.cu gathers whole mma fragments with
+// rellax_sim::warp_gather instead of 32·n shuffles). Not a performance model.
 #pragma once
 
 #include <atomic>
