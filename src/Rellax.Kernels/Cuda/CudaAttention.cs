@@ -255,7 +255,8 @@ internal sealed class CudaAttentionKernels(IlgpuBackend backend, CudaKernelLibra
 
     private static CUdeviceptr Pointer(in Tensor t) => CUdeviceptr.FromIntPtr(IlgpuBuffer.DevicePointer(t));
 
-    private static CUdeviceptr Pointer(DeviceBuffer b) => Pointer(new Tensor(b, 0, checked((int)b.Length)));
+    /// <summary>Base address of a whole buffer (a one-element view: lengths past int.MaxValue need no tensor shape).</summary>
+    private static CUdeviceptr Pointer(DeviceBuffer b) => Pointer(new Tensor(b, 0, 1));
 
     private static (long, long, long) Strides(AttentionShape s, int heads) => (s.BatchStride(heads), s.HeadStride(heads), s.TokenStride(heads));
 
