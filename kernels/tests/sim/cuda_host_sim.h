@@ -6,7 +6,9 @@
 // __syncthreads is a std::barrier over the block; warp shuffles exchange through a per-warp slot array between two
 // per-warp barriers (all 32 lanes must call them, as on the device). Shared-memory atomicAdd is a std::atomic_ref;
 // the vector types (float4, int4, uint4) and __syncwarp are emulated. Device-only code paths (inline PTX)
-// are behind `#if defined(__CUDA_ARCH__)` in the kernels and not simulated. Not a performance model.
+// are behind `#if defined(__CUDA_ARCH__)` in the kernels and not simulated. RELLAX_CUDA_HOST_SIM is defined, so a
+// kernel may pick a faster simulation path (int8_attention.cu gathers whole mma fragments with
+// rellax_sim::warp_gather instead of 32·n shuffles). Not a performance model.
 #pragma once
 
 #include <atomic>
@@ -39,11 +41,27 @@ inline rellax_sim_dim3 blockDim, gridDim;
 #define __forceinline__ inline
 #define __shared__ static
 #define __launch_bounds__(n)
+#define __align__(n) __attribute__((aligned(n)))
+#define RELLAX_CUDA_HOST_SIM 1
 
 namespace rellax_sim {
 inline std::unique_ptr<std::barrier<>> block_barrier;
 inline std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
 inline std::vector<unsigned> warp_slots;  // [threads], the 4 bytes each lane offers to a shuffle
+inline std::vector<int> gather_slots;     // [threads * 8], the registers each lane offers to warp_gather
+
+// Every lane's n (<= 8) ints, lane-major: all[lane * n + r] (what 32·n __shfl_sync calls would give, in one
+// exchange: the int8/f16 mma fallbacks of int8_attention.cu gather whole fragments). All 32 lanes must call it.
+inline void warp_gather(const int* mine, int n, int* all) {
+    const unsigned tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    const unsigned warp = tid / 32;
+    auto& bar = *warp_barriers[warp];
+    for (int r = 0; r < n; r++) gather_slots[tid * 8 + r] = mine[r];
+    bar.arrive_and_wait();
+    for (int lane = 0; lane < 32; lane++)
+        for (int r = 0; r < n; r++) all[lane * n + r] = gather_slots[(warp * 32 + lane) * 8 + r];
+    bar.arrive_and_wait();
+}
 
 // Lane `source(lane)`'s value of v, for a 4-byte type; all 32 lanes of the warp must call it.
 template <class T, class Source>
@@ -93,6 +111,8 @@ inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); retu
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+// Round to nearest, ties to even (the default floating-point environment), as the device instruction cvt.rni.
+inline int __float2int_rn(float x) { return (int)std::nearbyint(x); }
 
 // Runs kernel() for every block of `grid` with `block` threads each (block threads: a multiple of 32).
 template <class Kernel>
@@ -105,6 +125,7 @@ void rellax_sim_launch(rellax_sim_dim3 grid, rellax_sim_dim3 block, Kernel kerne
     for (unsigned w = 0; w < (threads + 31) / 32; w++)
         rellax_sim::warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
     rellax_sim::warp_slots.assign(threads, 0u);
+    rellax_sim::gather_slots.assign((size_t)threads * 8, 0);
     for (unsigned bz = 0; bz < grid.z; bz++)
         for (unsigned by = 0; by < grid.y; by++)
             for (unsigned bx = 0; bx < grid.x; bx++) {

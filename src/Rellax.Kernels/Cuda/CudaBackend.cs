@@ -7,7 +7,7 @@ namespace Rellax.Kernels.Cuda;
 /// <summary>
 /// The CUDA backend: ILGPU's CUDA accelerator (its context, stream and device buffers) with the hand-written
 /// kernels of <c>kernels/*.cu</c> loaded into the same context and launched on the same stream wherever one
-/// exists (today: RMSNorm, the CFLoRA forward and SUBR top-K); every other primitive runs as the ILGPU kernel. The <c>.cu</c> sources are compiled
+/// exists (today: RMSNorm, the CFLoRA forward, SUBR top-K and int8 attention); every other primitive runs as the ILGPU kernel. The <c>.cu</c> sources are compiled
 /// with NVRTC at construction (cached on disk), or taken from a CMake-built fatbin when one is present.
 /// </summary>
 public sealed class CudaBackend : IlgpuBackend
@@ -32,6 +32,24 @@ public sealed class CudaBackend : IlgpuBackend
 
     /// <summary>SUBR runs as <c>kernels/subr_topk.cu</c> (<see cref="CudaSubrKernels"/>), not as the ILGPU kernel.</summary>
     private protected override ISubrKernels CreateSubrKernels() => new CudaSubrKernels(this, ((CudaPrimitiveKernels)IlgpuKernels).Library);
+
+    /// <summary>
+    /// Int8 attention (prefill, KV-cache append and decode) runs as <c>kernels/int8_attention.cu</c>
+    /// (<see cref="CudaAttentionKernels"/>); fp32-precision prefill is delegated to the ILGPU attention kernels.
+    /// </summary>
+    private protected override IAttentionKernels CreateAttentionKernels()
+    {
+        var fp32 = base.CreateAttentionKernels();
+        try
+        {
+            return new CudaAttentionKernels(this, ((CudaPrimitiveKernels)IlgpuKernels).Library, fp32);
+        }
+        catch
+        {
+            (fp32 as IDisposable)?.Dispose();
+            throw;
+        }
+    }
 
     /// <inheritdoc/>
     public override void Dispose()
