@@ -11,6 +11,12 @@ if (args is ["--attention-accuracy"])
     return;
 }
 
+if (args is ["--attention-quick"])
+{
+    AttentionQuick.Run();
+    return;
+}
+
 if (args is ["--subr-steady"])
 {
     SubrSteadyState.Run();

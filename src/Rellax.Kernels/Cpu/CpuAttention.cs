@@ -296,8 +296,7 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
             {
                 long r = (long)pair * tq + t;
                 byte* dst = job.QHat + r * d;
-                job.QScale[r] = QuantizeRow(job.Q + s.Offset(hq, b, h, t), (sbyte*)dst, d, multiplier);
-                for (int c = 0; c < d; c++) dst[c] ^= 0x80;
+                job.QScale[r] = QuantizeRow(job.Q + s.Offset(hq, b, h, t), (sbyte*)dst, d, multiplier, 0x80);
             }
         });
     }
@@ -306,8 +305,13 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
     /// <see cref="AttentionReference.QuantizeRow"/> exactly: m = max|x| (NaN if any x is NaN); when 0 &lt; m &lt; ∞,
     /// x̂ = round_half_even(x · (127f / m)) clamped to ±127, else 0; returns m / 127f · multiplier.
     /// </summary>
-    internal static float QuantizeRow(float* x, sbyte* hat, int d, float multiplier)
+    internal static float QuantizeRow(float* x, sbyte* hat, int d, float multiplier) => QuantizeRow(x, hat, d, multiplier, 0);
+
+    /// <summary><see cref="QuantizeRow(float*, sbyte*, int, float)"/> with every byte xor-ed with <paramref name="flip"/>
+    /// (0x80: stores x̂ + 128 as u8, for the u8 × s8 dot products).</summary>
+    internal static float QuantizeRow(float* x, sbyte* hat, int d, float multiplier, byte flip)
     {
+        long flip8 = flip * 0x0101010101010101L;
         int c = 0;
         var vmax = Vector256<float>.Zero;
         var nan = Vector256<float>.Zero;
@@ -338,11 +342,11 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
                 var n = Vector256.ConvertToInt32(y);
                 var s16 = Vector256.Narrow(n, n);
                 var s8 = Vector256.Narrow(s16, s16);
-                *(long*)(hat + c) = s8.AsInt64().ToScalar();
+                *(long*)(hat + c) = s8.AsInt64().ToScalar() ^ flip8;
             }
-            for (; c < d; c++) hat[c] = (sbyte)Math.Clamp(MathF.Round(x[c] * inv, MidpointRounding.ToEven), -127f, 127f);
+            for (; c < d; c++) hat[c] = (sbyte)((sbyte)Math.Clamp(MathF.Round(x[c] * inv, MidpointRounding.ToEven), -127f, 127f) ^ (sbyte)flip);
         }
-        else new Span<sbyte>(hat, d).Clear();
+        else new Span<sbyte>(hat, d).Fill((sbyte)flip);
         return m / 127f * multiplier;
     }
 
@@ -508,8 +512,12 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
             if (job.Decode)
             {
                 long r0 = pair * job.Capacity + j0;
-                RepackKeys(job.CacheK + r0 * d, sc.KBlock, nk, d);
-                ScoresInt8(sc, rStart, rows, sc.KBlock, job.CacheKScale + r0, job.CacheKSum + r0, nk, d);
+                if (rows - rStart >= RepackRows)
+                {
+                    RepackKeys(job.CacheK + r0 * d, sc.KBlock, nk, d);
+                    ScoresInt8(sc, rStart, rows, sc.KBlock, job.CacheKScale + r0, job.CacheKSum + r0, nk, d);
+                }
+                else ScoresInt8RowMajor(sc, rStart, rows, job.CacheK + r0 * d, job.CacheKScale + r0, job.CacheKSum + r0, nk, d);
                 DequantizeValues(job.CacheV + r0 * d, job.CacheVScale + r0, sc.VBlock, nk, d);
                 v = sc.VBlock; vStride = d;
             }
@@ -531,6 +539,40 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
             int c = 0;
             for (; c + 8 <= d; c += 8) (Vector256.Load(src + c) * inv).Store(dst + c);
             for (; c < d; c++) dst[c] = src[c] * inv;
+        }
+    }
+
+    /// <summary>Decode tiles with at least this many rows repack each key block for the register-tiled kernel; smaller
+    /// ones (one token: the group's heads) take row-major dot products straight from the cache.</summary>
+    internal const int RepackRows = 8;
+
+    /// <summary>
+    /// Decode with few rows: S[r][j] = ((float)(q̂_r · k̂_j) · s_q) · s_k for keys [0, nk) read row-major [nk][D] from the
+    /// cache: one ymm <c>vpdpbusd</c> per 32 channels (u8 q̂ + 128 against s8 k̂), a horizontal sum, then the exact
+    /// correction <c>- 128·Σ k̂</c>; or a scalar loop. The same integers as the packed kernel.
+    /// </summary>
+    private static void ScoresInt8RowMajor(Scratch sc, int r0, int rows, sbyte* keys, float* kScale, int* kSum, int nk, int d)
+    {
+        bool vnni = UseVnni;
+        for (int r = r0; r < rows; r++)
+        {
+            byte* q = (byte*)sc.QRows[r];
+            float qs = sc.QScales[r];
+            float* srow = sc.S + (long)r * Block;
+            for (int jj = 0; jj < nk; jj++)
+            {
+                sbyte* k = keys + (long)jj * d;
+                int dot = 0, c = 0;
+                if (vnni)
+                {
+                    var acc = Vector256<int>.Zero;
+                    for (; c + 32 <= d; c += 32) acc = AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Load(q + c), Vector256.Load(k + c));
+                    dot = Vector256.Sum(acc);
+                }
+                for (; c < d; c++) dot += q[c] * k[c];
+                dot -= kSum[jj] << 7;
+                srow[jj] = (float)dot * qs * kScale[jj];
+            }
         }
     }
 
@@ -574,21 +616,9 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
         if (UseVnni)
         {
             for (; r + 4 <= rows; r += 4)
-                for (int half = 0; half < Block; half += 32) Vnni4x32(sc, r, kp, half, d);
+                for (int half = 0; half < Block; half += 32) Vnni4x32(sc, r, kp, kScale, kSum, half, d);
             for (; r < rows; r++)
-                for (int half = 0; half < Block; half += 32) Vnni1x32(sc, r, kp, half, d);
-            // S holds raw u8·s8 dots as int32: correct and scale.
-            for (r = r0; r < rows; r++)
-            {
-                int* acc = (int*)(sc.S + (long)r * Block);
-                float qs = sc.QScales[r];
-                for (int j = 0; j < Block; j += 8)
-                {
-                    var dot = Vector256.Load(acc + j) - (Vector256.Load(kSum + j) << 7);
-                    var f = Vector256.ConvertToSingle(dot) * qs;
-                    (f * Vector256.Load(kScale + j)).Store((float*)acc + j);
-                }
-            }
+                for (int half = 0; half < Block; half += 32) Vnni1x32(sc, r, kp, kScale, kSum, half, d);
         }
         else
         {
@@ -612,7 +642,7 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
     private static Vector256<byte> Broadcast4(byte* q, int c4) => Vector256.Create(*(int*)(q + c4 * 4)).AsByte();
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Vnni4x32(Scratch sc, int r, sbyte* kp, int half, int d)
+    private static void Vnni4x32(Scratch sc, int r, sbyte* kp, float* kScale, int* kSum, int half, int d)
     {
         byte* q0 = (byte*)sc.QRows[r], q1 = (byte*)sc.QRows[r + 1], q2 = (byte*)sc.QRows[r + 2], q3 = (byte*)sc.QRows[r + 3];
         Vector256<int> a00 = default, a01 = default, a02 = default, a03 = default;
@@ -636,15 +666,31 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
             a30 = AvxVnni.MultiplyWideningAndAdd(a30, b, k0); a31 = AvxVnni.MultiplyWideningAndAdd(a31, b, k1);
             a32 = AvxVnni.MultiplyWideningAndAdd(a32, b, k2); a33 = AvxVnni.MultiplyWideningAndAdd(a33, b, k3);
         }
-        int* s0 = (int*)(sc.S + (long)r * Block) + half, s1 = s0 + Block, s2 = s1 + Block, s3 = s2 + Block;
-        a00.Store(s0); a01.Store(s0 + 8); a02.Store(s0 + 16); a03.Store(s0 + 24);
-        a10.Store(s1); a11.Store(s1 + 8); a12.Store(s1 + 16); a13.Store(s1 + 24);
-        a20.Store(s2); a21.Store(s2 + 8); a22.Store(s2 + 16); a23.Store(s2 + 24);
-        a30.Store(s3); a31.Store(s3 + 8); a32.Store(s3 + 16); a33.Store(s3 + 24);
+        // Epilogue: dot = acc - 128·Σk̂, logit = ((float)dot · s_q) · s_k.
+        var c0 = Vector256.Load(kSum + half) << 7; var c1 = Vector256.Load(kSum + half + 8) << 7;
+        var c2 = Vector256.Load(kSum + half + 16) << 7; var c3 = Vector256.Load(kSum + half + 24) << 7;
+        var k0s = Vector256.Load(kScale + half); var k1s = Vector256.Load(kScale + half + 8);
+        var k2s = Vector256.Load(kScale + half + 16); var k3s = Vector256.Load(kScale + half + 24);
+        float* s0 = sc.S + (long)r * Block + half;
+        Logits(s0, sc.QScales[r], a00, a01, a02, a03, c0, c1, c2, c3, k0s, k1s, k2s, k3s);
+        Logits(s0 + Block, sc.QScales[r + 1], a10, a11, a12, a13, c0, c1, c2, c3, k0s, k1s, k2s, k3s);
+        Logits(s0 + 2 * Block, sc.QScales[r + 2], a20, a21, a22, a23, c0, c1, c2, c3, k0s, k1s, k2s, k3s);
+        Logits(s0 + 3 * Block, sc.QScales[r + 3], a30, a31, a32, a33, c0, c1, c2, c3, k0s, k1s, k2s, k3s);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Logits(float* s, float qs, Vector256<int> a0, Vector256<int> a1, Vector256<int> a2, Vector256<int> a3,
+        Vector256<int> c0, Vector256<int> c1, Vector256<int> c2, Vector256<int> c3,
+        Vector256<float> k0, Vector256<float> k1, Vector256<float> k2, Vector256<float> k3)
+    {
+        (Vector256.ConvertToSingle(a0 - c0) * qs * k0).Store(s);
+        (Vector256.ConvertToSingle(a1 - c1) * qs * k1).Store(s + 8);
+        (Vector256.ConvertToSingle(a2 - c2) * qs * k2).Store(s + 16);
+        (Vector256.ConvertToSingle(a3 - c3) * qs * k3).Store(s + 24);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Vnni1x32(Scratch sc, int r, sbyte* kp, int half, int d)
+    private static void Vnni1x32(Scratch sc, int r, sbyte* kp, float* kScale, int* kSum, int half, int d)
     {
         byte* q0 = (byte*)sc.QRows[r];
         Vector256<int> a0 = default, a1 = default, a2 = default, a3 = default;
@@ -655,8 +701,9 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
             a0 = AvxVnni.MultiplyWideningAndAdd(a0, b, Vector256.Load(k)); a1 = AvxVnni.MultiplyWideningAndAdd(a1, b, Vector256.Load(k + 32));
             a2 = AvxVnni.MultiplyWideningAndAdd(a2, b, Vector256.Load(k + 64)); a3 = AvxVnni.MultiplyWideningAndAdd(a3, b, Vector256.Load(k + 96));
         }
-        int* s0 = (int*)(sc.S + (long)r * Block) + half;
-        a0.Store(s0); a1.Store(s0 + 8); a2.Store(s0 + 16); a3.Store(s0 + 24);
+        Logits(sc.S + (long)r * Block + half, sc.QScales[r], a0, a1, a2, a3,
+            Vector256.Load(kSum + half) << 7, Vector256.Load(kSum + half + 8) << 7, Vector256.Load(kSum + half + 16) << 7, Vector256.Load(kSum + half + 24) << 7,
+            Vector256.Load(kScale + half), Vector256.Load(kScale + half + 8), Vector256.Load(kScale + half + 16), Vector256.Load(kScale + half + 24));
     }
 
     /// <summary>S[r][j] = (q_r · k_j) · scale·log2 e for rows [r0, rows) against a block packed [D][Block].</summary>
