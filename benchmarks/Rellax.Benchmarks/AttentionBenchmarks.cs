@@ -128,7 +128,7 @@ public class AttentionBenchmarks
         if (rows.Count == 0) return;
         Console.WriteLine("\n| Hkv | T | torch SDPA (ms) | fp32 (ms) | int8 (ms) | int8 decode (µs) | torch / int8 | fp32 / int8 | torch / fp32 | fp32 GFLOP/s | int8 GFLOP/s-equiv |");
         Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        foreach (var g in rows.GroupBy(r => r.Shape))
+        foreach (var g in rows.GroupBy(r => r.Shape).OrderByDescending(g => g.Key.KvHeads).ThenBy(g => g.Key.T))
         {
             double Get(string m) => g.FirstOrDefault(r => r.Method == m).Ns;
             double torchNs = Get(nameof(TorchSdpa)), fp = Get(nameof(Fp32)), i8 = Get(nameof(Int8)), dec = Get(nameof(Int8Decode));

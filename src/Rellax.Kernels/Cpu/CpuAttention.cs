@@ -16,7 +16,9 @@ namespace Rellax.Kernels.Cpu;
 /// share it (GQA). Query and key blocks both start at the sequence's first real token (its left padding), so padding
 /// keys are never read, and each row's visible keys are a prefix <c>[first, hi_r)</c> of the key range with hi_r
 /// non-decreasing in r (causal: hi = position + 1). Only the key blocks below the item's largest hi are visited. Items
-/// are sorted by their cost (rows × visible keys, largest first) and handed out from a shared counter, one worker per
+/// are ordered head by head ((b, KV head): its K/V, up to 2·T·D·4 bytes, stay in L2/L3 while its items run; ordering
+/// all items by cost alone made fp32 at Hkv = 32, T ≥ 2048 up to 1.8x slower by streaming every head's K/V from DRAM),
+/// within a head by cost (rows × visible keys, largest first), and handed out from a shared counter, one worker per
 /// backend thread (dynamic scheduling: causal items differ up to T/64 times in cost); every row is computed by exactly
 /// one item in a fixed order, so the output does not depend on the thread count (bitwise).
 /// </para>
@@ -36,9 +38,11 @@ namespace Rellax.Kernels.Cpu;
 /// <b>Prep.</b> Int8 prefill: K smoothed (mean over each sequence's valid tokens per (b, KV head), fp64 sum, fp32
 /// mean), quantized per token (<see cref="AttentionReference.QuantizeRow"/>: vectorized max, round-half-even, clamp)
 /// and packed per block with key sums; Q quantized per token with multiplier scale·log2 e. Fp32 prefill: K transposed
-/// per block. Decode: Q quantized; each cache key block is repacked per item into the [D/4][64][4] layout (a 4-byte
-/// transpose, 2·D·64 bytes, amortized over the item's rows). Scratch O(B·H·T·D) bytes per call, per-thread tiles
-/// allocated once per call per worker.
+/// per block. Decode: Q quantized; tiles of at least <see cref="RepackRows"/> rows (Tq &gt; 1 chunks) repack each cache
+/// key block into the [D/4][64][4] layout (a 4-byte transpose, D·64 bytes, amortized over the rows) for the
+/// register-tiled kernel; smaller tiles (Tq = 1: the group's heads) take row-major <c>vpdpbusd</c> dot products
+/// straight from the cache (one horizontal sum per key and row); values are dequantized once per block into fp32
+/// with their per-token scale. Scratch O(B·H·T·D) bytes per call, per-thread tiles allocated once per call per worker.
 /// </para>
 /// <para>
 /// <b>Roofline</b> (B = 1, Hq = 32, D = 128, T = 4096, causal): Q·Kᵀ ≈ T²/2·D·Hq = 34 G MACs, P·V the same in fp32,
@@ -115,30 +119,25 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
         float* kp = CpuBackend.Ptr<float>(k);
         long kvRows = (long)shape.Batch * shape.KvHeads;
         long packElems = kvRows * job.Blocks * Block * d;
-        var buffers = new List<nint>();
-        try
+        using (var buffers = new Buffers(this))
         {
             if (job.Int8)
             {
-                job.QHat = (byte*)Alloc(buffers, (long)shape.Batch * shape.QueryHeads * t * d);
-                job.QScale = (float*)Alloc(buffers, (long)shape.Batch * shape.QueryHeads * t * 4);
-                job.KPack = (sbyte*)Alloc(buffers, packElems);
-                job.KScale = (float*)Alloc(buffers, kvRows * job.Blocks * Block * 4);
-                job.KSum = (int*)Alloc(buffers, kvRows * job.Blocks * Block * 4);
+                job.QHat = (byte*)buffers.Get(0, (long)shape.Batch * shape.QueryHeads * t * d);
+                job.QScale = (float*)buffers.Get(1, (long)shape.Batch * shape.QueryHeads * t * 4);
+                job.KPack = (sbyte*)buffers.Get(2, packElems);
+                job.KScale = (float*)buffers.Get(3, kvRows * job.Blocks * Block * 4);
+                job.KSum = (int*)buffers.Get(4, kvRows * job.Blocks * Block * 4);
                 PrepareInt8(job, kp, smoothKeys);
             }
             else
             {
-                job.KPackF = (float*)Alloc(buffers, packElems * 4);
+                job.KPackF = (float*)buffers.Get(2, packElems * 4);
                 PrepareFp32(job, kp);
             }
             job.Items = MakeItems(job);
             Run(job);
             ZeroPaddingRows(job);
-        }
-        finally
-        {
-            foreach (var p in buffers) NativeMemory.AlignedFree((void*)p);
         }
     }
 
@@ -190,29 +189,58 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
             CacheKScale = (float*)CpuBuffer(cache.KeyScales), CacheVScale = (float*)CpuBuffer(cache.ValueScales),
             CacheKSum = (int*)CpuBuffer(cache.KeySums), Capacity = cache.Capacity,
         };
-        var buffers = new List<nint>();
-        try
-        {
-            job.QHat = (byte*)Alloc(buffers, (long)shape.Batch * shape.QueryHeads * tq * d);
-            job.QScale = (float*)Alloc(buffers, (long)shape.Batch * shape.QueryHeads * tq * 4);
-            QuantizeQueries(job);
-            job.Items = MakeItems(job);
-            Run(job);
-            ZeroPaddingRows(job);
-        }
-        finally
-        {
-            foreach (var p in buffers) NativeMemory.AlignedFree((void*)p);
-        }
+        using var buffers = new Buffers(this);
+        job.QHat = (byte*)buffers.Get(0, (long)shape.Batch * shape.QueryHeads * tq * d);
+        job.QScale = (float*)buffers.Get(1, (long)shape.Batch * shape.QueryHeads * tq * 4);
+        QuantizeQueries(job);
+        job.Items = MakeItems(job);
+        Run(job);
+        ZeroPaddingRows(job);
     }
 
     private static sbyte* CpuBuffer(DeviceBuffer buffer) => (sbyte*)((CpuBuffer)buffer).Pointer;
 
-    private static void* Alloc(List<nint> buffers, long bytes)
+    // Per-call scratch (quantized or packed Q/K, O(B·H·T·D) bytes) is kept between calls in grow-only pinned arrays,
+    // one per slot: fresh memory for every call cost a page fault per 4 KiB (measured: fp32 at Hkv = 32, T = 4096 spent
+    // ~25% of its time faulting in its 64 MiB of packed keys). A call that finds the pool in use allocates its own.
+    private readonly byte[]?[] _pool = new byte[]?[5];
+    private int _poolBusy;
+
+    /// <summary>The scratch buffers of one call: pooled when the pool is free, else native and freed on dispose.</summary>
+    private sealed class Buffers : IDisposable
     {
-        void* p = NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 64), 64);
-        buffers.Add((nint)p);
-        return p;
+        private readonly CpuAttention _owner;
+        private readonly bool _pooled;
+        private readonly List<nint> _native = [];
+
+        public Buffers(CpuAttention owner)
+        {
+            _owner = owner;
+            _pooled = Interlocked.Exchange(ref owner._poolBusy, 1) == 0;
+        }
+
+        /// <summary>A 64-byte aligned buffer of at least <paramref name="bytes"/> bytes (contents undefined).</summary>
+        public void* Get(int slot, long bytes)
+        {
+            bytes = Math.Max(bytes, 64) + 64;
+            if (_pooled && bytes <= Array.MaxLength)
+            {
+                var array = _owner._pool[slot];
+                if (array is null || array.LongLength < bytes)
+                    _owner._pool[slot] = array = GC.AllocateUninitializedArray<byte>((int)bytes, pinned: true);
+                nint p = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(array));
+                return (void*)((p + 63) & ~(nint)63);
+            }
+            void* native = NativeMemory.AlignedAlloc((nuint)bytes, 64);
+            _native.Add((nint)native);
+            return native;
+        }
+
+        public void Dispose()
+        {
+            foreach (var p in _native) NativeMemory.AlignedFree((void*)p);
+            if (_pooled) Volatile.Write(ref _owner._poolBusy, 0);
+        }
     }
 
     /// <summary>Runs body(i) for i in [0, n), dynamically over the backend's threads when the work is large enough.</summary>
@@ -249,9 +277,10 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
             else new Span<float>(mean, d).Clear();
             long rowBase = (long)pair * blocks * Block;
             sbyte* pack = job.KPack + rowBase * d;
-            new Span<sbyte>(pack, blocks * Block * d).Clear();
-            new Span<float>(job.KScale + rowBase, blocks * Block).Clear();
-            new Span<int>(job.KSum + rowBase, blocks * Block).Clear();
+            int used = (s.Tokens - first + Block - 1) / Block; // blocks this sequence fills; only they are read
+            new Span<sbyte>(pack, used * Block * d).Clear();
+            new Span<float>(job.KScale + rowBase, used * Block).Clear();
+            new Span<int>(job.KSum + rowBase, used * Block).Clear();
             for (int j = first; j < s.Tokens; j++)
             {
                 int local = j - first, blk = local / Block, jj = local % Block;
@@ -272,7 +301,8 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
         {
             int b = pair / hkv, h = pair % hkv, first = job.First[b];
             float* pack = job.KPackF + (long)pair * blocks * Block * d;
-            new Span<float>(pack, blocks * Block * d).Clear();
+            int used = (s.Tokens - first + Block - 1) / Block; // blocks this sequence fills; only they are read
+            new Span<float>(pack, used * Block * d).Clear();
             for (int j = first; j < s.Tokens; j++)
             {
                 int local = j - first;
@@ -405,7 +435,9 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
                     items.Add(new Item(b, h, t0, n, keys * n * group));
                 }
         }
-        items.Sort((a, c) => c.Cost.CompareTo(a.Cost));
+        // Head by head (its K/V stay in the caches while its items run), the costliest (causal: last) query blocks of
+        // each head first, so the cheap ones fill the end of the run and the threads finish together.
+        items.Sort((a, c) => a.B != c.B ? a.B.CompareTo(c.B) : a.KvHead != c.KvHead ? a.KvHead.CompareTo(c.KvHead) : c.Cost.CompareTo(a.Cost));
         return items.ToArray();
     }
 
