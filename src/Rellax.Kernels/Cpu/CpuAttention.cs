@@ -46,10 +46,14 @@ namespace Rellax.Kernels.Cpu;
 /// </para>
 /// <para>
 /// <b>Roofline</b> (B = 1, Hq = 32, D = 128, T = 4096, causal): Q·Kᵀ ≈ T²/2·D·Hq = 34 G MACs, P·V the same in fp32,
-/// exp2 T²/2·Hq = 268 M. On 2 Zen 5 cores (2 × 512-bit FMA, 32 fp32 MAC/cycle/core; ymm <c>vpdpbusd</c> 32 int8
-/// MAC/instruction) P·V alone is ≈ 0.13 s at peak, fp32 Q·Kᵀ the same, int8 Q·Kᵀ half of that or less; int8 can only
-/// win on Q·Kᵀ, so the ceiling of int8/fp32 is about (2 + softmax) / (1.5 + softmax) ≈ 1.3x. Measured fractions of peak
-/// are in benchmarks/results/attention-cpu.md. Decode (Tq = 1) is memory-bound: 2·D bytes per key per KV head.
+/// exp2 T²/2·Hq = 268 M. On 2 Zen 5 cores (2 × 512-bit FMA, 32 fp32 MAC/cycle/core ≈ 250 GFLOP/s/core at ~4 GHz)
+/// P·V alone is ≈ 0.13 s at peak and fp32 Q·Kᵀ the same; ymm <c>vpdpbusd</c> does 32 int8 MACs per instruction
+/// against 16 for a zmm FMA, so int8 Q·Kᵀ can be at most ~2x the fp32 one (.NET 10 exposes no 512-bit VNNI).
+/// Measured (Hkv = 8, T = 4096, 2 threads, quiet machine, by switching phases off): fp32 0.40 s = 340 GFLOP/s =
+/// ~68% of the 2-core peak, of which P·V 0.16 s (~82% of peak), fp32 Q·Kᵀ 0.175 s (~77%), softmax 0.06 s; int8
+/// 0.32 s: Q·Kᵀ 0.086 s (2.0x the fp32 one, the instruction-rate bound above), the same P·V and softmax, prep
+/// (quantizing Q and K) 0.01 s. Hence int8/fp32 ≈ 1.2-1.25x: P·V and the softmax, shared by both, are ~70% of the
+/// int8 time. Decode (Tq = 1) is memory-bound: 2·D bytes per key per KV head (+ 12 bytes of scales and sums).
 /// </para>
 /// </summary>
 internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernels
@@ -802,17 +806,32 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
     /// Online softmax step for rows [r0, rows) over their visible keys [0, vis_r) of the block at j0: new max, rescale of
     /// the row's accumulator and sum by α = exp2(m_old − m_new), S[r][j] = exp2(S[r][j] − m_new).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Softmax(Scratch sc, int r0, int rows, int j0, int nk, int d)
     {
+        bool v512 = CpuGemm.UseVector512;
         for (int r = r0; r < rows; r++)
         {
             int vis = Math.Min(nk, sc.Hi[r] - j0);
             float* s = sc.S + (long)r * Block;
-            float max = RowMax(s, vis);
-            float mOld = sc.M[r];
-            float mNew = MathF.Max(mOld, max);
+            float mOld = sc.M[r], mNew, sum;
+            if (v512 && vis == Block)
+            {
+                // A fully visible block (all but the diagonal and the last): the row's 64 scores in four registers.
+                var x0 = Vector512.Load(s); var x1 = Vector512.Load(s + 16); var x2 = Vector512.Load(s + 32); var x3 = Vector512.Load(s + 48);
+                var m = Vector512.Max(Vector512.Max(x0, x1), Vector512.Max(x2, x3));
+                mNew = MathF.Max(mOld, MaxLanes(Vector256.Max(m.GetLower(), m.GetUpper())));
+                var vm = Vector512.Create(mNew);
+                var p0 = Exp2(x0 - vm); var p1 = Exp2(x1 - vm); var p2 = Exp2(x2 - vm); var p3 = Exp2(x3 - vm);
+                p0.Store(s); p1.Store(s + 16); p2.Store(s + 32); p3.Store(s + 48);
+                sum = Vector512.Sum(p0 + p1 + p2 + p3);
+            }
+            else
+            {
+                mNew = MathF.Max(mOld, RowMax(s, vis));
+                sum = ExpRow(s, vis, mNew);
+            }
             float alpha = Exp2Scalar(mOld - mNew);
-            float sum = ExpRow(s, vis, mNew);
             sc.L[r] = sc.L[r] * alpha + sum;
             sc.M[r] = mNew;
             if (alpha != 1f) ScaleRow(sc.O + (long)r * d, d, alpha);
