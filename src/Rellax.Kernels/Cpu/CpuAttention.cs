@@ -780,6 +780,43 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
                 (a30 * logitScale).Store(s3); (a31 * logitScale).Store(s3 + 16); (a32 * logitScale).Store(s3 + 32); (a33 * logitScale).Store(s3 + 48);
             }
         }
+        else
+        {
+            // Vector256: 4 rows × 32 keys (16 ymm accumulators), two passes per block.
+            for (; r + 4 <= rows; r += 4)
+            {
+                float* q0 = (float*)sc.QRows[r], q1 = (float*)sc.QRows[r + 1], q2 = (float*)sc.QRows[r + 2], q3 = (float*)sc.QRows[r + 3];
+                for (int j0 = 0; j0 < Block; j0 += 32)
+                {
+                    Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default;
+                    Vector256<float> a10 = default, a11 = default, a12 = default, a13 = default;
+                    Vector256<float> a20 = default, a21 = default, a22 = default, a23 = default;
+                    Vector256<float> a30 = default, a31 = default, a32 = default, a33 = default;
+                    float* k = kp + j0;
+                    for (int c = 0; c < d; c++, k += Block)
+                    {
+                        var k0 = Vector256.Load(k); var k1 = Vector256.Load(k + 8); var k2 = Vector256.Load(k + 16); var k3 = Vector256.Load(k + 24);
+                        var b = Vector256.Create(q0[c]);
+                        a00 = Vector256.FusedMultiplyAdd(b, k0, a00); a01 = Vector256.FusedMultiplyAdd(b, k1, a01);
+                        a02 = Vector256.FusedMultiplyAdd(b, k2, a02); a03 = Vector256.FusedMultiplyAdd(b, k3, a03);
+                        b = Vector256.Create(q1[c]);
+                        a10 = Vector256.FusedMultiplyAdd(b, k0, a10); a11 = Vector256.FusedMultiplyAdd(b, k1, a11);
+                        a12 = Vector256.FusedMultiplyAdd(b, k2, a12); a13 = Vector256.FusedMultiplyAdd(b, k3, a13);
+                        b = Vector256.Create(q2[c]);
+                        a20 = Vector256.FusedMultiplyAdd(b, k0, a20); a21 = Vector256.FusedMultiplyAdd(b, k1, a21);
+                        a22 = Vector256.FusedMultiplyAdd(b, k2, a22); a23 = Vector256.FusedMultiplyAdd(b, k3, a23);
+                        b = Vector256.Create(q3[c]);
+                        a30 = Vector256.FusedMultiplyAdd(b, k0, a30); a31 = Vector256.FusedMultiplyAdd(b, k1, a31);
+                        a32 = Vector256.FusedMultiplyAdd(b, k2, a32); a33 = Vector256.FusedMultiplyAdd(b, k3, a33);
+                    }
+                    float* s0 = sc.S + (long)r * Block + j0, s1 = s0 + Block, s2 = s1 + Block, s3 = s2 + Block;
+                    (a00 * logitScale).Store(s0); (a01 * logitScale).Store(s0 + 8); (a02 * logitScale).Store(s0 + 16); (a03 * logitScale).Store(s0 + 24);
+                    (a10 * logitScale).Store(s1); (a11 * logitScale).Store(s1 + 8); (a12 * logitScale).Store(s1 + 16); (a13 * logitScale).Store(s1 + 24);
+                    (a20 * logitScale).Store(s2); (a21 * logitScale).Store(s2 + 8); (a22 * logitScale).Store(s2 + 16); (a23 * logitScale).Store(s2 + 24);
+                    (a30 * logitScale).Store(s3); (a31 * logitScale).Store(s3 + 8); (a32 * logitScale).Store(s3 + 16); (a33 * logitScale).Store(s3 + 24);
+                }
+            }
+        }
         for (; r < rows; r++)
         {
             float* q0 = (float*)sc.QRows[r];
