@@ -16,7 +16,8 @@ namespace Rellax.Benchmarks;
 /// <b>Environment.</b> <c>RELLAX_ATTN_T</c> and <c>RELLAX_ATTN_HKV</c> (comma-separated) restrict the grid, e.g.
 /// <c>RELLAX_ATTN_T=1024 RELLAX_ATTN_HKV=8 dotnet run -c Release --project benchmarks/Rellax.Benchmarks -- --filter
 /// '*Attention*'</c>. <c>dotnet run ... -- --attention-accuracy</c> prints the int8 accuracy against exact fp64
-/// attention on these inputs instead (T from <c>RELLAX_ATTN_T</c>, default 1024).
+/// attention on these inputs instead (T from <c>RELLAX_ATTN_T</c>, default 1024). <c>RELLAX_ATTN_DOTS</c> = scalar,
+/// avxvnni or avx512bw picks the int8 dot strategy (default: AVX-VNNI where present).
 /// </para>
 /// </summary>
 [WarmupCount(2)]
@@ -70,6 +71,8 @@ public class AttentionBenchmarks
     {
         int hkv = Shape.KvHeads, t = Shape.T;
         var (q, k, v) = Inputs(hkv, t);
+        if (Environment.GetEnvironmentVariable("RELLAX_ATTN_DOTS") is { Length: > 0 } dots)
+            CpuAttention.Dots = Enum.Parse<CpuAttention.DotStrategy>(dots, ignoreCase: true);
         _cpu = new CpuBackend(GemmBenchmarks.Threads);
         Tensor Up(float[] data, params int[] shape) { var b = _cpu.Upload<float>(data); _owned.Add(b); return b.AsTensor(shape); }
         Tensor Zeros(params int[] shape) { var b = _cpu.Allocate(DType.F32, shape.Aggregate(1L, (a, x) => a * x)); _owned.Add(b); return b.AsTensor(shape); }

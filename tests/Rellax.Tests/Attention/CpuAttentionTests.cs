@@ -10,7 +10,7 @@ namespace Rellax.Tests.Attention;
 
 /// <summary>
 /// The CPU attention kernels beyond the backend-generic <see cref="FlashAttentionTests"/>: every int8 dot strategy
-/// gives bitwise the same output as the scalar one (the dot products are exact integers and everything after them is
+/// (AVX-VNNI, AVX-512BW) gives bitwise the same output as the scalar one (the dot products are exact integers and everything after them is
 /// shared), the Vector512 and Vector256 softmax/P·V paths, shapes around the 64-key/64-row block boundaries, many
 /// sequences with mixed lengths, GQA with more than 64 query heads per KV head, 2 threads bitwise equal to 1, decode
 /// with chunks of Tq &gt; 1 (causal or not), fp32 against TorchSharp's <c>scaled_dot_product_attention</c>, and the
@@ -20,6 +20,11 @@ namespace Rellax.Tests.Attention;
 [NonParallelizable] // toggles the process-wide CpuAttention.Dots and CpuGemm.UseVector512 switches
 public sealed class CpuAttentionTests
 {
+    /// <summary>The SIMD int8 dot strategies this CPU can run.</summary>
+    private static CpuAttention.DotStrategy[] SimdStrategies =>
+        [.. AvxVnni.IsSupported ? [CpuAttention.DotStrategy.AvxVnni] : Array.Empty<CpuAttention.DotStrategy>(),
+         .. Avx512BW.IsSupported ? [CpuAttention.DotStrategy.Avx512BW] : Array.Empty<CpuAttention.DotStrategy>()];
+
     private static T With<T>(CpuAttention.DotStrategy dots, bool vector512, Func<T> body)
     {
         var savedDots = CpuAttention.Dots;
@@ -49,7 +54,7 @@ public sealed class CpuAttentionTests
     [TestCaseSource(nameof(BoundaryShapes))]
     public void Int8DotStrategiesAreBitwiseEqualAndMatchTheReference(int batch, int hq, int hkv, int tokens, int d, int[] lengths)
     {
-        Assume.That(AvxVnni.IsSupported, "this CPU has no AVX-VNNI: only the scalar strategy exists here");
+        Assume.That(SimdStrategies, Is.Not.Empty, "this CPU has neither AVX-VNNI nor AVX-512BW: only the scalar strategy exists here");
         foreach (var layout in new[] { AttentionLayout.HeadMajor, AttentionLayout.TokenMajor })
             foreach (bool causal in new[] { true, false })
             {
@@ -57,10 +62,13 @@ public sealed class CpuAttentionTests
                 var (q, k, v) = Inputs(s, tokens + d + hq, outliers: true);
                 var options = new AttentionOptions { Causal = causal };
                 var scalar = With(CpuAttention.DotStrategy.Scalar, true, () => Run(1, s, q, k, v, lengths, options));
-                var vnni = With(CpuAttention.DotStrategy.AvxVnni, true, () => Run(1, s, q, k, v, lengths, options));
-                Assert.That(vnni, Is.EqualTo(scalar).AsCollection, $"{layout}, causal {causal}: VNNI against scalar dots");
+                foreach (var strategy in SimdStrategies)
+                {
+                    var simd = With(strategy, true, () => Run(1, s, q, k, v, lengths, options));
+                    Assert.That(simd, Is.EqualTo(scalar).AsCollection, $"{layout}, causal {causal}: {strategy} against scalar dots");
+                }
                 var expected = AttentionReference.Int8Prefill(q, k, v, s, lengths, 1f / MathF.Sqrt(d), causal);
-                var accuracy = Measure(vnni, expected);
+                var accuracy = Measure(scalar, expected);
                 Assert.That(accuracy.RelativeL1, Is.LessThan(1e-4), $"{layout}, causal {causal}: against the int8 reference, {accuracy}");
             }
     }
@@ -143,8 +151,8 @@ public sealed class CpuAttentionTests
             var expected = AttentionReference.Int8Decode(qc, image, s, 1f / MathF.Sqrt(d), causal);
             var accuracy = Measure(scalar, expected);
             Assert.That(accuracy.RelativeL1, Is.LessThan(1e-4), $"chunk at {done} (Tq {chunk}): {accuracy}");
-            if (AvxVnni.IsSupported)
-                Assert.That(DecodeWith(CpuAttention.DotStrategy.AvxVnni), Is.EqualTo(scalar).AsCollection, $"chunk at {done}: VNNI against scalar");
+            foreach (var strategy in SimdStrategies)
+                Assert.That(DecodeWith(strategy), Is.EqualTo(scalar).AsCollection, $"chunk at {done}: {strategy} against scalar");
             done += chunk;
         }
     }
