@@ -5,6 +5,18 @@ using BenchmarkDotNet.Running;
 using BenchmarkDotNet.Toolchains.InProcess.Emit;
 using Rellax.Benchmarks;
 
+if (args is ["--attention-accuracy"])
+{
+    AttentionBenchmarks.PrintAccuracy();
+    return;
+}
+
+if (args is ["--attention-quick"])
+{
+    AttentionQuick.Run();
+    return;
+}
+
 if (args is ["--subr-steady"])
 {
     SubrSteadyState.Run();
@@ -23,3 +35,4 @@ var config = DefaultConfig.Instance.AddJob(job).WithOptions(ConfigOptions.Disabl
 
 var summaries = BenchmarkSwitcher.FromAssembly(typeof(GemmBenchmarks).Assembly).Run(args, config).ToArray();
 RooflineReport.Print(summaries);
+AttentionBenchmarks.PrintReport(summaries);

@@ -1,0 +1,270 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using NUnit.Framework;
+using Rellax.Kernels;
+using Rellax.Kernels.Cpu;
+using static Rellax.Tests.Attention.AttentionCheck;
+using static TorchSharp.torch;
+
+namespace Rellax.Tests.Attention;
+
+/// <summary>
+/// The CPU attention kernels beyond the backend-generic <see cref="FlashAttentionTests"/>: every int8 dot strategy
+/// (AVX-VNNI, AVX-512BW) gives bitwise the same output as the scalar one (the dot products are exact integers and everything after them is
+/// shared), the Vector512 and Vector256 softmax/P·V paths, shapes around the 64-key/64-row block boundaries, many
+/// sequences with mixed lengths, GQA with more than 64 query heads per KV head, 2 threads bitwise equal to 1, decode
+/// with chunks of Tq &gt; 1 (causal or not), fp32 against TorchSharp's <c>scaled_dot_product_attention</c>, and the
+/// exp2 and quantizer building blocks.
+/// </summary>
+[TestFixture]
+[NonParallelizable] // toggles the process-wide CpuAttention.Dots and CpuGemm.UseVector512 switches
+public sealed class CpuAttentionTests
+{
+    /// <summary>The SIMD int8 dot strategies this CPU can run.</summary>
+    private static CpuAttention.DotStrategy[] SimdStrategies =>
+        [.. AvxVnni.IsSupported ? [CpuAttention.DotStrategy.AvxVnni] : Array.Empty<CpuAttention.DotStrategy>(),
+         .. Avx512BW.IsSupported ? [CpuAttention.DotStrategy.Avx512BW] : Array.Empty<CpuAttention.DotStrategy>()];
+
+    private static T With<T>(CpuAttention.DotStrategy dots, bool vector512, Func<T> body)
+    {
+        var savedDots = CpuAttention.Dots;
+        bool saved512 = CpuGemm.UseVector512;
+        CpuAttention.Dots = dots;
+        CpuGemm.UseVector512 = vector512 && Vector512.IsHardwareAccelerated;
+        try { return body(); }
+        finally { CpuAttention.Dots = savedDots; CpuGemm.UseVector512 = saved512; }
+    }
+
+    private static float[] Run(int threads, AttentionShape s, float[] q, float[] k, float[] v, int[] lengths, AttentionOptions options)
+    {
+        using var cpu = new CpuBackend(threads);
+        return Prefill(cpu, q, k, v, s, lengths, options);
+    }
+
+    /// <summary>Around the block boundaries (63, 64, 65, 127, 129 tokens), GQA 1, 3 and 66 (one token per item), mixed padding.</summary>
+    private static IEnumerable<TestCaseData> BoundaryShapes()
+    {
+        foreach (int t in new[] { 63, 64, 65, 127, 129 })
+            yield return new TestCaseData(2, 6, 2, t, 64, new[] { t, t - 1 }).SetArgDisplayNames($"GQA3,T={t}");
+        yield return new TestCaseData(1, 4, 4, 128, 128, new[] { 65 }).SetArgDisplayNames("MHA,T=128,len=65");
+        yield return new TestCaseData(1, 66, 1, 9, 32, new[] { 7 }).SetArgDisplayNames("GQA66,T=9");
+        yield return new TestCaseData(6, 2, 1, 100, 72, new[] { 0, 1, 63, 64, 65, 100 }).SetArgDisplayNames("B=6,mixed-lengths,D=72");
+    }
+
+    [TestCaseSource(nameof(BoundaryShapes))]
+    public void Int8DotStrategiesAreBitwiseEqualAndMatchTheReference(int batch, int hq, int hkv, int tokens, int d, int[] lengths)
+    {
+        Assume.That(SimdStrategies, Is.Not.Empty, "this CPU has neither AVX-VNNI nor AVX-512BW: only the scalar strategy exists here");
+        foreach (var layout in new[] { AttentionLayout.HeadMajor, AttentionLayout.TokenMajor })
+            foreach (bool causal in new[] { true, false })
+            {
+                var s = new AttentionShape(batch, hq, hkv, tokens, d, layout);
+                var (q, k, v) = Inputs(s, tokens + d + hq, outliers: true);
+                var options = new AttentionOptions { Causal = causal };
+                var scalar = With(CpuAttention.DotStrategy.Scalar, true, () => Run(1, s, q, k, v, lengths, options));
+                foreach (var strategy in SimdStrategies)
+                {
+                    var simd = With(strategy, true, () => Run(1, s, q, k, v, lengths, options));
+                    Assert.That(simd, Is.EqualTo(scalar).AsCollection, $"{layout}, causal {causal}: {strategy} against scalar dots");
+                }
+                var expected = AttentionReference.Int8Prefill(q, k, v, s, lengths, 1f / MathF.Sqrt(d), causal);
+                var accuracy = Measure(scalar, expected);
+                Assert.That(accuracy.RelativeL1, Is.LessThan(1e-4), $"{layout}, causal {causal}: against the int8 reference, {accuracy}");
+            }
+    }
+
+    [TestCaseSource(nameof(BoundaryShapes))]
+    public void Fp32MatchesExactAttentionOnBothVectorWidths(int batch, int hq, int hkv, int tokens, int d, int[] lengths)
+    {
+        foreach (var layout in new[] { AttentionLayout.HeadMajor, AttentionLayout.TokenMajor })
+            foreach (bool vector512 in new[] { true, false })
+            {
+                var s = new AttentionShape(batch, hq, hkv, tokens, d, layout);
+                var (q, k, v) = Inputs(s, tokens * 3 + d);
+                var options = new AttentionOptions { Precision = AttentionPrecision.Fp32 };
+                var actual = With(CpuAttention.Dots, vector512, () => Run(2, s, q, k, v, lengths, options));
+                var expected = AttentionReference.Exact(q, k, v, s, lengths, 1f / MathF.Sqrt(d), causal: true);
+                Assert.That(MaxAbs(actual, expected), Is.LessThan(2e-5), $"{layout}, Vector512 {vector512}");
+            }
+    }
+
+    [TestCase(false)]
+    [TestCase(true)]
+    public void Int8OnVector256MatchesTheReference(bool scalarDots)
+    {
+        var s = new AttentionShape(3, 8, 2, 129, 128, AttentionLayout.TokenMajor);
+        var (q, k, v) = Inputs(s, 77, outliers: true);
+        int[] lengths = [129, 64, 3];
+        var dots = scalarDots || !AvxVnni.IsSupported ? CpuAttention.DotStrategy.Scalar : CpuAttention.DotStrategy.AvxVnni;
+        var actual = With(dots, false, () => Run(2, s, q, k, v, lengths, new AttentionOptions()));
+        var accuracy = Measure(actual, AttentionReference.Int8Prefill(q, k, v, s, lengths, 1f / MathF.Sqrt(128), causal: true));
+        Assert.That(accuracy.RelativeL1, Is.LessThan(1e-4), accuracy.ToString());
+    }
+
+    [Test]
+    public void TwoThreadsGiveBitwiseTheSameOutputAsOne([Values] AttentionPrecision precision)
+    {
+        var s = new AttentionShape(5, 8, 2, 200, 64, AttentionLayout.TokenMajor);
+        var (q, k, v) = Inputs(s, 8);
+        int[] lengths = [200, 1, 150, 65, 0];
+        var options = new AttentionOptions { Precision = precision };
+        var one = Run(1, s, q, k, v, lengths, options);
+        var two = Run(2, s, q, k, v, lengths, options);
+        Assert.That(two, Is.EqualTo(one).AsCollection);
+        Assert.That(one.Any(x => x != 0), Is.True, "the output is not all zeros");
+    }
+
+    [TestCase(true)]
+    [TestCase(false)]
+    public void DecodeInChunksMatchesTheReference(bool causal)
+    {
+        // A padded prompt of 70 through Decode (Tq = 70), then chunks of 17, 64 and 1 (Tq > 1 crosses key blocks),
+        // each against the reference decode on the reference's cache, on both dot strategies (bitwise equal).
+        const int batch = 2, hq = 8, hkv = 2, d = 64;
+        int[] chunks = [70, 17, 64, 1];
+        int total = chunks.Sum();
+        var full = new AttentionShape(batch, hq, hkv, total, d, AttentionLayout.HeadMajor);
+        var (q, k, v) = Inputs(full, 31, outliers: true);
+        int[] lengths = [70, 40];
+        using var cpu = new CpuBackend(2);
+        using var cache = cpu.Attention.CreateKvCache(batch, hkv, d, total);
+        var image = new AttentionReference.CacheImage(batch, hkv, d, total);
+        int done = 0;
+        foreach (int chunk in chunks)
+        {
+            var s = full with { Tokens = chunk };
+            var qc = SliceHeadMajor(q, full, hq, done, chunk);
+            var kc = SliceHeadMajor(k, full, hkv, done, chunk);
+            var vc = SliceHeadMajor(v, full, hkv, done, chunk);
+            using (var kb = cpu.Upload<float>(kc))
+            using (var vb = cpu.Upload<float>(vc))
+                cpu.Attention.Append(cache, kb.AsTensor(s.ShapeOf(hkv)), vb.AsTensor(s.ShapeOf(hkv)), done == 0 ? lengths : default);
+            AttentionReference.QuantizeIntoCache(image, kc, vc, s, done == 0 ? lengths : null);
+            float[] DecodeWith(CpuAttention.DotStrategy dots) => With(dots, true, () =>
+            {
+                using var qb = cpu.Upload<float>(qc);
+                using var ob = cpu.Allocate(DType.F32, qc.Length);
+                cpu.Attention.Decode(qb.AsTensor(s.ShapeOf(hq)), cache, ob.AsTensor(s.ShapeOf(hq)), new AttentionOptions { Causal = causal });
+                return ob.AsTensor(s.ShapeOf(hq)).ToArray<float>();
+            });
+            var scalar = DecodeWith(CpuAttention.DotStrategy.Scalar);
+            var expected = AttentionReference.Int8Decode(qc, image, s, 1f / MathF.Sqrt(d), causal);
+            var accuracy = Measure(scalar, expected);
+            Assert.That(accuracy.RelativeL1, Is.LessThan(1e-4), $"chunk at {done} (Tq {chunk}): {accuracy}");
+            foreach (var strategy in SimdStrategies)
+                Assert.That(DecodeWith(strategy), Is.EqualTo(scalar).AsCollection, $"chunk at {done}: {strategy} against scalar");
+            done += chunk;
+        }
+    }
+
+    [TestCase(true)]
+    [TestCase(false)]
+    public void Fp32MatchesTorchScaledDotProductAttention(bool causal)
+    {
+        // Odd shape: B = 2, GQA 3, T = 77 (one full block and a partial one), D = 40, the second sequence padded.
+        var s = new AttentionShape(2, 6, 2, 77, 40, AttentionLayout.HeadMajor);
+        var (q, k, v) = Inputs(s, 13);
+        int[] lengths = [77, 50];
+        var actual = Run(2, s, q, k, v, lengths, new AttentionOptions { Precision = AttentionPrecision.Fp32, Causal = causal });
+
+        using var scope = NewDisposeScope();
+        var tq = tensor(q, [2, 6, 77, 40]);
+        var tk = tensor(k, [2, 2, 77, 40]).repeat_interleave(3, dim: 1);
+        var tv = tensor(v, [2, 2, 77, 40]).repeat_interleave(3, dim: 1);
+        // Key j is visible to query t of sequence b when it is real and (not causal or j <= t); padding query rows
+        // see their own position so torch stays finite there (we output 0 for them, checked separately).
+        var mask = zeros([2, 1, 77, 77], dtype: ScalarType.Bool);
+        for (int b = 0; b < 2; b++)
+            for (int t = 0; t < 77; t++)
+                for (int j = 0; j < 77; j++)
+                {
+                    bool visible = j >= 77 - lengths[b] && (!causal || j <= t);
+                    if (visible || (t < 77 - lengths[b] && j == t)) mask[b, 0, t, j] = true;
+                }
+        var expected = nn.functional.scaled_dot_product_attention(tq, tk, tv, mask).data<float>().ToArray();
+        double worst = 0;
+        for (int b = 0; b < 2; b++)
+            for (int h = 0; h < 6; h++)
+                for (int t = 0; t < 77; t++)
+                    for (int c = 0; c < 40; c++)
+                    {
+                        long i = s.Offset(6, b, h, t) + c;
+                        if (t < 77 - lengths[b]) Assert.That(actual[i], Is.EqualTo(0f), $"padding row (b {b}, h {h}, t {t})");
+                        else worst = Math.Max(worst, Math.Abs(actual[i] - expected[i]));
+                    }
+        Assert.That(worst, Is.LessThan(2e-5));
+    }
+
+    [Test]
+    public void Exp2IsAccurateAndHandlesTheEdges()
+    {
+        var rng = new Random(3);
+        var x = new float[4096];
+        for (int i = 0; i < x.Length; i++) x[i] = -130f * rng.NextSingle();
+        x[0] = 0; x[1] = -0.5f; x[2] = -126f; x[3] = -126.4f; x[4] = -127f;
+        double worst = 0;
+        for (int i = 0; i < x.Length; i += 16)
+        {
+            var v512 = CpuAttention.Exp2(Vector512.Create(x.AsSpan(i, 16)));
+            var v256 = CpuAttention.Exp2(Vector256.Create(x.AsSpan(i, 8)));
+            for (int l = 0; l < 16; l++)
+            {
+                double e = Math.Pow(2, x[i + l]);
+                float scalar = CpuAttention.Exp2Scalar(x[i + l]);
+                if (x[i + l] < -126f)
+                {
+                    Assert.That(v512[l], Is.EqualTo(0f), $"2^{x[i + l]} flushes to 0");
+                    Assert.That(scalar, Is.EqualTo(0f));
+                    continue;
+                }
+                Assert.That(scalar, Is.EqualTo(v512[l]), $"scalar and vector agree at {x[i + l]}");
+                if (l < 8) Assert.That(v256[l], Is.EqualTo(v512[l]));
+                worst = Math.Max(worst, Math.Abs(v512[l] - e) / e);
+            }
+        }
+        Assert.That(worst, Is.LessThan(3e-7), "relative error");
+        var edges = CpuAttention.Exp2(Vector256.Create(float.NegativeInfinity, float.NaN, 0f, -1f, -2f, -3.5f, -200f, -0f));
+        Assert.That(edges[0], Is.EqualTo(0f));
+        Assert.That(float.IsNaN(edges[1]), Is.True);
+        Assert.That(edges[2], Is.EqualTo(1f));
+        Assert.That(edges[3], Is.EqualTo(0.5f));
+        Assert.That(edges[4], Is.EqualTo(0.25f));
+        Assert.That(edges[6], Is.EqualTo(0f));
+        Assert.That(float.IsNaN(CpuAttention.Exp2Scalar(float.NaN)), Is.True);
+    }
+
+    [Test]
+    public unsafe void QuantizeRowMatchesTheReferenceBitwise()
+    {
+        var rng = new Random(17);
+        foreach (int d in new[] { 8, 24, 64, 128, 136 })
+            for (int trial = 0; trial < 50; trial++)
+            {
+                var x = new float[d];
+                for (int c = 0; c < d; c++) x[c] = (float)(rng.NextDouble() * 2 - 1) * (trial % 5 == 0 ? 1e-30f : 10f);
+                if (trial % 7 == 1) for (int c = 0; c < d; c++) x[c] = (c % 5 - 2) * 63.5f / 127f; // exact halves after scaling
+                if (trial % 7 == 2) x[rng.Next(d)] = float.NaN;
+                if (trial % 7 == 3) x[rng.Next(d)] = float.PositiveInfinity;
+                if (trial % 7 == 4) Array.Clear(x);
+                var expected = new sbyte[d];
+                float expectedScale = AttentionReference.QuantizeRow(x, expected, 0.37f);
+                var actual = new sbyte[d];
+                float scale;
+                fixed (float* px = x)
+                fixed (sbyte* pa = actual)
+                    scale = CpuAttention.QuantizeRow(px, pa, d, 0.37f);
+                Assert.That(actual, Is.EqualTo(expected).AsCollection, $"D {d}, trial {trial}");
+                Assert.That(scale, Is.EqualTo(expectedScale), $"D {d}, trial {trial}");
+            }
+    }
+
+    /// <summary>Tokens [start, start + count) of a head-major [B, H, T, D] array.</summary>
+    private static float[] SliceHeadMajor(float[] x, AttentionShape s, int heads, int start, int count)
+    {
+        var result = new float[s.Batch * heads * count * s.HeadDim];
+        for (int b = 0; b < s.Batch; b++)
+            for (int h = 0; h < heads; h++)
+                Array.Copy(x, s.Offset(heads, b, h, start), result, ((long)(b * heads + h) * count) * s.HeadDim, (long)count * s.HeadDim);
+        return result;
+    }
+}
