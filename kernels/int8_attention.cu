@@ -86,24 +86,6 @@ __device__ __forceinline__ unsigned rellax_attn_pack_f16x2(float lo, float hi) {
     return (unsigned)rellax_attn_f32_to_f16(lo) | ((unsigned)rellax_attn_f32_to_f16(hi) << 16);
 }
 
-// c + the four signed byte products of a and b.
-__device__ __forceinline__ int rellax_attn_dp4a(int a, int b, int c) {
-#if defined(__CUDA_ARCH__)
-    int r;
-    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
-    return r;
-#else
-    for (int i = 0; i < 4; i++) c += (int)(signed char)(a >> (8 * i)) * (int)(signed char)(b >> (8 * i));
-    return c;
-#endif
-}
-
-__device__ __forceinline__ int rellax_attn_warp_sum_int(int v) {
-    #pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(RELLAX_FULL_MASK, v, offset);
-    return v;
-}
-
 #if !(defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800)
 // Fallback (pre-sm_80 devices, host simulator): every lane's n registers, lane-major: all[lane * n + r].
 // The simulator exchanges the registers through its per-warp slots in one step instead of 32·n shuffles.
@@ -245,7 +227,7 @@ extern "C" __global__ void __launch_bounds__(32 * RELLAX_ATTN_QUANT_WARPS) rella
         }
     }
     m = rellax_warp_reduce_max(m);
-    nan = rellax_attn_warp_sum_int(nan);
+    nan = rellax_warp_reduce_sum_int(nan);
     if (nan) m = __int_as_float(0x7fc00000);  // NaN: the row quantizes to 0 and its scale is NaN
     const bool usable = m > 0.0f && m < __int_as_float(0x7f800000);
     const float inv = usable ? 127.0f / m : 0.0f;
@@ -263,7 +245,7 @@ extern "C" __global__ void __launch_bounds__(32 * RELLAX_ATTN_QUANT_WARPS) rella
             sum += qv;
         }
     }
-    if (sums) sum = rellax_attn_warp_sum_int(sum);
+    if (sums) sum = rellax_warp_reduce_sum_int(sum);
     if (lane == 0) {
         scales[dst_row] = m / 127.0f * multiplier;
         if (sums) sums[dst_row] = sum;
@@ -533,7 +515,7 @@ extern "C" __global__ void __launch_bounds__(32 * RELLAX_ATTN_WARPS) rellax_attn
         m = fmaxf(m, fabsf(x[i]));
     }
     m = rellax_warp_reduce_max(m);
-    nan = rellax_attn_warp_sum_int(nan);
+    nan = rellax_warp_reduce_sum_int(nan);
     if (nan) m = __int_as_float(0x7fc00000);
     const bool usable = m > 0.0f && m < __int_as_float(0x7f800000);
     const float inv = usable ? 127.0f / m : 0.0f;
@@ -567,7 +549,7 @@ extern "C" __global__ void __launch_bounds__(32 * RELLAX_ATTN_WARPS) rellax_attn
         if (j <= last) {
             const int* kr = (const int*)(kc + (base + j) * D);
             int dot = 0;
-            for (int w = 0; w < words; w++) dot = rellax_attn_dp4a(q_words[warp][w], kr[w], dot);
+            for (int w = 0; w < words; w++) dot = rellax_dp4a(q_words[warp][w], kr[w], dot);
             logit = (float)dot * qscale * kscale[base + j];
         }
         const float cm = rellax_warp_reduce_max(logit);

@@ -32,6 +32,26 @@ __device__ __forceinline__ float rellax_bf16_to_f32(unsigned short h) {
     return __uint_as_float(((unsigned int)h) << 16);
 }
 
+// c + the sum of the four signed byte products of a and b. On the device: the PTX dp4a instruction (sm_61+), inline
+// because NVRTC without the toolkit headers has no definition of the __dp4a intrinsic. Elsewhere: the same in C.
+__device__ __forceinline__ int rellax_dp4a(int a, int b, int c) {
+#if defined(__CUDA_ARCH__)
+    int r;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+#else
+    for (int i = 0; i < 4; i++) c += (int)(signed char)(a >> (8 * i)) * (int)(signed char)(b >> (8 * i));
+    return c;
+#endif
+}
+
+// Sum of an int over the 32 lanes of the calling warp; every lane gets the result. All 32 lanes must call it.
+__device__ __forceinline__ int rellax_warp_reduce_sum_int(int v) {
+    #pragma unroll
+    for (int offset = RELLAX_WARP_SIZE / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(RELLAX_FULL_MASK, v, offset);
+    return v;
+}
+
 // Sum of `v` over the 32 lanes of the calling warp; every lane gets the result.
 // All 32 lanes must call it.
 __device__ __forceinline__ float rellax_warp_reduce_sum(float v) {

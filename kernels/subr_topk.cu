@@ -69,25 +69,6 @@ __device__ __forceinline__ float rellax_subr_fma_half2(unsigned int t, unsigned 
     return acc;
 }
 
-// c + the sum of the four signed byte products of a and b. On the device: the PTX dp4a instruction (sm_61+), inline
-// because NVRTC without the toolkit headers has no definition of the __dp4a intrinsic. Elsewhere: the same in C.
-__device__ __forceinline__ int rellax_subr_dp4a(int a, int b, int c) {
-#if defined(__CUDA_ARCH__)
-    int r;
-    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
-    return r;
-#else
-    for (int i = 0; i < 4; i++) c += (int)(signed char)(a >> (8 * i)) * (int)(signed char)(b >> (8 * i));
-    return c;
-#endif
-}
-
-__device__ __forceinline__ int rellax_subr_warp_sum_int(int v) {
-    #pragma unroll
-    for (int offset = RELLAX_WARP_SIZE / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(RELLAX_FULL_MASK, v, offset);
-    return v;
-}
-
 // The scores of R table rows h[0..R) against target row t, computed by the whole warp (all 32 lanes must call; every
 // lane gets the results). The R rows share one loop so that their loads are in flight together; each row's own
 // operation order depends only on PATH and d (not on R, nor on which warp or slot computes it).
@@ -108,10 +89,10 @@ __device__ __forceinline__ void rellax_subr_scores(const void* table, const floa
                 for (int r = 0; r < R; r++) b[r] = ((const int4*)((const signed char*)table + (long long)h[r] * d))[v];
                 #pragma unroll
                 for (int r = 0; r < R; r++) {
-                    acc[r] = rellax_subr_dp4a(a.x, b[r].x, acc[r]);
-                    acc[r] = rellax_subr_dp4a(a.y, b[r].y, acc[r]);
-                    acc[r] = rellax_subr_dp4a(a.z, b[r].z, acc[r]);
-                    acc[r] = rellax_subr_dp4a(a.w, b[r].w, acc[r]);
+                    acc[r] = rellax_dp4a(a.x, b[r].x, acc[r]);
+                    acc[r] = rellax_dp4a(a.y, b[r].y, acc[r]);
+                    acc[r] = rellax_dp4a(a.z, b[r].z, acc[r]);
+                    acc[r] = rellax_dp4a(a.w, b[r].w, acc[r]);
                 }
             }
         } else {
@@ -125,7 +106,7 @@ __device__ __forceinline__ void rellax_subr_scores(const void* table, const floa
         const float st = scales[t];
         #pragma unroll
         for (int r = 0; r < R; r++) {
-            const int dot = rellax_subr_warp_sum_int(acc[r]);  // exact: |dot| <= 127^2 d < 2^31 for d <= SubrTable.MaxInt8Dim
+            const int dot = rellax_warp_reduce_sum_int(acc[r]);  // exact: |dot| <= 127^2 d < 2^31 for d <= SubrTable.MaxInt8Dim
             const float s = st * scales[h[r]];
             out[r] = (float)dot * s;
         }
