@@ -60,6 +60,9 @@ public sealed class Int8KvCache : IDisposable
     /// <summary>Positions filled so far (padding included), the same for every sequence.</summary>
     public int Count { get; private set; }
 
+    /// <summary>Bytes of backend memory the cache holds: <c>B·Hkv·(Capacity·(2·D + 12) + 4·D) + 4·B</c>.</summary>
+    public long SizeInBytes => _buffers.Sum(b => b.SizeInBytes);
+
     /// <summary>Whether <see cref="Dispose"/> has run.</summary>
     public bool IsDisposed { get; private set; }
 

@@ -86,9 +86,7 @@ public sealed class LlamaSession : IDisposable
     /// Bytes of device memory the KV cache holds, over all layers: <c>layers · maxPositions · Hkv · 8·D</c> for f32;
     /// <c>layers · (maxPositions · Hkv · (2·D + 12) + Hkv · D · 4 + 4)</c> for int8.
     /// </summary>
-    public long KvCacheBytes =>
-        _keyCache.Concat(_valueCache).Sum(b => b.SizeInBytes) +
-        _int8Cache.Sum(k => (long)k.Batch * k.KvHeads * k.Capacity * (2L * k.HeadDim + 12) + (long)k.Batch * k.KvHeads * k.HeadDim * 4 + 4L * k.Batch);
+    public long KvCacheBytes => _keyCache.Concat(_valueCache).Sum(b => b.SizeInBytes) + _int8Cache.Sum(c => c.SizeInBytes);
 
     /// <summary>Number of tokens consumed so far (the position the next token will take).</summary>
     public int Position { get; private set; }

@@ -82,6 +82,32 @@ internal static class AttentionCheck
         return (Normal(nq, seed), outliers ? KeysWithOutliers(s, seed + 7) : Normal(nk, seed + 7), Normal(nk, seed + 13));
     }
 
+    /// <summary>
+    /// TorchSharp's <c>scaled_dot_product_attention</c> (default scale 1/√D) on head-major inputs: GQA by repeating each
+    /// KV head, padding and causality through a boolean mask (key j is visible to query t when it is real and, if
+    /// causal, j ≤ t). Padding query rows see only their own position so torch stays finite there; their output is
+    /// not meaningful (ours is 0).
+    /// </summary>
+    public static float[] TorchSdpa(float[] q, float[] k, float[] v, AttentionShape s, int[] lengths, bool causal)
+    {
+        if (s.Layout != AttentionLayout.HeadMajor) throw new ArgumentException("TorchSdpa takes head-major inputs", nameof(s));
+        int t = s.Tokens;
+        var visible = new bool[s.Batch * t * t];
+        for (int b = 0; b < s.Batch; b++)
+            for (int i = 0; i < t; i++)
+                for (int j = 0; j < t; j++)
+                {
+                    int pad = t - lengths[b];
+                    visible[(b * t + i) * t + j] = (j >= pad && (!causal || j <= i)) || (i < pad && j == i);
+                }
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        var tq = TorchSharp.torch.tensor(q, [s.Batch, s.QueryHeads, t, s.HeadDim]);
+        var tk = TorchSharp.torch.tensor(k, [s.Batch, s.KvHeads, t, s.HeadDim]).repeat_interleave(s.Group, dim: 1);
+        var tv = TorchSharp.torch.tensor(v, [s.Batch, s.KvHeads, t, s.HeadDim]).repeat_interleave(s.Group, dim: 1);
+        var mask = TorchSharp.torch.tensor(visible, [s.Batch, 1, t, t]);
+        return TorchSharp.torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, mask).data<float>().ToArray();
+    }
+
     /// <summary>Runs <see cref="FlashAttention.Prefill"/> on the backend and returns o.</summary>
     public static float[] Prefill(ComputeBackend backend, float[] q, float[] k, float[] v, AttentionShape s, int[] lengths,
         AttentionOptions options)

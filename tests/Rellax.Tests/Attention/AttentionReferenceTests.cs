@@ -1,7 +1,6 @@
 using NUnit.Framework;
 using Rellax.Kernels;
 using static Rellax.Tests.Attention.AttentionCheck;
-using static TorchSharp.torch;
 
 namespace Rellax.Tests.Attention;
 
@@ -22,21 +21,7 @@ public sealed class AttentionReferenceTests
         int[] lengths = [29, 17];
         var expected = AttentionReference.Exact(q, k, v, s, lengths, 1f / MathF.Sqrt(24), causal);
 
-        using var scope = NewDisposeScope();
-        var tq = tensor(q, [2, 6, 29, 24]);
-        var tk = tensor(k, [2, 2, 29, 24]).repeat_interleave(3, dim: 1);
-        var tv = tensor(v, [2, 2, 29, 24]).repeat_interleave(3, dim: 1);
-        // mask[b, 1, t, j]: key j is real and (not causal or j <= t); padding query rows see their own position so
-        // torch's softmax stays finite there (their output is not compared).
-        var mask = zeros([2, 1, 29, 29], dtype: ScalarType.Bool);
-        for (int b = 0; b < 2; b++)
-            for (int t = 0; t < 29; t++)
-                for (int j = 0; j < 29; j++)
-                {
-                    bool visible = j >= 29 - lengths[b] && (!causal || j <= t);
-                    if (visible || (t < 29 - lengths[b] && j == t)) mask[b, 0, t, j] = true;
-                }
-        var o = nn.functional.scaled_dot_product_attention(tq, tk, tv, mask).data<float>().ToArray();
+        var o = TorchSdpa(q, k, v, s, lengths, causal);
         for (int b = 0; b < 2; b++)
             for (int h = 0; h < 6; h++)
                 for (int t = 29 - lengths[b]; t < 29; t++)

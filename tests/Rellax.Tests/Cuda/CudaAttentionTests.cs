@@ -16,29 +16,8 @@ namespace Rellax.Tests.Cuda;
 /// <see cref="NvrtcCompileTests"/>).
 /// </summary>
 [TestFixture]
-public sealed class CudaAttentionTests
+public sealed class CudaAttentionTests : CudaDeviceFixture
 {
-    private CudaBackend? _backend;
-
-    [OneTimeSetUp]
-    public void CreateBackend()
-    {
-        var probe = CudaAvailability.Probe();
-        if (probe.Available) _backend = CudaBackend.Create();
-    }
-
-    [OneTimeTearDown]
-    public void DisposeBackend() => _backend?.Dispose();
-
-    private CudaBackend Backend
-    {
-        get
-        {
-            if (_backend is null) Assert.Ignore($"No CUDA device: {CudaAvailability.Probe().Reason}");
-            return _backend!;
-        }
-    }
-
     [Test]
     public void TheBackendUsesTheHandWrittenKernels() =>
         Assert.That(Backend.AttentionKernels, Is.InstanceOf<CudaAttentionKernels>());

@@ -15,29 +15,8 @@ namespace Rellax.Tests.Cuda;
 /// <see cref="NvrtcCompileTests"/>).
 /// </summary>
 [TestFixture]
-public sealed class CudaSubrTests
+public sealed class CudaSubrTests : CudaDeviceFixture
 {
-    private CudaBackend? _backend;
-
-    [OneTimeSetUp]
-    public void CreateBackend()
-    {
-        var probe = CudaAvailability.Probe();
-        if (probe.Available) _backend = CudaBackend.Create();
-    }
-
-    [OneTimeTearDown]
-    public void DisposeBackend() => _backend?.Dispose();
-
-    private CudaBackend Backend
-    {
-        get
-        {
-            if (_backend is null) Assert.Ignore($"No CUDA device: {CudaAvailability.Probe().Reason}");
-            return _backend!;
-        }
-    }
-
     /// <summary>A table on the GPU and the exact values it holds on the host (q and scales for i8).</summary>
     private sealed class HostTable(SubrTable table, float[] values, sbyte[]? q, float[]? scales) : IDisposable
     {
