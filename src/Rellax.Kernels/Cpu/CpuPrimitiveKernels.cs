@@ -185,8 +185,36 @@ internal sealed unsafe class CpuPrimitiveKernels(CpuBackend backend) : IPrimitiv
         });
     }
 
+    // PLACEHOLDER (helper C replaces): f32 only, bias added in a second pass.
+    public void Linear(Tensor x, Tensor w, Tensor? bias, Tensor y)
+    {
+        if (w.DType != DType.F32) throw new NotImplementedException("Linear with f16/bf16 weights on the CPU backend");
+        MatMulTransposed(x, w, y);
+        if (bias is { } b)
+        {
+            var bs = CpuBackend.Span<float>(b);
+            var ys = CpuBackend.Span<float>(y);
+            for (int i = 0; i < y.Dim(0); i++) TensorPrimitives.Add(ys.Slice(i * y.Dim(1), y.Dim(1)), bs, ys.Slice(i * y.Dim(1), y.Dim(1)));
+        }
+    }
+
+    // PLACEHOLDER (helper C replaces).
+    public void ScatterRows(Tensor src, Tensor rows, Tensor dst)
+    {
+        var r = CpuBackend.Span<int>(rows);
+        var s = CpuBackend.Span<float>(src);
+        var d = CpuBackend.Span<float>(dst);
+        int h = src.Dim(1);
+        for (int i = 0; i < r.Length; i++)
+        {
+            if ((uint)r[i] >= (uint)dst.Dim(0)) throw new ArgumentOutOfRangeException(nameof(rows), r[i], $"row outside dst of {dst.Dim(0)} rows");
+            s.Slice(i * h, h).CopyTo(d.Slice(r[i] * h, h));
+        }
+    }
+
     public void Embedding(Tensor ids, Tensor table, Tensor y)
     {
+        if (table.DType != DType.F32) throw new NotImplementedException("Embedding with f16/bf16 tables on the CPU backend"); // PLACEHOLDER
         var idSpan = CpuBackend.Span<int>(ids);
         foreach (int id in idSpan)
             if ((uint)id >= (uint)table.Dim(0))

@@ -146,6 +146,18 @@ internal partial class IlgpuPrimitiveKernels : IPrimitiveKernels
         _attention(Stream, RowConfig(t * hq, Math.Max(s, d)), F(q), F(k), F(v), F(o), t, s, hq, hkv, d, scale, causal ? 1 : 0);
     }
 
+    // PLACEHOLDER (helper C replaces): f32 without bias only.
+    /// <inheritdoc/>
+    public virtual void Linear(Tensor x, Tensor w, Tensor? bias, Tensor y)
+    {
+        if (w.DType != DType.F32 || bias is not null) throw new NotImplementedException("ILGPU Linear with f16/bf16 weights or a bias");
+        MatMulTransposed(x, w, y);
+    }
+
+    // PLACEHOLDER (helper C replaces).
+    /// <inheritdoc/>
+    public virtual void ScatterRows(Tensor src, Tensor rows, Tensor dst) => throw new NotImplementedException("ILGPU ScatterRows");
+
     /// <inheritdoc/>
     public virtual void Embedding(Tensor ids, Tensor table, Tensor y) =>
         _embedding(Stream, Count(y), I(ids), F(table), F(y), table.Dim(1), table.Dim(0));

@@ -10,6 +10,12 @@ internal interface IPrimitiveKernels
     /// <summary>y[M,N] = x[M,K] · w[N,K]^T (all f32).</summary>
     void MatMulTransposed(Tensor x, Tensor w, Tensor y);
 
+    /// <summary>y[M,N] = x[M,K] · w[N,K]^T (+ bias[N]); x, y, bias f32; w f32, f16 or bf16 (widened, fp32 accumulation).</summary>
+    void Linear(Tensor x, Tensor w, Tensor? bias, Tensor y);
+
+    /// <summary>dst[rows[i], :] = src[i, :] with src f32[n,H], rows i32[n] (distinct, in range), dst f32[R,H].</summary>
+    void ScatterRows(Tensor src, Tensor rows, Tensor dst);
+
     /// <summary>y[R,N] = x / sqrt(mean(x^2) + eps) * weight[N], per row.</summary>
     void RmsNorm(Tensor x, Tensor weight, float eps, Tensor y);
 
@@ -34,7 +40,7 @@ internal interface IPrimitiveKernels
     /// </summary>
     void Attention(Tensor q, Tensor k, Tensor v, Tensor o, float scale, bool causal);
 
-    /// <summary>y[T,H] = table[ids[t], :] with ids i32[T].</summary>
+    /// <summary>y[T,H] = table[ids[t], :] with ids i32[T]; table f32, f16 or bf16 (widened to f32).</summary>
     void Embedding(Tensor ids, Tensor table, Tensor y);
 
     /// <summary>y = a + b, elementwise. May run in place (y == a or y == b).</summary>

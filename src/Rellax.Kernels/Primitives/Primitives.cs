@@ -28,6 +28,45 @@ public sealed class Primitives
         K.MatMulTransposed(x, w, y);
     }
 
+    /// <summary>
+    /// Linear layer <c>y = x Wᵀ (+ bias)</c> with the weight kept in its checkpoint dtype: f16 and bf16 weights are
+    /// widened on the fly (fp32 accumulation), so a half-precision model needs no f32 copy of its weights.
+    /// </summary>
+    /// <param name="x">Input, f32 [M, K].</param>
+    /// <param name="w">Weight as stored in HF files, f32, f16 or bf16 [N, K] (out features × in features).</param>
+    /// <param name="bias">Optional f32 bias [N] (Qwen2's q/k/v projections), or <see langword="null"/>.</param>
+    /// <param name="y">Output, f32 [M, N]; must not overlap x, w or bias.</param>
+    public void Linear(Tensor x, Tensor w, Tensor? bias, Tensor y)
+    {
+        Check.F32(_backend, x, nameof(x), 2); Check.Floating(_backend, w, nameof(w), 2); Check.F32(_backend, y, nameof(y), 2);
+        if (x.Dim(1) != w.Dim(1) || y.Dim(0) != x.Dim(0) || y.Dim(1) != w.Dim(0))
+            throw new ArgumentException($"Linear needs x [M, K], w [N, K], y [M, N]; got x {x}, w {w}, y {y}", nameof(w));
+        Check.NoOverlap(y, nameof(y), x, nameof(x)); Check.NoOverlap(y, nameof(y), w, nameof(w));
+        if (bias is { } b)
+        {
+            Check.F32(_backend, b, nameof(bias), 1);
+            if (b.Dim(0) != w.Dim(0)) throw new ArgumentException($"bias {b} must be [N] = [{w.Dim(0)}] for w {w}", nameof(bias));
+            Check.NoOverlap(y, nameof(y), b, nameof(bias));
+        }
+        if (y.ElementCount == 0) return;
+        K.Linear(x, w, bias, y);
+    }
+
+    /// <summary>Row scatter: <c>dst[rows[i]] = src[i]</c> (SPA writes projected CRM embeddings over the marker positions).</summary>
+    /// <param name="src">Rows to write, f32 [n, H].</param>
+    /// <param name="rows">Destination row of each, i32 [n]; each in [0, R) and all distinct (checked on the device side where
+    /// possible; the CPU backend throws on an out-of-range row).</param>
+    /// <param name="dst">Updated in place, f32 [R, H]; must not overlap src.</param>
+    public void ScatterRows(Tensor src, Tensor rows, Tensor dst)
+    {
+        Check.F32(_backend, src, nameof(src), 2); Check.Of(_backend, rows, nameof(rows), DType.I32, 1); Check.F32(_backend, dst, nameof(dst), 2);
+        if (rows.Dim(0) != src.Dim(0) || src.Dim(1) != dst.Dim(1))
+            throw new ArgumentException($"ScatterRows needs src [n, H], rows [n], dst [R, H]; got src {src}, rows {rows}, dst {dst}", nameof(src));
+        Check.NoOverlap(dst, nameof(dst), src, nameof(src));
+        if (src.ElementCount == 0) return;
+        K.ScatterRows(src, rows, dst);
+    }
+
     /// <summary>RMSNorm over the last axis: <c>y = x / sqrt(mean(x²) + eps) · weight</c>.</summary>
     /// <param name="x">Input, f32 [..., N].</param>
     /// <param name="weight">Scale, f32 [N].</param>
@@ -149,11 +188,12 @@ public sealed class Primitives
 
     /// <summary>Embedding gather: <c>y[t] = table[ids[t]]</c>.</summary>
     /// <param name="ids">Token ids, i32 [T]; each in [0, V) (checked on the device side where possible; the CPU backend throws).</param>
-    /// <param name="table">Embedding table, f32 [V, H].</param>
+    /// <param name="table">Embedding table, f32, f16 or bf16 [V, H] (half-precision rows are widened to f32). Any row
+    /// table works, so this is also the general row gather (e.g. the last position of each sequence).</param>
     /// <param name="y">Output, f32 [T, H].</param>
     public void Embedding(Tensor ids, Tensor table, Tensor y)
     {
-        Check.Of(_backend, ids, nameof(ids), DType.I32, 1); Check.F32(_backend, table, nameof(table), 2); Check.F32(_backend, y, nameof(y), 2);
+        Check.Of(_backend, ids, nameof(ids), DType.I32, 1); Check.Floating(_backend, table, nameof(table), 2); Check.F32(_backend, y, nameof(y), 2);
         if (y.Dim(0) != ids.Dim(0) || y.Dim(1) != table.Dim(1))
             throw new ArgumentException($"Embedding needs ids [T], table [V, H], y [T, H]; got ids {ids}, table {table}, y {y}", nameof(y));
         if (y.ElementCount == 0) return;

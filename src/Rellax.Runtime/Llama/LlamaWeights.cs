@@ -2,13 +2,20 @@ using Rellax.Kernels;
 
 namespace Rellax.Runtime;
 
-/// <summary>One decoder layer's weights on a backend, f32, HF layout ([out, in] for linear layers).</summary>
+/// <summary>
+/// One decoder layer's weights on a backend, HF layout ([out, in] for linear layers). Linear weights keep the
+/// checkpoint's dtype (f32, f16 or bf16; <see cref="Primitives.Linear"/> and <see cref="CfloraLinear"/> widen on the
+/// fly); norms and biases are f32.
+/// </summary>
 internal sealed class LlamaLayerWeights
 {
     public required DeviceBuffer InputNorm { get; init; }        // [H]
     public required DeviceBuffer Q { get; init; }                // [Hq·D, H]
     public required DeviceBuffer K { get; init; }                // [Hkv·D, H]
     public required DeviceBuffer V { get; init; }                // [Hkv·D, H]
+    public DeviceBuffer? QBias { get; init; }                    // [Hq·D] f32, Qwen2 (attention_bias)
+    public DeviceBuffer? KBias { get; init; }                    // [Hkv·D] f32
+    public DeviceBuffer? VBias { get; init; }                    // [Hkv·D] f32
     public required DeviceBuffer O { get; init; }                // [H, Hq·D]
     public required DeviceBuffer PostAttentionNorm { get; init; } // [H]
     public required DeviceBuffer Gate { get; init; }             // [I, H]

@@ -287,6 +287,46 @@ public sealed class LlamaTokenizer
         return ids;
     }
 
+    /// <summary>
+    /// Encodes text in which the strings of <paramref name="markers"/> (e.g. SPA's <c>[hist]</c> and <c>[target]</c>) are
+    /// slots rather than text: the text is split at them first (leftmost-longest, together with the added tokens), and
+    /// every piece between them is tokenized exactly as HF <c>tokenizers</c> tokenizes text between two added special
+    /// tokens. An occurrence of <c>markers[k]</c> yields the id <c>-(k + 1)</c> in the result.
+    /// </summary>
+    /// <remarks>For SentencePiece-style tokenizers whose normalizer prepends <c>▁</c> (Llama 2 with <c>legacy</c>), HF
+    /// normalizes each piece separately, so the piece after a marker starts with <c>▁</c> too (<c>"[hist], '1."</c>
+    /// gives <c>▁,</c>); with the <c>Metaspace</c> pre-tokenizer and <c>prepend_scheme: "first"</c> only the text's first
+    /// piece gets it. Byte-level BPE pieces are pre-tokenized independently, so no pre-tokenizer split crosses a marker.</remarks>
+    /// <param name="text">The text.</param>
+    /// <param name="markers">Distinct, non-empty marker strings.</param>
+    /// <param name="addSpecialTokens">Add the post-processor's tokens (BOS for Llama) around the text.</param>
+    /// <returns>Token ids in [0, <see cref="VocabSize"/>), and negative marker slots.</returns>
+    public int[] EncodeWithMarkers(string text, IReadOnlyList<string> markers, bool addSpecialTokens = true)
+    {
+        // PLACEHOLDER (helper A replaces with the exact HF segmentation): split at markers, encode the pieces.
+        ArgumentNullException.ThrowIfNull(text);
+        ArgumentNullException.ThrowIfNull(markers);
+        var ids = new List<int>();
+        if (addSpecialTokens) ids.AddRange(_prefix);
+        int pos = 0;
+        while (true)
+        {
+            int best = -1, bestK = -1;
+            for (int k = 0; k < markers.Count; k++)
+            {
+                int i = text.IndexOf(markers[k], pos, StringComparison.Ordinal);
+                if (i >= 0 && (best < 0 || i < best || (i == best && markers[k].Length > markers[bestK].Length))) (best, bestK) = (i, k);
+            }
+            string piece = best < 0 ? text[pos..] : text[pos..best];
+            if (piece.Length > 0) ids.AddRange(Encode(piece, addSpecialTokens: false));
+            if (best < 0) break;
+            ids.Add(-(bestK + 1));
+            pos = best + markers[bestK].Length;
+        }
+        if (addSpecialTokens) ids.AddRange(_suffix);
+        return [.. ids];
+    }
+
     /// <summary>Leftmost-longest added token at or after <paramref name="from"/>; the range includes lstrip/rstrip whitespace.</summary>
     private (int Start, int End, AddedToken? Token) FindAdded(string text, int from)
     {

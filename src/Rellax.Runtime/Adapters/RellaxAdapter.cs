@@ -1,0 +1,160 @@
+namespace Rellax.Runtime;
+
+/// <summary>A linear layer of a Llama-family decoder layer that an adapter can target (PEFT <c>target_modules</c> names).</summary>
+public enum LlamaModule
+{
+    /// <summary><c>self_attn.q_proj</c>: [Hq·D, H].</summary>
+    QProj,
+    /// <summary><c>self_attn.k_proj</c>: [Hkv·D, H].</summary>
+    KProj,
+    /// <summary><c>self_attn.v_proj</c>: [Hkv·D, H].</summary>
+    VProj,
+    /// <summary><c>self_attn.o_proj</c>: [H, Hq·D].</summary>
+    OProj,
+    /// <summary><c>mlp.gate_proj</c>: [I, H].</summary>
+    GateProj,
+    /// <summary><c>mlp.up_proj</c>: [I, H].</summary>
+    UpProj,
+    /// <summary><c>mlp.down_proj</c>: [H, I].</summary>
+    DownProj,
+}
+
+/// <summary>
+/// The parsed <c>adapter_config.json</c> (SPEC §6): PEFT LoRA fields plus the ReLLaX additions in its
+/// <c>"rellax"</c> object.
+/// </summary>
+public sealed record AdapterConfig
+{
+    /// <summary>LoRA rank r (<c>r</c>), at least 1.</summary>
+    public required int Rank { get; init; }
+
+    /// <summary><c>lora_alpha</c>.</summary>
+    public required double Alpha { get; init; }
+
+    /// <summary><c>use_rslora</c>: the scale is alpha/√r instead of alpha/r.</summary>
+    public bool UseRsLora { get; init; }
+
+    /// <summary>The modules named by <c>target_modules</c> (a list, or the string <c>"all-linear"</c>).</summary>
+    public required IReadOnlyList<LlamaModule> TargetModules { get; init; }
+
+    /// <summary><c>rellax.instance_dim</c>: d_h, the length of the CRM vector h_u (CFLoRA); null without generators.</summary>
+    public int? InstanceDim { get; init; }
+
+    /// <summary><c>rellax.crm_embed_dim</c>: E, the length of a CRM item embedding (SPA); null without a projector.</summary>
+    public int? CrmEmbedDim { get; init; }
+
+    /// <summary>The history-item marker of SPA prompts (<c>rellax.hist_token</c>, default <c>[hist]</c>).</summary>
+    public string HistToken { get; init; } = "[hist]";
+
+    /// <summary>The target-item marker of SPA prompts (<c>rellax.target_token</c>, default <c>[target]</c>).</summary>
+    public string TargetToken { get; init; } = "[target]";
+
+    /// <summary><c>base_model_name_or_path</c>, for messages; not checked against the model.</summary>
+    public string? BaseModelName { get; init; }
+
+    /// <summary>The factor applied to B·C·A: alpha / r, or alpha / √r with rsLoRA.</summary>
+    public float Scale => (float)(UseRsLora ? Alpha / Math.Sqrt(Rank) : Alpha / Rank);
+}
+
+/// <summary>
+/// The CFLoRA generator of one adapted module (SPEC §4, <c>lora_gate.*</c>):
+/// <c>g = W2 · GELU(W1 · LayerNorm(h) + b1) + b2</c>, read row-major as G [r, r]. LayerNorm eps is PyTorch's 1e-5.
+/// </summary>
+/// <param name="LnWeight"><c>lora_gate.0.weight</c> [d_h].</param>
+/// <param name="LnBias"><c>lora_gate.0.bias</c> [d_h].</param>
+/// <param name="W1"><c>lora_gate.1.weight</c> [2r², d_h], row-major.</param>
+/// <param name="B1"><c>lora_gate.1.bias</c> [2r²].</param>
+/// <param name="W2"><c>lora_gate.3.weight</c> [r², 2r²], row-major.</param>
+/// <param name="B2"><c>lora_gate.3.bias</c> [r²].</param>
+public sealed record CfloraGeneratorWeights(float[] LnWeight, float[] LnBias, float[] W1, float[] B1, float[] W2, float[] B2);
+
+/// <summary>One adapted linear layer: LoRA factors and, for CFLoRA, its generator. f32, row-major, host memory.</summary>
+/// <param name="Layer">Decoder layer index, in [0, num_hidden_layers).</param>
+/// <param name="Module">Which linear layer of it.</param>
+/// <param name="InFeatures">d_in of the base layer.</param>
+/// <param name="OutFeatures">d_out of the base layer.</param>
+/// <param name="A"><c>lora_A.weight</c> [r, d_in].</param>
+/// <param name="B"><c>lora_B.weight</c> [d_out, r].</param>
+/// <param name="Generator">The CFLoRA generator, or null for plain LoRA (C = I).</param>
+public sealed record LoraTarget(int Layer, LlamaModule Module, int InFeatures, int OutFeatures, float[] A, float[] B, CfloraGeneratorWeights? Generator);
+
+/// <summary>
+/// The SPA projector (SPEC §3, <c>ctr_input_embedding_prj</c>): <c>Linear(E → H) → GELU → Linear(H → H)</c>,
+/// turning a CRM item embedding into one soft token's input embedding. f32, row-major, host memory.
+/// </summary>
+/// <param name="W1"><c>ctr_input_embedding_prj.0.weight</c> [H, E].</param>
+/// <param name="B1"><c>ctr_input_embedding_prj.0.bias</c> [H].</param>
+/// <param name="W2"><c>ctr_input_embedding_prj.2.weight</c> [H, H].</param>
+/// <param name="B2"><c>ctr_input_embedding_prj.2.bias</c> [H].</param>
+public sealed record SpaProjectorWeights(float[] W1, float[] B1, float[] W2, float[] B2);
+
+/// <summary>
+/// A ReLLaX adapter directory (SPEC §6): any subset of PEFT LoRA factors, CFLoRA generators and the SPA projector,
+/// parsed and validated against a base model's config. Holds host f32 copies of the (small) adapter tensors; a
+/// <see cref="CtrScorer"/> uploads them to its backend.
+/// </summary>
+public sealed class RellaxAdapter
+{
+    /// <summary>Adapter config file name.</summary>
+    public const string ConfigFileName = "adapter_config.json";
+
+    /// <summary>Adapter weights file name.</summary>
+    public const string WeightsFileName = "adapter_model.safetensors";
+
+    internal RellaxAdapter(string directory, AdapterConfig config, IReadOnlyList<LoraTarget> targets, SpaProjectorWeights? projector)
+    {
+        Directory = directory;
+        Config = config;
+        Targets = targets;
+        Projector = projector;
+    }
+
+    /// <summary>Full path of the adapter directory (or a caller-chosen name for in-memory adapters).</summary>
+    public string Directory { get; }
+
+    /// <summary>The parsed config.</summary>
+    public AdapterConfig Config { get; }
+
+    /// <summary>Every adapted (layer, module), ordered by layer then module.</summary>
+    public IReadOnlyList<LoraTarget> Targets { get; }
+
+    /// <summary>The SPA projector, or null when the adapter has none (markers in prompts are then an error).</summary>
+    public SpaProjectorWeights? Projector { get; }
+
+    /// <summary>True when the LoRA targets carry CFLoRA generators (every sample then needs an instance vector h_u).</summary>
+    public bool HasGenerators => Targets.Count > 0 && Targets[0].Generator is not null;
+
+    /// <summary>
+    /// Loads <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> from <paramref name="directory"/> and checks
+    /// them against <paramref name="baseModel"/>: every tensor name is known (with or without PEFT's <c>.default</c>),
+    /// every shape agrees with r, d_h, E and the base model's dimensions, layer indices are in range, LoRA targets come in
+    /// complete A/B pairs, generators are all present or all absent, and the projector is complete.
+    /// </summary>
+    /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
+    /// <exception cref="FileNotFoundException">A file is missing; when only a pickled <c>adapter_model.bin</c>/<c>.pt</c> is
+    /// there, the message says it is refused and how to convert it
+    /// (<c>safetensors.torch.save_file(torch.load(p), out)</c>).</exception>
+    /// <exception cref="InvalidDataException">A config field or tensor is missing, unknown, mis-shaped or does not fit the
+    /// base model; the message names the file, the field or tensor and the expected shape.</exception>
+    /// <exception cref="NotSupportedException">A PEFT feature this runtime does not apply (e.g. <c>rank_pattern</c>,
+    /// <c>modules_to_save</c>, DoRA, bias training); the message names it.</exception>
+    public static RellaxAdapter Load(string directory, LlamaConfig baseModel) =>
+        throw new NotImplementedException("helper B");
+
+    /// <summary>
+    /// Builds an adapter from tensors in memory (tests, demos, adapters trained elsewhere), with the same checks as
+    /// <see cref="Load"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">A tensor has the wrong length for its role, or the parts disagree (the message
+    /// names the target and the tensor).</exception>
+    public static RellaxAdapter Create(AdapterConfig config, IReadOnlyList<LoraTarget> targets, SpaProjectorWeights? projector,
+        LlamaConfig baseModel, string name = "(in memory)") =>
+        throw new NotImplementedException("helper B");
+
+    /// <summary>
+    /// Writes the adapter as <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> (F32, PEFT names without
+    /// <c>.default</c>) into <paramref name="directory"/>, creating it if needed. Each file is written to a temporary name and
+    /// renamed, so a failure leaves no half-written file.
+    /// </summary>
+    public void Save(string directory) => throw new NotImplementedException("helper B");
+}
