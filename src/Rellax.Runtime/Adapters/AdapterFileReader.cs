@@ -1,7 +1,7 @@
 namespace Rellax.Runtime;
 
 /// <summary>
-/// Reads an adapter directory for <see cref="RellaxAdapter.Load"/>: the pickle check, the config, and every tensor of
+/// Reads an adapter directory for <see cref="RellaxAdapter.Load(string, LlamaConfig)"/>: the pickle check, the config, and every tensor of
 /// <c>adapter_model.safetensors</c> checked by name, dtype, shape and value before it is widened to f32.
 /// </summary>
 internal static class AdapterFileReader
@@ -10,8 +10,11 @@ internal static class AdapterFileReader
     private static readonly string[] PickleNames =
         ["adapter_model.bin", "adapter_model.pt", "adapter_model.pth", "adapter_model.ckpt", "pytorch_model.bin"];
 
-    /// <summary>Loads and validates the adapter in <paramref name="directory"/> (see <see cref="RellaxAdapter.Load"/>).</summary>
-    public static RellaxAdapter Read(string directory, LlamaConfig model)
+    /// <summary>Loads and validates the adapter in <paramref name="directory"/> (see <see cref="RellaxAdapter.Load(string, LlamaConfig)"/>).</summary>
+    /// <param name="directory">The adapter directory.</param>
+    /// <param name="model">The base model's config.</param>
+    /// <param name="checkValues">Refuse NaN/±∞ values (always, except when inspecting the structure of a broken file).</param>
+    public static RellaxAdapter Read(string directory, LlamaConfig model, bool checkValues)
     {
         string dir = Path.GetFullPath(directory);
         if (!Directory.Exists(dir))
@@ -44,16 +47,20 @@ internal static class AdapterFileReader
         }
         using (file)
         {
-            var parts = ReadTensors(file, weightsPath, configPath, config, model);
+            // Structure first (names, headers, pairs, completeness), values last: a file for another base model is reported as
+            // such even when its values are also bad.
+            (var parts, var order) = ReadTensors(file, weightsPath, configPath, config, model);
             (List<LoraTarget> targets, SpaProjectorWeights? projector) = Assemble(parts, weightsPath, model);
             IReadOnlyList<LoraTarget> ordered = AdapterValidation.CheckParts(config, targets, projector, model, checkValues: false,
                 msg => new InvalidDataException($"Adapter weights '{weightsPath}': {msg}"));
+            if (checkValues) CheckValues(parts, order, file, weightsPath);
             return new RellaxAdapter(dir, config, ordered, projector);
         }
     }
 
-    /// <summary>Classifies every tensor name, then checks and reads each tensor.</summary>
-    private static Dictionary<AdapterTensorKey, (string Name, float[] Data)> ReadTensors(SafeTensorsFile file, string path, string configPath,
+    /// <summary>Classifies every tensor name, checks every header (layer, module, dtype, shape), then reads the tensors.
+    /// Returns them with their checking order.</summary>
+    private static (Dictionary<AdapterTensorKey, (string Name, float[] Data)> Parts, List<(AdapterTensorKey Key, string Name)> Order) ReadTensors(SafeTensorsFile file, string path, string configPath,
         AdapterConfig config, LlamaConfig model)
     {
         var keys = new Dictionary<AdapterTensorKey, string>();
@@ -78,8 +85,10 @@ internal static class AdapterFileReader
                 + string.Join(", ", unknown.Take(5).Select(n => $"'{n}'")) + (unknown.Count > 5 ? ", ..." : "")
                 + $". Accepted names: {AdapterTensorNames.AcceptedPatterns}.");
 
-        var result = new Dictionary<AdapterTensorKey, (string, float[])>();
-        foreach ((AdapterTensorKey key, string name) in keys.OrderBy(kv => kv.Value, StringComparer.Ordinal))
+        var ordered = new List<(AdapterTensorKey, string)>();
+        // Checked in (layer, module, role) order, projector last: A before B, and the tensors that reveal d_h or E first.
+        foreach ((AdapterTensorKey key, string name) in keys.OrderBy(kv => kv.Key.IsProjector).ThenBy(kv => kv.Key.Layer)
+                     .ThenBy(kv => kv.Key.Module).ThenBy(kv => kv.Key.Role))
         {
             SafeTensorInfo info = file.Info(name);
             string where = $"Adapter weights '{path}': tensor '{name}'";
@@ -101,14 +110,29 @@ internal static class AdapterFileReader
             (long[] expected, string why) = ExpectedShape(key, info.Shape, config, model, where, configPath);
             if (!info.Shape.Select(d => (long)d).SequenceEqual(expected))
                 throw new InvalidDataException($"{where} has shape {Shape(info.Shape)}; expected {Shape(expected)} ({why}).");
-            float[] data = file.ReadFloat32(name);
+            ordered.Add((key, name));
+        }
+        // Only once every header agrees with the config and the base model are the tensors read (and widened to f32).
+        var result = new Dictionary<AdapterTensorKey, (string, float[])>();
+        foreach ((AdapterTensorKey key, string name) in ordered) result.Add(key, (name, file.ReadFloat32(name)));
+        return (result, ordered);
+    }
+
+    /// <summary>Refuses the first tensor, in checking order, that holds a NaN or ±∞.</summary>
+    private static void CheckValues(Dictionary<AdapterTensorKey, (string Name, float[] Data)> parts, List<(AdapterTensorKey Key, string Name)> order,
+        SafeTensorsFile file, string path)
+    {
+        foreach ((AdapterTensorKey key, string name) in order)
+        {
+            float[] data = parts[key].Data;
             int bad = AdapterValidation.FirstNonFinite(data);
             if (bad >= 0)
-                throw new InvalidDataException($"{where} holds a non-finite value ({data[bad]}) at flat element {bad} of shape {Shape(info.Shape)}; "
-                    + "refusing an adapter with NaN or infinite weights.");
-            result.Add(key, (name, data));
+            {
+                int count = data.Count(v => !float.IsFinite(v));
+                throw new InvalidDataException($"Adapter weights '{path}': tensor '{name}' holds {count} non-finite value(s) of {data.Length} "
+                    + $"(the first, {data[bad]}, at flat element {bad} of shape {Shape(file.Info(name).Shape)}); refusing an adapter with NaN or infinite weights.");
+            }
         }
-        return result;
     }
 
     /// <summary>The shape <paramref name="key"/>'s tensor must have, and where each dimension comes from.</summary>
@@ -173,7 +197,7 @@ internal static class AdapterFileReader
         {
             if (parts.TryGetValue(key, out var p)) return p.Data;
             throw new InvalidDataException($"Adapter weights '{path}': tensor '{parts[present].Name}' has no matching "
-                + $"'{AdapterTensorNames.Canonical(key)}' (or its '.default' form); {what}.");
+                + $"'{AdapterTensorNames.Canonical(key)}'{(key.Role <= AdapterTensorRole.LoraB ? " (or its '.default' form)" : "")}; {what}.");
         }
 
         var targets = new List<LoraTarget>();

@@ -1,7 +1,7 @@
 namespace Rellax.Runtime;
 
 /// <summary>
-/// The checks shared by <see cref="RellaxAdapter.Load"/> and <see cref="RellaxAdapter.Create"/>. Each takes a
+/// The checks shared by <see cref="RellaxAdapter.Load(string, LlamaConfig)"/> and <see cref="RellaxAdapter.Create"/>. Each takes a
 /// <c>fail</c> factory that turns a message into the exception the caller documents (InvalidDataException naming the
 /// file for Load, ArgumentException naming the adapter for Create).
 /// </summary>
@@ -143,11 +143,11 @@ internal static class AdapterValidation
                 throw fail("the adapter has an SPA projector, but the config has no rellax.crm_embed_dim (E, the length of a CRM item embedding); "
                     + $"its first weight has {projector.W1?.Length ?? 0} elements = H·E with H = {model.HiddenSize}.");
             int h = model.HiddenSize;
-            string hs = $"hidden_size {h} of the base model '{model.SourceName}'";
-            CheckArray(projector.W1, (long)h * e, $"projector W1 ({AdapterTensorNames.Canonical(AdapterTensorRole.ProjW1)})", $"H·E = {h}·{e}, {hs}", checkValues, fail);
-            CheckArray(projector.B1, h, $"projector B1 ({AdapterTensorNames.Canonical(AdapterTensorRole.ProjB1)})", $"H = {hs}", checkValues, fail);
-            CheckArray(projector.W2, (long)h * h, $"projector W2 ({AdapterTensorNames.Canonical(AdapterTensorRole.ProjW2)})", $"H·H = {h}·{h}, {hs}", checkValues, fail);
-            CheckArray(projector.B2, h, $"projector B2 ({AdapterTensorNames.Canonical(AdapterTensorRole.ProjB2)})", $"H = {hs}", checkValues, fail);
+            string hs = $" (H = hidden_size {h} of the base model '{model.SourceName}', E = rellax.crm_embed_dim {e})";
+            CheckArray(projector.W1, (long)h * e, $"projector W1 ({AdapterTensorNames.Canonical(AdapterTensorRole.ProjW1)})", $"H·E = {h}·{e}", checkValues, fail, hs);
+            CheckArray(projector.B1, h, $"projector B1 ({AdapterTensorNames.Canonical(AdapterTensorRole.ProjB1)})", "H", checkValues, fail, hs);
+            CheckArray(projector.W2, (long)h * h, $"projector W2 ({AdapterTensorNames.Canonical(AdapterTensorRole.ProjW2)})", $"H·H = {h}·{h}", checkValues, fail, hs);
+            CheckArray(projector.B2, h, $"projector B2 ({AdapterTensorNames.Canonical(AdapterTensorRole.ProjB2)})", "H", checkValues, fail, hs);
         }
         else if (config.CrmEmbedDim is int e)
         {
@@ -170,10 +170,11 @@ internal static class AdapterValidation
 
     private static string Name(AdapterTensorRole role, LoraTarget t) => AdapterTensorNames.Canonical(role, t.Layer, t.Module);
 
-    private static void CheckArray(float[]? a, long expected, string what, string formula, bool checkValues, Func<string, Exception> fail)
+    private static void CheckArray(float[]? a, long expected, string what, string formula, bool checkValues, Func<string, Exception> fail,
+        string note = "")
     {
-        if (a is null) throw fail($"{what} is null; expected {expected} elements ({formula}).");
-        if (a.Length != expected) throw fail($"{what} has {a.Length} elements; expected {formula} = {expected}.");
+        if (a is null) throw fail($"{what} is null; expected {formula} = {expected} elements{note}.");
+        if (a.Length != expected) throw fail($"{what} has {a.Length} elements; expected {formula} = {expected}{note}.");
         if (!checkValues) return;
         int bad = FirstNonFinite(a);
         if (bad >= 0) throw fail($"{what} holds a non-finite value ({a[bad]}) at element {bad}.");

@@ -156,12 +156,24 @@ public sealed class RellaxAdapter
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
         ArgumentNullException.ThrowIfNull(baseModel);
-        return AdapterFileReader.Read(directory, baseModel);
+        return AdapterFileReader.Read(directory, baseModel, checkValues: true);
+    }
+
+    /// <summary>
+    /// <see cref="Load(string, LlamaConfig)"/> with every check except, when <paramref name="checkValues"/> is false, the
+    /// refusal of NaN/±∞ values: for inspecting the names, shapes and config of a file whose values are broken (the shared
+    /// gemma-2b-text-to-sql adapter is all NaN). Such an adapter must not be used for scoring.
+    /// </summary>
+    internal static RellaxAdapter Load(string directory, LlamaConfig baseModel, bool checkValues)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        ArgumentNullException.ThrowIfNull(baseModel);
+        return AdapterFileReader.Read(directory, baseModel, checkValues);
     }
 
     /// <summary>
     /// Builds an adapter from tensors in memory (tests, demos, adapters trained elsewhere), with the same checks as
-    /// <see cref="Load"/>.
+    /// <see cref="Load(string, LlamaConfig)"/>.
     /// </summary>
     /// <exception cref="ArgumentException">A tensor has the wrong length for its role, or the parts disagree (the message
     /// names the target and the tensor).</exception>
