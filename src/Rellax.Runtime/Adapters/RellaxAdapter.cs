@@ -137,11 +137,13 @@ public sealed class RellaxAdapter
     /// complete A/B pairs, generators are all present or all absent, and the projector is complete.
     /// </summary>
     /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
-    /// <exception cref="FileNotFoundException">A file is missing; when only a pickled <c>adapter_model.bin</c>/<c>.pt</c> is
-    /// there, the message says it is refused and how to convert it
-    /// (<c>safetensors.torch.save_file(torch.load(p), out)</c>).</exception>
-    /// <exception cref="InvalidDataException">A config field or tensor is missing, unknown, mis-shaped or does not fit the
-    /// base model; the message names the file, the field or tensor and the expected shape.</exception>
+    /// <exception cref="FileNotFoundException">A file is missing; when only a pickled <c>adapter_model.bin</c>/<c>.pt</c>/<c>.pth</c>/
+    /// <c>.ckpt</c> (or <c>pytorch_model.bin</c>) is there, the message says it is refused (never unpickled) and gives the
+    /// conversion command (<c>python -c "import torch, safetensors.torch as s; s.save_file(torch.load('adapter_model.bin'),
+    /// 'adapter_model.safetensors')"</c>).</exception>
+    /// <exception cref="InvalidDataException">A config field or tensor is missing, unknown, mis-shaped, holds NaN/±∞, or does
+    /// not fit the base model (dimensions, layer count); the message names the file, the field or tensor, and the expected
+    /// against the actual shape. Structural problems are reported before bad values.</exception>
     /// <exception cref="NotSupportedException">A PEFT feature this runtime does not apply (e.g. <c>rank_pattern</c>,
     /// <c>modules_to_save</c>, DoRA, bias training); the message names it.</exception>
     /// <remarks>

@@ -483,6 +483,17 @@ public sealed class RellaxAdapterTests
     }
 
     [Test]
+    public void Save_WhenTheWeightsCannotBeWritten_LeavesNoTemporaryOrConfigFile()
+    {
+        RellaxAdapter a = InMemory(out _, out _, out _);
+        string dir = Path.Combine(_tmp, "blocked");
+        Directory.CreateDirectory(Path.Combine(dir, "adapter_model.safetensors")); // a directory where the file should go
+        Assert.Catch(() => a.Save(dir));
+        Assert.That(Directory.GetFileSystemEntries(dir).Select(Path.GetFileName), Is.EqualTo(new[] { "adapter_model.safetensors" }));
+        Assert.That(Directory.Exists(Path.Combine(dir, "adapter_model.safetensors")), Is.True);
+    }
+
+    [Test]
     public void LoadSaveLoad_OfAFileWithDefaultNamesAndF16_IsExact()
     {
         var t = QvLora(2, new Random(10), withDefault: true);
