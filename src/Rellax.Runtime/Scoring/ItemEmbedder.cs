@@ -42,7 +42,7 @@ public sealed class ItemEmbedder : IDisposable
 
     /// <summary>Most padded tokens (batch × longest text) per forward pass, bounding activation memory as in
     /// <see cref="ScoringOptions.MaxBatchTokens"/>.</summary>
-    public const int MaxBatchTokens = 16384;
+    public const int MaxBatchTokens = 8192;
 
     /// <summary>Embedding width: the model's hidden size H.</summary>
     public int Dimension => Model.Config.HiddenSize;
