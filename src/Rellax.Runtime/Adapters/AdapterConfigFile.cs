@@ -13,11 +13,14 @@ namespace Rellax.Runtime;
 /// adapted), <c>use_rslora</c>, <c>layers_to_transform</c> (an int or a list; <c>layers_pattern</c> must then be absent,
 /// null or <c>"layers"</c>), <c>base_model_name_or_path</c> (for messages).
 /// Ignored: <c>lora_dropout</c> (training only), <c>task_type</c>, <c>inference_mode</c>, <c>init_lora_weights</c>,
-/// <c>loftq_config</c>, <c>revision</c>, <c>auto_mapping</c>, <c>megatron_*</c> and any other field.
+/// <c>loftq_config</c>, <c>eva_config</c>, <c>corda_config</c>, <c>lora_ga_config</c> (initialisation only),
+/// <c>runtime_config</c>, <c>revision</c>, <c>auto_mapping</c>, <c>megatron_*</c> and any other field.
 /// Refused with <see cref="NotSupportedException"/> (they change the forward pass in ways this runtime does not apply):
 /// another <c>peft_type</c>, <c>fan_in_fan_out</c> true, <c>bias</c> other than <c>"none"</c>, non-empty
 /// <c>modules_to_save</c>, <c>rank_pattern</c>, <c>alpha_pattern</c>, <c>exclude_modules</c>,
-/// <c>trainable_token_indices</c> or <c>target_parameters</c>, non-null <c>layer_replication</c>, <c>use_dora</c>,
+/// <c>trainable_token_indices</c> or <c>target_parameters</c>, non-null <c>layer_replication</c>,
+/// <c>alora_invocation_tokens</c>, <c>use_bdlora</c>, <c>arrow_config</c>, <c>velora_config</c> or
+/// <c>monteclora_config</c>, <c>use_dora</c>,
 /// <c>lora_bias</c> or <c>use_qalora</c> true, <c>target_modules</c> given as a regular expression or naming a module
 /// other than the seven linear layers.
 /// Malformed JSON, a missing required field (<c>peft_type</c>, <c>r</c>, <c>lora_alpha</c>, <c>target_modules</c>) or a
@@ -66,6 +69,9 @@ internal static class AdapterConfigFile
             foreach (string map in new[] { "rank_pattern", "alpha_pattern" })
                 f.RequireEmpty(map, "is not supported: every target must use the one r and lora_alpha of the config.");
             f.RequireEmpty("layer_replication", "is not supported.");
+            // Newer PEFT variants that change the forward pass when set (activated LoRA, block-diagonal LoRA, Arrow routing, ...).
+            foreach (string variant in new[] { "alora_invocation_tokens", "use_bdlora", "arrow_config", "velora_config", "monteclora_config" })
+                f.RequireEmpty(variant, "is not supported: this runtime applies plain LoRA (B·A, or B·C·A with CFLoRA) only.");
 
             IReadOnlyList<int>? layers = ReadLayersToTransform(root, f);
 

@@ -365,6 +365,7 @@ public sealed class RellaxAdapterErrorTests
         new object[] { "target_modules", JsonValue.Create(".*q_proj"), "regular expression" },
         new object[] { "target_modules", new JsonArray("q_proj", "embed_tokens"), "'embed_tokens' is not a module" },
         new object[] { "layers_pattern", JsonValue.Create("h"), "layers_pattern" },
+        new object[] { "alora_invocation_tokens", new JsonArray(5, 6), "plain LoRA" },
     ];
 
     [TestCaseSource(nameof(UnsupportedConfigs))]
@@ -469,6 +470,14 @@ public sealed class RellaxAdapterErrorTests
         Assert.That(ex.Message, Does.Contain("rellax.instance_dim"));
         RellaxAdapter ok = RellaxAdapter.Create(QvConfig with { InstanceDim = 5 }, t, null, AdapterKit.Tiny);
         Assert.That(ok.HasGenerators, Is.True);
+    }
+
+    [Test]
+    public void Create_NothingAtAll_Refused()
+    {
+        var ex = Assert.Throws<ArgumentException>(() =>
+            RellaxAdapter.Create(QvConfig with { TargetModules = [] }, [], null, AdapterKit.Tiny))!;
+        Assert.That(ex.Message, Does.Contain("no LoRA targets and no SPA projector"));
     }
 
     [Test]
