@@ -1,8 +1,9 @@
 namespace Rellax.Runtime;
 
 /// <summary>
-/// Reads an adapter directory for <see cref="RellaxAdapter.Load(string, LlamaConfig)"/>: the pickle check, the config, and every tensor of
-/// <c>adapter_model.safetensors</c> checked by name, dtype, shape and value before it is widened to f32.
+/// Reads an adapter directory for <see cref="RellaxAdapter.Load(string, LlamaConfig)"/>: the pickle check, the config, then
+/// every tensor of <c>adapter_model.safetensors</c>: names and headers (dtype, shape against r, d_h, E and the base model)
+/// first, then the data widened to f32, the pairing and completeness checks, and last the NaN/±∞ scan.
 /// </summary>
 internal static class AdapterFileReader
 {
