@@ -236,17 +236,10 @@ public sealed class LlamaTokenizerCl100kTests
     {
         // Seeded random strings over a pool of ASCII, whitespace, punctuation, Latin-1, Greek, CJK and combining marks
         // (BMP only: see Encode_SupplementaryCodePoints for the rest).
-        const string pool = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789      \t\n\r'\"!?.,;:-_()[]{}<>/\\@#$%^&*+=~`|" +
-                            "éèàçñöüßøÅ αβγΔΩ 中文字日本語한국 \u0301\u0308\u00A0\u2003…—“”’";
-        var rng = new Random(1234);
         int mismatches = 0;
         var firstMismatch = "";
-        for (int n = 0; n < 2000; n++)
+        foreach (string text in RandomStrings(1234, 2000))
         {
-            int len = rng.Next(0, 60);
-            var sb = new StringBuilder(len);
-            for (int i = 0; i < len; i++) sb.Append(pool[rng.Next(pool.Length)]);
-            string text = sb.ToString();
             IReadOnlyList<int> expected = _tiktoken.EncodeToIds(text);
             if (!_tok.Encode(text, addSpecialTokens: false).SequenceEqual(expected))
             {
@@ -255,6 +248,20 @@ public sealed class LlamaTokenizerCl100kTests
             else Assert.That(_tok.Decode(expected), Is.EqualTo(text));
         }
         Assert.That(mismatches, Is.Zero, $"first mismatch: \"{firstMismatch}\"");
+    }
+
+    private static IEnumerable<string> RandomStrings(int seed, int count)
+    {
+        const string pool = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789      \t\n\r'\"!?.,;:-_()[]{}<>/\\@#$%^&*+=~`|" +
+                            "éèàçñöüßøÅ αβγΔΩ 中文字日本語한국 \u0301\u0308\u00A0\u2003…—“”’";
+        var rng = new Random(seed);
+        for (int n = 0; n < count; n++)
+        {
+            int len = rng.Next(0, 60);
+            var sb = new StringBuilder(len);
+            for (int i = 0; i < len; i++) sb.Append(pool[rng.Next(pool.Length)]);
+            yield return sb.ToString();
+        }
     }
 
     [Test]
@@ -294,6 +301,8 @@ public sealed class LlamaTokenizerCl100kTests
             Assert.That(string.Concat(pieces), Is.EqualTo(text), "precondition: pieces cover the text");
             Assert.That(_tok.Encode(text, addSpecialTokens: false), Is.EqualTo(expected), text);
             Assert.That(_tok.Decode(expected), Is.EqualTo(text));
+            if (!_tiktoken.EncodeToIds(text).SequenceEqual(expected))
+                TestContext.Out.WriteLine($"Microsoft.ML.Tokenizers' tiktoken (regex on UTF-16) differs on \"{text}\"");
         }
     }
 
@@ -321,6 +330,10 @@ public sealed class LlamaTokenizerCl100kTests
         LlamaTokenizer bpe = Create(Llama3Pattern, ignoreMerges: false);
         foreach (string s in Strings)
             Assert.That(bpe.Encode(s), Is.EqualTo(_tiktoken.EncodeToIds(s)), s);
+        int mismatches = 0;
+        foreach (string s in RandomStrings(99, 2000))
+            if (!bpe.Encode(s).SequenceEqual(_tiktoken.EncodeToIds(s))) mismatches++;
+        Assert.That(mismatches, Is.Zero, "random strings where the merge loop differs from tiktoken");
     }
 
     [Test]
