@@ -25,7 +25,7 @@ namespace Rellax.Runtime;
 /// that is not in the vocabulary); HF added-token splitting; the Prepend/Replace/Metaspace normalization; the
 /// post-processor template; and decoding (its decoder has no ByteFallback/Fuse/Strip chain).</para>
 /// <para>Byte-level BPE (a <c>ByteLevel</c> pre-tokenizer, alone or last in a <c>Sequence</c> after <c>Split</c> regex
-/// pre-tokenizers): each segment between added tokens is normalized (<c>NFC</c> etc.), split by the <c>Split</c> regexes
+/// pre-tokenizers): each segment between added tokens is normalized (<c>NFC</c>/<c>NFD</c>, see <see cref="UnicodeNormalization"/>), split by the <c>Split</c> regexes
 /// (see <see cref="PreTokenizerRegex"/> for how their Oniguruma syntax runs on .NET), optionally prefixed with a space
 /// and split by GPT-2's regex (<c>add_prefix_space</c>, <c>use_regex</c>), written as GPT-2 byte chars
 /// (<see cref="ByteLevelMap"/>), and each piece is BPE-encoded by the same merge loop; <c>ignore_merges</c> (Llama 3)
@@ -413,7 +413,7 @@ public sealed class LlamaTokenizer
         string s = segment.ToString();
         foreach (NormStep n in _normalizer)
         {
-            if (n.Form is { } form) s = WellFormed(s).Normalize(form);
+            if (n.Form is { } form) s = UnicodeNormalization.Normalize(WellFormed(s), compose: form == NormalizationForm.FormC);
             else if (n.Prepend is not null) s = s.Length == 0 ? s : n.Prepend + s;
             else s = s.Replace(n.From!, n.To, StringComparison.Ordinal);
         }
@@ -708,14 +708,10 @@ public sealed class LlamaTokenizer
             case "NFD":
                 steps.Add(new NormStep(null, null, null, NormalizationForm.FormD));
                 break;
-            case "NFKC":
-                steps.Add(new NormStep(null, null, null, NormalizationForm.FormKC));
-                break;
-            case "NFKD":
-                steps.Add(new NormStep(null, null, null, NormalizationForm.FormKD));
-                break;
             default:
-                throw new NotSupportedException($"Tokenizer '{src}', field '{field}': normalizer '{type}' is not supported (supported: Sequence, Prepend, Replace with a String pattern, NFC, NFD, NFKC, NFKD).");
+                // NFKC/NFKD need the compatibility mappings, which UnicodeNormalization does not carry (and string.Normalize
+                // is a no-op under InvariantGlobalization).
+                throw new NotSupportedException($"Tokenizer '{src}', field '{field}': normalizer '{type}' is not supported (supported: Sequence, Prepend, Replace with a String pattern, NFC, NFD).");
         }
     }
 

@@ -190,4 +190,35 @@ public sealed class LlamaTokenizerByteLevelTests
             Is.EqualTo(@"(?>[^\r\n\p{L}\p{N}]?)(?>\p{L}+)|(?>\p{N}{1,3})| ?(?>[^\s]+)(?>[\r\n]*)|(?>\s+)$|a(?>(?:bc)+)"));
         Assert.That(PreTokenizerRegex.TranslatePossessive(Qwen2Pattern), Is.EqualTo(Qwen2Pattern), "nothing to translate");
     }
+
+    [TestCase("cafe\u0301", "caf\u00E9")]
+    [TestCase("A\u030A", "\u00C5")]                               // Å
+    [TestCase("\u212B", "\u00C5")]                                // Angstrom sign: singleton decomposition
+    [TestCase("a\u0323\u0302", "\u1EAD")]                         // ậ: dot below (220) then circumflex (230)
+    [TestCase("a\u0302\u0323", "\u1EAD")]                         // same after canonical reordering
+    [TestCase("e\u0301\u0301", "\u00E9\u0301")]                   // the second acute is blocked
+    [TestCase("\u1100\u1161\u11A8", "\uAC01")]                    // Hangul L V T → 각
+    [TestCase("\u0958", "\u0915\u093C")]                          // composition exclusion: stays decomposed
+    [TestCase("\u0301a", "\u0301a")]                               // leading non-starter
+    [TestCase("plain ASCII, Ünïcödé ok", "plain ASCII, Ünïcödé ok")]
+    [TestCase("\U0001D15E", "\U0001D157\U0001D165")]                // musical half note: excluded, decomposes
+    public void Nfc_MatchesTheStandard(string input, string expected)
+    {
+        // Expected values from the Unicode Character Database (decompositions, classes, exclusions), written by hand.
+        Assert.That(UnicodeNormalization.Normalize(input, compose: true), Is.EqualTo(expected));
+    }
+
+    [TestCase("\u00E9", "e\u0301")]
+    [TestCase("\uAC01", "\u1100\u1161\u11A8")]
+    [TestCase("\u1EAD", "a\u0323\u0302")]
+    public void Nfd_MatchesTheStandard(string input, string expected) =>
+        Assert.That(UnicodeNormalization.Normalize(input, compose: false), Is.EqualTo(expected));
+
+    [Test]
+    public void NfkcNormalizer_IsRejectedByName()
+    {
+        var ex = Assert.Throws<NotSupportedException>(() =>
+            LlamaTokenizer.Parse(TokenizerJson(Qwen2PreTokenizer, normalizer: """{"type":"NFKC"}"""), "nfkc/tokenizer.json"));
+        Assert.That(ex!.Message, Does.Contain("NFKC").And.Contain("'normalizer'").And.Contain("nfkc/tokenizer.json"));
+    }
 }
