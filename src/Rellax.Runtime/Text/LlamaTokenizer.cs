@@ -30,8 +30,14 @@ namespace Rellax.Runtime;
 /// and split by GPT-2's regex (<c>add_prefix_space</c>, <c>use_regex</c>), written as GPT-2 byte chars
 /// (<see cref="ByteLevelMap"/>), and each piece is BPE-encoded by the same merge loop; <c>ignore_merges</c> (Llama 3)
 /// takes a piece that is itself in the vocabulary whole. The <c>ByteLevel</c> decoder maps the chars back to bytes.</para>
+/// <para>How exact the byte-level path is (tests/Rellax.Tests/Runtime/LlamaTokenizerCl100kTests.cs): a Llama-3-style
+/// tokenizer.json built from the cl100k ranks gives the same ids as Microsoft.ML.Tokenizers' tiktoken on fixed, random and
+/// MovieLens text, with <c>ignore_merges</c> and without it (so the BpeTokenizer merge loop is exact there too), except
+/// where that implementation runs its regex on UTF-16 chars and a code point above U+FFFF is a letter or digit (there
+/// this class follows the per-code-point semantics of HF and tiktoken).</para>
 /// <para>Not supported (rejected at load with a message naming the field): WordPiece/Unigram models, regex Replace
-/// normalizers, other normalizers, pre-tokenizers, decoders and post-processors.</para>
+/// normalizers, NFKC/NFKD and other normalizers, pre-tokenizers other than Metaspace / Split + ByteLevel, other decoders
+/// and post-processors; <c>single_word</c> added tokens are matched like ordinary ones.</para>
 /// Instances are immutable and thread-safe.
 /// </remarks>
 public sealed class LlamaTokenizer
@@ -677,10 +683,10 @@ public sealed class LlamaTokenizer
 
     // ------------------------------------------------------------------ lookups
 
-    /// <summary>Id of <paramref name="token"/> (a vocabulary piece such as <c>"▁the"</c> or an added token such as <c>"&lt;s&gt;"</c>), or <see langword="null"/>.</summary>
+    /// <summary>Id of <paramref name="token"/> (a vocabulary piece as written in tokenizer.json, such as <c>"▁the"</c> or <c>"Ġthe"</c>, or an added token such as <c>"&lt;s&gt;"</c>), or <see langword="null"/>.</summary>
     public int? TokenToId(string token) => _vocab.TryGetValue(token, out int id) ? id : null;
 
-    /// <summary>The piece for <paramref name="id"/> (with ▁ for spaces), or <see langword="null"/> if the id is unused.</summary>
+    /// <summary>The piece for <paramref name="id"/> as the vocabulary writes it (▁ for a space in SentencePiece vocabularies; GPT-2 byte chars such as Ġ for a space in byte-level ones), or <see langword="null"/> if the id is unused.</summary>
     public string? IdToToken(int id) => _idToToken.TryGetValue(id, out string? t) ? t : null;
 
     // ------------------------------------------------------------------ tokenizer.json pieces

@@ -34,7 +34,10 @@ public sealed class LlamaTokenizerByteLevelTests
     /// <summary>GPT-2 bytes_to_unicode for one byte (the test's own copy).</summary>
     private static string ByteChar(int b) => LlamaTokenizerCl100kTests.ToByteChars([(byte)b]);
 
-    private static string TokenizerJson(string preTokenizer, bool ignoreMerges = false, string normalizer = """{"type":"NFC"}""") => $$"""
+    private const string ByteLevelPostProcessor = """{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}""";
+
+    private static string TokenizerJson(string preTokenizer, bool ignoreMerges = false, string normalizer = """{"type":"NFC"}""",
+        string postProcessor = ByteLevelPostProcessor) => $$"""
         {
           "version": "1.0",
           "added_tokens": [
@@ -44,7 +47,7 @@ public sealed class LlamaTokenizerByteLevelTests
           ],
           "normalizer": {{normalizer}},
           "pre_tokenizer": {{preTokenizer}},
-          "post_processor": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false},
+          "post_processor": {{postProcessor}},
           "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false},
           "model": {
             "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "", "end_of_word_suffix": "",
@@ -136,6 +139,27 @@ public sealed class LlamaTokenizerByteLevelTests
         Assert.That(tok.BosId, Is.EqualTo(EndOfText));
         Assert.That(tok.Encode("the"), Is.EqualTo(new[] { EndOfText, 't', He }));
         Assert.That(tok.Encode("the", addSpecialTokens: false), Is.EqualTo(new[] { 't', He }));
+    }
+
+    [Test]
+    public void Llama3Style_TemplatePostProcessorAddsBos()
+    {
+        // Llama 3: Sequence[ByteLevel, TemplateProcessing(<|begin_of_text|> $A)] and no add_bos_token in tokenizer_config.
+        const string post = """
+            {"type": "Sequence", "processors": [
+              {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
+              {"type": "TemplateProcessing",
+               "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+               "pair": [],
+               "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [300], "tokens": ["<|endoftext|>"]}}}]}
+            """;
+        LlamaTokenizer tok = LlamaTokenizer.Parse(TokenizerJson(Qwen2PreTokenizer, ignoreMerges: true, normalizer: "null", postProcessor: post),
+            "llama3/tokenizer.json", """{"bos_token": "<|endoftext|>", "eos_token": "<|im_end|>"}""", "llama3/tokenizer_config.json");
+        Assert.That(tok.BosId, Is.EqualTo(EndOfText));
+        Assert.That(tok.PrefixIds, Is.EqualTo(new[] { EndOfText }));
+        Assert.That(tok.Encode(" cat the"), Is.EqualTo(new[] { EndOfText, GCat, GThe }));
+        Assert.That(tok.EncodeWithMarkers(" cat[hist] the", ["[hist]"]), Is.EqualTo(new[] { EndOfText, GCat, -1, GThe }));
+        Assert.That(tok.Decode(tok.Encode(" cat the")), Is.EqualTo(" cat the"));
     }
 
     [Test]
