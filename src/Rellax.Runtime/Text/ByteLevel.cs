@@ -89,8 +89,10 @@ internal static class ByteLevelMap
 /// </list>
 /// <para>Everything else used by the GPT-2, Llama 3, Qwen2 and cl100k patterns (<c>\p{L}</c>, <c>\p{N}</c>, <c>\s</c>,
 /// <c>(?i:...)</c>, <c>(?!\S)</c>, <c>{1,3}</c>) means the same in .NET; .NET's <c>\s</c> is the Unicode White_Space set,
-/// as Oniguruma's. Known residual difference: Unicode version of the category tables (the .NET runtime's vs the
-/// Rust crate's).</para>
+/// as Oniguruma's. Known residual differences: the Unicode version of the category tables (the .NET runtime's vs the
+/// Rust crate's); and case folding inside <c>(?i:...)</c>: Oniguruma and Rust fold U+017F (long s) to <c>s</c>, .NET
+/// (culture-invariant) does not (measured), so <c>'ſ</c> is not taken as the contraction <c>'s</c> here. No other
+/// letter of the contraction alternatives (s t re ve m ll d) has an extra case-fold partner.</para>
 /// </remarks>
 internal sealed class PreTokenizerRegex
 {
