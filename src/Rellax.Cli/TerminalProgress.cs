@@ -4,7 +4,7 @@ namespace Rellax.Cli;
 
 /// <summary>
 /// Progress of a long command on stderr. On a terminal: one bar redrawn in place (<c>\r</c>) at most 10 times a second,
-/// <c>scoring [#########-----------]  450/1000  45%  37.2/s  eta 15s</c>, cleared when done. Not on a terminal (a log
+/// <c>scoring [###########-------------]  450/1000  45%  37.2/s  eta 15s</c>, cleared when done. Not on a terminal (a log
 /// file, a pipe, tests): a plain line every 30 seconds at most (<c>scoring: 450/1000</c>), so logs stay clean.
 /// Reports are synchronous (unlike <see cref="Progress{T}"/>), from whichever thread calls <see cref="Report"/>.
 /// </summary>
@@ -66,15 +66,22 @@ internal sealed class TerminalProgress : IProgress<int>, IDisposable
         double fraction = _total == 0 ? 1 : Math.Clamp((double)done / _total, 0, 1);
         int filled = (int)Math.Round(fraction * BarWidth);
         string bar = new string('#', filled) + new string('-', BarWidth - filled);
-        string text = $"{_label} [{bar}] {done.ToString().PadLeft(_total.ToString().Length)}/{_total} {fraction,4:P0}";
+        string text = $"{_label} [{bar}] {done.ToString().PadLeft(_total.ToString().Length)}/{_total} {fraction * 100,3:F0}%";
         double seconds = elapsed.TotalSeconds;
         if (done > 0 && seconds > 0)
         {
             double rate = done / seconds;
             text += $"  {rate:F1}/s";
-            if (done < _total) text += $"  eta {TimeSpan.FromSeconds(Math.Ceiling((_total - done) / rate)):g}";
+            if (done < _total) text += $"  eta {Duration(Math.Ceiling((_total - done) / rate))}";
         }
         return text;
+    }
+
+    /// <summary><c>45s</c>, <c>2m05s</c>, <c>1h02m</c>.</summary>
+    private static string Duration(double seconds)
+    {
+        long s = (long)Math.Min(seconds, 100L * 86400);
+        return s < 60 ? $"{s}s" : s < 3600 ? $"{s / 60}m{s % 60:D2}s" : $"{s / 3600}h{s / 60 % 60:D2}m";
     }
 
     private void Draw(int done)
