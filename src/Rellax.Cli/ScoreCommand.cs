@@ -61,35 +61,36 @@ internal static class ScoreCommand
     {
         if (!File.Exists(s.InputPath)) throw new FileNotFoundException($"input file '{s.InputPath}' does not exist", s.InputPath);
         if (s.OutputPath is not null) CommonOptions.CheckOutputPath(s.OutputPath);
+        // Parse every line first (no model needed: a malformed line fails at once), then load the model and validate every
+        // request before scoring any: a bad line late in a big file fails in seconds, not hours.
+        var clock = Stopwatch.StartNew();
+        List<ScoreRequestsFile.Entry> entries;
+        using (var reader = new StreamReader(s.InputPath)) entries = ScoreRequestsFile.Read(reader, s.InputPath).ToList();
+        double parseMs = clock.Elapsed.TotalMilliseconds;
+
         using var cancel = CommonOptions.CancelOnCtrlC();
         using var backend = CommonOptions.CreateBackend(s.BackendName, s.Threads);
-        var clock = Stopwatch.StartNew();
+        clock.Restart();
         using var model = LlamaModel.Load(s.ModelDir, backend);
         var adapter = s.AdapterDir is null ? null : RellaxAdapter.Load(s.AdapterDir, model.Config);
         var options = new ScoringOptions { Template = s.Template, Attention = s.Attention, BatchSize = s.BatchSize, YesAnswer = s.Yes, NoAnswer = s.No };
         using var scorer = new CtrScorer(model, adapter, options);
         double loadMs = clock.Elapsed.TotalMilliseconds;
 
-        // Parse and validate every line before scoring any: a bad line late in a big file fails in seconds, not hours.
         clock.Restart();
-        var entries = new List<ScoreRequestsFile.Entry>();
         long tokens = 0;
-        using (var reader = new StreamReader(s.InputPath))
+        foreach (var entry in entries)
         {
-            foreach (var entry in ScoreRequestsFile.Read(reader, s.InputPath))
+            try
             {
-                try
-                {
-                    tokens += scorer.Validate(entry.Request);
-                }
-                catch (ArgumentException e)
-                {
-                    throw new InvalidDataException($"{s.InputPath}:{entry.Line}: id {entry.RawId}: {e.Message}", e);
-                }
-                entries.Add(entry);
+                tokens += scorer.Validate(entry.Request);
+            }
+            catch (ArgumentException e)
+            {
+                throw new InvalidDataException($"{s.InputPath}:{entry.Line}: id {entry.RawId}: {e.Message}", e);
             }
         }
-        double validateMs = clock.Elapsed.TotalMilliseconds;
+        double validateMs = parseMs + clock.Elapsed.TotalMilliseconds;
 
         clock.Restart();
         CtrScore[] scores;
@@ -126,7 +127,7 @@ internal static class ScoreCommand
                 input = s.InputPath, output = s.OutputPath, count = entries.Count, tokens, model = model.Directory, adapter = adapter?.Directory,
                 adapter_parts = adapter is null ? null : Parts(adapter), template = s.Template.Name, backend = backend.Name,
                 attention = CommonOptions.Name(s.Attention), batch_size = s.BatchSize, load_ms = Math.Round(loadMs, 3),
-                validate_ms = Math.Round(validateMs, 3), score_ms = Math.Round(scoreMs, 3), tokens_per_second = Math.Round(tokensPerSecond, 1),
+                check_ms = Math.Round(validateMs, 3), score_ms = Math.Round(scoreMs, 3), tokens_per_second = Math.Round(tokensPerSecond, 1),
                 requests_per_second = Math.Round(scoreMs > 0 ? entries.Count / (scoreMs / 1000) : 0, 2),
             });
             if (s.OutputPath is not null) Console.WriteLine(summary);
