@@ -75,17 +75,11 @@ internal static class EmbedCommand
                 (items.Count < 2 ? " and PCA needs at least 2 items" : ""));
         double loadMs = clock.Elapsed.TotalMilliseconds;
 
-        // Check every text's length before running anything (the embedder would stop at the first too-long item).
+        // The token count as the embedder forms it (BOS, then the templated text), for the summary's tokens/s. The embedder
+        // itself checks every length before it runs anything.
         long tokens = 0;
-        int maxPositions = model.Config.MaxPositionEmbeddings;
         foreach (var item in items)
-        {
-            int count = model.Tokenizer.Encode(template.Apply(item.Text), addSpecialTokens: true).Count;
-            if (count == 0) throw new InvalidDataException($"{itemsPath}:{item.Line}: item {item.Id}: the templated text encodes to no tokens (and the tokenizer adds no BOS)");
-            if (count > maxPositions)
-                throw new InvalidDataException($"{itemsPath}:{item.Line}: item {item.Id}: the templated text is {count} tokens, more than max_position_embeddings = {maxPositions}");
-            tokens += count;
-        }
+            tokens += model.Tokenizer.PrefixIds.Count + model.Tokenizer.Encode(template.Apply(item.Text), addSpecialTokens: false).Count;
 
         clock.Restart();
         float[] embeddings;
@@ -98,9 +92,10 @@ internal static class EmbedCommand
             {
                 embeddings = embedder.Embed(items.Select(i => i.Text).ToList(), progress, cancel.Token);
             }
-            catch (ArgumentException e)
+            catch (ArgumentException e) when (ItemIndex(e.Message) is (int i, int length) && i < items.Count)
             {
-                throw new InvalidDataException($"{itemsPath}: {e.Message}", e);
+                // "item {index}: what" -> "FILE:LINE: item {id}: what".
+                throw new InvalidDataException($"{itemsPath}:{items[i].Line}: item {items[i].Id}: {e.Message[length..]}", e);
             }
         }
         double embedMs = clock.Elapsed.TotalMilliseconds;
@@ -150,6 +145,15 @@ internal static class EmbedCommand
                 $"embed {embedMs:F0} ms ({tokensPerSecond:F0} tokens/s)" +
                 (explained is null ? "" : $", PCA to {dim} keeps {explained.Sum():P2} of the variance") + $" → {outputPath} [{items.Count}, {dim}]");
         return 0;
+    }
+
+    /// <summary>The index in an <see cref="ItemEmbedder.Embed"/> error (<c>item {index}: ...</c>) and the prefix's length, or null.</summary>
+    private static (int Index, int PrefixLength)? ItemIndex(string message)
+    {
+        const string prefix = "item ";
+        if (!message.StartsWith(prefix, StringComparison.Ordinal)) return null;
+        int end = message.IndexOf(": ", prefix.Length, StringComparison.Ordinal);
+        return end > prefix.Length && int.TryParse(message.AsSpan(prefix.Length, end - prefix.Length), out int i) ? (i, end + 2) : null;
     }
 }
 

@@ -145,7 +145,7 @@ public sealed class EmbedCommandTests
         yield return new TestCaseData("{\"id\": \"x\", \"text\": \"a\"}", new[] { "\"id\"" }).SetName("StringId");
         yield return new TestCaseData("{\"id\": 3, \"text\": }", new[] { "not valid JSON" }).SetName("MalformedJson");
         yield return new TestCaseData(JsonSerializer.Serialize(new { id = 77, text = string.Concat(Enumerable.Repeat("The cat sat on the mat. ", 100)) }),
-            new[] { "item 77", "max_position_embeddings = 512" }).SetName("TextTooLong");
+            new[] { "item 77: ", "tokens, more than the model's 512" }).SetName("TextTooLong");
     }
 
     [TestCaseSource(nameof(BadItems))]

@@ -211,7 +211,7 @@ public sealed class ScoreCommandTests
             id = 5, prompt = "a[hist] c[target]", instance = new float[InstanceDim],
             hist_embeddings = new[] { new float[EmbedDim + 2] }, target_embedding = new float[EmbedDim],
         }), true, new[] { $"{EmbedDim}", $"{EmbedDim + 2}" }).SetName("WrongEmbeddingLength");
-        yield return new TestCaseData(JsonSerializer.Serialize(new { id = 5, prompt = longPrompt, instance = new float[InstanceDim] }), true,
+        yield return new TestCaseData(JsonSerializer.Serialize(new { id = 5, prompt = longPrompt }), false,
             new[] { "max_position_embeddings", "512" }).SetName("PromptLongerThanMaxPositions");
         yield return new TestCaseData(JsonSerializer.Serialize(new { id = 5, prompt = "a movie[target]" }), false, new[] { "[target]" }).SetName("MarkerWithoutSpaAdapter");
     }
