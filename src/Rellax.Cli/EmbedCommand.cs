@@ -37,10 +37,10 @@ internal static class EmbedCommand
     public static Command Create()
     {
         var model = CommonOptions.Model();
-        var items = new Option<string>("--items") { Description = "JSONL items, one {\"id\": int64, \"text\": \"...\"} per line.", Required = true };
-        var output = new Option<string>("--output") { Description = "The safetensors file to write, atomically.", Required = true };
+        var items = new Option<string>("--items") { HelpName = "FILE.jsonl", Description = "JSONL items, one {\"id\": int64, \"text\": \"...\"} per line.", Required = true };
+        var output = new Option<string>("--output") { HelpName = "FILE.safetensors", Description = "The safetensors file to write, atomically.", Required = true };
         var template = CommonOptions.Template("Chat template around each item text: vicuna (SPEC §2: one user turn) or none.");
-        var pca = new Option<int?>("--pca") { Description = "Reduce to this many principal components (SPEC: 512); at most min(items, hidden size)." };
+        var pca = new Option<int?>("--pca") { HelpName = "N", Description = "Reduce to this many principal components (SPEC: 512); at most min(items, hidden size)." };
         pca.Validators.Add(r => { if (r.GetValueOrDefault<int?>() is < 1) r.AddError("--pca must be >= 1"); });
         var seed = new Option<int>("--seed") { Description = "Seed of the PCA's random projection.", DefaultValueFactory = _ => 0 };
         var attention = CommonOptions.Attention();

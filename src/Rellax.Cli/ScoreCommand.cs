@@ -34,16 +34,16 @@ internal static class ScoreCommand
     public static Command Create()
     {
         var model = CommonOptions.Model();
-        var adapter = new Option<string?>("--adapter") { Description = "ReLLaX/PEFT adapter directory (adapter_config.json, adapter_model.safetensors): LoRA, CFLoRA and/or SPA." };
+        var adapter = new Option<string?>("--adapter") { HelpName = "DIR", Description = "ReLLaX/PEFT adapter directory (adapter_config.json, adapter_model.safetensors): LoRA, CFLoRA and/or SPA." };
         var template = CommonOptions.Template("Chat template around each prompt: vicuna (SPEC §1) or none (the prompt as is, after BOS).");
         var attention = CommonOptions.Attention();
         var backend = CommonOptions.Backend();
         var threads = CommonOptions.Threads();
         var batch = CommonOptions.BatchSize(new ScoringOptions().BatchSize, "Most prompts per forward pass (prompts are sorted by length and left-padded).");
-        var yes = new Option<string>("--yes") { Description = "The positive answer as it follows the prompt.", DefaultValueFactory = _ => " Yes" };
-        var no = new Option<string>("--no") { Description = "The negative answer as it follows the prompt.", DefaultValueFactory = _ => " No" };
-        var input = new Option<string>("--input") { Description = "JSONL requests (see above).", Required = true };
-        var output = new Option<string?>("--output") { Description = "JSONL scores (default: standard output). Written atomically." };
+        var yes = new Option<string>("--yes") { HelpName = "TEXT", Description = "The positive answer as it follows the prompt.", DefaultValueFactory = _ => " Yes" };
+        var no = new Option<string>("--no") { HelpName = "TEXT", Description = "The negative answer as it follows the prompt.", DefaultValueFactory = _ => " No" };
+        var input = new Option<string>("--input") { HelpName = "FILE.jsonl", Description = "JSONL requests (see above).", Required = true };
+        var output = new Option<string?>("--output") { HelpName = "FILE.jsonl", Description = "JSONL scores (default: standard output). Written atomically." };
         var json = CommonOptions.Json();
         json.Description = "Print a JSON summary (count, backend, attention, timings, tokens/s): on stdout with --output, else on stderr.";
         var cmd = new Command("score", Description) { model, adapter, template, attention, backend, threads, batch, yes, no, input, output, json };
