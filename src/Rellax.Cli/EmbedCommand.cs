@@ -181,7 +181,7 @@ internal static class EmbedItemsFile
             string where = $"{fileName}:{lineNumber}";
             JsonDocument doc;
             try { doc = JsonDocument.Parse(line); }
-            catch (JsonException e) { throw new InvalidDataException($"{where}: not valid JSON ({e.Message})", e); }
+            catch (JsonException e) { throw new InvalidDataException($"{where}: {ScoreRequestsFile.JsonError(e)}", e); }
             using (doc)
             {
                 var root = doc.RootElement;

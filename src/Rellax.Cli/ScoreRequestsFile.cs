@@ -43,7 +43,7 @@ internal static class ScoreRequestsFile
     {
         JsonDocument doc;
         try { doc = JsonDocument.Parse(line); }
-        catch (JsonException e) { throw new InvalidDataException($"{where}: not valid JSON ({e.Message})", e); }
+        catch (JsonException e) { throw new InvalidDataException($"{where}: {JsonError(e)}", e); }
         using (doc)
         {
             var root = doc.RootElement;
@@ -88,6 +88,16 @@ internal static class ScoreRequestsFile
             values[i++] = (float)v;
         }
         return values;
+    }
+
+    /// <summary><c>not valid JSON at byte 26: what the parser says</c>, without its "LineNumber: 0 | BytePositionInLine" tail.</summary>
+    internal static string JsonError(JsonException e)
+    {
+        string message = e.Message;
+        int tail = message.IndexOf(" LineNumber:", StringComparison.Ordinal);
+        if (tail >= 0) message = message[..tail];
+        message = message.Replace(" Change the reader options.", "", StringComparison.Ordinal).TrimEnd();
+        return e.BytePositionInLine is long b ? $"not valid JSON at byte {b + 1}: {message}" : $"not valid JSON: {message}";
     }
 
     private static string Kind(JsonElement e) => e.ValueKind switch

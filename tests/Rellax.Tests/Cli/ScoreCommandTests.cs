@@ -195,7 +195,7 @@ public sealed class ScoreCommandTests
     private static IEnumerable<TestCaseData> BadRequests()
     {
         string longPrompt = string.Concat(Enumerable.Repeat("Once upon a time there was a little girl. ", 120));
-        yield return new TestCaseData("""{"id": 5, "prompt": "x", }""", true, new[] { "not valid JSON" }).SetName("MalformedJson");
+        yield return new TestCaseData("""{"id": 5, "prompt": "x", }""", true, new[] { "not valid JSON at byte 26", "comma" }).SetName("MalformedJson");
         yield return new TestCaseData("""{"id": 5}""", true, new[] { "\"prompt\"" }).SetName("MissingPrompt");
         yield return new TestCaseData("""{"id": 5, "prompt": "x", "instance": [1, "a"]}""", true, new[] { "\"instance\"[1]" }).SetName("IllTypedInstance");
         yield return new TestCaseData(JsonSerializer.Serialize(new { id = 5, prompt = "no instance" }), true, new[] { "instance" }).SetName("MissingInstanceWithCflora");
@@ -205,7 +205,7 @@ public sealed class ScoreCommandTests
         {
             id = 5, prompt = "a (4 stars)[hist], b (3 stars)[hist], c[target]", instance = new float[InstanceDim],
             hist_embeddings = new[] { new float[EmbedDim] }, target_embedding = new float[EmbedDim],
-        }), true, new[] { "[hist]" }).SetName("MoreMarkersThanEmbeddings");
+        }), true, new[] { "2 [hist]", "hist_embeddings" }).SetName("MoreMarkersThanEmbeddings");
         yield return new TestCaseData(JsonSerializer.Serialize(new
         {
             id = 5, prompt = "a[hist] c[target]", instance = new float[InstanceDim],
@@ -230,6 +230,7 @@ public sealed class ScoreCommandTests
         var (code, stdout, stderr) = Run([.. args]);
         Assert.That(code, Is.Not.EqualTo(0), stderr);
         Assert.That(stdout, Is.Empty);
+        TestContext.Out.WriteLine(stderr.TrimEnd());
         Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1), stderr);
         Assert.That(stderr, Does.StartWith($"rellax: {input}:3: "));
         foreach (string m in mentions) Assert.That(stderr, Does.Contain(m));
