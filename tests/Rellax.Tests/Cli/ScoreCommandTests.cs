@@ -93,12 +93,12 @@ public sealed class ScoreCommandTests
     };
 
     /// <summary>The library's scores for the input file's requests (read with the same reader the command uses).</summary>
-    private CtrScore[] LibraryScores(string input, string? adapterDir, string template = "vicuna")
+    private CtrScore[] LibraryScores(string input, string? adapterDir, string template = "vicuna", Kernels.AttentionPrecision attention = Kernels.AttentionPrecision.Fp32)
     {
         using var cpu = new CpuBackend(threads: 1);
         using var model = LlamaModel.Load(_model, cpu);
         var adapter = adapterDir is null ? null : RellaxAdapter.Load(adapterDir, model.Config);
-        using var scorer = new CtrScorer(model, adapter, new ScoringOptions { Template = PromptTemplate.Parse(template) });
+        using var scorer = new CtrScorer(model, adapter, new ScoringOptions { Template = PromptTemplate.Parse(template), Attention = attention });
         using var reader = new StreamReader(input);
         var requests = Rellax.Cli.ScoreRequestsFile.Read(reader, input).Select(e => e.Request).ToList();
         return scorer.Score(requests);
@@ -169,6 +169,24 @@ public sealed class ScoreCommandTests
         using var summary = JsonDocument.Parse(stderr.Trim());
         Assert.That(summary.RootElement.GetProperty("count").GetInt32(), Is.EqualTo(2));
         Assert.That(summary.RootElement.GetProperty("template").GetString(), Is.EqualTo("none"));
+    }
+
+    [Test]
+    public void Int8AttentionScoresEqualTheLibrarysInt8Scores()
+    {
+        string input = Path.Combine(_dir, "int8.jsonl"), output = Path.Combine(_dir, "int8-out.jsonl");
+        var requests = Enumerable.Range(0, 5).Select(i => SpaRequest($"q{i}", hist: i, seed: 40 + i)).ToList();
+        File.WriteAllLines(input, requests.Select(r => JsonSerializer.Serialize(r)));
+        var (code, stdout, stderr) = Run("score", "--input", input, "--output", output, "--adapter", _adapter, "--attention", "int8",
+            "--backend", "cpu", "--threads", "1", "--json");
+        Assert.That(code, Is.EqualTo(0), stderr);
+        using (var summary = JsonDocument.Parse(stdout))
+        {
+            Assert.That(summary.RootElement.GetProperty("attention").GetString(), Is.EqualTo("int8"));
+            Assert.That(summary.RootElement.GetProperty("adapter_parts").GetString(), Is.EqualTo("cflora+spa"));
+        }
+        AssertScoresMatch(File.ReadAllLines(output), Enumerable.Range(0, 5).Select(i => (object)$"q{i}").ToList(),
+            LibraryScores(input, _adapter, attention: Kernels.AttentionPrecision.Int8));
     }
 
     [Test]
