@@ -105,6 +105,36 @@ public sealed class ScoreInputTests
     }
 
     [Test]
+    public void AFailedAtomicWriteLeavesTheOldFileAndNoTemporary()
+    {
+        string dir = Directory.CreateTempSubdirectory("rellax-atomic-").FullName;
+        try
+        {
+            string path = Path.Combine(dir, "out.jsonl");
+            File.WriteAllText(path, "old\n");
+            Assert.Throws<IOException>(() => CommonOptions.WriteAtomically(path, stream =>
+            {
+                stream.Write("half a new fi"u8);
+                throw new IOException("disk full (simulated)");
+            }));
+            Assert.That(File.ReadAllText(path), Is.EqualTo("old\n"));
+            Assert.That(Directory.GetFiles(dir), Is.EqualTo(new[] { path }), "no temporary file left");
+
+            CommonOptions.WriteAtomically(path, stream => stream.Write("new\n"u8));
+            Assert.That(File.ReadAllText(path), Is.EqualTo("new\n"));
+            Assert.That(Directory.GetFiles(dir), Is.EqualTo(new[] { path }));
+
+            Assert.Throws<DirectoryNotFoundException>(() => CommonOptions.CheckOutputPath(Path.Combine(dir, "missing", "x.jsonl")));
+            Assert.Throws<IOException>(() => CommonOptions.CheckOutputPath(dir));
+            Assert.DoesNotThrow(() => CommonOptions.CheckOutputPath(Path.Combine(dir, "new.jsonl")));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Test]
     public void ProgressOffATerminalStaysQuietOnAShortRun()
     {
         var log = new StringWriter();
