@@ -143,7 +143,7 @@ internal static class EmbedCommand
         else
             Console.Error.WriteLine($"[{backend.Name}, {CommonOptions.Name(attention)} attention] {items.Count} items, {tokens} tokens: load {loadMs:F0} ms, " +
                 $"embed {embedMs:F0} ms ({tokensPerSecond:F0} tokens/s)" +
-                (explained is null ? "" : $", PCA to {dim} keeps {explained.Sum():P2} of the variance") + $" → {outputPath} [{items.Count}, {dim}]");
+                (explained is null ? "" : $", PCA to {dim} keeps {explained.Sum() * 100:F2}% of the variance") + $" → {outputPath} [{items.Count}, {dim}]");
         return 0;
     }
 

@@ -15,7 +15,8 @@ internal static class ScoreCommand
     private const string Description = """
         Score CTR prompts: p(yes) from the yes/no answer logits at the last prompt position.
 
-        Input (JSONL), one object per line; blank lines are skipped:
+        Input (JSONL), one object per line; blank lines are skipped (a file of none gives an empty output); other fields
+        are ignored:
           {"id": any JSON value, "prompt": "text, may hold [hist] and [target] markers",
            "instance": [d_h floats: h_u, needed with a CFLoRA adapter],
            "hist_embeddings": [[E floats] per [hist] marker, in order], "target_embedding": [E floats]}

@@ -263,6 +263,18 @@ public sealed class ScoreCommandTests
     }
 
     [Test]
+    public void AnInputOfBlankLinesGivesAnEmptyOutput()
+    {
+        string input = Path.Combine(_dir, "blank.jsonl"), output = Path.Combine(_dir, "blank-out.jsonl");
+        File.WriteAllText(input, "\n   \n\t\n");
+        File.WriteAllText(output, "stale");
+        var (code, stdout, stderr) = Run("score", "--input", input, "--output", output, "--backend", "cpu", "--json");
+        Assert.That(code, Is.EqualTo(0), stderr);
+        using (var summary = JsonDocument.Parse(stdout)) Assert.That(summary.RootElement.GetProperty("count").GetInt32(), Is.EqualTo(0));
+        Assert.That(File.ReadAllText(output), Is.Empty, "a successful run replaces the old file");
+    }
+
+    [Test]
     public void MissingFilesAndBadOptionsFailBeforeLoadingAnything()
     {
         string input = Path.Combine(_dir, "ok.jsonl");
