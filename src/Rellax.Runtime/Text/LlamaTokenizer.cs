@@ -1,12 +1,15 @@
 using System.Text;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
 
 namespace Rellax.Runtime;
 
 /// <summary>
-/// The SentencePiece-style BPE tokenizer of Llama 2 / Mistral / stories260K, loaded from a Hugging Face
-/// <c>tokenizer.json</c> (and <c>tokenizer_config.json</c> for <c>add_bos_token</c>/<c>add_eos_token</c>).
+/// The BPE tokenizer of the Llama family, loaded from a Hugging Face <c>tokenizer.json</c> (and
+/// <c>tokenizer_config.json</c> for <c>add_bos_token</c>/<c>add_eos_token</c>). One type serves both schemes:
+/// SentencePiece-style BPE with byte fallback (Llama 2, Vicuna, Mistral, stories260K) and byte-level BPE with a
+/// pre-tokenizer regex (GPT-2, Llama 3, Qwen2).
 /// </summary>
 /// <remarks>
 /// <para>Pipeline, with the HF <c>tokenizers</c> semantics: added tokens (<c>added_tokens</c>, e.g. <c>&lt;s&gt;</c>)
@@ -21,8 +24,20 @@ namespace Rellax.Runtime;
 /// points outside the vocabulary become byte tokens here, which is exact because no merge can involve a symbol
 /// that is not in the vocabulary); HF added-token splitting; the Prepend/Replace/Metaspace normalization; the
 /// post-processor template; and decoding (its decoder has no ByteFallback/Fuse/Strip chain).</para>
-/// <para>Not supported (rejected at load with a message): byte-level BPE (GPT-2/Llama 3 style), WordPiece/Unigram
-/// models, regex Replace patterns, other normalizers, pre-tokenizers and decoders.</para>
+/// <para>Byte-level BPE (a <c>ByteLevel</c> pre-tokenizer, alone or last in a <c>Sequence</c> after <c>Split</c> regex
+/// pre-tokenizers): each segment between added tokens is normalized (<c>NFC</c>/<c>NFD</c>, see <see cref="UnicodeNormalization"/>), split by the <c>Split</c> regexes
+/// (see <see cref="PreTokenizerRegex"/> for how their Oniguruma syntax runs on .NET), optionally prefixed with a space
+/// and split by GPT-2's regex (<c>add_prefix_space</c>, <c>use_regex</c>), written as GPT-2 byte chars
+/// (<see cref="ByteLevelMap"/>), and each piece is BPE-encoded by the same merge loop; <c>ignore_merges</c> (Llama 3)
+/// takes a piece that is itself in the vocabulary whole. The <c>ByteLevel</c> decoder maps the chars back to bytes.</para>
+/// <para>How exact the byte-level path is (tests/Rellax.Tests/Runtime/LlamaTokenizerCl100kTests.cs): a Llama-3-style
+/// tokenizer.json built from the cl100k ranks gives the same ids as Microsoft.ML.Tokenizers' tiktoken on fixed, random and
+/// MovieLens text, with <c>ignore_merges</c> and without it (so the BpeTokenizer merge loop is exact there too), except
+/// where that implementation runs its regex on UTF-16 chars and a code point above U+FFFF is a letter or digit (there
+/// this class follows the per-code-point semantics of HF and tiktoken).</para>
+/// <para>Not supported (rejected at load with a message naming the field): WordPiece/Unigram models, regex Replace
+/// normalizers, NFKC/NFKD and other normalizers, pre-tokenizers other than Metaspace / Split + ByteLevel, other decoders
+/// and post-processors; <c>single_word</c> added tokens are matched like ordinary ones.</para>
 /// Instances are immutable and thread-safe.
 /// </remarks>
 public sealed class LlamaTokenizer
@@ -33,8 +48,10 @@ public sealed class LlamaTokenizer
     private readonly Dictionary<int, string> _idToToken;
     private readonly AddedToken[] _added;                     // longest first
     private readonly HashSet<int> _specialIds;
+    private readonly HashSet<char> _addedFirstChars;
     private readonly NormStep[] _normalizer;
     private readonly MetaspaceOptions? _metaspace;
+    private readonly PreTokenizerSpec _preTok;
     private readonly DecodeStep[] _decoder;
     private readonly int[] _prefix;
     private readonly int[] _suffix;
@@ -44,12 +61,19 @@ public sealed class LlamaTokenizer
     private readonly bool _ignoreMerges;
 
     private sealed record AddedToken(string Content, int Id, bool Special, bool LStrip, bool RStrip);
-    private sealed record NormStep(string? Prepend, string? From, string? To);
+    private sealed record NormStep(string? Prepend, string? From, string? To, NormalizationForm? Form = null);
     private sealed record MetaspaceOptions(string Replacement, string PrependScheme, bool Split);
+    private sealed record SplitStep(PreTokenizerRegex Pattern, string Behavior, bool Invert);
+    private sealed record ByteLevelOptions(bool AddPrefixSpace, bool UseRegex);
+
+    /// <summary>The pre-tokenizer: a Metaspace (SentencePiece style), or Split steps then ByteLevel (byte-level BPE), or nothing.</summary>
+    private sealed record PreTokenizerSpec(MetaspaceOptions? Metaspace, SplitStep[] Splits, ByteLevelOptions? ByteLevel);
+
+    private static readonly PreTokenizerRegex Gpt2Regex = new(PreTokenizerRegex.Gpt2Pattern);
     private sealed record DecodeStep(string Kind, string? From = null, string? To = null, int Start = 0, int Stop = 0, string? Scheme = null);
 
     private LlamaTokenizer(BpeTokenizer bpe, Dictionary<string, int> modelVocab, Dictionary<string, int> vocab, Dictionary<int, string> idToToken, AddedToken[] added,
-        NormStep[] normalizer, MetaspaceOptions? metaspace, DecodeStep[] decoder, int[] prefix, int[] suffix,
+        NormStep[] normalizer, PreTokenizerSpec preTok, DecodeStep[] decoder, int[] prefix, int[] suffix,
         int[]? byteIds, int? unkId, bool fuseUnk, bool ignoreMerges, int? bosId, int? eosId)
     {
         _bpe = bpe;
@@ -58,8 +82,10 @@ public sealed class LlamaTokenizer
         _idToToken = idToToken;
         _added = added;
         _specialIds = [.. added.Where(a => a.Special).Select(a => a.Id)];
+        _addedFirstChars = [.. added.Select(a => a.Content[0])];
         _normalizer = normalizer;
-        _metaspace = metaspace;
+        _preTok = preTok;
+        _metaspace = preTok.Metaspace;
         _decoder = decoder;
         _prefix = prefix;
         _suffix = suffix;
@@ -121,7 +147,7 @@ public sealed class LlamaTokenizer
         JsonElement model = Prop(root, "model", src) is { ValueKind: JsonValueKind.Object } m ? m : throw Bad(src, "model", "must be an object.");
         string type = model.TryGetProperty("type", out JsonElement t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "";
         if (type != "BPE")
-            throw new NotSupportedException($"Tokenizer '{src}', field 'model.type': '{type}' is not supported (only SentencePiece-style \"BPE\").");
+            throw new NotSupportedException($"Tokenizer '{src}', field 'model.type': '{type}' is not supported (only \"BPE\", SentencePiece-style or byte-level).");
         if (OptString(model, "continuing_subword_prefix", src) is { Length: > 0 } || OptString(model, "end_of_word_suffix", src) is { Length: > 0 })
             throw new NotSupportedException($"Tokenizer '{src}': model.continuing_subword_prefix / end_of_word_suffix are not supported.");
         if (model.TryGetProperty("dropout", out JsonElement dr) && dr.ValueKind == JsonValueKind.Number && dr.GetDouble() != 0)
@@ -210,9 +236,9 @@ public sealed class LlamaTokenizer
         var norm = new List<NormStep>();
         if (root.TryGetProperty("normalizer", out JsonElement ne) && ne.ValueKind != JsonValueKind.Null)
             ReadNormalizer(ne, src, "normalizer", norm);
-        MetaspaceOptions? metaspace = null;
+        var preTok = new PreTokenizerSpec(null, [], null);
         if (root.TryGetProperty("pre_tokenizer", out JsonElement pe) && pe.ValueKind != JsonValueKind.Null)
-            metaspace = ReadPreTokenizer(pe, src, "pre_tokenizer");
+            preTok = ReadPreTokenizer(pe, src);
         var dec = new List<DecodeStep>();
         if (root.TryGetProperty("decoder", out JsonElement de) && de.ValueKind != JsonValueKind.Null)
             ReadDecoder(de, src, "decoder", dec);
@@ -252,7 +278,7 @@ public sealed class LlamaTokenizer
                 FuseUnknownTokens = fuseUnk,
             });
             return new LlamaTokenizer(bpe, modelVocab, vocab, idToToken, [.. added.OrderByDescending(a => a.Content.Length)],
-                [.. norm], metaspace, [.. dec], prefix, suffix, byteIds, unkId, fuseUnk, ignoreMerges, bosId, eosId);
+                [.. norm], preTok, [.. dec], prefix, suffix, byteIds, unkId, fuseUnk, ignoreMerges, bosId, eosId);
         }
         finally
         {
@@ -264,9 +290,9 @@ public sealed class LlamaTokenizer
 
     /// <summary>
     /// Encodes <paramref name="text"/> to token ids. Added tokens written in the text (e.g. the literal
-    /// <c>"&lt;s&gt;"</c>) become their ids whatever <paramref name="addSpecialTokens"/> says, as in HF.
+    /// <c>"&lt;s&gt;"</c> or <c>"&lt;|im_start|&gt;"</c>) become their ids whatever <paramref name="addSpecialTokens"/> says, as in HF.
     /// </summary>
-    /// <param name="text">Any string (invalid UTF-16 surrogates are encoded as U+FFFD).</param>
+    /// <param name="text">Any string (lone UTF-16 surrogates are encoded as U+FFFD).</param>
     /// <param name="addSpecialTokens">Add the post-processor's tokens (BOS for Llama) around the text.</param>
     /// <returns>Token ids in [0, <see cref="VocabSize"/>).</returns>
     public IReadOnlyList<int> Encode(string text, bool addSpecialTokens = true)
@@ -274,87 +300,135 @@ public sealed class LlamaTokenizer
         ArgumentNullException.ThrowIfNull(text);
         var ids = new List<int>(text.Length / 2 + 4);
         if (addSpecialTokens) ids.AddRange(_prefix);
-        int pos = 0;
-        while (pos <= text.Length)
-        {
-            (int start, int end, AddedToken? tok) = FindAdded(text, pos);
-            if (tok is null) { EncodeSegment(text.AsSpan(pos), pos, ids); break; }
-            EncodeSegment(text.AsSpan(pos, start - pos), pos, ids);
-            ids.Add(tok.Id);
-            pos = end;
-        }
+        EncodeSplitting(text, [], ids);
         if (addSpecialTokens) ids.AddRange(_suffix);
         return ids;
     }
 
     /// <summary>
     /// Encodes text in which the strings of <paramref name="markers"/> (e.g. SPA's <c>[hist]</c> and <c>[target]</c>) are
-    /// slots rather than text: the text is split at them first (leftmost-longest, together with the added tokens), and
-    /// every piece between them is tokenized exactly as HF <c>tokenizers</c> tokenizes text between two added special
-    /// tokens. An occurrence of <c>markers[k]</c> yields the id <c>-(k + 1)</c> in the result.
+    /// slots rather than text: the text is split at them first, exactly as HF <c>tokenizers</c> splits added special
+    /// tokens out of the input (one leftmost-longest pass over markers and added tokens together; at equal length a
+    /// marker wins), and every piece between them is tokenized exactly as HF tokenizes text between two added special
+    /// tokens. An occurrence of <c>markers[k]</c> yields the id <c>-(k + 1)</c> in the result. Without markers in the
+    /// text the result equals <see cref="Encode"/>.
     /// </summary>
-    /// <remarks>For SentencePiece-style tokenizers whose normalizer prepends <c>▁</c> (Llama 2 with <c>legacy</c>), HF
-    /// normalizes each piece separately, so the piece after a marker starts with <c>▁</c> too (<c>"[hist], '1."</c>
-    /// gives <c>▁,</c>); with the <c>Metaspace</c> pre-tokenizer and <c>prepend_scheme: "first"</c> only the text's first
-    /// piece gets it. Byte-level BPE pieces are pre-tokenized independently, so no pre-tokenizer split crosses a marker.</remarks>
+    /// <remarks>
+    /// <para>What "the way HF tokenizes text between added tokens" means, per scheme:</para>
+    /// <list type="bullet">
+    /// <item>SentencePiece style, Llama 2 <c>legacy</c> form (normalizer <c>Prepend("▁")</c> + <c>Replace(" ", "▁")</c>): HF
+    /// normalizes each piece on its own, so every non-empty piece, including the one right after a marker, starts with
+    /// <c>▁</c>: <c>"(4 stars)[hist], 'Up'"</c> gives <c>…, [hist], ▁, …</c> (the <c>","</c> after the marker is encoded as
+    /// <c>"▁,"</c>, not as the <c>","</c> that plain text would give). This is what the model saw in training when the
+    /// markers were added special tokens of the HF tokenizer.</item>
+    /// <item>SentencePiece style with a <c>Metaspace</c> pre-tokenizer: <c>prepend_scheme: "always"</c> prepends <c>▁</c>
+    /// to every piece, as above; <c>"first"</c> only to the piece that starts at offset 0 of the whole text (HF tests
+    /// <c>offsets_original().0 == 0</c>), so no piece after a marker gets it, and neither does the first piece when the
+    /// text begins with a marker or an added token; <c>"never"</c> to none.</item>
+    /// <item>Byte-level BPE: each piece is normalized and pre-tokenized on its own, so no regex split crosses a marker
+    /// (<c>"a[hist] b"</c> gives <c>a</c>, slot, <c>Ġb</c>, never a piece spanning the marker). Nothing is prepended
+    /// unless the <c>ByteLevel</c> pre-tokenizer has <c>add_prefix_space</c>, which HF applies to every piece.</item>
+    /// </list>
+    /// </remarks>
     /// <param name="text">The text.</param>
-    /// <param name="markers">Distinct, non-empty marker strings.</param>
+    /// <param name="markers">Distinct, non-empty marker strings (at most a few; order defines the slot ids).</param>
     /// <param name="addSpecialTokens">Add the post-processor's tokens (BOS for Llama) around the text.</param>
-    /// <returns>Token ids in [0, <see cref="VocabSize"/>), and negative marker slots.</returns>
+    /// <returns>Token ids in [0, <see cref="VocabSize"/>), and negative marker slots <c>-(k + 1)</c>.</returns>
+    /// <exception cref="ArgumentException">A marker is null, empty or repeated.</exception>
     public int[] EncodeWithMarkers(string text, IReadOnlyList<string> markers, bool addSpecialTokens = true)
     {
-        // PLACEHOLDER (helper A replaces with the exact HF segmentation): split at markers, encode the pieces.
         ArgumentNullException.ThrowIfNull(text);
         ArgumentNullException.ThrowIfNull(markers);
-        var ids = new List<int>();
-        if (addSpecialTokens) ids.AddRange(_prefix);
-        int pos = 0;
-        while (true)
+        for (int k = 0; k < markers.Count; k++)
         {
-            int best = -1, bestK = -1;
-            for (int k = 0; k < markers.Count; k++)
-            {
-                int i = text.IndexOf(markers[k], pos, StringComparison.Ordinal);
-                if (i >= 0 && (best < 0 || i < best || (i == best && markers[k].Length > markers[bestK].Length))) (best, bestK) = (i, k);
-            }
-            string piece = best < 0 ? text[pos..] : text[pos..best];
-            if (piece.Length > 0) ids.AddRange(Encode(piece, addSpecialTokens: false));
-            if (best < 0) break;
-            ids.Add(-(bestK + 1));
-            pos = best + markers[bestK].Length;
+            if (string.IsNullOrEmpty(markers[k]))
+                throw new ArgumentException($"Marker {k} is null or empty.", nameof(markers));
+            for (int j = 0; j < k; j++)
+                if (markers[j] == markers[k])
+                    throw new ArgumentException($"Marker {k} ('{markers[k]}') repeats marker {j}.", nameof(markers));
         }
+        var ids = new List<int>(text.Length / 2 + 4);
+        if (addSpecialTokens) ids.AddRange(_prefix);
+        EncodeSplitting(text, markers, ids);
         if (addSpecialTokens) ids.AddRange(_suffix);
         return [.. ids];
     }
 
-    /// <summary>Leftmost-longest added token at or after <paramref name="from"/>; the range includes lstrip/rstrip whitespace.</summary>
-    private (int Start, int End, AddedToken? Token) FindAdded(string text, int from)
+    /// <summary>Splits <paramref name="text"/> at markers and added tokens (leftmost-longest) and encodes the pieces between them.</summary>
+    private void EncodeSplitting(string text, IReadOnlyList<string> markers, List<int> ids)
     {
-        if (_added.Length == 0) return (0, 0, null);
+        int pos = 0;
+        while (true)
+        {
+            (int start, int end, int id) = FindSplit(text, pos, markers);
+            if (start < 0) { EncodeSegment(text.AsSpan(pos), pos, ids); return; }
+            EncodeSegment(text.AsSpan(pos, start - pos), pos, ids);
+            ids.Add(id);
+            pos = end;
+        }
+    }
+
+    /// <summary>
+    /// Leftmost-longest marker or added token at or after <paramref name="from"/>: its range (including the whitespace
+    /// an added token's lstrip/rstrip takes) and id (<c>-(k + 1)</c> for marker k); start = -1 when there is none.
+    /// </summary>
+    private (int Start, int End, int Id) FindSplit(string text, int from, IReadOnlyList<string> markers)
+    {
+        if (_added.Length == 0 && markers.Count == 0) return (-1, 0, 0);
         for (int i = from; i < text.Length; i++)
         {
+            char c = text[i];
+            if (!_addedFirstChars.Contains(c))
+            {
+                bool any = false;
+                for (int k = 0; k < markers.Count && !any; k++) any = markers[k][0] == c;
+                if (!any) continue;
+            }
+            int bestMarker = -1;
+            for (int k = 0; k < markers.Count; k++)
+            {
+                string m = markers[k];
+                if (i + m.Length <= text.Length && string.CompareOrdinal(text, i, m, 0, m.Length) == 0
+                    && (bestMarker < 0 || m.Length > markers[bestMarker].Length))
+                    bestMarker = k;
+            }
+            AddedToken? tok = null;
             foreach (AddedToken a in _added) // longest first
             {
                 if (i + a.Content.Length > text.Length || string.CompareOrdinal(text, i, a.Content, 0, a.Content.Length) != 0) continue;
-                int s = i, e = i + a.Content.Length;
-                if (a.LStrip) while (s > from && char.IsWhiteSpace(text[s - 1])) s--;
-                if (a.RStrip) while (e < text.Length && char.IsWhiteSpace(text[e])) e++;
-                return (s, e, a);
+                tok = a;
+                break;
+            }
+            if (bestMarker >= 0 && (tok is null || markers[bestMarker].Length >= tok.Content.Length))
+                return (i, i + markers[bestMarker].Length, -(bestMarker + 1));
+            if (tok is not null)
+            {
+                int s = i, e = i + tok.Content.Length;
+                if (tok.LStrip) while (s > from && char.IsWhiteSpace(text[s - 1])) s--;
+                if (tok.RStrip) while (e < text.Length && char.IsWhiteSpace(text[e])) e++;
+                return (s, e, tok.Id);
             }
         }
-        return (0, 0, null);
+        return (-1, 0, 0);
     }
 
+    /// <summary>Encodes one segment of text between added tokens/markers; <paramref name="offset"/> is its start in the whole text.</summary>
     private void EncodeSegment(ReadOnlySpan<char> segment, int offset, List<int> ids)
     {
         if (segment.IsEmpty) return;
         string s = segment.ToString();
         foreach (NormStep n in _normalizer)
-            s = n.Prepend is not null ? (s.Length == 0 ? s : n.Prepend + s) : s.Replace(n.From!, n.To, StringComparison.Ordinal);
+        {
+            if (n.Form is { } form) s = UnicodeNormalization.Normalize(WellFormed(s), compose: form == NormalizationForm.FormC);
+            else if (n.Prepend is not null) s = s.Length == 0 ? s : n.Prepend + s;
+            else s = s.Replace(n.From!, n.To, StringComparison.Ordinal);
+        }
         if (s.Length == 0) return;
+        if (_preTok.ByteLevel is { } bl) { EncodeByteLevel(WellFormed(s), bl, ids); return; }
         if (_metaspace is not { } ms) { EncodeWord(s, ids); return; }
 
         s = s.Replace(" ", ms.Replacement, StringComparison.Ordinal);
+        // HF "first": only the split that starts at offset 0 of the original input (offsets_original().0 == 0).
         bool prepend = ms.PrependScheme == "always" || (ms.PrependScheme == "first" && offset == 0);
         if (prepend && !s.StartsWith(ms.Replacement, StringComparison.Ordinal)) s = ms.Replacement + s;
         if (!ms.Split) { EncodeWord(s, ids); return; }
@@ -368,6 +442,114 @@ public sealed class LlamaTokenizer
                 start = i;
             }
         }
+    }
+
+    /// <summary>Byte-level path for one normalized segment: Split regexes, ByteLevel (prefix space, GPT-2 regex), byte chars, BPE.</summary>
+    private void EncodeByteLevel(string s, ByteLevelOptions bl, List<int> ids)
+    {
+        List<string> pieces = [s];
+        foreach (SplitStep step in _preTok.Splits)
+        {
+            var next = new List<string>(pieces.Count * 4);
+            foreach (string p in pieces) SplitPiece(p, step, next);
+            pieces = next;
+        }
+        foreach (string p0 in pieces)
+        {
+            string p = bl.AddPrefixSpace && !p0.StartsWith(' ') ? " " + p0 : p0;
+            if (!bl.UseRegex) { EncodeWord(ByteLevelMap.Encode(p), ids); continue; }
+            foreach ((int a, int b) in IsolatedPieces(p, Gpt2Regex.Matches(p)))
+                EncodeWord(ByteLevelMap.Encode(p[a..b]), ids);
+        }
+    }
+
+    /// <summary>The pieces of <paramref name="s"/> when its matches are kept as pieces of their own (HF <c>Isolated</c>).</summary>
+    private static IEnumerable<(int Start, int End)> IsolatedPieces(string s, List<(int Start, int End)> matches)
+    {
+        int prev = 0;
+        foreach ((int a, int b) in matches)
+        {
+            if (a > prev) yield return (prev, a);
+            yield return (a, b);
+            prev = b;
+        }
+        if (prev < s.Length) yield return (prev, s.Length);
+    }
+
+    /// <summary>HF <c>Split</c> pre-tokenizer on one piece (behaviors as in HF's <c>NormalizedString::split</c>); empty pieces are dropped.</summary>
+    private static void SplitPiece(string s, SplitStep step, List<string> output)
+    {
+        // (range, isDelimiter) over the whole piece, as HF's Pattern::find_matches (inverted when invert is set).
+        var parts = new List<(int Start, int End, bool Delim)>();
+        int prev = 0;
+        foreach ((int a, int b) in step.Pattern.Matches(s))
+        {
+            if (a > prev) parts.Add((prev, a, step.Invert));
+            parts.Add((a, b, !step.Invert));
+            prev = b;
+        }
+        if (prev < s.Length) parts.Add((prev, s.Length, step.Invert));
+
+        var merged = new List<(int Start, int End)>();
+        bool previousDelim = false;
+        switch (step.Behavior)
+        {
+            case "Removed":
+                foreach (var (a, b, d) in parts) if (!d) merged.Add((a, b));
+                break;
+            case "Isolated":
+                foreach (var (a, b, _) in parts) merged.Add((a, b));
+                break;
+            case "MergedWithPrevious":
+                foreach (var (a, b, d) in parts)
+                {
+                    if (d && !previousDelim && merged.Count > 0) merged[^1] = (merged[^1].Start, b);
+                    else merged.Add((a, b));
+                    previousDelim = d;
+                }
+                break;
+            case "MergedWithNext":
+                for (int k = parts.Count - 1; k >= 0; k--)
+                {
+                    var (a, b, d) = parts[k];
+                    if (d && !previousDelim && merged.Count > 0) merged[^1] = (a, merged[^1].End);
+                    else merged.Add((a, b));
+                    previousDelim = d;
+                }
+                merged.Reverse();
+                break;
+            case "Contiguous":
+                foreach (var (a, b, d) in parts)
+                {
+                    if (d == previousDelim && merged.Count > 0) merged[^1] = (merged[^1].Start, b);
+                    else merged.Add((a, b));
+                    previousDelim = d;
+                }
+                break;
+            default:
+                throw new InvalidOperationException($"Unknown split behavior '{step.Behavior}'.");
+        }
+        foreach ((int a, int b) in merged)
+            if (b > a) output.Add(s[a..b]);
+    }
+
+    /// <summary><paramref name="s"/> with every lone surrogate replaced by U+FFFD (what UTF-8 encoding would do).</summary>
+    private static string WellFormed(string s)
+    {
+        int bad = -1;
+        for (int i = 0; i < s.Length && bad < 0; i++)
+        {
+            if (char.IsHighSurrogate(s[i]) && i + 1 < s.Length && char.IsLowSurrogate(s[i + 1])) i++;
+            else if (char.IsSurrogate(s[i])) bad = i;
+        }
+        if (bad < 0) return s;
+        var sb = new StringBuilder(s.Length);
+        for (int i = 0; i < s.Length; i++)
+        {
+            if (char.IsHighSurrogate(s[i]) && i + 1 < s.Length && char.IsLowSurrogate(s[i + 1])) { sb.Append(s, i, 2); i++; }
+            else sb.Append(char.IsSurrogate(s[i]) ? '\uFFFD' : s[i]);
+        }
+        return sb.ToString();
     }
 
     /// <summary>BPE on one pre-token. Runs of in-vocabulary code points go to Microsoft.ML.Tokenizers' BPE; others are byte-fallback or unk.</summary>
@@ -451,6 +633,8 @@ public sealed class LlamaTokenizer
                 return tokens.ConvertAll(t => t.Replace(step.From!, step.To, StringComparison.Ordinal));
             case "Fuse":
                 return [string.Concat(tokens)];
+            case "ByteLevel":
+                return [ByteLevelMap.Decode(tokens)];
             case "Strip":
                 return tokens.ConvertAll(t =>
                 {
@@ -499,10 +683,10 @@ public sealed class LlamaTokenizer
 
     // ------------------------------------------------------------------ lookups
 
-    /// <summary>Id of <paramref name="token"/> (a vocabulary piece such as <c>"▁the"</c> or an added token such as <c>"&lt;s&gt;"</c>), or <see langword="null"/>.</summary>
+    /// <summary>Id of <paramref name="token"/> (a vocabulary piece as written in tokenizer.json, such as <c>"▁the"</c> or <c>"Ġthe"</c>, or an added token such as <c>"&lt;s&gt;"</c>), or <see langword="null"/>.</summary>
     public int? TokenToId(string token) => _vocab.TryGetValue(token, out int id) ? id : null;
 
-    /// <summary>The piece for <paramref name="id"/> (with ▁ for spaces), or <see langword="null"/> if the id is unused.</summary>
+    /// <summary>The piece for <paramref name="id"/> as the vocabulary writes it (▁ for a space in SentencePiece vocabularies; GPT-2 byte chars such as Ġ for a space in byte-level ones), or <see langword="null"/> if the id is unused.</summary>
     public string? IdToToken(int id) => _idToToken.TryGetValue(id, out string? t) ? t : null;
 
     // ------------------------------------------------------------------ tokenizer.json pieces
@@ -524,28 +708,85 @@ public sealed class LlamaTokenizer
                 var (from, to) = ReadReplace(e, src, field);
                 steps.Add(new NormStep(null, from, to));
                 break;
+            case "NFC":
+                steps.Add(new NormStep(null, null, null, NormalizationForm.FormC));
+                break;
+            case "NFD":
+                steps.Add(new NormStep(null, null, null, NormalizationForm.FormD));
+                break;
             default:
-                throw new NotSupportedException($"Tokenizer '{src}', field '{field}': normalizer '{type}' is not supported (supported: Sequence, Prepend, Replace with a String pattern).");
+                // NFKC/NFKD need the compatibility mappings, which UnicodeNormalization does not carry (and string.Normalize
+                // is a no-op under InvariantGlobalization).
+                throw new NotSupportedException($"Tokenizer '{src}', field '{field}': normalizer '{type}' is not supported (supported: Sequence, Prepend, Replace with a String pattern, NFC, NFD).");
         }
     }
 
-    private static MetaspaceOptions ReadPreTokenizer(JsonElement e, string src, string field)
+    private static PreTokenizerSpec ReadPreTokenizer(JsonElement e, string src)
     {
-        string type = TypeOf(e, src, field);
-        if (type == "Sequence")
+        var items = new List<(JsonElement El, string Field)>();
+        if (TypeOf(e, src, "pre_tokenizer") == "Sequence")
         {
             JsonElement list = Prop(e, "pretokenizers", src);
-            if (list.GetArrayLength() != 1)
-                throw new NotSupportedException($"Tokenizer '{src}', field '{field}': only a Sequence holding one Metaspace pre-tokenizer is supported.");
-            return ReadPreTokenizer(list[0], src, field + ".pretokenizers[0]");
+            if (list.ValueKind != JsonValueKind.Array) throw Bad(src, "pre_tokenizer.pretokenizers", "must be an array.");
+            int i = 0;
+            foreach (JsonElement x in list.EnumerateArray()) { items.Add((x, $"pre_tokenizer.pretokenizers[{i}]")); i++; }
         }
-        if (type != "Metaspace")
-            throw new NotSupportedException($"Tokenizer '{src}', field '{field}': pre-tokenizer '{type}' is not supported (supported: none, Metaspace; byte-level BPE tokenizers such as Llama 3's are not).");
-        string replacement = OptString(e, "replacement", src) ?? "▁";
-        string scheme = OptString(e, "prepend_scheme", src) ?? ((OptBool(e, "add_prefix_space", src) ?? true) ? "always" : "never");
-        if (scheme is not ("always" or "first" or "never"))
-            throw Bad(src, field + ".prepend_scheme", $"'{scheme}' is not one of always, first, never.");
-        return new MetaspaceOptions(replacement, scheme, OptBool(e, "split", src) ?? true);
+        else items.Add((e, "pre_tokenizer"));
+
+        MetaspaceOptions? metaspace = null;
+        ByteLevelOptions? byteLevel = null;
+        var splits = new List<SplitStep>();
+        const string supported = "supported: Metaspace alone, or Split (Regex/String pattern) steps followed by ByteLevel";
+        foreach ((JsonElement x, string field) in items)
+        {
+            string type = TypeOf(x, src, field);
+            if (metaspace is not null || byteLevel is not null)
+                throw new NotSupportedException($"Tokenizer '{src}', field '{field}': pre-tokenizer '{type}' after a Metaspace or ByteLevel step is not supported ({supported}).");
+            switch (type)
+            {
+                case "Metaspace":
+                {
+                    if (items.Count != 1)
+                        throw new NotSupportedException($"Tokenizer '{src}', field '{field}': Metaspace combined with other pre-tokenizers is not supported ({supported}).");
+                    string replacement = OptString(x, "replacement", src) ?? "▁";
+                    string scheme = OptString(x, "prepend_scheme", src) ?? ((OptBool(x, "add_prefix_space", src) ?? true) ? "always" : "never");
+                    if (scheme is not ("always" or "first" or "never"))
+                        throw Bad(src, field + ".prepend_scheme", $"'{scheme}' is not one of always, first, never.");
+                    metaspace = new MetaspaceOptions(replacement, scheme, OptBool(x, "split", src) ?? true);
+                    break;
+                }
+                case "Split":
+                {
+                    JsonElement pattern = Prop(x, "pattern", src);
+                    string regex;
+                    if (pattern.ValueKind == JsonValueKind.Object && pattern.TryGetProperty("Regex", out JsonElement re) && re.ValueKind == JsonValueKind.String)
+                        regex = re.GetString()!;
+                    else if (pattern.ValueKind == JsonValueKind.Object && pattern.TryGetProperty("String", out JsonElement str) && str.ValueKind == JsonValueKind.String)
+                        regex = Regex.Escape(str.GetString()!);
+                    else throw Bad(src, field + ".pattern", "must be {\"Regex\": ...} or {\"String\": ...}.");
+                    if (regex.Length == 0) throw Bad(src, field + ".pattern", "must not be empty.");
+                    string behavior = OptString(x, "behavior", src) ?? throw Bad(src, field + ".behavior", "missing.");
+                    if (behavior is not ("Removed" or "Isolated" or "MergedWithPrevious" or "MergedWithNext" or "Contiguous"))
+                        throw Bad(src, field + ".behavior", $"'{behavior}' is not one of Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous.");
+                    PreTokenizerRegex compiled;
+                    try { compiled = new PreTokenizerRegex(regex); }
+                    catch (ArgumentException ex)
+                    {
+                        throw new NotSupportedException($"Tokenizer '{src}', field '{field}.pattern': the regex cannot be compiled by .NET ({ex.Message}).", ex);
+                    }
+                    splits.Add(new SplitStep(compiled, behavior, OptBool(x, "invert", src) ?? false));
+                    break;
+                }
+                case "ByteLevel":
+                    byteLevel = new ByteLevelOptions(OptBool(x, "add_prefix_space", src) ?? true, OptBool(x, "use_regex", src) ?? true);
+                    break;
+                default:
+                    throw new NotSupportedException($"Tokenizer '{src}', field '{field}': pre-tokenizer '{type}' is not supported ({supported}).");
+            }
+        }
+        if (splits.Count > 0 && byteLevel is null)
+            throw new NotSupportedException($"Tokenizer '{src}', field 'pre_tokenizer': Split without a following ByteLevel step is not supported ({supported}).");
+        return new PreTokenizerSpec(metaspace, [.. splits], byteLevel);
     }
 
     private static void ReadDecoder(JsonElement e, string src, string field, List<DecodeStep> steps)
@@ -563,6 +804,7 @@ public sealed class LlamaTokenizer
                 break;
             case "ByteFallback":
             case "Fuse":
+            case "ByteLevel":
                 steps.Add(new DecodeStep(type));
                 break;
             case "Strip":
@@ -576,7 +818,7 @@ public sealed class LlamaTokenizer
                 steps.Add(new DecodeStep("Metaspace", OptString(e, "replacement", src) ?? "▁", null, Scheme: scheme));
                 break;
             default:
-                throw new NotSupportedException($"Tokenizer '{src}', field '{field}': decoder '{type}' is not supported (supported: Sequence, Replace, ByteFallback, Fuse, Strip, Metaspace).");
+                throw new NotSupportedException($"Tokenizer '{src}', field '{field}': decoder '{type}' is not supported (supported: Sequence, Replace, ByteFallback, Fuse, Strip, Metaspace, ByteLevel).");
         }
     }
 

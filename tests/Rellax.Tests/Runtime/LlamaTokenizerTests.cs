@@ -199,16 +199,38 @@ public sealed class LlamaTokenizerTests
     [Test]
     public void UnsupportedNormalizer_IsRejectedByName()
     {
-        var ex = Assert.Throws<NotSupportedException>(() => Variant(r => r["normalizer"] = JsonNode.Parse("{\"type\":\"NFKC\"}")));
-        Assert.That(ex!.Message, Does.Contain("NFKC").And.Contain("variant/tokenizer.json"));
+        var ex = Assert.Throws<NotSupportedException>(() => Variant(r => r["normalizer"] = JsonNode.Parse("{\"type\":\"Lowercase\"}")));
+        Assert.That(ex!.Message, Does.Contain("Lowercase").And.Contain("variant/tokenizer.json").And.Contain("'normalizer'"));
     }
 
     [Test]
-    public void ByteLevelPreTokenizer_IsRejectedByName()
+    public void UnsupportedPreTokenizers_AreRejectedByField()
     {
         var ex = Assert.Throws<NotSupportedException>(() =>
-            Variant(r => r["pre_tokenizer"] = JsonNode.Parse("{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true}")));
-        Assert.That(ex!.Message, Does.Contain("ByteLevel"));
+            Variant(r => r["pre_tokenizer"] = JsonNode.Parse("{\"type\":\"Whitespace\"}")));
+        Assert.That(ex!.Message, Does.Contain("Whitespace").And.Contain("'pre_tokenizer'"));
+        // ByteLevel is supported, but not followed by another step, and Split only before ByteLevel.
+        ex = Assert.Throws<NotSupportedException>(() => Variant(r => r["pre_tokenizer"] = JsonNode.Parse(
+            "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true},{\"type\":\"Digits\",\"individual_digits\":true}]}")));
+        Assert.That(ex!.Message, Does.Contain("pre_tokenizer.pretokenizers[1]").And.Contain("Digits"));
+        ex = Assert.Throws<NotSupportedException>(() => Variant(r => r["pre_tokenizer"] = JsonNode.Parse(
+            "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"\\\\s+\"},\"behavior\":\"Isolated\",\"invert\":false}")));
+        Assert.That(ex!.Message, Does.Contain("Split without a following ByteLevel"));
+        var bad = Assert.Throws<InvalidDataException>(() => Variant(r => r["pre_tokenizer"] = JsonNode.Parse(
+            "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":\"a\"},\"behavior\":\"Sideways\"},{\"type\":\"ByteLevel\"}]}")));
+        Assert.That(bad!.Message, Does.Contain("pre_tokenizer.pretokenizers[0].behavior").And.Contain("Sideways"));
+        ex = Assert.Throws<NotSupportedException>(() => Variant(r => r["pre_tokenizer"] = JsonNode.Parse(
+            "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(?<=a\"},\"behavior\":\"Isolated\"},{\"type\":\"ByteLevel\"}]}")));
+        Assert.That(ex!.Message, Does.Contain("pre_tokenizer.pretokenizers[0].pattern").And.Contain("cannot be compiled"));
+    }
+
+    [Test]
+    public void UnsupportedDecoderAndPostProcessor_AreRejectedByField()
+    {
+        var ex = Assert.Throws<NotSupportedException>(() => Variant(r => r["decoder"] = JsonNode.Parse("{\"type\":\"WordPiece\",\"prefix\":\"##\"}")));
+        Assert.That(ex!.Message, Does.Contain("WordPiece").And.Contain("'decoder'"));
+        ex = Assert.Throws<NotSupportedException>(() => Variant(r => r["post_processor"] = JsonNode.Parse("{\"type\":\"BertProcessing\",\"sep\":[\"</s>\",2],\"cls\":[\"<s>\",1]}")));
+        Assert.That(ex!.Message, Does.Contain("BertProcessing").And.Contain("'post_processor'"));
     }
 
     [Test]
