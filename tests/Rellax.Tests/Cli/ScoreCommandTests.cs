@@ -35,24 +35,24 @@ public sealed class ScoreCommandTests
             _kvOut = c.GetProperty("num_key_value_heads").GetInt32() * headDim;
         }
         _adapter = Path.Combine(_dir, "cflora-spa");
-        WriteCfloraSpaAdapter(_adapter);
+        WriteAdapter(_adapter, generators: true, projector: true);
     }
 
     [OneTimeTearDown] public void Clean() { if (_dir is not null) Directory.Delete(_dir, recursive: true); }
 
     /// <summary>
-    /// A random CFLoRA adapter on q_proj and v_proj of every layer (r = 4, d_h = 16) with an SPA projector (E = 8), in the
-    /// PEFT/ReLLaX layout of SPEC §6 (names with <c>.default</c>, as PEFT saves them).
+    /// A random adapter on q_proj and v_proj of every layer (r = 4), with CFLoRA generators (d_h = 16) and an SPA projector
+    /// (E = 8) when asked, in the PEFT/ReLLaX layout of SPEC §6 (names with <c>.default</c>, as PEFT saves them).
     /// </summary>
-    private void WriteCfloraSpaAdapter(string dir)
+    private void WriteAdapter(string dir, bool generators, bool projector)
     {
         Directory.CreateDirectory(dir);
         File.WriteAllText(Path.Combine(dir, "adapter_config.json"), JsonSerializer.Serialize(new
         {
             peft_type = "LORA", task_type = "CAUSAL_LM", base_model_name_or_path = "stories260K", r = Rank, lora_alpha = 8,
             lora_dropout = 0.05, bias = "none", target_modules = new[] { "q_proj", "v_proj" },
-            rellax = new { instance_dim = InstanceDim, crm_embed_dim = EmbedDim },
-        }));
+            rellax = new { instance_dim = generators ? InstanceDim : (int?)null, crm_embed_dim = projector ? EmbedDim : (int?)null },
+        }, new JsonSerializerOptions { DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull }));
         var w = new Rellax.Runtime.SafeTensorsWriter();
         int seed = 100;
         void Add(string name, params int[] shape) =>
@@ -63,6 +63,7 @@ public sealed class ScoreCommandTests
                 string p = $"base_model.model.model.layers.{layer}.self_attn.{module}";
                 Add($"{p}.lora_A.default.weight", Rank, _hidden);
                 Add($"{p}.lora_B.default.weight", dOut, Rank);
+                if (!generators) continue;
                 Add($"{p}.lora_gate.0.weight", InstanceDim);
                 Add($"{p}.lora_gate.0.bias", InstanceDim);
                 Add($"{p}.lora_gate.1.weight", 2 * Rank * Rank, InstanceDim);
@@ -70,10 +71,13 @@ public sealed class ScoreCommandTests
                 Add($"{p}.lora_gate.3.weight", Rank * Rank, 2 * Rank * Rank);
                 Add($"{p}.lora_gate.3.bias", Rank * Rank);
             }
-        Add("ctr_input_embedding_prj.0.weight", _hidden, EmbedDim);
-        Add("ctr_input_embedding_prj.0.bias", _hidden);
-        Add("ctr_input_embedding_prj.2.weight", _hidden, _hidden);
-        Add("ctr_input_embedding_prj.2.bias", _hidden);
+        if (projector)
+        {
+            Add("ctr_input_embedding_prj.0.weight", _hidden, EmbedDim);
+            Add("ctr_input_embedding_prj.0.bias", _hidden);
+            Add("ctr_input_embedding_prj.2.weight", _hidden, _hidden);
+            Add("ctr_input_embedding_prj.2.bias", _hidden);
+        }
         w.Save(Path.Combine(dir, "adapter_model.safetensors"));
     }
 
@@ -260,6 +264,27 @@ public sealed class ScoreCommandTests
         (code, _, _) = Run([.. args]);
         Assert.That(code, Is.Not.EqualTo(0));
         Assert.That(File.Exists(output), Is.False);
+    }
+
+    [Test]
+    public void APlainLoraAdapterNeedsNoInstanceAndRefusesMarkers()
+    {
+        string lora = Path.Combine(_dir, "lora");
+        WriteAdapter(lora, generators: false, projector: false);
+        string input = Path.Combine(_dir, "lora.jsonl"), output = Path.Combine(_dir, "lora-out.jsonl");
+        File.WriteAllLines(input, ["""{"id": 1, "prompt": "Lily had a red ball."}""", """{"id": 2, "prompt": "Tom ran.", "instance": [1, 2]}"""]);
+        var (code, _, stderr) = Run("score", "--input", input, "--output", output, "--adapter", lora, "--backend", "cpu", "--threads", "1");
+        Assert.That(code, Is.EqualTo(0), stderr);
+        Assert.That(stderr, Does.Contain("adapter lora]"));
+        AssertScoresMatch(File.ReadAllLines(output), [1, 2], LibraryScores(input, lora));
+        var plain = LibraryScores(input, null);
+        Assert.That(File.ReadAllLines(output).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("p_yes").GetDouble()),
+            Is.Not.EqualTo(plain.Select(p => p.PYes)), "the adapter changes the scores");
+
+        File.AppendAllLines(input, ["""{"id": 3, "prompt": "A film[target]", "target_embedding": [1, 2, 3, 4, 5, 6, 7, 8]}"""]);
+        (code, _, stderr) = Run("score", "--input", input, "--output", output, "--adapter", lora, "--backend", "cpu", "--threads", "1");
+        Assert.That(code, Is.Not.EqualTo(0));
+        Assert.That(stderr, Does.StartWith($"rellax: {input}:3: id 3: ").And.Contain("[target]"));
     }
 
     [Test]
