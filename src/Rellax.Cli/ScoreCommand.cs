@@ -41,22 +41,29 @@ internal static class ScoreCommand
         var backend = CommonOptions.Backend();
         var threads = CommonOptions.Threads();
         var batch = CommonOptions.BatchSize(new ScoringOptions().BatchSize, "Most prompts per forward pass (prompts are sorted by length and left-padded).");
+        var maxTokens = new Option<int>("--max-batch-tokens")
+        {
+            HelpName = "N",
+            Description = "Most padded tokens (batch × longest prompt) per forward pass: bounds activation memory. A longer prompt runs alone.",
+            DefaultValueFactory = _ => new ScoringOptions().MaxBatchTokens,
+        };
+        maxTokens.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 1) r.AddError($"--max-batch-tokens must be >= 1, got {r.GetValueOrDefault<int>()}"); });
         var yes = new Option<string>("--yes") { HelpName = "TEXT", Description = "The positive answer as it follows the prompt.", DefaultValueFactory = _ => " Yes" };
         var no = new Option<string>("--no") { HelpName = "TEXT", Description = "The negative answer as it follows the prompt.", DefaultValueFactory = _ => " No" };
         var input = new Option<string>("--input") { HelpName = "FILE.jsonl", Description = "JSONL requests (see above).", Required = true };
         var output = new Option<string?>("--output") { HelpName = "FILE.jsonl", Description = "JSONL scores (default: standard output). Written atomically." };
         var json = CommonOptions.Json();
         json.Description = "Print a JSON summary (count, backend, attention, timings, tokens/s): on stdout with --output, else on stderr.";
-        var cmd = new Command("score", Description) { model, adapter, template, attention, backend, threads, batch, yes, no, input, output, json };
+        var cmd = new Command("score", Description) { model, adapter, template, attention, backend, threads, batch, maxTokens, yes, no, input, output, json };
         cmd.SetAction(r => CommonOptions.Guard(() => Run(new Settings(
             r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(adapter), PromptTemplate.Parse(r.GetValue(template)!),
-            CommonOptions.ParseAttention(r.GetValue(attention)!), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch),
+            CommonOptions.ParseAttention(r.GetValue(attention)!), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(maxTokens),
             r.GetValue(yes)!, r.GetValue(no)!, r.GetValue(input)!, r.GetValue(output), r.GetValue(json)))));
         return cmd;
     }
 
     private sealed record Settings(string ModelDir, string? AdapterDir, PromptTemplate Template, AttentionPrecision Attention,
-        string BackendName, int Threads, int BatchSize, string Yes, string No, string InputPath, string? OutputPath, bool Json);
+        string BackendName, int Threads, int BatchSize, int MaxBatchTokens, string Yes, string No, string InputPath, string? OutputPath, bool Json);
 
     private static int Run(Settings s)
     {
@@ -74,7 +81,7 @@ internal static class ScoreCommand
         clock.Restart();
         using var model = LlamaModel.Load(s.ModelDir, backend);
         var adapter = s.AdapterDir is null ? null : RellaxAdapter.Load(s.AdapterDir, model.Config);
-        var options = new ScoringOptions { Template = s.Template, Attention = s.Attention, BatchSize = s.BatchSize, YesAnswer = s.Yes, NoAnswer = s.No };
+        var options = new ScoringOptions { Template = s.Template, Attention = s.Attention, BatchSize = s.BatchSize, MaxBatchTokens = s.MaxBatchTokens, YesAnswer = s.Yes, NoAnswer = s.No };
         using var scorer = new CtrScorer(model, adapter, options);
         double loadMs = clock.Elapsed.TotalMilliseconds;
 
@@ -127,7 +134,7 @@ internal static class ScoreCommand
             {
                 input = s.InputPath, output = s.OutputPath, count = entries.Count, tokens, model = model.Directory, adapter = adapter?.Directory,
                 adapter_parts = adapter is null ? null : Parts(adapter), template = s.Template.Name, backend = backend.Name,
-                attention = CommonOptions.Name(s.Attention), batch_size = s.BatchSize, load_ms = Math.Round(loadMs, 3),
+                attention = CommonOptions.Name(s.Attention), batch_size = s.BatchSize, max_batch_tokens = s.MaxBatchTokens, load_ms = Math.Round(loadMs, 3),
                 check_ms = Math.Round(validateMs, 3), score_ms = Math.Round(scoreMs, 3), tokens_per_second = Math.Round(tokensPerSecond, 1),
                 requests_per_second = Math.Round(scoreMs > 0 ? entries.Count / (scoreMs / 1000) : 0, 2),
             });

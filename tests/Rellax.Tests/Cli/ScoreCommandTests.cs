@@ -201,11 +201,11 @@ public sealed class ScoreCommandTests
         File.WriteAllLines(input, requests.Select(r => JsonSerializer.Serialize(r)));
         var expected = LibraryScores(input, _adapter);
         var ids = Enumerable.Range(0, 9).Select(i => i % 3 == 0 ? (object)$"r{i}" : i).ToList();
-        foreach (string batch in new[] { "1", "4", "16" })
+        foreach (var (batch, maxTokens) in new[] { ("1", "8192"), ("4", "8192"), ("16", "8192"), ("16", "200") })
         {
-            string output = Path.Combine(_dir, $"spa-out-{batch}.jsonl");
+            string output = Path.Combine(_dir, $"spa-out-{batch}-{maxTokens}.jsonl");
             var (code, _, stderr) = Run("score", "--input", input, "--output", output, "--adapter", _adapter, "--batch-size", batch,
-                "--backend", "cpu", "--threads", "1");
+                "--max-batch-tokens", maxTokens, "--backend", "cpu", "--threads", "1");
             Assert.That(code, Is.EqualTo(0), stderr);
             Assert.That(stderr, Does.Contain("cflora+spa"));
             AssertScoresMatch(File.ReadAllLines(output), ids, expected);
@@ -313,6 +313,9 @@ public sealed class ScoreCommandTests
         (code, _, stderr) = Run("score", "--input", input, "--batch-size", "0");
         Assert.That(code, Is.Not.EqualTo(0));
         Assert.That(stderr, Does.Contain("--batch-size"));
+        (code, _, stderr) = Run("score", "--input", input, "--max-batch-tokens", "0");
+        Assert.That(code, Is.Not.EqualTo(0));
+        Assert.That(stderr, Does.Contain("--max-batch-tokens"));
         (code, _, stderr) = Run("score", "--input", input, "--template", "chatml");
         Assert.That(code, Is.Not.EqualTo(0));
         Assert.That(stderr, Does.Contain("chatml"));
