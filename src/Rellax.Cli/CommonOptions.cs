@@ -54,6 +54,90 @@ internal static class CommonOptions
     /// <summary>The <c>--attention</c> spelling of <paramref name="precision"/> (as <c>--json</c> reports it).</summary>
     public static string Name(AttentionPrecision precision) => precision.ToString().ToLowerInvariant();
 
+    /// <summary><c>--batch-size N</c> (at least 1) with the command's own default and meaning.</summary>
+    public static Option<int> BatchSize(int defaultValue, string description)
+    {
+        var option = new Option<int>("--batch-size") { Description = description, DefaultValueFactory = _ => defaultValue };
+        option.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 1) r.AddError($"--batch-size must be >= 1, got {r.GetValueOrDefault<int>()}"); });
+        return option;
+    }
+
+    /// <summary><c>--template vicuna|none</c>: the chat template around each prompt (<see cref="Runtime.PromptTemplate"/>).</summary>
+    public static Option<string> Template(string description) => new Option<string>("--template")
+    {
+        Description = description,
+        DefaultValueFactory = _ => "vicuna",
+        HelpName = string.Join("|", Runtime.PromptTemplate.Names),
+    }.AcceptOnlyFromAmong([.. Runtime.PromptTemplate.Names]);
+
+    /// <summary>
+    /// Fails early, before any model is loaded, when <paramref name="outputPath"/> could not be written at the end: its
+    /// folder does not exist, or the path is a folder.
+    /// </summary>
+    /// <exception cref="DirectoryNotFoundException">The output's folder is missing.</exception>
+    /// <exception cref="IOException">The output path is an existing folder.</exception>
+    public static void CheckOutputPath(string outputPath, string option = "--output")
+    {
+        string full = Path.GetFullPath(outputPath);
+        if (Directory.Exists(full)) throw new IOException($"{option} '{outputPath}' is a folder, not a file");
+        string? dir = Path.GetDirectoryName(full);
+        if (dir is not null && !Directory.Exists(dir)) throw new DirectoryNotFoundException($"{option} '{outputPath}': folder '{dir}' does not exist");
+    }
+
+    /// <summary>
+    /// Writes <paramref name="path"/> atomically: <paramref name="write"/> fills a temporary file beside it
+    /// (<c>PATH.tmp-PID-GUID</c>), which is flushed to disk and renamed over <paramref name="path"/>. If anything fails, the
+    /// temporary file is deleted and whatever was at <paramref name="path"/> before is left as it was.
+    /// </summary>
+    public static void WriteAtomically(string path, Action<Stream> write)
+    {
+        string full = Path.GetFullPath(path);
+        string temp = full + $".tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
+        try
+        {
+            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+            {
+                write(stream);
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(temp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp)) File.Delete(temp);
+        }
+    }
+
+    /// <summary>
+    /// A token cancelled by the first Ctrl+C (the command then stops between batches, cleans up its temporary files and
+    /// exits with 130); a second Ctrl+C kills the process as usual. Dispose to unregister.
+    /// </summary>
+    public static CtrlCCancellation CancelOnCtrlC() => new();
+
+    /// <summary>See <see cref="CancelOnCtrlC"/>.</summary>
+    internal sealed class CtrlCCancellation : IDisposable
+    {
+        private readonly CancellationTokenSource _source = new();
+
+        public CtrlCCancellation() => Console.CancelKeyPress += OnCancel;
+
+        /// <summary>Cancelled on Ctrl+C.</summary>
+        public CancellationToken Token => _source.Token;
+
+        private void OnCancel(object? sender, ConsoleCancelEventArgs e)
+        {
+            if (_source.IsCancellationRequested) return;
+            e.Cancel = true;
+            _source.Cancel();
+        }
+
+        public void Dispose()
+        {
+            Console.CancelKeyPress -= OnCancel;
+            _source.Dispose();
+        }
+    }
+
     public static Option<bool> Json() => new("--json") { Description = "Print one machine-readable JSON object instead of text." };
 
     public static Option<string?> Model() => new("--model")
@@ -86,6 +170,11 @@ internal static class CommonOptions
         {
             Console.Error.WriteLine($"rellax: {e.Message}");
             return 1;
+        }
+        catch (OperationCanceledException)
+        {
+            Console.Error.WriteLine("rellax: cancelled");
+            return 130;
         }
     }
 

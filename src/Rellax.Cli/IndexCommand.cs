@@ -13,7 +13,7 @@ internal static class IndexCommand
 {
     public static Command Create()
     {
-        var vectors = new Option<string>("--vectors") { Description = "safetensors with 'vectors' [N, D] (F32/F16/BF16) and optional 'item_ids' I64 [N].", Required = true };
+        var vectors = new Option<string>("--vectors") { Description = "safetensors with 'vectors' [N, D] (F32/F16/BF16; or 'embeddings', as rellax embed writes) and optional 'item_ids' I64 [N].", Required = true };
         var output = new Option<string>("--output") { Description = "The index file to write (safetensors), atomically.", Required = true };
         var pca = new Option<int?>("--pca") { Description = "Reduce to this many principal components first (SPEC: 512)." };
         pca.Validators.Add(r => { if (r.GetValueOrDefault<int?>() is < 1) r.AddError("--pca must be >= 1"); });
@@ -42,13 +42,15 @@ internal static class IndexCommand
         int n, d;
         using (var file = SafeTensorsFile.Open(vectorsPath))
         {
-            if (!file.Contains("vectors"))
-                throw new InvalidDataException($"'{vectorsPath}' has no 'vectors' tensor (found: {string.Join(", ", file.Tensors.Keys.Order())})");
-            var info = file.Info("vectors");
+            // 'vectors', or 'embeddings' as `rellax embed` writes it (a saved I8 index, with 'scales', is not input).
+            string? name = file.Contains("vectors") ? "vectors" : file.Contains("embeddings") && !file.Contains("scales") ? "embeddings" : null;
+            if (name is null)
+                throw new InvalidDataException($"'{vectorsPath}' has no 'vectors' (or F32/F16/BF16 'embeddings') tensor (found: {string.Join(", ", file.Tensors.Keys.Order())})");
+            var info = file.Info(name);
             if (info.Shape.Length != 2 || info.Shape[0] < 1 || info.Shape[1] < 1)
-                throw new InvalidDataException($"'{vectorsPath}': 'vectors' must be [N, D] with N, D >= 1, got [{string.Join(", ", info.Shape)}]");
+                throw new InvalidDataException($"'{vectorsPath}': '{name}' must be [N, D] with N, D >= 1, got [{string.Join(", ", info.Shape)}]");
             (n, d) = (info.Shape[0], info.Shape[1]);
-            data = file.ReadFloat32("vectors");
+            data = file.ReadFloat32(name);
             if (file.Contains("item_ids"))
             {
                 var i = file.Info("item_ids");

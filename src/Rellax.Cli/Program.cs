@@ -4,6 +4,8 @@ using Rellax.Cli;
 // `rellax`: the command line over the Rellax runtime. Every subcommand has --help and exits 0 only on success.
 var root = new RootCommand("Rellax: fast ReLLaX-style LLM recommendation kernels and runtime for .NET.");
 root.Add(GenerateCommand.Create());
+root.Add(ScoreCommand.Create());
+root.Add(EmbedCommand.Create());
 root.Add(BackendsCommand.Create());
 root.Add(IndexCommand.Create());
 root.Add(RetrieveCommand.Create());

@@ -1,0 +1,201 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using Rellax.Kernels;
+using Rellax.Rec;
+using Rellax.Runtime;
+
+namespace Rellax.Cli;
+
+/// <summary>
+/// <c>rellax embed</c>: LLM item embeddings for SUBR (SPEC §2, <see cref="ItemEmbedder"/>), optionally PCA-reduced, saved as
+/// safetensors that <c>rellax index</c> and <see cref="SubrIndex.Load"/> read.
+/// </summary>
+internal static class EmbedCommand
+{
+    /// <summary>The <c>format</c> metadata value of the output file.</summary>
+    public const string FormatName = "rellax-item-embeddings";
+
+    /// <summary>The <c>pooling</c> metadata value: how an item's hidden states become one vector.</summary>
+    public const string Pooling = "mean of final-norm hidden states, BOS included";
+
+    private const string Description = """
+        Embed items with the LLM for SUBR: each item text, wrapped in the template, runs through one forward pass; its
+        vector is the mean of the final-norm hidden states over every position, BOS included.
+
+        Input (JSONL), one object per line; blank lines are skipped: {"id": int64, "text": "..."}; ids are unique.
+        Output (safetensors, written atomically): embeddings F32 [N, H] (or [N, PCA] with --pca) and item_ids I64 [N],
+        rows in input order; metadata: model, template, pooling, similarity = dot (raw, unnormalised vectors).
+        Build a retrieval index from it with `rellax index --vectors FILE` (cosine by default).
+
+        Examples:
+          rellax embed --items items.jsonl --output items.safetensors
+          rellax embed --model vicuna-7b --items ml1m-items.jsonl --pca 512 --batch-size 64 --output ml1m.safetensors --json
+          rellax index --vectors ml1m.safetensors --output ml1m-index.safetensors --storage f16
+        """;
+
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var items = new Option<string>("--items") { HelpName = "FILE.jsonl", Description = "JSONL items, one {\"id\": int64, \"text\": \"...\"} per line.", Required = true };
+        var output = new Option<string>("--output") { HelpName = "FILE.safetensors", Description = "The safetensors file to write, atomically.", Required = true };
+        var template = CommonOptions.Template("Chat template around each item text: vicuna (SPEC §2: one user turn) or none.");
+        var pca = new Option<int?>("--pca") { HelpName = "N", Description = "Reduce to this many principal components (SPEC: 512); at most min(items, hidden size)." };
+        pca.Validators.Add(r => { if (r.GetValueOrDefault<int?>() is < 1) r.AddError("--pca must be >= 1"); });
+        var seed = new Option<int>("--seed") { Description = "Seed of the PCA's random projection.", DefaultValueFactory = _ => 0 };
+        var attention = CommonOptions.Attention();
+        var backend = CommonOptions.Backend();
+        var threads = CommonOptions.Threads();
+        var batch = CommonOptions.BatchSize(32, "Most items per forward pass.");
+        var json = CommonOptions.Json();
+        var cmd = new Command("embed", Description) { model, items, output, template, pca, seed, attention, backend, threads, batch, json };
+        cmd.SetAction(r => CommonOptions.Guard(() => Run(
+            r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(items)!, r.GetValue(output)!,
+            PromptTemplate.Parse(r.GetValue(template)!), r.GetValue(pca), r.GetValue(seed), CommonOptions.ParseAttention(r.GetValue(attention)!),
+            r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(json))));
+        return cmd;
+    }
+
+    private static int Run(string modelDir, string itemsPath, string outputPath, PromptTemplate template, int? pca, int seed,
+        AttentionPrecision attention, string backendName, int threads, int batchSize, bool json)
+    {
+        if (!File.Exists(itemsPath)) throw new FileNotFoundException($"items file '{itemsPath}' does not exist", itemsPath);
+        CommonOptions.CheckOutputPath(outputPath);
+        List<EmbedItemsFile.Item> items;
+        using (var reader = new StreamReader(itemsPath)) items = EmbedItemsFile.Read(reader, itemsPath);
+        if (items.Count == 0) throw new InvalidDataException($"{itemsPath}: no items (every line is blank)");
+
+        using var cancel = CommonOptions.CancelOnCtrlC();
+        using var backend = CommonOptions.CreateBackend(backendName, threads);
+        var clock = Stopwatch.StartNew();
+        using var model = LlamaModel.Load(modelDir, backend);
+        int hidden = model.Config.HiddenSize;
+        if (pca is int k && (k > hidden || k > items.Count || items.Count < 2))
+            throw new ArgumentException($"--pca {k} must be at most min(items, hidden size) = min({items.Count}, {hidden}) = {Math.Min(items.Count, hidden)}" +
+                (items.Count < 2 ? " and PCA needs at least 2 items" : ""));
+        double loadMs = clock.Elapsed.TotalMilliseconds;
+
+        // The token count as the embedder forms it (BOS, then the templated text), for the summary's tokens/s. The embedder
+        // itself checks every length before it runs anything.
+        long tokens = 0;
+        foreach (var item in items)
+            tokens += model.Tokenizer.PrefixIds.Count + model.Tokenizer.Encode(template.Apply(item.Text), addSpecialTokens: false).Count;
+
+        clock.Restart();
+        float[] embeddings;
+        using (var embedder = new ItemEmbedder(model, template, attention, batchSize))
+        using (var progress = new TerminalProgress("embedding", items.Count))
+        {
+            if (embedder.Dimension != hidden)
+                throw new InvalidOperationException($"the embedder's dimension {embedder.Dimension} is not the model's hidden size {hidden}");
+            try
+            {
+                embeddings = embedder.Embed(items.Select(i => i.Text).ToList(), progress, cancel.Token);
+            }
+            catch (ArgumentException e) when (ItemIndex(e.Message) is (int i, int length) && i < items.Count)
+            {
+                // "item {index}: what" -> "FILE:LINE: item {id}: what".
+                throw new InvalidDataException($"{itemsPath}:{items[i].Line}: item {items[i].Id}: {e.Message[length..]}", e);
+            }
+        }
+        double embedMs = clock.Elapsed.TotalMilliseconds;
+        if (embeddings.Length != (long)items.Count * hidden)
+            throw new InvalidOperationException($"the embedder returned {embeddings.Length} floats for {items.Count} items × {hidden}");
+
+        int dim = hidden;
+        double[]? explained = null;
+        double pcaMs = 0;
+        if (pca is int components)
+        {
+            clock.Restart();
+            var fit = Pca.Fit(backend, embeddings, items.Count, hidden, new PcaOptions { Components = components, Seed = seed });
+            var reduced = new float[(long)items.Count * components];
+            fit.Transform(embeddings, items.Count, reduced);
+            embeddings = reduced;
+            dim = components;
+            explained = fit.ExplainedVarianceRatio.ToArray();
+            pcaMs = clock.Elapsed.TotalMilliseconds;
+        }
+
+        var writer = new SafeTensorsWriter();
+        writer.Add<float>("embeddings", SafeTensorDType.F32, [items.Count, dim], embeddings);
+        writer.Add<long>("item_ids", SafeTensorDType.I64, [items.Count], items.Select(i => i.Id).ToArray());
+        writer.Metadata["format"] = FormatName;
+        writer.Metadata["model"] = model.Directory;
+        writer.Metadata["template"] = template.Name;
+        writer.Metadata["pooling"] = Pooling;
+        writer.Metadata["attention"] = CommonOptions.Name(attention);
+        writer.Metadata["hidden_size"] = hidden.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        // Raw vectors: SubrIndex.Load takes a file without this entry as already normalised (cosine), which these are not.
+        writer.Metadata["similarity"] = "dot";
+        if (explained is not null) writer.Metadata["pca_explained_variance_ratio"] = JsonSerializer.Serialize(explained);
+        writer.Save(outputPath);
+
+        double tokensPerSecond = embedMs > 0 ? tokens / (embedMs / 1000) : 0;
+        if (json)
+            Console.WriteLine(JsonSerializer.Serialize(new
+            {
+                items = items.Count, dim, hidden_size = hidden, pca, explained_variance = explained is null ? (double?)null : Math.Round(explained.Sum(), 6),
+                tokens, model = model.Directory, template = template.Name, backend = backend.Name, attention = CommonOptions.Name(attention),
+                batch_size = batchSize, load_ms = Math.Round(loadMs, 3), embed_ms = Math.Round(embedMs, 3), pca_ms = Math.Round(pcaMs, 3),
+                tokens_per_second = Math.Round(tokensPerSecond, 1), output = outputPath,
+            }));
+        else
+            Console.Error.WriteLine($"[{backend.Name}, {CommonOptions.Name(attention)} attention] {items.Count} items, {tokens} tokens: load {loadMs:F0} ms, " +
+                $"embed {embedMs:F0} ms ({tokensPerSecond:F0} tokens/s)" +
+                (explained is null ? "" : $", PCA to {dim} keeps {explained.Sum() * 100:F2}% of the variance") + $" → {outputPath} [{items.Count}, {dim}]");
+        return 0;
+    }
+
+    /// <summary>The index in an <see cref="ItemEmbedder.Embed"/> error (<c>item {index}: ...</c>) and the prefix's length, or null.</summary>
+    private static (int Index, int PrefixLength)? ItemIndex(string message)
+    {
+        const string prefix = "item ";
+        if (!message.StartsWith(prefix, StringComparison.Ordinal)) return null;
+        int end = message.IndexOf(": ", prefix.Length, StringComparison.Ordinal);
+        return end > prefix.Length && int.TryParse(message.AsSpan(prefix.Length, end - prefix.Length), out int i) ? (i, end + 2) : null;
+    }
+}
+
+/// <summary>The JSONL input of <c>rellax embed</c>: <c>{"id": int64, "text": "..."}</c> per line, ids unique.</summary>
+internal static class EmbedItemsFile
+{
+    /// <summary>One item.</summary>
+    /// <param name="Id">The item id.</param>
+    /// <param name="Text">The item text (before the template).</param>
+    /// <param name="Line">1-based line number.</param>
+    public readonly record struct Item(long Id, string Text, int Line);
+
+    /// <summary>Reads every non-blank line (blank lines are skipped but counted).</summary>
+    /// <exception cref="InvalidDataException">A malformed line or a repeated id; the message starts with <c>FILE:LINE:</c>
+    /// (a repeated id names both lines).</exception>
+    public static List<Item> Read(TextReader reader, string fileName)
+    {
+        var items = new List<Item>();
+        var lineOf = new Dictionary<long, int>();
+        int lineNumber = 0;
+        for (string? line = reader.ReadLine(); line is not null; line = reader.ReadLine())
+        {
+            lineNumber++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            string where = $"{fileName}:{lineNumber}";
+            JsonDocument doc;
+            try { doc = JsonDocument.Parse(line); }
+            catch (JsonException e) { throw new InvalidDataException($"{where}: {ScoreRequestsFile.JsonError(e)}", e); }
+            using (doc)
+            {
+                var root = doc.RootElement;
+                if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{where}: expected a JSON object, got {root.ValueKind}");
+                if (!root.TryGetProperty("id", out var id) || id.ValueKind != JsonValueKind.Number || !id.TryGetInt64(out long value))
+                    throw new InvalidDataException($"{where}: \"id\" must be an integer (int64)" +
+                        (id.ValueKind == JsonValueKind.Undefined ? " (missing)" : $", got {id.GetRawText()}"));
+                if (!root.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
+                    throw new InvalidDataException($"{where}: item {value}: \"text\" must be a string" + (text.ValueKind == JsonValueKind.Undefined ? " (missing)" : $", got {text.ValueKind}"));
+                if (!lineOf.TryAdd(value, lineNumber))
+                    throw new InvalidDataException($"{where}: item id {value} is already used on line {lineOf[value]}");
+                items.Add(new Item(value, text.GetString()!, lineNumber));
+            }
+        }
+        return items;
+    }
+}

@@ -1,0 +1,195 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using Rellax.Kernels;
+using Rellax.Runtime;
+
+namespace Rellax.Cli;
+
+/// <summary>
+/// <c>rellax score</c>: CTR scores p(yes) for a JSONL file of prompts with a base model and an optional ReLLaX adapter
+/// (<see cref="CtrScorer"/>). Every line is parsed and validated before anything runs; the output is written atomically.
+/// </summary>
+internal static class ScoreCommand
+{
+    private const string Description = """
+        Score CTR prompts: p(yes) from the yes/no answer logits at the last prompt position.
+
+        Input (JSONL), one object per line; blank lines are skipped (a file of none gives an empty output); other fields
+        are ignored:
+          {"id": any JSON value, "prompt": "text, may hold [hist] and [target] markers",
+           "instance": [d_h floats: h_u, needed with a CFLoRA adapter],
+           "hist_embeddings": [[E floats] per [hist] marker, in order], "target_embedding": [E floats]}
+        Output (JSONL), one line per input line, same order, the id echoed as written:
+          {"id": ..., "p_yes": float, "logit_yes": float, "logit_no": float}
+        Every line is checked (JSON, field types, vector lengths, markers vs embeddings, prompt length vs
+        max_position_embeddings) before any scoring; errors name FILE:LINE. --output is written to a temporary file and
+        renamed at the end: a failed run leaves no output and does not touch an existing file.
+
+        Examples:
+          rellax score --input requests.jsonl
+          rellax score --model vicuna-7b --adapter rellax-ml1m --input test.jsonl --output scores.jsonl --batch-size 16
+          rellax score --model llama-3-8b --template none --yes " yes" --no " no" --attention int8 --input test.jsonl --json
+        """;
+
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var adapter = new Option<string?>("--adapter") { HelpName = "DIR", Description = "ReLLaX/PEFT adapter directory (adapter_config.json, adapter_model.safetensors): LoRA, CFLoRA and/or SPA." };
+        var template = CommonOptions.Template("Chat template around each prompt: vicuna (SPEC §1) or none (the prompt as is, after BOS).");
+        var attention = CommonOptions.Attention();
+        var backend = CommonOptions.Backend();
+        var threads = CommonOptions.Threads();
+        var batch = CommonOptions.BatchSize(new ScoringOptions().BatchSize, "Most prompts per forward pass (prompts are sorted by length and left-padded).");
+        var maxTokens = new Option<int>("--max-batch-tokens")
+        {
+            HelpName = "N",
+            Description = "Most padded tokens (batch × longest prompt) per forward pass: bounds activation memory. A longer prompt runs alone.",
+            DefaultValueFactory = _ => new ScoringOptions().MaxBatchTokens,
+        };
+        maxTokens.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 1) r.AddError($"--max-batch-tokens must be >= 1, got {r.GetValueOrDefault<int>()}"); });
+        var yes = new Option<string>("--yes") { HelpName = "TEXT", Description = "The positive answer as it follows the prompt.", DefaultValueFactory = _ => " Yes" };
+        var no = new Option<string>("--no") { HelpName = "TEXT", Description = "The negative answer as it follows the prompt.", DefaultValueFactory = _ => " No" };
+        var input = new Option<string>("--input") { HelpName = "FILE.jsonl", Description = "JSONL requests (see above).", Required = true };
+        var output = new Option<string?>("--output") { HelpName = "FILE.jsonl", Description = "JSONL scores (default: standard output). Written atomically." };
+        var json = CommonOptions.Json();
+        json.Description = "Print a JSON summary (count, backend, attention, timings, tokens/s): on stdout with --output, else on stderr.";
+        var cmd = new Command("score", Description) { model, adapter, template, attention, backend, threads, batch, maxTokens, yes, no, input, output, json };
+        cmd.SetAction(r => CommonOptions.Guard(() => Run(new Settings(
+            r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(adapter), PromptTemplate.Parse(r.GetValue(template)!),
+            CommonOptions.ParseAttention(r.GetValue(attention)!), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(maxTokens),
+            r.GetValue(yes)!, r.GetValue(no)!, r.GetValue(input)!, r.GetValue(output), r.GetValue(json)))));
+        return cmd;
+    }
+
+    private sealed record Settings(string ModelDir, string? AdapterDir, PromptTemplate Template, AttentionPrecision Attention,
+        string BackendName, int Threads, int BatchSize, int MaxBatchTokens, string Yes, string No, string InputPath, string? OutputPath, bool Json);
+
+    private static int Run(Settings s)
+    {
+        if (!File.Exists(s.InputPath)) throw new FileNotFoundException($"input file '{s.InputPath}' does not exist", s.InputPath);
+        if (s.OutputPath is not null) CommonOptions.CheckOutputPath(s.OutputPath);
+        // Parse every line first (no model needed: a malformed line fails at once), then load the model and validate every
+        // request before scoring any: a bad line late in a big file fails in seconds, not hours.
+        var clock = Stopwatch.StartNew();
+        List<ScoreRequestsFile.Entry> entries;
+        using (var reader = new StreamReader(s.InputPath)) entries = ScoreRequestsFile.Read(reader, s.InputPath).ToList();
+        double parseMs = clock.Elapsed.TotalMilliseconds;
+
+        using var cancel = CommonOptions.CancelOnCtrlC();
+        using var backend = CommonOptions.CreateBackend(s.BackendName, s.Threads);
+        clock.Restart();
+        using var model = LlamaModel.Load(s.ModelDir, backend);
+        var adapter = s.AdapterDir is null ? null : RellaxAdapter.Load(s.AdapterDir, model.Config);
+        var options = new ScoringOptions { Template = s.Template, Attention = s.Attention, BatchSize = s.BatchSize, MaxBatchTokens = s.MaxBatchTokens, YesAnswer = s.Yes, NoAnswer = s.No };
+        using var scorer = new CtrScorer(model, adapter, options);
+        double loadMs = clock.Elapsed.TotalMilliseconds;
+
+        clock.Restart();
+        long tokens = 0;
+        foreach (var entry in entries)
+        {
+            try
+            {
+                tokens += scorer.Validate(entry.Request);
+            }
+            catch (ArgumentException e)
+            {
+                throw new InvalidDataException($"{s.InputPath}:{entry.Line}: id {entry.RawId}: {e.Message}", e);
+            }
+        }
+        double validateMs = parseMs + clock.Elapsed.TotalMilliseconds;
+
+        clock.Restart();
+        CtrScore[] scores;
+        if (entries.Count == 0) scores = [];
+        else
+        {
+            using var progress = new TerminalProgress("scoring", entries.Count);
+            try
+            {
+                scores = scorer.Score(entries.Select(e => e.Request).ToList(), progress, cancel.Token);
+            }
+            catch (ArgumentException e) when (RequestIndex(e.Message) is int i && i < entries.Count)
+            {
+                // Validate passed, so this should not happen; if it does, still name the line.
+                throw new InvalidDataException($"{s.InputPath}:{entries[i].Line}: id {entries[i].RawId}: {e.Message}", e);
+            }
+        }
+        double scoreMs = clock.Elapsed.TotalMilliseconds;
+        if (scores.Length != entries.Count)
+            throw new InvalidOperationException($"the scorer returned {scores.Length} scores for {entries.Count} requests");
+
+        if (s.OutputPath is null)
+        {
+            using var stdout = Console.OpenStandardOutput();
+            WriteScores(stdout, entries, scores, s.InputPath);
+        }
+        else CommonOptions.WriteAtomically(s.OutputPath, stream => WriteScores(stream, entries, scores, s.InputPath));
+
+        double tokensPerSecond = scoreMs > 0 ? tokens / (scoreMs / 1000) : 0;
+        if (s.Json)
+        {
+            string summary = JsonSerializer.Serialize(new
+            {
+                input = s.InputPath, output = s.OutputPath, count = entries.Count, tokens, model = model.Directory, adapter = adapter?.Directory,
+                adapter_parts = adapter is null ? null : Parts(adapter), template = s.Template.Name, backend = backend.Name,
+                attention = CommonOptions.Name(s.Attention), batch_size = s.BatchSize, max_batch_tokens = s.MaxBatchTokens, load_ms = Math.Round(loadMs, 3),
+                check_ms = Math.Round(validateMs, 3), score_ms = Math.Round(scoreMs, 3), tokens_per_second = Math.Round(tokensPerSecond, 1),
+                requests_per_second = Math.Round(scoreMs > 0 ? entries.Count / (scoreMs / 1000) : 0, 2),
+            });
+            if (s.OutputPath is not null) Console.WriteLine(summary);
+            else Console.Error.WriteLine(summary);
+        }
+        else
+        {
+            string adapterText = adapter is null ? "no adapter" : $"adapter {Parts(adapter)}";
+            Console.Error.WriteLine($"[{backend.Name}, {CommonOptions.Name(s.Attention)} attention, {adapterText}] {entries.Count} prompts, {tokens} tokens: " +
+                $"load {loadMs:F0} ms, check {validateMs:F0} ms, score {scoreMs:F0} ms ({tokensPerSecond:F0} tokens/s)" +
+                (s.OutputPath is null ? "" : $" → {s.OutputPath}"));
+        }
+        return 0;
+    }
+
+    /// <summary>The adapter's parts, e.g. <c>cflora+spa</c>.</summary>
+    private static string Parts(RellaxAdapter adapter)
+    {
+        var parts = new List<string>();
+        if (adapter.Targets.Count > 0) parts.Add(adapter.HasGenerators ? "cflora" : "lora");
+        if (adapter.Projector is not null) parts.Add("spa");
+        return parts.Count == 0 ? "empty" : string.Join("+", parts);
+    }
+
+    /// <summary>The request index of a <see cref="CtrScorer.Score"/> error (<c>request {index}: ...</c>), or null.</summary>
+    private static int? RequestIndex(string message)
+    {
+        const string prefix = "request ";
+        if (!message.StartsWith(prefix, StringComparison.Ordinal)) return null;
+        int end = message.IndexOf(':', prefix.Length);
+        return end > prefix.Length && int.TryParse(message.AsSpan(prefix.Length, end - prefix.Length), out int i) ? i : null;
+    }
+
+    /// <summary>Writes one JSON line per score: <c>{"id":RAW,"p_yes":...,"logit_yes":...,"logit_no":...}</c>, UTF-8, <c>\n</c>.</summary>
+    /// <exception cref="InvalidOperationException">A score is not finite (the message names the input line).</exception>
+    internal static void WriteScores(Stream stream, IReadOnlyList<ScoreRequestsFile.Entry> entries, IReadOnlyList<CtrScore> scores, string inputPath)
+    {
+        using var json = new Utf8JsonWriter(stream, new JsonWriterOptions { SkipValidation = false });
+        for (int i = 0; i < entries.Count; i++)
+        {
+            var score = scores[i];
+            if (!double.IsFinite(score.PYes) || !float.IsFinite(score.LogitYes) || !float.IsFinite(score.LogitNo))
+                throw new InvalidOperationException($"{inputPath}:{entries[i].Line}: id {entries[i].RawId}: the model produced a non-finite score " +
+                    $"(p_yes = {score.PYes}, logit_yes = {score.LogitYes}, logit_no = {score.LogitNo})");
+            json.WriteStartObject();
+            json.WritePropertyName("id");
+            json.WriteRawValue(entries[i].RawId, skipInputValidation: true);
+            json.WriteNumber("p_yes", score.PYes);
+            json.WriteNumber("logit_yes", score.LogitYes);
+            json.WriteNumber("logit_no", score.LogitNo);
+            json.WriteEndObject();
+            json.Flush();
+            json.Reset();
+            stream.WriteByte((byte)'\n');
+        }
+    }
+}
