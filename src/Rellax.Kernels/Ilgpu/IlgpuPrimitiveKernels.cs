@@ -185,7 +185,7 @@ internal partial class IlgpuPrimitiveKernels : IPrimitiveKernels
             throw new NotSupportedException($"Linear grid {grid} exceeds the device limit {maxGrid} (x {x}, w {w})");
         // K = 0: the kernel reads neither x nor w (y = bias or 0), and ILGPU cannot view their empty buffers.
         var typed = k == 0 ? (Code: IlgpuCfloraKernels.WeightF32, F32: (ArrayView<float>)_dummyF32.View, Bits16: (ArrayView<ushort>)_dummy16.View) : Typed(w);
-        var xView = k == 0 ? _dummyF32.View : F(x);
+        var xView = k == 0 ? (ArrayView<float>)_dummyF32.View : F(x);
         var biasView = bias is { } b ? F(b) : (ArrayView<float>)_dummyF32.View;
         int flags = typed.Code | (bias is not null ? 1 << 8 : 0);
         _linear(Stream, new KernelConfig(grid, new Index2D(GemmTile, GemmTile)), xView, _dummyF32.View,
