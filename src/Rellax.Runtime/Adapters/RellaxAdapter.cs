@@ -37,6 +37,12 @@ public sealed record AdapterConfig
     /// <summary>The modules named by <c>target_modules</c> (a list, or the string <c>"all-linear"</c>).</summary>
     public required IReadOnlyList<LlamaModule> TargetModules { get; init; }
 
+    /// <summary>
+    /// <c>layers_to_transform</c>: the decoder layers whose target modules are adapted (ascending, distinct), or null for every
+    /// layer. (Added beside the issue-6 contract so that such PEFT adapters load and save round-trip.)
+    /// </summary>
+    public IReadOnlyList<int>? LayersToTransform { get; init; }
+
     /// <summary><c>rellax.instance_dim</c>: d_h, the length of the CRM vector h_u (CFLoRA); null without generators.</summary>
     public int? InstanceDim { get; init; }
 
@@ -131,30 +137,128 @@ public sealed class RellaxAdapter
     /// complete A/B pairs, generators are all present or all absent, and the projector is complete.
     /// </summary>
     /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
-    /// <exception cref="FileNotFoundException">A file is missing; when only a pickled <c>adapter_model.bin</c>/<c>.pt</c> is
-    /// there, the message says it is refused and how to convert it
-    /// (<c>safetensors.torch.save_file(torch.load(p), out)</c>).</exception>
-    /// <exception cref="InvalidDataException">A config field or tensor is missing, unknown, mis-shaped or does not fit the
-    /// base model; the message names the file, the field or tensor and the expected shape.</exception>
+    /// <exception cref="FileNotFoundException">A file is missing; when only a pickled <c>adapter_model.bin</c>/<c>.pt</c>/<c>.pth</c>/
+    /// <c>.ckpt</c> (or <c>pytorch_model.bin</c>) is there, the message says it is refused (never unpickled) and gives the
+    /// conversion command (<c>python -c "import torch, safetensors.torch as s; s.save_file(torch.load('adapter_model.bin'),
+    /// 'adapter_model.safetensors')"</c>).</exception>
+    /// <exception cref="InvalidDataException">A config field or tensor is missing, unknown, mis-shaped, holds NaN/±∞, or does
+    /// not fit the base model (dimensions, layer count); the message names the file, the field or tensor, and the expected
+    /// against the actual shape. Structural problems are reported before bad values.</exception>
     /// <exception cref="NotSupportedException">A PEFT feature this runtime does not apply (e.g. <c>rank_pattern</c>,
     /// <c>modules_to_save</c>, DoRA, bias training); the message names it.</exception>
-    public static RellaxAdapter Load(string directory, LlamaConfig baseModel) =>
-        throw new NotImplementedException("helper B");
+    /// <remarks>
+    /// Accepted names, refused PEFT features and the decisions on incomplete adapters are documented on the internal
+    /// <c>AdapterTensorNames</c>, <c>AdapterConfigFile</c> and <c>AdapterValidation</c>. In short: every module listed in
+    /// <c>target_modules</c> must be adapted in every layer (or every layer of <c>layers_to_transform</c>); generators are
+    /// on all targets or none and then need <c>rellax.instance_dim</c>; the projector needs <c>rellax.crm_embed_dim</c>;
+    /// NaN or infinite values are refused, naming the tensor. F16/BF16 tensors are widened to f32 exactly. The ReLLaX
+    /// reference code's generator names with a leading <c>LM.</c> are accepted.
+    /// </remarks>
+    public static RellaxAdapter Load(string directory, LlamaConfig baseModel)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        ArgumentNullException.ThrowIfNull(baseModel);
+        return AdapterFileReader.Read(directory, baseModel, checkValues: true);
+    }
+
+    /// <summary>
+    /// <see cref="Load(string, LlamaConfig)"/> with every check except, when <paramref name="checkValues"/> is false, the
+    /// refusal of NaN/±∞ values: for inspecting the names, shapes and config of a file whose values are broken (the shared
+    /// gemma-2b-text-to-sql adapter is all NaN). Such an adapter must not be used for scoring.
+    /// </summary>
+    internal static RellaxAdapter Load(string directory, LlamaConfig baseModel, bool checkValues)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        ArgumentNullException.ThrowIfNull(baseModel);
+        return AdapterFileReader.Read(directory, baseModel, checkValues);
+    }
 
     /// <summary>
     /// Builds an adapter from tensors in memory (tests, demos, adapters trained elsewhere), with the same checks as
-    /// <see cref="Load"/>.
+    /// <see cref="Load(string, LlamaConfig)"/>.
     /// </summary>
     /// <exception cref="ArgumentException">A tensor has the wrong length for its role, or the parts disagree (the message
     /// names the target and the tensor).</exception>
+    /// <remarks>The arrays are copied, so later changes to the caller's arrays do not reach the adapter. Targets may come in any
+    /// order; <see cref="Targets"/> is ordered by layer, then module.</remarks>
     public static RellaxAdapter Create(AdapterConfig config, IReadOnlyList<LoraTarget> targets, SpaProjectorWeights? projector,
-        LlamaConfig baseModel, string name = "(in memory)") =>
-        throw new NotImplementedException("helper B");
+        LlamaConfig baseModel, string name = "(in memory)")
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(targets);
+        ArgumentNullException.ThrowIfNull(baseModel);
+        ArgumentNullException.ThrowIfNull(name);
+        AdapterValidation.CheckConfig(config, baseModel, msg => new ArgumentException($"Adapter '{name}': config {msg}", nameof(config)));
+        IReadOnlyList<LoraTarget> ordered = AdapterValidation.CheckParts(config, targets, projector, baseModel, checkValues: true,
+            msg => new ArgumentException($"Adapter '{name}': {msg}", nameof(targets)));
+        static float[] Copy(float[] a) => (float[])a.Clone();
+        LoraTarget[] copies = ordered.Select(t => t with
+        {
+            A = Copy(t.A),
+            B = Copy(t.B),
+            Generator = t.Generator is { } g ? new CfloraGeneratorWeights(Copy(g.LnWeight), Copy(g.LnBias), Copy(g.W1), Copy(g.B1), Copy(g.W2), Copy(g.B2)) : null,
+        }).ToArray();
+        SpaProjectorWeights? projectorCopy = projector is null ? null
+            : new SpaProjectorWeights(Copy(projector.W1), Copy(projector.B1), Copy(projector.W2), Copy(projector.B2));
+        AdapterConfig configCopy = config with
+        {
+            TargetModules = config.TargetModules.ToArray(),
+            LayersToTransform = config.LayersToTransform?.ToArray(),
+        };
+        return new RellaxAdapter(name, configCopy, copies, projectorCopy);
+    }
 
     /// <summary>
     /// Writes the adapter as <c>adapter_config.json</c> and <c>adapter_model.safetensors</c> (F32, PEFT names without
     /// <c>.default</c>) into <paramref name="directory"/>, creating it if needed. Each file is written to a temporary name and
     /// renamed, so a failure leaves no half-written file.
     /// </summary>
-    public void Save(string directory) => throw new NotImplementedException("helper B");
+    /// <remarks>The two files are each replaced atomically, weights first; a failure between them can leave a new weights file
+    /// beside an old config, never a truncated file. Saving needs no base model: the shapes come from the targets.</remarks>
+    /// <exception cref="IOException">A file could not be written.</exception>
+    public void Save(string directory)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        string dir = System.IO.Path.GetFullPath(directory);
+        System.IO.Directory.CreateDirectory(dir);
+
+        var writer = new SafeTensorsWriter();
+        writer.Metadata["format"] = "pt";
+        int r = Config.Rank, r2 = r * r;
+        foreach (LoraTarget t in Targets)
+        {
+            string N(AdapterTensorRole role) => AdapterTensorNames.Canonical(role, t.Layer, t.Module);
+            writer.Add<float>(N(AdapterTensorRole.LoraA), SafeTensorDType.F32, [r, t.InFeatures], t.A);
+            writer.Add<float>(N(AdapterTensorRole.LoraB), SafeTensorDType.F32, [t.OutFeatures, r], t.B);
+            if (t.Generator is not { } g) continue;
+            int dh = g.LnWeight.Length;
+            writer.Add<float>(N(AdapterTensorRole.GateLnWeight), SafeTensorDType.F32, [dh], g.LnWeight);
+            writer.Add<float>(N(AdapterTensorRole.GateLnBias), SafeTensorDType.F32, [dh], g.LnBias);
+            writer.Add<float>(N(AdapterTensorRole.GateW1), SafeTensorDType.F32, [2 * r2, dh], g.W1);
+            writer.Add<float>(N(AdapterTensorRole.GateB1), SafeTensorDType.F32, [2 * r2], g.B1);
+            writer.Add<float>(N(AdapterTensorRole.GateW2), SafeTensorDType.F32, [r2, 2 * r2], g.W2);
+            writer.Add<float>(N(AdapterTensorRole.GateB2), SafeTensorDType.F32, [r2], g.B2);
+        }
+        if (Projector is { } p)
+        {
+            int h = p.B1.Length, e = p.W1.Length / h;
+            writer.Add<float>(AdapterTensorNames.Canonical(AdapterTensorRole.ProjW1), SafeTensorDType.F32, [h, e], p.W1);
+            writer.Add<float>(AdapterTensorNames.Canonical(AdapterTensorRole.ProjB1), SafeTensorDType.F32, [h], p.B1);
+            writer.Add<float>(AdapterTensorNames.Canonical(AdapterTensorRole.ProjW2), SafeTensorDType.F32, [h, h], p.W2);
+            writer.Add<float>(AdapterTensorNames.Canonical(AdapterTensorRole.ProjB2), SafeTensorDType.F32, [h], p.B2);
+        }
+        writer.Save(System.IO.Path.Combine(dir, WeightsFileName));
+
+        string configPath = System.IO.Path.Combine(dir, ConfigFileName);
+        string temp = configPath + $".tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
+        try
+        {
+            File.WriteAllText(temp, AdapterConfigFile.Write(Config), new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: false));
+            File.Move(temp, configPath, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp)) File.Delete(temp);
+        }
+    }
 }
