@@ -24,8 +24,8 @@ namespace Rellax.Kernels.Cpu;
 /// B's r columns (and the bias as one more column) after W0's d_in columns, converting f16/bf16 to f32 in L1-sized
 /// pieces as it packs; the X source packs v (and a column of ones) after x. The adapter is thus r more k-steps of the
 /// same 8×32 microkernel: no T×d_out intermediate, no second pass over y, fp32 accumulation throughout, and W0 is never
-/// materialised in f32 beyond one packed KC×NC block. For T ≤ <see cref="FusedGemvMaxRows"/> (16) the same idea runs as a
-/// GEMV: each thread streams its range of W0 rows (eight interleaved read streams, widening f16/bf16 16 elements at a
+/// materialised in f32 beyond one packed KC×NC block. For T ≤ <see cref="FusedGemvMaxRows"/> (16), with AVX-512 (the streamed
+/// kernels have no 256-bit version; without it every T takes the blocked path), the same idea runs as a GEMV: each thread streams its range of W0 rows (eight interleaved read streams, widening f16/bf16 16 elements at a
 /// time in registers), then adds the r terms of B's rows and the bias to the same outputs while they are in L1.
 /// </para>
 /// <para>
