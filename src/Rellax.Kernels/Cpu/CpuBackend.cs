@@ -42,6 +42,28 @@ public sealed class CpuBackend : ComputeBackend
     /// <inheritdoc/>
     public override DeviceBuffer Allocate(DType dtype, long length) => new CpuBuffer(this, dtype, length);
 
+    /// <summary>
+    /// A read-only buffer over <paramref name="length"/> elements of host memory at <paramref name="address"/> that this
+    /// backend's kernels read in place (no copy): how a memory-mapped checkpoint's weights become tensors. Returns null
+    /// when <paramref name="address"/> is not aligned to the element size (the kernels load elements through typed
+    /// pointers; they need no more than that, vector loads being unaligned), so the caller copies instead.
+    /// </summary>
+    /// <param name="dtype">Element type of the memory.</param>
+    /// <param name="length">Number of elements.</param>
+    /// <param name="address">First byte; must stay valid and unchanged while the buffer is in use.</param>
+    /// <param name="owner">The object that keeps the memory mapped (held by the buffer, never disposed by it): dispose it
+    /// only after every buffer over it.</param>
+    /// <returns>The view, or null when the address is misaligned. Writing to it (<see cref="DeviceBuffer.CopyFrom{T}"/>)
+    /// throws <see cref="InvalidOperationException"/>; disposing it frees nothing.</returns>
+    public unsafe DeviceBuffer? WrapReadOnly(DType dtype, long length, nint address, object owner)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ArgumentNullException.ThrowIfNull(owner);
+        if (address == 0) throw new ArgumentException("address must not be null", nameof(address));
+        if (address % dtype.SizeInBytes() != 0) return null;
+        return new CpuBuffer(this, dtype, length, (byte*)address, owner);
+    }
+
     /// <inheritdoc/>
     public override void Synchronize() { }
 

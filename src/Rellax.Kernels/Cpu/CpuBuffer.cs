@@ -53,24 +53,46 @@ internal sealed unsafe partial class AlignedMemoryHandle : SafeHandle
     }
 }
 
-/// <summary>Host memory of the CPU backend: 64-byte aligned, zeroed at allocation.</summary>
+/// <summary>
+/// Host memory of the CPU backend: either 64-byte aligned memory it owns (zeroed at allocation), or a read-only view of
+/// memory owned by someone else (a memory-mapped checkpoint; see <see cref="CpuBackend.WrapReadOnly"/>), which the
+/// buffer keeps reachable through <see cref="Owner"/> and never frees.
+/// </summary>
 internal sealed unsafe class CpuBuffer : DeviceBuffer
 {
-    private readonly AlignedMemoryHandle _memory;
+    private readonly AlignedMemoryHandle? _memory;
+    private readonly byte* _borrowed;
 
     public CpuBuffer(CpuBackend backend, DType dtype, long length) : base(backend, dtype, length)
     {
         _memory = new AlignedMemoryHandle((nuint)(length * dtype.SizeInBytes()));
     }
 
-    /// <summary>Start of the memory. Valid until the buffer is disposed.</summary>
-    public byte* Pointer => (byte*)_memory.DangerousGetHandle();
+    /// <summary>A read-only view of <paramref name="length"/> elements at <paramref name="address"/>, owned by <paramref name="owner"/>.</summary>
+    public CpuBuffer(CpuBackend backend, DType dtype, long length, byte* address, object owner) : base(backend, dtype, length)
+    {
+        _borrowed = address;
+        Owner = owner;
+    }
 
-    protected override void CopyFromHost(ReadOnlySpan<byte> source, long byteOffset) =>
+    /// <summary>Start of the memory. Valid until the buffer is disposed (for a view: while its owner keeps the memory).</summary>
+    public byte* Pointer => _memory is null ? _borrowed : (byte*)_memory.DangerousGetHandle();
+
+    /// <summary>True for a view of memory the buffer does not own: kernels read it, <see cref="DeviceBuffer.CopyFrom{T}"/> refuses.</summary>
+    public bool IsReadOnlyView => _memory is null;
+
+    /// <summary>What keeps a view's memory alive (for example the memory-mapped file); null for owned memory.</summary>
+    public object? Owner { get; }
+
+    protected override void CopyFromHost(ReadOnlySpan<byte> source, long byteOffset)
+    {
+        if (IsReadOnlyView)
+            throw new InvalidOperationException($"this {DType} buffer of {Length} elements is a read-only view of a memory-mapped file; it cannot be written");
         source.CopyTo(new Span<byte>(Pointer + byteOffset, source.Length));
+    }
 
     protected override void CopyToHost(Span<byte> destination, long byteOffset) =>
         new ReadOnlySpan<byte>(Pointer + byteOffset, destination.Length).CopyTo(destination);
 
-    protected override void Free() => _memory.Dispose();
+    protected override void Free() => _memory?.Dispose();
 }

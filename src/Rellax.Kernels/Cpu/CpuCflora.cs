@@ -24,8 +24,8 @@ namespace Rellax.Kernels.Cpu;
 /// B's r columns (and the bias as one more column) after W0's d_in columns, converting f16/bf16 to f32 in L1-sized
 /// pieces as it packs; the X source packs v (and a column of ones) after x. The adapter is thus r more k-steps of the
 /// same 8×32 microkernel: no T×d_out intermediate, no second pass over y, fp32 accumulation throughout, and W0 is never
-/// materialised in f32 beyond one packed KC×NC block. For T ≤ <see cref="FusedGemvMaxRows"/> (16) the same idea runs as a
-/// GEMV: each thread streams its range of W0 rows (eight interleaved read streams, widening f16/bf16 16 elements at a
+/// materialised in f32 beyond one packed KC×NC block. For T ≤ <see cref="FusedGemvMaxRows"/> (16), with AVX-512 (the streamed
+/// kernels have no 256-bit version; without it every T takes the blocked path), the same idea runs as a GEMV: each thread streams its range of W0 rows (eight interleaved read streams, widening f16/bf16 16 elements at a
 /// time in registers), then adds the r terms of B's rows and the bias to the same outputs while they are in L1.
 /// </para>
 /// <para>
@@ -88,11 +88,7 @@ internal sealed unsafe class CpuCflora(CpuBackend backend) : ICfloraKernels
         float* y = CpuBackend.Ptr<float>(mod.Y);
 
         // (a) u = x · Aᵀ
-        if (rows <= FusedGemvMaxRows)
-            Gemv(x, rows, din, a, default, null, null, u, r);
-        else
-            CpuGemm.Run(new CpuGemm.PlainX(x, din), new AugmentedW(a, default, null), u, rows, din, r,
-                Threads((long)rows * din * r), _backend.ParallelOptions);
+        Product(_backend, x, rows, din, a, null, u, r);
 
         // (b) v[t] = scale · G[s(t)]ᵀ u[t]
         float scale = mod.Scale;
@@ -108,17 +104,67 @@ internal sealed unsafe class CpuCflora(CpuBackend backend) : ICfloraKernels
         }
 
         // (c) y = [x | v | 1] · [W0 | B | bias]ᵀ
-        if (rows <= FusedGemvMaxRows)
-            Gemv(x, rows, din, w0, b, v, bias, y, dout);
+        if (rows <= FusedGemvMaxRows && CpuGemm.UseVector512)
+            Gemv(_backend, x, rows, din, w0, b, v, bias, y, dout);
         else
         {
             int kAug = din + r + (bias != null ? 1 : 0);
             CpuGemm.Run(new AugmentedX(x, din, v, r, bias != null), new AugmentedW(w0, b, bias), y, rows, kAug, dout,
-                Threads((long)rows * kAug * dout), _backend.ParallelOptions);
+                Threads(_backend, (long)rows * kAug * dout), _backend.ParallelOptions);
         }
     }
 
-    private int Threads(long macs) => macs < SingleThreadMacs ? 1 : _backend.Threads;
+    /// <summary>
+    /// The linear layer <c>y[M,N] = x[M,K] · w[N,K]ᵀ (+ bias[N])</c> with w in f32, f16 or bf16: the fused forward with no
+    /// adapter (r = 0). M ≤ <see cref="FusedGemvMaxRows"/> streams unpacked weight rows (eight-row dot products for M ≤ 4,
+    /// the register-blocked 4×4 kernel from <see cref="BlockedMinRows"/>), larger M runs <see cref="CpuGemm"/>'s blocked
+    /// path over <c>[x | 1] · [w | bias]ᵀ</c>, widening f16/bf16 while packing. Without AVX-512 the streamed paths have
+    /// no 256-bit version, so every M takes the blocked path (whose microkernel has one), except f32 without bias,
+    /// which is exactly <see cref="CpuGemm.MatMulTransposed"/>.
+    /// </summary>
+    /// <param name="backend">Threads and parallel options.</param>
+    /// <param name="x">f32 [M, K], contiguous.</param>
+    /// <param name="w">f32, f16 or bf16 [N, K], contiguous.</param>
+    /// <param name="bias">f32 [N], or null.</param>
+    /// <param name="y">f32 [M, N], contiguous, not overlapping the inputs.</param>
+    internal static void Linear(CpuBackend backend, in Tensor x, in Tensor w, in Tensor? bias, in Tensor y)
+    {
+        int rows = x.Dim(0), din = x.Dim(1), dout = w.Dim(0);
+        float* xp = CpuBackend.Ptr<float>(x), yp = CpuBackend.Ptr<float>(y);
+        float* bp = bias is { } bt ? CpuBackend.Ptr<float>(bt) : null;
+        if (din == 0)
+        {
+            // No K terms: y = bias (or 0) per row. (The blocked path never writes y when K' = 0.)
+            for (int i = 0; i < rows; i++)
+            {
+                var row = new Span<float>(yp + (long)i * dout, dout);
+                if (bp == null) row.Clear();
+                else new ReadOnlySpan<float>(bp, dout).CopyTo(row);
+            }
+            return;
+        }
+        if (w.DType == DType.F32 && bp == null && !CpuGemm.UseVector512)
+        {
+            CpuGemm.MatMulTransposed(xp, CpuBackend.Ptr<float>(w), yp, rows, din, dout, backend);
+            return;
+        }
+        Product(backend, xp, rows, din, new TypedMatrix(w), bp, yp, dout);
+    }
+
+    /// <summary>y[M,N] = x[M,K] · w[N,K]ᵀ (+ bias): the GEMV paths for small M with AVX-512, the blocked path otherwise.</summary>
+    private static void Product(CpuBackend backend, float* x, int rows, int din, TypedMatrix w, float* bias, float* y, int dout)
+    {
+        if (rows <= FusedGemvMaxRows && CpuGemm.UseVector512)
+            Gemv(backend, x, rows, din, w, default, null, bias, y, dout);
+        else
+        {
+            int kAug = din + (bias != null ? 1 : 0);
+            CpuGemm.Run(new AugmentedX(x, din, null, 0, bias != null), new AugmentedW(w, default, bias), y, rows, kAug, dout,
+                Threads(backend, (long)rows * kAug * dout), backend.ParallelOptions);
+        }
+    }
+
+    private static int Threads(CpuBackend backend, long macs) => macs < SingleThreadMacs ? 1 : backend.Threads;
 
     public void Generate(Tensor h, Tensor lnWeight, Tensor lnBias, float lnEps, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor g)
     {
@@ -149,8 +195,8 @@ internal sealed unsafe class CpuCflora(CpuBackend backend) : ICfloraKernels
 
     // ---------------------------------------------------------------- typed weights
 
-    /// <summary>A row-major [rows, cols] weight matrix of f32, f16 or bf16 elements.</summary>
-    private readonly struct TypedMatrix
+    /// <summary>A row-major [rows, cols] weight matrix of f32, f16 or bf16 elements (also the half-precision embedding gather).</summary>
+    internal readonly struct TypedMatrix
     {
         public readonly void* Data;
         public readonly DType Type;
@@ -269,16 +315,16 @@ internal sealed unsafe class CpuCflora(CpuBackend backend) : ICfloraKernels
     /// y[i, j] = x[i] · w[j] (+ v[i] · b[j]) (+ bias[j]) for i &lt; m ≤ 16, j &lt; n (row stride of y: n). Each thread streams
     /// a contiguous range of w rows once; b's rows and the bias are added to the same outputs right after.
     /// </summary>
-    private void Gemv(float* x, int m, int k, TypedMatrix w, TypedMatrix b, float* v, float* bias, float* y, int n)
+    private static void Gemv(CpuBackend backend, float* x, int m, int k, TypedMatrix w, TypedMatrix b, float* v, float* bias, float* y, int n)
     {
-        int threads = Threads((long)m * n * k);
+        int threads = Threads(backend, (long)m * n * k);
         if (threads == 1 || n < 64)
         {
             GemvRange(x, m, k, w, b, v, bias, y, n, 0, n);
             return;
         }
         nint xp = (nint)x, vp = (nint)v, bp = (nint)bias, yp = (nint)y;
-        Parallel.For(0, threads, _backend.ParallelOptions, part =>
+        Parallel.For(0, threads, backend.ParallelOptions, part =>
         {
             int j0 = (int)((long)n * part / threads), j1 = (int)((long)n * (part + 1) / threads);
             GemvRange((float*)xp, m, k, w, b, (float*)vp, (float*)bp, (float*)yp, n, j0, j1);

@@ -185,46 +185,44 @@ internal sealed unsafe class CpuPrimitiveKernels(CpuBackend backend) : IPrimitiv
         });
     }
 
-    // PLACEHOLDER (helper C replaces): f32 only, bias added in a second pass.
-    public void Linear(Tensor x, Tensor w, Tensor? bias, Tensor y)
-    {
-        if (w.DType != DType.F32) throw new NotImplementedException("Linear with f16/bf16 weights on the CPU backend");
-        MatMulTransposed(x, w, y);
-        if (bias is { } b)
-        {
-            var bs = CpuBackend.Span<float>(b);
-            var ys = CpuBackend.Span<float>(y);
-            for (int i = 0; i < y.Dim(0); i++) TensorPrimitives.Add(ys.Slice(i * y.Dim(1), y.Dim(1)), bs, ys.Slice(i * y.Dim(1), y.Dim(1)));
-        }
-    }
+    /// <summary>y = x wᵀ (+ bias) with w in f32, f16 or bf16: <see cref="CpuCflora.Linear"/> (the fused CFLoRA GEMM with no adapter).</summary>
+    public void Linear(Tensor x, Tensor w, Tensor? bias, Tensor y) => CpuCflora.Linear(_backend, x, w, bias, y);
 
-    // PLACEHOLDER (helper C replaces).
+    /// <summary>dst[rows[i]] = src[i]; throws on a row outside dst or a row given twice (before anything is written).</summary>
     public void ScatterRows(Tensor src, Tensor rows, Tensor dst)
     {
         var r = CpuBackend.Span<int>(rows);
-        var s = CpuBackend.Span<float>(src);
-        var d = CpuBackend.Span<float>(dst);
-        int h = src.Dim(1);
+        int h = src.Dim(1), total = dst.Dim(0);
+        var seen = new HashSet<int>();
         for (int i = 0; i < r.Length; i++)
         {
-            if ((uint)r[i] >= (uint)dst.Dim(0)) throw new ArgumentOutOfRangeException(nameof(rows), r[i], $"row outside dst of {dst.Dim(0)} rows");
-            s.Slice(i * h, h).CopyTo(d.Slice(r[i] * h, h));
+            if ((uint)r[i] >= (uint)total)
+                throw new ArgumentOutOfRangeException(nameof(rows), r[i], $"rows[{i}] = {r[i]} is outside dst of {total} rows ({dst})");
+            if (!seen.Add(r[i]))
+                throw new ArgumentException($"rows[{i}] = {r[i]} appears twice; scattered rows must be distinct", nameof(rows));
         }
+        nint sp = (nint)CpuBackend.Ptr<float>(src), dp = (nint)CpuBackend.Ptr<float>(dst), rp = (nint)CpuBackend.Ptr<int>(rows);
+        CpuSimd.ForChunks(_backend, r.Length, h, (i0, count) =>
+        {
+            for (int i = i0; i < i0 + count; i++)
+                new ReadOnlySpan<float>((float*)sp + (long)i * h, h).CopyTo(new Span<float>((float*)dp + (long)((int*)rp)[i] * h, h));
+        });
     }
 
+    /// <summary>y[t] = table[ids[t]], f16/bf16 rows widened exactly to f32; throws on an id outside the table.</summary>
     public void Embedding(Tensor ids, Tensor table, Tensor y)
     {
-        if (table.DType != DType.F32) throw new NotImplementedException("Embedding with f16/bf16 tables on the CPU backend"); // PLACEHOLDER
         var idSpan = CpuBackend.Span<int>(ids);
         foreach (int id in idSpan)
             if ((uint)id >= (uint)table.Dim(0))
                 throw new ArgumentOutOfRangeException(nameof(ids), id, $"token id outside the embedding table of {table.Dim(0)} rows");
         int h = table.Dim(1);
-        nint ip = (nint)CpuBackend.Ptr<int>(ids), tp = (nint)CpuBackend.Ptr<float>(table), yp = (nint)CpuBackend.Ptr<float>(y);
+        var rowsOf = new CpuCflora.TypedMatrix(table);
+        nint ip = (nint)CpuBackend.Ptr<int>(ids), yp = (nint)CpuBackend.Ptr<float>(y);
         CpuSimd.ForChunks(_backend, ids.Dim(0), h, (t0, count) =>
         {
             for (int t = t0; t < t0 + count; t++)
-                new ReadOnlySpan<float>((float*)tp + (long)((int*)ip)[t] * h, h).CopyTo(new Span<float>((float*)yp + (long)t * h, h));
+                rowsOf.Widen(((int*)ip)[t], 0, h, (float*)yp + (long)t * h);
         });
     }
 

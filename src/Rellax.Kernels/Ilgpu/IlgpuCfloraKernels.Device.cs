@@ -44,7 +44,7 @@ internal partial class IlgpuCfloraKernels
     internal static float Bf16BitsToFloat(ushort bits) => ILGPU.Interop.IntAsFloat((uint)bits << 16);
 
     /// <summary>Element <paramref name="i"/> of a weight stored as <paramref name="code"/>, widened to float.</summary>
-    private static float LoadWeight(int code, ArrayView<float> f32, ArrayView<ushort> bits16, long i) =>
+    internal static float LoadWeight(int code, ArrayView<float> f32, ArrayView<ushort> bits16, long i) =>
         code == WeightF32 ? f32[i]
         : code == WeightF16 ? HalfBitsToFloat(bits16[i])
         : Bf16BitsToFloat(bits16[i]);
@@ -107,7 +107,8 @@ internal partial class IlgpuCfloraKernels
     // (memory-bound: 16-bit weights halve it); intensity about 4 FLOP/byte for large T, so a register-blocked tile
     // (kernels/cflora.cu) is faster on real GPUs.
     // flags = W0 code | B code << 4 | has-bias << 8 (packed: ILGPU delegates take at most 16 arguments).
-    private static void FusedGemmKernel(ArrayView<float> x, ArrayView<float> v,
+    // With r = 0 (v and B unused 1-element dummies) it is the primitive Linear, y = x W0ᵀ (+ bias) (IlgpuPrimitiveKernels.Linear).
+    internal static void FusedGemmKernel(ArrayView<float> x, ArrayView<float> v,
         ArrayView<float> w0F32, ArrayView<ushort> w016, ArrayView<float> bF32, ArrayView<ushort> b16,
         ArrayView<float> bias, ArrayView<float> y, int flags, int m, int n, int din, int r)
     {

@@ -261,13 +261,25 @@ internal partial class IlgpuPrimitiveKernels
         for (int c = tid; c < d; c += g) o[qBase + c] = acc[c] * inv;
     }
 
-    // Embedding gather y[t, :] = table[ids[t], :]. Ids outside [0, V) produce a zero row (no device-side exception;
-    // the CPU backend throws instead). Launch: auto-grouped over T·H. Roofline: no FLOPs; reads 4·T·H bytes, writes 4·T·H.
-    private static void EmbeddingKernel(Index1D index, ArrayView<int> ids, ArrayView<float> table, ArrayView<float> y, int hidden, int vocab)
+    // Embedding gather y[t, :] = table[ids[t], :], the table stored as `code` (IlgpuCfloraKernels.WeightF32/F16/Bf16:
+    // the float view or the 16-bit view, the other a 1-element dummy), widened exactly. Ids outside [0, V) produce a
+    // zero row (no device-side exception; the CPU backend throws instead). Launch: auto-grouped over T·H.
+    // Roofline: no FLOPs; reads T·H table elements (4 or 2 bytes), writes 4·T·H bytes.
+    private static void EmbeddingKernel(Index1D index, ArrayView<int> ids, ArrayView<float> tableF32, ArrayView<ushort> table16, int code,
+        ArrayView<float> y, int hidden, int vocab)
     {
         int idx = index.X;
         int id = ids[idx / hidden];
-        y[idx] = id >= 0 && id < vocab ? table[(long)id * hidden + idx % hidden] : 0f;
+        y[idx] = id >= 0 && id < vocab ? IlgpuCfloraKernels.LoadWeight(code, tableF32, table16, (long)id * hidden + idx % hidden) : 0f;
+    }
+
+    // Row scatter dst[rows[i], :] = src[i, :]. Rows outside [0, R) are skipped (no device-side exception; the CPU backend
+    // throws). Launch: auto-grouped over n·H. Roofline: no FLOPs; reads and writes 4·n·H bytes.
+    private static void ScatterRowsKernel(Index1D index, ArrayView<float> src, ArrayView<int> rows, ArrayView<float> dst, int hidden, int dstRows)
+    {
+        int idx = index.X;
+        int row = rows[idx / hidden];
+        if (row >= 0 && row < dstRows) dst[(long)row * hidden + idx % hidden] = src[idx];
     }
 
     // Elementwise y = a + b. Launch: auto-grouped over the element count. Roofline: 1 FLOP per 12 bytes.

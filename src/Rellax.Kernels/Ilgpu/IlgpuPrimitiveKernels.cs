@@ -25,7 +25,16 @@ internal partial class IlgpuPrimitiveKernels : IPrimitiveKernels
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>> _gelu;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         int, int, int, int, int, float, int> _attention;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int> _embedding;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<int>, ArrayView<float>, ArrayView<ushort>, int, ArrayView<float>, int, int> _embedding;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int> _scatterRows;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>,
+        ArrayView<float>, ArrayView<float>, int, int, int, int, int> _linear;
+
+    // 1-element stand-ins for the views a kernel call does not use (the other storage of a weight, the adapter's v and B
+    // in Linear). Freed with the accelerator, which owns every buffer allocated on it.
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _dummyF32;
+    private readonly MemoryBuffer1D<ushort, Stride1D.Dense> _dummy16;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> _add;
 
     /// <summary>Compiles and loads every kernel for <paramref name="backend"/>'s accelerator.</summary>
@@ -48,7 +57,13 @@ internal partial class IlgpuPrimitiveKernels : IPrimitiveKernels
         _gelu = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>>(GeluKernel);
         _attention = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             int, int, int, int, int, float, int>(AttentionKernel);
-        _embedding = acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>(EmbeddingKernel);
+        _embedding = acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<ushort>, int, ArrayView<float>, int, int>(EmbeddingKernel);
+        _scatterRows = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(ScatterRowsKernel);
+        _linear = acc.LoadKernel<ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<ushort>,
+            ArrayView<float>, ArrayView<float>, int, int, int, int, int>(IlgpuCfloraKernels.FusedGemmKernel);
+        _dummyF32 = acc.Allocate1D<float>(1);
+        _dummy16 = acc.Allocate1D<ushort>(1);
         _add = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(AddKernel);
     }
 
@@ -146,21 +161,48 @@ internal partial class IlgpuPrimitiveKernels : IPrimitiveKernels
         _attention(Stream, RowConfig(t * hq, Math.Max(s, d)), F(q), F(k), F(v), F(o), t, s, hq, hkv, d, scale, causal ? 1 : 0);
     }
 
-    // PLACEHOLDER (helper C replaces): f32 without bias only.
+    /// <summary>The storage code (<see cref="IlgpuCfloraKernels.WeightF32"/>, ...) and both views of an f32/f16/bf16 tensor.</summary>
+    private (int Code, ArrayView<float> F32, ArrayView<ushort> Bits16) Typed(in Tensor t) => t.DType switch
+    {
+        DType.F32 => (IlgpuCfloraKernels.WeightF32, F(t), (ArrayView<ushort>)_dummy16.View),
+        DType.F16 => (IlgpuCfloraKernels.WeightF16, _dummyF32.View, IlgpuBuffer.ViewOf<System.Half>(t).Cast<ushort>()),
+        DType.BF16 => (IlgpuCfloraKernels.WeightBf16, _dummyF32.View, IlgpuBuffer.ViewOf<ushort>(t)),
+        _ => throw new NotSupportedException($"weights must be f32, f16 or bf16; got {t}"),
+    };
+
     /// <inheritdoc/>
+    /// <remarks>
+    /// The CFLoRA fused GEMM (<see cref="IlgpuCfloraKernels.FusedGemmKernel"/>) with rank 0: 16×16 shared-memory tiles,
+    /// f16/bf16 weight elements widened as they are staged, the bias added at the store.
+    /// </remarks>
     public virtual void Linear(Tensor x, Tensor w, Tensor? bias, Tensor y)
     {
-        if (w.DType != DType.F32 || bias is not null) throw new NotImplementedException("ILGPU Linear with f16/bf16 weights or a bias");
-        MatMulTransposed(x, w, y);
+        int m = x.Dim(0), k = x.Dim(1), n = w.Dim(0);
+        Count(x); Count(w); Count(y);
+        var grid = new Index2D(CeilDiv(n, GemmTile), CeilDiv(m, GemmTile));
+        var maxGrid = Backend.Accelerator.MaxGridSize;
+        if (grid.X > maxGrid.X || grid.Y > maxGrid.Y)
+            throw new NotSupportedException($"Linear grid {grid} exceeds the device limit {maxGrid} (x {x}, w {w})");
+        // K = 0: the kernel reads neither x nor w (y = bias or 0), and ILGPU cannot view their empty buffers.
+        var typed = k == 0 ? (Code: IlgpuCfloraKernels.WeightF32, F32: (ArrayView<float>)_dummyF32.View, Bits16: (ArrayView<ushort>)_dummy16.View) : Typed(w);
+        var xView = k == 0 ? (ArrayView<float>)_dummyF32.View : F(x);
+        var biasView = bias is { } b ? F(b) : (ArrayView<float>)_dummyF32.View;
+        int flags = typed.Code | (bias is not null ? 1 << 8 : 0);
+        _linear(Stream, new KernelConfig(grid, new Index2D(GemmTile, GemmTile)), xView, _dummyF32.View,
+            typed.F32, typed.Bits16, _dummyF32.View, _dummy16.View, biasView, F(y), flags, m, n, k, 0);
     }
 
-    // PLACEHOLDER (helper C replaces).
     /// <inheritdoc/>
-    public virtual void ScatterRows(Tensor src, Tensor rows, Tensor dst) => throw new NotImplementedException("ILGPU ScatterRows");
+    /// <remarks>Rows outside dst are skipped on the device (the CPU backend throws); duplicate rows race (last writer unspecified).</remarks>
+    public virtual void ScatterRows(Tensor src, Tensor rows, Tensor dst) =>
+        _scatterRows(Stream, Count(src), F(src), I(rows), F(dst), src.Dim(1), dst.Dim(0));
 
     /// <inheritdoc/>
-    public virtual void Embedding(Tensor ids, Tensor table, Tensor y) =>
-        _embedding(Stream, Count(y), I(ids), F(table), F(y), table.Dim(1), table.Dim(0));
+    public virtual void Embedding(Tensor ids, Tensor table, Tensor y)
+    {
+        var typed = Typed(table);
+        _embedding(Stream, Count(y), I(ids), typed.F32, typed.Bits16, typed.Code, F(y), table.Dim(1), table.Dim(0));
+    }
 
     /// <inheritdoc/>
     public virtual void Add(Tensor a, Tensor b, Tensor y) => _add(Stream, Count(y), F(a), F(b), F(y));

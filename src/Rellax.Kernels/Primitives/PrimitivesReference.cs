@@ -19,6 +19,27 @@ public static class PrimitivesReference
             }
     }
 
+    /// <summary>
+    /// Linear layer y[M,N] = x[M,K] · w[N,K]ᵀ + bias[N] (no bias when <paramref name="bias"/> is empty). Half-precision
+    /// weights are passed already widened to f32 (exact), so the same reference covers f32, f16 and bf16 kernels.
+    /// </summary>
+    public static void Linear(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> bias, Span<float> y, int m, int k, int n)
+    {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+            {
+                double acc = bias.IsEmpty ? 0 : bias[j];
+                for (int p = 0; p < k; p++) acc += (double)x[i * k + p] * w[j * k + p];
+                y[i * n + j] = (float)acc;
+            }
+    }
+
+    /// <summary>dst[rows[i]] = src[i] for rows of length h (rows distinct and inside dst).</summary>
+    public static void ScatterRows(ReadOnlySpan<float> src, ReadOnlySpan<int> rows, Span<float> dst, int h)
+    {
+        for (int i = 0; i < rows.Length; i++) src.Slice(i * h, h).CopyTo(dst.Slice(rows[i] * h, h));
+    }
+
     /// <summary>RMSNorm over rows of length n.</summary>
     public static void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, Span<float> y, int n)
     {

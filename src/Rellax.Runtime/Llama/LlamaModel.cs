@@ -3,9 +3,12 @@ using Rellax.Kernels;
 namespace Rellax.Runtime;
 
 /// <summary>
-/// A Llama-family decoder (LlamaForCausalLM, MistralForCausalLM) loaded from a Hugging Face directory
-/// (<c>config.json</c>, <c>model.safetensors</c> or shards, <c>tokenizer.json</c>) onto a <see cref="ComputeBackend"/>.
-/// Weights are held in f32 on the backend: F16/BF16 checkpoints are widened once at load.
+/// A Llama-family decoder (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM with its q/k/v biases) loaded from a
+/// Hugging Face directory (<c>config.json</c>, <c>model.safetensors</c> or shards, <c>tokenizer.json</c>) onto a
+/// <see cref="ComputeBackend"/>. Linear weights, the embedding and lm_head keep the checkpoint's dtype (F32, F16 or
+/// BF16; the kernels widen half-precision elements on the fly), norms and biases are f32. On the CPU backend aligned
+/// tensors are read-only views of the memory-mapped checkpoint (no copy; the files stay open until
+/// <see cref="Dispose"/>); GPU backends upload them.
 /// The model is immutable and may be shared by several <see cref="LlamaSession"/>s used one at a time each.
 /// </summary>
 public sealed class LlamaModel : IDisposable
@@ -39,8 +42,8 @@ public sealed class LlamaModel : IDisposable
     /// <summary>Loads a model directory onto <paramref name="backend"/>.</summary>
     /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
     /// <exception cref="FileNotFoundException">config.json, tokenizer.json or the weights are missing.</exception>
-    /// <exception cref="NotSupportedException">The architecture uses a feature this runtime does not implement (e.g. attention biases).</exception>
-    /// <exception cref="InvalidDataException">A tensor is missing or its shape disagrees with config.json.</exception>
+    /// <exception cref="InvalidDataException">A tensor is missing, its shape disagrees with config.json, its dtype is not
+    /// F32/F16/BF16, or attention biases are missing (attention_bias) or present without it.</exception>
     public static LlamaModel Load(string directory, ComputeBackend backend)
     {
         ArgumentNullException.ThrowIfNull(directory);
@@ -51,11 +54,9 @@ public sealed class LlamaModel : IDisposable
         if (!File.Exists(configPath))
             throw new FileNotFoundException($"model directory '{directory}' has no config.json", configPath);
         var config = LlamaConfig.Load(configPath);
-        if (config.AttentionBias)
-            throw new NotSupportedException($"{configPath}: attention biases ({config.Architecture} with attention_bias) are not supported yet");
         var tokenizer = LlamaTokenizer.Load(directory);
-        using var checkpoint = SafeTensorsCheckpoint.Open(directory);
-        var weights = LlamaWeights.Load(checkpoint, config, backend);
+        // The weights take the checkpoint: on the CPU backend they are views of its mapping and keep it open.
+        var weights = LlamaWeights.Load(SafeTensorsCheckpoint.Open(directory), config, backend);
         return new LlamaModel(Path.GetFullPath(directory), config, tokenizer, weights, backend);
     }
 
@@ -86,7 +87,7 @@ public sealed class LlamaModel : IDisposable
         return new LlamaSession(this, max, attention);
     }
 
-    /// <summary>Frees the weights on the backend (the backend itself belongs to the caller).</summary>
+    /// <summary>Frees the weights on the backend and closes the checkpoint (the backend itself belongs to the caller).</summary>
     public void Dispose()
     {
         _disposed = true;

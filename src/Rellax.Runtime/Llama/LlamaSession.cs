@@ -8,6 +8,11 @@ namespace Rellax.Runtime;
 /// prefill then one-token decoding costs O(n) layer passes, not O(n²). Not thread-safe; dispose to free its device memory.
 /// </summary>
 /// <remarks>
+/// <para>Every projection goes through <see cref="Primitives.Linear"/> (f32, f16 or bf16 weights, q/k/v/o biases when the
+/// model has them) and the embedding gather reads the table in its dtype, so any checkpoint dtype generates.
+/// Sliding-window attention (Mistral's <c>sliding_window</c>, Qwen2's with <c>use_sliding_window</c>) is not
+/// implemented: up to the window every position sees all earlier keys, exactly as full attention, so sequences of at
+/// most <c>sliding_window</c> tokens are exact and longer ones are refused (<see cref="NotSupportedException"/>).</para>
 /// <para>The KV cache depends on <see cref="Attention"/>:</para>
 /// <list type="bullet">
 /// <item><see cref="AttentionPrecision.Fp32"/>: f32 keys and values, [maxPositions, Hkv·D] each per layer, read by
@@ -106,6 +111,7 @@ public sealed class LlamaSession : IDisposable
     /// </summary>
     /// <exception cref="ArgumentException">No tokens, or the logits span has the wrong length.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A token id is outside the vocabulary, or the cache would overflow.</exception>
+    /// <exception cref="NotSupportedException">The sequence would pass the model's <c>sliding_window</c>.</exception>
     public void Forward(ReadOnlySpan<int> tokens, Span<float> logits)
     {
         if (logits.Length != _model.Config.VocabSize)
@@ -141,6 +147,10 @@ public sealed class LlamaSession : IDisposable
         if (t == 0) throw new ArgumentException("at least one token is needed", nameof(tokens));
         if (Position + t > MaxPositions)
             throw new ArgumentOutOfRangeException(nameof(tokens), t, $"{Position} + {t} tokens exceed the session's {MaxPositions} positions");
+        if (c.SlidingWindow is int window && Position + t > window)
+            throw new NotSupportedException($"{c.Architecture} uses sliding-window attention (sliding_window = {window}); positions " +
+                $"from {window} on would attend only to the last {window} keys, which this runtime does not implement, so " +
+                $"{Position} + {t} tokens are refused rather than computed with full attention");
         foreach (int id in tokens)
             if ((uint)id >= (uint)c.VocabSize)
                 throw new ArgumentOutOfRangeException(nameof(tokens), id, $"token id outside the vocabulary of {c.VocabSize}");
@@ -193,9 +203,9 @@ public sealed class LlamaSession : IDisposable
 
             // Attention block: x += o_proj(attention(rope(q), rope(k), v)) of rmsnorm(x).
             _ops.RmsNorm(x, L.InputNorm.AsTensor(hidden), (float)c.RmsNormEps, xn);
-            _ops.MatMul(xn, L.Q.AsTensor(hq * d, hidden), q);
-            _ops.MatMul(xn, L.K.AsTensor(hkv * d, hidden), kNew);
-            _ops.MatMul(xn, L.V.AsTensor(hkv * d, hidden), vNew);
+            _ops.Linear(xn, L.Q.AsTensor(hq * d, hidden), L.QBias?.AsTensor(hq * d), q);
+            _ops.Linear(xn, L.K.AsTensor(hkv * d, hidden), L.KBias?.AsTensor(hkv * d), kNew);
+            _ops.Linear(xn, L.V.AsTensor(hkv * d, hidden), L.VBias?.AsTensor(hkv * d), vNew);
             _ops.Rope(q.Reshape(t, hq, d), pos, cos, sin);
             _ops.Rope(kNew.Reshape(t, hkv, d), pos, cos, sin);
             if (int8)
@@ -204,15 +214,15 @@ public sealed class LlamaSession : IDisposable
                 _ops.Attention(q.Reshape(t, hq, d),
                     kCache.Slice(0, end).Reshape(end, hkv, d), vCache.Slice(0, end).Reshape(end, hkv, d),
                     attn.Reshape(t, hq, d), scale, causal: true);
-            _ops.MatMul(attn, L.O.AsTensor(hidden, hq * d), proj);
+            _ops.Linear(attn, L.O.AsTensor(hidden, hq * d), L.OBias?.AsTensor(hidden), proj);
             _ops.Add(x, proj, x);
 
             // MLP block: x += down(silu(gate(xn)) * up(xn)) with xn = rmsnorm(x).
             _ops.RmsNorm(x, L.PostAttentionNorm.AsTensor(hidden), (float)c.RmsNormEps, xn);
-            _ops.MatMul(xn, L.Gate.AsTensor(c.IntermediateSize, hidden), gate);
-            _ops.MatMul(xn, L.Up.AsTensor(c.IntermediateSize, hidden), up);
+            _ops.Linear(xn, L.Gate.AsTensor(c.IntermediateSize, hidden), null, gate);
+            _ops.Linear(xn, L.Up.AsTensor(c.IntermediateSize, hidden), null, up);
             _ops.SwiGlu(gate, up, gate);
-            _ops.MatMul(gate, L.Down.AsTensor(hidden, c.IntermediateSize), proj);
+            _ops.Linear(gate, L.Down.AsTensor(hidden, c.IntermediateSize), null, proj);
             _ops.Add(x, proj, x);
         }
         Position = end;
@@ -259,7 +269,7 @@ public sealed class LlamaSession : IDisposable
         var c = _model.Config;
         var s = _scratch!;
         var outTensor = new Tensor(s.Logits, 0, 1, c.VocabSize);
-        _ops.MatMul(lastNormed, _model.Weights.LmHead.AsTensor(c.VocabSize, c.HiddenSize), outTensor);
+        _ops.Linear(lastNormed, _model.Weights.LmHead.AsTensor(c.VocabSize, c.HiddenSize), null, outTensor);
         s.Logits.CopyTo(logits);
     }
 

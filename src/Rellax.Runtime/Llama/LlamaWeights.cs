@@ -1,4 +1,5 @@
 using Rellax.Kernels;
+using Rellax.Kernels.Cpu;
 
 namespace Rellax.Runtime;
 
@@ -9,74 +10,161 @@ namespace Rellax.Runtime;
 /// </summary>
 internal sealed class LlamaLayerWeights
 {
-    public required DeviceBuffer InputNorm { get; init; }        // [H]
+    public required DeviceBuffer InputNorm { get; init; }        // [H] f32
     public required DeviceBuffer Q { get; init; }                // [Hq·D, H]
     public required DeviceBuffer K { get; init; }                // [Hkv·D, H]
     public required DeviceBuffer V { get; init; }                // [Hkv·D, H]
-    public DeviceBuffer? QBias { get; init; }                    // [Hq·D] f32, Qwen2 (attention_bias)
+    public DeviceBuffer? QBias { get; init; }                    // [Hq·D] f32, Qwen2 / Llama attention_bias
     public DeviceBuffer? KBias { get; init; }                    // [Hkv·D] f32
     public DeviceBuffer? VBias { get; init; }                    // [Hkv·D] f32
     public required DeviceBuffer O { get; init; }                // [H, Hq·D]
-    public required DeviceBuffer PostAttentionNorm { get; init; } // [H]
+    public DeviceBuffer? OBias { get; init; }                    // [H] f32, Llama attention_bias only (Qwen2 has none)
+    public required DeviceBuffer PostAttentionNorm { get; init; } // [H] f32
     public required DeviceBuffer Gate { get; init; }             // [I, H]
     public required DeviceBuffer Up { get; init; }               // [I, H]
     public required DeviceBuffer Down { get; init; }             // [H, I]
 }
 
-/// <summary>All weights of a Llama-family decoder on one backend; owns (and disposes) every buffer.</summary>
+/// <summary>
+/// All weights of a Llama-family decoder on one backend; owns (and disposes) every buffer, and the checkpoint when
+/// buffers are views of its mapping.
+/// </summary>
+/// <remarks>
+/// <para><b>Dtypes.</b> The embedding, lm_head and every linear weight keep the checkpoint's dtype (F32, F16 or BF16);
+/// norms and biases are f32 (widened at load when the checkpoint stores them in half precision; they are vectors).</para>
+/// <para><b>Zero copy on the CPU backend.</b> A tensor whose dtype is kept and whose bytes in the memory-mapped file
+/// are aligned to its element size becomes a read-only view of the mapping (<see cref="CpuBackend.WrapReadOnly"/>):
+/// opening a model copies no weights, pages are read from the file (or the page cache) on first use, and resident
+/// memory stays near the weights' size. The checkpoint then stays open until <see cref="Dispose"/>. A misaligned
+/// tensor is copied. GPU backends upload every tensor in its dtype (2 bytes per element for F16/BF16).
+/// <see cref="BytesMapped"/>, <see cref="BytesCopied"/> and <see cref="BytesWidened"/> say which happened.</para>
+/// </remarks>
 internal sealed class LlamaWeights : IDisposable
 {
     private readonly List<DeviceBuffer> _owned = [];
+    private IDisposable? _checkpoint;
 
     public required DeviceBuffer Embedding { get; init; }  // [V, H]
-    public required DeviceBuffer FinalNorm { get; init; }  // [H]
+    public required DeviceBuffer FinalNorm { get; init; }  // [H] f32
     public required DeviceBuffer LmHead { get; init; }     // [V, H]; the embedding itself when tied
     public required LlamaLayerWeights[] Layers { get; init; }
-    public DeviceBuffer RopeCos { get; init; } = null!;   // [P, D/2]
-    public DeviceBuffer RopeSin { get; init; } = null!;   // [P, D/2]
+    public DeviceBuffer RopeCos { get; init; } = null!;   // [P, D/2] f32
+    public DeviceBuffer RopeSin { get; init; } = null!;   // [P, D/2] f32
 
-    /// <summary>Reads every tensor the config names from the checkpoint, converting F16/BF16 to f32 once, and uploads it.</summary>
+    /// <summary>Checkpoint bytes used in place (views of the memory-mapped file; CPU backend only).</summary>
+    public long BytesMapped { get; private init; }
+
+    /// <summary>Checkpoint bytes copied into backend memory in their own dtype (every tensor on a GPU backend; misaligned ones on the CPU).</summary>
+    public long BytesCopied { get; private init; }
+
+    /// <summary>Checkpoint bytes of half-precision norms and biases widened to f32 (the f32 result is twice this).</summary>
+    public long BytesWidened { get; private init; }
+
+    /// <summary>
+    /// Reads every tensor the config names from the checkpoint onto <paramref name="backend"/> (see the remarks for
+    /// dtypes and zero copy). Takes ownership of <paramref name="checkpoint"/>: it is disposed here when no buffer maps
+    /// it (or on failure), otherwise by <see cref="Dispose"/>; the caller must not dispose it.
+    /// </summary>
+    /// <exception cref="InvalidDataException">A tensor is missing, has the wrong shape, or a dtype other than F32/F16/BF16;
+    /// a bias is present that the config does not announce (attention_bias false).</exception>
     public static LlamaWeights Load(SafeTensorsCheckpoint checkpoint, LlamaConfig config, ComputeBackend backend)
     {
         var owned = new List<DeviceBuffer>();
+        long mapped = 0, copied = 0, widened = 0;
         try
         {
             int h = config.HiddenSize, d = config.HeadDim, hq = config.NumAttentionHeads, hkv = config.NumKeyValueHeads;
-            DeviceBuffer Load(string name, params int[] shape)
+            var cpu = backend as CpuBackend;
+
+            void CheckShape(string name, int[] shape)
             {
                 if (!checkpoint.Contains(name))
                     throw new InvalidDataException($"checkpoint has no tensor '{name}' (needed by {config.Architecture})");
                 var info = checkpoint.Info(name);
                 if (!info.Shape.SequenceEqual(shape))
                     throw new InvalidDataException($"tensor '{name}' has shape [{string.Join(", ", info.Shape)}], config.json implies [{string.Join(", ", shape)}]");
-                var buffer = backend.Upload<float>(checkpoint.ReadFloat32(name));
+            }
+
+            // A matrix in the checkpoint's dtype: a view of the mapping on the CPU when aligned, else a byte copy.
+            unsafe DeviceBuffer Matrix(string name, params int[] shape)
+            {
+                CheckShape(name, shape);
+                var info = checkpoint.Info(name);
+                var dtype = info.DType switch
+                {
+                    SafeTensorDType.F32 => DType.F32,
+                    SafeTensorDType.F16 => DType.F16,
+                    SafeTensorDType.BF16 => DType.BF16,
+                    _ => throw new InvalidDataException($"tensor '{name}' has dtype {info.DType.ToFormatString()}; weights must be F32, F16 or BF16"),
+                };
+                long count = info.ByteLength / dtype.SizeInBytes();
+                byte* data = checkpoint.FileOf(name).DataPointer(name);
+                if (cpu?.WrapReadOnly(dtype, count, (nint)data, checkpoint) is { } view)
+                {
+                    owned.Add(view);
+                    mapped += info.ByteLength;
+                    return view;
+                }
+                var buffer = backend.Allocate(dtype, count);
                 owned.Add(buffer);
+                CopyElements(buffer, data, count);
+                copied += info.ByteLength;
                 return buffer;
             }
 
-            var embedding = Load("model.embed_tokens.weight", config.VocabSize, h);
+            // A vector (norm weight, bias) in f32: mapped when stored F32 and aligned, else widened into a new buffer.
+            DeviceBuffer Vector(string name, int length)
+            {
+                CheckShape(name, [length]);
+                if (checkpoint.Info(name).DType == SafeTensorDType.F32) return Matrix(name, length);
+                var buffer = backend.Upload<float>(checkpoint.ReadFloat32(name));
+                owned.Add(buffer);
+                widened += checkpoint.Info(name).ByteLength;
+                return buffer;
+            }
+
+            DeviceBuffer? Bias(string name, int length, bool required)
+            {
+                if (checkpoint.Contains(name))
+                {
+                    if (!config.AttentionBias)
+                        throw new InvalidDataException($"checkpoint has '{name}' but config.json does not set attention_bias; refusing to ignore it");
+                    return Vector(name, length);
+                }
+                if (required)
+                    throw new InvalidDataException($"checkpoint has no tensor '{name}', which attention_bias (config.json) requires");
+                return null;
+            }
+
+            var embedding = Matrix("model.embed_tokens.weight", config.VocabSize, h);
             var layers = new LlamaLayerWeights[config.NumHiddenLayers];
             for (int i = 0; i < layers.Length; i++)
             {
                 string p = $"model.layers.{i}.";
+                bool bias = config.AttentionBias;
                 layers[i] = new LlamaLayerWeights
                 {
-                    InputNorm = Load(p + "input_layernorm.weight", h),
-                    Q = Load(p + "self_attn.q_proj.weight", hq * d, h),
-                    K = Load(p + "self_attn.k_proj.weight", hkv * d, h),
-                    V = Load(p + "self_attn.v_proj.weight", hkv * d, h),
-                    O = Load(p + "self_attn.o_proj.weight", h, hq * d),
-                    PostAttentionNorm = Load(p + "post_attention_layernorm.weight", h),
-                    Gate = Load(p + "mlp.gate_proj.weight", config.IntermediateSize, h),
-                    Up = Load(p + "mlp.up_proj.weight", config.IntermediateSize, h),
-                    Down = Load(p + "mlp.down_proj.weight", h, config.IntermediateSize),
+                    InputNorm = Vector(p + "input_layernorm.weight", h),
+                    Q = Matrix(p + "self_attn.q_proj.weight", hq * d, h),
+                    K = Matrix(p + "self_attn.k_proj.weight", hkv * d, h),
+                    V = Matrix(p + "self_attn.v_proj.weight", hkv * d, h),
+                    QBias = Bias(p + "self_attn.q_proj.bias", hq * d, bias),
+                    KBias = Bias(p + "self_attn.k_proj.bias", hkv * d, bias),
+                    VBias = Bias(p + "self_attn.v_proj.bias", hkv * d, bias),
+                    O = Matrix(p + "self_attn.o_proj.weight", h, hq * d),
+                    // Llama with attention_bias has an o_proj bias too; Qwen2 has none. Either way it is used when present.
+                    OBias = Bias(p + "self_attn.o_proj.bias", h, required: false),
+                    PostAttentionNorm = Vector(p + "post_attention_layernorm.weight", h),
+                    Gate = Matrix(p + "mlp.gate_proj.weight", config.IntermediateSize, h),
+                    Up = Matrix(p + "mlp.up_proj.weight", config.IntermediateSize, h),
+                    Down = Matrix(p + "mlp.down_proj.weight", h, config.IntermediateSize),
                 };
             }
-            var finalNorm = Load("model.norm.weight", h);
+            var finalNorm = Vector("model.norm.weight", h);
             // Tied checkpoints omit lm_head (save_pretrained drops the duplicate); an untied one must have it.
             var lmHead = config.TieWordEmbeddings && !checkpoint.Contains("lm_head.weight")
                 ? embedding
-                : Load("lm_head.weight", config.VocabSize, h);
+                : Matrix("lm_head.weight", config.VocabSize, h);
 
             var invFreq = RopeTables.InverseFrequencies(d, config.RopeTheta);
             if (config.RopeScaling is { } rs)
@@ -89,20 +177,47 @@ internal sealed class LlamaWeights : IDisposable
             {
                 Embedding = embedding, FinalNorm = finalNorm, LmHead = lmHead, Layers = layers,
                 RopeCos = cosBuffer, RopeSin = sinBuffer,
+                BytesMapped = mapped, BytesCopied = copied, BytesWidened = widened,
             };
             weights._owned.AddRange(owned);
+            if (mapped > 0) weights._checkpoint = checkpoint;
+            else checkpoint.Dispose();
             return weights;
         }
         catch
         {
             foreach (var b in owned) b.Dispose();
+            checkpoint.Dispose();
             throw;
         }
     }
 
+    /// <summary>Copies <paramref name="count"/> elements of the buffer's dtype from host memory, in chunks of at most 256 MiB.</summary>
+    private static unsafe void CopyElements(DeviceBuffer buffer, byte* data, long count)
+    {
+        const long ChunkBytes = 1L << 28;
+        int size = buffer.DType.SizeInBytes();
+        long chunk = ChunkBytes / size;
+        for (long start = 0; start < count; start += chunk)
+        {
+            int n = (int)Math.Min(chunk, count - start);
+            byte* p = data + start * size;
+            switch (buffer.DType)
+            {
+                case DType.F32: buffer.CopyFrom(new ReadOnlySpan<float>(p, n), start); break;
+                case DType.F16: buffer.CopyFrom(new ReadOnlySpan<Half>(p, n), start); break;
+                case DType.BF16: buffer.CopyFrom(new ReadOnlySpan<BFloat16>(p, n), start); break;
+                default: throw new NotSupportedException($"weights of dtype {buffer.DType}");
+            }
+        }
+    }
+
+    /// <summary>Frees every buffer, then closes the checkpoint the views pointed into. Idempotent.</summary>
     public void Dispose()
     {
         foreach (var b in _owned) b.Dispose();
         _owned.Clear();
+        _checkpoint?.Dispose();
+        _checkpoint = null;
     }
 }

@@ -276,6 +276,19 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     }
 
     /// <summary>
+    /// Address of the first byte of <paramref name="name"/> in the mapping (<see cref="SafeTensorInfo.ByteLength"/> bytes,
+    /// read-only, any size). Valid until <see cref="Dispose"/>: whoever keeps such a pointer must keep this file open.
+    /// </summary>
+    /// <exception cref="KeyNotFoundException">No such tensor.</exception>
+    /// <exception cref="ObjectDisposedException">The file was disposed.</exception>
+    internal byte* DataPointer(string name)
+    {
+        SafeTensorInfo info = Info(name);
+        ObjectDisposedException.ThrowIf(_base == null, this);
+        return _base + info.DataOffset;
+    }
+
+    /// <summary>
     /// Reads tensor <paramref name="name"/> into a new float32 array of <see cref="SafeTensorInfo.ElementCount"/>
     /// elements (row-major, same order as the file). F32 is copied, F16 and BF16 are converted exactly.
     /// </summary>

@@ -16,6 +16,22 @@ internal static class TorchOps
         return Data(T(x, m, k).mm(T(w, n, k).t()));
     }
 
+    /// <summary>torch.nn.functional.linear: y = x wᵀ + bias (bias may be null), fp32.</summary>
+    public static float[] Linear(float[] x, float[] w, float[]? bias, int m, int k, int n)
+    {
+        using var scope = torch.NewDisposeScope();
+        return Data(nn.functional.linear(T(x, m, k), T(w, n, k), bias is null ? null : T(bias, n)));
+    }
+
+    /// <summary>index_copy_ along rows: dst[rows[i]] = src[i].</summary>
+    public static float[] ScatterRows(float[] src, int[] rows, float[] dst, int h)
+    {
+        using var scope = torch.NewDisposeScope();
+        var d = T(dst, dst.Length / h, h);
+        var idx = torch.tensor(rows.Select(i => (long)i).ToArray(), dtype: int64);
+        return Data(d.index_copy(0, idx, T(src, src.Length / h, h)));
+    }
+
     public static float[] RmsNorm(float[] x, float[] weight, float eps, int n)
     {
         using var scope = torch.NewDisposeScope();
