@@ -150,7 +150,7 @@ internal sealed class BatchForward : IDisposable
             _ops.Rope(k.Reshape(rows, hkv, d), pos, cos, sin);
             _backend.Attention.Prefill(q.Reshape(bs, t, hq, d), k.Reshape(bs, t, hkv, d), v.Reshape(bs, t, hkv, d),
                 batch.Lengths, attn.Reshape(bs, t, hq, d), _attention);
-            Project(attn, l, cfloraBatch, (LlamaModule.OProj, L.O.AsTensor(hidden, hq * d), null, proj));
+            Project(attn, l, cfloraBatch, (LlamaModule.OProj, L.O.AsTensor(hidden, hq * d), L.OBias?.AsTensor(hidden), proj));
             _ops.Add(x, proj, x);
 
             _ops.RmsNorm(x, L.PostAttentionNorm.AsTensor(hidden), (float)c.RmsNormEps, xn);

@@ -183,6 +183,53 @@ public sealed class CtrScorerTests
         Assert.That(one.Embed([Prompts[2]]), Is.EqualTo(vectors.AsSpan(2 * h, h).ToArray()).Within(1e-5), "batch of one vs batch of three");
     }
 
+    [TestCase("LlamaForCausalLM")]
+    [TestCase("Qwen2ForCausalLM")]
+    public void ProjectionBiasesReachTheBatchedForward(string architecture)
+    {
+        // stories260K with random q/k/v (and, for Llama with attention_bias, o_proj) biases added: the batched forward
+        // must give the session's logits (the session is checked against TorchSharp with biases in LlamaTorchOracleTests).
+        string dir = Directory.CreateTempSubdirectory("rellax-biased").FullName;
+        try
+        {
+            var tensors = new Dictionary<string, (int[] Shape, float[] Data)>();
+            using (var checkpoint = SafeTensorsCheckpoint.Open(ModelPaths.Stories260KOrIgnore()))
+                foreach (var name in checkpoint.Names)
+                    tensors[name] = (checkpoint.Info(name).Shape, checkpoint.ReadFloat32(name));
+            var random = new Random(5);
+            bool llama = architecture == "LlamaForCausalLM";
+            for (int l = 0; l < 5; l++)
+                foreach (var (module, n) in new[] { ("q_proj", 64), ("k_proj", 32), ("v_proj", 32), ("o_proj", 64) })
+                    if (module != "o_proj" || llama)
+                        tensors[$"model.layers.{l}.self_attn.{module}.bias"] = ([n], [.. Enumerable.Range(0, n).Select(_ => (float)(random.NextDouble() - 0.5))]);
+            SafeTensorsWriter.Write(Path.Combine(dir, "model.safetensors"), tensors);
+            foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json" })
+                File.Copy(Path.Combine(ModelPaths.Stories260K, f), Path.Combine(dir, f));
+            string config = File.ReadAllText(Path.Combine(ModelPaths.Stories260K, "config.json"))
+                .Replace("\"attention_bias\": false", "\"attention_bias\": true").Replace("LlamaForCausalLM", architecture);
+            File.WriteAllText(Path.Combine(dir, "config.json"), config);
+
+            using var backend = new CpuBackend(threads: 2);
+            using var model = LlamaModel.Load(dir, backend);
+            Assert.That(model.Weights.Layers[0].OBias is not null, Is.EqualTo(llama));
+            using var scorer = new CtrScorer(model, options: new ScoringOptions { BatchSize = 3 });
+            var scores = scorer.Score([.. Prompts.Select(p => new CtrRequest(p))]);
+            using var plain = LlamaModel.Load(ModelPaths.Stories260K, backend);
+            using var plainScorer = new CtrScorer(plain);
+            var unbiased = plainScorer.Score([new CtrRequest(Prompts[0])]);
+            Assert.That(Math.Abs(unbiased[0].LogitYes - scores[0].LogitYes), Is.GreaterThan(1e-2), "the biases change the scores");
+            for (int i = 0; i < Prompts.Length; i++)
+            {
+                var (ids, yes, no) = Expected(model.Tokenizer, PromptTemplate.Vicuna, Prompts[i]);
+                using var session = model.CreateSession(ids.Length);
+                var logits = session.Forward(ids);
+                Assert.That(scores[i].LogitYes, Is.EqualTo(logits[yes]).Within(2e-4), $"prompt {i}: logit_yes");
+                Assert.That(scores[i].LogitNo, Is.EqualTo(logits[no]).Within(2e-4), $"prompt {i}: logit_no");
+            }
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     private sealed class SyncProgress(Action<int> report) : IProgress<int>
     {
         public void Report(int value) => report(value);
