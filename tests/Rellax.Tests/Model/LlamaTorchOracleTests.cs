@@ -1,23 +1,18 @@
 using NUnit.Framework;
-using System.Text.Json;
 using Rellax.Kernels;
 using Rellax.Runtime;
-using TorchSharp;
-using static TorchSharp.torch;
-using TorchTensor = TorchSharp.torch.Tensor;
 
 namespace Rellax.Tests.Model;
 
 /// <summary>
 /// The whole Llama forward pass against an independent TorchSharp implementation (float64) of HF
-/// <c>LlamaForCausalLM</c>, on a random tiny model with odd sizes, grouped-query heads, an untied lm_head,
+/// <c>LlamaForCausalLM</c> (<see cref="TorchLlamaOracle"/>), on a random tiny model with odd sizes, grouped-query heads, an untied lm_head,
 /// and F32 / F16 / BF16 checkpoints. Tolerance: 2e-4 absolute on logits of magnitude ~1 (fp32 kernels).
 /// </summary>
 [TestFixture]
 public sealed class LlamaTorchOracleTests
 {
-    private const int Hidden = 24, Heads = 6, KvHeads = 2, HeadDim = 4, Intermediate = 37, Layers = 2, Vocab = 512, MaxPos = 64;
-    private const double Eps = 1e-5, Theta = 10000;
+    private static readonly SyntheticModelSpec Spec = SyntheticModelSpec.TinyLlama;
 
     private static IEnumerable<TestCaseData> Cases()
     {
@@ -32,8 +27,8 @@ public sealed class LlamaTorchOracleTests
         string dir = Directory.CreateTempSubdirectory("rellax-tiny-llama").FullName;
         try
         {
-            var weights = RandomWeights(seed: 7, dtype);
-            WriteModel(dir, weights, dtype);
+            var weights = SyntheticModel.RandomWeights(Spec, seed: 7, dtype);
+            SyntheticModel.Write(dir, Spec, weights, dtype);
             int[] prompt = [1, 17, 300, 5, 5, 511, 42, 260, 3, 99, 128];
 
             using var backend = factory.Create();
@@ -42,9 +37,9 @@ public sealed class LlamaTorchOracleTests
             var ours = session.Forward(prompt.AsSpan(0, 8));
             var oursNext = session.Forward(prompt.AsSpan(8)); // continues against the KV cache
 
-            var expectedAll = TorchLogits(weights, prompt);
-            Assert.That(ours, Is.EqualTo(expectedAll[7]).Within(2e-4), "logits after the first chunk");
-            Assert.That(oursNext, Is.EqualTo(expectedAll[^1]).Within(2e-4), "logits after continuing with the KV cache");
+            var expectedAll = new TorchLlamaOracle(OracleConfig.Read(dir), weights).Logits(new OracleSample(prompt));
+            Assert.That(ours, Is.EqualTo(expectedAll[7].Select(v => (float)v)).Within(2e-4), "logits after the first chunk");
+            Assert.That(oursNext, Is.EqualTo(expectedAll[^1].Select(v => (float)v)).Within(2e-4), "logits after continuing with the KV cache");
         }
         finally { Directory.Delete(dir, true); }
     }
@@ -55,107 +50,14 @@ public sealed class LlamaTorchOracleTests
         string dir = Directory.CreateTempSubdirectory("rellax-tiny-llama").FullName;
         try
         {
-            WriteModel(dir, RandomWeights(seed: 7, "F32"), "F32");
+            SyntheticModel.Write(dir, Spec, SyntheticModel.RandomWeights(Spec, seed: 7), "F32");
             using var backend = new Rellax.Kernels.Cpu.CpuBackend(1);
             using var model = LlamaModel.Load(dir, backend);
             Assert.That(() => model.CreateSession(attention: Rellax.Kernels.AttentionPrecision.Int8),
-                Throws.ArgumentException.With.Message.Contains("head dimension").And.Message.Contains($"is {HeadDim}"));
+                Throws.ArgumentException.With.Message.Contains("head dimension").And.Message.Contains($"is {Spec.HeadDim}"));
             using var fp32 = model.CreateSession();
             Assert.That(fp32.Forward([1, 17]).All(float.IsFinite), "fp32 attention still works on the same model");
         }
         finally { Directory.Delete(dir, true); }
-    }
-
-    private static Dictionary<string, (int[] Shape, float[] Data)> RandomWeights(int seed, string dtype)
-    {
-        var rng = new Random(seed);
-        var w = new Dictionary<string, (int[], float[])>();
-        void Add(string name, float scale, float bias, params int[] shape)
-        {
-            var data = new float[shape.Aggregate(1, (a, b) => a * b)];
-            for (int i = 0; i < data.Length; i++)
-            {
-                float v = bias + scale * (float)(rng.NextDouble() * 2 - 1);
-                // Make the value exactly representable in the checkpoint dtype, so both sides see the same weights.
-                data[i] = dtype switch { "F16" => (float)(Half)v, "BF16" => (float)(Rellax.Kernels.BFloat16)v, _ => v };
-            }
-            w[name] = (shape, data);
-        }
-        Add("model.embed_tokens.weight", 1f, 0, Vocab, Hidden);
-        for (int l = 0; l < Layers; l++)
-        {
-            string p = $"model.layers.{l}.";
-            Add(p + "input_layernorm.weight", 0.3f, 1, Hidden);
-            Add(p + "self_attn.q_proj.weight", 0.5f, 0, Heads * HeadDim, Hidden);
-            Add(p + "self_attn.k_proj.weight", 0.5f, 0, KvHeads * HeadDim, Hidden);
-            Add(p + "self_attn.v_proj.weight", 0.5f, 0, KvHeads * HeadDim, Hidden);
-            Add(p + "self_attn.o_proj.weight", 0.3f, 0, Hidden, Heads * HeadDim);
-            Add(p + "post_attention_layernorm.weight", 0.3f, 1, Hidden);
-            Add(p + "mlp.gate_proj.weight", 0.4f, 0, Intermediate, Hidden);
-            Add(p + "mlp.up_proj.weight", 0.4f, 0, Intermediate, Hidden);
-            Add(p + "mlp.down_proj.weight", 0.3f, 0, Hidden, Intermediate);
-        }
-        Add("model.norm.weight", 0.3f, 1, Hidden);
-        Add("lm_head.weight", 0.3f, 0, Vocab, Hidden);
-        return w;
-    }
-
-    private static void WriteModel(string dir, Dictionary<string, (int[] Shape, float[] Data)> weights, string dtype)
-    {
-        SafeTensorsWriter.Write(Path.Combine(dir, "model.safetensors"), weights, dtype);
-        var config = new Dictionary<string, object>
-        {
-            ["architectures"] = new[] { "LlamaForCausalLM" }, ["model_type"] = "llama",
-            ["hidden_size"] = Hidden, ["intermediate_size"] = Intermediate, ["num_hidden_layers"] = Layers,
-            ["num_attention_heads"] = Heads, ["num_key_value_heads"] = KvHeads, ["head_dim"] = HeadDim,
-            ["vocab_size"] = Vocab, ["max_position_embeddings"] = MaxPos, ["rms_norm_eps"] = Eps, ["rope_theta"] = Theta,
-            ["tie_word_embeddings"] = false, ["hidden_act"] = "silu", ["bos_token_id"] = 1, ["eos_token_id"] = 2,
-        };
-        File.WriteAllText(Path.Combine(dir, "config.json"), JsonSerializer.Serialize(config));
-        foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json" })
-            File.Copy(Path.Combine(ModelPaths.Stories260K, f), Path.Combine(dir, f));
-    }
-
-    /// <summary>HF LlamaForCausalLM in TorchSharp, float64: logits for every position, [T][V].</summary>
-    private static float[][] TorchLogits(Dictionary<string, (int[] Shape, float[] Data)> w, int[] tokens)
-    {
-        using var scope = torch.NewDisposeScope();
-        TorchTensor W(string name) => torch.tensor(w[name].Data).reshape(w[name].Shape.Select(d => (long)d).ToArray()).to_type(ScalarType.Float64);
-        TorchTensor Rms(TorchTensor x, TorchTensor g) => x * torch.rsqrt(x.pow(2).mean([-1L], keepdim: true) + Eps) * g;
-        TorchTensor RotateHalf(TorchTensor x)
-        {
-            var halves = x.chunk(2, -1);
-            return torch.cat([-halves[1], halves[0]], -1);
-        }
-
-        int t = tokens.Length, group = Heads / KvHeads;
-        var ids = torch.tensor(tokens.Select(i => (long)i).ToArray());
-        var h = W("model.embed_tokens.weight").index_select(0, ids);                                  // [T, H]
-        var invFreq = torch.pow(Theta, -torch.arange(0, HeadDim, 2, ScalarType.Float64) / HeadDim);  // [D/2]
-        var angles = torch.outer(torch.arange(t, ScalarType.Float64), invFreq);                       // [T, D/2]
-        var cos = torch.cat([angles.cos(), angles.cos()], -1).unsqueeze(0);                           // [1, T, D]
-        var sin = torch.cat([angles.sin(), angles.sin()], -1).unsqueeze(0);
-        var mask = torch.triu(torch.full(t, t, double.NegativeInfinity, ScalarType.Float64), 1);       // [T, T]
-        for (int l = 0; l < Layers; l++)
-        {
-            string p = $"model.layers.{l}.";
-            var x = Rms(h, W(p + "input_layernorm.weight"));
-            var q = x.matmul(W(p + "self_attn.q_proj.weight").t()).view(t, Heads, HeadDim).transpose(0, 1);   // [Hq, T, D]
-            var k = x.matmul(W(p + "self_attn.k_proj.weight").t()).view(t, KvHeads, HeadDim).transpose(0, 1); // [Hkv, T, D]
-            var v = x.matmul(W(p + "self_attn.v_proj.weight").t()).view(t, KvHeads, HeadDim).transpose(0, 1);
-            q = q * cos + RotateHalf(q) * sin;
-            k = k * cos + RotateHalf(k) * sin;
-            k = k.repeat_interleave(group, 0);
-            v = v.repeat_interleave(group, 0);
-            var scores = q.matmul(k.transpose(1, 2)) / Math.Sqrt(HeadDim) + mask;                         // [Hq, T, T]
-            var o = scores.softmax(-1).matmul(v).transpose(0, 1).reshape(t, Heads * HeadDim);
-            h = h + o.matmul(W(p + "self_attn.o_proj.weight").t());
-            x = Rms(h, W(p + "post_attention_layernorm.weight"));
-            var act = torch.nn.functional.silu(x.matmul(W(p + "mlp.gate_proj.weight").t())) * x.matmul(W(p + "mlp.up_proj.weight").t());
-            h = h + act.matmul(W(p + "mlp.down_proj.weight").t());
-        }
-        var logits = Rms(h, W("model.norm.weight")).matmul(W("lm_head.weight").t()).to_type(ScalarType.Float32);
-        var flat = logits.data<float>().ToArray();
-        return Enumerable.Range(0, t).Select(i => flat.AsSpan(i * Vocab, Vocab).ToArray()).ToArray();
     }
 }
