@@ -10,25 +10,100 @@ namespace Rellax.Runtime;
 /// </summary>
 public sealed class ItemEmbedder : IDisposable
 {
+    private readonly BatchForward _forward;
+    private bool _disposed;
+
     /// <summary>Creates an embedder.</summary>
-    /// <param name="model">The model.</param>
+    /// <param name="model">The model; it must outlive the embedder.</param>
     /// <param name="template">Template around each item text (default <see cref="PromptTemplate.None"/>).</param>
     /// <param name="attention">Attention precision of the forward pass.</param>
     /// <param name="batchSize">Most items per forward pass, at least 1.</param>
-    public ItemEmbedder(LlamaModel model, PromptTemplate? template = null, AttentionPrecision attention = AttentionPrecision.Fp32, int batchSize = 32) =>
-        throw new NotImplementedException();
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="batchSize"/> is below 1.</exception>
+    /// <exception cref="NotSupportedException">The model's head dimension is not supported by <see cref="FlashAttention"/>.</exception>
+    public ItemEmbedder(LlamaModel model, PromptTemplate? template = null, AttentionPrecision attention = AttentionPrecision.Fp32, int batchSize = 32)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
+        if (!Enum.IsDefined(attention)) throw new ArgumentOutOfRangeException(nameof(attention), attention, "must be Fp32 or Int8");
+        Model = model;
+        Template = template ?? PromptTemplate.None;
+        BatchSize = batchSize;
+        _forward = new BatchForward(model, null, attention);
+    }
+
+    /// <summary>The model.</summary>
+    public LlamaModel Model { get; }
+
+    /// <summary>The template around each item text.</summary>
+    public PromptTemplate Template { get; }
+
+    /// <summary>Most items per forward pass.</summary>
+    public int BatchSize { get; }
 
     /// <summary>Embedding width: the model's hidden size H.</summary>
-    public int Dimension => throw new NotImplementedException();
+    public int Dimension => Model.Config.HiddenSize;
 
     /// <summary>Embeds <paramref name="texts"/>: row-major [N, H] f32, row i for texts[i].</summary>
     /// <param name="texts">Item texts (e.g. titles).</param>
     /// <param name="progress">Receives the number of items embedded so far after each batch.</param>
     /// <param name="cancellationToken">Checked between batches.</param>
-    /// <exception cref="ArgumentException">A text is too long for the model (the message names its index).</exception>
-    public float[] Embed(IReadOnlyList<string> texts, IProgress<int>? progress = null, CancellationToken cancellationToken = default) =>
-        throw new NotImplementedException();
+    /// <exception cref="ArgumentException">A text is null or too long for the model (the message names its index).</exception>
+    public float[] Embed(IReadOnlyList<string> texts, IProgress<int>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(texts);
+        var c = Model.Config;
+        int maxTokens = c.SlidingWindow is int window ? Math.Min(window, c.MaxPositionEmbeddings) : c.MaxPositionEmbeddings;
+        var tokens = new int[texts.Count][];
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            if (texts[i] is null) throw new ArgumentException($"item {i}: the text is null", nameof(texts));
+            var ids = new List<int>(Model.Tokenizer.PrefixIds);
+            ids.AddRange(Model.Tokenizer.Encode(Template.Apply(texts[i]), addSpecialTokens: false));
+            if (ids.Count == 0) throw new ArgumentException($"item {i}: the templated text has no tokens (the tokenizer adds no BOS)", nameof(texts));
+            if (ids.Count > maxTokens)
+                throw new ArgumentException($"item {i}: {ids.Count} tokens, more than the model's {maxTokens}", nameof(texts));
+            tokens[i] = [.. ids];
+        }
+
+        int h = c.HiddenSize;
+        var result = new float[(long)texts.Count * h];
+        int[] order = [.. Enumerable.Range(0, tokens.Length).OrderByDescending(i => tokens[i].Length).ThenBy(i => i)];
+        var sum = new double[h];
+        int done = 0;
+        for (int start = 0; start < order.Length; start += BatchSize)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            int b = Math.Min(BatchSize, order.Length - start), t = tokens[order[start]].Length;
+            var ids = new int[b * t];
+            var lengths = new int[b];
+            for (int j = 0; j < b; j++)
+            {
+                var seq = tokens[order[start + j]];
+                lengths[j] = seq.Length;
+                seq.CopyTo(ids, j * t + t - seq.Length);
+            }
+            var hidden = _forward.AllHidden(new ForwardBatch(b, t, ids, lengths, [], [], [])).ToArray<float>();
+            // Mean over each sequence's real rows (the last Lengths[j] rows of its block), in double.
+            for (int j = 0; j < b; j++)
+            {
+                Array.Clear(sum);
+                for (int row = j * t + t - lengths[j]; row < (j + 1) * t; row++)
+                    for (int k = 0; k < h; k++) sum[k] += hidden[(long)row * h + k];
+                var dst = result.AsSpan().Slice(order[start + j] * h, h);
+                for (int k = 0; k < h; k++) dst[k] = (float)(sum[k] / lengths[j]);
+            }
+            done += b;
+            progress?.Report(done);
+        }
+        return result;
+    }
 
     /// <summary>Frees scratch memory.</summary>
-    public void Dispose() { }
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _forward.Dispose();
+    }
 }
