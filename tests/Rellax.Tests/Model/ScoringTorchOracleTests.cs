@@ -23,11 +23,15 @@ public sealed class ScoringTorchOracleTests
     /// <summary>p_yes tolerance with fp32 attention (the number).</summary>
     public const double Fp32PYesTolerance = 1e-4;
 
-    /// <summary>Absolute logit tolerance with int8 q·kᵀ (per-block int8 Q and K, D = 8: about 1% relative error per score).</summary>
-    public const double Int8LogitTolerance = 0.1;
+    /// <summary>
+    /// Absolute logit tolerance with int8 q·kᵀ (SPEC §7: per-block int8 Q and K, about 1% relative error per attention output,
+    /// compounding over the layers). Measured without adapter: 0.06 on stories260K (5 layers, D = 8) and on the synthetic
+    /// Mistral (2 layers, D = 16).
+    /// </summary>
+    public const double Int8LogitTolerance = 0.15;
 
-    /// <summary>p_yes tolerance with int8 attention.</summary>
-    public const double Int8PYesTolerance = 0.01;
+    /// <summary>p_yes tolerance with int8 attention; measured 3e-3 (stories260K) and 1.3e-2 (synthetic Mistral) without adapter.</summary>
+    public const double Int8PYesTolerance = 0.03;
 
     private const int Rank = 8, InstanceDim = 16, CrmDim = 8;
     private static readonly LlamaModule[] QV = [LlamaModule.QProj, LlamaModule.VProj];
@@ -102,6 +106,18 @@ public sealed class ScoringTorchOracleTests
         var template = factory.Emulated ? PromptTemplate.None : PromptTemplate.Vicuna;
         var oracle = TorchLlamaOracle.FromDirectory(dir).WithAdapter(targets, projector, ScoringOracle.LoraScale(adapterConfig));
         CheckAgainstOracle(model, adapter, oracle, requests, template, attention, batchSize: 3);
+    }
+
+    [Test]
+    public void ScoresWithoutAdapterMatchTheOracle()
+    {
+        string dir = ModelPaths.Stories260KOrIgnore();
+        using var backend = new CpuBackend(threads: 2);
+        using var model = LlamaModel.Load(dir, backend);
+        var requests = ScoringOracle.RandomRequests(seed: 2, count: 4, instanceDim: null, crmDim: null, markers: false);
+        var oracle = TorchLlamaOracle.FromDirectory(dir);
+        foreach (var attention in new[] { AttentionPrecision.Fp32, AttentionPrecision.Int8 })
+            CheckAgainstOracle(model, null, oracle, requests, PromptTemplate.Vicuna, attention, batchSize: 3);
     }
 
     [Test]

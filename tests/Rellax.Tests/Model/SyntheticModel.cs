@@ -19,20 +19,27 @@ namespace Rellax.Tests.Model;
 /// <param name="AttentionBias">attention_bias: q/k/v biases (Qwen2).</param>
 /// <param name="SlidingWindow">sliding_window (Mistral), or null.</param>
 /// <param name="MaxPositions">max_position_embeddings.</param>
-internal sealed record SyntheticModelSpec(string Architecture, string ModelType, int Hidden, int Heads, int KvHeads, int HeadDim,
-    int Intermediate, int Layers, double RopeTheta, bool Tied, bool AttentionBias = false, int? SlidingWindow = null, int MaxPositions = 256)
+public sealed record SyntheticModelSpec(string Architecture, string ModelType, int Hidden, int Heads, int KvHeads, int HeadDim,
+    int Intermediate, int Layers, double RopeTheta, bool Tied, bool AttentionBias = false, int? SlidingWindow = null, int MaxPositions = 512,
+    float QkAmplitude = 0.5f)
 {
+    /// <summary>vocab_size: stories260K's tokenizer's 512 ids.</summary>
     public const int Vocab = 512;
+
+    /// <summary>rms_norm_eps.</summary>
     public const double RmsEps = 1e-5;
+
+    /// <inheritdoc/>
+    public override string ToString() => ModelType;
 
     /// <summary>The grouped-query Llama of <see cref="LlamaTorchOracleTests"/>: odd sizes, untied head, D = 4.</summary>
     public static SyntheticModelSpec TinyLlama { get; } = new("LlamaForCausalLM", "llama", 24, 6, 2, 4, 37, 2, 10000, Tied: false, MaxPositions: 64);
 
     /// <summary>Qwen2-style: q/k/v biases, GQA 4:2, untied lm_head, rope_theta 1e6, D = 16 (int8 attention works).</summary>
-    public static SyntheticModelSpec Qwen2 { get; } = new("Qwen2ForCausalLM", "qwen2", 64, 4, 2, 16, 96, 2, 1e6, Tied: false, AttentionBias: true);
+    public static SyntheticModelSpec Qwen2 { get; } = new("Qwen2ForCausalLM", "qwen2", 64, 4, 2, 16, 96, 2, 1e6, Tied: false, AttentionBias: true, QkAmplitude: 0.25f);
 
-    /// <summary>Mistral-style: GQA 4:1, sliding_window 200 (longer than the test prompts), untied lm_head, D = 16.</summary>
-    public static SyntheticModelSpec Mistral { get; } = new("MistralForCausalLM", "mistral", 64, 4, 1, 16, 80, 2, 1e6, Tied: false, SlidingWindow: 200);
+    /// <summary>Mistral-style: GQA 4:1, sliding_window 480 (longer than the test prompts, which reach about 400 tokens), untied lm_head, D = 16.</summary>
+    public static SyntheticModelSpec Mistral { get; } = new("MistralForCausalLM", "mistral", 64, 4, 1, 16, 80, 2, 1e6, Tied: false, SlidingWindow: 480, QkAmplitude: 0.25f);
 }
 
 /// <summary>Writes random tiny models (config.json, model.safetensors, stories260K's tokenizer) for the model tests.</summary>
@@ -59,13 +66,13 @@ internal static class SyntheticModel
         {
             string p = $"model.layers.{l}.";
             Add(p + "input_layernorm.weight", 0.3f, 1, h);
-            Add(p + "self_attn.q_proj.weight", 0.5f, 0, q, h);
-            Add(p + "self_attn.k_proj.weight", 0.5f, 0, kv, h);
+            Add(p + "self_attn.q_proj.weight", spec.QkAmplitude, 0, q, h);
+            Add(p + "self_attn.k_proj.weight", spec.QkAmplitude, 0, kv, h);
             Add(p + "self_attn.v_proj.weight", 0.5f, 0, kv, h);
             if (spec.AttentionBias)
             {
-                Add(p + "self_attn.q_proj.bias", 0.5f, 0, q);
-                Add(p + "self_attn.k_proj.bias", 0.5f, 0, kv);
+                Add(p + "self_attn.q_proj.bias", spec.QkAmplitude, 0, q);
+                Add(p + "self_attn.k_proj.bias", spec.QkAmplitude, 0, kv);
                 Add(p + "self_attn.v_proj.bias", 0.5f, 0, kv);
             }
             Add(p + "self_attn.o_proj.weight", 0.3f, 0, h, q);
