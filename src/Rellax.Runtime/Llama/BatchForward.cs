@@ -28,7 +28,7 @@ internal readonly record struct ForwardBatch(int Sequences, int Tokens, int[] Id
 /// <para><b>Cost.</b> Per token: 2·(params of the layers) FLOPs in the linear layers, plus attention
 /// 4·T·Hq·D per token and layer (causal halves the useful part); the adapter adds 2·r·(d_in + d_out) + 2r² per adapted
 /// module and token. Padding rows cost like real rows in the linear layers; callers sort by length to keep it small.
-/// Activations: B·T·(4·H + 2·I + 2·Hq·D + 2·Hkv·D)·4 bytes.</para>
+/// Activations: B·T·(3·H + 2·I + 2·Hq·D + 2·Hkv·D)·4 bytes.</para>
 /// Not thread-safe; owns its scratch and the adapter's device copy.
 /// </summary>
 internal sealed class BatchForward : IDisposable

@@ -31,10 +31,10 @@ public sealed record ScoringOptions
     public int BatchSize { get; init; } = 8;
 
     /// <summary>
-    /// Most padded tokens (batch × longest prompt) per forward pass (default 16384): bounds activation memory, which is
-    /// about <c>tokens · (4·H + 2·I + 2·Hq·D) · 4</c> bytes. A longer single prompt still runs alone.
+    /// Most padded tokens (batch × longest prompt) per forward pass (default 8192): bounds activation memory, which is
+    /// about <c>tokens · (3·H + 2·I + 2·Hq·D + 2·Hkv·D) · 4</c> bytes (0.9 GB for 8192 tokens at H = 2048, I = 5632). A longer single prompt still runs alone.
     /// </summary>
-    public int MaxBatchTokens { get; init; } = 16384;
+    public int MaxBatchTokens { get; init; } = 8192;
 
     /// <summary>The positive answer as it follows the templated prompt (default <c>" Yes"</c>).</summary>
     public string YesAnswer { get; init; } = " Yes";

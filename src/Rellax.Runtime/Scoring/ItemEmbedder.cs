@@ -40,6 +40,10 @@ public sealed class ItemEmbedder : IDisposable
     /// <summary>Most items per forward pass.</summary>
     public int BatchSize { get; }
 
+    /// <summary>Most padded tokens (batch × longest text) per forward pass, bounding activation memory as in
+    /// <see cref="ScoringOptions.MaxBatchTokens"/>.</summary>
+    public const int MaxBatchTokens = 8192;
+
     /// <summary>Embedding width: the model's hidden size H.</summary>
     public int Dimension => Model.Config.HiddenSize;
 
@@ -71,10 +75,11 @@ public sealed class ItemEmbedder : IDisposable
         int[] order = [.. Enumerable.Range(0, tokens.Length).OrderByDescending(i => tokens[i].Length).ThenBy(i => i)];
         var sum = new double[h];
         int done = 0;
-        for (int start = 0; start < order.Length; start += BatchSize)
+        for (int start = 0, b; start < order.Length; start += b)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            int b = Math.Min(BatchSize, order.Length - start), t = tokens[order[start]].Length;
+            int t = tokens[order[start]].Length;
+            b = Math.Min(Math.Max(1, Math.Min(BatchSize, MaxBatchTokens / t)), order.Length - start);
             var ids = new int[b * t];
             var lengths = new int[b];
             for (int j = 0; j < b; j++)
