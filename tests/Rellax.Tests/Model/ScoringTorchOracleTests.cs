@@ -12,7 +12,7 @@ namespace Rellax.Tests.Model;
 /// Several prompts of different lengths go through one <see cref="CtrScorer.Score"/> call (left-padded batches).
 /// Tolerances: fp32 attention p_yes 1e-4 and logits <see cref="Fp32LogitTolerance"/> absolute (stories260K's answer logits
 /// are of order 1 to 10); int8 attention (SPEC §7) p_yes <see cref="Int8PYesTolerance"/> and logits
-/// <see cref="Int8LogitTolerance"/>.
+/// <see cref="Int8LogitTolerance"/>, looser with the strong random LoRA adapters (<see cref="Int8StrongAdapterTolerance"/>).
 /// </summary>
 [TestFixture]
 public sealed class ScoringTorchOracleTests
@@ -32,6 +32,15 @@ public sealed class ScoringTorchOracleTests
 
     /// <summary>p_yes tolerance with int8 attention; measured 3e-3 (stories260K) and 1.3e-2 (synthetic Mistral) without adapter.</summary>
     public const double Int8PYesTolerance = 0.03;
+
+    /// <summary>
+    /// Int8 tolerances (p_yes, logits) on stories260K with the strong random LoRA/CFLoRA adapters of these tests: LoRA on q (and k)
+    /// sharpens the attention scores, and int8 errors grow with the score magnitude (the same happens without adapter when the
+    /// q/k weights are doubled). Measured: 0.058 / 0.44 (CFLoRA + SPA on q, v), 0.066 / 1.11 (plain LoRA on every module);
+    /// the fp32 path on the same adapters agrees to 6e-6 / 9e-5, so the difference is attention quantization. Still well under
+    /// the effects these tests must see (LoRA on/off moves p_yes by 0.76, another h_u by 0.33).
+    /// </summary>
+    public static readonly (double PYes, double Logit) Int8StrongAdapterTolerance = (0.1, 1.5);
 
     private const int Rank = 8, InstanceDim = 16, CrmDim = 8;
     private static readonly LlamaModule[] QV = [LlamaModule.QProj, LlamaModule.VProj];
@@ -105,7 +114,7 @@ public sealed class ScoringTorchOracleTests
         requests.Add(requests[0] with { Instance = ScoringOracle.Uniform(new Random(99), InstanceDim, 1.5) });
         var template = factory.Emulated ? PromptTemplate.None : PromptTemplate.Vicuna;
         var oracle = TorchLlamaOracle.FromDirectory(dir).WithAdapter(targets, projector, ScoringOracle.LoraScale(adapterConfig));
-        CheckAgainstOracle(model, adapter, oracle, requests, template, attention, batchSize: 3);
+        CheckAgainstOracle(model, adapter, oracle, requests, template, attention, batchSize: 3, Int8StrongAdapterTolerance);
     }
 
     [Test]
@@ -131,7 +140,8 @@ public sealed class ScoringTorchOracleTests
         var adapter = RellaxAdapter.Create(adapterConfig, targets, projector, model.Config);
         var requests = ScoringOracle.RandomRequests(seed: 4, count: 4, instanceDim: null, crmDim: null, markers: false);
         var oracle = TorchLlamaOracle.FromDirectory(dir).WithAdapter(targets, projector, ScoringOracle.LoraScale(adapterConfig));
-        CheckAgainstOracle(model, adapter, oracle, requests, PromptTemplate.Vicuna, AttentionPrecision.Fp32, batchSize: 4);
+        foreach (var attention in new[] { AttentionPrecision.Fp32, AttentionPrecision.Int8 })
+            CheckAgainstOracle(model, adapter, oracle, requests, PromptTemplate.Vicuna, attention, batchSize: 4, Int8StrongAdapterTolerance);
     }
 
     [Test]
@@ -144,7 +154,8 @@ public sealed class ScoringTorchOracleTests
         var adapter = RellaxAdapter.Create(adapterConfig, targets, projector, model.Config);
         var requests = ScoringOracle.RandomRequests(seed: 5, count: 4, instanceDim: null, CrmDim);
         var oracle = TorchLlamaOracle.FromDirectory(dir).WithAdapter([], projector, 0);
-        CheckAgainstOracle(model, adapter, oracle, requests, PromptTemplate.Vicuna, AttentionPrecision.Fp32, batchSize: 2);
+        foreach (var attention in new[] { AttentionPrecision.Fp32, AttentionPrecision.Int8 })
+            CheckAgainstOracle(model, adapter, oracle, requests, PromptTemplate.Vicuna, attention, batchSize: 2);
     }
 
     [Test]
@@ -173,17 +184,20 @@ public sealed class ScoringTorchOracleTests
 
     /// <summary>
     /// Scores <paramref name="requests"/> in one call and checks every score against the oracle; returns our scores. The
-    /// tolerances depend on <paramref name="attention"/> (see the class remarks).
+    /// tolerances depend on <paramref name="attention"/> (see the class remarks); <paramref name="int8Tolerance"/> replaces the
+    /// int8 ones.
     /// </summary>
     internal static CtrScore[] CheckAgainstOracle(LlamaModel model, RellaxAdapter? adapter, TorchLlamaOracle oracle, IReadOnlyList<CtrRequest> requests,
-        PromptTemplate template, AttentionPrecision attention, int batchSize)
+        PromptTemplate template, AttentionPrecision attention, int batchSize, (double PYes, double Logit)? int8Tolerance = null)
     {
         using var scorer = new CtrScorer(model, adapter, new ScoringOptions { Template = template, Attention = attention, BatchSize = batchSize });
         var ours = scorer.Score(requests);
         Assert.That(ours, Has.Length.EqualTo(requests.Count));
         string hist = adapter?.Config.HistToken ?? "[hist]", target = adapter?.Config.TargetToken ?? "[target]";
         var expected = requests.Select(r => ScoringOracle.Score(oracle, model.Tokenizer, template, r, hist, target)).ToArray();
-        (double pTol, double lTol) = attention == AttentionPrecision.Int8 ? (Int8PYesTolerance, Int8LogitTolerance) : (Fp32PYesTolerance, Fp32LogitTolerance);
+        (double pTol, double lTol) = attention == AttentionPrecision.Int8
+            ? int8Tolerance ?? (Int8PYesTolerance, Int8LogitTolerance)
+            : (Fp32PYesTolerance, Fp32LogitTolerance);
         double maxP = 0, maxL = 0;
         for (int i = 0; i < requests.Count; i++)
         {
