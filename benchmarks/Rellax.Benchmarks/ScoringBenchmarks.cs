@@ -402,6 +402,8 @@ internal sealed class TorchScoringForward : IDisposable
         var x = _w["model.embed_tokens.weight"].index_select(0, torch.tensor(flat)).view(b, t, h);
         for (int l = 0; l < ScoringBenchmarks.Layers; l++)
         {
+            // Each layer's temporaries are freed at its end (as PyTorch's reference counting would), only x survives.
+            using var layerScope = torch.NewDisposeScope();
             string p = $"model.layers.{l}.";
             var n = Rms(x, _w[p + "input_layernorm.weight"]);
             var q = Proj(n, l, LlamaModule.QProj, p + "self_attn.q_proj.weight", instances).view(b, t, nh, d).transpose(1, 2);
@@ -413,7 +415,7 @@ internal sealed class TorchScoringForward : IDisposable
             x = x + torch.nn.functional.linear(o, _w[p + "self_attn.o_proj.weight"]);
             n = Rms(x, _w[p + "post_attention_layernorm.weight"]);
             var act = torch.nn.functional.silu(torch.nn.functional.linear(n, _w[p + "mlp.gate_proj.weight"])) * torch.nn.functional.linear(n, _w[p + "mlp.up_proj.weight"]);
-            x = x + torch.nn.functional.linear(act, _w[p + "mlp.down_proj.weight"]);
+            x = (x + torch.nn.functional.linear(act, _w[p + "mlp.down_proj.weight"])).MoveToOuterDisposeScope();
         }
         var last = Rms(x.select(1, -1), _w["model.norm.weight"]);                         // [B, H]
         return torch.nn.functional.linear(last, _answerRows);                            // [B, 2]
