@@ -109,7 +109,11 @@ public sealed class ScoringTorchOracleTests
         using var model = LlamaModel.Load(dir, backend);
         var (adapterConfig, targets, projector) = ScoringOracle.RandomAdapter(model.Config, seed: 11, QV, Rank, InstanceDim, CrmDim);
         var adapter = RellaxAdapter.Create(adapterConfig, targets, projector, model.Config);
-        var requests = ScoringOracle.RandomRequests(seed: 3, count: factory.Emulated ? 2 : 5, InstanceDim, CrmDim);
+        // The emulator runs GPU kernels thousands of times slower: one short prompt there (about 25 tokens).
+        var requests = factory.Emulated
+            ? [new CtrRequest("'0. Heat (1995) (4 stars)[hist]' Like ***Casino***[target]?", ScoringOracle.Uniform(new Random(1), InstanceDim, 1.5),
+                [ScoringOracle.Uniform(new Random(2), CrmDim, 1.0)], ScoringOracle.Uniform(new Random(3), CrmDim, 1.0))]
+            : ScoringOracle.RandomRequests(seed: 3, count: 5, InstanceDim, CrmDim);
         // The same prompt twice with another user's h_u: one batch holds two different C_u for identical tokens.
         requests.Add(requests[0] with { Instance = ScoringOracle.Uniform(new Random(99), InstanceDim, 1.5) });
         var template = factory.Emulated ? PromptTemplate.None : PromptTemplate.Vicuna;
