@@ -17,6 +17,12 @@ if (args is ["--attention-quick"])
     return;
 }
 
+if (args is ["--scoring-memory", var side])
+{
+    ScoringBenchmarks.MeasureMemory(side);
+    return;
+}
+
 if (args is ["--subr-steady"])
 {
     SubrSteadyState.Run();
@@ -36,3 +42,4 @@ var config = DefaultConfig.Instance.AddJob(job).WithOptions(ConfigOptions.Disabl
 var summaries = BenchmarkSwitcher.FromAssembly(typeof(GemmBenchmarks).Assembly).Run(args, config).ToArray();
 RooflineReport.Print(summaries);
 AttentionBenchmarks.PrintReport(summaries);
+ScoringBenchmarks.PrintReport(summaries);
