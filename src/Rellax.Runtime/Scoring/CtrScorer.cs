@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Rellax.Kernels;
 
 namespace Rellax.Runtime;
@@ -200,12 +201,34 @@ public sealed class CtrScorer : IDisposable
 
     private const int HistSlot = -1, TargetSlot = -2;
 
-    /// <summary>A validated request: token ids (negative for SPA slots) ending with the answers' common prefix, and the two answer ids.</summary>
-    private sealed record Prepared(CtrRequest Request, int[] Ids, int YesId, int NoId);
+    /// <summary>
+    /// A validated request: token ids (negative for SPA slots) ending with the answers' common prefix, the two answer ids,
+    /// and the number of history and target slots.
+    /// </summary>
+    private sealed record Prepared(CtrRequest Request, int[] Ids, int YesId, int NoId, int Hist, int Target);
+
+    /// <summary>
+    /// Tokenizations of requests already validated by this scorer (keyed by reference; the template and markers are fixed
+    /// per scorer), so <see cref="Validate"/> followed by <see cref="Score"/> tokenizes each prompt once. The vector checks,
+    /// which are cheap and read arrays a caller could have changed, run again every time.
+    /// </summary>
+    private readonly ConditionalWeakTable<CtrRequest, Prepared> _prepared = new();
 
     private Prepared Prepare(CtrRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
+        if (_prepared.TryGetValue(request, out var cached))
+        {
+            CheckVectors(request, cached.Hist, cached.Target);
+            return cached;
+        }
+        var prepared = Tokenize(request);
+        _prepared.AddOrUpdate(request, prepared);
+        return prepared;
+    }
+
+    private Prepared Tokenize(CtrRequest request)
+    {
         if (request.Prompt is null) throw new ArgumentException("prompt is missing");
         var tokenizer = Model.Tokenizer;
         string text = Options.Template.Apply(request.Prompt);
@@ -241,7 +264,7 @@ public sealed class CtrScorer : IDisposable
                 (Model.Config.SlidingWindow is int w && w < Model.Config.MaxPositionEmbeddings
                     ? $"sliding window of {w} tokens (attention beyond the window is not implemented)"
                     : $"max_position_embeddings = {Model.Config.MaxPositionEmbeddings}"));
-        return new Prepared(request, ids, yes[common], no[common]);
+        return new Prepared(request, ids, yes[common], no[common], hist, target);
 
         int[] Continuation(string withAnswer, int[] without, string answer)
         {
