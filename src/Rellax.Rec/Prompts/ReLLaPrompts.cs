@@ -80,11 +80,30 @@ public sealed class ReLLaPromptBuilder
     }
 }
 
-/// <summary>SUBR's item sentences (SPEC §2, step 1). PLACEHOLDER (prompts helper).</summary>
+/// <summary>
+/// SUBR's item sentences (SPEC §2, step 1), worded as the reference code's <c>get_semantic_embed.py</c> words them.
+/// Movies: <c>Here is a movie. Its title is {title}. The movie's genre is {first genre}.</c> Books: <c>Here is a book. Its
+/// title is {title}. ISBN of the book is {isbn}. The author of the book is {author}. The publication year of the book is
+/// {year}. Its publisher is {publisher}.</c> A field the item lacks is written as <c>unknown</c>; a movie with no genre
+/// gets <c>The movie's genre is unknown.</c>
+/// </summary>
 public static class ItemText
 {
     /// <summary>One sentence describing <paramref name="item"/>, e.g. <c>Here is a movie. Its title is Toy Story (1995). The movie's genre is Animation.</c></summary>
-    public static string Describe(Item item, ItemDomain domain) => throw new NotImplementedException("PLACEHOLDER: ItemText.Describe");
+    public static string Describe(Item item, ItemDomain domain)
+    {
+        ArgumentNullException.ThrowIfNull(item);
+        return domain switch
+        {
+            ItemDomain.Movies => $"Here is a movie. Its title is {item.Title}. The movie's genre is {(item.Genres.Count > 0 ? item.Genres[0] : Unknown)}.",
+            ItemDomain.Books => $"Here is a book. Its title is {item.Title}. ISBN of the book is {item.Isbn ?? Unknown}. " +
+                $"The author of the book is {item.Author ?? Unknown}. The publication year of the book is {item.Year ?? Unknown}. " +
+                $"Its publisher is {item.Publisher ?? Unknown}.",
+            _ => throw new ArgumentOutOfRangeException(nameof(domain), domain, "unknown item domain"),
+        };
+    }
+
+    private const string Unknown = "unknown";
 }
 
 /// <summary>Training files in the reference code's format: one <c>{"input": prompt, "output": "Yes."|"No."}</c> per line.
