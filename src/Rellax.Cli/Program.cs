@@ -9,4 +9,6 @@ root.Add(EmbedCommand.Create());
 root.Add(BackendsCommand.Create());
 root.Add(IndexCommand.Create());
 root.Add(RetrieveCommand.Create());
+root.Add(DemoCommand.Create());
+root.Add(EvalCommand.Create());
 return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

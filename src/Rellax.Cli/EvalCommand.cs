@@ -1,0 +1,153 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Rellax.Kernels;
+using Rellax.Rec;
+using Rellax.Runtime;
+
+namespace Rellax.Cli;
+
+/// <summary>
+/// <c>rellax eval</c>: scores a split of a prepared dataset (<c>rellax prepare</c>) with the model (and an adapter) and
+/// prints AUC, LogLoss, accuracy and the throughput of each stage (embed, pca, retrieve, prompts, tokenize, forward).
+/// </summary>
+internal static class EvalCommand
+{
+    private const string Description = """
+        Score a split of a prepared dataset (made by `rellax prepare`) and print AUC, LogLoss, accuracy, and the time and
+        throughput of every stage: embed (LLM item vectors, SUBR only), pca, retrieve, prompts, tokenize, forward.
+
+        History per prompt: --retrieval subr (default; SPEC §2: the K history items most similar to the target by the
+        LLM's own item vectors, PCA-reduced) or recent (the K most recent). Item vectors and SUBR results are cached in
+        DATA/cache (or --cache DIR), so a second run skips them. An adapter with CFLoRA generators or an SPA projector
+        needs the CRM's outputs: --crm FILE (user states by sample id and item embeddings by item id, safetensors) or
+        --din DIR (a DIN checkpoint run here).
+
+        Examples:
+          rellax prepare --dataset movielens-100k --data ml-100k --output ml100k
+          rellax eval --model vicuna-7b --data ml100k --k 30 --limit 1000
+          rellax eval --data ml100k --retrieval recent --k 10 --json
+          rellax eval --model vicuna-7b --data ml100k --adapter rellax-adapter --din din-ml100k --scores scores.jsonl
+        """;
+
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var data = new Option<string>("--data") { HelpName = "DIR", Description = "A prepared dataset folder (rellax prepare).", Required = true };
+        var adapter = new Option<string?>("--adapter") { HelpName = "DIR", Description = "Adapter folder (adapter_config.json + adapter_model.safetensors)." };
+        var crm = new Option<string?>("--crm") { HelpName = "FILE", Description = "CRM features (safetensors: item_ids, item_embeddings, sample_ids, user_states)." };
+        var din = new Option<string?>("--din") { HelpName = "DIR", Description = "A DIN checkpoint (config.json + model.safetensors) to compute the CRM features." };
+        var k = new Option<int>("--k") { Description = "History items per prompt.", DefaultValueFactory = _ => 30 };
+        k.Validators.Add(r => { if (r.GetValueOrDefault<int>() is < 1 or > SubrTopK.MaxK) r.AddError($"--k must be in [1, {SubrTopK.MaxK}]"); });
+        var retrieval = new Option<string>("--retrieval") { Description = "subr or recent.", DefaultValueFactory = _ => "subr" };
+        retrieval.AcceptOnlyFromAmong("subr", "recent");
+        var order = new Option<string>("--order") { Description = "SUBR's order in the prompt: chronological or score.", DefaultValueFactory = _ => "chronological" };
+        order.AcceptOnlyFromAmong("chronological", "score");
+        var pca = new Option<int>("--pca") { Description = "PCA components of the item vectors (0: none); capped at min(hidden size, items).", DefaultValueFactory = _ => 512 };
+        pca.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError("--pca must be >= 0"); });
+        var similarity = new Option<string>("--similarity") { Description = "cosine or dot.", DefaultValueFactory = _ => "cosine" };
+        similarity.AcceptOnlyFromAmong("cosine", "dot");
+        var split = new Option<string>("--split") { Description = "train, valid or test.", DefaultValueFactory = _ => "test" };
+        split.AcceptOnlyFromAmong("train", "valid", "test");
+        var limit = new Option<int>("--limit") { Description = "Score at most the first N samples of the split (0 = all).", DefaultValueFactory = _ => 0 };
+        limit.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError("--limit must be >= 0"); });
+        var cache = new Option<string?>("--cache") { HelpName = "DIR", Description = "Cache folder (default DATA/cache)." };
+        var noCache = new Option<bool>("--no-cache") { Description = "Neither read nor write the cache." };
+        var scores = new Option<string?>("--scores") { HelpName = "FILE", Description = "Also write {id, label, p_yes} per sample as JSONL, atomically." };
+        var template = CommonOptions.Template("Chat template around each prompt: vicuna or none.");
+        var attention = CommonOptions.Attention();
+        var backend = CommonOptions.Backend();
+        var threads = CommonOptions.Threads();
+        var batch = CommonOptions.BatchSize(8, "Prompts per forward pass.");
+        var json = CommonOptions.Json();
+        var cmd = new Command("eval", Description)
+        {
+            model, data, adapter, crm, din, k, retrieval, order, pca, similarity, split, limit, cache, noCache, scores, template, attention, backend, threads, batch, json,
+        };
+        cmd.SetAction(r => CommonOptions.Guard(() =>
+        {
+            string dataDir = r.GetValue(data)!;
+            var options = new EvaluationOptions
+            {
+                K = r.GetValue(k), Retrieval = r.GetValue(retrieval) == "recent" ? HistoryRetrieval.Recent : HistoryRetrieval.Subr,
+                Order = r.GetValue(order) == "score" ? SubrOrder.Score : SubrOrder.Chronological,
+                PcaComponents = r.GetValue(pca) is int p && p > 0 ? p : null,
+                Similarity = r.GetValue(similarity) == "dot" ? SubrSimilarity.Dot : SubrSimilarity.Cosine,
+                Split = r.GetValue(split) switch { "train" => SampleSplit.Train, "valid" => SampleSplit.Valid, _ => SampleSplit.Test },
+                Limit = r.GetValue(limit),
+                CacheDirectory = r.GetValue(noCache) ? null : r.GetValue(cache) ?? Path.Combine(dataDir, "cache"),
+                Scoring = new ScoringOptions
+                {
+                    Template = PromptTemplate.Parse(r.GetValue(template)!), Attention = CommonOptions.ParseAttention(r.GetValue(attention)!), BatchSize = r.GetValue(batch),
+                },
+            };
+            return Run(r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), dataDir, r.GetValue(adapter), r.GetValue(crm), r.GetValue(din),
+                options, r.GetValue(scores), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json));
+        }));
+        return cmd;
+    }
+
+    private static int Run(string modelDir, string dataDir, string? adapterDir, string? crmPath, string? dinDir, EvaluationOptions options,
+        string? scoresPath, string backendName, int threads, bool json)
+    {
+        if (crmPath is not null && dinDir is not null) throw new ArgumentException("give either --crm or --din, not both");
+        if (scoresPath is not null) CommonOptions.CheckOutputPath(scoresPath, "--scores");
+        var total = Stopwatch.StartNew();
+        var clock = Stopwatch.StartNew();
+        var set = PreparedDataset.Load(dataDir);
+        double loadDataMs = clock.Elapsed.TotalMilliseconds;
+
+        using var cancel = CommonOptions.CancelOnCtrlC();
+        using var backend = CommonOptions.CreateBackend(backendName, threads);
+        clock.Restart();
+        using var model = LlamaModel.Load(modelDir, backend);
+        var adapter = adapterDir is null ? null : RellaxAdapter.Load(adapterDir, model.Config);
+        double loadModelMs = clock.Elapsed.TotalMilliseconds;
+
+        CrmFeatures? crm = null;
+        double crmMs = 0;
+        clock.Restart();
+        if (crmPath is not null) crm = CrmFeatures.Load(crmPath);
+        else if (dinDir is not null)
+        {
+            var din = DinModel.Load(dinDir);
+            var samples = set.InSplit(options.Split).Take(options.Limit > 0 ? options.Limit : int.MaxValue).ToList();
+            crm = din.Featurize(set, samples);
+        }
+        crmMs = clock.Elapsed.TotalMilliseconds;
+
+        EvaluationResult result;
+        using (var progress = new StageProgress())
+            result = CtrEvaluation.Run(model, adapter, set, crm, options, progress, w => Console.Error.WriteLine($"rellax: warning: {w}"), cancel.Token);
+
+        if (scoresPath is not null) PipelineReport.WriteScores(scoresPath, result);
+
+        var m = result.Metrics;
+        string retrieval = options.Retrieval == HistoryRetrieval.Subr ? "subr" : "recent";
+        if (json)
+        {
+            Console.WriteLine(JsonSerializer.Serialize(new
+            {
+                data = dataDir, dataset = set.Dataset.Name, split = SampleSet.NameOf(options.Split), model = modelDir, adapter = adapterDir, backend = backend.Name,
+                attention = CommonOptions.Name(options.Scoring.Attention), retrieval, k = options.K,
+                metrics = PipelineReport.MetricsJson(m),
+                category_agreement = new { listed = PipelineReport.Json(result.Quality.Listed), recent = PipelineReport.Json(result.Quality.RecentK), whole_history = PipelineReport.Json(result.Quality.FullHistory) },
+                pca_explained_variance = result.PcaExplainedVariance is double e ? PipelineReport.Json(e) : null,
+                load_ms = new { data = Math.Round(loadDataMs, 3), model = Math.Round(loadModelMs, 3), crm = Math.Round(crmMs, 3) },
+                stages = PipelineReport.StagesJson(result.Stages),
+                scores = scoresPath, total_seconds = PipelineReport.Json(total.Elapsed.TotalSeconds),
+            }));
+            return 0;
+        }
+        Console.WriteLine($"{set.Dataset.Name} {SampleSet.NameOf(options.Split)}: {m.Count} samples ({m.Positives} positive), {retrieval}-{options.K}, " +
+                          $"{(adapterDir is null ? "no adapter" : "adapter " + adapterDir)}, {backend.Name} ({CommonOptions.Name(options.Scoring.Attention)} attention)");
+        Console.WriteLine($"{PipelineReport.MetricsLine(m)}");
+        Console.WriteLine($"history items sharing the target's category: listed {PipelineReport.Percent(result.Quality.Listed)}, recent-{options.K} {PipelineReport.Percent(result.Quality.RecentK)}, whole history {PipelineReport.Percent(result.Quality.FullHistory)}");
+        PipelineReport.WriteStages(Console.Out, result.Stages);
+        Console.WriteLine($"(loading: data {loadDataMs:F0} ms, model {loadModelMs:F0} ms, crm {crmMs:F0} ms)");
+        Console.WriteLine($"total {total.Elapsed.TotalSeconds:F1} s");
+        return 0;
+    }
+
+}

@@ -1,0 +1,269 @@
+using System.Diagnostics;
+using Rellax.Kernels;
+using Rellax.Runtime;
+
+namespace Rellax.Rec;
+
+/// <summary>How a prompt's history is chosen.</summary>
+public enum HistoryRetrieval
+{
+    /// <summary>The K most recent events (the reference code's <c>simple</c> prompts).</summary>
+    Recent,
+    /// <summary>SUBR: the K events most similar to the target by LLM item vectors (SPEC §2).</summary>
+    Subr,
+}
+
+/// <summary>What <see cref="CtrEvaluation.Run"/> does.</summary>
+public sealed record EvaluationOptions
+{
+    /// <summary>The split to score (default test).</summary>
+    public SampleSplit Split { get; init; } = SampleSplit.Test;
+
+    /// <summary>Score only the first N samples of the split (0 = all).</summary>
+    public int Limit { get; init; }
+
+    /// <summary>History events per prompt (SPEC: 30 for MovieLens, 60 for Book-Crossing).</summary>
+    public int K { get; init; } = 30;
+
+    /// <summary>Recent-K or SUBR-K.</summary>
+    public HistoryRetrieval Retrieval { get; init; } = HistoryRetrieval.Subr;
+
+    /// <summary>SUBR's order in the prompt: chronological (the default, the reference's <c>sequential</c>) or best first.</summary>
+    public SubrOrder Order { get; init; } = SubrOrder.Chronological;
+
+    /// <summary>PCA components for SUBR's item vectors (SPEC: 512), capped at min(hidden size, items); null: no PCA.</summary>
+    public int? PcaComponents { get; init; } = 512;
+
+    /// <summary>Cosine (default) or raw dot product (the reference code's choice for ML-25M and Book-Crossing).</summary>
+    public SubrSimilarity Similarity { get; init; } = SubrSimilarity.Cosine;
+
+    /// <summary>Template around each item sentence when embedding items (SPEC §2: the chat template, one user turn).</summary>
+    public PromptTemplate ItemTemplate { get; init; } = PromptTemplate.Vicuna;
+
+    /// <summary>Items per embedding forward pass.</summary>
+    public int EmbedBatchSize { get; init; } = 32;
+
+    /// <summary>Folder of the on-disk cache of item vectors and SUBR positions; null: no cache.</summary>
+    public string? CacheDirectory { get; init; }
+
+    /// <summary>The scorer's options (template, attention, batch sizes, answers).</summary>
+    public ScoringOptions Scoring { get; init; } = new();
+}
+
+/// <summary>Time and throughput of one pipeline stage.</summary>
+/// <param name="Stage">embed, pca, retrieve, prompts, tokenize, forward, or crm.</param>
+/// <param name="Seconds">Wall time.</param>
+/// <param name="Count">Units processed (items, samples, prompts).</param>
+/// <param name="Unit">What <paramref name="Count"/> counts.</param>
+/// <param name="Tokens">Tokens processed (0 when the stage does not run the model or tokenizer).</param>
+/// <param name="Cached">True when the result came from the on-disk cache.</param>
+public sealed record StageTiming(string Stage, double Seconds, long Count, string Unit, long Tokens = 0, bool Cached = false)
+{
+    /// <summary><see cref="Count"/> per second (0 when no time passed).</summary>
+    public double PerSecond => Seconds > 0 ? Count / Seconds : 0;
+
+    /// <summary><see cref="Tokens"/> per second (0 when no time passed).</summary>
+    public double TokensPerSecond => Seconds > 0 ? Tokens / Seconds : 0;
+}
+
+/// <summary>Progress of <see cref="CtrEvaluation.Run"/>: <paramref name="Done"/> of <paramref name="Total"/> in <paramref name="Stage"/>.</summary>
+public readonly record struct EvaluationProgress(string Stage, int Done, int Total);
+
+/// <summary>What <see cref="CtrEvaluation.Run"/> returns.</summary>
+/// <param name="Metrics">AUC, LogLoss, accuracy.</param>
+/// <param name="Stages">Per-stage timings, in order.</param>
+/// <param name="Samples">The scored samples.</param>
+/// <param name="Prompts">Their prompts.</param>
+/// <param name="Scores">Their scores (p(click) = <see cref="CtrScore.PYes"/>).</param>
+/// <param name="Quality">How often the listed history shares the target's category.</param>
+/// <param name="PcaExplainedVariance">Share of the item vectors' variance the PCA kept (null without SUBR or PCA).</param>
+public sealed record EvaluationResult(CtrMetrics Metrics, IReadOnlyList<StageTiming> Stages, IReadOnlyList<ReLLaSample> Samples,
+    IReadOnlyList<ReLLaPrompt> Prompts, IReadOnlyList<CtrScore> Scores, RetrievalQuality Quality, double? PcaExplainedVariance);
+
+/// <summary>
+/// Retrieval quality a user can see: the share of listed history events whose category (first genre) is the target's.
+/// </summary>
+/// <param name="Listed">For the prompts' histories (SUBR-K or recent-K, whichever ran).</param>
+/// <param name="RecentK">For recent-K over the same samples (the baseline SUBR should beat).</param>
+/// <param name="FullHistory">For the whole history (what random picks would average).</param>
+public readonly record struct RetrievalQuality(double Listed, double RecentK, double FullHistory);
+
+/// <summary>
+/// The ReLLaX evaluation pipeline over prepared samples: (SUBR only) LLM item vectors → PCA → index → retrieval, then
+/// prompts (with SPA markers when the adapter has a projector) → tokenize → batched forward → metrics, timing each stage.
+/// Item vectors and SUBR positions are cached on disk when <see cref="EvaluationOptions.CacheDirectory"/> is set.
+/// </summary>
+public static class CtrEvaluation
+{
+    /// <summary>Runs the evaluation.</summary>
+    /// <param name="model">The base model (its backend runs everything).</param>
+    /// <param name="adapter">LoRA / CFLoRA / SPA adapter, or null for the base model.</param>
+    /// <param name="set">The samples.</param>
+    /// <param name="crm">CRM features: user states for CFLoRA generators (by sample index) and item embeddings for SPA (by
+    /// item row); required when the adapter has generators or a projector.</param>
+    /// <param name="options">Null for the defaults.</param>
+    /// <param name="progress">Stage progress.</param>
+    /// <param name="warn">Receives cache warnings (one line each).</param>
+    /// <param name="cancellationToken">Checked between batches.</param>
+    /// <exception cref="ArgumentException">The split is empty, or the adapter needs CRM features that are missing or of the
+    /// wrong size (the message says which).</exception>
+    public static EvaluationResult Run(LlamaModel model, RellaxAdapter? adapter, SampleSet set, CrmFeatures? crm, EvaluationOptions? options = null,
+        IProgress<EvaluationProgress>? progress = null, Action<string>? warn = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(set);
+        var o = options ?? new EvaluationOptions();
+        ArgumentOutOfRangeException.ThrowIfLessThan(o.K, 1);
+        if (o.Retrieval == HistoryRetrieval.Subr) ArgumentOutOfRangeException.ThrowIfGreaterThan(o.K, SubrTopK.MaxK);
+        ArgumentOutOfRangeException.ThrowIfNegative(o.Limit);
+        CheckCrm(adapter, crm);
+
+        var samples = set.InSplit(o.Split).ToList();
+        if (o.Limit > 0 && samples.Count > o.Limit) samples = samples.GetRange(0, o.Limit);
+        if (samples.Count == 0) throw new ArgumentException($"the {SampleSet.NameOf(o.Split)} split of '{set.Dataset.Name}' has no samples", nameof(set));
+
+        var stages = new List<StageTiming>();
+        var cache = o.CacheDirectory is null ? null : new PipelineCache(o.CacheDirectory, warn);
+        int[][] recent = SampleRetrieval.Recent(set, samples, o.K);
+        int[][] positions = recent;
+        double? explained = null;
+        if (o.Retrieval == HistoryRetrieval.Subr)
+            positions = Subr(model, set, samples, o, cache, stages, progress, cancellationToken, out explained);
+
+        var clock = Stopwatch.StartNew();
+        var builder = new ReLLaPromptBuilder(set, new PromptOptions
+        {
+            SpaMarkers = adapter?.Projector is not null,
+            HistToken = adapter?.Config.HistToken ?? "[hist]",
+            TargetToken = adapter?.Config.TargetToken ?? "[target]",
+        });
+        var prompts = new ReLLaPrompt[samples.Count];
+        var requests = new CtrRequest[samples.Count];
+        bool generators = adapter?.HasGenerators == true, spa = adapter?.Projector is not null;
+        for (int i = 0; i < samples.Count; i++)
+        {
+            var p = prompts[i] = builder.Build(samples[i], positions[i]);
+            requests[i] = new CtrRequest(p.Text,
+                generators ? crm!.UserState(samples[i].Index).ToArray() : null,
+                spa ? p.HistoryItems.Select(item => crm!.ItemEmbedding(item).ToArray()).ToArray() : null,
+                spa ? crm!.ItemEmbedding(p.TargetItem).ToArray() : null);
+        }
+        stages.Add(new StageTiming("prompts", clock.Elapsed.TotalSeconds, samples.Count, "prompts"));
+
+        using var scorer = new CtrScorer(model, adapter, o.Scoring);
+        clock.Restart();
+        long tokens = 0;
+        for (int i = 0; i < requests.Length; i++)
+        {
+            try { tokens += scorer.Validate(requests[i]); }
+            catch (ArgumentException e) { throw new ArgumentException($"sample {samples[i].Index}: {e.Message}", nameof(set), e); }
+        }
+        stages.Add(new StageTiming("tokenize", clock.Elapsed.TotalSeconds, samples.Count, "prompts", tokens));
+
+        clock.Restart();
+        var scores = scorer.Score(requests, progress is null ? null : new Progress(progress, "forward", samples.Count), cancellationToken);
+        stages.Add(new StageTiming("forward", clock.Elapsed.TotalSeconds, samples.Count, "prompts", tokens));
+
+        var p1 = scores.Select(s => s.PYes).ToArray();
+        var labels = samples.Select(s => s.Label).ToArray();
+        var metrics = CtrMetrics.Compute(p1, labels);
+        var quality = new RetrievalQuality(
+            SampleRetrieval.CategoryAgreement(set, samples, positions),
+            SampleRetrieval.CategoryAgreement(set, samples, recent),
+            SampleRetrieval.CategoryAgreement(set, samples, null));
+        return new EvaluationResult(metrics, stages, samples, prompts, scores, quality, explained);
+    }
+
+    /// <summary>Checks that the CRM features cover what the adapter needs, with sizes.</summary>
+    private static void CheckCrm(RellaxAdapter? adapter, CrmFeatures? crm)
+    {
+        if (adapter is null) return;
+        if (adapter.HasGenerators)
+        {
+            if (crm is null || crm.StateDim == 0)
+                throw new ArgumentException($"adapter '{adapter.Directory}' has CFLoRA generators and needs a user state (d_h = {adapter.Config.InstanceDim}) per sample: give CRM features", nameof(crm));
+            if (crm.StateDim != adapter.Config.InstanceDim)
+                throw new ArgumentException($"the CRM user states have {crm.StateDim} values, but adapter '{adapter.Directory}' expects instance_dim = {adapter.Config.InstanceDim}", nameof(crm));
+        }
+        if (adapter.Projector is not null)
+        {
+            if (crm is null || crm.EmbedDim == 0)
+                throw new ArgumentException($"adapter '{adapter.Directory}' has an SPA projector and needs CRM item embeddings (E = {adapter.Config.CrmEmbedDim}): give CRM features", nameof(crm));
+            if (crm.EmbedDim != adapter.Config.CrmEmbedDim)
+                throw new ArgumentException($"the CRM item embeddings have {crm.EmbedDim} values, but adapter '{adapter.Directory}' expects crm_embed_dim = {adapter.Config.CrmEmbedDim}", nameof(crm));
+        }
+    }
+
+    /// <summary>The SUBR stages: item vectors (cached), PCA + index, retrieval (cached).</summary>
+    private static int[][] Subr(LlamaModel model, SampleSet set, List<ReLLaSample> samples, EvaluationOptions o, PipelineCache? cache,
+        List<StageTiming> stages, IProgress<EvaluationProgress>? progress, CancellationToken cancellationToken, out double? explained)
+    {
+        var items = set.Dataset.Items;
+        var domain = set.Dataset.Domain;
+        var texts = items.Select(i => ItemText.Describe(i, domain)).ToList();
+        int rows = texts.Count, hidden = model.Config.HiddenSize;
+
+        // Item vectors, keyed by the model files' identity, the template, the attention precision and every item text.
+        string vectorsKey;
+        using (var key = new CacheKey("item-vectors v1"))
+        {
+            key.Add(Path.GetFullPath(model.Directory));
+            foreach (var f in Directory.EnumerateFiles(model.Directory).Order(StringComparer.Ordinal)) key.AddFileIdentity(f);
+            key.Add(o.ItemTemplate.Prefix).Add(o.ItemTemplate.Suffix).Add((long)o.Scoring.Attention).Add(rows);
+            foreach (var t in texts) key.Add(t);
+            vectorsKey = key.Finish();
+        }
+        var clock = Stopwatch.StartNew();
+        float[]? vectors = cache?.TryLoadVectors(vectorsKey, rows, hidden);
+        long tokens = 0;
+        foreach (var t in texts) tokens += model.Tokenizer.PrefixIds.Count + model.Tokenizer.Encode(o.ItemTemplate.Apply(t), addSpecialTokens: false).Count;
+        bool cached = vectors is not null;
+        if (vectors is null)
+        {
+            using var embedder = new ItemEmbedder(model, o.ItemTemplate, o.Scoring.Attention, o.EmbedBatchSize);
+            vectors = embedder.Embed(texts, progress is null ? null : new Progress(progress, "embed", rows), cancellationToken);
+            cache?.SaveVectors(vectorsKey, vectors, rows, hidden);
+        }
+        stages.Add(new StageTiming("embed", clock.Elapsed.TotalSeconds, rows, "items", tokens, cached));
+
+        clock.Restart();
+        int? components = o.PcaComponents is int k ? Math.Min(k, Math.Min(hidden, rows)) : null;
+        if (components is int c && (c < 1 || rows < 2)) components = null;
+        using var index = SubrIndex.Build(model.Backend, vectors, rows, hidden, default,
+            new SubrIndexOptions { PcaComponents = components, Similarity = o.Similarity });
+        explained = index.ExplainedVarianceRatio?.Sum();
+        stages.Add(new StageTiming("pca", clock.Elapsed.TotalSeconds, rows, "items"));
+
+        string positionsKey;
+        using (var key = new CacheKey("subr-positions v1"))
+        {
+            key.Add(vectorsKey).Add(components ?? 0).Add((long)o.Similarity).Add(o.K).Add((long)o.Order);
+            for (int u = 0; u < set.Dataset.UserKeys.Count; u++)
+            {
+                var timeline = set.Timeline(u);
+                var ids = new int[timeline.Length];
+                for (int j = 0; j < ids.Length; j++) ids[j] = timeline[j].Item;
+                key.Add<int>(ids);
+            }
+            foreach (var s in samples) key.Add(s.Index).Add(s.User).Add(s.Item).Add(s.HistoryLength);
+            positionsKey = key.Finish();
+        }
+        clock.Restart();
+        int[][]? positions = cache?.TryLoadPositions(positionsKey, samples, o.K);
+        cached = positions is not null;
+        if (positions is null)
+        {
+            positions = SampleRetrieval.Subr(index, set, samples, o.K, o.Order, progress: progress is null ? null : new Progress(progress, "retrieve", samples.Count),
+                cancellationToken: cancellationToken);
+            cache?.SavePositions(positionsKey, positions);
+        }
+        stages.Add(new StageTiming("retrieve", clock.Elapsed.TotalSeconds, samples.Count, "samples", 0, cached));
+        return positions;
+    }
+
+    /// <summary>Forwards a stage's counts as <see cref="EvaluationProgress"/>.</summary>
+    private sealed class Progress(IProgress<EvaluationProgress> target, string stage, int total) : IProgress<int>
+    {
+        public void Report(int value) => target.Report(new EvaluationProgress(stage, value, total));
+    }
+}
