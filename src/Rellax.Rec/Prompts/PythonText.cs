@@ -17,6 +17,10 @@ internal static class PythonText
 {
     private const string Hex = "0123456789abcdef";
 
+    // Printable ASCII except the backslash and both quotes: copied as is by repr and json.dumps (runs found vectorized).
+    private static readonly System.Buffers.SearchValues<char> PlainAscii = System.Buffers.SearchValues.Create(
+        " !#$%&()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`abcdefghijklmnopqrstuvwxyz{|}~");
+
     /// <summary>
     /// Appends <c>repr(s)</c> as CPython 3 prints it (<c>unicode_repr</c> in <c>Objects/unicodeobject.c</c>):
     /// <list type="bullet">
@@ -38,6 +42,9 @@ internal static class PythonText
         sb.Append(quote);
         for (int i = 0; i < s.Length; i++)
         {
+            int run = s.AsSpan(i).IndexOfAnyExcept(PlainAscii);
+            if (run < 0) { sb.Append(s, i, s.Length - i); break; }
+            if (run > 0) { sb.Append(s, i, run); i += run; }
             char c = s[i];
             if (c < 0x80)
             {
@@ -75,8 +82,12 @@ internal static class PythonText
     public static void AppendJsonString(StringBuilder sb, string s)
     {
         sb.Append('"');
-        foreach (char c in s)
+        for (int i = 0; i < s.Length; i++)
         {
+            int run = s.AsSpan(i).IndexOfAnyExcept(PlainAscii);
+            if (run < 0) { sb.Append(s, i, s.Length - i); break; }
+            if (run > 0) { sb.Append(s, i, run); i += run; }
+            char c = s[i];
             switch (c)
             {
                 case '"': sb.Append("\\\""); break;

@@ -39,11 +39,7 @@ public static class TrainingFile
     public static string Line(string input, bool label)
     {
         ArgumentNullException.ThrowIfNull(input);
-        var sb = new StringBuilder(input.Length + input.Length / 8 + 40);
-        sb.Append("{\"input\": ");
-        PythonText.AppendJsonString(sb, input);
-        sb.Append(", \"output\": \"").Append(label ? PositiveOutput : NegativeOutput).Append("\"}");
-        return sb.ToString();
+        return AppendLine(new StringBuilder(input.Length + input.Length / 8 + 40), input, label).ToString();
     }
 
     /// <summary>Writes the line of <paramref name="prompt"/> (its text and label) and a <c>\n</c>.</summary>
@@ -51,8 +47,20 @@ public static class TrainingFile
     {
         ArgumentNullException.ThrowIfNull(writer);
         ArgumentNullException.ThrowIfNull(prompt);
-        writer.Write(Line(prompt.Text, prompt.Label));
-        writer.Write('\n');
+        var sb = t_line ??= new StringBuilder(4096);
+        sb.Clear();
+        AppendLine(sb, prompt.Text, prompt.Label).Append('\n');
+        writer.Write(sb);
+        if (sb.Capacity > 1 << 20) t_line = null; // do not keep a huge buffer alive
+    }
+
+    [ThreadStatic] private static StringBuilder? t_line;
+
+    private static StringBuilder AppendLine(StringBuilder sb, string input, bool label)
+    {
+        sb.Append("{\"input\": ");
+        PythonText.AppendJsonString(sb, input);
+        return sb.Append(", \"output\": \"").Append(label ? PositiveOutput : NegativeOutput).Append("\"}");
     }
 
     /// <summary>Writes one line per prompt, in order (a plain, non-mixed training or test file).</summary>

@@ -271,6 +271,41 @@ public sealed class PromptTests
         Assert.That(p.Text, Is.EqualTo(expected));
     }
 
+    /// <summary>
+    /// A real ML-100K user (139: male, 20, student) whose history has a non-ASCII title and two with apostrophes. The
+    /// timeline is the user's ratings sorted by (timestamp, item); the sample is event 10 (Fargo), recent-8 = events 2..9.
+    /// Expected list line and target from Python over the raw files:
+    /// <c>cd shared/data/movielens/ml-100k &amp;&amp; python3 -c "items={l.split('|')[0]:l.split('|')[1] for l in open('u.item',encoding='latin-1')};
+    /// ev=sorted((int(t),int(i),int(r)) for u,i,r,t in (l.split() for l in open('u.data')) if u=='139');
+    /// h=[f'{items[str(i)]} ({r} stars)' if r&gt;1 else f'{items[str(i)]} ({r} star)' for _,i,r in ev[2:10]];
+    /// print(list(map(lambda x: f'{x[0]}. {x[1]}', enumerate(h)))); print(items[str(ev[10][1])], ev[10], len(ev))"</c>
+    /// (the list expression is the reference's <c>load_prompt_ml1m.py</c> one) printed the list below, then
+    /// <c>Fargo (1996) (879538199, 100, 5) 24</c>; <c>grep '^139|' u.user</c> gives <c>139|20|M|student|08904</c>.
+    /// </summary>
+    [Test]
+    public void MovieLens100KUserWithAccentsAndApostrophesMatchesPython()
+    {
+        string dir = TestData.RequireShared("movielens/ml-100k");
+        var ds = DatasetReader.Read(DatasetKind.MovieLens100K, dir);
+        int user = ds.UserKeys.ToList().IndexOf("139");
+        Assert.That(user, Is.GreaterThanOrEqualTo(0));
+        var mine = ds.Ratings.ToArray().Where(r => r.User == user)
+            .OrderBy(r => r.Timestamp).ThenBy(r => int.Parse(ds.Items[r.Item].Key, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        Assert.That(mine, Has.Length.EqualTo(24));
+        var start = new int[ds.UserKeys.Count + 1];
+        for (int u = user + 1; u <= ds.UserKeys.Count; u++) start[u] = mine.Length;
+        var sample = new ReLLaSample(0, user, mine[10].Item, mine[10].Value, true, mine[10].Timestamp, 10, SampleSplit.Test);
+        var set = new SampleSet(ds, new SampleOptions(), mine, start, [sample]);
+        var p = new ReLLaPromptBuilder(set).BuildRecent(set.Samples[0], 8);
+        string expected =
+            "The user is a male. His job is student. His age is 20.\n" +
+            "He watched the following movies in order in the past, and rated them:\n" +
+            """['0. Nénette et Boni (1996) (5 stars)', '1. Kolya (1996) (3 stars)', '2. Chasing Amy (1997) (4 stars)', "3. Devil's Advocate, The (1997) (4 stars)", '4. Scream (1996) (4 stars)', "5. Ulee's Gold (1997) (5 stars)", '6. Welcome To Sarajevo (1997) (4 stars)', '7. Michael Collins (1996) (5 stars)']""" + "\n" +
+            "Based on the movies he has watched, deduce if he will like the movie ***Fargo (1996)***.\n" +
+            MovieTail;
+        Assert.That(p.Text, Is.EqualTo(expected));
+    }
+
     [Test]
     public void StyleFollowsDomainAndProfiles()
     {
@@ -351,6 +386,9 @@ public sealed class PromptTests
     [TestCase("😀", "'😀'")]
     [TestCase("\U000e0001", "'\\U000e0001'")]
     [TestCase("", "''")]
+    [TestCase("x\ty'z", "\"x\\ty'z\"")]
+    [TestCase("Amélie's \"x\" \\ end", "'Amélie\\'s \"x\" \\\\ end'")]
+    [TestCase("ééabc\n", "'ééabc\\n'")]
     public void ReprMatchesPython(string s, string expected)
     {
         var sb = new StringBuilder();
