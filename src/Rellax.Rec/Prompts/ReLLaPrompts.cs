@@ -41,6 +41,7 @@ public sealed record ReLLaPrompt(string Text, int[] HistoryItems, int TargetItem
 /// Renders ReLLa prompts (SPEC §1) for the samples of a <see cref="SampleSet"/>. The caller picks which history events
 /// appear and in what order (recent-K: <see cref="RecentPositions"/>, the reference code's <c>simple</c> template;
 /// SUBR-K: the positions <see cref="SubrIndex.Retrieve"/> returns, chronological for <c>sequential</c> or by score).
+/// The builder is immutable: <see cref="Build"/> may run on several threads at once.
 /// <para><b>The templates.</b> Lines are joined with <c>\n</c> (no trailing newline), as the reference's f-strings join
 /// them. <c>{history}</c> is the Python list literal described below; <c>{title}</c> is the target's
 /// <see cref="Item.Title"/> as is; <c>{T}</c> is the target marker when <see cref="PromptOptions.SpaMarkers"/> is on
