@@ -11,4 +11,5 @@ root.Add(IndexCommand.Create());
 root.Add(RetrieveCommand.Create());
 root.Add(DemoCommand.Create());
 root.Add(EvalCommand.Create());
+root.Add(ExportCommand.Create());
 return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

@@ -194,8 +194,8 @@ public static class CtrEvaluation
         }
     }
 
-    /// <summary>The SUBR stages: item vectors (cached), PCA + index, retrieval (cached).</summary>
-    private static int[][] Subr(LlamaModel model, SampleSet set, List<ReLLaSample> samples, EvaluationOptions o, PipelineCache? cache,
+    /// <summary>The SUBR stages: item vectors (cached), PCA + index, retrieval (cached); appends their timings to <paramref name="stages"/>.</summary>
+    internal static int[][] Subr(LlamaModel model, SampleSet set, List<ReLLaSample> samples, EvaluationOptions o, PipelineCache? cache,
         List<StageTiming> stages, IProgress<EvaluationProgress>? progress, CancellationToken cancellationToken, out double? explained)
     {
         var items = set.Dataset.Items;
