@@ -29,8 +29,8 @@ internal static class DemoCommand
         Examples:
           rellax demo
           rellax demo --json
-          rellax demo --users 200 --k 15 --output demo-out
-          rellax eval --model models/stories260K --data demo-out/prepared --adapter demo-out/adapter --crm demo-out/crm.safetensors
+          rellax demo --users 200 --k 3 --output demo-out
+          rellax eval --data demo-out/prepared --adapter demo-out/adapter --crm demo-out/crm.safetensors --k 3
         """;
 
     public static Command Create()
@@ -38,8 +38,8 @@ internal static class DemoCommand
         var model = CommonOptions.Model();
         var users = new Option<int>("--users") { Description = "Synthetic users.", DefaultValueFactory = _ => 48 };
         users.Validators.Add(r => { if (r.GetValueOrDefault<int>() is < 2 or > 100_000) r.AddError("--users must be in [2, 100000]"); });
-        var k = new Option<int>("--k") { Description = "History items per prompt (recent-K and SUBR-K).", DefaultValueFactory = _ => 10 };
-        k.Validators.Add(r => { if (r.GetValueOrDefault<int>() is < 1 or > 30) r.AddError("--k must be in [1, 30] (stories260K's context is 512 tokens)"); });
+        var k = new Option<int>("--k") { Description = "History items per prompt (recent-K and SUBR-K); stories260K's 512-token context fits about 6.", DefaultValueFactory = _ => 5 };
+        k.Validators.Add(r => { if (r.GetValueOrDefault<int>() is < 1 or > 30) r.AddError("--k must be in [1, 30]"); });
         var seed = new Option<int>("--seed") { Description = "Seed of the dataset, the DIN and the adapter.", DefaultValueFactory = _ => 7 };
         var limit = new Option<int>("--limit") { Description = "Score at most N test samples (0 = all).", DefaultValueFactory = _ => 0 };
         limit.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError("--limit must be >= 0"); });

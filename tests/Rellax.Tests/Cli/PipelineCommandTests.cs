@@ -1,0 +1,135 @@
+using System.Text.Json;
+using NUnit.Framework;
+
+namespace Rellax.Tests.Cli;
+
+/// <summary>
+/// <c>rellax demo</c>, <c>rellax eval</c> and <c>rellax export</c> as a user runs them: the demo end to end in its fast
+/// mode, the demo's kept output evaluated again by <c>eval</c> (same scores; the second run from the cache), training
+/// files, and the error paths (one line, exit code 1, no output file).
+/// </summary>
+[TestFixture]
+public sealed class PipelineCommandTests
+{
+    private string _dir = null!;
+    private string _demo = null!;
+    private JsonElement _demoJson;
+
+    private static (int Code, string Out, string Err) Run(params string[] args) => RellaxCommandTests.Run(args);
+
+    [OneTimeSetUp]
+    public void RunTheDemoOnce()
+    {
+        Model.ModelPaths.Stories260KOrIgnore();
+        _dir = Directory.CreateTempSubdirectory("rellax-pipeline-cli-").FullName;
+        _demo = Path.Combine(_dir, "demo");
+        var (code, stdout, stderr) = Run("demo", "--fast", "--json", "--output", _demo, "--backend", "cpu");
+        Assert.That(code, Is.EqualTo(0), stderr);
+        _demoJson = JsonDocument.Parse(stdout).RootElement.Clone();
+        TestContext.Out.WriteLine(stderr);
+    }
+
+    [OneTimeTearDown] public void Clean() { if (_dir is not null) Directory.Delete(_dir, recursive: true); }
+
+    [Test]
+    public void TheFastDemoRunsEveryStageAndReportsWhatItFound()
+    {
+        var j = _demoJson;
+        Assert.That(j.GetProperty("scored").GetInt32(), Is.EqualTo(24));
+        Assert.That(j.GetProperty("stages").EnumerateArray().Select(s => s.GetProperty("stage").GetString()),
+            Is.EqualTo(new[] { "embed", "pca", "retrieve", "prompts", "tokenize", "forward" }));
+        var metrics = j.GetProperty("metrics");
+        Assert.That(metrics.GetProperty("count").GetInt32(), Is.EqualTo(24));
+        Assert.That(metrics.GetProperty("logloss").GetDouble(), Is.GreaterThan(0));
+        var retrieval = j.GetProperty("retrieval");
+        TestContext.Out.WriteLine($"category agreement: SUBR {retrieval.GetProperty("subr")}, recent {retrieval.GetProperty("recent")}, whole {retrieval.GetProperty("whole_history")}");
+        // The synthetic users' tastes give retrieval something to find: SUBR's history shares the target's category more often.
+        Assert.That(retrieval.GetProperty("subr").GetDouble(), Is.GreaterThan(retrieval.GetProperty("recent").GetDouble()));
+        Assert.That(j.GetProperty("note").GetString(), Does.Contain("not trained for recommendation"));
+        foreach (string f in new[] { "prepared/dataset.json", "prepared/items.jsonl", "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "crm.safetensors", "scores.jsonl" })
+            Assert.That(File.Exists(Path.Combine(_demo, f)), f);
+        Assert.That(File.ReadAllLines(Path.Combine(_demo, "scores.jsonl")), Has.Length.EqualTo(24));
+    }
+
+    [Test]
+    public void EvalOnTheDemosOutputGivesTheDemosScoresAndUsesTheCacheTheSecondTime()
+    {
+        string scores = Path.Combine(_dir, "eval-scores.jsonl");
+        string[] args = ["eval", "--data", Path.Combine(_demo, "prepared"), "--adapter", Path.Combine(_demo, "adapter"), "--crm", Path.Combine(_demo, "crm.safetensors"),
+            "--k", "5", "--limit", "24", "--pca", "32", "--backend", "cpu", "--json", "--scores", scores];
+        var (code, stdout, stderr) = Run(args);
+        Assert.That(code, Is.EqualTo(0), stderr);
+        var j = JsonDocument.Parse(stdout).RootElement;
+        Assert.That(j.GetProperty("metrics").GetProperty("auc").GetDouble(), Is.EqualTo(_demoJson.GetProperty("metrics").GetProperty("auc").GetDouble()).Within(1e-9));
+        static double[] P(string path) => File.ReadAllLines(path).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("p_yes").GetDouble()).ToArray();
+        Assert.That(P(scores), Is.EqualTo(P(Path.Combine(_demo, "scores.jsonl"))).Within(1e-9), "the demo and eval score the same prompts the same");
+        // The demo filled the cache in its folder; eval's default cache is DATA/cache, so a run there is computed once, then cached.
+        var (code2, stdout2, stderr2) = Run(args);
+        Assert.That(code2, Is.EqualTo(0), stderr2);
+        var stages = JsonDocument.Parse(stdout2).RootElement.GetProperty("stages").EnumerateArray().ToDictionary(s => s.GetProperty("stage").GetString()!);
+        Assert.That(stages["embed"].GetProperty("cached").GetBoolean(), Is.True);
+        Assert.That(stages["retrieve"].GetProperty("cached").GetBoolean(), Is.True);
+    }
+
+    [Test]
+    public void EvalErrorsAreOneLineAndWriteNothing()
+    {
+        string prepared = Path.Combine(_demo, "prepared");
+        string scores = Path.Combine(_dir, "never.jsonl");
+        var (code, _, stderr) = Run("eval", "--data", prepared, "--adapter", Path.Combine(_demo, "adapter"), "--k", "5", "--limit", "2", "--retrieval", "recent", "--scores", scores);
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr.Trim().Split('\n'), Has.Length.EqualTo(1));
+        Assert.That(stderr, Does.StartWith("rellax: ").And.Contain("CRM"));
+        Assert.That(File.Exists(scores), Is.False);
+
+        (code, _, stderr) = Run("eval", "--data", Path.Combine(_dir, "missing"));
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.Contain("missing"));
+
+        (code, _, stderr) = Run("eval", "--data", prepared, "--crm", "a", "--din", "b");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.Contain("either --crm or --din"));
+
+        (code, _, stderr) = Run("eval", "--data", prepared, "--retrieval", "magic");
+        Assert.That(code, Is.Not.EqualTo(0));
+        Assert.That(stderr, Does.Contain("magic"));
+    }
+
+    [Test]
+    public void ExportWritesRecentAndReitTrainingFiles()
+    {
+        string prepared = Path.Combine(_demo, "prepared");
+        string recent = Path.Combine(_dir, "recent.jsonl");
+        var (code, _, stderr) = Run("export", "--data", prepared, "--prompts", "recent", "--split", "test", "--k", "3", "--output", recent);
+        Assert.That(code, Is.EqualTo(0), stderr);
+        int testCount = JsonDocument.Parse(File.ReadAllText(Path.Combine(prepared, "dataset.json"))).RootElement.GetRawText().Length > 0
+            ? File.ReadAllLines(Path.Combine(prepared, "samples.jsonl")).Count(l => l.Contains("\"test\"")) : -1;
+        var lines = File.ReadAllLines(recent);
+        Assert.That(lines, Has.Length.EqualTo(testCount));
+        foreach (var line in lines)
+        {
+            var o = JsonDocument.Parse(line).RootElement;
+            Assert.That(o.EnumerateObject().Select(p => p.Name), Is.EqualTo(new[] { "input", "output" }));
+            Assert.That(o.GetProperty("output").GetString(), Is.AnyOf("Yes.", "No."));
+            Assert.That(o.GetProperty("input").GetString(), Does.StartWith("The user is a ").And.Not.Contain("[hist]"));
+        }
+
+        string reit = Path.Combine(_dir, "reit.jsonl");
+        (code, _, stderr) = Run("export", "--data", prepared, "--prompts", "reit", "--rows", "10", "--k", "3", "--spa", "--output", reit, "--backend", "cpu");
+        Assert.That(code, Is.EqualTo(0), stderr);
+        var pairs = File.ReadAllLines(reit).Select(l => JsonDocument.Parse(l).RootElement).ToArray();
+        Assert.That(pairs, Has.Length.EqualTo(20), "each drawn row twice");
+        for (int i = 0; i < 20; i += 2)
+        {
+            string a = pairs[i].GetProperty("input").GetString()!, b = pairs[i + 1].GetProperty("input").GetString()!;
+            Assert.That(a[a.IndexOf("***", StringComparison.Ordinal)..], Is.EqualTo(b[b.IndexOf("***", StringComparison.Ordinal)..]), $"rows {i}, {i + 1}: the same target");
+            Assert.That(pairs[i].GetProperty("output").GetString(), Is.EqualTo(pairs[i + 1].GetProperty("output").GetString()));
+            Assert.That(a, Does.Contain("[hist]"), "--spa marks the prompts");
+        }
+
+        (code, _, stderr) = Run("export", "--data", prepared, "--prompts", "reit", "--output", Path.Combine(_dir, "x.jsonl"));
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.Contain("--rows"));
+        Assert.That(File.Exists(Path.Combine(_dir, "x.jsonl")), Is.False);
+    }
+}
