@@ -66,7 +66,7 @@ internal static class DemoCommand
             limit = limit == 0 ? 24 : Math.Min(limit, 24);
         }
         if (outputDir is not null && File.Exists(outputDir)) throw new IOException($"--output '{outputDir}' is a file; give a folder");
-        string work = outputDir ?? Directory.CreateTempSubdirectory("rellax-demo-").FullName;
+        string work = outputDir is null ? Directory.CreateTempSubdirectory("rellax-demo-").FullName : Directory.CreateDirectory(outputDir).FullName;
         var log = json ? Console.Error : Console.Out;
         var total = Stopwatch.StartNew();
         try
