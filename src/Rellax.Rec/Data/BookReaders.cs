@@ -264,7 +264,7 @@ internal static class BookReaders
     {
         var bad = new BadLines(options);
         var items = new List<Item>();
-        var itemRow = new KeyTable(10_000);
+        var itemRow = new KeyTable();
         using (var csv = new CsvRecordReader(Path.Combine(directory, "books.csv"), Encoding.UTF8))
         {
             int[] col = DatasetCsv.ReadHeader(csv, "book_id", "title", "authors", "original_publication_year", "isbn");
@@ -294,7 +294,7 @@ internal static class BookReaders
             }
         }
 
-        var users = new KeyTable(1 << 16);
+        var users = new KeyTable();
         Rating[] ratings;
         string ratingsPath = Path.Combine(directory, "ratings.csv");
         using (var csv = new CsvRecordReader(ratingsPath, Encoding.UTF8))

@@ -4,17 +4,24 @@ namespace Rellax.Rec;
 
 /// <summary>
 /// Source ids (as text) to dense 0-based rows in first-added order, looked up by span so that reading a rating does not
-/// allocate a string for an id already known.
+/// allocate a string for an id already known. Canonical decimal ids (ASCII digits, no leading zero, below
+/// <see cref="NumericLimit"/>: every MovieLens, goodbooks and Book-Crossing user id) go through a direct array indexed
+/// by their value, 4 bytes per id up to the largest one; other keys (ISBNs, ids with leading zeros) through a
+/// dictionary. The two never hold the same text, so the mapping from text to row stays one-to-one.
 /// </summary>
 internal sealed class KeyTable
 {
+    /// <summary>Ids at or above this value use the dictionary (caps the array at 64 MiB).</summary>
+    internal const int NumericLimit = 1 << 24;
+
     private readonly Dictionary<string, int> _rows;
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _lookup;
+    private int[] _byNumber = []; // row + 1 per numeric id; 0 = absent
 
-    /// <summary>Creates an empty table with room for <paramref name="capacity"/> keys.</summary>
-    public KeyTable(int capacity = 0)
+    /// <summary>Creates an empty table.</summary>
+    public KeyTable()
     {
-        _rows = new Dictionary<string, int>(capacity, StringComparer.Ordinal);
+        _rows = new Dictionary<string, int>(StringComparer.Ordinal);
         _lookup = _rows.GetAlternateLookup<ReadOnlySpan<char>>();
     }
 
@@ -24,25 +31,54 @@ internal sealed class KeyTable
     /// <summary>The number of keys.</summary>
     public int Count => Keys.Count;
 
+    /// <summary>The value of a canonical decimal id below <see cref="NumericLimit"/>, or -1.</summary>
+    private static int Numeric(ReadOnlySpan<char> key)
+    {
+        if (key.Length is 0 or > 8 || key[0] == '0') return -1; // 8 digits < 10^8; the limit check follows
+        int v = 0;
+        foreach (char c in key)
+        {
+            uint d = (uint)(c - '0');
+            if (d > 9) return -1;
+            v = v * 10 + (int)d;
+        }
+        return v < NumericLimit ? v : -1;
+    }
+
     /// <summary>The row of <paramref name="key"/>, if present.</summary>
-    public bool TryGet(ReadOnlySpan<char> key, out int row) => _lookup.TryGetValue(key, out row);
+    public bool TryGet(ReadOnlySpan<char> key, out int row)
+    {
+        int n = Numeric(key);
+        if (n < 0) return _lookup.TryGetValue(key, out row);
+        row = (uint)n < (uint)_byNumber.Length ? _byNumber[n] - 1 : -1;
+        return row >= 0;
+    }
 
     /// <summary>Adds <paramref name="key"/> as the next row; false (and nothing added) when it is already present.</summary>
     public bool TryAdd(string key)
     {
-        if (!_rows.TryAdd(key, Keys.Count)) return false;
-        Keys.Add(key);
+        if (TryGet(key, out _)) return false;
+        Add(key, Numeric(key));
         return true;
     }
 
     /// <summary>The row of <paramref name="key"/>, adding it as the next row when new.</summary>
     public int GetOrAdd(ReadOnlySpan<char> key)
     {
-        if (_lookup.TryGetValue(key, out int row)) return row;
-        row = Keys.Count;
-        string s = new(key);
-        _rows.Add(s, row);
-        Keys.Add(s);
+        if (TryGet(key, out int row)) return row;
+        return Add(new string(key), Numeric(key));
+    }
+
+    private int Add(string key, int numeric)
+    {
+        int row = Keys.Count;
+        if (numeric < 0) _rows.Add(key, row);
+        else
+        {
+            if (numeric >= _byNumber.Length) Array.Resize(ref _byNumber, (int)Math.Min(NumericLimit, Math.Max(numeric + 1L, _byNumber.Length * 2L)));
+            _byNumber[numeric] = row + 1;
+        }
+        Keys.Add(key);
         return row;
     }
 }

@@ -142,7 +142,7 @@ internal static class MovieLensReaders
         }
 
         string ratingsPath = Path.Combine(directory, "ratings.csv");
-        var users = new KeyTable(1 << 16);
+        var users = new KeyTable();
         Rating[] ratings;
         using (var csv = new CsvRecordReader(ratingsPath, Encoding.UTF8))
         {

@@ -143,6 +143,26 @@ public sealed class DatasetCsvReaderTests
     }
 
     [Test]
+    public void KeyTableKeepsTextKeysApart()
+    {
+        // "7", "007" and "07" are different ids as text; ISBN-like and huge ids take the dictionary path
+        var t = new KeyTable();
+        string huge = (KeyTable.NumericLimit + 5).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        string[] keys = ["7", "007", "07", "0195153448", "034545104X", huge, "16777215", "1", "99999999"];
+        foreach (string k in keys) Assert.That(t.TryAdd(k), Is.True, k);
+        foreach (string k in keys) Assert.That(t.TryAdd(k), Is.False, "second add of " + k);
+        for (int i = 0; i < keys.Length; i++)
+        {
+            Assert.That(t.TryGet(keys[i], out int row), Is.True, keys[i]);
+            Assert.That(row, Is.EqualTo(i), keys[i]);
+        }
+        Assert.That(t.Keys, Is.EqualTo(keys));
+        foreach (string k in new[] { "8", "0007", "", "2", "16777214", "-7", "7 " }) Assert.That(t.TryGet(k, out _), Is.False, $"'{k}'");
+        Assert.That(t.GetOrAdd("8".AsSpan()), Is.EqualTo(keys.Length));
+        Assert.That(t.GetOrAdd("007".AsSpan()), Is.EqualTo(1));
+    }
+
+    [Test]
     public void MissingFileNamesIt()
     {
         string path = Path.Combine(_dir, "nope.csv");
