@@ -19,7 +19,7 @@ internal static class BookReaders
     /// whose column names are checked. What is kept follows the reference preprocessing (LaVieEnRose365/ReLLa,
     /// <c>data_preprocess/BookCrossing.ipynb</c>):
     /// <list type="bullet">
-    /// <item>Books: ISBN, title (tabs trimmed at both ends), author, year, publisher; the image URLs are ignored. A book
+    /// <item>Books: ISBN, title, author, year, publisher (each with tabs trimmed at both ends); the image URLs are ignored. A book
     /// whose ISBN has a character other than an ASCII letter or digit is left out (the reference's ISBN check), and so
     /// are its ratings. A year that is not 4 characters long (e.g. <c>0</c>) becomes null, and an author or publisher
     /// <c>n/a</c> (any case) becomes null; the item sentence prints null as <c>unknown</c>, as the reference's text does.
@@ -70,8 +70,9 @@ internal static class BookReaders
                 }
                 else { bad.Report($"{csv.Where}: expected {fields} ';'-separated fields, got {csv.FieldCount}"); continue; }
 
-                if (isbn.AsSpan().ContainsAnyExcept(IsbnChars) || isbn.Length == 0) continue; // the reference drops these books
-                title = title.Trim('\t');
+                // the reference strips tabs from both ends of every field, then drops books whose ISBN is not letters and digits
+                (isbn, title, author, year, publisher) = (isbn.Trim('\t'), title.Trim('\t'), author.Trim('\t'), year.Trim('\t'), publisher.Trim('\t'));
+                if (isbn.AsSpan().ContainsAnyExcept(IsbnChars) || isbn.Length == 0) continue;
                 if (title.Length == 0) { bad.Report($"{csv.Where}: ISBN {isbn} has an empty title"); continue; }
                 if (!itemRow.TryAdd(isbn)) { bad.Report($"{csv.Where}: ISBN {isbn} appears twice"); continue; }
                 items.Add(new Item(isbn, title, [], Author: NotApplicable(author), Year: year.Length == 4 ? year : null,

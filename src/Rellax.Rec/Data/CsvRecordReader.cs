@@ -13,9 +13,12 @@ internal enum CsvQuoting
     Rfc4180,
 
     /// <summary>
-    /// The MySQL-style dump of Book-Crossing: <c>\"</c> inside a quoted field does not end it and is kept as the two
-    /// characters <c>\"</c> (as the reference notebook keeps it); a <c>"</c> ends the field only when the separator or the
-    /// end of the record follows it, any other <c>"</c> is literal. Quotes inside unquoted fields are literal.
+    /// The MySQL-style dump of Book-Crossing (what pandas reads with <c>escapechar='\\'</c>): <c>\"</c> inside a quoted
+    /// field does not end it and is kept as the two characters <c>\"</c> (as the reference notebook keeps it); a
+    /// <c>"</c> ends the field only when the separator or the end of the record follows it, any other <c>"</c> is
+    /// literal. A line that ends in <c>\"</c> inside a quoted field (single-line reading) closes the field there, the
+    /// backslash kept as text, as the reference's plain split of the ratings file does. Quotes inside unquoted fields
+    /// are literal.
     /// </summary>
     Backslash,
 }
@@ -139,6 +142,8 @@ internal sealed class CsvRecordReader : IDisposable
                 while (true)
                 {
                     int q = _quoting == CsvQuoting.Backslash ? IndexOfQuoteBackslash(line, i) : IndexOfQuote(line, i);
+                    if (q < 0 && _quoting == CsvQuoting.Backslash && !_multiline && line.Length - i >= 2 && line[^1] == '"')
+                        q = line.Length - 1; // "...\" at the end of the line: the quote closes the field, the backslash is text
                     if (q < 0)
                     {
                         Append(line[i..]);

@@ -120,6 +120,17 @@ public sealed class DatasetCsvReaderTests
     }
 
     [Test]
+    public void BackslashQuotingClosesAnEscapedQuoteAtTheEndOfTheLine()
+    {
+        // "...\" as the last field: the reference's split keeps 034545104\ ; a line that just stops is still unterminated
+        string path = Write("\"1\";\"034545104\\\"\n\"2\";\"x\\\"\";\"3\"\n\"3\";\"open\n");
+        var r = ReadAll(path, ';', CsvQuoting.Backslash);
+        Assert.That(r[0].Fields, Is.EqualTo(new[] { "1", "034545104\\" }));
+        Assert.That(r[1].Fields, Is.EqualTo(new[] { "2", "x\\\"", "3" }));
+        Assert.That(r[2].Fields[0], Does.StartWith("!unterminated quoted field 2"));
+    }
+
+    [Test]
     public void BackslashQuotingRunsTitleAndUnquotedAuthorTogether()
     {
         // the shape of the public BX-Books.csv lines the Book-Crossing reader repairs: title\";author" is one field
