@@ -130,6 +130,21 @@ internal sealed class CsvRecordReader : IDisposable
         FieldCount = 0;
         _recLen = 0;
         Error = null;
+        if (!line.Contains('"'))
+        {
+            // fast path (every line of a ratings file): no quotes, so fields are the runs between separators
+            int start = _recLen;
+            Append(line);
+            int p = 0;
+            while (true)
+            {
+                int k = line[p..].IndexOf(_separator);
+                if (k < 0) { AddField(start + p, line.Length - p, quoted: false); return true; }
+                AddField(start + p, k, quoted: false);
+                p += k + 1;
+            }
+        }
+
         int fieldStartLine = _lineNumber;
         int i = 0;
         while (true)

@@ -35,7 +35,7 @@ internal static class MovieLensReaders
     /// <c>|</c>-separated), <c>users.dat</c> (<c>UserID::Gender::Age::Occupation::Zip-code</c>) and <c>ratings.dat</c>
     /// (<c>UserID::MovieID::Rating::Timestamp</c>), all ISO-8859-1. Items and users are numbered in file order; profiles
     /// carry gender (<c>male</c>/<c>female</c>), age and job as the prompts print them (<see cref="MovieLens1MAges"/>,
-    /// <see cref="MovieLens1MJobs"/>); the zip code is checked for presence only. Titles are trimmed, as the reference
+    /// <see cref="MovieLens1MJobs"/>); the zip code is not used. Titles are trimmed, as the reference
     /// does. Label: rating &gt; 3. Malformed lines: wrong field count, non-numeric or duplicate id, unknown gender / age /
     /// occupation code, rating outside 1-5, non-numeric timestamp, a rating of a user or movie not in the other files
     /// (the reference drops those silently; we report them, so nothing disappears unseen).
