@@ -30,7 +30,9 @@ internal static class BookReaders
     /// <c>\"</c> followed by the unquoted author (<c>"...Readers)\";James Buckley";"2000";...</c>): such a 7-field
     /// record whose title holds <c>\";</c> once is repaired into title and author (our choice; the reference has no
     /// rule for it).</item>
-    /// <item>Users: <see cref="UserProfile.Location"/> is the country taken from the location (<see cref="CountryOf"/>),
+    /// <item>Users: a quoted location may span lines (the reference reads this file with a regular expression over the
+    /// whole text, which allows it); books and ratings are read line by line, as the reference reads them.
+    /// <see cref="UserProfile.Location"/> is the country taken from the location (<see cref="CountryOf"/>),
     /// <see cref="UserProfile.Age"/> the age bucket (<see cref="AgeBucket"/>), both <c>unknown</c> when missing, as the
     /// prompt prints them; gender and job are null.</item>
     /// <item>Ratings: the implicit rating 0 is kept (a negative sample, label = rating &gt;= 5); ratings of a user not in
@@ -82,7 +84,7 @@ internal static class BookReaders
 
         var users = new KeyTable();
         var profiles = new List<UserProfile>();
-        using (var csv = Open(directory, "BX-Users.csv"))
+        using (var csv = Open(directory, "BX-Users.csv", multiline: true))
         {
             int[] col = DatasetCsv.ReadHeader(csv, "User-ID", "Location", "Age");
             int fields = csv.FieldCount;
@@ -123,8 +125,8 @@ internal static class BookReaders
     private static readonly System.Buffers.SearchValues<char> IsbnChars =
         System.Buffers.SearchValues.Create("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
 
-    private static CsvRecordReader Open(string directory, string file) =>
-        new(Path.Combine(directory, file), Cp1252, ';', CsvQuoting.Backslash);
+    private static CsvRecordReader Open(string directory, string file, bool multiline = false) =>
+        new(Path.Combine(directory, file), Cp1252, ';', CsvQuoting.Backslash, multiline);
 
     /// <summary>An unquoted <c>NULL</c> (MySQL's missing value).</summary>
     private static bool IsNull(CsvRecordReader csv, int column) => !csv.IsQuoted(column) && csv[column].SequenceEqual("NULL");
@@ -251,7 +253,7 @@ internal static class BookReaders
 
     /// <summary>
     /// Reads GoodReads goodbooks-10k from <paramref name="directory"/>: <c>books.csv</c> and <c>ratings.csv</c>, RFC 4180
-    /// CSV in UTF-8 with headers; columns are found by name, so both public layouts of <c>ratings.csv</c>
+    /// CSV in UTF-8 with headers (a quoted field of <c>books.csv</c> may span lines); columns are found by name, so both public layouts of <c>ratings.csv</c>
     /// (<c>user_id,book_id,rating</c> and <c>book_id,user_id,rating</c>) read the same. Items are keyed by
     /// <c>book_id</c>; <see cref="Item.Title"/> is <c>title</c>, <see cref="Item.Author"/> <c>authors</c>,
     /// <see cref="Item.Isbn"/> <c>isbn</c> as written (the public file lost leading zeros, e.g. <c>439023483</c>; empty is
@@ -266,7 +268,7 @@ internal static class BookReaders
         var bad = new BadLines(options);
         var items = new List<Item>();
         var itemRow = new KeyTable();
-        using (var csv = new CsvRecordReader(Path.Combine(directory, "books.csv"), Encoding.UTF8))
+        using (var csv = new CsvRecordReader(Path.Combine(directory, "books.csv"), Encoding.UTF8, multiline: true))
         {
             int[] col = DatasetCsv.ReadHeader(csv, "book_id", "title", "authors", "original_publication_year", "isbn");
             int fields = csv.FieldCount;

@@ -33,15 +33,20 @@ internal enum CsvQuoting
 /// <item><see cref="Line"/> is the 1-based line where the current record starts (counting every line of the file), so
 /// <see cref="Where"/> (<c>FILE:LINE</c>) points at it even when a quoted field spans lines.</item>
 /// <item>A quoted field may span lines only when the reader was created with <c>multiline: true</c> (the line break is
-/// kept as <c>\n</c>); then an unterminated quote runs to the end of the file and is reported at the record's first
-/// line. Without it an unterminated quote is an error of that one line and reading goes on with the next line.</item>
+/// kept as <c>\n</c>), and then at most <see cref="MaxRecordLines"/> lines. Either way a record whose quote does not
+/// close properly is an error of its first line only: when the reader had gone on to later lines looking for the
+/// closing quote, it goes back and reads them again as records of their own, so one stray quote costs one line.</item>
 /// <item>A malformed record is not an exception: <see cref="Read"/> returns true with <see cref="Error"/> set, so the
 /// caller can report it through <see cref="BadLines"/> together with its own checks.</item>
 /// </list>
 /// </summary>
 internal sealed class CsvRecordReader : IDisposable
 {
-    private readonly StreamReader _reader;
+    /// <summary>The most lines one record may span when quoted fields may contain line breaks.</summary>
+    internal const int MaxRecordLines = 100;
+
+    private StreamReader _reader;
+    private readonly Encoding _encoding;
     private readonly char _separator;
     private readonly CsvQuoting _quoting;
     private readonly bool _multiline;
@@ -72,7 +77,8 @@ internal sealed class CsvRecordReader : IDisposable
         _separator = separator;
         _quoting = quoting;
         _multiline = multiline;
-        _reader = new StreamReader(path, encoding, detectEncodingFromByteOrderMarks: false, bufferSize: 1 << 16);
+        _encoding = encoding;
+        _reader = Open();
     }
 
     /// <summary>The file being read.</summary>
@@ -145,7 +151,7 @@ internal sealed class CsvRecordReader : IDisposable
             }
         }
 
-        int fieldStartLine = _lineNumber;
+        _spanField = 0;
         int i = 0;
         while (true)
         {
@@ -163,12 +169,10 @@ internal sealed class CsvRecordReader : IDisposable
                     {
                         Append(line[i..]);
                         if (!_multiline) return Fail($"unterminated quoted field {FieldCount + 1} (no closing '\"' on this line)");
-                        if (!NextLine(out line))
-                        {
-                            return Fail(fieldStartLine == Line
-                                ? $"unterminated quoted field {FieldCount + 1}: the file ends inside it"
-                                : $"unterminated quoted field {FieldCount + 1} (opened on line {fieldStartLine}): the file ends inside it");
-                        }
+                        if (_spanField == 0) _spanField = FieldCount + 1;
+                        if (_lineNumber - Line + 1 >= MaxRecordLines)
+                            return Fail($"no closing quote within {MaxRecordLines} lines", unterminated: true);
+                        if (!NextLine(out line)) return Fail("the file ends inside it", unterminated: true);
                         Append("\n");
                         i = 0;
                         continue;
@@ -204,16 +208,39 @@ internal sealed class CsvRecordReader : IDisposable
             }
             if (i >= line.Length) return true; // end of record
             i++; // the separator
-            fieldStartLine = _lineNumber;
             if (i == line.Length) { AddField(_recLen, 0, quoted: false); return true; } // trailing empty field
         }
     }
 
-    private bool Fail(string message)
+    /// <summary>The 1-based field whose quote was carried over a line break in the current record, or 0.</summary>
+    private int _spanField;
+
+    /// <summary>Marks the current record malformed. <paramref name="unterminated"/>: the message says how a quote carried
+    /// over line breaks never closed (otherwise it describes what broke).</summary>
+    private bool Fail(string message, bool unterminated = false)
     {
-        Error = message;
         FieldCount = 0;
+        if (_spanField == 0) { Error = message; return true; }
+        // the record was read across lines: report it at its first line and read the later lines again as records
+        Error = unterminated
+            ? $"unterminated quoted field {_spanField}: {message}"
+            : $"unterminated quoted field {_spanField} (read across lines it breaks at line {_lineNumber}: {message})";
+        Rewind(Line);
         return true;
+    }
+
+    private StreamReader Open() => new(Path, _encoding, detectEncodingFromByteOrderMarks: false, bufferSize: 1 << 16);
+
+    /// <summary>Reopens the file and skips to just after line <paramref name="line"/> (only after a malformed multi-line record).</summary>
+    private void Rewind(int line)
+    {
+        _reader.Dispose();
+        _reader = Open();
+        _pos = _end = 0;
+        _eof = false;
+        _first = true;
+        _lineNumber = 0;
+        while (_lineNumber < line && NextLine(out _)) { }
     }
 
     /// <summary>The index of the first quote at or after <paramref name="from"/>, or -1.</summary>

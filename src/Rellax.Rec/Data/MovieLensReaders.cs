@@ -105,7 +105,8 @@ internal static class MovieLensReaders
     /// Reads ML-25M (also ML-20M and the other CSV MovieLens releases) from <paramref name="directory"/>:
     /// <c>movies.csv</c> (<c>movieId,title,genres</c>) and <c>ratings.csv</c> (<c>userId,movieId,rating,timestamp</c>),
     /// RFC 4180 CSV in UTF-8 with a header whose column names are checked (any order; extra columns are ignored).
-    /// Titles are kept as written (quoted titles may contain commas and doubled quotes); genres are <c>|</c>-separated
+    /// Titles are kept as written (quoted titles may contain commas, doubled quotes and, as pandas reads them, line
+    /// breaks); genres are <c>|</c>-separated
     /// and <c>(no genres listed)</c> is no genre. Ratings are multiples of 0.5 from 0.5 to 5.0. There are no user
     /// profiles; users are numbered in first-seen order in <c>ratings.csv</c>. Label: rating &gt; 3 (3.5 is positive).
     /// <para>
@@ -120,7 +121,7 @@ internal static class MovieLensReaders
         string moviesPath = Path.Combine(directory, "movies.csv");
         var items = new List<Item>();
         var itemRow = new KeyTable();
-        using (var csv = new CsvRecordReader(moviesPath, Encoding.UTF8))
+        using (var csv = new CsvRecordReader(moviesPath, Encoding.UTF8, multiline: true))
         {
             int[] col = DatasetCsv.ReadHeader(csv, "movieId", "title", "genres");
             int fields = csv.FieldCount;

@@ -88,11 +88,48 @@ public sealed class DatasetCsvReaderTests
         Assert.That(r[1].Fields[0], Does.StartWith("!unterminated quoted field 2"));
         Assert.That(r[2].Fields, Is.EqualTo(new[] { "2", "x" }));
 
-        // with multiline: the field runs to the end of the file and the error names the record's first line
+        // with multiline: the field runs to the end of the file, the error names the record's first line, and the
+        // lines read while looking for the closing quote are read again as records
         var m = ReadAll(path, multiline: true);
-        Assert.That(m, Has.Count.EqualTo(2));
+        Assert.That(m, Has.Count.EqualTo(3));
         Assert.That(m[1].Line, Is.EqualTo(2));
-        Assert.That(m[1].Fields[0], Does.StartWith("!unterminated quoted field 2").And.Contain("the file ends inside it"));
+        Assert.That(m[1].Fields[0], Is.EqualTo("!unterminated quoted field 2: the file ends inside it"));
+        Assert.That((m[2].Line, m[2].Fields[0], m[2].Fields[1]), Is.EqualTo((3, "2", "x")));
+    }
+
+    [Test]
+    public void MultilineQuoteThatBreaksOnALaterLineCostsOneLine()
+    {
+        // line 2 opens a quote that line 3 "closes" wrongly: line 2 is the bad record, line 3 is read again on its own
+        string path = Write("h1,h2\n1,\"open,x\n2,\"b\"c\n3,y\n");
+        var r = ReadAll(path, multiline: true);
+        Assert.That(r.Select(x => x.Line), Is.EqualTo(new[] { 1, 2, 3, 4 }));
+        Assert.That(r[1].Fields[0], Is.EqualTo("!unterminated quoted field 2 (read across lines it breaks at line 3: field 2: 'b' after the closing quote (expected ',' or the end of the line))"));
+        Assert.That(r[2].Fields[0], Is.EqualTo("!field 2: 'c' after the closing quote (expected ',' or the end of the line)"));
+        Assert.That(r[3].Fields, Is.EqualTo(new[] { "3", "y" }));
+    }
+
+    [Test]
+    public void MultilineRecordsAreCappedAtMaxRecordLines()
+    {
+        // an unclosed quote followed by 150 plain lines: one error at line 1, then all 150 lines as records
+        var text = new StringBuilder("0,\"never closed\n");
+        for (int i = 1; i <= 150; i++) text.Append(i).Append(",v\n");
+        var r = ReadAll(Write(text.ToString()), multiline: true);
+        Assert.That(r, Has.Count.EqualTo(151));
+        Assert.That(r[0].Fields[0], Is.EqualTo($"!unterminated quoted field 2: no closing quote within {CsvRecordReader.MaxRecordLines} lines"));
+        Assert.That(r[150].Line, Is.EqualTo(151));
+        Assert.That(r[150].Fields, Is.EqualTo(new[] { "150", "v" }));
+        Assert.That(r.Skip(1).Select(x => x.Fields[0]), Is.EqualTo(Enumerable.Range(1, 150).Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture))));
+    }
+
+    [Test]
+    public void MultilineRewindKeepsTheByteOrderMarkOut()
+    {
+        string path = Write("\uFEFFa,\"open\nb,c\n");
+        var r = ReadAll(path, multiline: true);
+        Assert.That(r[0].Fields[0], Does.StartWith("!unterminated quoted field 2"));
+        Assert.That(r[1].Fields, Is.EqualTo(new[] { "b", "c" }));
     }
 
     [Test]
