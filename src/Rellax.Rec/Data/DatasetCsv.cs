@@ -138,9 +138,21 @@ internal static class DatasetCsv
     public static bool TryParseInt(ReadOnlySpan<char> s, out int value) =>
         int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out value);
 
-    /// <summary>Parses a non-negative whole number with ASCII digits only (a Unix time in seconds).</summary>
-    public static bool TryParseLong(ReadOnlySpan<char> s, out long value) =>
-        long.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out value);
+    /// <summary>Parses a non-negative whole number with ASCII digits only (a Unix time in seconds); a hand loop for up to
+    /// 18 digits (cannot overflow), the library beyond.</summary>
+    public static bool TryParseLong(ReadOnlySpan<char> s, out long value)
+    {
+        if (s.Length is 0 or > 18) return long.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out value);
+        long v = 0;
+        foreach (char c in s)
+        {
+            uint d = (uint)(c - '0');
+            if (d > 9) { value = 0; return false; }
+            v = v * 10 + d;
+        }
+        value = v;
+        return true;
+    }
 
     /// <summary>Shortens a field for an error message (at most 40 characters, then <c>...</c>).</summary>
     public static string Show(ReadOnlySpan<char> s) => s.Length <= 40 ? new string(s) : string.Concat(s[..40], "...");
@@ -219,18 +231,27 @@ internal static class DatasetCsv
 /// <param name="HalfSteps">Whether multiples of 0.5 are allowed (ML-25M) rather than whole numbers only.</param>
 internal readonly record struct RatingScale(float Min, float Max, bool HalfSteps = false)
 {
-    /// <summary>Parses <paramref name="s"/> (<c>4</c>; with half steps also <c>3.5</c>, <c>4.0</c>) and checks the range.</summary>
+    /// <summary>Parses <paramref name="s"/> (<c>4</c>; with half steps also <c>3.5</c>, <c>4.0</c>: digits, optionally a
+    /// dot and digits) and checks the range and step.</summary>
     public bool TryParse(ReadOnlySpan<char> s, out float value)
     {
         if (!HalfSteps)
         {
-            bool ok = DatasetCsv.TryParseInt(s, out int whole) && whole >= Min && whole <= Max;
-            value = whole;
+            bool ok = DatasetCsv.TryParseInt(s, out int n) && n >= Min && n <= Max;
+            value = n;
             return ok;
         }
-        if (!float.TryParse(s, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out value)) return false;
-        float twice = value * 2;
-        return twice == MathF.Round(twice) && value >= Min && value <= Max;
+        // digits [ '.' digits ]: 4, 4.0, 3.5, 3.50 (no sign, exponent or spaces); the value is exact for these
+        value = 0;
+        int dot = s.IndexOf('.');
+        var whole = dot < 0 ? s : s[..dot];
+        var fraction = dot < 0 ? default : s[(dot + 1)..];
+        if (whole.Length is 0 or > 6 || (dot >= 0 && fraction.Length is 0 or > 6)) return false;
+        int f = 0;
+        if (!DatasetCsv.TryParseInt(whole, out int w) || (dot >= 0 && !DatasetCsv.TryParseInt(fraction, out f))) return false;
+        double v = w + (fraction.Length == 0 ? 0 : f / Math.Pow(10, fraction.Length));
+        value = (float)v;
+        return v * 2 == Math.Round(v * 2) && v >= Min && v <= Max;
     }
 
     /// <summary>The allowed values in words, for messages.</summary>

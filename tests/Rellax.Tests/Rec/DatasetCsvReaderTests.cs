@@ -210,6 +210,62 @@ public sealed class DatasetCsvReaderTests
         Assert.That(t.GetOrAdd("007".AsSpan()), Is.EqualTo(1));
     }
 
+    [TestCase("0.5", 0.5f)]
+    [TestCase("3.5", 3.5f)]
+    [TestCase("4.0", 4f)]
+    [TestCase("4", 4f)]
+    [TestCase("3.50", 3.5f)]
+    [TestCase("05.0", 5f)]
+    [TestCase("5.000", 5f)]
+    public void HalfStarRatingsParse(string text, float expected)
+    {
+        Assert.That(new RatingScale(0.5f, 5f, HalfSteps: true).TryParse(text, out float v), Is.True);
+        Assert.That(v, Is.EqualTo(expected));
+    }
+
+    [TestCase("0")]
+    [TestCase("0.0")]
+    [TestCase("5.5")]
+    [TestCase("3.25")]
+    [TestCase("3.")]
+    [TestCase(".5")]
+    [TestCase("+3.5")]
+    [TestCase("-0.5")]
+    [TestCase("3.5 ")]
+    [TestCase("1e0")]
+    [TestCase("3,5")]
+    [TestCase("")]
+    [TestCase("3.5.0")]
+    [TestCase("NaN")]
+    public void HalfStarRatingsReject(string text) =>
+        Assert.That(new RatingScale(0.5f, 5f, HalfSteps: true).TryParse(text, out _), Is.False);
+
+    [TestCase("0", true)]
+    [TestCase("10", true)]
+    [TestCase("11", false)]
+    [TestCase("5.0", false)]
+    [TestCase("-1", false)]
+    [TestCase(" 5", false)]
+    public void WholeRatings(string text, bool ok) => Assert.That(new RatingScale(0, 10).TryParse(text, out _), Is.EqualTo(ok));
+
+    [TestCase("0", 0L)]
+    [TestCase("1147880044", 1147880044L)]
+    [TestCase("999999999999999999", 999999999999999999L)]
+    [TestCase("9223372036854775807", long.MaxValue)]
+    public void TimestampsParse(string text, long expected)
+    {
+        Assert.That(DatasetCsv.TryParseLong(text, out long v), Is.True);
+        Assert.That(v, Is.EqualTo(expected));
+    }
+
+    [TestCase("")]
+    [TestCase("-1")]
+    [TestCase("12a")]
+    [TestCase("1.5")]
+    [TestCase("9223372036854775808")]
+    [TestCase("99999999999999999999")]
+    public void TimestampsReject(string text) => Assert.That(DatasetCsv.TryParseLong(text, out _), Is.False);
+
     [Test]
     public void MissingFileNamesIt()
     {
