@@ -247,11 +247,25 @@ internal readonly record struct RatingScale(float Min, float Max, bool HalfSteps
         var whole = dot < 0 ? s : s[..dot];
         var fraction = dot < 0 ? default : s[(dot + 1)..];
         if (whole.Length is 0 or > 6 || (dot >= 0 && fraction.Length is 0 or > 6)) return false;
-        int f = 0;
-        if (!DatasetCsv.TryParseInt(whole, out int w) || (dot >= 0 && !DatasetCsv.TryParseInt(fraction, out f))) return false;
-        double v = w + (fraction.Length == 0 ? 0 : f / Math.Pow(10, fraction.Length));
+        if (!Digits(whole, out int w) || !Digits(fraction, out int f)) return false;
+        double v = w + (double)f / PowersOfTen[fraction.Length];
         value = (float)v;
         return v * 2 == Math.Round(v * 2) && v >= Min && v <= Max;
+    }
+
+    private static readonly int[] PowersOfTen = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000];
+
+    /// <summary>The value of at most 6 ASCII digits (0 for none).</summary>
+    private static bool Digits(ReadOnlySpan<char> s, out int value)
+    {
+        value = 0;
+        foreach (char c in s)
+        {
+            uint d = (uint)(c - '0');
+            if (d > 9) return false;
+            value = value * 10 + (int)d;
+        }
+        return true;
     }
 
     /// <summary>The allowed values in words, for messages.</summary>
