@@ -139,6 +139,13 @@ public sealed class RatingDataset
     /// <summary>Malformed source lines that were skipped (only with <see cref="DatasetReadOptions.SkipBadLines"/>).</summary>
     public int SkippedLines { get; }
 
+    /// <summary>
+    /// Well-formed ratings that the dataset's own protocol leaves out while reading (Book-Crossing: ratings of an ISBN
+    /// not among the books or of a user not among the users, as the reference preprocessing drops them); 0 elsewhere.
+    /// Not counted in <see cref="SkippedLines"/>, which counts malformed lines only.
+    /// </summary>
+    public int FilteredRatings { get; init; }
+
     /// <summary>The label of a rating value: <c>value &gt; LabelThreshold</c>.</summary>
     public bool IsPositive(float value) => value > LabelThreshold;
 }
