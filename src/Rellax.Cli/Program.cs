@@ -9,4 +9,5 @@ root.Add(EmbedCommand.Create());
 root.Add(BackendsCommand.Create());
 root.Add(IndexCommand.Create());
 root.Add(RetrieveCommand.Create());
+root.Add(PrepareCommand.Create());
 return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
