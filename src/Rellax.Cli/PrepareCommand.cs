@@ -72,6 +72,8 @@ internal static class PrepareCommand
     private static int Run(string datasetName, string dataDir, string outputDir, int minHistory, int limit, int seed, bool shuffleHoldOut,
         bool skipBadLines, bool json)
     {
+        if (!DatasetReader.Names.Contains(datasetName, StringComparer.OrdinalIgnoreCase))
+            throw new ArgumentException($"--dataset: unknown dataset '{datasetName}'; expected one of {string.Join(", ", DatasetReader.Names)}");
         var kind = DatasetReader.ParseKind(datasetName);
         if (!Directory.Exists(dataDir)) throw new DirectoryNotFoundException($"--data folder '{dataDir}' does not exist");
         PreparedDataset.CheckTarget(outputDir);

@@ -779,6 +779,7 @@ public static class PreparedDataset
     private static string Raw(ref Utf8JsonReader reader)
     {
         if (reader.TokenType is JsonTokenType.StartArray or JsonTokenType.StartObject) return reader.TokenType == JsonTokenType.StartArray ? "an array" : "an object";
+        if (reader.TokenType == JsonTokenType.String) return JsonSerializer.Serialize(reader.GetString());
         return Encoding.UTF8.GetString(reader.HasValueSequence ? reader.ValueSequence.ToArray() : reader.ValueSpan);
     }
 
