@@ -69,6 +69,8 @@ public static class PreparedDataset
     /// <param name="samples">What to write.</param>
     /// <param name="directory">The folder to create or replace. Its parent must exist. An existing folder is replaced only when
     /// it is empty or holds a <c>dataset.json</c> (an earlier prepared dataset); anything else is refused.</param>
+    /// <exception cref="ArgumentException">The timelines of <paramref name="samples"/> do not hold every rating of its dataset
+    /// exactly once (<see cref="ReLLaSamples.Build"/> always makes them so).</exception>
     /// <exception cref="DirectoryNotFoundException">The parent folder does not exist.</exception>
     /// <exception cref="IOException">The target is a file or a folder that is not a prepared dataset, or writing failed;
     /// whatever was at <paramref name="directory"/> before is then left as it was and no temporary folder remains.</exception>
@@ -250,14 +252,14 @@ public static class PreparedDataset
         var start = new int[users + 1];
         for (int u = 0; u < users; u++) start[u + 1] = start[u] + samples.Timeline(u).Length;
         if (start[users] != n)
-            throw new InvalidOperationException($"the timelines hold {start[users]} events but the dataset has {n} ratings");
+            throw new ArgumentException($"the timelines hold {start[users]} events but the dataset has {n} ratings; a prepared dataset needs every rating in exactly one timeline (as ReLLaSamples.Build makes them)", nameof(samples));
         var fileRows = new int[n];   // each user's file positions, grouped like the timelines
         var fill = new int[users];
         var span = ratings.Span;
         for (int i = 0; i < n; i++)
         {
             int u = span[i].User;
-            if (fill[u] == start[u + 1] - start[u]) throw new InvalidOperationException($"user {u} has more ratings than timeline events");
+            if (fill[u] == start[u + 1] - start[u]) throw new ArgumentException($"user {u} has more ratings than timeline events; a prepared dataset needs every rating in exactly one timeline", nameof(samples));
             fileRows[start[u] + fill[u]++] = i;
         }
         var result = new int[n];
@@ -276,7 +278,7 @@ public static class PreparedDataset
             for (int k = 0; k < length; k++)
             {
                 if (Compare(timeline[positions[k]], span[rows[k]]) != 0)
-                    throw new InvalidOperationException($"user {u}'s timeline event {positions[k]} is not one of the dataset's ratings");
+                    throw new ArgumentException($"user {u}'s timeline event {positions[k]} is not one of the user's ratings in the dataset", nameof(samples));
                 result[start[u] + positions[k]] = rows[k];
             }
         }

@@ -218,6 +218,18 @@ public sealed class PreparedDatasetTests
         Assert.That(Directory.GetFileSystemEntries(_dir), Is.EqualTo(new[] { folder }), "the temporary folder was removed");
     }
 
+    [Test]
+    public void SaveNeedsEveryRatingInATimeline()
+    {
+        // A valid SampleSet whose timelines leave out the dataset's last rating: its file position could not be written.
+        var d = ReLLaSamplesTests.Dataset([new("u", "a", 4, 1), new("u", "b", 2, 2), new("u", "c", 5, 3)]);
+        var partial = new SampleSet(d, new SampleOptions { MinHistory = 1 }, d.Ratings[..2].ToArray(), [0, 2],
+            [new ReLLaSample(0, 0, 1, 2, false, 2, 1, SampleSplit.Train)]);
+        string folder = Path.Combine(_dir, "p");
+        Assert.That(() => PreparedDataset.Save(partial, folder), Throws.ArgumentException.With.Message.Contains("2 events but the dataset has 3 ratings"));
+        Assert.That(Directory.GetFileSystemEntries(_dir), Is.Empty);
+    }
+
     /// <summary>A list whose indexer throws <see cref="IOException"/> once <see cref="Fail"/> is set.</summary>
     private sealed class FailingList<T>(List<T> inner) : IReadOnlyList<T>
     {
