@@ -86,10 +86,10 @@ public static class PreparedDataset
         try
         {
             Directory.CreateDirectory(temp);
-            WriteFile(Path.Combine(temp, ItemsFileName), w => WriteItems(w, samples.Dataset));
-            WriteFile(Path.Combine(temp, UsersFileName), w => WriteUsers(w, samples.Dataset));
-            WriteFile(Path.Combine(temp, TimelinesFileName), w => WriteTimelines(w, samples));
-            WriteFile(Path.Combine(temp, SamplesFileName), w => WriteSamples(w, samples));
+            WriteFile(Path.Combine(temp, ItemsFileName), stream => { using var lines = new JsonLines(stream); WriteItems(lines, samples.Dataset); });
+            WriteFile(Path.Combine(temp, UsersFileName), stream => { using var lines = new JsonLines(stream); WriteUsers(lines, samples.Dataset); });
+            WriteFile(Path.Combine(temp, TimelinesFileName), stream => WriteTimelines(stream, samples));
+            WriteFile(Path.Combine(temp, SamplesFileName), stream => WriteSamples(stream, samples));
             WriteManifest(Path.Combine(temp, ManifestFileName), samples);
             Replace(temp, full);
         }
@@ -143,10 +143,10 @@ public static class PreparedDataset
         catch (UnauthorizedAccessException) { }
     }
 
-    private static void WriteFile(string path, Action<JsonLines> write)
+    private static void WriteFile(string path, Action<Stream> write)
     {
         using var stream = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16);
-        using (var lines = new JsonLines(stream)) write(lines);
+        write(stream);
         stream.Flush(flushToDisk: true);
     }
 
@@ -209,33 +209,27 @@ public static class PreparedDataset
         }
     }
 
-    private static void WriteTimelines(JsonLines lines, SampleSet samples)
+    private static void WriteTimelines(Stream stream, SampleSet samples)
     {
-        var dataset = samples.Dataset;
         var rows = RowsOfTimelines(samples);
-        var w = lines.Writer;
+        var o = new NumberLines(stream);
         int offset = 0;
-        for (int u = 0; u < dataset.UserKeys.Count; u++)
+        for (int u = 0; u < samples.Dataset.UserKeys.Count; u++)
         {
             var t = samples.Timeline(u);
-            w.WriteStartObject();
-            w.WriteNumber("user", u);
-            w.WriteStartArray("items");
-            foreach (var r in t) w.WriteNumberValue(r.Item);
-            w.WriteEndArray();
-            w.WriteStartArray("ratings");
-            foreach (var r in t) w.WriteNumberValue(r.Value);
-            w.WriteEndArray();
-            w.WriteStartArray("timestamps");
-            foreach (var r in t) w.WriteNumberValue(r.Timestamp);
-            w.WriteEndArray();
-            w.WriteStartArray("rows");
-            for (int e = 0; e < t.Length; e++) w.WriteNumberValue(rows[offset + e]);
-            w.WriteEndArray();
-            w.WriteEndObject();
-            lines.EndLine();
+            o.Raw("{\"user\":"u8); o.Int(u);
+            o.Raw(",\"items\":["u8);
+            for (int e = 0; e < t.Length; e++) { if (e > 0) o.Raw(","u8); o.Int(t[e].Item); }
+            o.Raw("],\"ratings\":["u8);
+            for (int e = 0; e < t.Length; e++) { if (e > 0) o.Raw(","u8); o.Float(t[e].Value); }
+            o.Raw("],\"timestamps\":["u8);
+            for (int e = 0; e < t.Length; e++) { if (e > 0) o.Raw(","u8); o.Int(t[e].Timestamp); }
+            o.Raw("],\"rows\":["u8);
+            for (int e = 0; e < t.Length; e++) { if (e > 0) o.Raw(","u8); o.Int(rows[offset + e]); }
+            o.Raw("]}\n"u8);
             offset += t.Length;
         }
+        o.Flush();
     }
 
     /// <summary>
@@ -292,22 +286,59 @@ public static class PreparedDataset
         }
     }
 
-    private static void WriteSamples(JsonLines lines, SampleSet samples)
+    private static void WriteSamples(Stream stream, SampleSet samples)
     {
-        var w = lines.Writer;
-        foreach (var s in samples.Samples)
+        var o = new NumberLines(stream);
+        foreach (var x in samples.Samples)
         {
-            w.WriteStartObject();
-            w.WriteNumber("id", s.Index);
-            w.WriteString("split", SampleSet.NameOf(s.Split));
-            w.WriteNumber("user", s.User);
-            w.WriteNumber("item", s.Item);
-            w.WriteNumber("rating", s.Rating);
-            w.WriteNumber("label", s.Label ? 1 : 0);
-            w.WriteNumber("timestamp", s.Timestamp);
-            w.WriteNumber("history", s.HistoryLength);
-            w.WriteEndObject();
-            lines.EndLine();
+            o.Raw("{\"id\":"u8); o.Int(x.Index);
+            o.Raw(x.Split switch { SampleSplit.Train => ",\"split\":\"train\",\"user\":"u8, SampleSplit.Valid => ",\"split\":\"valid\",\"user\":"u8, _ => ",\"split\":\"test\",\"user\":"u8 });
+            o.Int(x.User);
+            o.Raw(",\"item\":"u8); o.Int(x.Item);
+            o.Raw(",\"rating\":"u8); o.Float(x.Rating);
+            o.Raw(x.Label ? ",\"label\":1,\"timestamp\":"u8 : ",\"label\":0,\"timestamp\":"u8); o.Int(x.Timestamp);
+            o.Raw(",\"history\":"u8); o.Int(x.HistoryLength);
+            o.Raw("}\n"u8);
+        }
+        o.Flush();
+    }
+
+    /// <summary>
+    /// A buffered writer of JSON text made only of fixed ASCII pieces, integers and finite floats (the two large files, which
+    /// hold no strings): about 4x faster than a <see cref="Utf8JsonWriter"/> reset per line. Floats are written in their
+    /// shortest round-trip form (<c>4</c>, <c>3.5</c>, <c>1E-05</c>), which is valid JSON.
+    /// </summary>
+    private sealed class NumberLines(Stream stream)
+    {
+        private readonly byte[] _buffer = new byte[1 << 16];
+        private int _used;
+
+        public void Raw(ReadOnlySpan<byte> ascii)
+        {
+            if (_used + ascii.Length > _buffer.Length) Flush();
+            ascii.CopyTo(_buffer.AsSpan(_used));
+            _used += ascii.Length;
+        }
+
+        public void Int(long value)
+        {
+            if (_used + 20 > _buffer.Length) Flush();
+            value.TryFormat(_buffer.AsSpan(_used), out int written, default, CultureInfo.InvariantCulture);
+            _used += written;
+        }
+
+        public void Float(float value)
+        {
+            if (!float.IsFinite(value)) throw new ArgumentException($"rating {value} is not finite");
+            if (_used + 32 > _buffer.Length) Flush();
+            value.TryFormat(_buffer.AsSpan(_used), out int written, "R", CultureInfo.InvariantCulture);
+            _used += written;
+        }
+
+        public void Flush()
+        {
+            stream.Write(_buffer, 0, _used);
+            _used = 0;
         }
     }
 
@@ -611,18 +642,18 @@ public static class PreparedDataset
         var seen = new bool[ratingCount];
         var start = new int[users + 1];
         int u = 0, events = 0;
-        var buffer = new ArrayBufferWriter<byte>(1 << 12);
         var itemList = new List<long>();
         var valueList = new List<double>();
         var timeList = new List<long>();
         var rowList = new List<long>();
-        foreach (var (line, number) in Lines(path))
+        using var lines = new ByteLines(path);
+        while (lines.Next(out var line))
         {
-            string where = $"{path}:{number}";
+            var where = new Where(path, lines.Number);
             if (u == users) throw new InvalidDataException($"{where}: more timelines than the manifest's {users} users");
             long user = -1;
             bool hasItems = false, hasRatings = false, hasTimes = false, hasRows = false;
-            var reader = LineReader(line, buffer, where);
+            var reader = LineReader(line, where);
             while (NextProperty(ref reader, where) is { } name)
             {
                 switch (name)
@@ -669,16 +700,16 @@ public static class PreparedDataset
         var samples = new ReLLaSample[m.Samples];
         var counts = new int[3];
         int s = 0;
-        var buffer = new ArrayBufferWriter<byte>(256);
-        foreach (var (line, number) in Lines(path))
+        using var lines = new ByteLines(path);
+        while (lines.Next(out var line))
         {
-            string where = $"{path}:{number}";
+            var where = new Where(path, lines.Number);
             if (s == m.Samples) throw new InvalidDataException($"{where}: more samples than the manifest's {m.Samples}");
             long id = -1, user = -1, item = -1, label = -1, history = -1, timestamp = 0;
             double rating = double.NaN;
             bool hasTime = false;
             string? splitName = null;
-            var reader = LineReader(line, buffer, where);
+            var reader = LineReader(line, where);
             while (NextProperty(ref reader, where) is { } name)
             {
                 switch (name)
@@ -686,7 +717,8 @@ public static class PreparedDataset
                     case "id": id = ReadInteger(ref reader, name, where); break;
                     case "split":
                         if (reader.TokenType != JsonTokenType.String) throw new InvalidDataException($"{where}: \"split\" must be \"train\", \"valid\" or \"test\", got {Raw(ref reader)}");
-                        splitName = reader.GetString();
+                        try { splitName = reader.GetString(); }
+                        catch (InvalidOperationException e) { throw new InvalidDataException($"{where}: \"split\" is not valid UTF-8 ({e.Message})", e); }
                         break;
                     case "user": user = ReadInteger(ref reader, name, where); break;
                     case "item": item = ReadInteger(ref reader, name, where); break;
@@ -744,12 +776,70 @@ public static class PreparedDataset
 
     // ---- a small strict reader for the two large files (no DOM per line) ------------------------------------------
 
-    private static Utf8JsonReader LineReader(string line, ArrayBufferWriter<byte> buffer, string where)
+    /// <summary><c>FILE:LINE</c>, formatted only when an error message needs it.</summary>
+    private readonly record struct Where(string Path, int Line)
     {
-        buffer.ResetWrittenCount();
-        int written = Encoding.UTF8.GetBytes(line, buffer.GetSpan(Encoding.UTF8.GetMaxByteCount(line.Length)));
-        buffer.Advance(written);
-        var reader = new Utf8JsonReader(buffer.WrittenSpan);
+        public override string ToString() => $"{Path}:{Line}";
+    }
+
+    /// <summary>
+    /// The non-blank lines of a file as UTF-8 byte spans (without the <c>\n</c> or <c>\r\n</c>), with 1-based line numbers
+    /// counting every line. A span is valid until the next call.
+    /// </summary>
+    private sealed class ByteLines(string path) : IDisposable
+    {
+        private readonly FileStream _stream = new(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
+        private byte[] _buffer = new byte[1 << 16];
+        private int _start, _end;
+        private bool _eof;
+
+        /// <summary>The 1-based number of the line last returned.</summary>
+        public int Number { get; private set; }
+
+        public bool Next(out ReadOnlySpan<byte> line)
+        {
+            while (true)
+            {
+                int newline = _buffer.AsSpan(_start, _end - _start).IndexOf((byte)'\n');
+                int length;
+                if (newline >= 0) length = newline;
+                else if (_eof) length = _end - _start;
+                else
+                {
+                    Fill();
+                    continue;
+                }
+                if (newline < 0 && length == 0) { line = default; return false; }
+                var text = _buffer.AsSpan(_start, length);
+                _start += newline >= 0 ? length + 1 : length;
+                Number++;
+                if (text.Length > 0 && text[^1] == (byte)'\r') text = text[..^1];
+                if (text.Trim(" \t\r"u8).IsEmpty) continue;
+                line = text;
+                return true;
+            }
+        }
+
+        private void Fill()
+        {
+            if (_start > 0)
+            {
+                _buffer.AsSpan(_start, _end - _start).CopyTo(_buffer);
+                _end -= _start;
+                _start = 0;
+            }
+            if (_end == _buffer.Length) Array.Resize(ref _buffer, _buffer.Length * 2);
+            int read = _stream.Read(_buffer, _end, _buffer.Length - _end);
+            if (read == 0) _eof = true;
+            _end += read;
+        }
+
+        public void Dispose() => _stream.Dispose();
+    }
+
+    private static Utf8JsonReader LineReader(ReadOnlySpan<byte> line, Where where)
+    {
+        var reader = new Utf8JsonReader(line);
         try
         {
             if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
@@ -761,7 +851,7 @@ public static class PreparedDataset
 
     /// <summary>Moves to the next property's value and returns its name; null at the end of the object (and checks that
     /// nothing follows it).</summary>
-    private static string? NextProperty(ref Utf8JsonReader reader, string where)
+    private static string? NextProperty(ref Utf8JsonReader reader, Where where)
     {
         try
         {
@@ -776,6 +866,7 @@ public static class PreparedDataset
             return name;
         }
         catch (JsonException e) { throw new InvalidDataException($"{where}: not valid JSON ({e.Message})", e); }
+        catch (InvalidOperationException e) { throw new InvalidDataException($"{where}: a property name is not valid UTF-8 ({e.Message})", e); }
     }
 
     private static string Raw(ref Utf8JsonReader reader)
@@ -785,11 +876,11 @@ public static class PreparedDataset
         return Encoding.UTF8.GetString(reader.HasValueSequence ? reader.ValueSequence.ToArray() : reader.ValueSpan);
     }
 
-    private static long ReadInteger(ref Utf8JsonReader reader, string name, string where) =>
+    private static long ReadInteger(ref Utf8JsonReader reader, string name, Where where) =>
         reader.TokenType == JsonTokenType.Number && reader.TryGetInt64(out long v) ? v
             : throw new InvalidDataException($"{where}: \"{name}\" must be an integer, got {Raw(ref reader)}");
 
-    private static void ReadIntegers(ref Utf8JsonReader reader, string name, string where, List<long> into)
+    private static void ReadIntegers(ref Utf8JsonReader reader, string name, Where where, List<long> into)
     {
         into.Clear();
         if (reader.TokenType != JsonTokenType.StartArray) throw new InvalidDataException($"{where}: \"{name}\" must be an array of integers, got {Raw(ref reader)}");
@@ -805,7 +896,7 @@ public static class PreparedDataset
         catch (JsonException e) { throw new InvalidDataException($"{where}: not valid JSON ({e.Message})", e); }
     }
 
-    private static void ReadNumbers(ref Utf8JsonReader reader, string name, string where, List<double> into)
+    private static void ReadNumbers(ref Utf8JsonReader reader, string name, Where where, List<double> into)
     {
         into.Clear();
         if (reader.TokenType != JsonTokenType.StartArray) throw new InvalidDataException($"{where}: \"{name}\" must be an array of numbers, got {Raw(ref reader)}");

@@ -295,6 +295,13 @@ public sealed class PreparedDatasetTests
         Assert.That(LoadError(folder), Does.StartWith($"{samples}: ").And.Contain("samples but the manifest says"));
         File.WriteAllText(samples, original);
 
+        // Blank lines and CRLF endings are read; line numbers count every line.
+        File.WriteAllText(samples, "\r\n" + original.Replace("\n", "\r\n"));
+        Assert.That(PreparedDataset.Load(folder).Samples, Has.Count.EqualTo(HandMade().Samples.Count));
+        EditLine(samples, 4, l => l.Replace("\"id\":2", "\"id\":7"));
+        Assert.That(LoadError(folder), Does.StartWith($"{samples}:4: \"id\" must be 2"));
+        File.WriteAllText(samples, original);
+
         string t = File.ReadAllText(timelines);
         EditLine(timelines, 1, l => l.Replace("\"items\":[0,", "\"items\":[5,"));
         Assert.That(LoadError(folder), Does.StartWith($"{timelines}:1: \"items\"[0] = 5 is outside [0, 3)"));
