@@ -643,7 +643,7 @@ public static class PreparedDataset
         var start = new int[users + 1];
         int u = 0, events = 0;
         var itemList = new List<long>();
-        var valueList = new List<double>();
+        var valueList = new List<float>();
         var timeList = new List<long>();
         var rowList = new List<long>();
         using var lines = new ByteLines(path);
@@ -677,7 +677,7 @@ public static class PreparedDataset
             for (int e = 0; e < n; e++)
             {
                 if ((ulong)itemList[e] >= (ulong)items) throw new InvalidDataException($"{where}: \"items\"[{e}] = {itemList[e]} is outside [0, {items})");
-                float value = (float)valueList[e];
+                float value = valueList[e];
                 if (!float.IsFinite(value)) throw new InvalidDataException($"{where}: \"ratings\"[{e}] = {valueList[e]} is not a finite float");
                 long row = rowList[e];
                 if ((ulong)row >= (ulong)ratingCount) throw new InvalidDataException($"{where}: \"rows\"[{e}] = {row} is outside [0, {ratingCount})");
@@ -706,7 +706,7 @@ public static class PreparedDataset
             var where = new Where(path, lines.Number);
             if (s == m.Samples) throw new InvalidDataException($"{where}: more samples than the manifest's {m.Samples}");
             long id = -1, user = -1, item = -1, label = -1, history = -1, timestamp = 0;
-            double rating = double.NaN;
+            float rating = float.NaN;
             bool hasTime = false;
             string? splitName = null;
             var reader = LineReader(line, where);
@@ -723,7 +723,7 @@ public static class PreparedDataset
                     case "user": user = ReadInteger(ref reader, name, where); break;
                     case "item": item = ReadInteger(ref reader, name, where); break;
                     case "rating":
-                        if (reader.TokenType != JsonTokenType.Number || !reader.TryGetDouble(out rating)) throw new InvalidDataException($"{where}: \"rating\" must be a number, got {Raw(ref reader)}");
+                        if (reader.TokenType != JsonTokenType.Number || !reader.TryGetSingle(out rating)) throw new InvalidDataException($"{where}: \"rating\" must be a number, got {Raw(ref reader)}");
                         break;
                     case "label": label = ReadInteger(ref reader, name, where); break;
                     case "timestamp": timestamp = ReadInteger(ref reader, name, where); hasTime = true; break;
@@ -734,7 +734,7 @@ public static class PreparedDataset
             foreach (var (given, field) in new[] { (id, "id"), (user, "user"), (item, "item"), (label, "label"), (history, "history") })
                 if (given < 0) throw new InvalidDataException($"{where}: \"{field}\" is missing or negative");
             if (splitName is null) throw new InvalidDataException($"{where}: \"split\" is missing");
-            if (double.IsNaN(rating)) throw new InvalidDataException($"{where}: \"rating\" is missing");
+            if (float.IsNaN(rating)) throw new InvalidDataException($"{where}: \"rating\" is missing");
             if (!hasTime) throw new InvalidDataException($"{where}: \"timestamp\" is missing");
             if (id != s) throw new InvalidDataException($"{where}: \"id\" must be {s} (samples are in global order, one per line), got {id}");
             var split = splitName switch
@@ -751,7 +751,7 @@ public static class PreparedDataset
             if (history >= length)
                 throw new InvalidDataException($"{where}: \"history\" {history} leaves no target in user {u}'s timeline of {length} events");
             var target = timelines[start[u] + (int)history];
-            float value = (float)rating;
+            float value = rating;
             if (target.Item != item || target.Value != value || target.Timestamp != timestamp)
                 throw new InvalidDataException($"{where}: the sample (item {item}, rating {Text(value)}, timestamp {timestamp}) is not event {history} of user {u}'s timeline " +
                     $"(item {target.Item}, rating {Text(target.Value)}, timestamp {target.Timestamp})");
@@ -896,7 +896,7 @@ public static class PreparedDataset
         catch (JsonException e) { throw new InvalidDataException($"{where}: not valid JSON ({e.Message})", e); }
     }
 
-    private static void ReadNumbers(ref Utf8JsonReader reader, string name, Where where, List<double> into)
+    private static void ReadNumbers(ref Utf8JsonReader reader, string name, Where where, List<float> into)
     {
         into.Clear();
         if (reader.TokenType != JsonTokenType.StartArray) throw new InvalidDataException($"{where}: \"{name}\" must be an array of numbers, got {Raw(ref reader)}");
@@ -904,7 +904,8 @@ public static class PreparedDataset
         {
             while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
             {
-                if (reader.TokenType != JsonTokenType.Number || !reader.TryGetDouble(out double v))
+                // Read as float directly (not via double), so the shortest round-trip text gives back the exact float.
+                if (reader.TokenType != JsonTokenType.Number || !reader.TryGetSingle(out float v))
                     throw new InvalidDataException($"{where}: \"{name}\"[{into.Count}] must be a number, got {Raw(ref reader)}");
                 into.Add(v);
             }

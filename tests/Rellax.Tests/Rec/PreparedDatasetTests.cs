@@ -97,6 +97,19 @@ public sealed class PreparedDatasetTests
     }
 
     [Test]
+    public void ArbitraryFloatRatingsAndLargeTimestampsRoundTripExactly()
+    {
+        var random = new Random(3);
+        var raws = Enumerable.Range(0, 400).Select(k => new ReLLaSamplesTests.Raw($"{k % 7}", $"{k % 13}",
+            k % 4 == 0 ? random.NextSingle() * 10 : k % 4 == 1 ? 1e-7f * k : k % 4 == 2 ? 1f / (k + 1) : -123456.79f,
+            k % 5 == 0 ? long.MaxValue - k : -1_000_000_000_000L * k)).ToList();
+        var samples = ReLLaSamples.Build(ReLLaSamplesTests.Dataset(raws), new SampleOptions { MinHistory = 0 });
+        string folder = Path.Combine(_dir, "floats");
+        PreparedDataset.Save(samples, folder);
+        AssertSame(samples, PreparedDataset.Load(folder));
+    }
+
+    [Test]
     public void TheFilesAreTheDocumentedFormat()
     {
         var samples = HandMade();
