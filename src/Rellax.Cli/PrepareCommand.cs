@@ -78,7 +78,7 @@ internal static class PrepareCommand
         if (!Directory.Exists(dataDir)) throw new DirectoryNotFoundException($"--data folder '{dataDir}' does not exist");
         PreparedDataset.CheckTarget(outputDir);
         bool interactive = !Console.IsErrorRedirected;
-        void Stage(string text) { if (interactive && !json) Console.Error.WriteLine(text); }
+        void Stage(string text) { if (interactive) Console.Error.WriteLine(text); }
 
         var skipped = new List<string>();
         var readOptions = new DatasetReadOptions
