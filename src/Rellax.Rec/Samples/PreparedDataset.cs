@@ -731,8 +731,11 @@ public static class PreparedDataset
                     default: reader.Skip(); break;
                 }
             }
-            foreach (var (given, field) in new[] { (id, "id"), (user, "user"), (item, "item"), (label, "label"), (history, "history") })
-                if (given < 0) throw new InvalidDataException($"{where}: \"{field}\" is missing or negative");
+            Present(id, "id", where);
+            Present(user, "user", where);
+            Present(item, "item", where);
+            Present(label, "label", where);
+            Present(history, "history", where);
             if (splitName is null) throw new InvalidDataException($"{where}: \"split\" is missing");
             if (float.IsNaN(rating)) throw new InvalidDataException($"{where}: \"rating\" is missing");
             if (!hasTime) throw new InvalidDataException($"{where}: \"timestamp\" is missing");
@@ -770,6 +773,11 @@ public static class PreparedDataset
             if (counts[(int)split] != m.SplitCounts[(int)split])
                 throw new InvalidDataException($"{path}: {counts[(int)split]} {SampleSet.NameOf(split)} samples but the manifest says {m.SplitCounts[(int)split]}");
         return samples;
+    }
+
+    private static void Present(long value, string field, Where where)
+    {
+        if (value < 0) throw new InvalidDataException($"{where}: \"{field}\" is missing or negative");
     }
 
     private static string Text(float value) => value.ToString(CultureInfo.InvariantCulture);
@@ -861,12 +869,22 @@ public static class PreparedDataset
                 if (reader.Read()) throw new InvalidDataException($"{where}: text after the JSON object");
                 return null;
             }
-            string name = reader.GetString()!;
+            string name = reader.ValueIsEscaped || reader.HasValueSequence ? reader.GetString()! : KnownName(reader.ValueSpan);
             if (!reader.Read()) throw new InvalidDataException($"{where}: \"{name}\" has no value");
             return name;
         }
         catch (JsonException e) { throw new InvalidDataException($"{where}: not valid JSON ({e.Message})", e); }
         catch (InvalidOperationException e) { throw new InvalidDataException($"{where}: a property name is not valid UTF-8 ({e.Message})", e); }
+    }
+
+    private static readonly string[] KnownNames = ["id", "split", "user", "item", "rating", "label", "timestamp", "history", "items", "ratings", "timestamps", "rows"];
+
+    /// <summary>The property names of the two large files without allocating a string per property.</summary>
+    private static string KnownName(ReadOnlySpan<byte> utf8)
+    {
+        foreach (string known in KnownNames)
+            if (utf8.Length == known.Length && Ascii.Equals(utf8, known)) return known;
+        return Encoding.UTF8.GetString(utf8);
     }
 
     private static string Raw(ref Utf8JsonReader reader)
