@@ -42,6 +42,13 @@ public sealed record SampleOptions
     /// <summary>Seed for the choices the hold-out protocol makes at random (which users go to which split).</summary>
     public int Seed { get; init; } = 42;
 
+    /// <summary>
+    /// Hold-out protocol only: shuffle each user's ratings with <see cref="Seed"/> before taking the last one as the target, as
+    /// the reference Book-Crossing preprocessing does (true, the default); false keeps file order, so the target is the user's
+    /// last rating in the file (for GoodReads, whose <c>ratings.csv</c> is in time order, the most recent one).
+    /// </summary>
+    public bool ShuffleHoldOut { get; init; } = true;
+
     /// <summary>Keep only the first N samples after construction (0 = all): for quick runs. Splits are assigned first.</summary>
     public int Limit { get; init; }
 
@@ -114,7 +121,8 @@ public sealed class SampleSet
     public IReadOnlyList<ReLLaSample> Samples => _samples;
 
     /// <summary>User <paramref name="user"/>'s rating events in history order (time order; for hold-out datasets, the
-    /// history in file order followed by the held-out event).</summary>
+    /// history in the protocol's order, shuffled with the seed unless <see cref="SampleOptions.ShuffleHoldOut"/> is false,
+    /// followed by the held-out event; see <see cref="ReLLaSamples"/>).</summary>
     public ReadOnlySpan<Rating> Timeline(int user) => _timelines.AsSpan(_timelineStart[user], _timelineStart[user + 1] - _timelineStart[user]);
 
     /// <summary>The history of <paramref name="sample"/>: the events before its target, oldest first.</summary>

@@ -4,7 +4,7 @@ namespace Rellax.Rec;
 /// The part of CPython 3's <c>random</c> module the reference code's training-set construction uses:
 /// <c>random.seed(int)</c> followed by <c>random.sample(range(n), k)</c>, reproduced exactly (same numbers, same order),
 /// so our ReiT sets pick the same rows as <c>training_set_construction.py</c> does (it calls <c>random.seed(42)</c>
-/// then samples 70,000 training rows).
+/// then samples 70,000 training rows), and <c>random.shuffle</c>, which the Book-Crossing hold-out protocol uses
 /// <list type="bullet">
 /// <item>The generator is MT19937 (<c>Modules/_randommodule.c</c>); <c>seed(a)</c> with an int takes <c>|a|</c> as
 /// little-endian 32-bit words (at least one word) and calls <c>init_by_array</c>.</item>
@@ -64,6 +64,16 @@ internal sealed class PythonRandom
             }
         }
         return result;
+    }
+
+    /// <summary><c>random.shuffle(values)</c>, in place: the same permutation CPython makes for the same seed.</summary>
+    public void Shuffle<T>(Span<T> values)
+    {
+        for (int i = values.Length - 1; i >= 1; i--)
+        {
+            int j = RandBelow(i + 1);
+            (values[i], values[j]) = (values[j], values[i]);
+        }
     }
 
     /// <summary><c>_randbelow_with_getrandbits(n)</c>: uniform in [0, n) by rejection, for n ≥ 1.</summary>
