@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Text;
 using Rellax.Runtime;
 
@@ -279,16 +280,24 @@ public sealed class DinModel
         CheckRows(historyItemRows, nameof(historyItemRows));
         CheckRows(historyRatingRows, nameof(historyRatingRows));
 
-        using var runner = new DinRunner(this);
-        for (int first = 0; first < batch; first += DinRunner.ChunkSamples)
+        int chunks = (batch + DinRunner.ChunkSamples - 1) / DinRunner.ChunkSamples;
+        // Spans cannot enter the parallel workers: copy the inputs to arrays (the outputs are gathered the same way).
+        int[] fieldArray = fieldRows.ToArray(), startArray = historyStarts.ToArray();
+        int[] itemArray = historyItemRows.ToArray(), ratingArray = historyRatingRows.ToArray();
+        var stateArray = new float[states.Length];
+        var logitArray = new float[logits.Length];
+        int dh = StateDim;
+        DinRunner.ForEachChunk(this, chunks, (runner, chunk) =>
         {
-            int count = Math.Min(DinRunner.ChunkSamples, batch - first);
-            int p0 = historyStarts[first], p1 = historyStarts[first + count];
+            int first = chunk * DinRunner.ChunkSamples, count = Math.Min(DinRunner.ChunkSamples, batch - first);
+            int p0 = startArray[first], p1 = startArray[first + count];
             var starts = new int[count + 1];
-            for (int b = 0; b <= count; b++) starts[b] = historyStarts[first + b] - p0;
-            runner.Run(fieldRows.Slice(first * fields, count * fields), starts, historyItemRows[p0..p1], historyRatingRows[p0..p1],
-                states.Slice(first * StateDim, count * StateDim), logits.Slice(first, count));
-        }
+            for (int b = 0; b <= count; b++) starts[b] = startArray[first + b] - p0;
+            runner.Run(fieldArray.AsSpan(first * fields, count * fields), starts, itemArray.AsSpan(p0, p1 - p0), ratingArray.AsSpan(p0, p1 - p0),
+                stateArray.AsSpan(first * dh, count * dh), logitArray.AsSpan(first, count));
+        });
+        stateArray.CopyTo(states);
+        logitArray.CopyTo(logits);
     }
 
     private void CheckRows(ReadOnlySpan<int> rows, string name)
@@ -318,57 +327,47 @@ public sealed class DinModel
         var encoding = DinEncoding.Create(Config, set.Dataset);
         int fields = Config.Fields.Count, e = EmbedDim, dh = StateDim;
         var sampleIds = new long[samples.Count];
+        var position = new int[set.Samples.Count];   // 1 + position in samples, 0 = not seen
         for (int s = 0; s < samples.Count; s++)
         {
             var x = samples[s];
             if ((uint)x.Index >= (uint)set.Samples.Count || set.Samples[x.Index] != x)
                 throw new ArgumentException($"samples[{s}] (index {x.Index}) is not a sample of this set", nameof(samples));
+            if (position[x.Index] != 0)
+                throw new ArgumentException($"sample id {x.Index} appears twice (samples[{position[x.Index] - 1}] and samples[{s}])", nameof(samples));
+            position[x.Index] = s + 1;
             sampleIds[s] = x.Index;
         }
         var states = new float[(long)samples.Count * dh];
-        var logits = new float[DinRunner.ChunkSamples];
-        var fieldRows = new int[DinRunner.ChunkSamples * fields];
-        var starts = new int[DinRunner.ChunkSamples + 1];
-        var itemRows = new List<int>();
-        var ratingRows = new List<int>();
-        using (var runner = new DinRunner(this))
+        int chunks = (samples.Count + DinRunner.ChunkSamples - 1) / DinRunner.ChunkSamples;
+        DinRunner.ForEachChunk(this, chunks, (runner, chunk) =>
         {
-            for (int first = 0; first < samples.Count; first += DinRunner.ChunkSamples)
+            int first = chunk * DinRunner.ChunkSamples, count = Math.Min(DinRunner.ChunkSamples, samples.Count - first);
+            var fieldRows = new int[count * fields];
+            var starts = new int[count + 1];
+            var itemRows = new List<int>(count * Math.Min(maxHistory, 64));
+            var ratingRows = new List<int>(itemRows.Capacity);
+            for (int b = 0; b < count; b++)
             {
-                int count = Math.Min(DinRunner.ChunkSamples, samples.Count - first);
-                itemRows.Clear();
-                ratingRows.Clear();
-                for (int b = 0; b < count; b++)
+                var x = samples[first + b];
+                encoding.FieldRows(x.User, x.Item, fieldRows.AsSpan(b * fields, fields));
+                var history = set.History(x);
+                if (history.Length > maxHistory) history = history[^maxHistory..];
+                foreach (var ev in history)
                 {
-                    var x = samples[first + b];
-                    encoding.FieldRows(x.User, x.Item, fieldRows.AsSpan(b * fields, fields));
-                    var history = set.History(x);
-                    if (history.Length > maxHistory) history = history[^maxHistory..];
-                    foreach (var ev in history)
-                    {
-                        itemRows.Add(encoding.ItemOffset + ev.Item);
-                        ratingRows.Add(encoding.RatingRow(ev.Value));
-                    }
-                    starts[b + 1] = itemRows.Count;
+                    itemRows.Add(encoding.ItemOffset + ev.Item);
+                    ratingRows.Add(encoding.RatingRow(ev.Value));
                 }
-                runner.Run(fieldRows.AsSpan(0, count * fields), starts.AsSpan(0, count + 1),
-                    System.Runtime.InteropServices.CollectionsMarshal.AsSpan(itemRows),
-                    System.Runtime.InteropServices.CollectionsMarshal.AsSpan(ratingRows),
-                    states.AsSpan(first * dh, count * dh), logits.AsSpan(0, count));
+                starts[b + 1] = itemRows.Count;
             }
-        }
+            runner.Run(fieldRows, starts, CollectionsMarshal.AsSpan(itemRows), CollectionsMarshal.AsSpan(ratingRows),
+                states.AsSpan(first * dh, count * dh), new float[count]);
+        });
         int items = set.Dataset.Items.Count;
         var itemIds = new long[items];
         var embeddings = new float[(long)items * e];
         for (int i = 0; i < items; i++) itemIds[i] = i;
         _weights[TableName].AsSpan(encoding.ItemOffset * e, items * e).CopyTo(embeddings);
-        try
-        {
-            return new CrmFeatures(itemIds, embeddings, e, sampleIds, states, dh);
-        }
-        catch (ArgumentException ex) when (ex.ParamName == "sampleIds")
-        {
-            throw new ArgumentException($"samples: {ex.Message.Split(" (Parameter")[0]}", nameof(samples), ex);
-        }
+        return new CrmFeatures(itemIds, embeddings, e, sampleIds, states, dh);
     }
 }

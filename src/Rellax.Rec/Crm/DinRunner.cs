@@ -20,11 +20,32 @@ namespace Rellax.Rec;
 /// </remarks>
 internal sealed class DinRunner : IDisposable
 {
-    /// <summary>Samples per chunk: at 30 history events, about 61k history rows.</summary>
-    public const int ChunkSamples = 2048;
+    /// <summary>Samples per chunk: at 30 history events, about 30k history rows.</summary>
+    public const int ChunkSamples = 1024;
 
-    private readonly DinModel _model;
-    private readonly CpuBackend _backend = new();
+    /// <summary>
+    /// Runs <paramref name="chunks"/> independent chunks on parallel workers, each with its own runner (whose GEMM is
+    /// single-threaded when there are several workers: the chunks, not the products, are split over the cores, so the
+    /// gathers and elementwise steps run in parallel too). <paramref name="body"/> gets the worker's runner and the chunk
+    /// index, and must write only that chunk's outputs.
+    /// </summary>
+    public static void ForEachChunk(DinModel model, int chunks, Action<DinRunner, int> body)
+    {
+        int workers = Math.Clamp(Math.Min(Environment.ProcessorCount, chunks), 1, 16);
+        if (workers == 1)
+        {
+            using var runner = new DinRunner(model);
+            for (int c = 0; c < chunks; c++) body(runner, c);
+            return;
+        }
+        Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, w =>
+        {
+            using var runner = new DinRunner(model, threads: 1);
+            for (int c = w; c < chunks; c += workers) body(runner, c);
+        });
+    }
+
+    private readonly CpuBackend _backend;
     private readonly List<DeviceBuffer> _owned = [];
     private readonly float[] _table;
     private readonly int _e, _fields, _itemField, _towerIn, _dh;
@@ -36,9 +57,11 @@ internal sealed class DinRunner : IDisposable
     private DeviceBuffer? _x, _y;
     private float[] _targets = [], _towerInput = [], _histIn = [], _hist = [], _z = [], _a = [], _a2 = [], _c = [], _t1 = [], _t2 = [];
 
-    public DinRunner(DinModel model)
+    /// <param name="model">The model whose weights the runner uploads.</param>
+    /// <param name="threads">Threads of the runner's GEMM (0: one per core).</param>
+    public DinRunner(DinModel model, int threads = 0)
     {
-        _model = model;
+        _backend = new CpuBackend(threads);
         var config = model.Config;
         _e = config.EmbedDim;
         _fields = config.Fields.Count;
