@@ -199,6 +199,7 @@ public sealed record DinConfig
         if (distinct.Count > 0) fields.Add(new DinField(name, distinct.Count + 1, [.. distinct]));
     }
 
+    /// <summary>The item's first genre (the <c>genre</c> field's value), or null when it has none.</summary>
     internal static string? FirstGenre(Item item) => item.Genres.Count > 0 ? item.Genres[0] : null;
 
     /// <summary>Throws unless this config's feature layout fits <paramref name="dataset"/> (the rules in the class

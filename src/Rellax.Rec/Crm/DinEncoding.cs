@@ -20,11 +20,13 @@ internal sealed class DinEncoding
         ItemOffset = config.FieldOffset(config.ItemFieldIndex);
     }
 
+    /// <summary>The config whose layout this is.</summary>
     public DinConfig Config { get; }
 
     /// <summary>The table row of item index 0 (item i has row ItemOffset + i).</summary>
     public int ItemOffset { get; }
 
+    /// <summary>Applies <paramref name="config"/>'s layout to <paramref name="dataset"/>, checking that it fits.</summary>
     /// <exception cref="ArgumentException">The config does not fit the dataset; the message names the field and value.</exception>
     public static DinEncoding Create(DinConfig config, RatingDataset dataset)
     {
@@ -103,6 +105,7 @@ internal sealed class DinEncoding
         return new DinEncoding(config, userSide, rows, ratingRow);
     }
 
+    /// <summary>The id of <paramref name="value"/> in a value field (0 when missing); refuses a value not in the list.</summary>
     private static int ValueId(DinField field, Dictionary<string, int> ids, string? value, Func<string> where)
     {
         if (string.IsNullOrEmpty(value)) return 0;
@@ -112,6 +115,7 @@ internal sealed class DinEncoding
             : throw new ArgumentException($"{where()}: {field.Name} '{value}' is not among the field's {field.Values.Count} values in the checkpoint");
     }
 
+    /// <summary>Value → id (1 + position in <see cref="DinField.Values"/>).</summary>
     private static Dictionary<string, int> ValueIds(DinField field)
     {
         var ids = new Dictionary<string, int>(StringComparer.Ordinal);

@@ -61,17 +61,30 @@ public sealed class DinModel
     /// <summary>The config file name in a model directory.</summary>
     public const string ConfigFile = "config.json";
 
+    // Tensor names: the mapping table in the class remarks, written once here.
+
+    /// <summary>The embedding table T [V, E].</summary>
     internal const string TableName = "embed.embedding.weight";
+    /// <summary>W_m [E, 2E] of the history mapping.</summary>
     internal const string MapWeight = "hist_mapping.0.weight";
+    /// <summary>b_m [E] of the history mapping.</summary>
     internal const string MapBias = "hist_mapping.0.bias";
+    /// <summary>w_s [1, A_last]: the attention score layer.</summary>
     internal const string ScoreWeight = "attention_layer.attention_layer.1.weight";
+    /// <summary>b_s [1].</summary>
     internal const string ScoreBias = "attention_layer.attention_layer.1.bias";
+    /// <summary>w_o [1, d_h]: the logit layer.</summary>
     internal const string OutWeight = "fc_out.weight";
+    /// <summary>b_o [1].</summary>
     internal const string OutBias = "fc_out.bias";
 
+    /// <summary>Weight [A_i, A_{i-1}] of attention hidden layer <paramref name="layer"/> (A_{-1} = 4E).</summary>
     internal static string AttentionWeight(int layer) => $"attention_layer.attention_layer.0.dnn.{3 * layer}.weight";
+    /// <summary>Bias [A_i] of attention hidden layer <paramref name="layer"/>.</summary>
     internal static string AttentionBias(int layer) => $"attention_layer.attention_layer.0.dnn.{3 * layer}.bias";
+    /// <summary>Weight [T_i, T_{i-1}] of tower layer <paramref name="layer"/> (T_{-1} = (F + 1) E).</summary>
     internal static string TowerWeight(int layer) => $"dnn.dnn.{3 * layer}.weight";
+    /// <summary>Bias [T_i] of tower layer <paramref name="layer"/>.</summary>
     internal static string TowerBias(int layer) => $"dnn.dnn.{3 * layer}.bias";
 
     private readonly Dictionary<string, float[]> _weights;
@@ -91,6 +104,7 @@ public sealed class DinModel
     /// <summary>d_h: the user state size (the tower's last hidden layer).</summary>
     public int StateDim => Config.StateDim;
 
+    /// <summary>The row-major f32 data of tensor <paramref name="name"/> (shape from <see cref="TensorShapes"/>).</summary>
     internal float[] Weight(string name) => _weights[name];
 
     /// <summary>Every tensor a model of <paramref name="config"/> has, with its shape, in the order of the mapping table.</summary>

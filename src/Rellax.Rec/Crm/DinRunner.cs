@@ -57,6 +57,7 @@ internal sealed class DinRunner : IDisposable
     private DeviceBuffer? _x, _y;
     private float[] _targets = [], _towerInput = [], _histIn = [], _hist = [], _z = [], _a = [], _a2 = [], _c = [], _t1 = [], _t2 = [];
 
+    /// <summary>Uploads the model's weights (the first attention layer split as in the remarks) to a new CPU backend.</summary>
     /// <param name="model">The model whose weights the runner uploads.</param>
     /// <param name="threads">Threads of the runner's GEMM (0: one per core).</param>
     public DinRunner(DinModel model, int threads = 0)
@@ -121,6 +122,7 @@ internal sealed class DinRunner : IDisposable
         _outB = model.Weight(DinModel.OutBias)[0];
     }
 
+    /// <summary>Copies <paramref name="data"/> to the backend as a tensor of <paramref name="shape"/> (freed on Dispose).</summary>
     private Tensor Upload(float[] data, params int[] shape)
     {
         var buffer = _backend.Upload<float>(data);
@@ -128,6 +130,7 @@ internal sealed class DinRunner : IDisposable
         return buffer.AsTensor(shape);
     }
 
+    /// <summary>The first <paramref name="length"/> floats of <paramref name="array"/>, reallocated when too short.</summary>
     private static Span<float> Scratch(ref float[] array, long length)
     {
         if (array.Length < length) array = new float[length];
@@ -146,6 +149,7 @@ internal sealed class DinRunner : IDisposable
         _y.CopyTo(y[..(rows * n)]);
     }
 
+    /// <summary>x = max(x, 0) in place.</summary>
     private static void Relu(Span<float> x) => TensorPrimitives.Max(x, 0f, x);
 
     /// <summary>One chunk: the inputs and outputs of <see cref="DinModel.Forward"/> (already checked).</summary>
@@ -241,6 +245,7 @@ internal sealed class DinRunner : IDisposable
         for (int b = 0; b < batch; b++) logits[b] = TensorPrimitives.Dot(input.Slice(b * _dh, _dh), _outW) + _outB;
     }
 
+    /// <summary>Frees the uploaded weights, the scratch buffers and the backend.</summary>
     public void Dispose()
     {
         _x?.Dispose();
