@@ -20,8 +20,9 @@ namespace Rellax.Rec;
 /// </remarks>
 internal sealed class DinRunner : IDisposable
 {
-    /// <summary>Samples per chunk: at 30 history events, about 30k history rows.</summary>
-    public const int ChunkSamples = 1024;
+    /// <summary>Samples per chunk: at 30 history events, about 15k history rows (a few MB of scratch per worker at E = 32,
+    /// about 40 MB at E = 64 with 256-wide attention).</summary>
+    public const int ChunkSamples = 512;
 
     /// <summary>
     /// Runs <paramref name="chunks"/> independent chunks on parallel workers, each with its own runner (whose GEMM is
@@ -31,7 +32,7 @@ internal sealed class DinRunner : IDisposable
     /// </summary>
     public static void ForEachChunk(DinModel model, int chunks, Action<DinRunner, int> body)
     {
-        int workers = Math.Clamp(Math.Min(Environment.ProcessorCount, chunks), 1, 16);
+        int workers = Math.Clamp(Math.Min(Environment.ProcessorCount, chunks), 1, 8);
         if (workers == 1)
         {
             using var runner = new DinRunner(model);
