@@ -48,7 +48,9 @@ namespace Rellax.Rec;
 /// <para>The reference's MLP blocks use one <c>hidden_size</c> for every layer (of both MLPs); our sizes may differ per
 /// layer, which changes only the shapes above. Its <c>Dice</c> activation and <c>output_dim</c> &gt; 1 are not
 /// supported. A reference checkpoint runs after <c>safetensors.torch.save_file(torch.load(p), "model.safetensors")</c>
-/// with a <c>config.json</c> written for it, provided its inputs are encoded with its own preprocessing and passed to
+/// with a <c>config.json</c> in our form written for it (its fields named, the one at <c>item_field_idx</c> named
+/// <c>item</c>, vocabularies and rating values that add up to its <c>num_features</c>; the reference's own
+/// <c>ctr_config</c> dict is not read as is), provided its inputs are encoded with its own preprocessing and passed to
 /// <see cref="Forward"/>; <see cref="Featurize"/> encodes with our layout.</para>
 /// <para><b>Files</b>: a directory with <c>config.json</c> (<see cref="DinConfig"/>'s remarks) and
 /// <c>model.safetensors</c> (the tensors above; F32, or F16/BF16 widened on load).</para>
