@@ -354,29 +354,62 @@ public sealed class DinModel
             position[x.Index] = s + 1;
             sampleIds[s] = x.Index;
         }
+        // Pass 1: every sample's field rows and history window, each history event as a distinct (item, rating) pair.
+        var fieldRows = new int[(long)samples.Count * fields];
+        var starts = new long[samples.Count + 1];
+        for (int s = 0; s < samples.Count; s++)
+            starts[s + 1] = starts[s] + Math.Min(maxHistory, samples[s].HistoryLength);
+        if (starts[^1] > Array.MaxLength) throw new ArgumentException($"the history windows hold {starts[^1]} events, more than one array can", nameof(samples));
+        var pairOf = new int[starts[^1]];
+        var pairId = new Dictionary<long, int>();
+        var pairItems = new List<int>();
+        var pairRatings = new List<int>();
+        long rows = Config.NumFeatures;
+        for (int s = 0; s < samples.Count; s++)
+        {
+            var x = samples[s];
+            encoding.FieldRows(x.User, x.Item, fieldRows.AsSpan(s * fields, fields));
+            var history = set.History(x);
+            if (history.Length > maxHistory) history = history[^maxHistory..];
+            long p = starts[s];
+            foreach (var ev in history)
+            {
+                int item = encoding.ItemOffset + ev.Item, rating = encoding.RatingRow(ev.Value);
+                long key = item * rows + rating;
+                if (!pairId.TryGetValue(key, out int id))
+                {
+                    id = pairItems.Count;
+                    pairId.Add(key, id);
+                    pairItems.Add(item);
+                    pairRatings.Add(rating);
+                }
+                pairOf[p++] = id;
+            }
+        }
+
+        // Pass 2: the history embedding h of each distinct pair, once ([Q, E]).
+        var pairTable = new float[(long)pairItems.Count * e];
+        using (var mapper = new DinRunner(this))
+        {
+            const int block = 16384;
+            for (int first = 0; first < pairItems.Count; first += block)
+            {
+                int count = Math.Min(block, pairItems.Count - first);
+                mapper.MapHistory(CollectionsMarshal.AsSpan(pairItems).Slice(first, count), CollectionsMarshal.AsSpan(pairRatings).Slice(first, count),
+                    pairTable.AsSpan(first * e, count * e));
+            }
+        }
+
+        // Pass 3: attention and tower, chunks of samples on parallel workers.
         var states = new float[(long)samples.Count * dh];
         int chunks = (samples.Count + DinRunner.ChunkSamples - 1) / DinRunner.ChunkSamples;
         DinRunner.ForEachChunk(this, chunks, (runner, chunk) =>
         {
             int first = chunk * DinRunner.ChunkSamples, count = Math.Min(DinRunner.ChunkSamples, samples.Count - first);
-            var fieldRows = new int[count * fields];
-            var starts = new int[count + 1];
-            var itemRows = new List<int>(count * Math.Min(maxHistory, 64));
-            var ratingRows = new List<int>(itemRows.Capacity);
-            for (int b = 0; b < count; b++)
-            {
-                var x = samples[first + b];
-                encoding.FieldRows(x.User, x.Item, fieldRows.AsSpan(b * fields, fields));
-                var history = set.History(x);
-                if (history.Length > maxHistory) history = history[^maxHistory..];
-                foreach (var ev in history)
-                {
-                    itemRows.Add(encoding.ItemOffset + ev.Item);
-                    ratingRows.Add(encoding.RatingRow(ev.Value));
-                }
-                starts[b + 1] = itemRows.Count;
-            }
-            runner.Run(fieldRows, starts, CollectionsMarshal.AsSpan(itemRows), CollectionsMarshal.AsSpan(ratingRows),
+            long p0 = starts[first];
+            var local = new int[count + 1];
+            for (int b = 0; b <= count; b++) local[b] = (int)(starts[first + b] - p0);
+            runner.RunWithPairs(fieldRows.AsSpan(first * fields, count * fields), local, pairOf.AsSpan((int)p0, local[count]), pairTable,
                 states.AsSpan(first * dh, count * dh), new float[count]);
         });
         int items = set.Dataset.Items.Count;

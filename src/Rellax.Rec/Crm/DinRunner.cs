@@ -157,6 +157,52 @@ internal sealed class DinRunner : IDisposable
     public void Run(ReadOnlySpan<int> fieldRows, ReadOnlySpan<int> starts, ReadOnlySpan<int> itemRows, ReadOnlySpan<int> ratingRows,
         Span<float> states, Span<float> logits)
     {
+        int positions = starts[^1];
+        var hist = Scratch(ref _hist, (long)positions * _e);
+        MapHistory(itemRows, ratingRows, hist);
+        Attend(fieldRows, starts, hist, states, logits);
+    }
+
+    /// <summary>
+    /// One chunk whose history embeddings come from a precomputed table (<see cref="MapHistory"/> applied once to every
+    /// distinct (item, rating) pair): position j uses row <paramref name="pairRows"/>[j] of <paramref name="pairTable"/>.
+    /// </summary>
+    /// <param name="fieldRows">[B, F] table rows of the fields.</param>
+    /// <param name="starts">[B + 1] history offsets (from 0).</param>
+    /// <param name="pairRows">[P] row of each position's history embedding in <paramref name="pairTable"/>.</param>
+    /// <param name="pairTable">[Q, E] history embeddings h.</param>
+    /// <param name="states">[B, d_h] output.</param>
+    /// <param name="logits">[B] output.</param>
+    public void RunWithPairs(ReadOnlySpan<int> fieldRows, ReadOnlySpan<int> starts, ReadOnlySpan<int> pairRows, ReadOnlySpan<float> pairTable,
+        Span<float> states, Span<float> logits)
+    {
+        int positions = starts[^1], e = _e;
+        var hist = Scratch(ref _hist, (long)positions * e);
+        for (int j = 0; j < positions; j++) pairTable.Slice(pairRows[j] * e, e).CopyTo(hist.Slice(j * e, e));
+        Attend(fieldRows, starts, hist, states, logits);
+    }
+
+    /// <summary>History embeddings h = ReLU(W_m [T[item]; T[rating]] + b_m) for P (item row, rating row) pairs.</summary>
+    /// <param name="itemRows">[P] table rows of the items.</param>
+    /// <param name="ratingRows">[P] table rows of the ratings.</param>
+    /// <param name="hist">[P, E] output.</param>
+    public void MapHistory(ReadOnlySpan<int> itemRows, ReadOnlySpan<int> ratingRows, Span<float> hist)
+    {
+        int positions = itemRows.Length, e = _e;
+        ReadOnlySpan<float> table = _table;
+        var histIn = Scratch(ref _histIn, (long)positions * 2 * e);
+        for (int j = 0; j < positions; j++)
+        {
+            table.Slice(itemRows[j] * e, e).CopyTo(histIn.Slice(j * 2 * e, e));
+            table.Slice(ratingRows[j] * e, e).CopyTo(histIn.Slice(j * 2 * e + e, e));
+        }
+        Linear(histIn, positions, 2 * e, _mapW, _mapB, hist);
+        Relu(hist[..(positions * e)]);
+    }
+
+    /// <summary>The rest of the forward, given the history embeddings <paramref name="hist"/> [P, E] of the chunk.</summary>
+    private void Attend(ReadOnlySpan<int> fieldRows, ReadOnlySpan<int> starts, ReadOnlySpan<float> hist, Span<float> states, Span<float> logits)
+    {
         int batch = starts.Length - 1, positions = starts[batch], e = _e;
         ReadOnlySpan<float> table = _table;
 
@@ -169,17 +215,6 @@ internal sealed class DinRunner : IDisposable
                 table.Slice(fieldRows[b * _fields + f] * e, e).CopyTo(towerInput.Slice(b * _towerIn + f * e, e));
             table.Slice(fieldRows[b * _fields + _itemField] * e, e).CopyTo(targets.Slice(b * e, e));
         }
-
-        // History items: h = ReLU(W_m [T[item]; T[rating]] + b_m)   [P, E]
-        var histIn = Scratch(ref _histIn, (long)positions * 2 * e);
-        for (int j = 0; j < positions; j++)
-        {
-            table.Slice(itemRows[j] * e, e).CopyTo(histIn.Slice(j * 2 * e, e));
-            table.Slice(ratingRows[j] * e, e).CopyTo(histIn.Slice(j * 2 * e + e, e));
-        }
-        var hist = Scratch(ref _hist, (long)positions * e);
-        Linear(histIn, positions, 2 * e, _mapW, _mapB, hist);
-        Relu(hist);
 
         // Attention layer 0: (W_t + W_d) t + b per sample, plus [W_h - W_d | W_p] [h; t*h] per position.
         int a0 = _att[0];
