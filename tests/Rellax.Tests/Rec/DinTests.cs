@@ -557,6 +557,21 @@ public sealed class DinTests
     }
 
     [Test]
+    public void ValidateNamesWhatIsWrong()
+    {
+        var good = SmallConfig();
+        Assert.That(() => (good with { Fields = [new DinField("user", 5)] }).Validate(),
+            Throws.ArgumentException.With.Message.Contains("no field is named 'item'"));
+        Assert.That(() => (good with { Fields = [new DinField("item", 5), new DinField("item", 3)] }).Validate(),
+            Throws.ArgumentException.With.Message.Contains("field 'item' appears twice"));
+        Assert.That(() => (good with { Fields = [new DinField("item", 5), new DinField("genre", 3, ["a", "b", "c"])] }).Validate(),
+            Throws.ArgumentException.With.Message.Contains("field 'genre': 3 values need a vocabulary of 4 (id 0 = missing), not 3"));
+        Assert.That(() => (good with { RatingValues = [1, 2, 2] }).Validate(), Throws.ArgumentException.With.Message.Contains("rating value 2 appears twice"));
+        Assert.That(() => (good with { TowerSizes = [] }).Validate(), Throws.ArgumentException.With.Message.Contains("tower hidden sizes: at least one layer"));
+        Assert.That(() => DinModel.CreateRandom(good with { EmbedDim = 0 }, 1), Throws.ArgumentException.With.Message.Contains("embed size 0"));
+    }
+
+    [Test]
     public void ForwardRefusesRowsOutsideTheTable()
     {
         var model = DinModel.CreateRandom(SmallConfig(), 1);
