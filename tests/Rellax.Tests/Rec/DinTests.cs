@@ -314,6 +314,72 @@ public sealed class DinTests
         Assert.That(model.EmbeddingRow(4 + 2).ToArray(), Is.EqualTo(table.AsSpan(6 * 6, 6).ToArray()));
     }
 
+    /// <summary>Reads the I64 tensors and the metadata of a safetensors file with the tests' own parsing.</summary>
+    private static (Dictionary<string, (int[] Shape, long[] Data)> Tensors, Dictionary<string, string> Metadata) ReadInt64(string path)
+    {
+        byte[] file = File.ReadAllBytes(path);
+        long headerLength = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(file);
+        using var header = System.Text.Json.JsonDocument.Parse(System.Text.Encoding.UTF8.GetString(file, 8, (int)headerLength));
+        var tensors = new Dictionary<string, (int[], long[])>();
+        var metadata = new Dictionary<string, string>();
+        foreach (var entry in header.RootElement.EnumerateObject())
+        {
+            if (entry.Name == "__metadata__")
+            {
+                foreach (var m in entry.Value.EnumerateObject()) metadata[m.Name] = m.Value.GetString()!;
+                continue;
+            }
+            Assert.That(entry.Value.GetProperty("dtype").GetString(), Is.EqualTo("I64"), entry.Name);
+            int[] shape = [.. entry.Value.GetProperty("shape").EnumerateArray().Select(e => e.GetInt32())];
+            int begin = 8 + (int)headerLength + (int)entry.Value.GetProperty("data_offsets")[0].GetInt64();
+            var data = new long[shape.Aggregate(1, (a, b) => a * b)];
+            for (int i = 0; i < data.Length; i++) data[i] = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(file.AsSpan(begin + 8 * i));
+            tensors[entry.Name] = (shape, data);
+        }
+        return (tensors, metadata);
+    }
+
+    [Test]
+    public void DinInputsExportTheLayoutTheReferenceModelTakes()
+    {
+        var dataset = HandMade();
+        var set = SamplesOf(dataset, minHistory: 2);
+        var config = DinConfig.For(dataset, embedDim: 6) with { AttentionSizes = [10], TowerSizes = [14, 12, 9] };
+        string path = Path.Combine(NewDir("inputs"), "din-inputs.safetensors");
+        DinInputs.Write(config, set, set.Samples, maxHistory: 3, path);
+        var (t, metadata) = ReadInt64(path);
+        int count = set.Samples.Count;
+        Assert.That(metadata["format"], Is.EqualTo("rellax-din-inputs"));
+        Assert.That(JsonNode.Parse(metadata["din_config"])!["num_features"]!.GetValue<int>(), Is.EqualTo(28));
+        Assert.That(t["X"].Shape, Is.EqualTo(new[] { count, 6 }));
+        Assert.That(t["hist_ids"].Shape, Is.EqualTo(new[] { count, 3 }), "K = maxHistory: some windows are full");
+        Assert.That(t["sample_ids"].Data, Is.EqualTo(Enumerable.Range(0, count).Select(i => (long)i)));
+
+        // Sample 0 by hand: user 0's third event (0, 2, 2) at t = 1030 after (0, 0, 5) and (0, 1, 4): history of 2.
+        var first = set.Samples[0];
+        Assert.That((first.User, first.Item, first.HistoryLength), Is.EqualTo((0, 2, 2)));
+        Assert.That(t["X"].Data[..6], Is.EqualTo(new long[] { 0, 4 + 2, 12, 15, 19, 20 }), "user 0, item 2, male, 25, writer, no genre");
+        Assert.That(t["Y"].Data[0], Is.EqualTo(0), "rating 2 is negative");
+        Assert.That(t["hist_ids"].Data[..3], Is.EqualTo(new long[] { 4, 5, 4 }), "items 0, 1, then padding with the item field's first row");
+        Assert.That(t["hist_ratings"].Data[..3], Is.EqualTo(new long[] { 27, 26, 24 }), "ratings 5, 4, then padding with the first rating row");
+        Assert.That(t["hist_mask"].Data[..3], Is.EqualTo(new long[] { 1, 1, 0 }));
+
+        // The reference-layout torch model on these tensors, as they are, gives Featurize's user states.
+        var model = DinModel.CreateRandom(config, seed: 8);
+        string dir = NewDir("inputs-model");
+        model.Save(dir);
+        var oracle = Oracle(dir, fields: 6, itemField: 1, embed: 6, attention: [10], tower: [14, 12, 9]);
+        double[] expected;
+        using (var scope = torch.NewDisposeScope())
+        using (var noGrad = torch.no_grad())
+        {
+            var (states, _) = oracle.Run(torch.tensor(t["X"].Data, [count, 6]), torch.tensor(t["hist_ids"].Data, [count, 3]),
+                torch.tensor(t["hist_ratings"].Data, [count, 3]), torch.tensor(t["hist_mask"].Data, [count, 3]).to(float64));
+            expected = states.contiguous().data<double>().ToArray();
+        }
+        AssertClose(model.Featurize(set, set.Samples, 3).UserStates, expected, "h_u");
+    }
+
     [Test]
     public void FeaturizeOnASubsetGivesThoseSamplesOnly()
     {
