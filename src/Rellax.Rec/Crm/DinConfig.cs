@@ -46,7 +46,8 @@ public sealed record DinField(string Name, int VocabularySize, IReadOnlyList<str
 /// <para><b>Fit.</b> A checkpoint runs on a dataset (<see cref="CheckFits"/>) when every field is one the layout knows,
 /// the <c>user</c> and <c>item</c> vocabularies equal the dataset's user and item counts (the dense indices come from
 /// reading the same files), every value a value field meets is in its list, and every rating value of the dataset is in
-/// <see cref="RatingValues"/>; otherwise it is refused with a message naming the field and the value.</para>
+/// <see cref="RatingValues"/>; otherwise it is refused with a message naming the field and the value. A checkpoint
+/// trained on this encoding comes from the reference DIN trained in Python on <see cref="DinInputs.Write"/>'s tensors.</para>
 /// <para><b><c>config.json</c></b> (written by <see cref="DinModel.Save"/>): <c>model_type</c> = <c>din</c>,
 /// <c>embed_size</c>, <c>fields</c> (array of <c>{"name", "vocab_size", "values"?}</c>), <c>rating_values</c>,
 /// <c>attention_hidden_sizes</c>, <c>hidden_sizes</c> (the tower), <c>hidden_act</c> = <c>relu</c>, <c>output_dim</c> = 1,
