@@ -168,7 +168,7 @@ internal static class CommonOptions
                                       or UnauthorizedAccessException or FormatException or InvalidOperationException
                                       or Runtime.SafeTensorsFormatException or Runtime.LlamaConfigException)
         {
-            Console.Error.WriteLine($"rellax: {e.Message}");
+            Console.Error.WriteLine($"rellax: {MessageOf(e)}");
             return 1;
         }
         catch (OperationCanceledException)
@@ -176,6 +176,19 @@ internal static class CommonOptions
             Console.Error.WriteLine("rellax: cancelled");
             return 130;
         }
+    }
+
+    /// <summary>The exception's message for a user: without the <c>(Parameter 'x')</c> suffix .NET adds to argument errors,
+    /// which names a C# parameter the user never saw.</summary>
+    internal static string MessageOf(Exception e)
+    {
+        string message = e.Message;
+        if (e is ArgumentException { ParamName: { } name })
+        {
+            string suffix = $" (Parameter '{name}')";
+            if (message.EndsWith(suffix, StringComparison.Ordinal)) message = message[..^suffix.Length];
+        }
+        return message;
     }
 
     public static ComputeBackend CreateBackend(string name, int threads)

@@ -55,7 +55,7 @@ public sealed record EvaluationOptions
 /// <param name="Seconds">Wall time.</param>
 /// <param name="Count">Units processed (items, samples, prompts).</param>
 /// <param name="Unit">What <paramref name="Count"/> counts.</param>
-/// <param name="Tokens">Tokens processed (0 when the stage does not run the model or tokenizer).</param>
+/// <param name="Tokens">Tokens processed (0 when the stage does not run the model or tokenizer, or came from the cache).</param>
 /// <param name="Cached">True when the result came from the on-disk cache.</param>
 public sealed record StageTiming(string Stage, double Seconds, long Count, string Unit, long Tokens = 0, bool Cached = false)
 {
@@ -156,7 +156,11 @@ public static class CtrEvaluation
         for (int i = 0; i < requests.Length; i++)
         {
             try { tokens += scorer.Validate(requests[i]); }
-            catch (ArgumentException e) { throw new ArgumentException($"sample {samples[i].Index}: {e.Message}", nameof(set), e); }
+            catch (ArgumentException e)
+            {
+                throw new ArgumentException($"sample {samples[i].Index}: {e.Message}" +
+                    (e.Message.Contains("tokens long", StringComparison.Ordinal) ? $" (K = {o.K} history items per prompt; a smaller K shortens it)" : ""), nameof(set), e);
+            }
         }
         stages.Add(new StageTiming("tokenize", clock.Elapsed.TotalSeconds, samples.Count, "prompts", tokens));
 
@@ -216,10 +220,11 @@ public static class CtrEvaluation
         var clock = Stopwatch.StartNew();
         float[]? vectors = cache?.TryLoadVectors(vectorsKey, rows, hidden);
         long tokens = 0;
-        foreach (var t in texts) tokens += model.Tokenizer.PrefixIds.Count + model.Tokenizer.Encode(o.ItemTemplate.Apply(t), addSpecialTokens: false).Count;
         bool cached = vectors is not null;
         if (vectors is null)
         {
+            // Tokens are counted only when the model runs: the stage's tokens/s is the embedding forward's.
+            foreach (var t in texts) tokens += model.Tokenizer.PrefixIds.Count + model.Tokenizer.Encode(o.ItemTemplate.Apply(t), addSpecialTokens: false).Count;
             using var embedder = new ItemEmbedder(model, o.ItemTemplate, o.Scoring.Attention, o.EmbedBatchSize);
             vectors = embedder.Embed(texts, progress is null ? null : new Progress(progress, "embed", rows), cancellationToken);
             cache?.SaveVectors(vectorsKey, vectors, rows, hidden);
