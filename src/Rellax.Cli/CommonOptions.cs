@@ -164,7 +164,7 @@ internal static class CommonOptions
         {
             return body();
         }
-        catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or NotSupportedException
+        catch (Exception e) when (e is ArgumentException or KeyNotFoundException or IOException or InvalidDataException or NotSupportedException
                                       or UnauthorizedAccessException or FormatException or InvalidOperationException
                                       or Runtime.SafeTensorsFormatException or Runtime.LlamaConfigException)
         {

@@ -105,8 +105,8 @@ public static class CtrEvaluation
     /// <param name="progress">Stage progress.</param>
     /// <param name="warn">Receives cache warnings (one line each).</param>
     /// <param name="cancellationToken">Checked between batches.</param>
-    /// <exception cref="ArgumentException">The split is empty, or the adapter needs CRM features that are missing or of the
-    /// wrong size (the message says which).</exception>
+    /// <exception cref="ArgumentException">The split is empty, the adapter needs CRM features that are missing, of the wrong
+    /// size or lack a sample or item, or a prompt is too long for the model (the message says which).</exception>
     public static EvaluationResult Run(LlamaModel model, RellaxAdapter? adapter, SampleSet set, CrmFeatures? crm, EvaluationOptions? options = null,
         IProgress<EvaluationProgress>? progress = null, Action<string>? warn = null, CancellationToken cancellationToken = default)
     {
@@ -143,10 +143,17 @@ public static class CtrEvaluation
         for (int i = 0; i < samples.Count; i++)
         {
             var p = prompts[i] = builder.Build(samples[i], positions[i]);
-            requests[i] = new CtrRequest(p.Text,
-                generators ? crm!.UserState(samples[i].Index).ToArray() : null,
-                spa ? p.HistoryItems.Select(item => crm!.ItemEmbedding(item).ToArray()).ToArray() : null,
-                spa ? crm!.ItemEmbedding(p.TargetItem).ToArray() : null);
+            try
+            {
+                requests[i] = new CtrRequest(p.Text,
+                    generators ? crm!.UserState(samples[i].Index).ToArray() : null,
+                    spa ? p.HistoryItems.Select(item => crm!.ItemEmbedding(item).ToArray()).ToArray() : null,
+                    spa ? crm!.ItemEmbedding(p.TargetItem).ToArray() : null);
+            }
+            catch (KeyNotFoundException e)
+            {
+                throw new ArgumentException($"sample {samples[i].Index}: the CRM features do not cover it: {e.Message}", nameof(crm), e);
+            }
         }
         stages.Add(new StageTiming("prompts", clock.Elapsed.TotalSeconds, samples.Count, "prompts"));
 

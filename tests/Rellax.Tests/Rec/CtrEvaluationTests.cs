@@ -101,6 +101,11 @@ public sealed class CtrEvaluationTests
         var wrong = new CrmFeatures([0], new float[5], 5, [0], new float[7], 7);
         Assert.That(() => CtrEvaluation.Run(model, adapter, set, wrong, new EvaluationOptions { K = 3, Limit = 2, Retrieval = HistoryRetrieval.Recent }),
             Throws.ArgumentException.With.Message.Contains("7 values").And.Message.Contains("instance_dim = 6"));
+        // Right sizes, but only sample -1 and item 0: the first scored sample is named.
+        var partial = new CrmFeatures([0], new float[5], 5, [-1], new float[6], 6);
+        int first = set.InSplit(SampleSplit.Test).First().Index;
+        Assert.That(() => CtrEvaluation.Run(model, adapter, set, partial, new EvaluationOptions { K = 3, Limit = 2, Retrieval = HistoryRetrieval.Recent }),
+            Throws.ArgumentException.With.Message.StartsWith($"sample {first}: the CRM features do not cover it"));
         Assert.That(() => CtrEvaluation.Run(model, null, set, null, new EvaluationOptions { Split = SampleSplit.Valid, Limit = 1, K = 3, Retrieval = HistoryRetrieval.Recent }),
             Throws.Nothing, "no adapter needs no CRM");
     }
