@@ -19,7 +19,7 @@ internal static class EvalCommand
         throughput of every stage: embed (LLM item vectors, SUBR only), pca, retrieve, prompts, tokenize, forward.
 
         History per prompt: --retrieval subr (default; SPEC §2: the K history items most similar to the target by the
-        LLM's own item vectors, PCA-reduced) or recent (the K most recent). Item vectors and SUBR results are cached in
+        LLM's own item vectors, or --item-vectors FILE, PCA-reduced) or recent (the K most recent). Item vectors and SUBR results are cached in
         DATA/cache (or --cache DIR), so a second run skips them. An adapter with CFLoRA generators or an SPA projector
         needs the CRM's outputs: --crm FILE (user states by sample id and item embeddings by item id, safetensors) or
         --din DIR (a DIN checkpoint run here).
@@ -52,6 +52,7 @@ internal static class EvalCommand
         split.AcceptOnlyFromAmong("train", "valid", "test");
         var limit = new Option<int>("--limit") { Description = "Score at most the first N samples of the split (0 = all).", DefaultValueFactory = _ => 0 };
         limit.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError("--limit must be >= 0"); });
+        var itemVectors = new Option<string?>("--item-vectors") { HelpName = "FILE", Description = "SUBR item vectors to use instead of the LLM's: safetensors 'vectors' or 'embeddings' [items, D] with 'item_ids' (the items.jsonl ids), e.g. from rellax embed." };
         var cache = new Option<string?>("--cache") { HelpName = "DIR", Description = "Cache folder (default DATA/cache)." };
         var noCache = new Option<bool>("--no-cache") { Description = "Neither read nor write the cache." };
         var scores = new Option<string?>("--scores") { HelpName = "FILE", Description = "Also write {id, label, p_yes} per sample as JSONL, atomically." };
@@ -63,7 +64,7 @@ internal static class EvalCommand
         var json = CommonOptions.Json();
         var cmd = new Command("eval", Description)
         {
-            model, data, adapter, crm, din, k, retrieval, order, pca, similarity, split, limit, cache, noCache, scores, template, attention, backend, threads, batch, json,
+            model, data, adapter, crm, din, k, retrieval, order, pca, similarity, itemVectors, split, limit, cache, noCache, scores, template, attention, backend, threads, batch, json,
         };
         cmd.SetAction(r => CommonOptions.Guard(() =>
         {
@@ -83,12 +84,12 @@ internal static class EvalCommand
                 },
             };
             return Run(r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), dataDir, r.GetValue(adapter), r.GetValue(crm), r.GetValue(din),
-                options, r.GetValue(scores), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json));
+                r.GetValue(itemVectors), options, r.GetValue(scores), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json));
         }));
         return cmd;
     }
 
-    private static int Run(string modelDir, string dataDir, string? adapterDir, string? crmPath, string? dinDir, EvaluationOptions options,
+    private static int Run(string modelDir, string dataDir, string? adapterDir, string? crmPath, string? dinDir, string? itemVectorsPath, EvaluationOptions options,
         string? scoresPath, string backendName, int threads, bool json)
     {
         if (crmPath is not null && dinDir is not null) throw new ArgumentException("give either --crm or --din, not both");
@@ -96,6 +97,7 @@ internal static class EvalCommand
         var total = Stopwatch.StartNew();
         var clock = Stopwatch.StartNew();
         var set = PreparedDataset.Load(dataDir);
+        if (itemVectorsPath is not null) options = options with { ItemVectors = ItemVectors.Load(itemVectorsPath, set.Dataset.Items.Count) };
         double loadDataMs = clock.Elapsed.TotalMilliseconds;
 
         using var cancel = CommonOptions.CancelOnCtrlC();

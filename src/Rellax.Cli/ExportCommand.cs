@@ -50,11 +50,12 @@ internal static class ExportCommand
         order.AcceptOnlyFromAmong("chronological", "score");
         var pca = new Option<int>("--pca") { Description = "PCA components of the item vectors (0: none).", DefaultValueFactory = _ => 512 };
         pca.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError("--pca must be >= 0"); });
+        var itemVectors = new Option<string?>("--item-vectors") { HelpName = "FILE", Description = "SUBR item vectors to use instead of the LLM's: safetensors 'vectors' or 'embeddings' [items, D] with 'item_ids' (the items.jsonl ids), e.g. from rellax embed." };
         var cache = new Option<string?>("--cache") { HelpName = "DIR", Description = "Cache folder for item vectors and SUBR results (default DATA/cache)." };
         var backend = CommonOptions.Backend();
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
-        var cmd = new Command("export", Description) { model, data, output, prompts, split, k, rows, seed, spa, order, pca, cache, backend, threads, json };
+        var cmd = new Command("export", Description) { model, data, output, prompts, split, k, rows, seed, spa, order, pca, itemVectors, cache, backend, threads, json };
         cmd.SetAction(r => CommonOptions.Guard(() =>
         {
             string dataDir = r.GetValue(data)!;
@@ -64,19 +65,20 @@ internal static class ExportCommand
                 PcaComponents = r.GetValue(pca) is int p && p > 0 ? p : null, CacheDirectory = r.GetValue(cache) ?? Path.Combine(dataDir, "cache"),
             };
             var splitValue = r.GetValue(split) switch { "valid" => SampleSplit.Valid, "test" => SampleSplit.Test, _ => SampleSplit.Train };
-            return Run(r.GetValue(model), dataDir, r.GetValue(output)!, r.GetValue(prompts)!, splitValue, r.GetValue(rows), r.GetValue(seed), r.GetValue(spa),
+            return Run(r.GetValue(model), r.GetValue(itemVectors), dataDir, r.GetValue(output)!, r.GetValue(prompts)!, splitValue, r.GetValue(rows), r.GetValue(seed), r.GetValue(spa),
                 options, r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json));
         }));
         return cmd;
     }
 
-    private static int Run(string? modelDir, string dataDir, string outputPath, string kind, SampleSplit split, int? rows, int seed, bool spa,
+    private static int Run(string? modelDir, string? itemVectorsPath, string dataDir, string outputPath, string kind, SampleSplit split, int? rows, int seed, bool spa,
         EvaluationOptions options, string backendName, int threads, bool json)
     {
         CommonOptions.CheckOutputPath(outputPath);
         if (kind == "reit" && rows is null) throw new ArgumentException("--prompts reit needs --rows N (the reference draws 70000)");
         var clock = Stopwatch.StartNew();
         var set = PreparedDataset.Load(dataDir);
+        if (itemVectorsPath is not null) options = options with { ItemVectors = ItemVectors.Load(itemVectorsPath, set.Dataset.Items.Count) };
         var all = set.InSplit(split).ToList();
         if (rows is int n && n > all.Count)
             throw new ArgumentException($"--rows {n} is more than the {all.Count} samples of the {SampleSet.NameOf(split)} split");
@@ -89,11 +91,12 @@ internal static class ExportCommand
         {
             using var cancel = CommonOptions.CancelOnCtrlC();
             using var backend = CommonOptions.CreateBackend(backendName, threads);
-            using var llm = LlamaModel.Load(modelDir ?? CommonOptions.DefaultModelDirectory(), backend);
+            // Given item vectors need no model.
+            using var llm = options.ItemVectors is null ? LlamaModel.Load(modelDir ?? CommonOptions.DefaultModelDirectory(), backend) : null;
             var unique = chosen.DistinctBy(s => s.Index).ToList();
             int[][] positions;
             using (var progress = new StageProgress())
-                positions = CtrEvaluation.Subr(llm, set, unique, options, new PipelineCache(options.CacheDirectory!, w => Console.Error.WriteLine($"rellax: warning: {w}")),
+                positions = CtrEvaluation.Subr(backend, llm, set, unique, options, new PipelineCache(options.CacheDirectory!, w => Console.Error.WriteLine($"rellax: warning: {w}")),
                     stages, progress, cancel.Token, out _);
             subr = new Dictionary<int, int[]>(unique.Count);
             for (int i = 0; i < unique.Count; i++) subr[unique[i].Index] = positions[i];

@@ -36,29 +36,7 @@ internal static class IndexCommand
     private static int Run(string vectorsPath, string outputPath, int? pca, int seed, DType storage, SubrSimilarity similarity,
         string backendName, int threads, bool json)
     {
-        if (!File.Exists(vectorsPath)) throw new FileNotFoundException($"vectors file '{vectorsPath}' does not exist", vectorsPath);
-        float[] data;
-        long[] ids = [];
-        int n, d;
-        using (var file = SafeTensorsFile.Open(vectorsPath))
-        {
-            // 'vectors', or 'embeddings' as `rellax embed` writes it (a saved I8 index, with 'scales', is not input).
-            string? name = file.Contains("vectors") ? "vectors" : file.Contains("embeddings") && !file.Contains("scales") ? "embeddings" : null;
-            if (name is null)
-                throw new InvalidDataException($"'{vectorsPath}' has no 'vectors' (or F32/F16/BF16 'embeddings') tensor (found: {string.Join(", ", file.Tensors.Keys.Order())})");
-            var info = file.Info(name);
-            if (info.Shape.Length != 2 || info.Shape[0] < 1 || info.Shape[1] < 1)
-                throw new InvalidDataException($"'{vectorsPath}': '{name}' must be [N, D] with N, D >= 1, got [{string.Join(", ", info.Shape)}]");
-            (n, d) = (info.Shape[0], info.Shape[1]);
-            data = file.ReadFloat32(name);
-            if (file.Contains("item_ids"))
-            {
-                var i = file.Info("item_ids");
-                if (i.DType != SafeTensorDType.I64 || i.Shape.Length != 1 || i.Shape[0] != n)
-                    throw new InvalidDataException($"'{vectorsPath}': 'item_ids' must be I64 [{n}], got {i.DType.ToFormatString()} [{string.Join(", ", i.Shape)}]");
-                ids = MemoryMarshal.Cast<byte, long>(file.GetBytes("item_ids")).ToArray();
-            }
-        }
+        var (data, n, d, ids) = ItemVectors.ReadFile(vectorsPath);
         using var compute = CommonOptions.CreateBackend(backendName, threads);
         var clock = Stopwatch.StartNew();
         SubrIndex index;

@@ -43,6 +43,10 @@ public sealed record EvaluationOptions
     /// <summary>Items per embedding forward pass.</summary>
     public int EmbedBatchSize { get; init; } = 32;
 
+    /// <summary>SUBR's item vectors from the caller (e.g. <see cref="Rec.ItemVectors.Load"/> of a <c>rellax embed</c> file or
+    /// another model's); null: the LLM embeds the items (the <c>embed</c> stage).</summary>
+    public ItemVectors? ItemVectors { get; init; }
+
     /// <summary>Folder of the on-disk cache of item vectors and SUBR positions; null: no cache.</summary>
     public string? CacheDirectory { get; init; }
 
@@ -128,7 +132,7 @@ public static class CtrEvaluation
         int[][] positions = recent;
         double? explained = null;
         if (o.Retrieval == HistoryRetrieval.Subr)
-            positions = Subr(model, set, samples, o, cache, stages, progress, cancellationToken, out explained);
+            positions = Subr(model.Backend, model, set, samples, o, cache, stages, progress, cancellationToken, out explained);
 
         var clock = Stopwatch.StartNew();
         var builder = new ReLLaPromptBuilder(set, new PromptOptions
@@ -206,42 +210,62 @@ public static class CtrEvaluation
     }
 
     /// <summary>The SUBR stages: item vectors (cached), PCA + index, retrieval (cached); appends their timings to <paramref name="stages"/>.</summary>
-    internal static int[][] Subr(LlamaModel model, SampleSet set, List<ReLLaSample> samples, EvaluationOptions o, PipelineCache? cache,
+    internal static int[][] Subr(ComputeBackend backend, LlamaModel? model, SampleSet set, List<ReLLaSample> samples, EvaluationOptions o, PipelineCache? cache,
         List<StageTiming> stages, IProgress<EvaluationProgress>? progress, CancellationToken cancellationToken, out double? explained)
     {
         var items = set.Dataset.Items;
         var domain = set.Dataset.Domain;
         var texts = items.Select(i => ItemText.Describe(i, domain)).ToList();
-        int rows = texts.Count, hidden = model.Config.HiddenSize;
+        int rows = texts.Count;
 
-        // Item vectors, keyed by the model files' identity, the template, the attention precision and every item text.
+        float[] vectors;
+        int dim;
         string vectorsKey;
-        using (var key = new CacheKey("item-vectors v1"))
-        {
-            key.Add(Path.GetFullPath(model.Directory));
-            foreach (var f in Directory.EnumerateFiles(model.Directory).Order(StringComparer.Ordinal)) key.AddFileIdentity(f);
-            key.Add(o.ItemTemplate.Prefix).Add(o.ItemTemplate.Suffix).Add((long)o.Scoring.Attention).Add(rows);
-            foreach (var t in texts) key.Add(t);
-            vectorsKey = key.Finish();
-        }
         var clock = Stopwatch.StartNew();
-        float[]? vectors = cache?.TryLoadVectors(vectorsKey, rows, hidden);
-        long tokens = 0;
-        bool cached = vectors is not null;
-        if (vectors is null)
+        if (o.ItemVectors is { } given)
         {
-            // Tokens are counted only when the model runs: the stage's tokens/s is the embedding forward's.
-            foreach (var t in texts) tokens += model.Tokenizer.PrefixIds.Count + model.Tokenizer.Encode(o.ItemTemplate.Apply(t), addSpecialTokens: false).Count;
-            using var embedder = new ItemEmbedder(model, o.ItemTemplate, o.Scoring.Attention, o.EmbedBatchSize);
-            vectors = embedder.Embed(texts, progress is null ? null : new Progress(progress, "embed", rows), cancellationToken);
-            cache?.SaveVectors(vectorsKey, vectors, rows, hidden);
+            if (given.Rows != rows)
+                throw new ArgumentException($"the given item vectors have {given.Rows} rows, but the dataset has {rows} items", nameof(o));
+            (vectors, dim) = (given.Values, given.Dim);
+            using var key = new CacheKey("given item-vectors v1");
+            vectorsKey = key.Add(dim).Add<float>(vectors).Finish();
         }
-        stages.Add(new StageTiming("embed", clock.Elapsed.TotalSeconds, rows, "items", tokens, cached));
+        else if (model is null)
+        {
+            throw new ArgumentException("SUBR needs item vectors: give a model to embed the items, or the vectors themselves", nameof(model));
+        }
+        else
+        {
+            int hidden = model.Config.HiddenSize;
+            // Item vectors from the LLM, keyed by the model files' identity, the template, the attention precision and every item text.
+            using (var key = new CacheKey("item-vectors v1"))
+            {
+                key.Add(Path.GetFullPath(model.Directory));
+                foreach (var f in Directory.EnumerateFiles(model.Directory).Order(StringComparer.Ordinal)) key.AddFileIdentity(f);
+                key.Add(o.ItemTemplate.Prefix).Add(o.ItemTemplate.Suffix).Add((long)o.Scoring.Attention).Add(rows);
+                foreach (var t in texts) key.Add(t);
+                vectorsKey = key.Finish();
+            }
+            dim = hidden;
+            float[]? cachedVectors = cache?.TryLoadVectors(vectorsKey, rows, hidden);
+            long tokens = 0;
+            bool fromCache = cachedVectors is not null;
+            if (cachedVectors is null)
+            {
+                // Tokens are counted only when the model runs: the stage's tokens/s is the embedding forward's.
+                foreach (var t in texts) tokens += model.Tokenizer.PrefixIds.Count + model.Tokenizer.Encode(o.ItemTemplate.Apply(t), addSpecialTokens: false).Count;
+                using var embedder = new ItemEmbedder(model, o.ItemTemplate, o.Scoring.Attention, o.EmbedBatchSize);
+                cachedVectors = embedder.Embed(texts, progress is null ? null : new Progress(progress, "embed", rows), cancellationToken);
+                cache?.SaveVectors(vectorsKey, cachedVectors, rows, hidden);
+            }
+            vectors = cachedVectors;
+            stages.Add(new StageTiming("embed", clock.Elapsed.TotalSeconds, rows, "items", tokens, fromCache));
+        }
 
         clock.Restart();
-        int? components = o.PcaComponents is int k ? Math.Min(k, Math.Min(hidden, rows)) : null;
+        int? components = o.PcaComponents is int k ? Math.Min(k, Math.Min(dim, rows)) : null;
         if (components is int c && (c < 1 || rows < 2)) components = null;
-        using var index = SubrIndex.Build(model.Backend, vectors, rows, hidden, default,
+        using var index = SubrIndex.Build(backend, vectors, rows, dim, default,
             new SubrIndexOptions { PcaComponents = components, Similarity = o.Similarity });
         explained = index.ExplainedVarianceRatio?.Sum();
         stages.Add(new StageTiming("pca", clock.Elapsed.TotalSeconds, rows, "items"));
@@ -262,7 +286,7 @@ public static class CtrEvaluation
         }
         clock.Restart();
         int[][]? positions = cache?.TryLoadPositions(positionsKey, samples, o.K);
-        cached = positions is not null;
+        bool cached = positions is not null;
         if (positions is null)
         {
             positions = SampleRetrieval.Subr(index, set, samples, o.K, o.Order, progress: progress is null ? null : new Progress(progress, "retrieve", samples.Count),

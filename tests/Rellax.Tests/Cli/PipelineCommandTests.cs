@@ -72,6 +72,32 @@ public sealed class PipelineCommandTests
     }
 
     [Test]
+    public void EvalWithItemVectorsFromEmbedRetrievesAsTheLlmStageDoes()
+    {
+        // rellax embed over the prepared items.jsonl gives the same LLM vectors eval computes itself, so SUBR picks the same
+        // histories and the scores equal the demo's; eval then runs no embed stage.
+        string vectors = Path.Combine(_dir, "items.safetensors");
+        var (code, _, stderr) = Run("embed", "--items", Path.Combine(_demo, "prepared", "items.jsonl"), "--output", vectors, "--backend", "cpu");
+        Assert.That(code, Is.EqualTo(0), stderr);
+        string scores = Path.Combine(_dir, "given-scores.jsonl");
+        (code, var stdout, stderr) = Run("eval", "--data", Path.Combine(_demo, "prepared"), "--adapter", Path.Combine(_demo, "adapter"),
+            "--crm", Path.Combine(_demo, "crm.safetensors"), "--item-vectors", vectors, "--k", "5", "--limit", "24", "--pca", "32",
+            "--no-cache", "--backend", "cpu", "--json", "--scores", scores);
+        Assert.That(code, Is.EqualTo(0), stderr);
+        var stages = JsonDocument.Parse(stdout).RootElement.GetProperty("stages").EnumerateArray().Select(s => s.GetProperty("stage").GetString());
+        Assert.That(stages, Is.EqualTo(new[] { "pca", "retrieve", "prompts", "tokenize", "forward" }));
+        static double[] P(string path) => File.ReadAllLines(path).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("p_yes").GetDouble()).ToArray();
+        Assert.That(P(scores), Is.EqualTo(P(Path.Combine(_demo, "scores.jsonl"))).Within(1e-6));
+
+        // export takes the same vectors without a model.
+        string reit = Path.Combine(_dir, "reit-given.jsonl");
+        (code, _, stderr) = Run("export", "--data", Path.Combine(_demo, "prepared"), "--item-vectors", vectors, "--prompts", "subr", "--k", "3",
+            "--split", "test", "--pca", "32", "--output", reit, "--backend", "cpu");
+        Assert.That(code, Is.EqualTo(0), stderr);
+        Assert.That(File.ReadAllLines(reit), Is.Not.Empty);
+    }
+
+    [Test]
     public void EvalErrorsAreOneLineAndWriteNothing()
     {
         string prepared = Path.Combine(_demo, "prepared");

@@ -238,4 +238,40 @@ public sealed class PipelineTests
         Assert.That(Key(k => k.Add("ab").Add(3).Add<float>([1f, 2.0000002f])), Is.Not.EqualTo(baseKey));
         Assert.That(baseKey, Has.Length.EqualTo(32));
     }
+
+    // ---- given item vectors ------------------------------------------------------------------------------------
+
+    [Test]
+    public void GivenItemVectorsAreReorderedByIdAndEveryItemIsRequiredOnce()
+    {
+        string dir = Directory.CreateTempSubdirectory("rellax-vectors-").FullName;
+        try
+        {
+            string Write(string name, float[] values, int rows, int dim, long[]? ids)
+            {
+                var w = new Rellax.Runtime.SafeTensorsWriter();
+                w.Add<float>("embeddings", Rellax.Runtime.SafeTensorDType.F32, [rows, dim], values);
+                if (ids is not null) w.Add<long>("item_ids", Rellax.Runtime.SafeTensorDType.I64, [ids.Length], ids);
+                string path = Path.Combine(dir, name);
+                w.Save(path);
+                return path;
+            }
+            // Rows for items 2, 0, 1: loading puts them in item order.
+            var v = ItemVectors.Load(Write("shuffled.safetensors", [20, 21, 0, 1, 10, 11], 3, 2, [2, 0, 1]), itemCount: 3);
+            Assert.That(v.Values, Is.EqualTo(new float[] { 0, 1, 10, 11, 20, 21 }));
+            Assert.That((v.Rows, v.Dim), Is.EqualTo((3, 2)));
+            Assert.That(ItemVectors.Load(Write("plain.safetensors", [1, 2, 3], 3, 1, null), 3).Values, Is.EqualTo(new float[] { 1, 2, 3 }), "no ids: row k is item k");
+
+            Assert.That(() => ItemVectors.Load(Write("few.safetensors", [1, 2], 2, 1, null), 3),
+                Throws.TypeOf<InvalidDataException>().With.Message.Contains("2 vectors").And.Message.Contains("3 items"));
+            Assert.That(() => ItemVectors.Load(Write("twice.safetensors", [1, 2, 3], 3, 1, [0, 2, 0]), 3),
+                Throws.TypeOf<InvalidDataException>().With.Message.Contains("item 0 has two vectors"));
+            Assert.That(() => ItemVectors.Load(Write("unknown.safetensors", [1, 2, 3], 3, 1, [0, 1, 7]), 3),
+                Throws.TypeOf<InvalidDataException>().With.Message.Contains("item_ids[2] = 7"));
+            Assert.That(() => ItemVectors.Load(Write("nan.safetensors", [1, float.NaN, 3], 3, 1, null), 3),
+                Throws.TypeOf<InvalidDataException>().With.Message.Contains("item vector 1"));
+            Assert.That(() => ItemVectors.Load(Path.Combine(dir, "none.safetensors"), 3), Throws.TypeOf<FileNotFoundException>());
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
 }
