@@ -10,7 +10,13 @@ internal static class BackendsCommand
     public static Command Create()
     {
         var json = CommonOptions.Json();
-        var cmd = new Command("backends", "List the compute backends and the device each would use here.") { json };
+        var cmd = new Command("backends", """
+        List the compute backends (cpu, ilgpu, cuda) and the device each would use here; --backend picks one in every command.
+
+        Examples:
+          rellax backends
+          rellax backends --json
+        """) { json };
         cmd.SetAction(r => CommonOptions.Guard(() =>
         {
             var rows = Backends.Describe();

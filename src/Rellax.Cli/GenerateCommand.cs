@@ -19,7 +19,14 @@ internal static class GenerateCommand
         var attention = CommonOptions.Attention();
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
-        var cmd = new Command("generate", "Generate text greedily from a prompt.") { model, prompt, maxNew, backend, attention, threads, json };
+        var cmd = new Command("generate", """
+        Generate text greedily from a prompt (BOS alone when no prompt is given), with a KV cache.
+
+        Examples:
+          rellax generate
+          rellax generate --prompt "Once upon a time" --max-new-tokens 60
+          rellax generate --model llama-2-7b --attention int8 --json
+        """) { model, prompt, maxNew, backend, attention, threads, json };
         cmd.SetAction(r => CommonOptions.Guard(() => Run(
             r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(prompt) ?? "", r.GetValue(maxNew),
             r.GetValue(backend)!, CommonOptions.ParseAttention(r.GetValue(attention)!), r.GetValue(threads), r.GetValue(json))));

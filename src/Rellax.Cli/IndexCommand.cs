@@ -25,7 +25,15 @@ internal static class IndexCommand
         var backend = CommonOptions.Backend();
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
-        var cmd = new Command("index", "Build a SUBR retrieval index from item vectors.") { vectors, output, pca, seed, storage, similarity, backend, threads, json };
+        var cmd = new Command("index", """
+        Build a SUBR retrieval index from item vectors: optionally PCA-reduced, cosine (rows normalised) or dot, stored as
+        f32, f16 or i8 with a scale per row.
+
+        Examples:
+          rellax embed --items ml1m/items.jsonl --output ml1m-vectors.safetensors
+          rellax index --vectors ml1m-vectors.safetensors --pca 512 --output ml1m-index.safetensors
+          rellax index --vectors vectors.safetensors --storage i8 --similarity dot --output index.safetensors --json
+        """) { vectors, output, pca, seed, storage, similarity, backend, threads, json };
         cmd.SetAction(r => CommonOptions.Guard(() => Run(r.GetValue(vectors)!, r.GetValue(output)!, r.GetValue(pca), r.GetValue(seed),
             r.GetValue(storage) switch { "f16" => DType.F16, "i8" => DType.I8, _ => DType.F32 },
             r.GetValue(similarity) == "dot" ? SubrSimilarity.Dot : SubrSimilarity.Cosine,

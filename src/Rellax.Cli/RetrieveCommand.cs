@@ -25,7 +25,14 @@ internal static class RetrieveCommand
         var backend = CommonOptions.Backend();
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
-        var cmd = new Command("retrieve", "SUBR: keep each sample's K history items most similar to its target.")
+        var cmd = new Command("retrieve", """
+        SUBR: keep each sample's K history items most similar to its target (ties: the more recent wins), in time order
+        or best first.
+
+        Examples:
+          rellax retrieve --embeddings ml1m-index.safetensors --samples samples.jsonl --k 30 --output retrieved.jsonl
+          rellax retrieve --embeddings index.safetensors --samples samples.jsonl --k 5 --order score --scores
+        """)
         {
             embeddings, samples, k, order, output, batch, scores, backend, threads, json,
         };

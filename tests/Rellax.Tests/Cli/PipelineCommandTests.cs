@@ -97,6 +97,15 @@ public sealed class PipelineCommandTests
         Assert.That(File.ReadAllLines(reit), Is.Not.Empty);
     }
 
+    [TestCase("generate"), TestCase("score"), TestCase("embed"), TestCase("index"), TestCase("retrieve"), TestCase("backends"),
+     TestCase("prepare"), TestCase("eval"), TestCase("export"), TestCase("demo")]
+    public void EveryCommandsHelpHasExamples(string command)
+    {
+        var (code, stdout, stderr) = Run(command, "--help");
+        Assert.That(code, Is.EqualTo(0), stderr);
+        Assert.That(stdout, Does.Contain("Examples:").And.Contain($"rellax {command}"));
+    }
+
     [Test]
     public void EvalErrorsAreOneLineAndWriteNothing()
     {
