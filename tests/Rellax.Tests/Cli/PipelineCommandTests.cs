@@ -97,6 +97,19 @@ public sealed class PipelineCommandTests
         Assert.That(File.ReadAllLines(reit), Is.Not.Empty);
     }
 
+    [Test]
+    public void EvalWithTheDemosDinComputesTheSameCrmFeatures()
+    {
+        // The demo saved its random DIN; eval --din runs it on the same 24 test samples, so h_u and the item embeddings,
+        // and with them the scores, are the demo's.
+        string scores = Path.Combine(_dir, "din-scores.jsonl");
+        var (code, _, stderr) = Run("eval", "--data", Path.Combine(_demo, "prepared"), "--adapter", Path.Combine(_demo, "adapter"),
+            "--din", Path.Combine(_demo, "din"), "--k", "5", "--limit", "24", "--pca", "32", "--backend", "cpu", "--scores", scores);
+        Assert.That(code, Is.EqualTo(0), stderr);
+        static double[] P(string path) => File.ReadAllLines(path).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("p_yes").GetDouble()).ToArray();
+        Assert.That(P(scores), Is.EqualTo(P(Path.Combine(_demo, "scores.jsonl"))).Within(1e-6));
+    }
+
     [TestCase("generate"), TestCase("score"), TestCase("embed"), TestCase("index"), TestCase("retrieve"), TestCase("backends"),
      TestCase("prepare"), TestCase("eval"), TestCase("export"), TestCase("demo")]
     public void EveryCommandsHelpHasExamples(string command)
