@@ -112,13 +112,15 @@ internal static class PrepareCommand
                 dataset = DatasetReader.NameOf(kind), data = dataDir, output = outputDir,
                 protocol = ratings.HasTimestamps ? "time-ordered" : "hold-out",
                 items = ratings.Items.Count, users = ratings.UserKeys.Count, ratings = ratings.Ratings.Length, skipped_lines = ratings.SkippedLines,
+                filtered_ratings = ratings.FilteredRatings,
                 samples = new { total = samples.Samples.Count, train, valid, test },
                 min_history = minHistory, limit, seed, hold_out = ratings.HasTimestamps ? null : shuffleHoldOut ? "shuffle" : "last",
                 read_ms = Math.Round(readMs, 3), build_ms = Math.Round(buildMs, 3), write_ms = Math.Round(writeMs, 3),
             }));
         else
             Console.Error.WriteLine($"{DatasetReader.NameOf(kind)}: {ratings.Ratings.Length} ratings, {ratings.UserKeys.Count} users, {ratings.Items.Count} items" +
-                $" ({ratings.SkippedLines} lines skipped); {samples.Samples.Count} samples: train {train}, valid {valid}, test {test}" +
+                $" ({ratings.SkippedLines} lines skipped" + (ratings.FilteredRatings > 0 ? $", {ratings.FilteredRatings} ratings of unknown users or items left out as the reference does" : "") +
+                $"); {samples.Samples.Count} samples: train {train}, valid {valid}, test {test}" +
                 $" (min history {minHistory}{(limit > 0 ? $", limit {limit}" : "")}); read {readMs:F0} ms, build {buildMs:F0} ms, write {writeMs:F0} ms → {outputDir}");
         return 0;
     }

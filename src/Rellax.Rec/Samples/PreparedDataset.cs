@@ -17,7 +17,7 @@ namespace Rellax.Rec;
 /// <item><term><c>dataset.json</c></term><description>The manifest, one JSON object:
 /// <c>{"format": "rellax-prepared-dataset", "version": 1, "name": "movielens-100k", "kind": "movielens-100k"</c> (a
 /// <see cref="DatasetReader.Names"/> entry or <c>custom</c>), <c>"domain": "movies"|"books", "has_timestamps": true,
-/// "has_profiles": true, "label_threshold": 3, "skipped_lines": 0, "protocol": "time-ordered"|"hold-out",
+/// "has_profiles": true, "label_threshold": 3, "skipped_lines": 0, "filtered_ratings": 0, "protocol": "time-ordered"|"hold-out",
 /// "options": {"min_history": 5, "train_fraction": 0.8, "valid_fraction": 0.1, "seed": 42, "limit": 0,
 /// "shuffle_hold_out": true}, "counts": {"items": I, "users": U, "ratings": R, "samples": S, "train": a, "valid": b,
 /// "test": c}}</c>. <c>counts.train/valid/test</c> count the samples in the folder (after the limit).</description></item>
@@ -366,6 +366,7 @@ public static class PreparedDataset
             w.WriteBoolean("has_profiles", d.Profiles is not null);
             w.WriteNumber("label_threshold", d.LabelThreshold);
             w.WriteNumber("skipped_lines", d.SkippedLines);
+            w.WriteNumber("filtered_ratings", d.FilteredRatings);
             w.WriteString("protocol", d.HasTimestamps ? "time-ordered" : "hold-out");
             w.WriteStartObject("options");
             w.WriteNumber("min_history", o.MinHistory);
@@ -416,7 +417,10 @@ public static class PreparedDataset
         RatingDataset dataset;
         try
         {
-            dataset = new RatingDataset(m.Name, m.Kind, m.Domain, items, userKeys, profiles, ratings, m.HasTimestamps, m.LabelThreshold, m.SkippedLines);
+            dataset = new RatingDataset(m.Name, m.Kind, m.Domain, items, userKeys, profiles, ratings, m.HasTimestamps, m.LabelThreshold, m.SkippedLines)
+            {
+                FilteredRatings = m.FilteredRatings,
+            };
         }
         catch (ArgumentException e)
         {
@@ -434,7 +438,7 @@ public static class PreparedDataset
     }
 
     private sealed record Manifest(string Name, DatasetKind Kind, ItemDomain Domain, bool HasTimestamps, bool HasProfiles, float LabelThreshold,
-        int SkippedLines, SampleOptions Options, int Items, int Users, int Ratings, int Samples, int[] SplitCounts);
+        int SkippedLines, int FilteredRatings, SampleOptions Options, int Items, int Users, int Ratings, int Samples, int[] SplitCounts);
 
     private static Manifest ReadManifest(string path)
     {
@@ -472,6 +476,8 @@ public static class PreparedDataset
             if (threshold.ValueKind != JsonValueKind.Number || !threshold.TryGetSingle(out float labelThreshold) || !float.IsFinite(labelThreshold))
                 throw new InvalidDataException($"{path}: \"label_threshold\" must be a finite number, got {threshold.GetRawText()}");
             int skipped = NonNegative(root, "skipped_lines", path);
+            // Optional: folders written before the field existed have none.
+            int filtered = root.TryGetProperty("filtered_ratings", out _) ? NonNegative(root, "filtered_ratings", path) : 0;
 
             var o = Property(root, "options", path);
             if (o.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: \"options\" must be an object, got {o.ValueKind}");
@@ -494,7 +500,7 @@ public static class PreparedDataset
             int sampleCount = NonNegative(c, "samples", path);
             if (splits.Sum() != sampleCount)
                 throw new InvalidDataException($"{path}: \"counts\": train + valid + test = {splits.Sum()} but samples = {sampleCount}");
-            return new Manifest(name, kind, domain, hasTimestamps, hasProfiles, labelThreshold, skipped, options,
+            return new Manifest(name, kind, domain, hasTimestamps, hasProfiles, labelThreshold, skipped, filtered, options,
                 NonNegative(c, "items", path), NonNegative(c, "users", path), NonNegative(c, "ratings", path), sampleCount, splits);
         }
     }

@@ -39,15 +39,15 @@ public sealed class PreparedDatasetTests
         ratings.Add(new Rating(1, 2, 3.5f, 995));  // row 16: a second item for user "7" in its first second
         ratings.Add(new Rating(1, 1, 3.5f, 995));  // row 17: identical to row 8 (user "7"'s first rating: item 1, 3.5, 995)
         var data = new RatingDataset("hand-books", DatasetKind.Custom, ItemDomain.Books, items, users, profiles, [.. ratings],
-            hasTimestamps: true, labelThreshold: 3, skippedLines: 2);
+            hasTimestamps: true, labelThreshold: 3, skippedLines: 2) { FilteredRatings = 9 };
         return ReLLaSamples.Build(data, new SampleOptions { MinHistory = 2, Limit = limit, Seed = 5 });
     }
 
     private static void AssertSame(SampleSet expected, SampleSet actual)
     {
         var (e, a) = (expected.Dataset, actual.Dataset);
-        Assert.That((a.Name, a.Kind, a.Domain, a.HasTimestamps, a.LabelThreshold, a.SkippedLines),
-            Is.EqualTo((e.Name, e.Kind, e.Domain, e.HasTimestamps, e.LabelThreshold, e.SkippedLines)));
+        Assert.That((a.Name, a.Kind, a.Domain, a.HasTimestamps, a.LabelThreshold, a.SkippedLines, a.FilteredRatings),
+            Is.EqualTo((e.Name, e.Kind, e.Domain, e.HasTimestamps, e.LabelThreshold, e.SkippedLines, e.FilteredRatings)));
         Assert.That(a.Items, Has.Count.EqualTo(e.Items.Count));
         for (int i = 0; i < e.Items.Count; i++)
         {
