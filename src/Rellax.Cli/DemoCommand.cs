@@ -111,7 +111,7 @@ internal static class DemoCommand
             };
             EvaluationResult result;
             using (var progress = new StageProgress())
-                result = CtrEvaluation.Run(llm, adapter, set, crm, options, progress, w => Console.Error.WriteLine($"rellax: warning: {w}"), cancel.Token);
+                result = CtrEvaluation.Run(llm, adapter, set, crm, options, progress, PipelineReport.Warn, cancel.Token);
             var stage = result.Stages.ToDictionary(s => s.Stage);
             log.WriteLine($"[4/6] SUBR      {dataset.Items.Count} item sentences embedded by the LLM ({stage["embed"].Tokens} tokens, {stage["embed"].Seconds * 1000:F0} ms), " +
                           $"PCA {llm.Config.HiddenSize} -> {Math.Min(32, llm.Config.HiddenSize)} ({PipelineReport.Percent(result.PcaExplainedVariance ?? double.NaN)} of the variance), " +

@@ -108,7 +108,6 @@ internal static class EvalCommand
         double loadModelMs = clock.Elapsed.TotalMilliseconds;
 
         CrmFeatures? crm = null;
-        double crmMs = 0;
         clock.Restart();
         if (crmPath is not null) crm = CrmFeatures.Load(crmPath);
         else if (dinDir is not null)
@@ -117,11 +116,11 @@ internal static class EvalCommand
             var samples = set.InSplit(options.Split).Take(options.Limit > 0 ? options.Limit : int.MaxValue).ToList();
             crm = din.Featurize(set, samples);
         }
-        crmMs = clock.Elapsed.TotalMilliseconds;
+        double crmMs = clock.Elapsed.TotalMilliseconds;
 
         EvaluationResult result;
         using (var progress = new StageProgress())
-            result = CtrEvaluation.Run(model, adapter, set, crm, options, progress, w => Console.Error.WriteLine($"rellax: warning: {w}"), cancel.Token);
+            result = CtrEvaluation.Run(model, adapter, set, crm, options, progress, PipelineReport.Warn, cancel.Token);
 
         if (scoresPath is not null) PipelineReport.WriteScores(scoresPath, result);
 

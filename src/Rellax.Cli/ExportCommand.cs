@@ -93,13 +93,12 @@ internal static class ExportCommand
             using var backend = CommonOptions.CreateBackend(backendName, threads);
             // Given item vectors need no model.
             using var llm = options.ItemVectors is null ? LlamaModel.Load(modelDir ?? CommonOptions.DefaultModelDirectory(), backend) : null;
-            var unique = chosen.DistinctBy(s => s.Index).ToList();
             int[][] positions;
             using (var progress = new StageProgress())
-                positions = CtrEvaluation.Subr(backend, llm, set, unique, options, new PipelineCache(options.CacheDirectory!, w => Console.Error.WriteLine($"rellax: warning: {w}")),
+                positions = CtrEvaluation.Subr(backend, llm, set, chosen, options, new PipelineCache(options.CacheDirectory!, PipelineReport.Warn),
                     stages, progress, cancel.Token, out _);
-            subr = new Dictionary<int, int[]>(unique.Count);
-            for (int i = 0; i < unique.Count; i++) subr[unique[i].Index] = positions[i];
+            subr = new Dictionary<int, int[]>(chosen.Count);
+            for (int i = 0; i < chosen.Count; i++) subr[chosen[i].Index] = positions[i];
         }
 
         var builder = new ReLLaPromptBuilder(set, new PromptOptions { SpaMarkers = spa });

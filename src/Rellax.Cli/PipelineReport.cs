@@ -6,6 +6,9 @@ namespace Rellax.Cli;
 /// <summary>How <c>rellax eval</c> and <c>rellax demo</c> print metrics and stage timings (text and JSON).</summary>
 internal static class PipelineReport
 {
+    /// <summary>Prints a pipeline warning (e.g. an ignored cache file) as one line on stderr.</summary>
+    public static void Warn(string message) => Console.Error.WriteLine($"rellax: warning: {message}");
+
     /// <summary>A share as a whole percentage, or <c>n/a</c> for NaN.</summary>
     public static string Percent(double v) => double.IsNaN(v) ? "n/a" : (100 * v).ToString("F0", CultureInfo.InvariantCulture) + "%";
 

@@ -213,10 +213,7 @@ public static class CtrEvaluation
     internal static int[][] Subr(ComputeBackend backend, LlamaModel? model, SampleSet set, List<ReLLaSample> samples, EvaluationOptions o, PipelineCache? cache,
         List<StageTiming> stages, IProgress<EvaluationProgress>? progress, CancellationToken cancellationToken, out double? explained)
     {
-        var items = set.Dataset.Items;
-        var domain = set.Dataset.Domain;
-        var texts = items.Select(i => ItemText.Describe(i, domain)).ToList();
-        int rows = texts.Count;
+        int rows = set.Dataset.Items.Count;
 
         float[] vectors;
         int dim;
@@ -237,6 +234,7 @@ public static class CtrEvaluation
         else
         {
             int hidden = model.Config.HiddenSize;
+            var texts = set.Dataset.Items.Select(i => ItemText.Describe(i, set.Dataset.Domain)).ToList();
             // Item vectors from the LLM, keyed by the model files' identity, the template, the attention precision and every item text.
             using (var key = new CacheKey("item-vectors v1"))
             {

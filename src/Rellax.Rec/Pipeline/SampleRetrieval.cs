@@ -44,26 +44,34 @@ public static class SampleRetrieval
         ArgumentOutOfRangeException.ThrowIfGreaterThan(k, SubrTopK.MaxK);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         var result = new int[samples.Count][];
-        var batch = new List<SubrSample>(Math.Min(batchSize, samples.Count));
         for (int start = 0; start < samples.Count; start += batchSize)
         {
             cancellationToken.ThrowIfCancellationRequested();
             int end = Math.Min(samples.Count, start + batchSize);
-            batch.Clear();
+            // The batch's queries in table rows, straight from the timelines (no per-sample id arrays).
+            var offsets = new int[end - start + 1];
+            for (int i = start; i < end; i++) offsets[i - start + 1] = checked(offsets[i - start] + samples[i].HistoryLength);
+            var history = new int[offsets[^1]];
+            var targets = new int[end - start];
             for (int i = start; i < end; i++)
             {
                 var s = samples[i];
-                var history = set.History(s);
-                var ids = new long[history.Length];
-                for (int j = 0; j < ids.Length; j++) ids[j] = history[j].Item;
-                batch.Add(new SubrSample(s.Index.ToString(System.Globalization.CultureInfo.InvariantCulture), ids, s.Item));
+                targets[i - start] = RowOf(index, s.Item, s, "target");
+                var events = set.History(s);
+                for (int j = 0; j < events.Length; j++) history[offsets[i - start] + j] = RowOf(index, events[j].Item, s, $"history position {j}");
             }
-            var found = index.Retrieve(batch, k, order);
+            SubrResult found;
+            using (var queries = SubrQueries.Create(history, offsets, targets))
+                found = index.Table.Backend.Subr.Retrieve(index.Table, queries, k, order);
             for (int i = start; i < end; i++) result[i] = found.PositionsOf(i - start).ToArray();
             progress?.Report(end);
         }
         return result;
     }
+
+    private static int RowOf(SubrIndex index, int item, in ReLLaSample sample, string what) =>
+        index.TryGetRow(item, out int row) ? row
+            : throw new ArgumentException($"sample {sample.Index}: {what}: item {item} is not in the index ({index.Count} items)", nameof(index));
 
     /// <summary>
     /// Retrieval quality a user can see: the share of the listed history events whose item's category (first genre)

@@ -17,6 +17,9 @@ public sealed class PipelineCommandTests
 
     private static (int Code, string Out, string Err) Run(params string[] args) => RellaxCommandTests.Run(args);
 
+    /// <summary>The <c>p_yes</c> of every line of a scores file, in order.</summary>
+    private static double[] P(string path) => File.ReadAllLines(path).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("p_yes").GetDouble()).ToArray();
+
     [OneTimeSetUp]
     public void RunTheDemoOnce()
     {
@@ -61,7 +64,6 @@ public sealed class PipelineCommandTests
         Assert.That(code, Is.EqualTo(0), stderr);
         var j = JsonDocument.Parse(stdout).RootElement;
         Assert.That(j.GetProperty("metrics").GetProperty("auc").GetDouble(), Is.EqualTo(_demoJson.GetProperty("metrics").GetProperty("auc").GetDouble()).Within(1e-9));
-        static double[] P(string path) => File.ReadAllLines(path).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("p_yes").GetDouble()).ToArray();
         Assert.That(P(scores), Is.EqualTo(P(Path.Combine(_demo, "scores.jsonl"))).Within(1e-9), "the demo and eval score the same prompts the same");
         // The demo filled the cache in its folder; eval's default cache is DATA/cache, so a run there is computed once, then cached.
         var (code2, stdout2, stderr2) = Run(args);
@@ -86,7 +88,6 @@ public sealed class PipelineCommandTests
         Assert.That(code, Is.EqualTo(0), stderr);
         var stages = JsonDocument.Parse(stdout).RootElement.GetProperty("stages").EnumerateArray().Select(s => s.GetProperty("stage").GetString());
         Assert.That(stages, Is.EqualTo(new[] { "pca", "retrieve", "prompts", "tokenize", "forward" }));
-        static double[] P(string path) => File.ReadAllLines(path).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("p_yes").GetDouble()).ToArray();
         Assert.That(P(scores), Is.EqualTo(P(Path.Combine(_demo, "scores.jsonl"))).Within(1e-6));
 
         // export takes the same vectors without a model.
@@ -106,7 +107,6 @@ public sealed class PipelineCommandTests
         var (code, _, stderr) = Run("eval", "--data", Path.Combine(_demo, "prepared"), "--adapter", Path.Combine(_demo, "adapter"),
             "--din", Path.Combine(_demo, "din"), "--k", "5", "--limit", "24", "--pca", "32", "--backend", "cpu", "--scores", scores);
         Assert.That(code, Is.EqualTo(0), stderr);
-        static double[] P(string path) => File.ReadAllLines(path).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("p_yes").GetDouble()).ToArray();
         Assert.That(P(scores), Is.EqualTo(P(Path.Combine(_demo, "scores.jsonl"))).Within(1e-6));
     }
 

@@ -150,6 +150,22 @@ public sealed class PipelineTests
     }
 
     [Test]
+    public void SubrKNamesTheSampleOfAnItemTheIndexLacks()
+    {
+        var data = SyntheticDataset.Create(new SyntheticDatasetOptions { Users = 3, Seed = 5 });
+        var set = EverySample(data);
+        using var backend = new CpuBackend(threads: 1);
+        // A table over every item but the target of sample 5: the first sample touching that item is named.
+        int lacking = set.Samples[5].Item;
+        long[] ids = Enumerable.Range(0, data.Items.Count).Where(i => i != lacking).Select(i => (long)i).ToArray();
+        using var index = SubrIndex.Build(backend, ids.SelectMany(i => new[] { (float)Math.Sin(i + 1), (float)Math.Cos(i + 1), 1f, 0.5f }).ToArray(), ids.Length, 4, ids);
+        var missing = set.Samples.First(s => s.Item == lacking || set.History(s).ToArray().Any(r => r.Item == lacking));
+        Assert.That(missing.Index, Is.LessThanOrEqualTo(5));
+        Assert.That(() => SampleRetrieval.Subr(index, set, set.Samples, 3),
+            Throws.ArgumentException.With.Message.StartsWith($"sample {missing.Index}: ").And.Message.Contains($"item {lacking} is not in the index"));
+    }
+
+    [Test]
     public void CategoryAgreementCountsListedItemsSharingTheTargetsFirstGenre()
     {
         // Two users; items 0-1 genre A, 2-3 genre B, 4 no genre.
