@@ -56,9 +56,9 @@ public static class SampleRetrieval
             for (int i = start; i < end; i++)
             {
                 var s = samples[i];
-                targets[i - start] = RowOf(index, s.Item, s, "target");
+                targets[i - start] = RowOf(index, s.Item, s, position: -1);
                 var events = set.History(s);
-                for (int j = 0; j < events.Length; j++) history[offsets[i - start] + j] = RowOf(index, events[j].Item, s, $"history position {j}");
+                for (int j = 0; j < events.Length; j++) history[offsets[i - start] + j] = RowOf(index, events[j].Item, s, j);
             }
             SubrResult found;
             using (var queries = SubrQueries.Create(history, offsets, targets))
@@ -69,9 +69,11 @@ public static class SampleRetrieval
         return result;
     }
 
-    private static int RowOf(SubrIndex index, int item, in ReLLaSample sample, string what) =>
+    /// <summary>The table row of <paramref name="item"/>; the message (built only on failure) names the sample and the
+    /// history position (-1: the target).</summary>
+    private static int RowOf(SubrIndex index, int item, in ReLLaSample sample, int position) =>
         index.TryGetRow(item, out int row) ? row
-            : throw new ArgumentException($"sample {sample.Index}: {what}: item {item} is not in the index ({index.Count} items)", nameof(index));
+            : throw new ArgumentException($"sample {sample.Index}: {(position < 0 ? "target" : $"history position {position}")}: item {item} is not in the index ({index.Count} items)", nameof(index));
 
     /// <summary>
     /// Retrieval quality a user can see: the share of the listed history events whose item's category (first genre)
