@@ -11,6 +11,7 @@ public abstract class ComputeBackend : IDisposable
     private CfloraLinear? _cflora;
     private SubrTopK? _subr;
     private FlashAttention? _attention;
+    private BackwardOps? _backward;
 
     /// <summary>Short name for logs and <c>--json</c> output, e.g. <c>cpu</c> or <c>ilgpu:CPUAccelerator</c>.</summary>
     public abstract string Name { get; }
@@ -38,6 +39,12 @@ public abstract class ComputeBackend : IDisposable
 
     /// <summary>This backend's attention kernels (unchecked; reached through <see cref="Attention"/>).</summary>
     internal virtual IAttentionKernels AttentionKernels => throw new NotSupportedException($"the {Name} backend has no attention kernels yet");
+
+    /// <summary>The backward (gradient) ops that training runs on this backend.</summary>
+    public BackwardOps Backward => _backward ??= new BackwardOps(this);
+
+    /// <summary>This backend's backward kernels (unchecked; reached through <see cref="Backward"/>).</summary>
+    internal virtual IBackwardKernels BackwardKernels => throw new NotSupportedException($"the {Name} backend has no backward kernels yet");
 
     /// <summary>Allocates <paramref name="length"/> zeroed elements of <paramref name="dtype"/>.</summary>
     public abstract DeviceBuffer Allocate(DType dtype, long length);

@@ -10,6 +10,7 @@ public sealed class CpuBackend : ComputeBackend
     private readonly CpuCflora _cflora;
     private readonly CpuSubr _subr;
     private readonly CpuAttention _attention;
+    private readonly CpuBackwardKernels _backward;
 
     /// <summary>Creates a CPU backend that uses up to <paramref name="threads"/> threads (0: one per core).</summary>
     public CpuBackend(int threads = 0)
@@ -21,6 +22,7 @@ public sealed class CpuBackend : ComputeBackend
         _cflora = new CpuCflora(this);
         _subr = new CpuSubr(this);
         _attention = new CpuAttention(this);
+        _backward = new CpuBackwardKernels(this);
     }
 
     /// <summary>Number of worker threads kernels split their work over.</summary>
@@ -38,6 +40,8 @@ public sealed class CpuBackend : ComputeBackend
     internal override ISubrKernels SubrKernels => _subr;
 
     internal override IAttentionKernels AttentionKernels => _attention;
+
+    internal override IBackwardKernels BackwardKernels => _backward;
 
     /// <inheritdoc/>
     public override DeviceBuffer Allocate(DType dtype, long length) => new CpuBuffer(this, dtype, length);

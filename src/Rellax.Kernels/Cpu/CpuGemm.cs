@@ -42,7 +42,7 @@ namespace Rellax.Kernels.Cpu;
 /// accumulators).
 /// </para>
 /// </summary>
-internal static unsafe class CpuGemm
+internal static unsafe partial class CpuGemm
 {
     /// <summary>Rows of x per microkernel tile.</summary>
     internal const int MR = 8;
