@@ -68,6 +68,24 @@ public sealed class CpuBackend : ComputeBackend
         return new CpuBuffer(this, dtype, length, (byte*)address, owner);
     }
 
+    /// <summary>
+    /// A writable buffer over a managed array that this backend's kernels read and write in place (no copy): how host
+    /// code that keeps its data in arrays (a trainer's parameters, gradients and activations) runs the ops on it. The
+    /// array is pinned until the buffer is disposed; allocate it with <c>GC.AllocateArray(length, pinned: true)</c> to
+    /// make the pin free.
+    /// </summary>
+    /// <param name="array">The elements; the buffer has <c>array.Length</c> of them.</param>
+    public DeviceBuffer Wrap(float[] array) => WrapArray(array, DType.F32);
+
+    /// <inheritdoc cref="Wrap(float[])"/>
+    public DeviceBuffer Wrap(int[] array) => WrapArray(array, DType.I32);
+
+    private CpuBuffer WrapArray<T>(T[] array, DType dtype) where T : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(array);
+        return new CpuBuffer(this, dtype, array.Length, array.AsMemory().Pin(), array);
+    }
+
     /// <inheritdoc/>
     public override void Synchronize() { }
 

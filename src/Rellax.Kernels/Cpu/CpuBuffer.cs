@@ -62,6 +62,8 @@ internal sealed unsafe class CpuBuffer : DeviceBuffer
 {
     private readonly AlignedMemoryHandle? _memory;
     private readonly byte* _borrowed;
+    private readonly System.Buffers.MemoryHandle _pin;
+    private readonly bool _pinned;
 
     public CpuBuffer(CpuBackend backend, DType dtype, long length) : base(backend, dtype, length)
     {
@@ -75,11 +77,21 @@ internal sealed unsafe class CpuBuffer : DeviceBuffer
         Owner = owner;
     }
 
+    /// <summary>A writable view of a pinned managed array (<see cref="CpuBackend.Wrap(float[])"/>); disposing it unpins
+    /// the array.</summary>
+    public CpuBuffer(CpuBackend backend, DType dtype, long length, System.Buffers.MemoryHandle pin, object owner) : base(backend, dtype, length)
+    {
+        _pin = pin;
+        _pinned = true;
+        _borrowed = (byte*)pin.Pointer;
+        Owner = owner;
+    }
+
     /// <summary>Start of the memory. Valid until the buffer is disposed (for a view: while its owner keeps the memory).</summary>
     public byte* Pointer => _memory is null ? _borrowed : (byte*)_memory.DangerousGetHandle();
 
     /// <summary>True for a view of memory the buffer does not own: kernels read it, <see cref="DeviceBuffer.CopyFrom{T}"/> refuses.</summary>
-    public bool IsReadOnlyView => _memory is null;
+    public bool IsReadOnlyView => _memory is null && !_pinned;
 
     /// <summary>What keeps a view's memory alive (for example the memory-mapped file); null for owned memory.</summary>
     public object? Owner { get; }
@@ -94,5 +106,9 @@ internal sealed unsafe class CpuBuffer : DeviceBuffer
     protected override void CopyToHost(Span<byte> destination, long byteOffset) =>
         new ReadOnlySpan<byte>(Pointer + byteOffset, destination.Length).CopyTo(destination);
 
-    protected override void Free() => _memory?.Dispose();
+    protected override void Free()
+    {
+        _memory?.Dispose();
+        if (_pinned) _pin.Dispose();
+    }
 }
