@@ -13,4 +13,5 @@ root.Add(PrepareCommand.Create());
 root.Add(EvalCommand.Create());
 root.Add(ExportCommand.Create());
 root.Add(DemoCommand.Create());
+root.Add(CrmCommand.Create());
 return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

@@ -60,6 +60,9 @@ internal sealed class TerminalProgress : IProgress<int>, IDisposable
         }
     }
 
+    /// <summary>Extra text shown after the rate (for example a running loss); null for none.</summary>
+    public string? Status { get; set; }
+
     /// <summary>The bar's text for <paramref name="done"/> after <paramref name="elapsed"/> (no carriage return).</summary>
     internal string Render(int done, TimeSpan elapsed)
     {
@@ -74,6 +77,7 @@ internal sealed class TerminalProgress : IProgress<int>, IDisposable
             text += $"  {rate:F1}/s";
             if (done < _total) text += $"  eta {Duration(Math.Ceiling((_total - done) / rate))}";
         }
+        if (Status is { } status) text += "  " + status;
         return text;
     }
 

@@ -132,3 +132,57 @@ internal sealed class DinEncoding
     /// <summary>The table row of a rating value that is in the vocabulary (checked at creation for every dataset rating).</summary>
     public int RatingRow(float value) => _ratingRow[value];
 }
+
+/// <summary>
+/// Samples encoded as DIN inputs with a <see cref="DinEncoding"/>: the field rows, the ragged history windows (the most
+/// recent events, oldest first) and the labels; what <see cref="DinModel.Forward"/> and the trainer take.
+/// </summary>
+/// <param name="Count">Number of samples S.</param>
+/// <param name="FieldRows">[S, F] table rows of the fields.</param>
+/// <param name="Starts">[S + 1] history offsets: sample s owns positions [Starts[s], Starts[s+1]).</param>
+/// <param name="ItemRows">[P] table rows of the history items.</param>
+/// <param name="RatingRows">[P] table rows of the history ratings.</param>
+/// <param name="Labels">[S] 1 for a click (positive rating), else 0.</param>
+/// <param name="SampleIds">[S] <see cref="ReLLaSample.Index"/> of each sample.</param>
+internal sealed record DinEncodedSamples(int Count, int[] FieldRows, int[] Starts, int[] ItemRows, int[] RatingRows, float[] Labels, int[] SampleIds)
+{
+    /// <summary>Encodes <paramref name="samples"/> of <paramref name="set"/>, each with its <paramref name="maxHistory"/> most
+    /// recent events.</summary>
+    /// <exception cref="ArgumentException">The history windows hold more positions than one array can.</exception>
+    public static DinEncodedSamples Encode(DinEncoding encoding, SampleSet set, IReadOnlyList<ReLLaSample> samples, int maxHistory)
+    {
+        int fields = encoding.Config.Fields.Count, count = samples.Count;
+        var starts = new int[count + 1];
+        long total = 0;
+        for (int s = 0; s < count; s++)
+        {
+            total += Math.Min(maxHistory, samples[s].HistoryLength);
+            if (total > Array.MaxLength) throw new ArgumentException($"the history windows hold more than {Array.MaxLength} events", nameof(samples));
+            starts[s + 1] = (int)total;
+        }
+        var fieldRows = new int[(long)count * fields];
+        var items = new int[total];
+        var ratings = new int[total];
+        var labels = new float[count];
+        var ids = new int[count];
+        for (int s = 0; s < count; s++)
+        {
+            var x = samples[s];
+            encoding.FieldRows(x.User, x.Item, fieldRows.AsSpan(s * fields, fields));
+            var history = set.History(x);
+            if (history.Length > maxHistory) history = history[^maxHistory..];
+            int p = starts[s];
+            foreach (var ev in history)
+            {
+                items[p] = encoding.ItemOffset + ev.Item;
+                ratings[p++] = encoding.RatingRow(ev.Value);
+            }
+            labels[s] = x.Label ? 1 : 0;
+            ids[s] = x.Index;
+        }
+        return new DinEncodedSamples(count, fieldRows, starts, items, ratings, labels, ids);
+    }
+
+    /// <summary>Number of positive labels.</summary>
+    public int Positives => Labels.Count(l => l > 0);
+}

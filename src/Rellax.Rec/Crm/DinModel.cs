@@ -97,6 +97,22 @@ public sealed class DinModel
         _weights = weights;
     }
 
+    /// <summary>A model over the given weight arrays (not copied: a trainer's live parameters), one per tensor of
+    /// <see cref="TensorShapes"/>, each of the right length.</summary>
+    internal static DinModel FromWeights(DinConfig config, IReadOnlyDictionary<string, float[]> weights)
+    {
+        config.Validate();
+        var map = new Dictionary<string, float[]>(StringComparer.Ordinal);
+        foreach (var (name, shape) in TensorShapes(config))
+        {
+            long length = shape.Aggregate(1L, (a, b) => a * b);
+            if (!weights.TryGetValue(name, out var data) || data.Length != length)
+                throw new ArgumentException($"tensor '{name}' [{string.Join(", ", shape)}] is missing or has the wrong length", nameof(weights));
+            map[name] = data;
+        }
+        return new DinModel(config, map);
+    }
+
     /// <summary>The model's shape.</summary>
     public DinConfig Config { get; }
 

@@ -80,20 +80,9 @@ internal sealed class DinRunner : IDisposable
             // Split the first attention layer [A0, 4E] into its t part (W_t + W_d) [A0, E] and its [h; t*h] part
             // [W_h - W_d | W_p] [A0, 2E].
             int a0 = _att[0];
-            float[] w0 = model.Weight(DinModel.AttentionWeight(0));
             var targetPart = new float[a0 * _e];
             var histPart = new float[a0 * 2 * _e];
-            for (int o = 0; o < a0; o++)
-            {
-                var row = w0.AsSpan(o * 4 * _e, 4 * _e);
-                var wt = row[.._e];
-                var wh = row[_e..(2 * _e)];
-                var wd = row[(2 * _e)..(3 * _e)];
-                var wp = row[(3 * _e)..];
-                TensorPrimitives.Add(wt, wd, targetPart.AsSpan(o * _e, _e));
-                TensorPrimitives.Subtract(wh, wd, histPart.AsSpan(o * 2 * _e, _e));
-                wp.CopyTo(histPart.AsSpan(o * 2 * _e + _e, _e));
-            }
+            SplitFirstAttentionLayer(model.Weight(DinModel.AttentionWeight(0)), a0, _e, targetPart, histPart);
             _attTargetW = Upload(targetPart, a0, _e);
             _attHistW = Upload(histPart, a0, 2 * _e);
             _attB0 = Upload(model.Weight(DinModel.AttentionBias(0)), a0);
@@ -121,6 +110,25 @@ internal sealed class DinRunner : IDisposable
         _scoreB = model.Weight(DinModel.ScoreBias)[0];
         _outW = model.Weight(DinModel.OutWeight);
         _outB = model.Weight(DinModel.OutBias)[0];
+    }
+
+    /// <summary>
+    /// Splits the first attention layer's weight W [A0, 4E] = [W_t | W_h | W_d | W_p] into its t part W_t + W_d [A0, E]
+    /// and its [h; t*h] part [W_h - W_d | W_p] [A0, 2E] (the factored form of the class remarks; the trainer uses it too).
+    /// </summary>
+    internal static void SplitFirstAttentionLayer(ReadOnlySpan<float> w0, int a0, int e, Span<float> targetPart, Span<float> histPart)
+    {
+        for (int o = 0; o < a0; o++)
+        {
+            var row = w0.Slice(o * 4 * e, 4 * e);
+            var wt = row[..e];
+            var wh = row[e..(2 * e)];
+            var wd = row[(2 * e)..(3 * e)];
+            var wp = row[(3 * e)..];
+            TensorPrimitives.Add(wt, wd, targetPart.Slice(o * e, e));
+            TensorPrimitives.Subtract(wh, wd, histPart.Slice(o * 2 * e, e));
+            wp.CopyTo(histPart.Slice(o * 2 * e + e, e));
+        }
     }
 
     /// <summary>Copies <paramref name="data"/> to the backend as a tensor of <paramref name="shape"/> (freed on Dispose).</summary>
