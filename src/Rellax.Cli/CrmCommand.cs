@@ -67,13 +67,15 @@ internal static class CrmCommand
         var patience = new Option<int>("--patience") { Description = "Stop after this many epochs without a better valid AUC (0: never).", DefaultValueFactory = _ => 2 };
         patience.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError($"--patience must be >= 0, got {r.GetValueOrDefault<int>()}"); });
         var seed = new Option<int>("--seed") { Description = "Seed of the initialisation and the shuffling.", DefaultValueFactory = _ => 42 };
+        var initStd = new Option<double>("--embed-init-std") { Description = "Standard deviation of the embedding table's normal initialisation (1: PyTorch's default, as the reference).", DefaultValueFactory = _ => 1.0 };
+        initStd.Validators.Add(r => { double v = r.GetValueOrDefault<double>(); if (!(v > 0) || !double.IsFinite(v)) r.AddError($"--embed-init-std must be a finite number > 0, got {v}"); });
         var threads = CommonOptions.Threads();
         threads.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError($"--threads must be >= 0, got {r.GetValueOrDefault<int>()}"); });
         var json = CommonOptions.Json();
-        var cmd = new Command("train", TrainDescription) { data, output, overwrite, k, embed, epochs, batch, lr, wd, patience, seed, threads, json };
+        var cmd = new Command("train", TrainDescription) { data, output, overwrite, k, embed, epochs, batch, lr, wd, patience, seed, initStd, threads, json };
         cmd.SetAction(r => CommonOptions.Guard(() => Train(r.GetValue(data)!, r.GetValue(output)!, r.GetValue(overwrite), new DinTrainingOptions
         {
-            K = r.GetValue(k), EmbedDim = r.GetValue(embed), Threads = r.GetValue(threads),
+            K = r.GetValue(k), EmbedDim = r.GetValue(embed), Threads = r.GetValue(threads), EmbeddingInitStd = r.GetValue(initStd),
             Loop = new TrainingOptions
             {
                 Epochs = r.GetValue(epochs), BatchSize = r.GetValue(batch), LearningRate = r.GetValue(lr), WeightDecay = r.GetValue(wd),

@@ -17,7 +17,7 @@ namespace Rellax.Rec;
 /// exact forward that <c>eval --din</c> runs on the saved checkpoint, and <see cref="DinModel.Save"/> writes it.</para>
 /// <para><b>Initialisation</b> (PyTorch's defaults, which the reference's <c>ctr_base</c> DIN keeps: it never overrides
 /// them): every Linear weight and bias uniform in ±1/sqrt(in) (Kaiming-uniform with a = sqrt(5)); the embedding table
-/// N(0, 1) (<c>nn.Embedding</c>'s default). Drawn from one seeded <see cref="Random"/> in mapping-table order.</para>
+/// N(0, σ²) with σ = 1 by default (<c>nn.Embedding</c>'s default; <see cref="DinTrainingOptions.EmbeddingInitStd"/>). Drawn from one seeded <see cref="Random"/> in mapping-table order.</para>
 /// <para><b>Forward</b> per batch of B samples with P history positions: the factored first attention layer of
 /// <c>DinRunner</c> (t part per sample, [h; t*h] part per position), ReLU everywhere, the unnormalised weighted sum, the
 /// tower and the logit. <b>Backward</b>: the chain in reverse through <see cref="BackwardOps"/>; the factored layer's
@@ -49,7 +49,10 @@ internal sealed class DinTrainer : ITrainable, IDisposable
     /// <param name="maxBatch">The largest batch <see cref="ComputeGradients"/> gets.</param>
     /// <param name="seed">Seed of the initialisation.</param>
     /// <param name="threads">Threads of the kernels (0: one per core).</param>
-    public DinTrainer(DinConfig config, DinEncodedSamples train, DinEncodedSamples? valid, int maxBatch, int seed, int threads = 0)
+    /// <param name="embeddingInitStd">Standard deviation of the table's normal initialisation (1: PyTorch's and the
+    /// reference's).</param>
+    public DinTrainer(DinConfig config, DinEncodedSamples train, DinEncodedSamples? valid, int maxBatch, int seed, int threads = 0,
+        double embeddingInitStd = 1)
     {
         config.Validate();
         Config = config;
@@ -73,7 +76,7 @@ internal sealed class DinTrainer : ITrainable, IDisposable
         {
             var values = new float[shape.Aggregate(1, (a, b) => checked(a * b))];
             if (name == DinModel.TableName)
-                for (int i = 0; i < values.Length; i++) values[i] = (float)Normal(random);
+                for (int i = 0; i < values.Length; i++) values[i] = (float)(Normal(random) * embeddingInitStd);
             else
             {
                 // Linear weight [out, in] or its bias [out]: both uniform in ±1/sqrt(in), in = the weight's second axis.

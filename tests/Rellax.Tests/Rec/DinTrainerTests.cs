@@ -210,14 +210,14 @@ public sealed class DinTrainerTests
     [Test]
     public void TrainingOnSyntheticDataRaisesValidAuc()
     {
-        var set = Synthetic(120, 8);
+        var set = Synthetic(200, 8);
         string dir = Directory.CreateTempSubdirectory("rellax-din-train-").FullName;
         try
         {
             var options = new DinTrainingOptions
             {
                 K = 20, EmbedDim = 16, Threads = 2,
-                Loop = new TrainingOptions { Epochs = 8, BatchSize = 64, LearningRate = 3e-3f, Patience = 3, Seed = 2 },
+                Loop = new TrainingOptions { Epochs = 10, BatchSize = 64, LearningRate = 1e-2f, Patience = 3, Seed = 2 },
             };
             var result = DinTraining.Train(set, options, dir);
             double first = result.Loop.Epochs[0].Valid!.Value.Auc;

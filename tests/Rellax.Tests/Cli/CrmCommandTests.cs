@@ -1,0 +1,177 @@
+using System.Text.Json;
+using NUnit.Framework;
+using Rellax.Cli;
+using Rellax.Rec;
+
+namespace Rellax.Tests.Cli;
+
+/// <summary>
+/// <c>rellax crm train</c> and <c>rellax crm score</c> as a user runs them, on a small synthetic prepared dataset: the
+/// happy path (files written, --json, score reads the training's K and reproduces its test metrics), and the bad inputs of
+/// issue 16 item 6, each one line on stderr, a non-zero exit and no output folder (or the old one untouched).
+/// </summary>
+[TestFixture]
+public sealed class CrmCommandTests
+{
+    private string _dir = null!;
+    private string _data = null!;
+
+    [OneTimeSetUp]
+    public void Prepare()
+    {
+        _dir = Directory.CreateTempSubdirectory("rellax-crm-").FullName;
+        _data = Path.Combine(_dir, "data");
+        PreparedDataset.Save(ReLLaSamples.Build(SyntheticDataset.Create(new SyntheticDatasetOptions { Users = 30, Seed = 2 })), _data);
+    }
+
+    [OneTimeTearDown] public void Clean() => Directory.Delete(_dir, recursive: true);
+
+    private static (int Code, string Out, string Err) Run(params string[] args) => RellaxCommandTests.Run(args);
+
+    private static void AssertOneLineError((int Code, string Out, string Err) r, string contains)
+    {
+        Assert.That(r.Code, Is.Not.EqualTo(0), r.Err);
+        var lines = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.That(lines, Has.Length.EqualTo(1), r.Err);
+        Assert.That(lines[0], Does.Contain(contains));
+        Assert.That(r.Err, Does.Not.Contain("   at "), "no stack trace");
+    }
+
+    /// <summary>No leftover temporary folders next to the output.</summary>
+    private void AssertNoTemporaries() =>
+        Assert.That(Directory.GetDirectories(_dir).Where(d => d.Contains(".tmp-")), Is.Empty);
+
+    [Test]
+    public void TrainsWritesTheModelAndScoresIt()
+    {
+        string output = Path.Combine(_dir, "din");
+        var r = Run("crm", "train", "--data", _data, "--output", output, "--epochs", "2", "--k", "12", "--embed-dim", "8", "--batch-size", "32", "--json");
+        Assert.That(r.Code, Is.EqualTo(0), r.Err);
+        using var doc = JsonDocument.Parse(r.Out);
+        var test = doc.RootElement.GetProperty("test");
+        foreach (string file in new[] { DinModel.ConfigFile, DinModel.WeightsFile, DinTraining.LogFile, DinTraining.SummaryFile })
+            Assert.That(File.Exists(Path.Combine(output, file)), Is.True, file);
+        AssertNoTemporaries();
+
+        string scores = Path.Combine(_dir, "scores.jsonl");
+        var s = Run("crm", "score", "--din", output, "--data", _data, "--output", scores, "--json");
+        Assert.That(s.Code, Is.EqualTo(0), s.Err);
+        using var sdoc = JsonDocument.Parse(s.Out);
+        Assert.That(sdoc.RootElement.GetProperty("k").GetInt32(), Is.EqualTo(12), "K from training.json");
+        var metrics = sdoc.RootElement.GetProperty("metrics");
+        Assert.That(metrics.GetProperty("auc").GetDouble(), Is.EqualTo(test.GetProperty("auc").GetDouble()));
+        Assert.That(metrics.GetProperty("logloss").GetDouble(), Is.EqualTo(test.GetProperty("logloss").GetDouble()));
+        var lines = File.ReadAllLines(scores);
+        Assert.That(lines, Has.Length.EqualTo(test.GetProperty("count").GetInt32()));
+        using var first = JsonDocument.Parse(lines[0]);
+        Assert.That(first.RootElement.EnumerateObject().Select(p => p.Name), Is.EqualTo(new[] { "id", "label", "p_click" }));
+        double p = first.RootElement.GetProperty("p_click").GetDouble();
+        Assert.That(p, Is.InRange(0.0, 1.0));
+
+        // An existing output folder is refused, and left as it was; --overwrite replaces it.
+        var before = File.ReadAllBytes(Path.Combine(output, DinModel.WeightsFile));
+        AssertOneLineError(Run("crm", "train", "--data", _data, "--output", output, "--epochs", "1"), "already exists (pass --overwrite");
+        Assert.That(File.ReadAllBytes(Path.Combine(output, DinModel.WeightsFile)), Is.EqualTo(before));
+        var o = Run("crm", "train", "--data", _data, "--output", output, "--epochs", "1", "--seed", "5", "--overwrite");
+        Assert.That(o.Code, Is.EqualTo(0), o.Err);
+        Assert.That(File.ReadAllBytes(Path.Combine(output, DinModel.WeightsFile)), Is.Not.EqualTo(before));
+        AssertNoTemporaries();
+    }
+
+    [Test]
+    public void RefusesAFolderThatIsNotAPreparedDataset()
+    {
+        string notPrepared = Path.Combine(_dir, "empty-folder");
+        Directory.CreateDirectory(notPrepared);
+        string output = Path.Combine(_dir, "out-notprepared");
+        AssertOneLineError(Run("crm", "train", "--data", notPrepared, "--output", output), notPrepared);
+        Assert.That(Directory.Exists(output), Is.False);
+        AssertNoTemporaries();
+    }
+
+    [TestCase("0")]
+    [TestCase("-1")]
+    [TestCase("NaN")]
+    public void RefusesABadLearningRate(string lr)
+    {
+        string output = Path.Combine(_dir, "out-lr");
+        var r = Run("crm", "train", "--data", _data, "--output", output, "--lr", lr);
+        Assert.That(r.Code, Is.Not.EqualTo(0));
+        Assert.That(r.Err + r.Out, Does.Contain("--lr must be a finite number > 0"));
+        Assert.That(Directory.Exists(output), Is.False);
+    }
+
+    /// <summary>A prepared dataset with the samples <paramref name="edit"/> keeps or changes (re-indexed).</summary>
+    private string Variant(string name, Func<IEnumerable<ReLLaSample>, IEnumerable<ReLLaSample>> edit)
+    {
+        var set = PreparedDataset.Load(_data);
+        int users = set.Dataset.UserKeys.Count;
+        var starts = new int[users + 1];
+        var timelines = new List<Rating>();
+        for (int u = 0; u < users; u++) { timelines.AddRange(set.Timeline(u).ToArray()); starts[u + 1] = timelines.Count; }
+        var edited = new SampleSet(set.Dataset, set.Options, [.. timelines], starts, [.. edit(set.Samples).Select((x, i) => x with { Index = i })]);
+        string dir = Path.Combine(_dir, name);
+        if (!Directory.Exists(dir)) PreparedDataset.Save(edited, dir);
+        return dir;
+    }
+
+    [Test]
+    public void RefusesAnEmptyTrainSplit()
+    {
+        string data = Variant("all-test", all => all.Select(s => s with { Split = SampleSplit.Test }));
+        string output = Path.Combine(_dir, "out-empty");
+        AssertOneLineError(Run("crm", "train", "--data", data, "--output", output), "the train split is empty");
+        Assert.That(Directory.Exists(output), Is.False);
+        AssertNoTemporaries();
+    }
+
+    [Test]
+    public void RefusesAOneClassTrainSplitAndSaysAucIsUndefinedWhenScoringOne()
+    {
+        string data = Variant("all-negative", all => all.Where(s => !s.Label));
+        string output = Path.Combine(_dir, "out-oneclass");
+        AssertOneLineError(Run("crm", "train", "--data", data, "--output", output), "are all negative: a click model needs both classes");
+        Assert.That(Directory.Exists(output), Is.False);
+
+        // Scoring a one-class split works and says the AUC is undefined.
+        string din = Path.Combine(_dir, "din-for-oneclass");
+        Assert.That(Run("crm", "train", "--data", _data, "--output", din, "--epochs", "1").Code, Is.EqualTo(0));
+        var s = Run("crm", "score", "--din", din, "--data", data, "--output", Path.Combine(_dir, "oneclass.jsonl"));
+        Assert.That(s.Code, Is.EqualTo(0), s.Err);
+        Assert.That(s.Out, Does.Contain("AUC undefined (one class)"));
+    }
+
+    [Test]
+    public void StopsOnANonFiniteLossNamingEpochAndStep()
+    {
+        string output = Path.Combine(_dir, "out-nan");
+        // lr 1e30: the first AdamW step moves every weight by ~1e30, and the next forward overflows.
+        var r = Run("crm", "train", "--data", _data, "--output", output, "--lr", "1e30", "--batch-size", "16");
+        AssertOneLineError(r, "the training loss became NaN or infinite at epoch 1, step 2");
+        Assert.That(r.Err, Does.Contain("nothing was written"));
+        Assert.That(Directory.Exists(output), Is.False);
+        AssertNoTemporaries();
+    }
+
+    [Test]
+    public void OutputFolderLeavesNothingHalfWritten()
+    {
+        string target = Path.Combine(_dir, "atomic");
+        using (var folder = OutputFolder.Begin(target, overwrite: false, "--output"))
+        {
+            File.WriteAllText(Path.Combine(folder.TempPath, DinModel.WeightsFile), "x");
+            Assert.That(folder.CommitIfComplete(DinModel.ConfigFile, DinModel.WeightsFile), Is.False, "config.json is missing");
+        }
+        Assert.That(Directory.Exists(target), Is.False);
+        AssertNoTemporaries();
+        using (var folder = OutputFolder.Begin(target, overwrite: false, "--output"))
+        {
+            File.WriteAllText(Path.Combine(folder.TempPath, DinModel.WeightsFile), "x");
+            File.WriteAllText(Path.Combine(folder.TempPath, DinModel.ConfigFile), "{}");
+            Assert.That(folder.CommitIfComplete(DinModel.ConfigFile, DinModel.WeightsFile), Is.True);
+        }
+        Assert.That(File.Exists(Path.Combine(target, DinModel.ConfigFile)), Is.True);
+        AssertNoTemporaries();
+        Directory.Delete(target, recursive: true);
+    }
+}
