@@ -23,6 +23,19 @@ if (args is ["--scoring-memory", var side])
     return;
 }
 
+if (args is ["--crm-training", var crmData, var crmEpochs, var crmThreads, ..])
+{
+    CrmTrainingComparison.Run(crmData, int.Parse(crmEpochs), int.Parse(crmThreads),
+        initStd: args.Length > 4 ? double.Parse(args[4], System.Globalization.CultureInfo.InvariantCulture) : 1);
+    return;
+}
+
+if (args is ["--crm-ml1m", var ml1mThreads])
+{
+    CrmTrainingComparison.RunMl1mSized(int.Parse(ml1mThreads));
+    return;
+}
+
 if (args is ["--subr-steady"])
 {
     SubrSteadyState.Run();
