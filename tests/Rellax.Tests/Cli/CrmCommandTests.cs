@@ -154,6 +154,13 @@ public sealed class CrmCommandTests
     }
 
     [Test]
+    public void ProgressBarShowsTheRunningLoss()
+    {
+        using var progress = new TerminalProgress(new StringWriter(), interactive: true, "epoch 1", 10) { Status = "loss 0.6931" };
+        Assert.That(progress.Render(5, TimeSpan.FromSeconds(1)), Does.StartWith("epoch 1 [").And.EndWith("  loss 0.6931"));
+    }
+
+    [Test]
     public void OutputFolderLeavesNothingHalfWritten()
     {
         string target = Path.Combine(_dir, "atomic");
