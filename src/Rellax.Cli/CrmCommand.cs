@@ -69,13 +69,15 @@ internal static class CrmCommand
         var seed = new Option<int>("--seed") { Description = "Seed of the initialisation and the shuffling.", DefaultValueFactory = _ => 42 };
         var initStd = new Option<double>("--embed-init-std") { Description = "Standard deviation of the embedding table's normal initialisation (1: PyTorch's default, as the reference).", DefaultValueFactory = _ => 1.0 };
         initStd.Validators.Add(r => { double v = r.GetValueOrDefault<double>(); if (!(v > 0) || !double.IsFinite(v)) r.AddError($"--embed-init-std must be a finite number > 0, got {v}"); });
+        var dropout = new Option<float>("--dropout") { Description = "Dropout probability after each tower layer while training (0: none).", DefaultValueFactory = _ => 0f };
+        dropout.Validators.Add(r => { float v = r.GetValueOrDefault<float>(); if (!(v >= 0 && v < 1)) r.AddError($"--dropout must be in [0, 1), got {v}"); });
         var threads = CommonOptions.Threads();
         threads.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError($"--threads must be >= 0, got {r.GetValueOrDefault<int>()}"); });
         var json = CommonOptions.Json();
-        var cmd = new Command("train", TrainDescription) { data, output, overwrite, k, embed, epochs, batch, lr, wd, patience, seed, initStd, threads, json };
+        var cmd = new Command("train", TrainDescription) { data, output, overwrite, k, embed, epochs, batch, lr, wd, patience, seed, initStd, dropout, threads, json };
         cmd.SetAction(r => CommonOptions.Guard(() => Train(r.GetValue(data)!, r.GetValue(output)!, r.GetValue(overwrite), new DinTrainingOptions
         {
-            K = r.GetValue(k), EmbedDim = r.GetValue(embed), Threads = r.GetValue(threads), EmbeddingInitStd = r.GetValue(initStd),
+            K = r.GetValue(k), EmbedDim = r.GetValue(embed), Threads = r.GetValue(threads), EmbeddingInitStd = r.GetValue(initStd), Dropout = r.GetValue(dropout),
             Loop = new TrainingOptions
             {
                 Epochs = r.GetValue(epochs), BatchSize = r.GetValue(batch), LearningRate = r.GetValue(lr), WeightDecay = r.GetValue(wd),

@@ -34,6 +34,9 @@ internal sealed class DinTrainer : ITrainable, IDisposable
     private readonly DinEncodedSamples? _valid;
     private readonly int _e, _fields, _itemField, _towerIn, _maxBatch, _maxPositions;
     private readonly int[] _att, _tower;
+    private readonly float _dropout;
+    private readonly Random _dropRandom;
+    private readonly float[][] _dropMask;
 
     // Scratch (pinned arrays wrapped as tensors), sized for the largest batch.
     private readonly float[] _histIn, _hist, _targets, _towerInput, _c, _z, _scores, _logits, _labels, _dlogits;
@@ -51,9 +54,13 @@ internal sealed class DinTrainer : ITrainable, IDisposable
     /// <param name="threads">Threads of the kernels (0: one per core).</param>
     /// <param name="embeddingInitStd">Standard deviation of the table's normal initialisation (1: PyTorch's and the
     /// reference's).</param>
+    /// <param name="dropout">Dropout probability after each tower layer during training (0: none; evaluation never drops).</param>
     public DinTrainer(DinConfig config, DinEncodedSamples train, DinEncodedSamples? valid, int maxBatch, int seed, int threads = 0,
-        double embeddingInitStd = 1)
+        double embeddingInitStd = 1, float dropout = 0)
     {
+        if (!(dropout >= 0 && dropout < 1)) throw new ArgumentOutOfRangeException(nameof(dropout), dropout, "dropout must be in [0, 1)");
+        _dropout = dropout;
+        _dropRandom = new Random(seed + 1);
         config.Validate();
         Config = config;
         _train = train;
@@ -99,6 +106,7 @@ internal sealed class DinTrainer : ITrainable, IDisposable
         _dact = [.. _att.Select(a => Alloc((long)pm * a))];
         _tx = [.. _tower.Select(t => Alloc((long)bm * t))];
         _dtx = [.. _tower.Select(t => Alloc((long)bm * t))];
+        _dropMask = [.. _tower.Select(t => dropout > 0 ? new float[(long)bm * t] : [])];
         _dTowerInput = Alloc((long)bm * _towerIn); _dFields = Alloc((long)bm * _fields * e); _du = Alloc((long)bm * e);
         _dscores = Alloc(pm); _dz = Alloc((long)pm * 2 * e); _dc = Alloc((long)bm * a0); _dt = Alloc((long)bm * e);
         _dh = Alloc((long)pm * e); _dHistIn = Alloc((long)pm * 2 * e);
@@ -117,6 +125,10 @@ internal sealed class DinTrainer : ITrainable, IDisposable
 
     /// <inheritdoc/>
     public int TrainingCount => _train.Count;
+
+    /// <summary>The dropout masks of the last <see cref="ComputeGradients"/> per tower layer ([B, T_i] values 0 or
+    /// 1/(1 − p); empty without dropout), for tests.</summary>
+    internal IReadOnlyList<float[]> DropoutMasks => _dropMask;
 
     /// <summary>The parameter named <paramref name="name"/> (a tensor name of <see cref="DinModel.TensorShapes"/>).</summary>
     public Parameter Parameter(string name) => _byName[name];
@@ -196,6 +208,14 @@ internal sealed class DinTrainer : ITrainable, IDisposable
 
     private static void Relu(Span<float> x) => TensorPrimitives.Max(x, 0f, x);
 
+    /// <summary>Inverted dropout: draws mask = 0 with probability p, else 1/(1 − p), and multiplies x by it.</summary>
+    private void ApplyDropout(Span<float> x, Span<float> mask)
+    {
+        float keep = 1 / (1 - _dropout);
+        for (int i = 0; i < mask.Length; i++) mask[i] = _dropRandom.NextSingle() < _dropout ? 0f : keep;
+        TensorPrimitives.Multiply(x, mask, x);
+    }
+
     /// <summary>The forward over the gathered batch, keeping every activation the backward needs; returns the mean loss
     /// and leaves dlogits = (σ(z) − y)/B.</summary>
     private double Forward(int batch, int positions)
@@ -271,6 +291,7 @@ internal sealed class DinTrainer : ITrainable, IDisposable
             int inWidth = i == 0 ? _towerIn : _tower[i - 1];
             prim.Linear(input, W(DinModel.TowerWeight(i), _tower[i], inWidth), Bias(DinModel.TowerBias(i), _tower[i]), T(_tx[i], batch, _tower[i]));
             Relu(_tx[i].AsSpan(0, batch * _tower[i]));
+            if (_dropout > 0) ApplyDropout(_tx[i].AsSpan(0, batch * _tower[i]), _dropMask[i].AsSpan(0, batch * _tower[i]));
             input = T(_tx[i], batch, _tower[i]);
         }
         int dh = _tower[^1];
@@ -303,6 +324,8 @@ internal sealed class DinTrainer : ITrainable, IDisposable
         {
             int inWidth = i == 0 ? _towerIn : _tower[i - 1];
             var dy = T(_dtx[i], batch, _tower[i]);
+            // Dropout's backward is the same mask (dropped units are 0 in _tx too, so the ReLU mask agrees).
+            if (_dropout > 0) TensorPrimitives.Multiply(_dtx[i].AsSpan(0, batch * _tower[i]), _dropMask[i].AsSpan(0, batch * _tower[i]), _dtx[i].AsSpan(0, batch * _tower[i]));
             bw.ReluBackward(T(_tx[i], batch, _tower[i]), dy, dy);
             var x = i == 0 ? T(_towerInput, batch, _towerIn) : T(_tx[i - 1], batch, inWidth);
             var dx = i == 0 ? T(_dTowerInput, batch, _towerIn) : T(_dtx[i - 1], batch, inWidth);

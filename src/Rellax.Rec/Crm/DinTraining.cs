@@ -17,6 +17,9 @@ public sealed record DinTrainingOptions
     /// <summary>Standard deviation σ of the embedding table's N(0, σ²) initialisation (1: PyTorch's <c>nn.Embedding</c>
     /// default, which the reference keeps).</summary>
     public double EmbeddingInitStd { get; init; } = 1;
+    /// <summary>Dropout probability after each tower layer while training, in [0, 1) (0: none; the reference's MLP blocks
+    /// have a <c>hidden_dropout_rate</c>). Evaluation and saved models never drop.</summary>
+    public float Dropout { get; init; }
 
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first setting out of range.</summary>
     public void Validate()
@@ -24,6 +27,7 @@ public sealed record DinTrainingOptions
         if (K < 1) throw new ArgumentOutOfRangeException(nameof(K), K, "the history length must be at least 1");
         if (EmbedDim < 1) throw new ArgumentOutOfRangeException(nameof(EmbedDim), EmbedDim, "the embedding size must be at least 1");
         if (Threads < 0) throw new ArgumentOutOfRangeException(nameof(Threads), Threads, "threads must be >= 0");
+        if (!(Dropout >= 0 && Dropout < 1)) throw new ArgumentOutOfRangeException(nameof(Dropout), Dropout, "dropout must be in [0, 1)");
         if (!(EmbeddingInitStd > 0) || !double.IsFinite(EmbeddingInitStd))
             throw new ArgumentOutOfRangeException(nameof(EmbeddingInitStd), EmbeddingInitStd, "the embedding init std must be finite and > 0");
         Loop.Validate();
@@ -87,7 +91,7 @@ public static class DinTraining
         if (positives == 0 || positives == train.Count)
             throw new ArgumentException($"the train split's {train.Count} samples are all {(positives == 0 ? "negative" : "positive")}: a click model needs both classes");
 
-        using var trainer = new DinTrainer(config, train, valid.Count > 0 ? valid : null, Math.Min(options.Loop.BatchSize, train.Count), options.Loop.Seed, options.Threads, options.EmbeddingInitStd);
+        using var trainer = new DinTrainer(config, train, valid.Count > 0 ? valid : null, Math.Min(options.Loop.BatchSize, train.Count), options.Loop.Seed, options.Threads, options.EmbeddingInitStd, options.Dropout);
         string logPath = Path.Combine(directory, LogFile);
         using var log = new StreamWriter(logPath, append: false, new System.Text.UTF8Encoding(false));
         var loop = new TrainingLoop(trainer, options.Loop);
@@ -123,7 +127,7 @@ public static class DinTraining
         File.WriteAllText(Path.Combine(directory, SummaryFile), JsonSerializer.Serialize(new
         {
             k = options.K, embed_dim = options.EmbedDim, epochs = options.Loop.Epochs, batch_size = options.Loop.BatchSize,
-            embedding_init_std = options.EmbeddingInitStd, lr = options.Loop.LearningRate, weight_decay = options.Loop.WeightDecay, patience = options.Loop.Patience, seed = options.Loop.Seed,
+            embedding_init_std = options.EmbeddingInitStd, dropout = options.Dropout, lr = options.Loop.LearningRate, weight_decay = options.Loop.WeightDecay, patience = options.Loop.Patience, seed = options.Loop.Seed,
             best_epoch = result.BestEpoch, stopped_early = result.StoppedEarly, selected_on = result.SelectedOn,
             train_samples = train.Count, valid = Metrics(validMetrics), test = Metrics(testMetrics), seconds,
         }, new JsonSerializerOptions { WriteIndented = true }) + "\n");

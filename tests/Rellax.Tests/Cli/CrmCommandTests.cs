@@ -101,6 +101,20 @@ public sealed class CrmCommandTests
         Assert.That(Directory.Exists(output), Is.False);
     }
 
+    [TestCase("--dropout", "1", "--dropout must be in [0, 1)")]
+    [TestCase("--embed-init-std", "0", "--embed-init-std must be a finite number > 0")]
+    [TestCase("--weight-decay", "-0.1", "--weight-decay must be a finite number >= 0")]
+    [TestCase("--k", "0", "--k must be in [1, 1000]")]
+    [TestCase("--batch-size", "0", "--batch-size must be >= 1")]
+    public void RefusesOptionsOutOfRange(string option, string value, string message)
+    {
+        string output = Path.Combine(_dir, "out-range");
+        var r = Run("crm", "train", "--data", _data, "--output", output, option, value);
+        Assert.That(r.Code, Is.Not.EqualTo(0));
+        Assert.That(r.Err + r.Out, Does.Contain(message));
+        Assert.That(Directory.Exists(output), Is.False);
+    }
+
     /// <summary>A prepared dataset with the samples <paramref name="edit"/> keeps or changes (re-indexed).</summary>
     private string Variant(string name, Func<IEnumerable<ReLLaSample>, IEnumerable<ReLLaSample>> edit)
     {

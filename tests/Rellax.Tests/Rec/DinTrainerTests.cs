@@ -134,6 +134,64 @@ public sealed class DinTrainerTests
             if (!used.Contains(r)) Assert.That(table.Grad.AsSpan(r * 7, 7).ToArray(), Is.All.EqualTo(0f), $"row {r} is unused");
     }
 
+    /// <summary>
+    /// With tower dropout the gradient is that of the model with the same masks: the oracle's tower is run by hand from
+    /// its Linear layers (dnn.dnn.0, .3, .6), multiplying each ReLU output by the trainer's mask of that step.
+    /// </summary>
+    [Test]
+    public void GradientWithTowerDropoutMatchesTorchWithTheSameMasks()
+    {
+        using var scope = torch.NewDisposeScope();
+        var data = Samples(23, 4);
+        int[] batch = [3, 7, 1, 0, 15, 22, 9, 12];
+        using var trainer = new DinTrainer(Config(), data, null, maxBatch: 8, seed: 7, threads: 2, dropout: 0.3f);
+        double loss = trainer.ComputeGradients(batch);
+        var masks = trainer.DropoutMasks;
+        Assert.That(masks[0].Take(8 * 11).Count(m => m == 0), Is.InRange(5, 50), "some units dropped");
+        var oracle = Oracle(trainer);
+        int n = batch.Length, longest = batch.Max(s => data.Starts[s + 1] - data.Starts[s]);
+        var x = new long[n * 4];
+        var ids = new long[n * longest];
+        var rates = new long[n * longest];
+        var mask = new double[n * longest];
+        for (int b = 0; b < n; b++)
+        {
+            int s = batch[b];
+            for (int f = 0; f < 4; f++) x[b * 4 + f] = data.FieldRows[s * 4 + f];
+            for (int j = 0; j < data.Starts[s + 1] - data.Starts[s]; j++)
+            {
+                ids[b * longest + j] = data.ItemRows[data.Starts[s] + j];
+                rates[b * longest + j] = data.RatingRows[data.Starts[s] + j];
+                mask[b * longest + j] = 1;
+            }
+        }
+        var xt = torch.tensor(x, [n, 4]);
+        var feat = oracle.embed.embedding.forward(xt);
+        var hist = oracle.hist_mapping.forward(torch.cat([oracle.embed.embedding.forward(torch.tensor(ids, [n, longest])),
+            oracle.embed.embedding.forward(torch.tensor(rates, [n, longest]))], -1));
+        var u = oracle.attention_layer.Run(feat[.., 1, ..], hist, torch.tensor(mask, [n, longest], dtype: float64));
+        var h = torch.cat([feat, u.unsqueeze(1)], 1).flatten(1);
+        var layers = oracle.dnn.dnn.children().ToList();
+        int[] widths = [11, 9, 5];
+        for (int i = 0; i < 3; i++)
+        {
+            var linear = (TorchSharp.Modules.Linear)layers[3 * i];
+            var m = torch.tensor(masks[i].Take(n * widths[i]).Select(v => (double)v).ToArray(), [n, widths[i]], dtype: float64);
+            h = nn.functional.relu(linear.forward(h)) * m;
+        }
+        var logits = oracle.fc_out.forward(h).squeeze(-1);
+        var y = torch.tensor(batch.Select(s => (double)data.Labels[s]).ToArray(), dtype: float64);
+        var expected = nn.functional.binary_cross_entropy_with_logits(logits, y);
+        expected.backward();
+        Assert.That(loss, Is.EqualTo(expected.item<double>()).Within(1e-5).Percent);
+        foreach (var (name, parameter) in oracle.named_parameters())
+        {
+            var g = parameter.grad!.contiguous().data<double>().ToArray();
+            double scale = Math.Max(1e-8, g.Max(Math.Abs));
+            RandomData.AssertClose(trainer.Parameter(name).Grad, [.. g.Select(v => (float)v)], 1e-4 * scale, 1e-4, $"d{name}");
+        }
+    }
+
     [Test]
     public void SgdStepWithLrOneMovesEveryTensorByMinusItsGradient()
     {
