@@ -36,14 +36,11 @@ internal static class DemoCommand
     public static Command Create()
     {
         var model = CommonOptions.Model();
-        var users = new Option<int>("--users") { Description = "Synthetic users.", DefaultValueFactory = _ => 48 };
-        users.Validators.Add(r => { if (r.GetValueOrDefault<int>() is < 2 or > 100_000) r.AddError("--users must be in [2, 100000]"); });
-        var k = new Option<int>("--k") { Description = "History items per prompt (recent-K and SUBR-K); stories260K's 512-token context fits about 6.", DefaultValueFactory = _ => 5 };
-        k.Validators.Add(r => { if (r.GetValueOrDefault<int>() is < 1 or > 30) r.AddError("--k must be in [1, 30]"); });
-        var seed = new Option<int>("--seed") { Description = "Seed of the dataset, the DIN and the adapter.", DefaultValueFactory = _ => 7 };
-        var limit = new Option<int>("--limit") { Description = "Score at most N test samples (0 = all).", DefaultValueFactory = _ => 0 };
-        limit.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError("--limit must be >= 0"); });
-        var fast = new Option<bool>("--fast") { Description = "A smaller dataset (16 users, at most 24 scored samples): a few seconds." };
+        var users = CommonOptions.Int("--users", 2, 100_000, "Synthetic users (--fast: 16 unless given).", 48);
+        var k = CommonOptions.Int("--k", 1, 30, "History items per prompt (recent-K and SUBR-K); stories260K's 512-token context fits about 6.", 5);
+        var seed = CommonOptions.Seed(7, "Seed of the dataset, the DIN and the adapter.");
+        var limit = CommonOptions.Int("--limit", 0, int.MaxValue, "Score at most N test samples (0: all; --fast: 24 unless given).", 0);
+        var fast = new Option<bool>("--fast") { Description = "Smaller defaults (16 users, 24 scored samples): a few seconds. An explicit --users or --limit is honoured." };
         var output = new Option<string?>("--output") { HelpName = "DIR", Description = "Keep everything the demo makes here (prepared data, adapter, DIN, CRM features, scores); default: a temporary folder, removed at the end." };
         var attention = CommonOptions.Attention();
         var backend = CommonOptions.Backend();
@@ -51,27 +48,54 @@ internal static class DemoCommand
         var batch = CommonOptions.BatchSize(8, "Prompts per forward pass.");
         var json = CommonOptions.Json();
         var cmd = new Command("demo", Description) { model, users, k, seed, limit, fast, output, attention, backend, threads, batch, json };
-        cmd.SetAction(r => CommonOptions.Guard(() => Run(r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(users),
-            r.GetValue(k), r.GetValue(seed), r.GetValue(limit), r.GetValue(fast), r.GetValue(output), CommonOptions.ParseAttention(r.GetValue(attention)!),
-            r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(json))));
+        cmd.SetAction(r => CommonOptions.Guard(cancel =>
+        {
+            bool isFast = r.GetValue(fast);
+            // --fast changes defaults only: a value the user typed is always honoured.
+            int userCount = isFast && r.GetResult(users) is null or { Implicit: true } ? 16 : r.GetValue(users);
+            int limitCount = isFast && r.GetResult(limit) is null or { Implicit: true } ? 24 : r.GetValue(limit);
+            return Run(r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), userCount,
+                r.GetValue(k), r.GetValue(seed), limitCount, r.GetValue(output), CommonOptions.ParseAttention(r.GetValue(attention)!),
+                r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(json), cancel);
+        }));
         return cmd;
     }
 
-    private static int Run(string modelDir, int users, int k, int seed, int limit, bool fast, string? outputDir, AttentionPrecision attention,
-        string backendName, int threads, int batchSize, bool json)
+    /// <summary>What an existing <c>--output</c> folder must be for the demo to replace it: empty, or an earlier demo output.</summary>
+    private static string? RefuseReason(string folder) =>
+        Directory.EnumerateFileSystemEntries(folder).Any() && !File.Exists(Path.Combine(folder, "prepared", "dataset.json"))
+            ? "exists, is not empty and is not an earlier demo output (no prepared/dataset.json)"
+            : null;
+
+    private static int Run(string modelDir, int users, int k, int seed, int limit, string? outputDir, AttentionPrecision attention,
+        string backendName, int threads, int batchSize, bool json, CancellationToken cancel)
     {
-        if (fast)
+        if (outputDir is not null)
         {
-            users = Math.Min(users, 16);
-            limit = limit == 0 ? 24 : Math.Min(limit, 24);
+            // Everything is made in a temporary folder beside --output that takes its place at the end: an interrupted or
+            // failed demo leaves no half-made folder, and an earlier one stays as it was.
+            OutputFile.CheckFolder(outputDir, "--output", RefuseReason, modelDir);
+            int code = 0;
+            OutputFile.WriteFolder(outputDir, RefuseReason, work => code = RunIn(work, outputDir, modelDir, users, k, seed, limit, attention, backendName, threads, batchSize, json, cancel), cancel);
+            return code;
         }
-        if (outputDir is not null && File.Exists(outputDir)) throw new IOException($"--output '{outputDir}' is a file; give a folder");
-        string work = outputDir is null ? Directory.CreateTempSubdirectory("rellax-demo-").FullName : Directory.CreateDirectory(outputDir).FullName;
-        var log = json ? Console.Error : Console.Out;
-        var total = Stopwatch.StartNew();
+        string temp = Directory.CreateTempSubdirectory("rellax-demo-").FullName;
         try
         {
-            using var cancel = CommonOptions.CancelOnCtrlC();
+            return RunIn(temp, null, modelDir, users, k, seed, limit, attention, backendName, threads, batchSize, json, cancel);
+        }
+        finally
+        {
+            try { Directory.Delete(temp, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    private static int RunIn(string work, string? outputDir, string modelDir, int users, int k, int seed, int limit, AttentionPrecision attention,
+        string backendName, int threads, int batchSize, bool json, CancellationToken cancel)
+    {
+        var log = json ? Console.Error : Console.Out;
+        var total = Stopwatch.StartNew();
+        {
             log.WriteLine("rellax demo: the ReLLaX pipeline end to end on a synthetic dataset with the embedded stories260K model.");
             log.WriteLine("Note: stories260K is a tiny story model, not trained for recommendation, and the adapter and DIN are random:");
             log.WriteLine("the metrics show the pipeline runs, not a useful recommender. The retrieval numbers below are real.");
@@ -86,11 +110,12 @@ internal static class DemoCommand
             clock.Restart();
             var set = ReLLaSamples.Build(dataset);
             string prepared = Path.Combine(work, "prepared");
-            PreparedDataset.Save(set, prepared);
+            PreparedDataset.Save(set, prepared, cancel);
             double prepareMs = clock.Elapsed.TotalMilliseconds;
             log.WriteLine($"[2/6] prepare   {set.Samples.Count} ReLLa samples (history >= {set.Options.MinHistory}): train {set.CountOf(SampleSplit.Train)}, " +
                           $"valid {set.CountOf(SampleSplit.Valid)}, test {set.CountOf(SampleSplit.Test)}: {prepareMs:F0} ms");
 
+            cancel.ThrowIfCancellationRequested();
             using var backend = CommonOptions.CreateBackend(backendName, threads);
             using var llm = LlamaModel.Load(modelDir, backend);
 
@@ -111,7 +136,7 @@ internal static class DemoCommand
             };
             EvaluationResult result;
             using (var progress = new StageProgress())
-                result = CtrEvaluation.Run(llm, adapter, set, crm, options, progress, PipelineReport.Warn, cancel.Token);
+                result = CtrEvaluation.Run(llm, adapter, set, crm, options, progress, PipelineReport.Warn, cancel);
             var stage = result.Stages.ToDictionary(s => s.Stage);
             log.WriteLine($"[4/6] SUBR      {dataset.Items.Count} item sentences embedded by the LLM ({stage["embed"].Tokens} tokens, {stage["embed"].Seconds * 1000:F0} ms), " +
                           $"PCA {llm.Config.HiddenSize} -> {Math.Min(32, llm.Config.HiddenSize)} ({PipelineReport.Percent(result.PcaExplainedVariance ?? double.NaN)} of the variance), " +
@@ -132,8 +157,8 @@ internal static class DemoCommand
                 adapter.Save(Path.Combine(work, "adapter"));
                 din.Save(Path.Combine(work, "din"));
                 crm.Save(Path.Combine(work, "crm.safetensors"));
-                PipelineReport.WriteScores(Path.Combine(work, "scores.jsonl"), result);
-                log.WriteLine($"kept in {work}: prepared/, adapter/, din/, crm.safetensors, scores.jsonl, cache/");
+                PipelineReport.WriteScores(Path.Combine(work, "scores.jsonl"), result, cancel);
+                log.WriteLine($"kept in {outputDir}: prepared/, adapter/, din/, crm.safetensors, scores.jsonl, cache/");
             }
             log.WriteLine($"total {total.Elapsed.TotalSeconds:F1} s");
 
@@ -151,11 +176,5 @@ internal static class DemoCommand
                 }));
             return 0;
         }
-        finally
-        {
-            if (outputDir is null)
-                try { Directory.Delete(work, recursive: true); } catch (IOException) { }
-        }
     }
-
 }

@@ -31,7 +31,7 @@ public sealed record EvaluationOptions
     /// <summary>SUBR's order in the prompt: chronological (the default, the reference's <c>sequential</c>) or best first.</summary>
     public SubrOrder Order { get; init; } = SubrOrder.Chronological;
 
-    /// <summary>PCA components for SUBR's item vectors (SPEC: 512), capped at min(hidden size, items); null: no PCA.</summary>
+    /// <summary>PCA components for SUBR's item vectors (SPEC: 512); capped at min(items, dimension) by <see cref="Pca.Honour"/>, which warns; null: no PCA.</summary>
     public int? PcaComponents { get; init; } = 512;
 
     /// <summary>Cosine (default) or raw dot product (the reference code's choice for ML-25M and Book-Crossing).</summary>
@@ -107,7 +107,7 @@ public static class CtrEvaluation
     /// item row); required when the adapter has generators or a projector.</param>
     /// <param name="options">Null for the defaults.</param>
     /// <param name="progress">Stage progress.</param>
-    /// <param name="warn">Receives cache warnings (one line each).</param>
+    /// <param name="warn">Receives warnings (one line each): an unusable cache file, a PCA size that was capped.</param>
     /// <param name="cancellationToken">Checked between batches.</param>
     /// <exception cref="ArgumentException">The split is empty, the adapter needs CRM features that are missing, of the wrong
     /// size or lack a sample or item, or a prompt is too long for the model (the message says which).</exception>
@@ -132,7 +132,7 @@ public static class CtrEvaluation
         int[][] positions = recent;
         double? explained = null;
         if (o.Retrieval == HistoryRetrieval.Subr)
-            positions = Subr(model.Backend, model, set, samples, o, cache, stages, progress, cancellationToken, out explained);
+            positions = Subr(model.Backend, model, set, samples, o, cache, stages, progress, warn, cancellationToken, out explained);
 
         var clock = Stopwatch.StartNew();
         var builder = new ReLLaPromptBuilder(set, new PromptOptions
@@ -211,7 +211,7 @@ public static class CtrEvaluation
 
     /// <summary>The SUBR stages: item vectors (cached), PCA + index, retrieval (cached); appends their timings to <paramref name="stages"/>.</summary>
     internal static int[][] Subr(ComputeBackend backend, LlamaModel? model, SampleSet set, List<ReLLaSample> samples, EvaluationOptions o, PipelineCache? cache,
-        List<StageTiming> stages, IProgress<EvaluationProgress>? progress, CancellationToken cancellationToken, out double? explained)
+        List<StageTiming> stages, IProgress<EvaluationProgress>? progress, Action<string>? warn, CancellationToken cancellationToken, out double? explained)
     {
         int rows = set.Dataset.Items.Count;
 
@@ -261,8 +261,7 @@ public static class CtrEvaluation
         }
 
         clock.Restart();
-        int? components = o.PcaComponents is int k ? Math.Min(k, Math.Min(dim, rows)) : null;
-        if (components is int c && (c < 1 || rows < 2)) components = null;
+        int? components = Pca.Honour(o.PcaComponents, rows, dim, warn);
         using var index = SubrIndex.Build(backend, vectors, rows, dim, default,
             new SubrIndexOptions { PcaComponents = components, Similarity = o.Similarity });
         explained = index.ExplainedVarianceRatio?.Sum();
