@@ -42,16 +42,29 @@ internal static class CommonOptions
             CustomParser = r => ParseInt(r, name, min, max) ?? defaultValue ?? 0,
         };
         if (defaultValue is int d) option.DefaultValueFactory = _ => d;
+        Bounds.Add(option, new IntBounds(min, max));
         return option;
     }
 
+    /// <summary>The accepted range of an option made by <see cref="Int"/> or <see cref="OptionalInt"/> (tests feed every
+    /// such option values just outside it, and check that no integer option bypasses these parsers).</summary>
+    internal sealed record IntBounds(int Min, int Max);
+
+    /// <summary>See <see cref="IntBounds"/>.</summary>
+    internal static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Option, IntBounds> Bounds = new();
+
     /// <summary>An optional integer option with no default (null when absent); values checked as in <see cref="Int"/>.</summary>
-    public static Option<int?> OptionalInt(string name, int min, int max, string description, params string[] aliases) => new(name, aliases)
+    public static Option<int?> OptionalInt(string name, int min, int max, string description, params string[] aliases)
     {
-        Description = $"{description} [{Range(min, max)}]",
-        HelpName = "N",
-        CustomParser = r => ParseInt(r, name, min, max),
-    };
+        var option = new Option<int?>(name, aliases)
+        {
+            Description = $"{description} [{Range(min, max)}]",
+            HelpName = "N",
+            CustomParser = r => ParseInt(r, name, min, max),
+        };
+        Bounds.Add(option, new IntBounds(min, max));
+        return option;
+    }
 
     private static string Range(int min, int max) =>
         max == int.MaxValue ? $"{min} or more" : $"{min} to {max}";

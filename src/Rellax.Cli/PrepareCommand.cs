@@ -98,9 +98,10 @@ internal static class PrepareCommand
 
         int train = samples.CountOf(SampleSplit.Train), valid = samples.CountOf(SampleSplit.Valid), test = samples.CountOf(SampleSplit.Test);
         var empty = new[] { ("train", train), ("valid", valid), ("test", test) }.Where(c => c.Item2 == 0).Select(c => c.Item1).ToList();
-        if (empty.Count > 0)
-            PipelineReport.Warn($"the {string.Join(" and ", empty)} split{(empty.Count > 1 ? "s are" : " is")} empty ({samples.Samples.Count} samples" +
-                (limit > 0 ? $" after --limit {limit}; a larger --limit fills every split" : "") + ")");
+        // --limit asks for a smaller dataset, not for a missing split: say when it left one empty.
+        if (limit > 0 && empty.Count > 0)
+            PipelineReport.Warn($"--limit {limit} leaves the {string.Join(" and ", empty)} split{(empty.Count > 1 ? "s" : "")} empty " +
+                $"({samples.Samples.Count} samples: train {train}, valid {valid}, test {test}); a larger --limit fills every split");
         cancel.ThrowIfCancellationRequested();
         Stage($"writing {samples.Samples.Count} samples to {outputDir} ...");
         clock.Restart();
