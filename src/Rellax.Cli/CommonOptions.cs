@@ -6,11 +6,9 @@ namespace Rellax.Cli;
 /// <summary>Options shared by the subcommands, and the helpers that turn them into runtime objects.</summary>
 internal static class CommonOptions
 {
-    public static Option<string> Backend() => new("--backend")
-    {
-        Description = "Where kernels run: auto (cuda when a GPU is usable, else cpu), cpu, ilgpu or cuda.",
-        DefaultValueFactory = _ => "auto",
-    };
+    /// <summary><c>--backend auto|cpu|ilgpu|cuda</c>: where kernels run (<see cref="Backends.Create"/>).</summary>
+    public static Option<string> Backend() => Choice("--backend",
+        "Where kernels run: auto (cuda when a GPU is usable, else cpu), cpu, ilgpu or cuda.", "auto", "auto", "cpu", "ilgpu", "cuda");
 
     /// <summary>The most <c>--threads</c> a command accepts (checked before any thread pool is made).</summary>
     public const int MaxThreads = 1024;
@@ -67,7 +65,7 @@ internal static class CommonOptions
     }
 
     private static string Range(int min, int max) =>
-        max == int.MaxValue ? $"{min} or more" : $"{min} to {max}";
+        min == int.MinValue && max == int.MaxValue ? "any integer" : max == int.MaxValue ? $"{min} or more" : $"{min} to {max}";
 
     private static int? ParseInt(System.CommandLine.Parsing.ArgumentResult r, string name, int min, int max)
     {
@@ -85,7 +83,7 @@ internal static class CommonOptions
         }
         if (value < min || value > max)
         {
-            r.AddError($"{name}: {text} is out of range; expected {Range(min, max)}");
+            r.AddError(value < min ? $"{name} must be >= {min}, got {text}" : $"{name} must be <= {max}, got {text}");
             return null;
         }
         return (int)value;
@@ -170,14 +168,31 @@ internal static class CommonOptions
     public const int MaxPca = 1 << 16;
 
     /// <summary>
-    /// <c>--pca N</c> (0: no PCA), the same in every command: a size above min(items, dimension) is capped to it with a
-    /// warning (<see cref="Rec.Pca.Honour"/>), never refused in one command and capped silently in another.
+    /// <c>--pca N</c>, the same rule in every command: a size the user gives that is larger than min(items, dimension) is
+    /// refused (<see cref="CheckPca"/>) before any work; only a command's own default (eval's and export's SPEC 512) is
+    /// capped, and then with a warning (<see cref="Rec.Pca.Honour"/>).
     /// </summary>
+    /// <param name="defaultValue">The command's default; null: no PCA unless asked, and 0 is not accepted.</param>
+    /// <param name="description">Help text.</param>
     public static Option<int> Pca(int defaultValue, string description) =>
-        Int("--pca", 0, MaxPca, description + " More than min(items, dimension) is capped to it, with a warning.", defaultValue);
+        Int("--pca", 0, MaxPca, description + " A size above min(items, dimension) is refused; the default is capped to it, with a warning.", defaultValue);
 
-    /// <summary>A <see cref="Pca"/> value as the library takes it: null for 0.</summary>
+    /// <summary>See <see cref="Pca(int, string)"/>: an optional <c>--pca N</c> (1 or more) with no default.</summary>
+    public static Option<int?> OptionalPca(string description) => OptionalInt("--pca", 1, MaxPca, description + " At most min(items, dimension).");
+
+    /// <summary>A <see cref="Pca(int, string)"/> value as the library takes it: null for 0.</summary>
     public static int? PcaOrNull(int value) => value > 0 ? value : null;
+
+    /// <summary>Refuses an explicit <c>--pca</c> larger than min(items, dimension), or any PCA of fewer than 2 items.</summary>
+    /// <exception cref="ArgumentException">The request cannot be honoured; the message gives the bound.</exception>
+    public static void CheckPca(int? requested, long items, int dim, string dimName)
+    {
+        if (requested is not int k) return;
+        long most = Math.Min(items, dim);
+        if (k > most || items < 2)
+            throw new ArgumentException($"--pca {k} must be at most min(items, {dimName}) = min({items}, {dim}) = {most}" +
+                (items < 2 ? " and PCA needs at least 2 items" : ""));
+    }
 
     /// <summary><c>--template vicuna|none</c>: the chat template around each prompt (<see cref="Runtime.PromptTemplate"/>).</summary>
     public static Option<string> Template(string description) => Choice("--template", description, "vicuna", [.. Runtime.PromptTemplate.Names]);
@@ -186,6 +201,7 @@ internal static class CommonOptions
 
     public static Option<string?> Model() => new("--model")
     {
+        HelpName = "DIR",
         Description = "Hugging Face model directory (config.json, model.safetensors, tokenizer.json). Default: the embedded stories260K.",
     };
 

@@ -40,8 +40,8 @@ internal static class EmbedCommand
         var items = new Option<string>("--items") { HelpName = "FILE.jsonl", Description = "JSONL items, one {\"id\": int64, \"text\": \"...\"} per line.", Required = true };
         var output = new Option<string>("--output") { HelpName = "FILE.safetensors", Description = "The safetensors file to write, atomically.", Required = true };
         var template = CommonOptions.Template("Chat template around each item text: vicuna (SPEC §2: one user turn) or none.");
-        var pca = CommonOptions.Pca(0, "Reduce to this many principal components (SPEC: 512; 0: none).");
-        var seed = CommonOptions.Seed(0, "Seed of the PCA's random projection.");
+        var pca = CommonOptions.OptionalPca("Reduce to this many principal components (SPEC: 512).");
+        var seed = CommonOptions.PcaSeed();
         var attention = CommonOptions.Attention();
         var backend = CommonOptions.Backend();
         var threads = CommonOptions.Threads();
@@ -50,7 +50,7 @@ internal static class EmbedCommand
         var cmd = new Command("embed", Description) { model, items, output, template, pca, seed, attention, backend, threads, batch, json };
         cmd.SetAction(r => CommonOptions.Guard(cancel => Run(
             r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(items)!, r.GetValue(output)!,
-            PromptTemplate.Parse(r.GetValue(template)!), CommonOptions.PcaOrNull(r.GetValue(pca)), r.GetValue(seed), CommonOptions.ParseAttention(r.GetValue(attention)!),
+            PromptTemplate.Parse(r.GetValue(template)!), r.GetValue(pca), r.GetValue(seed), CommonOptions.ParseAttention(r.GetValue(attention)!),
             r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(json), cancel)));
         return cmd;
     }
@@ -68,7 +68,7 @@ internal static class EmbedCommand
         var clock = Stopwatch.StartNew();
         using var model = LlamaModel.Load(modelDir, backend);
         int hidden = model.Config.HiddenSize;
-        pca = Pca.Honour(pca, items.Count, hidden, PipelineReport.Warn);
+        CommonOptions.CheckPca(pca, items.Count, hidden, "hidden size");
         double loadMs = clock.Elapsed.TotalMilliseconds;
 
         // The token count as the embedder forms it (BOS, then the templated text), for the summary's tokens/s. The embedder

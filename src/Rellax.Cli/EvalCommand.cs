@@ -77,13 +77,13 @@ internal static class EvalCommand
                 },
             };
             return Run(r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), dataDir, r.GetValue(adapter), r.GetValue(crm), r.GetValue(din),
-                r.GetValue(itemVectors), options, r.GetValue(scores), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json), cancel);
+                r.GetValue(itemVectors), options, r.GetResult(pca) is { Implicit: false }, r.GetValue(scores), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json), cancel);
         }));
         return cmd;
     }
 
     private static int Run(string modelDir, string dataDir, string? adapterDir, string? crmPath, string? dinDir, string? itemVectorsPath, EvaluationOptions options,
-        string? scoresPath, string backendName, int threads, bool json, CancellationToken cancel)
+        bool pcaGiven, string? scoresPath, string backendName, int threads, bool json, CancellationToken cancel)
     {
         if (crmPath is not null && dinDir is not null) throw new ArgumentException("give either --crm or --din, not both");
         if (scoresPath is not null) OutputFile.Check(scoresPath, "--scores", dataDir, modelDir, adapterDir, crmPath, dinDir, itemVectorsPath);
@@ -98,6 +98,9 @@ internal static class EvalCommand
         using var model = LlamaModel.Load(modelDir, backend);
         var adapter = adapterDir is null ? null : RellaxAdapter.Load(adapterDir, model.Config);
         double loadModelMs = clock.Elapsed.TotalMilliseconds;
+        if (pcaGiven && options.Retrieval == HistoryRetrieval.Subr)
+            CommonOptions.CheckPca(options.PcaComponents, set.Dataset.Items.Count, options.ItemVectors?.Dim ?? model.Config.HiddenSize,
+                options.ItemVectors is null ? "hidden size" : "dimension");
 
         CrmFeatures? crm = null;
         clock.Restart();

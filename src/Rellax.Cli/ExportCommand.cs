@@ -67,9 +67,10 @@ internal static class ExportCommand
                 K = r.GetValue(k), Order = r.GetValue(order) == "score" ? SubrOrder.Score : SubrOrder.Chronological,
                 PcaComponents = CommonOptions.PcaOrNull(r.GetValue(pca)), CacheDirectory = r.GetValue(cache) ?? Path.Combine(dataDir, "cache"),
             };
+            bool pcaGiven = r.GetResult(pca) is { Implicit: false };
             var paths = new Inputs(r.GetValue(model), r.GetValue(itemVectors), r.GetValue(retrieved), r.GetValue(crm), dataDir);
             return Run(paths, r.GetValue(output)!, r.GetValue(format) == "score", r.GetValue(prompts)!, CommonOptions.ParseSplit(r.GetValue(split)!),
-                r.GetValue(rows), r.GetValue(seed), r.GetValue(spa), options, r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json), cancel);
+                r.GetValue(rows), r.GetValue(seed), r.GetValue(spa), options, pcaGiven, r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json), cancel);
         }));
         return cmd;
     }
@@ -77,7 +78,7 @@ internal static class ExportCommand
     private sealed record Inputs(string? ModelDir, string? ItemVectorsPath, string? RetrievedPath, string? CrmPath, string DataDir);
 
     private static int Run(Inputs inputs, string outputPath, bool scoreFormat, string kind, SampleSplit split, int? rows, int seed, bool spa,
-        EvaluationOptions options, string backendName, int threads, bool json, CancellationToken cancel)
+        EvaluationOptions options, bool pcaGiven, string backendName, int threads, bool json, CancellationToken cancel)
     {
         string dataDir = inputs.DataDir;
         OutputFile.Check(outputPath, "--output", dataDir, inputs.ModelDir, inputs.ItemVectorsPath, inputs.RetrievedPath, inputs.CrmPath);
@@ -108,6 +109,9 @@ internal static class ExportCommand
                 using var backend = CommonOptions.CreateBackend(backendName, threads);
                 // Given item vectors need no model.
                 using var llm = options.ItemVectors is null ? LlamaModel.Load(inputs.ModelDir ?? CommonOptions.DefaultModelDirectory(), backend) : null;
+                if (pcaGiven)
+                    CommonOptions.CheckPca(options.PcaComponents, set.Dataset.Items.Count, options.ItemVectors?.Dim ?? llm!.Config.HiddenSize,
+                        options.ItemVectors is null ? "hidden size" : "dimension");
                 int[][] positions;
                 using (var progress = new StageProgress())
                     positions = CtrEvaluation.Subr(backend, llm, set, chosen, options, new PipelineCache(options.CacheDirectory!, PipelineReport.Warn),
@@ -155,7 +159,7 @@ internal static class ExportCommand
     private static void WriteScoreLine(TextWriter w, in ReLLaSample sample, ReLLaPrompt prompt, CrmFeatures? crm, bool spa)
     {
         using var buffer = new MemoryStream();
-        using (var json = new Utf8JsonWriter(buffer))
+        using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
         {
             json.WriteStartObject();
             json.WriteNumber("id", sample.Index);

@@ -12,7 +12,7 @@ internal static class GenerateCommand
     public static Command Create()
     {
         var model = CommonOptions.Model();
-        var prompt = new Option<string>("--prompt") { Description = "Text to continue (default: empty, i.e. BOS only).", DefaultValueFactory = _ => "" };
+        var prompt = new Option<string>("--prompt") { HelpName = "TEXT", Description = "Text to continue (default: empty, i.e. BOS only).", DefaultValueFactory = _ => "" };
         var maxNew = CommonOptions.Int("--max-new-tokens", 0, 1 << 20, "Most tokens to generate (the model's context bounds it too).", 256);
         var backend = CommonOptions.Backend();
         var attention = CommonOptions.Attention();

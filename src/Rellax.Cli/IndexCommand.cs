@@ -15,7 +15,7 @@ internal static class IndexCommand
     {
         var vectors = CommonOptions.ItemVectors(required: true);
         var output = new Option<string>("--output") { HelpName = "FILE.safetensors", Description = "The index file to write (safetensors), atomically.", Required = true };
-        var pca = CommonOptions.Pca(0, "Reduce to this many principal components first (SPEC: 512; 0: none).");
+        var pca = CommonOptions.OptionalPca("Reduce to this many principal components first (SPEC: 512).");
         var seed = CommonOptions.PcaSeed();
         var storage = CommonOptions.Choice("--storage", "Table storage: f32, f16 or i8 (one scale per row).", "f32", "f32", "f16", "i8");
         var similarity = CommonOptions.Choice("--similarity", "cosine (normalise rows) or dot (raw vectors).", "cosine", "cosine", "dot");
@@ -31,7 +31,7 @@ internal static class IndexCommand
           rellax index --item-vectors ml1m-vectors.safetensors --pca 512 --output ml1m-index.safetensors
           rellax index --item-vectors vectors.safetensors --storage i8 --similarity dot --output index.safetensors --json
         """) { vectors, output, pca, seed, storage, similarity, backend, threads, json };
-        cmd.SetAction(r => CommonOptions.Guard(cancel => Run(r.GetValue(vectors)!, r.GetValue(output)!, CommonOptions.PcaOrNull(r.GetValue(pca)), r.GetValue(seed),
+        cmd.SetAction(r => CommonOptions.Guard(cancel => Run(r.GetValue(vectors)!, r.GetValue(output)!, r.GetValue(pca), r.GetValue(seed),
             r.GetValue(storage) switch { "f16" => DType.F16, "i8" => DType.I8, _ => DType.F32 },
             r.GetValue(similarity) == "dot" ? SubrSimilarity.Dot : SubrSimilarity.Cosine,
             r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json), cancel)));
@@ -43,7 +43,7 @@ internal static class IndexCommand
     {
         OutputFile.Check(outputPath, "--output", vectorsPath);
         var (data, n, d, ids) = ItemVectors.ReadFile(vectorsPath);
-        pca = Pca.Honour(pca, n, d, PipelineReport.Warn);
+        CommonOptions.CheckPca(pca, n, d, "dimension");
         using var compute = CommonOptions.CreateBackend(backendName, threads);
         var clock = Stopwatch.StartNew();
         SubrIndex index;

@@ -90,7 +90,10 @@ internal static class ScoreCommand
             }
             catch (ArgumentException e)
             {
-                throw new InvalidDataException($"{s.InputPath}:{entry.Line}: id {entry.RawId}: {e.Message}", e);
+                string advice = e.Message.Contains("tokens long", StringComparison.Ordinal) && s.Template.Name != PromptTemplate.None.Name
+                    ? $" (--template none drops the {s.Template.Name} template's {model.Tokenizer.Encode(s.Template.Apply(""), addSpecialTokens: false).Count} tokens)"
+                    : "";
+                throw new InvalidDataException($"{s.InputPath}:{entry.Line}: id {entry.RawId}: {e.Message}{advice}", e);
             }
         }
         double validateMs = parseMs + clock.Elapsed.TotalMilliseconds;

@@ -128,28 +128,49 @@ public static class CtrEvaluation
 
         var stages = new List<StageTiming>();
         var cache = o.CacheDirectory is null ? null : new PipelineCache(o.CacheDirectory, warn);
-        int[][] recent = SampleRetrieval.Recent(set, samples, o.K);
-        int[][] positions = recent;
-        double? explained = null;
-        if (o.Retrieval == HistoryRetrieval.Subr)
-            positions = Subr(model.Backend, model, set, samples, o, cache, stages, progress, warn, cancellationToken, out explained);
-
-        var clock = Stopwatch.StartNew();
         var builder = new ReLLaPromptBuilder(set, new PromptOptions
         {
             SpaMarkers = adapter?.Projector is not null,
             HistToken = adapter?.Config.HistToken ?? "[hist]",
             TargetToken = adapter?.Config.TargetToken ?? "[target]",
         });
+        bool generators = adapter?.HasGenerators == true, spa = adapter?.Projector is not null;
+        using var scorer = new CtrScorer(model, adapter, o.Scoring);
+        int[][] recent = SampleRetrieval.Recent(set, samples, o.K);
+        int[][] positions = recent;
+        double? explained = null;
+        if (o.Retrieval == HistoryRetrieval.Subr)
+        {
+            // SUBR-K prompts have the recent-K prompts' shape (K history items each): a K or a template that cannot fit the
+            // context fails here, in seconds, not after the LLM has embedded every item.
+            for (int i = 0; i < samples.Count; i++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                Validate(i, Request(i, builder.Build(samples[i], recent[i])));
+            }
+            positions = Subr(model.Backend, model, set, samples, o, cache, stages, progress, warn, cancellationToken, out explained);
+        }
+
+        var clock = Stopwatch.StartNew();
         var prompts = new ReLLaPrompt[samples.Count];
         var requests = new CtrRequest[samples.Count];
-        bool generators = adapter?.HasGenerators == true, spa = adapter?.Projector is not null;
-        for (int i = 0; i < samples.Count; i++)
+        for (int i = 0; i < samples.Count; i++) requests[i] = Request(i, prompts[i] = builder.Build(samples[i], positions[i]));
+        stages.Add(new StageTiming("prompts", clock.Elapsed.TotalSeconds, samples.Count, "prompts"));
+
+        clock.Restart();
+        long tokens = 0;
+        for (int i = 0; i < requests.Length; i++) tokens += Validate(i, requests[i]);
+        stages.Add(new StageTiming("tokenize", clock.Elapsed.TotalSeconds, samples.Count, "prompts", tokens));
+
+        clock.Restart();
+        var scores = scorer.Score(requests, progress is null ? null : new Progress(progress, "forward", samples.Count), cancellationToken);
+        stages.Add(new StageTiming("forward", clock.Elapsed.TotalSeconds, samples.Count, "prompts", tokens));
+
+        CtrRequest Request(int i, ReLLaPrompt p)
         {
-            var p = prompts[i] = builder.Build(samples[i], positions[i]);
             try
             {
-                requests[i] = new CtrRequest(p.Text,
+                return new CtrRequest(p.Text,
                     generators ? crm!.UserState(samples[i].Index).ToArray() : null,
                     spa ? p.HistoryItems.Select(item => crm!.ItemEmbedding(item).ToArray()).ToArray() : null,
                     spa ? crm!.ItemEmbedding(p.TargetItem).ToArray() : null);
@@ -159,25 +180,16 @@ public static class CtrEvaluation
                 throw new ArgumentException($"sample {samples[i].Index}: the CRM features do not cover it: {e.Message}", nameof(crm), e);
             }
         }
-        stages.Add(new StageTiming("prompts", clock.Elapsed.TotalSeconds, samples.Count, "prompts"));
 
-        using var scorer = new CtrScorer(model, adapter, o.Scoring);
-        clock.Restart();
-        long tokens = 0;
-        for (int i = 0; i < requests.Length; i++)
+        int Validate(int i, CtrRequest request)
         {
-            try { tokens += scorer.Validate(requests[i]); }
+            try { return scorer.Validate(request); }
             catch (ArgumentException e)
             {
                 throw new ArgumentException($"sample {samples[i].Index}: {e.Message}" +
-                    (e.Message.Contains("tokens long", StringComparison.Ordinal) ? $" (K = {o.K} history items per prompt; a smaller K shortens it)" : ""), nameof(set), e);
+                    (e.Message.Contains("tokens long", StringComparison.Ordinal) ? TooLongAdvice(scorer, builder, samples[i], o, r => Request(i, r)) : ""), nameof(set), e);
             }
         }
-        stages.Add(new StageTiming("tokenize", clock.Elapsed.TotalSeconds, samples.Count, "prompts", tokens));
-
-        clock.Restart();
-        var scores = scorer.Score(requests, progress is null ? null : new Progress(progress, "forward", samples.Count), cancellationToken);
-        stages.Add(new StageTiming("forward", clock.Elapsed.TotalSeconds, samples.Count, "prompts", tokens));
 
         var p1 = scores.Select(s => s.PYes).ToArray();
         var labels = samples.Select(s => s.Label).ToArray();
@@ -187,6 +199,26 @@ public static class CtrEvaluation
             SampleRetrieval.CategoryAgreement(set, samples, recent),
             SampleRetrieval.CategoryAgreement(set, samples, null));
         return new EvaluationResult(metrics, stages, samples, prompts, scores, quality, explained);
+    }
+
+    /// <summary>What to change when <paramref name="sample"/>'s prompt is too long: the largest K whose recent-K prompt fits,
+    /// and the chat template's cost in tokens when one is applied.</summary>
+    private static string TooLongAdvice(CtrScorer scorer, ReLLaPromptBuilder builder, in ReLLaSample sample, EvaluationOptions o, Func<ReLLaPrompt, CtrRequest> request)
+    {
+        int fits = 0;
+        for (int k = Math.Min(o.K - 1, sample.HistoryLength); k >= 1 && fits == 0; k--)
+        {
+            try
+            {
+                scorer.Validate(request(builder.Build(sample, ReLLaPromptBuilder.RecentPositions(sample.HistoryLength, k))));
+                fits = k;
+            }
+            catch (ArgumentException) { }
+        }
+        var template = o.Scoring.Template;
+        string templateAdvice = template.Name == PromptTemplate.None.Name ? ""
+            : $"; --template none drops the {template.Name} template's {scorer.Model.Tokenizer.Encode(template.Apply(""), addSpecialTokens: false).Count} tokens";
+        return $" (K = {o.K} history items per prompt; " + (fits > 0 ? $"K = {fits} fits this sample" : "even K = 1 does not fit") + templateAdvice + ")";
     }
 
     /// <summary>Checks that the CRM features cover what the adapter needs, with sizes.</summary>
