@@ -95,86 +95,84 @@ internal static class DemoCommand
     {
         var log = json ? Console.Error : Console.Out;
         var total = Stopwatch.StartNew();
+        log.WriteLine("rellax demo: the ReLLaX pipeline end to end on a synthetic dataset with the embedded stories260K model.");
+        log.WriteLine("Note: stories260K is a tiny story model, not trained for recommendation, and the adapter and DIN are random:");
+        log.WriteLine("the metrics show the pipeline runs, not a useful recommender. The retrieval numbers below are real.");
+        log.WriteLine();
+
+        var clock = Stopwatch.StartNew();
+        var dataset = SyntheticDataset.Create(new SyntheticDatasetOptions { Users = users, Seed = seed });
+        double datasetMs = clock.Elapsed.TotalMilliseconds;
+        int categories = dataset.Items.Select(i => i.Genres[0]).Distinct().Count();
+        log.WriteLine($"[1/6] dataset   {users} users, {dataset.Items.Count} items in {categories} categories, {dataset.Ratings.Length} ratings (seed {seed}): {datasetMs:F0} ms");
+
+        clock.Restart();
+        var set = ReLLaSamples.Build(dataset);
+        string prepared = Path.Combine(work, "prepared");
+        PreparedDataset.Save(set, prepared, cancel);
+        double prepareMs = clock.Elapsed.TotalMilliseconds;
+        log.WriteLine($"[2/6] prepare   {set.Samples.Count} ReLLa samples (history >= {set.Options.MinHistory}): train {set.CountOf(SampleSplit.Train)}, " +
+                      $"valid {set.CountOf(SampleSplit.Valid)}, test {set.CountOf(SampleSplit.Test)}: {prepareMs:F0} ms");
+
+        cancel.ThrowIfCancellationRequested();
+        using var backend = CommonOptions.CreateBackend(backendName, threads);
+        using var llm = LlamaModel.Load(modelDir, backend);
+
+        clock.Restart();
+        var din = DinModel.CreateRandom(DinConfig.For(dataset, embedDim: 16), seed);
+        var test = set.InSplit(SampleSplit.Test).Take(limit > 0 ? limit : int.MaxValue).ToList();
+        var crm = din.Featurize(set, test);
+        double crmMs = clock.Elapsed.TotalMilliseconds;
+        var adapter = RandomAdapter.Create(llm.Config, rank: 4, din.StateDim, din.EmbedDim, seed);
+        log.WriteLine($"[3/6] CRM       random DIN (E = {din.EmbedDim}, h_u = {din.StateDim}) over {test.Count} test samples: {crmMs:F0} ms; " +
+                      $"adapter: random CFLoRA r = 4 on q_proj/v_proj + SPA projector");
+
+        var options = new EvaluationOptions
         {
-            log.WriteLine("rellax demo: the ReLLaX pipeline end to end on a synthetic dataset with the embedded stories260K model.");
-            log.WriteLine("Note: stories260K is a tiny story model, not trained for recommendation, and the adapter and DIN are random:");
-            log.WriteLine("the metrics show the pipeline runs, not a useful recommender. The retrieval numbers below are real.");
-            log.WriteLine();
+            Limit = limit, K = k, Retrieval = HistoryRetrieval.Subr, PcaComponents = 32,
+            CacheDirectory = Path.Combine(work, "cache"),
+            Scoring = new ScoringOptions { Attention = attention, BatchSize = batchSize },
+        };
+        EvaluationResult result;
+        using (var progress = new StageProgress())
+            result = CtrEvaluation.Run(llm, adapter, set, crm, options, progress, PipelineReport.Warn, cancel);
+        var stage = result.Stages.ToDictionary(s => s.Stage);
+        log.WriteLine($"[4/6] SUBR      {dataset.Items.Count} item sentences embedded by the LLM ({stage["embed"].Tokens} tokens, {stage["embed"].Seconds * 1000:F0} ms), " +
+                      $"PCA {llm.Config.HiddenSize} -> {Math.Min(32, llm.Config.HiddenSize)} ({PipelineReport.Percent(result.PcaExplainedVariance ?? double.NaN)} of the variance), " +
+                      $"top-{k} for {result.Samples.Count} samples ({stage["retrieve"].Seconds * 1000:F0} ms)");
+        log.WriteLine($"          history items sharing the target's category: SUBR-{k} {PipelineReport.Percent(result.Quality.Listed)}, " +
+                      $"recent-{k} {PipelineReport.Percent(result.Quality.RecentK)}, whole history {PipelineReport.Percent(result.Quality.FullHistory)}");
+        var example = result.Prompts[0];
+        log.WriteLine($"[5/6] prompts   {result.Prompts.Count} prompts with SPA markers, {stage["tokenize"].Tokens} tokens; the first one:");
+        foreach (var line in example.Text.Split('\n')) log.WriteLine("          | " + line);
+        log.WriteLine($"[6/6] scoring   {result.Prompts.Count} prompts, {stage["forward"].TokensPerSecond:F0} tokens/s on {backend.Name} ({CommonOptions.Name(attention)} attention)");
+        log.WriteLine();
+        var m = result.Metrics;
+        log.WriteLine($"{PipelineReport.MetricsLine(m)}   ({m.Count} test samples, {m.Positives} positive)");
+        PipelineReport.WriteStages(log, result.Stages);
 
-            var clock = Stopwatch.StartNew();
-            var dataset = SyntheticDataset.Create(new SyntheticDatasetOptions { Users = users, Seed = seed });
-            double datasetMs = clock.Elapsed.TotalMilliseconds;
-            int categories = dataset.Items.Select(i => i.Genres[0]).Distinct().Count();
-            log.WriteLine($"[1/6] dataset   {users} users, {dataset.Items.Count} items in {categories} categories, {dataset.Ratings.Length} ratings (seed {seed}): {datasetMs:F0} ms");
-
-            clock.Restart();
-            var set = ReLLaSamples.Build(dataset);
-            string prepared = Path.Combine(work, "prepared");
-            PreparedDataset.Save(set, prepared, cancel);
-            double prepareMs = clock.Elapsed.TotalMilliseconds;
-            log.WriteLine($"[2/6] prepare   {set.Samples.Count} ReLLa samples (history >= {set.Options.MinHistory}): train {set.CountOf(SampleSplit.Train)}, " +
-                          $"valid {set.CountOf(SampleSplit.Valid)}, test {set.CountOf(SampleSplit.Test)}: {prepareMs:F0} ms");
-
-            cancel.ThrowIfCancellationRequested();
-            using var backend = CommonOptions.CreateBackend(backendName, threads);
-            using var llm = LlamaModel.Load(modelDir, backend);
-
-            clock.Restart();
-            var din = DinModel.CreateRandom(DinConfig.For(dataset, embedDim: 16), seed);
-            var test = set.InSplit(SampleSplit.Test).Take(limit > 0 ? limit : int.MaxValue).ToList();
-            var crm = din.Featurize(set, test);
-            double crmMs = clock.Elapsed.TotalMilliseconds;
-            var adapter = RandomAdapter.Create(llm.Config, rank: 4, din.StateDim, din.EmbedDim, seed);
-            log.WriteLine($"[3/6] CRM       random DIN (E = {din.EmbedDim}, h_u = {din.StateDim}) over {test.Count} test samples: {crmMs:F0} ms; " +
-                          $"adapter: random CFLoRA r = 4 on q_proj/v_proj + SPA projector");
-
-            var options = new EvaluationOptions
-            {
-                Limit = limit, K = k, Retrieval = HistoryRetrieval.Subr, PcaComponents = 32,
-                CacheDirectory = Path.Combine(work, "cache"),
-                Scoring = new ScoringOptions { Attention = attention, BatchSize = batchSize },
-            };
-            EvaluationResult result;
-            using (var progress = new StageProgress())
-                result = CtrEvaluation.Run(llm, adapter, set, crm, options, progress, PipelineReport.Warn, cancel);
-            var stage = result.Stages.ToDictionary(s => s.Stage);
-            log.WriteLine($"[4/6] SUBR      {dataset.Items.Count} item sentences embedded by the LLM ({stage["embed"].Tokens} tokens, {stage["embed"].Seconds * 1000:F0} ms), " +
-                          $"PCA {llm.Config.HiddenSize} -> {Math.Min(32, llm.Config.HiddenSize)} ({PipelineReport.Percent(result.PcaExplainedVariance ?? double.NaN)} of the variance), " +
-                          $"top-{k} for {result.Samples.Count} samples ({stage["retrieve"].Seconds * 1000:F0} ms)");
-            log.WriteLine($"          history items sharing the target's category: SUBR-{k} {PipelineReport.Percent(result.Quality.Listed)}, " +
-                          $"recent-{k} {PipelineReport.Percent(result.Quality.RecentK)}, whole history {PipelineReport.Percent(result.Quality.FullHistory)}");
-            var example = result.Prompts[0];
-            log.WriteLine($"[5/6] prompts   {result.Prompts.Count} prompts with SPA markers, {stage["tokenize"].Tokens} tokens; the first one:");
-            foreach (var line in example.Text.Split('\n')) log.WriteLine("          | " + line);
-            log.WriteLine($"[6/6] scoring   {result.Prompts.Count} prompts, {stage["forward"].TokensPerSecond:F0} tokens/s on {backend.Name} ({CommonOptions.Name(attention)} attention)");
-            log.WriteLine();
-            var m = result.Metrics;
-            log.WriteLine($"{PipelineReport.MetricsLine(m)}   ({m.Count} test samples, {m.Positives} positive)");
-            PipelineReport.WriteStages(log, result.Stages);
-
-            if (outputDir is not null)
-            {
-                adapter.Save(Path.Combine(work, "adapter"));
-                din.Save(Path.Combine(work, "din"));
-                crm.Save(Path.Combine(work, "crm.safetensors"));
-                PipelineReport.WriteScores(Path.Combine(work, "scores.jsonl"), result, cancel);
-                log.WriteLine($"kept in {outputDir}: prepared/, adapter/, din/, crm.safetensors, scores.jsonl, cache/");
-            }
-            log.WriteLine($"total {total.Elapsed.TotalSeconds:F1} s");
-
-            if (json)
-                Console.WriteLine(JsonSerializer.Serialize(new
-                {
-                    model = modelDir, backend = backend.Name, attention = CommonOptions.Name(attention), seed, users, items = dataset.Items.Count,
-                    ratings = dataset.Ratings.Length, samples = new { train = set.CountOf(SampleSplit.Train), valid = set.CountOf(SampleSplit.Valid), test = set.CountOf(SampleSplit.Test) },
-                    scored = result.Samples.Count, k,
-                    retrieval = new { subr = PipelineReport.Json(result.Quality.Listed), recent = PipelineReport.Json(result.Quality.RecentK), whole_history = PipelineReport.Json(result.Quality.FullHistory) },
-                    metrics = PipelineReport.MetricsJson(m),
-                    stages = PipelineReport.StagesJson(result.Stages),
-                    output = outputDir, total_seconds = PipelineReport.Json(total.Elapsed.TotalSeconds),
-                    note = "stories260K is not trained for recommendation and the adapter and DIN are random: the metrics show the pipeline runs, not a useful recommender",
-                }));
-            return 0;
+        if (outputDir is not null)
+        {
+            adapter.Save(Path.Combine(work, "adapter"));
+            din.Save(Path.Combine(work, "din"));
+            crm.Save(Path.Combine(work, "crm.safetensors"));
+            PipelineReport.WriteScores(Path.Combine(work, "scores.jsonl"), result, cancel);
+            log.WriteLine($"kept in {outputDir}: prepared/, adapter/, din/, crm.safetensors, scores.jsonl, cache/");
         }
+        log.WriteLine($"total {total.Elapsed.TotalSeconds:F1} s");
+
+        if (json)
+            Console.WriteLine(JsonSerializer.Serialize(new
+            {
+                model = modelDir, backend = backend.Name, attention = CommonOptions.Name(attention), seed, users, items = dataset.Items.Count,
+                ratings = dataset.Ratings.Length, samples = new { train = set.CountOf(SampleSplit.Train), valid = set.CountOf(SampleSplit.Valid), test = set.CountOf(SampleSplit.Test) },
+                scored = result.Samples.Count, k,
+                retrieval = new { subr = PipelineReport.Json(result.Quality.Listed), recent = PipelineReport.Json(result.Quality.RecentK), whole_history = PipelineReport.Json(result.Quality.FullHistory) },
+                metrics = PipelineReport.MetricsJson(m),
+                stages = PipelineReport.StagesJson(result.Stages),
+                output = outputDir, total_seconds = PipelineReport.Json(total.Elapsed.TotalSeconds),
+                note = "stories260K is not trained for recommendation and the adapter and DIN are random: the metrics show the pipeline runs, not a useful recommender",
+            }));
+        return 0;
     }
 }

@@ -151,6 +151,79 @@ public sealed partial class CommandChainTests
         File.Delete(bad);
     }
 
+    // ---- Requests that cannot be honoured as given: an error or a warning, never silence ----
+
+    [Test]
+    public void AnExplicitPcaTooLargeIsRefusedTheSameWayEverywhere()
+    {
+        // 30 items of 64-dimensional vectors (stories260K's hidden size).
+        string output = Path.Combine(_dir, "never.safetensors");
+        var (code, _, err) = Run("index", "--item-vectors", _vectors, "--pca", "40", "--output", output, "--backend", "cpu");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(err.TrimEnd(), Is.EqualTo($"rellax: --pca 40 must be at most min(items, dimension) = min({Items}, 64) = {Items}"));
+        (code, _, err) = Run("embed", "--items", Path.Combine(_prepared, "items.jsonl"), "--pca", "40", "--output", output, "--backend", "cpu");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(err.TrimEnd(), Is.EqualTo($"rellax: --pca 40 must be at most min(items, hidden size) = min({Items}, 64) = {Items}"));
+        (code, _, err) = Run("eval", "--data", _prepared, "--pca", "40", "--k", "2", "--no-cache", "--backend", "cpu");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(err.TrimEnd(), Is.EqualTo($"rellax: --pca 40 must be at most min(items, hidden size) = min({Items}, 64) = {Items}"));
+        (code, _, err) = Run("export", "--data", _prepared, "--prompts", "subr", "--pca", "40", "--k", "2", "--output", output, "--backend", "cpu");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(err.TrimEnd(), Is.EqualTo($"rellax: --pca 40 must be at most min(items, hidden size) = min({Items}, 64) = {Items}"));
+        Assert.That(File.Exists(output), Is.False);
+
+        // The default (SPEC: 512) is capped, and says so.
+        (code, var stdout, err) = Run("eval", "--data", _prepared, "--k", "2", "--limit", "3", "--no-cache", "--backend", "cpu", "--json");
+        Assert.That(code, Is.EqualTo(0), err);
+        Assert.That(err, Does.Contain($"rellax: warning: PCA to 512 components is more than min(vectors, dimension) = min({Items}, 64) = {Items}; using {Items}"));
+        Assert.That(JsonDocument.Parse(stdout).RootElement.GetProperty("pca_explained_variance").GetDouble(), Is.EqualTo(1.0).Within(1e-4),
+            "30 components of 30 vectors keep all the variance");
+    }
+
+    [Test]
+    public void PrepareWarnsWhenLimitLeavesASplitEmpty()
+    {
+        string output = Path.Combine(_dir, "prepared-limited");
+        var (code, _, err) = Run("prepare", "--dataset", "movielens-100k", "--data", _raw, "--output", output, "--min-history", "2", "--limit", "3");
+        Assert.That(code, Is.EqualTo(0), err);
+        // 3 samples: train int(2.4) = 2, valid int(0.3) = 0, test 1.
+        Assert.That(err, Does.Contain("rellax: warning: --limit 3 leaves the valid split empty (3 samples: train 2, valid 0, test 1); a larger --limit fills every split"));
+        (code, _, err) = Run("prepare", "--dataset", "movielens-100k", "--data", _raw, "--output", output, "--min-history", "2", "--limit", "50");
+        Assert.That(code, Is.EqualTo(0), err);
+        Assert.That(err, Does.Not.Contain("warning"));
+        Directory.Delete(output, recursive: true);
+    }
+
+    [Test]
+    public void DemoFastHonoursAnExplicitUserCountAndLimit()
+    {
+        var (code, stdout, err) = Run("demo", "--fast", "--users", "20", "--limit", "3", "--json", "--backend", "cpu");
+        Assert.That(code, Is.EqualTo(0), err);
+        var root = JsonDocument.Parse(stdout).RootElement;
+        Assert.That(root.GetProperty("users").GetInt32(), Is.EqualTo(20), "--users given: honoured, not replaced by --fast's 16");
+        Assert.That(root.GetProperty("scored").GetInt32(), Is.EqualTo(3));
+    }
+
+    [Test]
+    public void ATooLongPromptIsReportedBeforeAnyEmbeddingWithAKThatFits()
+    {
+        string data = TestData.RequireShared("movielens/ml-100k");
+        string prepared = Path.Combine(_dir, "ml100k");
+        Ok(Run("prepare", "--dataset", "movielens-100k", "--data", data, "--output", prepared), "prepare ml-100k");
+        var clock = Stopwatch.StartNew();
+        var (code, stdout, err) = Run("eval", "--data", prepared, "--limit", "200", "--backend", "cpu");
+        Assert.That(code, Is.EqualTo(1), err);
+        Assert.That(stdout, Is.Empty);
+        string line = err.TrimEnd();
+        Assert.That(line.Split('\n'), Has.Length.EqualTo(1), err);
+        Assert.That(line, Does.Match(@"^rellax: sample \d+: the prompt is \d+ tokens long, more than the model's max_position_embeddings = 512 " +
+            @"\(K = 30 history items per prompt; K = \d+ fits this sample; --template none drops the vicuna template's \d+ tokens\)$"));
+        Assert.That(Directory.Exists(Path.Combine(prepared, "cache")) && Directory.EnumerateFiles(Path.Combine(prepared, "cache")).Any(), Is.False,
+            "no item vectors were computed (or cached) before the check");
+        TestContext.Out.WriteLine($"failed in {clock.Elapsed.TotalSeconds:F1} s: {line}");
+        Directory.Delete(prepared, recursive: true);
+    }
+
     // ---- Cancellation ----
 
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
