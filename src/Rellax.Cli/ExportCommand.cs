@@ -46,6 +46,7 @@ internal static class ExportCommand
         var prompts = CommonOptions.Choice("--prompts", "recent, subr or reit.", "recent", "recent", "subr", "reit");
         var split = CommonOptions.Split("train");
         var k = CommonOptions.Int("--k", 1, SubrTopK.MaxK, "History items per prompt.", 30);
+        var limit = CommonOptions.Int("--limit", 0, int.MaxValue, "Only the first N samples of the split (0: all), before any --rows draw.", 0);
         var rows = CommonOptions.OptionalInt("--rows", 1, 100_000_000, "Draw N rows with Python's random.sample (required for reit).");
         var seed = CommonOptions.Seed(42, "Seed of the row draw (the reference: 42).");
         var spa = new Option<bool>("--spa") { Description = "Put SPA's [hist] and [target] markers in the prompts." };
@@ -58,7 +59,7 @@ internal static class ExportCommand
         var backend = CommonOptions.Backend();
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
-        var cmd = new Command("export", Description) { model, data, output, format, prompts, split, k, rows, seed, spa, order, pca, itemVectors, retrieved, crm, cache, backend, threads, json };
+        var cmd = new Command("export", Description) { model, data, output, format, prompts, split, k, limit, rows, seed, spa, order, pca, itemVectors, retrieved, crm, cache, backend, threads, json };
         cmd.SetAction(r => CommonOptions.Guard(cancel =>
         {
             string dataDir = r.GetValue(data)!;
@@ -70,14 +71,14 @@ internal static class ExportCommand
             bool pcaGiven = r.GetResult(pca) is { Implicit: false };
             var paths = new Inputs(r.GetValue(model), r.GetValue(itemVectors), r.GetValue(retrieved), r.GetValue(crm), dataDir);
             return Run(paths, r.GetValue(output)!, r.GetValue(format) == "score", r.GetValue(prompts)!, CommonOptions.ParseSplit(r.GetValue(split)!),
-                r.GetValue(rows), r.GetValue(seed), r.GetValue(spa), options, pcaGiven, r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json), cancel);
+                r.GetValue(limit), r.GetValue(rows), r.GetValue(seed), r.GetValue(spa), options, pcaGiven, r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json), cancel);
         }));
         return cmd;
     }
 
     private sealed record Inputs(string? ModelDir, string? ItemVectorsPath, string? RetrievedPath, string? CrmPath, string DataDir);
 
-    private static int Run(Inputs inputs, string outputPath, bool scoreFormat, string kind, SampleSplit split, int? rows, int seed, bool spa,
+    private static int Run(Inputs inputs, string outputPath, bool scoreFormat, string kind, SampleSplit split, int limit, int? rows, int seed, bool spa,
         EvaluationOptions options, bool pcaGiven, string backendName, int threads, bool json, CancellationToken cancel)
     {
         string dataDir = inputs.DataDir;
@@ -90,7 +91,7 @@ internal static class ExportCommand
         var set = PreparedDataset.Load(dataDir);
         if (inputs.ItemVectorsPath is not null) options = options with { ItemVectors = ItemVectors.Load(inputs.ItemVectorsPath, set.Dataset.Items.Count) };
         var crm = inputs.CrmPath is null ? null : CrmFeatures.Load(inputs.CrmPath);
-        var all = set.InSplit(split).ToList();
+        var all = set.InSplit(split).Take(limit > 0 ? limit : int.MaxValue).ToList();
         if (rows is int n && n > all.Count)
             throw new ArgumentException($"--rows {n} is more than the {all.Count} samples of the {SampleSet.NameOf(split)} split");
         // The rows to write, in file order (the same draw TrainingFile.WriteMixed makes for reit).
