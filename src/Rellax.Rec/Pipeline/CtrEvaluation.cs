@@ -141,12 +141,17 @@ public static class CtrEvaluation
         double? explained = null;
         if (o.Retrieval == HistoryRetrieval.Subr)
         {
-            // SUBR-K prompts have the recent-K prompts' shape (K history items each): a K or a template that cannot fit the
-            // context fails here, in seconds, not after the LLM has embedded every item.
+            // SUBR may list any K of a sample's history items. Check each sample's longest case (its K history items with the
+            // most title tokens) now, so that a K or a template that cannot fit the context fails in seconds, not after the
+            // LLM has embedded every item.
+            var titleTokens = new int[set.Dataset.Items.Count];
+            for (int j = 0; j < titleTokens.Length; j++)
+                titleTokens[j] = model.Tokenizer.Encode(set.Dataset.Items[j].Title, addSpecialTokens: false).Count;
             for (int i = 0; i < samples.Count; i++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                Validate(i, Request(i, builder.Build(samples[i], recent[i])));
+                var longest = LongestPositions(set, samples[i], o.K, titleTokens);
+                Validate(i, Request(i, builder.Build(samples[i], longest)), longest.Length < samples[i].HistoryLength ? titleTokens : null);
             }
             positions = Subr(model.Backend, model, set, samples, o, cache, stages, progress, warn, cancellationToken, out explained);
         }
@@ -181,13 +186,16 @@ public static class CtrEvaluation
             }
         }
 
-        int Validate(int i, CtrRequest request)
+        // titleTokens: set when the request lists the sample's longest K history items (SUBR's check before embedding).
+        int Validate(int i, CtrRequest request, int[]? titleTokens = null)
         {
             try { return scorer.Validate(request); }
             catch (ArgumentException e)
             {
-                throw new ArgumentException($"sample {samples[i].Index}: {e.Message}" +
-                    (e.Message.Contains("tokens long", StringComparison.Ordinal) ? TooLongAdvice(scorer, builder, samples[i], o, r => Request(i, r)) : ""), nameof(set), e);
+                bool tooLong = e.Message.Contains("tokens long", StringComparison.Ordinal);
+                throw new ArgumentException($"sample {samples[i].Index}: " +
+                    (tooLong && titleTokens is not null ? $"with its {o.K} longest history items (SUBR may list any {o.K}), " : "") + e.Message +
+                    (tooLong ? TooLongAdvice(scorer, builder, set, samples[i], o, titleTokens, r => Request(i, r)) : ""), nameof(set), e);
             }
         }
 
@@ -201,16 +209,18 @@ public static class CtrEvaluation
         return new EvaluationResult(metrics, stages, samples, prompts, scores, quality, explained);
     }
 
-    /// <summary>What to change when <paramref name="sample"/>'s prompt is too long: the largest K whose recent-K prompt fits,
-    /// and the chat template's cost in tokens when one is applied.</summary>
-    private static string TooLongAdvice(CtrScorer scorer, ReLLaPromptBuilder builder, in ReLLaSample sample, EvaluationOptions o, Func<ReLLaPrompt, CtrRequest> request)
+    /// <summary>What to change when <paramref name="sample"/>'s prompt is too long: the largest K whose prompt fits (its
+    /// recent-K, or with <paramref name="titleTokens"/> its longest K), and the chat template's cost in tokens when one is applied.</summary>
+    private static string TooLongAdvice(CtrScorer scorer, ReLLaPromptBuilder builder, SampleSet set, in ReLLaSample sample, EvaluationOptions o,
+        int[]? titleTokens, Func<ReLLaPrompt, CtrRequest> request)
     {
         int fits = 0;
         for (int k = Math.Min(o.K - 1, sample.HistoryLength); k >= 1 && fits == 0; k--)
         {
             try
             {
-                scorer.Validate(request(builder.Build(sample, ReLLaPromptBuilder.RecentPositions(sample.HistoryLength, k))));
+                var positions = titleTokens is null ? ReLLaPromptBuilder.RecentPositions(sample.HistoryLength, k) : LongestPositions(set, sample, k, titleTokens);
+                scorer.Validate(request(builder.Build(sample, positions)));
                 fits = k;
             }
             catch (ArgumentException) { }
@@ -219,6 +229,22 @@ public static class CtrEvaluation
         string templateAdvice = template.Name == PromptTemplate.None.Name ? ""
             : $"; --template none drops the {template.Name} template's {scorer.Model.Tokenizer.Encode(template.Apply(""), addSpecialTokens: false).Count} tokens";
         return $" (K = {o.K} history items per prompt; " + (fits > 0 ? $"K = {fits} fits this sample" : "even K = 1 does not fit") + templateAdvice + ")";
+    }
+
+    /// <summary>The positions of the <paramref name="k"/> history events of <paramref name="sample"/> whose items' titles
+    /// have the most tokens (ties: the more recent), in time order: the longest prompt SUBR-K could produce.</summary>
+    private static int[] LongestPositions(SampleSet set, in ReLLaSample sample, int k, int[] titleTokens)
+    {
+        var history = set.History(sample);
+        if (history.Length <= k) return ReLLaPromptBuilder.RecentPositions(history.Length, k);
+        var order = new int[history.Length];
+        for (int p = 0; p < order.Length; p++) order[p] = p;
+        var keys = new long[history.Length];
+        for (int p = 0; p < keys.Length; p++) keys[p] = -((long)titleTokens[history[p].Item] << 32 | (uint)p);
+        Array.Sort(keys, order);
+        var chosen = order.AsSpan(0, k).ToArray();
+        Array.Sort(chosen);
+        return chosen;
     }
 
     /// <summary>Checks that the CRM features cover what the adapter needs, with sizes.</summary>

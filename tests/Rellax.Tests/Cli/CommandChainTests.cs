@@ -186,8 +186,8 @@ public sealed partial class CommandChainTests
         string output = Path.Combine(_dir, "prepared-limited");
         var (code, _, err) = Run("prepare", "--dataset", "movielens-100k", "--data", _raw, "--output", output, "--min-history", "2", "--limit", "3");
         Assert.That(code, Is.EqualTo(0), err);
-        // 3 samples: train int(2.4) = 2, valid int(0.3) = 0, test 1.
-        Assert.That(err, Does.Contain("rellax: warning: --limit 3 leaves the valid split empty (3 samples: train 2, valid 0, test 1); a larger --limit fills every split"));
+        // --limit keeps the first 3 samples in global order, after the split: all of them train.
+        Assert.That(err, Does.Contain("rellax: warning: --limit 3 leaves the valid and test splits empty (3 samples: train 3, valid 0, test 0); a larger --limit fills every split"));
         (code, _, err) = Run("prepare", "--dataset", "movielens-100k", "--data", _raw, "--output", output, "--min-history", "2", "--limit", "50");
         Assert.That(code, Is.EqualTo(0), err);
         Assert.That(err, Does.Not.Contain("warning"));
@@ -216,7 +216,7 @@ public sealed partial class CommandChainTests
         Assert.That(stdout, Is.Empty);
         string line = err.TrimEnd();
         Assert.That(line.Split('\n'), Has.Length.EqualTo(1), err);
-        Assert.That(line, Does.Match(@"^rellax: sample \d+: the prompt is \d+ tokens long, more than the model's max_position_embeddings = 512 " +
+        Assert.That(line, Does.Match(@"^rellax: sample \d+: with its 30 longest history items \(SUBR may list any 30\), the prompt is \d+ tokens long, more than the model's max_position_embeddings = 512 " +
             @"\(K = 30 history items per prompt; K = \d+ fits this sample; --template none drops the vicuna template's \d+ tokens\)$"));
         Assert.That(Directory.Exists(Path.Combine(prepared, "cache")) && Directory.EnumerateFiles(Path.Combine(prepared, "cache")).Any(), Is.False,
             "no item vectors were computed (or cached) before the check");
