@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text;
 using System.Text.Json;
 using Rellax.Rec;
+using Rellax.Runtime;
 using Rellax.Runtime.Training;
 
 namespace Rellax.Cli;
@@ -40,117 +41,121 @@ internal static class CrmCommand
         return crm;
     }
 
-    private static Option<int> Positive(string name, int defaultValue, string description, int max = int.MaxValue)
-    {
-        var option = new Option<int>(name) { Description = description, DefaultValueFactory = _ => defaultValue };
-        option.Validators.Add(r =>
-        {
-            int v = r.GetValueOrDefault<int>();
-            if (v < 1 || v > max) r.AddError(max == int.MaxValue ? $"{name} must be >= 1, got {v}" : $"{name} must be in [1, {max}], got {v}");
-        });
-        return option;
-    }
-
     private static Command CreateTrain()
     {
         var data = new Option<string>("--data") { HelpName = "PREPARED_DIR", Description = "A prepared dataset folder (rellax prepare).", Required = true };
         var output = new Option<string>("--output") { HelpName = "DIN_DIR", Description = "The model folder to write (refused when it exists, unless --overwrite).", Required = true };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace an existing --output folder." };
-        var k = Positive("--k", 30, "History length: the most recent events per sample.", 1000);
-        var embed = Positive("--embed-dim", 32, "Embedding size E.", 1024);
-        var epochs = Positive("--epochs", 10, "Most epochs.");
-        var batch = Positive("--batch-size", 256, "Samples per step.");
-        var lr = new Option<float>("--lr") { Description = "AdamW learning rate.", DefaultValueFactory = _ => 1e-3f };
-        lr.Validators.Add(r => { float v = r.GetValueOrDefault<float>(); if (!(v > 0) || !float.IsFinite(v)) r.AddError($"--lr must be a finite number > 0, got {v}"); });
-        var wd = new Option<float>("--weight-decay") { Description = "AdamW decoupled weight decay.", DefaultValueFactory = _ => 0f };
-        wd.Validators.Add(r => { float v = r.GetValueOrDefault<float>(); if (!(v >= 0) || !float.IsFinite(v)) r.AddError($"--weight-decay must be a finite number >= 0, got {v}"); });
-        var patience = new Option<int>("--patience") { Description = "Stop after this many epochs without a better valid AUC (0: never).", DefaultValueFactory = _ => 2 };
-        patience.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError($"--patience must be >= 0, got {r.GetValueOrDefault<int>()}"); });
-        var seed = new Option<int>("--seed") { Description = "Seed of the initialisation and the shuffling.", DefaultValueFactory = _ => 42 };
-        var initStd = new Option<double>("--embed-init-std") { Description = "Standard deviation of the embedding table's normal initialisation (1: PyTorch's default, as the reference).", DefaultValueFactory = _ => 1.0 };
-        initStd.Validators.Add(r => { double v = r.GetValueOrDefault<double>(); if (!(v > 0) || !double.IsFinite(v)) r.AddError($"--embed-init-std must be a finite number > 0, got {v}"); });
-        var dropout = new Option<float>("--dropout") { Description = "Dropout probability after each tower layer while training (0: none).", DefaultValueFactory = _ => 0f };
-        dropout.Validators.Add(r => { float v = r.GetValueOrDefault<float>(); if (!(v >= 0 && v < 1)) r.AddError($"--dropout must be in [0, 1), got {v}"); });
+        var k = CommonOptions.Int("--k", 1, 1000, "History length: the most recent events per sample.", 30);
+        var embed = CommonOptions.Int("--embed-dim", 1, 1024, "Embedding size E.", 32);
+        var epochs = CommonOptions.Int("--epochs", 1, 10_000, "Most epochs.", 10);
+        var batch = CommonOptions.BatchSize(256, "Samples per step.");
+        var lr = CommonOptions.Number("--lr", 0, true, double.PositiveInfinity, "AdamW learning rate.", 1e-3);
+        var wd = CommonOptions.Number("--weight-decay", 0, false, 100, "AdamW decoupled weight decay.", 0);
+        var patience = CommonOptions.Int("--patience", 0, 10_000, "Stop after this many epochs without a better valid AUC (0: never).", 2);
+        var seed = CommonOptions.Seed(42, "Seed of the initialisation and the shuffling.");
+        var initStd = CommonOptions.Number("--embed-init-std", 0, true, 100,
+            "Standard deviation of the embedding table's normal initialisation (1: PyTorch's default, as the reference).", 1.0);
+        var dropout = CommonOptions.Number("--dropout", 0, false, 0.95, "Dropout probability after each tower layer while training (0: none).", 0);
         var threads = CommonOptions.Threads();
-        threads.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError($"--threads must be >= 0, got {r.GetValueOrDefault<int>()}"); });
         var json = CommonOptions.Json();
         var cmd = new Command("train", TrainDescription) { data, output, overwrite, k, embed, epochs, batch, lr, wd, patience, seed, initStd, dropout, threads, json };
-        cmd.SetAction(r => CommonOptions.Guard(() => Train(r.GetValue(data)!, r.GetValue(output)!, r.GetValue(overwrite), new DinTrainingOptions
+        cmd.SetAction(r => CommonOptions.Guard(cancel => Train(r.GetValue(data)!, r.GetValue(output)!, r.GetValue(overwrite), new DinTrainingOptions
         {
-            K = r.GetValue(k), EmbedDim = r.GetValue(embed), Threads = r.GetValue(threads), EmbeddingInitStd = r.GetValue(initStd), Dropout = r.GetValue(dropout),
+            K = r.GetValue(k), EmbedDim = r.GetValue(embed), Threads = r.GetValue(threads), EmbeddingInitStd = r.GetValue(initStd),
+            Dropout = (float)r.GetValue(dropout),
             Loop = new TrainingOptions
             {
-                Epochs = r.GetValue(epochs), BatchSize = r.GetValue(batch), LearningRate = r.GetValue(lr), WeightDecay = r.GetValue(wd),
+                Epochs = r.GetValue(epochs), BatchSize = r.GetValue(batch), LearningRate = (float)r.GetValue(lr), WeightDecay = (float)r.GetValue(wd),
                 Patience = r.GetValue(patience), Seed = r.GetValue(seed),
             },
-        }, r.GetValue(json))));
+        }, r.GetValue(json), cancel)));
         return cmd;
     }
 
-    private static int Train(string dataDir, string outputDir, bool overwrite, DinTrainingOptions options, bool json)
+    private static int Train(string dataDir, string outputDir, bool overwrite, DinTrainingOptions options, bool json, CancellationToken cancel)
     {
-        using var folder = OutputFolder.Begin(outputDir, overwrite, "--output");
+        Func<string, string?> refuse = _ => overwrite ? null : "already exists (pass --overwrite to replace it)";
+        OutputFile.CheckFolder(outputDir, "--output", refuse, dataDir);
         var set = PreparedDataset.Load(dataDir);
-        using var cancel = CommonOptions.CancelOnCtrlC();
         TerminalProgress? progress = null;
         double running = double.NaN;
+        DinTrainingResult? result = null;
+        Exception? stopped = null;
+        bool kept = false;
         try
         {
-            var result = DinTraining.Train(set, options, folder.TempPath,
-                s =>
-                {
-                    if (s.Step == 1) { progress?.Dispose(); progress = new TerminalProgress($"epoch {s.Epoch}", s.StepsPerEpoch); }
-                    running = double.IsNaN(running) || s.Step == 1 ? s.Loss : 0.98 * running + 0.02 * s.Loss;
-                    progress!.Status = $"loss {running:F4}";
-                    progress.Report(s.Step);
-                },
-                r =>
-                {
-                    progress?.Dispose();
-                    progress = null;
-                    if (!json)
-                        Console.Error.WriteLine($"epoch {r.Epoch}: train loss {r.TrainLoss:F4}, valid {Describe(r.Valid)}, {r.Seconds:F1}s{(r.IsBest ? " (best)" : "")}");
-                },
-                cancel.Token);
-            folder.Commit();
-            if (json)
-                Console.WriteLine(JsonSerializer.Serialize(new
-                {
-                    data = dataDir, output = outputDir, k = options.K, embed_dim = options.EmbedDim, best_epoch = result.Loop.BestEpoch,
-                    epochs_run = result.Loop.Epochs.Count, stopped_early = result.Loop.StoppedEarly, selected_on = result.Loop.SelectedOn,
-                    train_samples = result.TrainSamples, valid = DinTraining.Metrics(result.Valid), test = DinTraining.Metrics(result.Test),
-                    epoch_seconds = result.Loop.Epochs.Select(e => e.Seconds).ToArray(), seconds = result.Seconds,
-                }));
-            else
+            // The folder is committed when training ends, or when it stops (NaN loss, Ctrl+C) after a complete best
+            // checkpoint was written; otherwise the temporary folder is removed and nothing is left behind.
+            OutputFile.WriteFolder(outputDir, refuse, temp =>
             {
-                if (result.Loop.SelectedOn == "valid_logloss")
-                    Console.WriteLine("valid AUC is undefined (the valid split has one class): the epoch was selected on valid LogLoss");
-                Console.WriteLine($"trained DIN on {result.TrainSamples} samples in {result.Seconds:F1}s; kept epoch {result.Loop.BestEpoch} of {result.Loop.Epochs.Count}" +
-                                  (result.Loop.StoppedEarly ? " (stopped early)" : ""));
-                Console.WriteLine($"valid: {Describe(result.Valid)}");
-                Console.WriteLine($"test:  {Describe(result.Test)}");
-                Console.WriteLine($"wrote {Path.GetFullPath(outputDir)}");
-            }
-            return 0;
+                try
+                {
+                    result = DinTraining.Train(set, options, temp,
+                        s =>
+                        {
+                            if (s.Step == 1) { progress?.Dispose(); progress = new TerminalProgress($"epoch {s.Epoch}", s.StepsPerEpoch); }
+                            running = double.IsNaN(running) || s.Step == 1 ? s.Loss : 0.98 * running + 0.02 * s.Loss;
+                            progress!.Status = $"loss {running:F4}";
+                            progress.Report(s.Step);
+                        },
+                        r =>
+                        {
+                            progress?.Dispose();
+                            progress = null;
+                            if (!json)
+                                Console.Error.WriteLine($"epoch {r.Epoch}: train loss {r.TrainLoss:F4}, valid {Describe(r.Valid)}, {r.Seconds:F1}s{(r.IsBest ? " (best)" : "")}");
+                        },
+                        cancel);
+                }
+                catch (Exception e) when (e is TrainingDivergedException or OperationCanceledException)
+                {
+                    stopped = e;
+                    if (!File.Exists(Path.Combine(temp, DinModel.ConfigFile)) || !File.Exists(Path.Combine(temp, DinModel.WeightsFile))) throw;
+                    kept = true;
+                }
+            }, CancellationToken.None);
         }
-        catch (Exception e) when (e is TrainingDivergedException or OperationCanceledException)
+        catch (Exception e) when (e is TrainingDivergedException or OperationCanceledException && ReferenceEquals(e, stopped))
         {
-            progress?.Dispose();
-            // Keep the best checkpoint if one was written completely; otherwise nothing is left behind.
-            bool kept = folder.CommitIfComplete(Rellax.Rec.DinModel.ConfigFile, Rellax.Rec.DinModel.WeightsFile);
-            string what = kept ? $"the last good checkpoint is in {outputDir}" : "no epoch finished, so nothing was written";
-            if (e is TrainingDivergedException d)
-            {
-                Console.Error.WriteLine($"rellax: the training loss became NaN or infinite at epoch {d.Epoch}, step {d.Step}; stopped ({what})");
-                return 1;
-            }
-            Console.Error.WriteLine($"rellax: cancelled ({what})");
-            return 130;
+            // Stopped before any complete checkpoint: reported below.
         }
         finally
         {
             progress?.Dispose();
         }
+        if (stopped is not null)
+        {
+            string what = kept ? $"the last good checkpoint is in {outputDir}" : "no epoch finished, so nothing was written";
+            if (stopped is TrainingDivergedException d)
+            {
+                Console.Error.WriteLine($"rellax: the training loss became NaN or infinite at epoch {d.Epoch}, step {d.Step}; stopped ({what})");
+                return 1;
+            }
+            // Nothing kept: the one line every command prints when cancelled.
+            Console.Error.WriteLine(kept ? $"rellax: cancelled ({what})" : "rellax: cancelled");
+            return 130;
+        }
+        var done = result!;
+        if (json)
+            Console.WriteLine(JsonSerializer.Serialize(new
+            {
+                data = dataDir, output = outputDir, k = options.K, embed_dim = options.EmbedDim, best_epoch = done.Loop.BestEpoch,
+                epochs_run = done.Loop.Epochs.Count, stopped_early = done.Loop.StoppedEarly, selected_on = done.Loop.SelectedOn,
+                train_samples = done.TrainSamples, valid = DinTraining.Metrics(done.Valid), test = DinTraining.Metrics(done.Test),
+                epoch_seconds = done.Loop.Epochs.Select(e => e.Seconds).ToArray(), seconds = done.Seconds,
+            }));
+        else
+        {
+            if (done.Loop.SelectedOn == "valid_logloss")
+                Console.WriteLine("valid AUC is undefined (the valid split has one class): the epoch was selected on valid LogLoss");
+            Console.WriteLine($"trained DIN on {done.TrainSamples} samples in {done.Seconds:F1}s; kept epoch {done.Loop.BestEpoch} of {done.Loop.Epochs.Count}" +
+                              (done.Loop.StoppedEarly ? " (stopped early)" : ""));
+            Console.WriteLine($"valid: {Describe(done.Valid)}");
+            Console.WriteLine($"test:  {Describe(done.Test)}");
+            Console.WriteLine($"wrote {Path.GetFullPath(outputDir)}");
+        }
+        return 0;
     }
 
     private static string Describe(CtrMetrics? m) => m is { } v
@@ -165,35 +170,31 @@ internal static class CrmCommand
     {
         var din = new Option<string>("--din") { HelpName = "DIN_DIR", Description = "A trained DIN folder (rellax crm train).", Required = true };
         var data = new Option<string>("--data") { HelpName = "PREPARED_DIR", Description = "A prepared dataset folder (rellax prepare).", Required = true };
-        var split = new Option<string>("--split") { Description = "train, valid or test.", DefaultValueFactory = _ => "test" };
-        split.AcceptOnlyFromAmong("train", "valid", "test");
+        var split = CommonOptions.Split("test");
         var output = new Option<string>("--output") { HelpName = "FILE.jsonl", Description = "The scores to write, atomically.", Required = true };
-        var k = new Option<int?>("--k") { Description = "History length (default: the model's training.json, else 30)." };
-        k.Validators.Add(r => { if (r.GetValueOrDefault<int?>() is int v && (v < 1 || v > 1000)) r.AddError($"--k must be in [1, 1000], got {v}"); });
+        var k = CommonOptions.OptionalInt("--k", 1, 1000, "History length (default: the model's training.json, else 30).");
         var json = CommonOptions.Json();
         var cmd = new Command("score", ScoreDescription) { din, data, split, output, k, json };
-        cmd.SetAction(r => CommonOptions.Guard(() =>
-        {
-            var splitValue = r.GetValue(split) switch { "train" => SampleSplit.Train, "valid" => SampleSplit.Valid, _ => SampleSplit.Test };
-            return Score(r.GetValue(din)!, r.GetValue(data)!, splitValue, r.GetValue(output)!, r.GetValue(k), r.GetValue(json));
-        }));
+        cmd.SetAction(r => CommonOptions.Guard(cancel => Score(r.GetValue(din)!, r.GetValue(data)!, CommonOptions.ParseSplit(r.GetValue(split)!),
+            r.GetValue(output)!, r.GetValue(k), r.GetValue(json), cancel)));
         return cmd;
     }
 
-    private static int Score(string dinDir, string dataDir, SampleSplit split, string outputPath, int? k, bool json)
+    private static int Score(string dinDir, string dataDir, SampleSplit split, string outputPath, int? k, bool json, CancellationToken cancel)
     {
-        CommonOptions.CheckOutputPath(outputPath);
+        OutputFile.Check(outputPath, "--output", dinDir, dataDir);
         var set = PreparedDataset.Load(dataDir);
         var model = DinModel.Load(dinDir, set.Dataset);
         int history = k ?? TrainedK(dinDir) ?? 30;
         var (ids, labels, p) = DinTraining.Score(model, set, split, history);
         if (ids.Length == 0) throw new ArgumentException($"the {SampleSet.NameOf(split)} split of '{dataDir}' is empty");
-        CommonOptions.WriteAtomically(outputPath, stream =>
+        cancel.ThrowIfCancellationRequested();
+        OutputFile.Write(outputPath, stream =>
         {
             using var w = new StreamWriter(stream, new UTF8Encoding(false), leaveOpen: true);
             for (int i = 0; i < ids.Length; i++)
                 w.Write($"{{\"id\":{ids[i]},\"label\":{(labels[i] ? 1 : 0)},\"p_click\":{((float)p[i]).ToString("R", System.Globalization.CultureInfo.InvariantCulture)}}}\n");
-        });
+        }, cancel);
         var m = CtrMetrics.Compute(p, labels);
         if (json)
             Console.WriteLine(JsonSerializer.Serialize(new { din = dinDir, data = dataDir, split = SampleSet.NameOf(split), k = history, output = outputPath, metrics = DinTraining.Metrics(m) }));
@@ -219,77 +220,5 @@ internal static class CrmCommand
         {
             throw new InvalidDataException($"'{path}': not valid JSON ({e.Message})", e);
         }
-    }
-}
-
-/// <summary>
-/// An output folder written atomically: everything goes into a temporary sibling folder (<c>DIR.tmp-PID-GUID</c>), which
-/// <see cref="Commit"/> renames to the target (replacing an existing one only with --overwrite). Disposing without a commit
-/// deletes the temporary folder, so a failure leaves nothing half-written. (To be switched to the shared output helper.)
-/// </summary>
-internal sealed class OutputFolder : IDisposable
-{
-    private readonly string _target;
-    private readonly bool _overwrite;
-    private bool _done;
-
-    private OutputFolder(string target, bool overwrite, string temp)
-    {
-        _target = target;
-        _overwrite = overwrite;
-        TempPath = temp;
-    }
-
-    /// <summary>The temporary folder to write into.</summary>
-    public string TempPath { get; }
-
-    /// <summary>Checks the target and creates the temporary folder.</summary>
-    /// <exception cref="IOException">The target exists (without <paramref name="overwrite"/>) or is a file.</exception>
-    /// <exception cref="DirectoryNotFoundException">The target's parent folder does not exist.</exception>
-    public static OutputFolder Begin(string path, bool overwrite, string option)
-    {
-        string full = Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
-        if (File.Exists(full)) throw new IOException($"{option} '{path}' is a file, not a folder");
-        if (Directory.Exists(full) && !overwrite) throw new IOException($"{option} '{path}' already exists (pass --overwrite to replace it)");
-        string? parent = Path.GetDirectoryName(full);
-        if (parent is not null && !Directory.Exists(parent)) throw new DirectoryNotFoundException($"{option} '{path}': folder '{parent}' does not exist");
-        string temp = $"{full}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
-        Directory.CreateDirectory(temp);
-        return new OutputFolder(full, overwrite, temp);
-    }
-
-    /// <summary>Renames the temporary folder to the target (an existing target is replaced when overwriting was allowed).</summary>
-    public void Commit()
-    {
-        if (Directory.Exists(_target))
-        {
-            if (!_overwrite) throw new IOException($"'{_target}' appeared while writing; the result is left in '{TempPath}'");
-            string old = $"{_target}.old-{Environment.ProcessId}-{Guid.NewGuid():N}";
-            Directory.Move(_target, old);
-            Directory.Move(TempPath, _target);
-            Directory.Delete(old, recursive: true);
-        }
-        else Directory.Move(TempPath, _target);
-        _done = true;
-    }
-
-    /// <summary>Commits when every one of <paramref name="files"/> exists in the temporary folder (each written
-    /// atomically), else discards it.</summary>
-    /// <returns>Whether the folder was committed.</returns>
-    public bool CommitIfComplete(params string[] files)
-    {
-        if (!files.All(f => File.Exists(Path.Combine(TempPath, f)))) return false;
-        Commit();
-        return true;
-    }
-
-    /// <summary>Deletes the temporary folder unless it was committed.</summary>
-    public void Dispose()
-    {
-        if (_done) return;
-        _done = true;
-        try { if (Directory.Exists(TempPath)) Directory.Delete(TempPath, recursive: true); }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
     }
 }

@@ -40,39 +40,35 @@ internal static class EmbedCommand
         var items = new Option<string>("--items") { HelpName = "FILE.jsonl", Description = "JSONL items, one {\"id\": int64, \"text\": \"...\"} per line.", Required = true };
         var output = new Option<string>("--output") { HelpName = "FILE.safetensors", Description = "The safetensors file to write, atomically.", Required = true };
         var template = CommonOptions.Template("Chat template around each item text: vicuna (SPEC §2: one user turn) or none.");
-        var pca = new Option<int?>("--pca") { HelpName = "N", Description = "Reduce to this many principal components (SPEC: 512); at most min(items, hidden size)." };
-        pca.Validators.Add(r => { if (r.GetValueOrDefault<int?>() is < 1) r.AddError("--pca must be >= 1"); });
-        var seed = new Option<int>("--seed") { Description = "Seed of the PCA's random projection.", DefaultValueFactory = _ => 0 };
+        var pca = CommonOptions.OptionalPca("Reduce to this many principal components (SPEC: 512).");
+        var seed = CommonOptions.PcaSeed();
         var attention = CommonOptions.Attention();
         var backend = CommonOptions.Backend();
         var threads = CommonOptions.Threads();
         var batch = CommonOptions.BatchSize(32, "Most items per forward pass.");
         var json = CommonOptions.Json();
         var cmd = new Command("embed", Description) { model, items, output, template, pca, seed, attention, backend, threads, batch, json };
-        cmd.SetAction(r => CommonOptions.Guard(() => Run(
+        cmd.SetAction(r => CommonOptions.Guard(cancel => Run(
             r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(items)!, r.GetValue(output)!,
             PromptTemplate.Parse(r.GetValue(template)!), r.GetValue(pca), r.GetValue(seed), CommonOptions.ParseAttention(r.GetValue(attention)!),
-            r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(json))));
+            r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(json), cancel)));
         return cmd;
     }
 
     private static int Run(string modelDir, string itemsPath, string outputPath, PromptTemplate template, int? pca, int seed,
-        AttentionPrecision attention, string backendName, int threads, int batchSize, bool json)
+        AttentionPrecision attention, string backendName, int threads, int batchSize, bool json, CancellationToken cancel)
     {
         if (!File.Exists(itemsPath)) throw new FileNotFoundException($"items file '{itemsPath}' does not exist", itemsPath);
-        CommonOptions.CheckOutputPath(outputPath);
+        OutputFile.Check(outputPath, "--output", itemsPath, modelDir);
         List<EmbedItemsFile.Item> items;
         using (var reader = new StreamReader(itemsPath)) items = EmbedItemsFile.Read(reader, itemsPath);
         if (items.Count == 0) throw new InvalidDataException($"{itemsPath}: no items (every line is blank)");
 
-        using var cancel = CommonOptions.CancelOnCtrlC();
         using var backend = CommonOptions.CreateBackend(backendName, threads);
         var clock = Stopwatch.StartNew();
         using var model = LlamaModel.Load(modelDir, backend);
         int hidden = model.Config.HiddenSize;
-        if (pca is int k && (k > hidden || k > items.Count || items.Count < 2))
-            throw new ArgumentException($"--pca {k} must be at most min(items, hidden size) = min({items.Count}, {hidden}) = {Math.Min(items.Count, hidden)}" +
-                (items.Count < 2 ? " and PCA needs at least 2 items" : ""));
+        CommonOptions.CheckPca(pca, items.Count, hidden, "hidden size");
         double loadMs = clock.Elapsed.TotalMilliseconds;
 
         // The token count as the embedder forms it (BOS, then the templated text), for the summary's tokens/s. The embedder
@@ -90,7 +86,7 @@ internal static class EmbedCommand
                 throw new InvalidOperationException($"the embedder's dimension {embedder.Dimension} is not the model's hidden size {hidden}");
             try
             {
-                embeddings = embedder.Embed(items.Select(i => i.Text).ToList(), progress, cancel.Token);
+                embeddings = embedder.Embed(items.Select(i => i.Text).ToList(), progress, cancel);
             }
             catch (ArgumentException e) when (ItemIndex(e.Message) is (int i, int length) && i < items.Count)
             {
@@ -107,6 +103,7 @@ internal static class EmbedCommand
         double pcaMs = 0;
         if (pca is int components)
         {
+            cancel.ThrowIfCancellationRequested();
             clock.Restart();
             var fit = Pca.Fit(backend, embeddings, items.Count, hidden, new PcaOptions { Components = components, Seed = seed });
             var reduced = new float[(long)items.Count * components];
@@ -129,7 +126,7 @@ internal static class EmbedCommand
         // Raw vectors: SubrIndex.Load takes a file without this entry as already normalised (cosine), which these are not.
         writer.Metadata["similarity"] = "dot";
         if (explained is not null) writer.Metadata["pca_explained_variance_ratio"] = JsonSerializer.Serialize(explained);
-        writer.Save(outputPath);
+        writer.Save(outputPath, cancel);
 
         double tokensPerSecond = embedMs > 0 ? tokens / (embedMs / 1000) : 0;
         if (json)

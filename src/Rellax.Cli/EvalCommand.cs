@@ -38,21 +38,14 @@ internal static class EvalCommand
         var adapter = new Option<string?>("--adapter") { HelpName = "DIR", Description = "Adapter folder (adapter_config.json + adapter_model.safetensors)." };
         var crm = new Option<string?>("--crm") { HelpName = "FILE", Description = "CRM features (safetensors: item_ids, item_embeddings, sample_ids, user_states)." };
         var din = new Option<string?>("--din") { HelpName = "DIR", Description = "A DIN checkpoint (config.json + model.safetensors) to compute the CRM features." };
-        var k = new Option<int>("--k") { Description = "History items per prompt.", DefaultValueFactory = _ => 30 };
-        k.Validators.Add(r => { if (r.GetValueOrDefault<int>() is < 1 or > SubrTopK.MaxK) r.AddError($"--k must be in [1, {SubrTopK.MaxK}]"); });
-        var retrieval = new Option<string>("--retrieval") { Description = "subr or recent.", DefaultValueFactory = _ => "subr" };
-        retrieval.AcceptOnlyFromAmong("subr", "recent");
-        var order = new Option<string>("--order") { Description = "SUBR's order in the prompt: chronological or score.", DefaultValueFactory = _ => "chronological" };
-        order.AcceptOnlyFromAmong("chronological", "score");
-        var pca = new Option<int>("--pca") { Description = "PCA components of the item vectors (0: none); capped at min(hidden size, items).", DefaultValueFactory = _ => 512 };
-        pca.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError("--pca must be >= 0"); });
-        var similarity = new Option<string>("--similarity") { Description = "cosine or dot.", DefaultValueFactory = _ => "cosine" };
-        similarity.AcceptOnlyFromAmong("cosine", "dot");
-        var split = new Option<string>("--split") { Description = "train, valid or test.", DefaultValueFactory = _ => "test" };
-        split.AcceptOnlyFromAmong("train", "valid", "test");
-        var limit = new Option<int>("--limit") { Description = "Score at most the first N samples of the split (0 = all).", DefaultValueFactory = _ => 0 };
-        limit.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError("--limit must be >= 0"); });
-        var itemVectors = new Option<string?>("--item-vectors") { HelpName = "FILE", Description = "SUBR item vectors to use instead of the LLM's: safetensors 'vectors' or 'embeddings' [items, D] with 'item_ids' (the items.jsonl ids), e.g. from rellax embed." };
+        var k = CommonOptions.Int("--k", 1, SubrTopK.MaxK, "History items per prompt.", 30);
+        var retrieval = CommonOptions.Choice("--retrieval", "subr or recent.", "subr", "subr", "recent");
+        var order = CommonOptions.Choice("--order", "SUBR's order in the prompt: chronological or score.", "chronological", "chronological", "score");
+        var pca = CommonOptions.Pca(512, "PCA components of the item vectors (0: none).");
+        var similarity = CommonOptions.Choice("--similarity", "cosine or dot.", "cosine", "cosine", "dot");
+        var split = CommonOptions.Split("test");
+        var limit = CommonOptions.Int("--limit", 0, int.MaxValue, "Score at most the first N samples of the split (0: all).", 0);
+        var itemVectors = CommonOptions.ItemVectors(required: false, "SUBR uses them instead of the LLM's.");
         var cache = new Option<string?>("--cache") { HelpName = "DIR", Description = "Cache folder (default DATA/cache)." };
         var noCache = new Option<bool>("--no-cache") { Description = "Neither read nor write the cache." };
         var scores = new Option<string?>("--scores") { HelpName = "FILE", Description = "Also write {id, label, p_yes} per sample as JSONL, atomically." };
@@ -66,16 +59,16 @@ internal static class EvalCommand
         {
             model, data, adapter, crm, din, k, retrieval, order, pca, similarity, itemVectors, split, limit, cache, noCache, scores, template, attention, backend, threads, batch, json,
         };
-        cmd.SetAction(r => CommonOptions.Guard(() =>
+        cmd.SetAction(r => CommonOptions.Guard(cancel =>
         {
             string dataDir = r.GetValue(data)!;
             var options = new EvaluationOptions
             {
                 K = r.GetValue(k), Retrieval = r.GetValue(retrieval) == "recent" ? HistoryRetrieval.Recent : HistoryRetrieval.Subr,
                 Order = r.GetValue(order) == "score" ? SubrOrder.Score : SubrOrder.Chronological,
-                PcaComponents = r.GetValue(pca) is int p && p > 0 ? p : null,
+                PcaComponents = CommonOptions.PcaOrNull(r.GetValue(pca)),
                 Similarity = r.GetValue(similarity) == "dot" ? SubrSimilarity.Dot : SubrSimilarity.Cosine,
-                Split = r.GetValue(split) switch { "train" => SampleSplit.Train, "valid" => SampleSplit.Valid, _ => SampleSplit.Test },
+                Split = CommonOptions.ParseSplit(r.GetValue(split)!),
                 Limit = r.GetValue(limit),
                 CacheDirectory = r.GetValue(noCache) ? null : r.GetValue(cache) ?? Path.Combine(dataDir, "cache"),
                 Scoring = new ScoringOptions
@@ -84,28 +77,30 @@ internal static class EvalCommand
                 },
             };
             return Run(r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), dataDir, r.GetValue(adapter), r.GetValue(crm), r.GetValue(din),
-                r.GetValue(itemVectors), options, r.GetValue(scores), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json));
+                r.GetValue(itemVectors), options, r.GetResult(pca) is { Implicit: false }, r.GetValue(scores), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json), cancel);
         }));
         return cmd;
     }
 
     private static int Run(string modelDir, string dataDir, string? adapterDir, string? crmPath, string? dinDir, string? itemVectorsPath, EvaluationOptions options,
-        string? scoresPath, string backendName, int threads, bool json)
+        bool pcaGiven, string? scoresPath, string backendName, int threads, bool json, CancellationToken cancel)
     {
         if (crmPath is not null && dinDir is not null) throw new ArgumentException("give either --crm or --din, not both");
-        if (scoresPath is not null) CommonOptions.CheckOutputPath(scoresPath, "--scores");
+        if (scoresPath is not null) OutputFile.Check(scoresPath, "--scores", dataDir, modelDir, adapterDir, crmPath, dinDir, itemVectorsPath);
         var total = Stopwatch.StartNew();
         var clock = Stopwatch.StartNew();
         var set = PreparedDataset.Load(dataDir);
         if (itemVectorsPath is not null) options = options with { ItemVectors = ItemVectors.Load(itemVectorsPath, set.Dataset.Items.Count) };
         double loadDataMs = clock.Elapsed.TotalMilliseconds;
 
-        using var cancel = CommonOptions.CancelOnCtrlC();
         using var backend = CommonOptions.CreateBackend(backendName, threads);
         clock.Restart();
         using var model = LlamaModel.Load(modelDir, backend);
         var adapter = adapterDir is null ? null : RellaxAdapter.Load(adapterDir, model.Config);
         double loadModelMs = clock.Elapsed.TotalMilliseconds;
+        if (pcaGiven && options.Retrieval == HistoryRetrieval.Subr)
+            CommonOptions.CheckPca(options.PcaComponents, set.Dataset.Items.Count, options.ItemVectors?.Dim ?? model.Config.HiddenSize,
+                options.ItemVectors is null ? "hidden size" : "dimension");
 
         CrmFeatures? crm = null;
         clock.Restart();
@@ -120,9 +115,9 @@ internal static class EvalCommand
 
         EvaluationResult result;
         using (var progress = new StageProgress())
-            result = CtrEvaluation.Run(model, adapter, set, crm, options, progress, PipelineReport.Warn, cancel.Token);
+            result = CtrEvaluation.Run(model, adapter, set, crm, options, progress, PipelineReport.Warn, cancel);
 
-        if (scoresPath is not null) PipelineReport.WriteScores(scoresPath, result);
+        if (scoresPath is not null) PipelineReport.WriteScores(scoresPath, result, cancel);
 
         var m = result.Metrics;
         string retrieval = options.Retrieval == HistoryRetrieval.Subr ? "subr" : "recent";

@@ -12,9 +12,8 @@ internal static class GenerateCommand
     public static Command Create()
     {
         var model = CommonOptions.Model();
-        var prompt = new Option<string>("--prompt") { Description = "Text to continue (default: empty, i.e. BOS only).", DefaultValueFactory = _ => "" };
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate.", DefaultValueFactory = _ => 256 };
-        maxNew.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError("--max-new-tokens must be >= 0"); });
+        var prompt = new Option<string>("--prompt") { HelpName = "TEXT", Description = "Text to continue (default: empty, i.e. BOS only).", DefaultValueFactory = _ => "" };
+        var maxNew = CommonOptions.Int("--max-new-tokens", 0, 1 << 20, "Most tokens to generate (the model's context bounds it too).", 256);
         var backend = CommonOptions.Backend();
         var attention = CommonOptions.Attention();
         var threads = CommonOptions.Threads();
@@ -27,13 +26,13 @@ internal static class GenerateCommand
           rellax generate --prompt "Once upon a time" --max-new-tokens 60
           rellax generate --model llama-2-7b --attention int8 --json
         """) { model, prompt, maxNew, backend, attention, threads, json };
-        cmd.SetAction(r => CommonOptions.Guard(() => Run(
+        cmd.SetAction(r => CommonOptions.Guard(cancel => Run(
             r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(prompt) ?? "", r.GetValue(maxNew),
-            r.GetValue(backend)!, CommonOptions.ParseAttention(r.GetValue(attention)!), r.GetValue(threads), r.GetValue(json))));
+            r.GetValue(backend)!, CommonOptions.ParseAttention(r.GetValue(attention)!), r.GetValue(threads), r.GetValue(json), cancel)));
         return cmd;
     }
 
-    private static int Run(string modelDir, string prompt, int maxNewTokens, string backendName, AttentionPrecision attention, int threads, bool json)
+    private static int Run(string modelDir, string prompt, int maxNewTokens, string backendName, AttentionPrecision attention, int threads, bool json, CancellationToken cancel)
     {
         using var backend = CommonOptions.CreateBackend(backendName, threads);
         var loadClock = Stopwatch.StartNew();
@@ -59,6 +58,8 @@ internal static class GenerateCommand
             int id = tokens.Current;
             if (generated.Count == 0) firstTokenMs = clock.Elapsed.TotalMilliseconds;
             generated.Add(id);
+            if (generated.Count == 1) TestHooks.Hold("generate", cancel);
+            cancel.ThrowIfCancellationRequested();
             if (json) continue;
             // Decode the whole continuation each time so multi-byte characters split over tokens print whole.
             string text = tok.Decode(generated);

@@ -13,15 +13,12 @@ internal static class IndexCommand
 {
     public static Command Create()
     {
-        var vectors = new Option<string>("--vectors") { Description = "safetensors with 'vectors' [N, D] (F32/F16/BF16; or 'embeddings', as rellax embed writes) and optional 'item_ids' I64 [N].", Required = true };
-        var output = new Option<string>("--output") { Description = "The index file to write (safetensors), atomically.", Required = true };
-        var pca = new Option<int?>("--pca") { Description = "Reduce to this many principal components first (SPEC: 512)." };
-        pca.Validators.Add(r => { if (r.GetValueOrDefault<int?>() is < 1) r.AddError("--pca must be >= 1"); });
-        var seed = new Option<int>("--seed") { Description = "Seed of the PCA's random projection.", DefaultValueFactory = _ => 0 };
-        var storage = new Option<string>("--storage") { Description = "Table storage: f32, f16 or i8 (one scale per row).", DefaultValueFactory = _ => "f32" };
-        storage.AcceptOnlyFromAmong("f32", "f16", "i8");
-        var similarity = new Option<string>("--similarity") { Description = "cosine (normalise rows) or dot (raw vectors).", DefaultValueFactory = _ => "cosine" };
-        similarity.AcceptOnlyFromAmong("cosine", "dot");
+        var vectors = CommonOptions.ItemVectors(required: true);
+        var output = new Option<string>("--output") { HelpName = "FILE.safetensors", Description = "The index file to write (safetensors), atomically.", Required = true };
+        var pca = CommonOptions.OptionalPca("Reduce to this many principal components first (SPEC: 512).");
+        var seed = CommonOptions.PcaSeed();
+        var storage = CommonOptions.Choice("--storage", "Table storage: f32, f16 or i8 (one scale per row).", "f32", "f32", "f16", "i8");
+        var similarity = CommonOptions.Choice("--similarity", "cosine (normalise rows) or dot (raw vectors).", "cosine", "cosine", "dot");
         var backend = CommonOptions.Backend();
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
@@ -31,20 +28,22 @@ internal static class IndexCommand
 
         Examples:
           rellax embed --items ml1m/items.jsonl --output ml1m-vectors.safetensors
-          rellax index --vectors ml1m-vectors.safetensors --pca 512 --output ml1m-index.safetensors
-          rellax index --vectors vectors.safetensors --storage i8 --similarity dot --output index.safetensors --json
+          rellax index --item-vectors ml1m-vectors.safetensors --pca 512 --output ml1m-index.safetensors
+          rellax index --item-vectors vectors.safetensors --storage i8 --similarity dot --output index.safetensors --json
         """) { vectors, output, pca, seed, storage, similarity, backend, threads, json };
-        cmd.SetAction(r => CommonOptions.Guard(() => Run(r.GetValue(vectors)!, r.GetValue(output)!, r.GetValue(pca), r.GetValue(seed),
+        cmd.SetAction(r => CommonOptions.Guard(cancel => Run(r.GetValue(vectors)!, r.GetValue(output)!, r.GetValue(pca), r.GetValue(seed),
             r.GetValue(storage) switch { "f16" => DType.F16, "i8" => DType.I8, _ => DType.F32 },
             r.GetValue(similarity) == "dot" ? SubrSimilarity.Dot : SubrSimilarity.Cosine,
-            r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json))));
+            r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json), cancel)));
         return cmd;
     }
 
     private static int Run(string vectorsPath, string outputPath, int? pca, int seed, DType storage, SubrSimilarity similarity,
-        string backendName, int threads, bool json)
+        string backendName, int threads, bool json, CancellationToken cancel)
     {
+        OutputFile.Check(outputPath, "--output", vectorsPath);
         var (data, n, d, ids) = ItemVectors.ReadFile(vectorsPath);
+        CommonOptions.CheckPca(pca, n, d, "dimension");
         using var compute = CommonOptions.CreateBackend(backendName, threads);
         var clock = Stopwatch.StartNew();
         SubrIndex index;
@@ -60,7 +59,8 @@ internal static class IndexCommand
         using (index)
         {
             double buildMs = clock.Elapsed.TotalMilliseconds;
-            index.Save(outputPath);
+            cancel.ThrowIfCancellationRequested();
+            index.Save(outputPath, cancel);
             double kept = index.ExplainedVarianceRatio?.Sum() ?? 1;
             if (json)
                 Console.WriteLine(JsonSerializer.Serialize(new

@@ -40,10 +40,10 @@ internal static class PipelineReport
     });
 
     /// <summary>Writes <c>{"id", "label", "p_yes"}</c> per scored sample to <paramref name="path"/>, atomically.</summary>
-    public static void WriteScores(string path, EvaluationResult result) => CommonOptions.WriteAtomically(path, stream =>
+    public static void WriteScores(string path, EvaluationResult result, CancellationToken cancel) => Runtime.OutputFile.Write(path, stream =>
     {
         using var w = new StreamWriter(stream, new System.Text.UTF8Encoding(false), leaveOpen: true);
         for (int i = 0; i < result.Samples.Count; i++)
             w.WriteLine(System.Text.Json.JsonSerializer.Serialize(new { id = result.Samples[i].Index, label = result.Samples[i].Label ? 1 : 0, p_yes = result.Scores[i].PYes }));
-    });
+    }, cancel);
 }

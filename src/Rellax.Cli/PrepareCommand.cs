@@ -50,33 +50,28 @@ internal static class PrepareCommand
         };
         var data = new Option<string>("--data") { HelpName = "DIR", Description = "The dataset's folder, as unpacked from its archive.", Required = true };
         var output = new Option<string>("--output") { HelpName = "DIR", Description = "The prepared-dataset folder to write (its parent must exist).", Required = true };
-        var minHistory = new Option<int>("--min-history") { HelpName = "N", Description = "Drop samples with fewer history items (SPEC: 5).", DefaultValueFactory = _ => 5 };
-        minHistory.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError($"--min-history must be >= 0, got {r.GetValueOrDefault<int>()}"); });
-        var limit = new Option<int>("--limit") { HelpName = "N", Description = "Keep only the first N samples in global order, after the split (0: all).", DefaultValueFactory = _ => 0 };
-        limit.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError($"--limit must be >= 0, got {r.GetValueOrDefault<int>()}"); });
-        var seed = new Option<int>("--seed") { HelpName = "N", Description = "Seed of the hold-out protocol's shuffles (Python's random.seed; the reference uses 42).", DefaultValueFactory = _ => 42 };
-        var holdOut = new Option<string>("--hold-out")
-        {
-            HelpName = "shuffle|last",
-            Description = "Hold-out datasets: shuffle each user's ratings with --seed before holding out the last (the reference), or hold out the last in file order.",
-            DefaultValueFactory = _ => "shuffle",
-        }.AcceptOnlyFromAmong("shuffle", "last");
+        var minHistory = CommonOptions.Int("--min-history", 0, 100_000, "Drop samples with fewer history items (SPEC: 5).", 5);
+        var limit = CommonOptions.Int("--limit", 0, int.MaxValue, "Keep only the first N samples in global order, after the split (0: all).", 0);
+        var seed = CommonOptions.Seed(42, "Seed of the hold-out protocol's shuffles (Python's random.seed; the reference uses 42).");
+        var holdOut = CommonOptions.Choice("--hold-out",
+            "Hold-out datasets: shuffle each user's ratings with --seed before holding out the last (the reference), or hold out the last in file order.",
+            "shuffle", "shuffle", "last");
         var skip = new Option<bool>("--skip-bad-lines") { Description = "Skip malformed lines (counted and reported) instead of failing at the first one." };
         var json = CommonOptions.Json();
         var cmd = new Command("prepare", Description) { dataset, data, output, minHistory, limit, seed, holdOut, skip, json };
-        cmd.SetAction(r => CommonOptions.Guard(() => Run(r.GetValue(dataset)!, r.GetValue(data)!, r.GetValue(output)!, r.GetValue(minHistory),
-            r.GetValue(limit), r.GetValue(seed), r.GetValue(holdOut) != "last", r.GetValue(skip), r.GetValue(json))));
+        cmd.SetAction(r => CommonOptions.Guard(cancel => Run(r.GetValue(dataset)!, r.GetValue(data)!, r.GetValue(output)!, r.GetValue(minHistory),
+            r.GetValue(limit), r.GetValue(seed), r.GetValue(holdOut) != "last", r.GetValue(skip), r.GetValue(json), cancel)));
         return cmd;
     }
 
     private static int Run(string datasetName, string dataDir, string outputDir, int minHistory, int limit, int seed, bool shuffleHoldOut,
-        bool skipBadLines, bool json)
+        bool skipBadLines, bool json, CancellationToken cancel)
     {
         if (!DatasetReader.Names.Contains(datasetName, StringComparer.OrdinalIgnoreCase))
             throw new ArgumentException($"--dataset: unknown dataset '{datasetName}'; expected one of {string.Join(", ", DatasetReader.Names)}");
         var kind = DatasetReader.ParseKind(datasetName);
         if (!Directory.Exists(dataDir)) throw new DirectoryNotFoundException($"--data folder '{dataDir}' does not exist");
-        PreparedDataset.CheckTarget(outputDir);
+        PreparedDataset.CheckTarget(outputDir, dataDir);
         bool interactive = !Console.IsErrorRedirected;
         void Stage(string text) { if (interactive) Console.Error.WriteLine(text); }
 
@@ -93,6 +88,7 @@ internal static class PrepareCommand
         foreach (var m in skipped) Console.Error.WriteLine($"rellax: skipped {m}");
         if (ratings.SkippedLines > skipped.Count) Console.Error.WriteLine($"rellax: ... and {ratings.SkippedLines - skipped.Count} more skipped lines");
 
+        cancel.ThrowIfCancellationRequested();
         Stage($"building samples from {ratings.Ratings.Length} ratings ...");
         clock.Restart();
         var defaults = ratings.HasTimestamps ? new SampleOptions() : SampleOptions.HoldOutDefaults;
@@ -100,12 +96,18 @@ internal static class PrepareCommand
         var samples = ReLLaSamples.Build(ratings, options);
         double buildMs = clock.Elapsed.TotalMilliseconds;
 
+        int train = samples.CountOf(SampleSplit.Train), valid = samples.CountOf(SampleSplit.Valid), test = samples.CountOf(SampleSplit.Test);
+        var empty = new[] { ("train", train), ("valid", valid), ("test", test) }.Where(c => c.Item2 == 0).Select(c => c.Item1).ToList();
+        // --limit asks for a smaller dataset, not for a missing split: say when it left one empty.
+        if (limit > 0 && empty.Count > 0)
+            PipelineReport.Warn($"--limit {limit} leaves the {string.Join(" and ", empty)} split{(empty.Count > 1 ? "s" : "")} empty " +
+                $"({samples.Samples.Count} samples: train {train}, valid {valid}, test {test}); a larger --limit fills every split");
+        cancel.ThrowIfCancellationRequested();
         Stage($"writing {samples.Samples.Count} samples to {outputDir} ...");
         clock.Restart();
-        PreparedDataset.Save(samples, outputDir);
+        PreparedDataset.Save(samples, outputDir, cancel);
         double writeMs = clock.Elapsed.TotalMilliseconds;
 
-        int train = samples.CountOf(SampleSplit.Train), valid = samples.CountOf(SampleSplit.Valid), test = samples.CountOf(SampleSplit.Test);
         if (json)
             Console.WriteLine(JsonSerializer.Serialize(new
             {

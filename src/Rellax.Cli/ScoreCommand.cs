@@ -41,13 +41,9 @@ internal static class ScoreCommand
         var backend = CommonOptions.Backend();
         var threads = CommonOptions.Threads();
         var batch = CommonOptions.BatchSize(new ScoringOptions().BatchSize, "Most prompts per forward pass (prompts are sorted by length and left-padded).");
-        var maxTokens = new Option<int>("--max-batch-tokens")
-        {
-            HelpName = "N",
-            Description = "Most padded tokens (batch × longest prompt) per forward pass: bounds activation memory. A longer prompt runs alone.",
-            DefaultValueFactory = _ => new ScoringOptions().MaxBatchTokens,
-        };
-        maxTokens.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 1) r.AddError($"--max-batch-tokens must be >= 1, got {r.GetValueOrDefault<int>()}"); });
+        var maxTokens = CommonOptions.Int("--max-batch-tokens", 1, 1 << 24,
+            "Most padded tokens (batch × longest prompt) per forward pass: bounds activation memory. A longer prompt runs alone.",
+            new ScoringOptions().MaxBatchTokens);
         var yes = new Option<string>("--yes") { HelpName = "TEXT", Description = "The positive answer as it follows the prompt.", DefaultValueFactory = _ => " Yes" };
         var no = new Option<string>("--no") { HelpName = "TEXT", Description = "The negative answer as it follows the prompt.", DefaultValueFactory = _ => " No" };
         var input = new Option<string>("--input") { HelpName = "FILE.jsonl", Description = "JSONL requests (see above).", Required = true };
@@ -55,20 +51,20 @@ internal static class ScoreCommand
         var json = CommonOptions.Json();
         json.Description = "Print a JSON summary (count, backend, attention, timings, tokens/s): on stdout with --output, else on stderr.";
         var cmd = new Command("score", Description) { model, adapter, template, attention, backend, threads, batch, maxTokens, yes, no, input, output, json };
-        cmd.SetAction(r => CommonOptions.Guard(() => Run(new Settings(
+        cmd.SetAction(r => CommonOptions.Guard(cancel => Run(new Settings(
             r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(adapter), PromptTemplate.Parse(r.GetValue(template)!),
             CommonOptions.ParseAttention(r.GetValue(attention)!), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(maxTokens),
-            r.GetValue(yes)!, r.GetValue(no)!, r.GetValue(input)!, r.GetValue(output), r.GetValue(json)))));
+            r.GetValue(yes)!, r.GetValue(no)!, r.GetValue(input)!, r.GetValue(output), r.GetValue(json)), cancel)));
         return cmd;
     }
 
     private sealed record Settings(string ModelDir, string? AdapterDir, PromptTemplate Template, AttentionPrecision Attention,
         string BackendName, int Threads, int BatchSize, int MaxBatchTokens, string Yes, string No, string InputPath, string? OutputPath, bool Json);
 
-    private static int Run(Settings s)
+    private static int Run(Settings s, CancellationToken cancel)
     {
         if (!File.Exists(s.InputPath)) throw new FileNotFoundException($"input file '{s.InputPath}' does not exist", s.InputPath);
-        if (s.OutputPath is not null) CommonOptions.CheckOutputPath(s.OutputPath);
+        if (s.OutputPath is not null) OutputFile.Check(s.OutputPath, "--output", s.InputPath, s.ModelDir, s.AdapterDir);
         // Parse every line first (no model needed: a malformed line fails at once), then load the model and validate every
         // request before scoring any: a bad line late in a big file fails in seconds, not hours.
         var clock = Stopwatch.StartNew();
@@ -76,7 +72,6 @@ internal static class ScoreCommand
         using (var reader = new StreamReader(s.InputPath)) entries = ScoreRequestsFile.Read(reader, s.InputPath).ToList();
         double parseMs = clock.Elapsed.TotalMilliseconds;
 
-        using var cancel = CommonOptions.CancelOnCtrlC();
         using var backend = CommonOptions.CreateBackend(s.BackendName, s.Threads);
         clock.Restart();
         using var model = LlamaModel.Load(s.ModelDir, backend);
@@ -95,7 +90,10 @@ internal static class ScoreCommand
             }
             catch (ArgumentException e)
             {
-                throw new InvalidDataException($"{s.InputPath}:{entry.Line}: id {entry.RawId}: {e.Message}", e);
+                string advice = e.Message.Contains("tokens long", StringComparison.Ordinal) && s.Template.Name != PromptTemplate.None.Name
+                    ? $" (--template none drops the {s.Template.Name} template's {model.Tokenizer.Encode(s.Template.Apply(""), addSpecialTokens: false).Count} tokens)"
+                    : "";
+                throw new InvalidDataException($"{s.InputPath}:{entry.Line}: id {entry.RawId}: {e.Message}{advice}", e);
             }
         }
         double validateMs = parseMs + clock.Elapsed.TotalMilliseconds;
@@ -108,7 +106,7 @@ internal static class ScoreCommand
             using var progress = new TerminalProgress("scoring", entries.Count);
             try
             {
-                scores = scorer.Score(entries.Select(e => e.Request).ToList(), progress, cancel.Token);
+                scores = scorer.Score(entries.Select(e => e.Request).ToList(), progress, cancel);
             }
             catch (ArgumentException e) when (RequestIndex(e.Message) is int i && i < entries.Count)
             {
@@ -125,7 +123,7 @@ internal static class ScoreCommand
             using var stdout = Console.OpenStandardOutput();
             WriteScores(stdout, entries, scores, s.InputPath);
         }
-        else CommonOptions.WriteAtomically(s.OutputPath, stream => WriteScores(stream, entries, scores, s.InputPath));
+        else OutputFile.Write(s.OutputPath, stream => WriteScores(stream, entries, scores, s.InputPath), cancel);
 
         double tokensPerSecond = scoreMs > 0 ? tokens / (scoreMs / 1000) : 0;
         if (s.Json)

@@ -252,17 +252,7 @@ public sealed class DinModel
         foreach (var (name, shape) in TensorShapes(Config))
             writer.Add<float>(name, SafeTensorDType.F32, shape, _weights[name]);
         writer.Save(Path.Combine(dir, WeightsFile));
-        string config = Path.Combine(dir, ConfigFile);
-        string temp = config + $".tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
-        try
-        {
-            File.WriteAllText(temp, Config.ToJson() + "\n", new UTF8Encoding(false));
-            File.Move(temp, config, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
+        OutputFile.Write(Path.Combine(dir, ConfigFile), stream => stream.Write(new UTF8Encoding(false).GetBytes(Config.ToJson() + "\n")));
     }
 
     /// <summary>Row <paramref name="row"/> of the embedding table [E] (an item's SPA embedding is the row of its id in the

@@ -31,7 +31,7 @@ public sealed record EvaluationOptions
     /// <summary>SUBR's order in the prompt: chronological (the default, the reference's <c>sequential</c>) or best first.</summary>
     public SubrOrder Order { get; init; } = SubrOrder.Chronological;
 
-    /// <summary>PCA components for SUBR's item vectors (SPEC: 512), capped at min(hidden size, items); null: no PCA.</summary>
+    /// <summary>PCA components for SUBR's item vectors (SPEC: 512); capped at min(items, dimension) by <see cref="Pca.Honour"/>, which warns; null: no PCA.</summary>
     public int? PcaComponents { get; init; } = 512;
 
     /// <summary>Cosine (default) or raw dot product (the reference code's choice for ML-25M and Book-Crossing).</summary>
@@ -107,7 +107,7 @@ public static class CtrEvaluation
     /// item row); required when the adapter has generators or a projector.</param>
     /// <param name="options">Null for the defaults.</param>
     /// <param name="progress">Stage progress.</param>
-    /// <param name="warn">Receives cache warnings (one line each).</param>
+    /// <param name="warn">Receives warnings (one line each): an unusable cache file, a PCA size that was capped.</param>
     /// <param name="cancellationToken">Checked between batches.</param>
     /// <exception cref="ArgumentException">The split is empty, the adapter needs CRM features that are missing, of the wrong
     /// size or lack a sample or item, or a prompt is too long for the model (the message says which).</exception>
@@ -128,28 +128,54 @@ public static class CtrEvaluation
 
         var stages = new List<StageTiming>();
         var cache = o.CacheDirectory is null ? null : new PipelineCache(o.CacheDirectory, warn);
-        int[][] recent = SampleRetrieval.Recent(set, samples, o.K);
-        int[][] positions = recent;
-        double? explained = null;
-        if (o.Retrieval == HistoryRetrieval.Subr)
-            positions = Subr(model.Backend, model, set, samples, o, cache, stages, progress, cancellationToken, out explained);
-
-        var clock = Stopwatch.StartNew();
         var builder = new ReLLaPromptBuilder(set, new PromptOptions
         {
             SpaMarkers = adapter?.Projector is not null,
             HistToken = adapter?.Config.HistToken ?? "[hist]",
             TargetToken = adapter?.Config.TargetToken ?? "[target]",
         });
+        bool generators = adapter?.HasGenerators == true, spa = adapter?.Projector is not null;
+        using var scorer = new CtrScorer(model, adapter, o.Scoring);
+        int[][] recent = SampleRetrieval.Recent(set, samples, o.K);
+        int[][] positions = recent;
+        double? explained = null;
+        if (o.Retrieval == HistoryRetrieval.Subr)
+        {
+            // SUBR may list any K of a sample's history items. Check each sample's longest case (its K history items with the
+            // most title tokens) now, so that a K or a template that cannot fit the context fails in seconds, not after the
+            // LLM has embedded every item.
+            var titleTokens = new int[set.Dataset.Items.Count];
+            for (int j = 0; j < titleTokens.Length; j++)
+                titleTokens[j] = model.Tokenizer.Encode(set.Dataset.Items[j].Title, addSpecialTokens: false).Count;
+            for (int i = 0; i < samples.Count; i++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var longest = LongestPositions(set, samples[i], o.K, titleTokens);
+                Validate(i, Request(i, builder.Build(samples[i], longest)), longest.Length < samples[i].HistoryLength ? titleTokens : null);
+            }
+            positions = Subr(model.Backend, model, set, samples, o, cache, stages, progress, warn, cancellationToken, out explained);
+        }
+
+        var clock = Stopwatch.StartNew();
         var prompts = new ReLLaPrompt[samples.Count];
         var requests = new CtrRequest[samples.Count];
-        bool generators = adapter?.HasGenerators == true, spa = adapter?.Projector is not null;
-        for (int i = 0; i < samples.Count; i++)
+        for (int i = 0; i < samples.Count; i++) requests[i] = Request(i, prompts[i] = builder.Build(samples[i], positions[i]));
+        stages.Add(new StageTiming("prompts", clock.Elapsed.TotalSeconds, samples.Count, "prompts"));
+
+        clock.Restart();
+        long tokens = 0;
+        for (int i = 0; i < requests.Length; i++) tokens += Validate(i, requests[i]);
+        stages.Add(new StageTiming("tokenize", clock.Elapsed.TotalSeconds, samples.Count, "prompts", tokens));
+
+        clock.Restart();
+        var scores = scorer.Score(requests, progress is null ? null : new Progress(progress, "forward", samples.Count), cancellationToken);
+        stages.Add(new StageTiming("forward", clock.Elapsed.TotalSeconds, samples.Count, "prompts", tokens));
+
+        CtrRequest Request(int i, ReLLaPrompt p)
         {
-            var p = prompts[i] = builder.Build(samples[i], positions[i]);
             try
             {
-                requests[i] = new CtrRequest(p.Text,
+                return new CtrRequest(p.Text,
                     generators ? crm!.UserState(samples[i].Index).ToArray() : null,
                     spa ? p.HistoryItems.Select(item => crm!.ItemEmbedding(item).ToArray()).ToArray() : null,
                     spa ? crm!.ItemEmbedding(p.TargetItem).ToArray() : null);
@@ -159,25 +185,19 @@ public static class CtrEvaluation
                 throw new ArgumentException($"sample {samples[i].Index}: the CRM features do not cover it: {e.Message}", nameof(crm), e);
             }
         }
-        stages.Add(new StageTiming("prompts", clock.Elapsed.TotalSeconds, samples.Count, "prompts"));
 
-        using var scorer = new CtrScorer(model, adapter, o.Scoring);
-        clock.Restart();
-        long tokens = 0;
-        for (int i = 0; i < requests.Length; i++)
+        // titleTokens: set when the request lists the sample's longest K history items (SUBR's check before embedding).
+        int Validate(int i, CtrRequest request, int[]? titleTokens = null)
         {
-            try { tokens += scorer.Validate(requests[i]); }
+            try { return scorer.Validate(request); }
             catch (ArgumentException e)
             {
-                throw new ArgumentException($"sample {samples[i].Index}: {e.Message}" +
-                    (e.Message.Contains("tokens long", StringComparison.Ordinal) ? $" (K = {o.K} history items per prompt; a smaller K shortens it)" : ""), nameof(set), e);
+                bool tooLong = e.Message.Contains("tokens long", StringComparison.Ordinal);
+                throw new ArgumentException($"sample {samples[i].Index}: " +
+                    (tooLong && titleTokens is not null ? $"with its {o.K} longest history items (SUBR may list any {o.K}), " : "") + e.Message +
+                    (tooLong ? TooLongAdvice(scorer, builder, set, samples[i], o, titleTokens, r => Request(i, r)) : ""), nameof(set), e);
             }
         }
-        stages.Add(new StageTiming("tokenize", clock.Elapsed.TotalSeconds, samples.Count, "prompts", tokens));
-
-        clock.Restart();
-        var scores = scorer.Score(requests, progress is null ? null : new Progress(progress, "forward", samples.Count), cancellationToken);
-        stages.Add(new StageTiming("forward", clock.Elapsed.TotalSeconds, samples.Count, "prompts", tokens));
 
         var p1 = scores.Select(s => s.PYes).ToArray();
         var labels = samples.Select(s => s.Label).ToArray();
@@ -187,6 +207,44 @@ public static class CtrEvaluation
             SampleRetrieval.CategoryAgreement(set, samples, recent),
             SampleRetrieval.CategoryAgreement(set, samples, null));
         return new EvaluationResult(metrics, stages, samples, prompts, scores, quality, explained);
+    }
+
+    /// <summary>What to change when <paramref name="sample"/>'s prompt is too long: the largest K whose prompt fits (its
+    /// recent-K, or with <paramref name="titleTokens"/> its longest K), and the chat template's cost in tokens when one is applied.</summary>
+    private static string TooLongAdvice(CtrScorer scorer, ReLLaPromptBuilder builder, SampleSet set, in ReLLaSample sample, EvaluationOptions o,
+        int[]? titleTokens, Func<ReLLaPrompt, CtrRequest> request)
+    {
+        int fits = 0;
+        for (int k = Math.Min(o.K - 1, sample.HistoryLength); k >= 1 && fits == 0; k--)
+        {
+            try
+            {
+                var positions = titleTokens is null ? ReLLaPromptBuilder.RecentPositions(sample.HistoryLength, k) : LongestPositions(set, sample, k, titleTokens);
+                scorer.Validate(request(builder.Build(sample, positions)));
+                fits = k;
+            }
+            catch (ArgumentException) { }
+        }
+        var template = o.Scoring.Template;
+        string templateAdvice = template.Name == PromptTemplate.None.Name ? ""
+            : $"; --template none drops the {template.Name} template's {scorer.Model.Tokenizer.Encode(template.Apply(""), addSpecialTokens: false).Count} tokens";
+        return $" (K = {o.K} history items per prompt; " + (fits > 0 ? $"K = {fits} fits this sample" : "even K = 1 does not fit") + templateAdvice + ")";
+    }
+
+    /// <summary>The positions of the <paramref name="k"/> history events of <paramref name="sample"/> whose items' titles
+    /// have the most tokens (ties: the more recent), in time order: the longest prompt SUBR-K could produce.</summary>
+    private static int[] LongestPositions(SampleSet set, in ReLLaSample sample, int k, int[] titleTokens)
+    {
+        var history = set.History(sample);
+        if (history.Length <= k) return ReLLaPromptBuilder.RecentPositions(history.Length, k);
+        var order = new int[history.Length];
+        for (int p = 0; p < order.Length; p++) order[p] = p;
+        var keys = new long[history.Length];
+        for (int p = 0; p < keys.Length; p++) keys[p] = -((long)titleTokens[history[p].Item] << 32 | (uint)p);
+        Array.Sort(keys, order);
+        var chosen = order.AsSpan(0, k).ToArray();
+        Array.Sort(chosen);
+        return chosen;
     }
 
     /// <summary>Checks that the CRM features cover what the adapter needs, with sizes.</summary>
@@ -211,7 +269,7 @@ public static class CtrEvaluation
 
     /// <summary>The SUBR stages: item vectors (cached), PCA + index, retrieval (cached); appends their timings to <paramref name="stages"/>.</summary>
     internal static int[][] Subr(ComputeBackend backend, LlamaModel? model, SampleSet set, List<ReLLaSample> samples, EvaluationOptions o, PipelineCache? cache,
-        List<StageTiming> stages, IProgress<EvaluationProgress>? progress, CancellationToken cancellationToken, out double? explained)
+        List<StageTiming> stages, IProgress<EvaluationProgress>? progress, Action<string>? warn, CancellationToken cancellationToken, out double? explained)
     {
         int rows = set.Dataset.Items.Count;
 
@@ -261,8 +319,7 @@ public static class CtrEvaluation
         }
 
         clock.Restart();
-        int? components = o.PcaComponents is int k ? Math.Min(k, Math.Min(dim, rows)) : null;
-        if (components is int c && (c < 1 || rows < 2)) components = null;
+        int? components = Pca.Honour(o.PcaComponents, rows, dim, warn);
         using var index = SubrIndex.Build(backend, vectors, rows, dim, default,
             new SubrIndexOptions { PcaComponents = components, Similarity = o.Similarity });
         explained = index.ExplainedVarianceRatio?.Sum();

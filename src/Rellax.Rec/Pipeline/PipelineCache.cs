@@ -1,3 +1,4 @@
+using Rellax.Runtime;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
@@ -125,17 +126,14 @@ internal sealed class PipelineCache(string directory, Action<string>? warn = nul
 
     private void Write(string path, byte[] bytes)
     {
-        string temp = path + $".tmp-{Environment.ProcessId}";
         try
         {
             System.IO.Directory.CreateDirectory(Directory);
-            File.WriteAllBytes(temp, bytes);
-            File.Move(temp, path, overwrite: true);
+            OutputFile.Write(path, stream => stream.Write(bytes));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             Warn?.Invoke($"could not write cache file '{path}' ({e.Message}); continuing without it");
-            try { if (File.Exists(temp)) File.Delete(temp); } catch (IOException) { }
         }
     }
 }

@@ -1,3 +1,4 @@
+using Rellax.Runtime;
 using System.Buffers;
 using System.Globalization;
 using System.Text;
@@ -64,84 +65,53 @@ public static class PreparedDataset
 
     private static readonly JsonWriterOptions WriterOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
-    /// <summary>Writes <paramref name="samples"/> (and its dataset) to <paramref name="directory"/>, atomically: the files are
-    /// written into a temporary folder beside it that replaces the folder at the end.</summary>
+    /// <summary>Writes <paramref name="samples"/> (and its dataset) to <paramref name="directory"/>, atomically, through
+    /// <see cref="OutputFile.WriteFolder"/>: the files are written into a temporary folder beside it that replaces the folder
+    /// at the end.</summary>
     /// <param name="samples">What to write.</param>
     /// <param name="directory">The folder to create or replace. Its parent must exist. An existing folder is replaced only when
     /// it is empty or holds a <c>dataset.json</c> (an earlier prepared dataset); anything else is refused.</param>
+    /// <param name="cancellationToken">Checked between files and before the rename.</param>
     /// <exception cref="ArgumentException">The timelines of <paramref name="samples"/> do not hold every rating of its dataset
     /// exactly once (<see cref="ReLLaSamples.Build"/> always makes them so).</exception>
     /// <exception cref="DirectoryNotFoundException">The parent folder does not exist.</exception>
     /// <exception cref="IOException">The target is a file or a folder that is not a prepared dataset, or writing failed;
     /// whatever was at <paramref name="directory"/> before is then left as it was and no temporary folder remains.</exception>
-    public static void Save(SampleSet samples, string directory)
+    /// <exception cref="OperationCanceledException">Cancelled; as for a failure, nothing changed.</exception>
+    public static void Save(SampleSet samples, string directory, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(samples);
         ArgumentException.ThrowIfNullOrEmpty(directory);
-        string full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory));
-        string parent = Path.GetDirectoryName(full) ?? throw new IOException($"'{directory}' has no parent folder");
-        CheckTarget(full, directory);
-        string name = Path.GetFileName(full);
-        string temp = Path.Combine(parent, $".{name}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        try
+        OutputFile.WriteFolder(directory, RefuseReason, temp =>
         {
-            Directory.CreateDirectory(temp);
             WriteFile(Path.Combine(temp, ItemsFileName), stream => { using var lines = new JsonLines(stream); WriteItems(lines, samples.Dataset); });
+            cancellationToken.ThrowIfCancellationRequested();
             WriteFile(Path.Combine(temp, UsersFileName), stream => { using var lines = new JsonLines(stream); WriteUsers(lines, samples.Dataset); });
+            cancellationToken.ThrowIfCancellationRequested();
             WriteFile(Path.Combine(temp, TimelinesFileName), stream => WriteTimelines(stream, samples));
+            cancellationToken.ThrowIfCancellationRequested();
             WriteFile(Path.Combine(temp, SamplesFileName), stream => WriteSamples(stream, samples));
             WriteManifest(Path.Combine(temp, ManifestFileName), samples);
-            Replace(temp, full);
-        }
-        finally
-        {
-            if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
-        }
+        }, cancellationToken);
     }
 
     /// <summary>
     /// Fails unless <paramref name="directory"/> can be written by <see cref="Save"/>: its parent exists, and it is absent,
-    /// an empty folder or an earlier prepared dataset. Commands call it before long work.
+    /// an empty folder or an earlier prepared dataset, and it is not (and does not hold) one of <paramref name="inputs"/>.
+    /// Commands call it before long work.
     /// </summary>
+    /// <param name="directory">The output folder.</param>
+    /// <param name="inputs">The command's input files and folders.</param>
     /// <exception cref="DirectoryNotFoundException">The parent folder does not exist.</exception>
-    /// <exception cref="IOException">The target is a file or a folder that is not a prepared dataset.</exception>
-    public static void CheckTarget(string directory) =>
-        CheckTarget(Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory)), directory);
+    /// <exception cref="IOException">The target is a file, a folder that is not a prepared dataset, or holds an input.</exception>
+    public static void CheckTarget(string directory, params IEnumerable<string?> inputs) =>
+        OutputFile.CheckFolder(directory, "output folder", RefuseReason, inputs);
 
-    private static void CheckTarget(string full, string shown)
-    {
-        string? parent = Path.GetDirectoryName(full);
-        if (parent is null) throw new IOException($"'{shown}' has no parent folder");
-        if (!Directory.Exists(parent)) throw new DirectoryNotFoundException($"output folder '{shown}': its parent '{parent}' does not exist");
-        if (File.Exists(full)) throw new IOException($"output folder '{shown}' is a file");
-        if (Directory.Exists(full) && !File.Exists(Path.Combine(full, ManifestFileName)) && Directory.EnumerateFileSystemEntries(full).Any())
-            throw new IOException($"output folder '{shown}' exists, is not empty and is not a prepared dataset (no {ManifestFileName}); refusing to replace it");
-    }
-
-    /// <summary>Moves <paramref name="temp"/> to <paramref name="target"/>, replacing an existing folder with two renames; if
-    /// the second fails, the old folder is moved back.</summary>
-    private static void Replace(string temp, string target)
-    {
-        if (!Directory.Exists(target))
-        {
-            Directory.Move(temp, target);
-            return;
-        }
-        string old = Path.Combine(Path.GetDirectoryName(target)!, $".{Path.GetFileName(target)}.old-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        Directory.Move(target, old);
-        try
-        {
-            Directory.Move(temp, target);
-        }
-        catch
-        {
-            Directory.Move(old, target);
-            throw;
-        }
-        try { Directory.Delete(old, recursive: true); }
-        catch (IOException) { /* the new folder is in place; a leftover hidden .old folder is harmless */ }
-        catch (UnauthorizedAccessException) { }
-    }
+    /// <summary>Why an existing folder must not be replaced by a prepared dataset, or null when it may be.</summary>
+    private static string? RefuseReason(string folder) =>
+        !File.Exists(Path.Combine(folder, ManifestFileName)) && Directory.EnumerateFileSystemEntries(folder).Any()
+            ? $"exists, is not empty and is not a prepared dataset (no {ManifestFileName})"
+            : null;
 
     private static void WriteFile(string path, Action<Stream> write)
     {

@@ -142,6 +142,32 @@ public sealed class Pca
         for (int i = 0; i < variance.Length; i++) _ratio[i] = totalVariance > 0 ? variance[i] / totalVariance : 0;
     }
 
+    /// <summary>
+    /// The one rule every command applies to a requested PCA size: a request larger than min(rows, dim) is capped to it,
+    /// and PCA is skipped when there are fewer than 2 rows; either way <paramref name="warn"/> says so (one line), so a
+    /// request is never changed silently.
+    /// </summary>
+    /// <param name="requested">The requested number of components (null: no PCA).</param>
+    /// <param name="rows">N, the number of vectors.</param>
+    /// <param name="dim">D, their dimension.</param>
+    /// <param name="warn">Receives the warning when the request is not honoured as given.</param>
+    /// <returns>The number of components to fit, or null for no PCA.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="requested"/> is below 1.</exception>
+    public static int? Honour(int? requested, long rows, int dim, Action<string>? warn)
+    {
+        if (requested is not int k) return null;
+        ArgumentOutOfRangeException.ThrowIfLessThan(k, 1, nameof(requested));
+        if (rows < 2)
+        {
+            warn?.Invoke($"PCA to {k} components needs at least 2 vectors, got {rows}; skipping PCA (the vectors keep {dim} dimensions)");
+            return null;
+        }
+        long cap = Math.Min(rows, dim);
+        if (k <= cap) return k;
+        warn?.Invoke($"PCA to {k} components is more than min(vectors, dimension) = min({rows}, {dim}) = {cap}; using {cap}");
+        return (int)cap;
+    }
+
     /// <summary>D, the dimension of the input vectors.</summary>
     public int InputDim { get; }
 

@@ -182,9 +182,10 @@ public sealed class SubrIndex : IDisposable
         return SubrQueries.Create(history, offsets, targets);
     }
 
-    /// <summary>Saves the index as safetensors, atomically (a temporary file renamed into place).</summary>
+    /// <summary>Saves the index as safetensors through <see cref="OutputFile.Write"/> (atomically: a temporary file renamed into place).</summary>
     /// <param name="path">Destination file.</param>
-    public void Save(string path)
+    /// <param name="cancellationToken">Checked before the file is renamed into place (<see cref="OutputFile.Write"/>).</param>
+    public void Save(string path, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         var writer = new SafeTensorsWriter();
@@ -208,7 +209,7 @@ public sealed class SubrIndex : IDisposable
         writer.Metadata["similarity"] = Table.Similarity == SubrSimilarity.Cosine ? "cosine" : "dot";
         if (ExplainedVarianceRatio is { } ratio)
             writer.Metadata["pca_explained_variance_ratio"] = JsonSerializer.Serialize(ratio);
-        writer.Save(path);
+        writer.Save(path, cancellationToken);
     }
 
     /// <summary>

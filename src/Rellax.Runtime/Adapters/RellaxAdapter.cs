@@ -249,16 +249,7 @@ public sealed class RellaxAdapter
         }
         writer.Save(System.IO.Path.Combine(dir, WeightsFileName));
 
-        string configPath = System.IO.Path.Combine(dir, ConfigFileName);
-        string temp = configPath + $".tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
-        try
-        {
-            File.WriteAllText(temp, AdapterConfigFile.Write(Config), new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: false));
-            File.Move(temp, configPath, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
+        OutputFile.Write(System.IO.Path.Combine(dir, ConfigFileName),
+            stream => stream.Write(new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: false).GetBytes(AdapterConfigFile.Write(Config))));
     }
 }

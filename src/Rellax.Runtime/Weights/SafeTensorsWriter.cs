@@ -42,32 +42,28 @@ public sealed class SafeTensorsWriter
         _tensors.Add(name, (dtype, shape.ToArray(), MemoryMarshal.AsBytes(data).ToArray()));
     }
 
-    /// <summary>Writes the file atomically (temporary file, then rename), replacing any existing file.</summary>
+    /// <summary>Writes the file through <see cref="OutputFile.Write"/>: atomically (temporary file, then rename) over a
+    /// regular file or the target of a symbolic link, streamed into a device or FIFO.</summary>
     /// <param name="path">Destination path; its directory must exist.</param>
+    /// <param name="cancellationToken">Checked before the file is renamed into place.</param>
     /// <exception cref="IOException">The file could not be written; nothing is left at <paramref name="path"/> that was not there before.</exception>
-    public void Save(string path)
+    /// <exception cref="OperationCanceledException">Cancelled; the old file is untouched and no temporary file remains.</exception>
+    public void Save(string path, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        string full = System.IO.Path.GetFullPath(path);
-        string temp = full + $".tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
-        try
+        OutputFile.Write(path, stream =>
         {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            byte[] header = Header();
+            Span<byte> length = stackalloc byte[8];
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)header.Length);
+            stream.Write(length);
+            stream.Write(header);
+            foreach (var (_, (_, _, data)) in _tensors)
             {
-                byte[] header = Header();
-                Span<byte> length = stackalloc byte[8];
-                System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)header.Length);
-                stream.Write(length);
-                stream.Write(header);
-                foreach (var (_, (_, _, data)) in _tensors) stream.Write(data);
-                stream.Flush(flushToDisk: true);
+                cancellationToken.ThrowIfCancellationRequested();
+                stream.Write(data);
             }
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
+        }, cancellationToken);
     }
 
     private byte[] Header()

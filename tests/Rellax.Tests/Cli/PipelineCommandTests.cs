@@ -99,6 +99,37 @@ public sealed class PipelineCommandTests
     }
 
     [Test]
+    public void ExportForScoreWithCrmVectorsThenScoreGivesEvalsScores()
+    {
+        // export --format score --spa --crm writes the prompts with SPA markers and the vectors the CFLoRA + SPA adapter
+        // needs; rellax score on that file must give exactly what eval scores in one command.
+        string prepared = Path.Combine(_demo, "prepared"), adapter = Path.Combine(_demo, "adapter"), crm = Path.Combine(_demo, "crm.safetensors");
+        string evalScores = Path.Combine(_dir, "eval-recent.jsonl"), requests = Path.Combine(_dir, "requests-crm.jsonl"), scores = Path.Combine(_dir, "score-crm.jsonl");
+        var (code, _, stderr) = Run("eval", "--data", prepared, "--adapter", adapter, "--crm", crm, "--retrieval", "recent", "--k", "3", "--limit", "6",
+            "--backend", "cpu", "--scores", evalScores);
+        Assert.That(code, Is.EqualTo(0), stderr);
+        (code, _, stderr) = Run("export", "--data", prepared, "--prompts", "recent", "--split", "test", "--limit", "6", "--k", "3", "--spa", "--crm", crm,
+            "--format", "score", "--output", requests);
+        Assert.That(code, Is.EqualTo(0), stderr);
+        var first = JsonDocument.Parse(File.ReadLines(requests).First()).RootElement;
+        Assert.That(first.GetProperty("prompt").GetString(), Does.Contain("[hist]").And.Contain("[target]"));
+        Assert.That(first.GetProperty("hist_embeddings").GetArrayLength(), Is.EqualTo(3));
+        Assert.That(first.GetProperty("instance").GetArrayLength(), Is.GreaterThan(0));
+        (code, _, stderr) = Run("score", "--adapter", adapter, "--input", requests, "--output", scores, "--backend", "cpu");
+        Assert.That(code, Is.EqualTo(0), stderr);
+        Assert.That(P(scores), Has.Length.EqualTo(6));
+        Assert.That(P(scores), Is.EqualTo(P(evalScores)).Within(1e-6));
+        Assert.That(File.ReadLines(scores).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("id").GetInt32()),
+            Is.EqualTo(File.ReadLines(evalScores).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("id").GetInt32())));
+
+        // Without --crm the markers come with a warning that says what score then needs.
+        (code, _, stderr) = Run("export", "--data", prepared, "--prompts", "recent", "--split", "test", "--limit", "6", "--k", "3", "--spa",
+            "--format", "score", "--output", requests);
+        Assert.That(code, Is.EqualTo(0), stderr);
+        Assert.That(stderr, Does.Contain("rellax: warning:").And.Contain("give --crm FILE"));
+    }
+
+    [Test]
     public void EvalWithTheDemosDinComputesTheSameCrmFeatures()
     {
         // The demo saved its random DIN; eval --din runs it on the same 24 test samples, so h_u and the item embeddings,

@@ -112,7 +112,7 @@ public sealed class ScoreInputTests
         {
             string path = Path.Combine(dir, "out.jsonl");
             File.WriteAllText(path, "old\n");
-            Assert.Throws<IOException>(() => CommonOptions.WriteAtomically(path, stream =>
+            Assert.Throws<IOException>(() => Rellax.Runtime.OutputFile.Write(path, stream =>
             {
                 stream.Write("half a new fi"u8);
                 throw new IOException("disk full (simulated)");
@@ -120,13 +120,13 @@ public sealed class ScoreInputTests
             Assert.That(File.ReadAllText(path), Is.EqualTo("old\n"));
             Assert.That(Directory.GetFiles(dir), Is.EqualTo(new[] { path }), "no temporary file left");
 
-            CommonOptions.WriteAtomically(path, stream => stream.Write("new\n"u8));
+            Rellax.Runtime.OutputFile.Write(path, stream => stream.Write("new\n"u8));
             Assert.That(File.ReadAllText(path), Is.EqualTo("new\n"));
             Assert.That(Directory.GetFiles(dir), Is.EqualTo(new[] { path }));
 
-            Assert.Throws<DirectoryNotFoundException>(() => CommonOptions.CheckOutputPath(Path.Combine(dir, "missing", "x.jsonl")));
-            Assert.Throws<IOException>(() => CommonOptions.CheckOutputPath(dir));
-            Assert.DoesNotThrow(() => CommonOptions.CheckOutputPath(Path.Combine(dir, "new.jsonl")));
+            Assert.Throws<DirectoryNotFoundException>(() => Rellax.Runtime.OutputFile.Check(Path.Combine(dir, "missing", "x.jsonl"), "--output"));
+            Assert.Throws<IOException>(() => Rellax.Runtime.OutputFile.Check(dir, "--output"));
+            Assert.DoesNotThrow(() => Rellax.Runtime.OutputFile.Check(Path.Combine(dir, "new.jsonl"), "--output"));
         }
         finally
         {
