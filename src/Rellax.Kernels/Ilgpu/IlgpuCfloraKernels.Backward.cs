@@ -49,7 +49,7 @@ internal partial class IlgpuCfloraKernels
             maxR = Math.Max(maxR, m.A.Dim(0));
         }
         if (4L * rows * maxR > int.MaxValue) throw new NotSupportedException($"the backward's rank scratch (4 x {rows} x {maxR}) passes 32-bit indexing");
-        var scratch = IlgpuBuffer.ViewOf<float>(Scratch(ref _backScratch, 4, rows, maxR));
+        var scratch = IlgpuBuffer.ViewOf<float>(BackwardScratch(rows, maxR));
         var xv = IlgpuBuffer.ViewOf<float>(x);
         var rs = IlgpuBuffer.ViewOf<int>(rowSample);
         for (int mi = 0; mi < modules.Length; mi++)
@@ -79,6 +79,12 @@ internal partial class IlgpuCfloraKernels
             }
         }
     }
+
+    /// <summary>
+    /// The f32 [4, T, r_max] scratch of the backward (u, z, v, du for one module at a time; each module's kernels consume
+    /// it before the next module's overwrite it, same stream, in order).
+    /// </summary>
+    protected Tensor BackwardScratch(int rows, int maxR) => Scratch(ref _backScratch, 4, rows, maxR);
 
     // u[t, i] = Σ_c A[i, c] x[t, c] and z[t, i] = Σ_o B[o, i] dY[t, o]; index = t·r + i. codes = A code | B code << 4.
     // Roofline: 2·(d_in + d_out) FLOPs per thread; A and B rows are shared by all t (cache-resident), x/dY rows by all i.
