@@ -115,6 +115,47 @@ public class CfloraBackwardBenchmarks
         return y + t2.mm(_tBT) * _scale;
     }
 
+    /// <summary>
+    /// <c>--cflora-backward-phases</c>: medians of 5 runs, back to back (so they see the same machine load), of our
+    /// forward, backward, backward without dX (the rank-r parts alone) and the plain base GEMM at the dX shape, per mode,
+    /// W0 f32: where the backward's time goes.
+    /// </summary>
+    public static void PrintPhases()
+    {
+        foreach (var mode in new[] { "gate", "lora" })
+        {
+            var b = new CfloraBackwardBenchmarks { Mode = mode, Weights = DType.F32 };
+            b.Setup();
+            try
+            {
+                var noDx = b._backward;
+                double Median(Action run)
+                {
+                    run();
+                    var times = new double[5];
+                    for (int i = 0; i < times.Length; i++)
+                    {
+                        var sw = System.Diagnostics.Stopwatch.StartNew();
+                        run();
+                        times[i] = sw.Elapsed.TotalMilliseconds;
+                    }
+                    Array.Sort(times);
+                    return times[2];
+                }
+                double fwd = Median(b.OursForward);
+                double bwd = Median(() => b._cpu.Cflora.Backward(b._x, [b._backward], b._batch, b._dx));
+                double rank = Median(() => b._cpu.Cflora.Backward(b._x, [noDx], b._batch, null));
+                double gemm = Median(() => b._cpu.Primitives.MatMul(b._x, b._forward.W0, b._dx));
+                Console.WriteLine($"{mode}: forward {fwd:F1} ms, backward {bwd:F1} ms (backward/forward {bwd / fwd:F2}), " +
+                    $"backward without dX {rank:F1} ms, plain GEMM x·W0ᵀ at the same shape {gemm:F1} ms");
+            }
+            finally
+            {
+                b.Cleanup();
+            }
+        }
+    }
+
     /// <summary>TorchSharp forward only (no graph kept).</summary>
     [Benchmark(Baseline = true)]
     public void TorchForward()

@@ -23,6 +23,12 @@ if (args is ["--scoring-memory", var side])
     return;
 }
 
+if (args is ["--cflora-backward-phases"])
+{
+    CfloraBackwardBenchmarks.PrintPhases();
+    return;
+}
+
 if (args is ["--subr-steady"])
 {
     SubrSteadyState.Run();

@@ -9,8 +9,8 @@ namespace Rellax.Kernels.Cpu;
 /// The CFLoRA backward on the CPU (contract: <see cref="ICfloraKernels.Backward"/>, ground truth
 /// <see cref="CfloraReference.Backward"/>). Per module, with T rows:
 /// <code>
-/// z[T, r]  = dY · B                        (Bᵀ widened once to f32 [r, d_out]; the forward's small-N product)
-/// u[T, r]  = x · Aᵀ                        (recomputed, only when dB or dG is wanted)
+/// z[T, r]  = dY · B                        (Bᵀ widened once to f32 [r, d_out]; <see cref="RankProduct"/>)
+/// u[T, r]  = x · Aᵀ                        (recomputed, only when dB or dG is wanted; <see cref="RankProduct"/>)
 /// du[t]    = scale · G_s z[t]              (r² per row; identity G: scale · z, no r × r work)
 /// v[t]     = scale · G_sᵀ u[t]             (only for dB)
 /// dG_s     = scale · Σ_{t of s} u[t] ⊗ z[t] (only when wanted: T·r² MACs)
@@ -23,9 +23,9 @@ namespace Rellax.Kernels.Cpu;
 /// and q/k/v (or gate/up) sum into dX inside the microkernel's accumulators.
 /// <para>
 /// <b>Roofline</b> (T = 4096, d_in = d_out = 2048, r = 8, one module): the dX GEMM is 2·T·d_in·(d_out + r) = 34.5 GFLOP,
-/// the same as the forward's base GEMM, FMA-bound; z and u are 2·T·r·d each (0.13 GFLOP, run through the blocked path
-/// with N = r padded to 32 columns: 4x waste on 0.4% of the work), dA and dB 2·T·r·d each, dG 2·T·r². So the backward
-/// of a frozen layer costs about one forward, plus ~2% for the adapter.
+/// the same as the forward's base GEMM, FMA-bound; z and u are 2·T·r·d each (0.13 GFLOP, streamed, load-bound), dA and
+/// dB 2·T·r·d each, dG 2·T·r². So the backward of a frozen layer costs about one forward plus a few % for the adapter
+/// (measured: benchmarks/results/training-cpu.md).
 /// </para>
 /// <para>
 /// All T ≤ 16 products also take the blocked path for dX (training batches are hundreds of rows; the streamed GEMV
@@ -98,10 +98,10 @@ internal sealed unsafe partial class CpuCflora
         var b = new TypedMatrix(mod.B);
         for (int o = 0; o < dout; o++)
             for (int j = 0; j < r; j++) bT[(long)j * dout + o] = b.At(o, j);
-        Product(_backend, dy, rows, dout, new TypedMatrix(bT, DType.F32, dout), null, z, r);
+        RankProduct(_backend, dy, rows, dout, new TypedMatrix(bT, DType.F32, dout), r, z);
 
         bool needU = mod.DB is not null || mod.DG is not null;
-        if (needU) Product(_backend, x, rows, din, new TypedMatrix(mod.A), null, u, r);
+        if (needU) RankProduct(_backend, x, rows, din, new TypedMatrix(mod.A), r, u);
 
         // du[t] = scale · G_s z[t]; v[t] = scale · G_sᵀ u[t] (for dB).
         var duAll = new Span<float>(du, checked(rows * r));
@@ -147,6 +147,40 @@ internal sealed unsafe partial class CpuCflora
         }
         if (mod.DA is { } da) OuterSum(_backend, du, r, x, din, rows, CpuBackend.Ptr<float>(da), transposed: false);
         if (mod.DB is { } db) OuterSum(_backend, v, r, dy, dout, rows, CpuBackend.Ptr<float>(db), transposed: true);
+    }
+
+    /// <summary>
+    /// <c>y[t, j] = x[t] · w[j]</c> for t &lt; rows, j &lt; r (x f32 [rows, k], w [r, k] f32/f16/bf16, y [rows, r]): the
+    /// rank-r products (u = x Aᵀ, z = dY B) for any number of rows. With AVX-512 it runs the streamed kernels of the
+    /// small-T forward (<see cref="GemvRows{TL}"/>: 4 w rows × 4 x rows register-blocked, w in L2) on 16-row chunks of x,
+    /// parallel over chunks: x is read once and nothing is packed (the blocked GEMM would pad N = r to 32 columns and
+    /// repack all of x for 2·T·r·k FLOPs, which measured ~15% of a d × d GEMM's time at T = 4096, r = 8). Without
+    /// AVX-512, the blocked path.
+    /// </summary>
+    internal static void RankProduct(CpuBackend backend, float* x, int rows, int k, TypedMatrix w, int r, float* y)
+    {
+        if (!CpuGemm.UseVector512)
+        {
+            Product(backend, x, rows, k, w, null, y, r);
+            return;
+        }
+        int chunks = (rows + FusedGemvMaxRows - 1) / FusedGemvMaxRows;
+        nint xp = (nint)x, yp = (nint)y;
+        CpuSimd.ForChunks(backend, chunks, 2L * FusedGemvMaxRows * k * r, (c0, count) =>
+        {
+            for (int c = c0; c < c0 + count; c++)
+            {
+                int t0 = c * FusedGemvMaxRows, m = Math.Min(FusedGemvMaxRows, rows - t0);
+                float* xc = (float*)xp + (long)t0 * k, yc = (float*)yp + (long)t0 * r;
+                switch (w.Type)
+                {
+                    case DType.F32: GemvRows<F32Load>(xc, m, k, w.Data, yc, r, 0, r); break;
+                    case DType.F16: GemvRows<F16Load>(xc, m, k, w.Data, yc, r, 0, r); break;
+                    case DType.BF16: GemvRows<Bf16Load>(xc, m, k, w.Data, yc, r, 0, r); break;
+                    default: throw new NotSupportedException($"CFLoRA weights of dtype {w.Type}");
+                }
+            }
+        });
     }
 
     /// <summary>Columns per task of <see cref="OuterSum"/>: two Vector512 of each of 8 output rows in registers.</summary>

@@ -88,7 +88,7 @@ internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKern
         float* y = CpuBackend.Ptr<float>(mod.Y);
 
         // (a) u = x · Aᵀ
-        Product(_backend, x, rows, din, a, null, u, r);
+        RankProduct(_backend, x, rows, din, a, r, u);
 
         // (b) v[t] = scale · G[s(t)]ᵀ u[t]
         float scale = mod.Scale;
