@@ -42,17 +42,27 @@ internal sealed unsafe partial class CpuAttention
         int items = shape.Batch * shape.KvHeads;
         long macs = 5L * shape.Batch * shape.QueryHeads * shape.Tokens * shape.Tokens * shape.HeadDim;
         int threads = Math.Min(_backend.Threads, items);
+        // One scratch per worker, sized for the longest sequence (fresh memory per item cost a page fault per 4 KiB).
+        long bytes = ScratchBytes((long)lengths.DefaultIfEmpty(0).Max() * shape.Group, shape.HeadDim);
         if (threads <= 1 || macs < (1 << 18))
         {
-            for (int i = 0; i < items; i++) BackwardItem(job, i);
+            float* mem = (float*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+            try { for (int i = 0; i < items; i++) BackwardItem(job, i, mem); }
+            finally { NativeMemory.AlignedFree(mem); }
             return;
         }
         int next = -1;
         Parallel.For(0, threads, _backend.ParallelOptions, _ =>
         {
-            for (int i; (i = Interlocked.Increment(ref next)) < items;) BackwardItem(job, i);
+            float* mem = (float*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+            try { for (int i; (i = Interlocked.Increment(ref next)) < items;) BackwardItem(job, i, mem); }
+            finally { NativeMemory.AlignedFree(mem); }
         });
     }
+
+    /// <summary>Bytes of one item's scratch: packed q, dO, dQ [rows, D], D and lse per row, the K/V block tiles and the 64 × 64 tiles.</summary>
+    private static long ScratchBytes(long rowsTotal, int d) =>
+        4 * (3 * rowsTotal * d + 2 * rowsTotal + 5L * BackBlock * d + 4L * BackBlock * BackBlock);
 
     /// <summary>One backward call: geometry and host pointers (shapes as in <see cref="IAttentionKernels.Backward"/>).</summary>
     private sealed class BackwardJob(AttentionShape shape, int[] lengths, float scale, bool causal,
@@ -68,7 +78,7 @@ internal sealed unsafe partial class CpuAttention
     /// <summary>Keys per block and rows per tile of the backward.</summary>
     private const int BackBlock = 64;
 
-    private static void BackwardItem(BackwardJob job, int item)
+    private static void BackwardItem(BackwardJob job, int item, float* mem)
     {
         var s = job.Shape;
         int d = s.HeadDim, g = s.Group, hq = s.QueryHeads, hkv = s.KvHeads, tokens = s.Tokens;
@@ -84,99 +94,90 @@ internal sealed unsafe partial class CpuAttention
         if (len == 0) return;
 
         long rowsTotal = (long)len * g;
-        long bytes = 4 * (3 * rowsTotal * d + 2 * rowsTotal + 5L * BackBlock * d + 4L * BackBlock * BackBlock);
-        float* mem = (float*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
-        try
-        {
-            float* qp = mem, dop = qp + rowsTotal * d, dqp = dop + rowsTotal * d, drow = dqp + rowsTotal * d, lrow = drow + rowsTotal;
-            float* kb = lrow + rowsTotal, kt = kb + BackBlock * d, vt = kt + BackBlock * d, dka = vt + BackBlock * d, dva = dka + BackBlock * d;
-            float* sTile = dva + BackBlock * d, dpTile = sTile + BackBlock * BackBlock, pt = dpTile + BackBlock * BackBlock, dst = pt + BackBlock * BackBlock;
+        float* qp = mem, dop = qp + rowsTotal * d, dqp = dop + rowsTotal * d, drow = dqp + rowsTotal * d, lrow = drow + rowsTotal;
+        float* kb = lrow + rowsTotal, kt = kb + BackBlock * d, vt = kt + BackBlock * d, dka = vt + BackBlock * d, dva = dka + BackBlock * d;
+        float* sTile = dva + BackBlock * d, dpTile = sTile + BackBlock * BackBlock, pt = dpTile + BackBlock * BackBlock, dst = pt + BackBlock * BackBlock;
 
-            for (int t = first; t < tokens; t++)
-                for (int gi = 0; gi < g; gi++)
-                {
-                    long row = (long)(t - first) * g + gi;
-                    int h = kvh * g + gi;
-                    long off = s.Offset(hq, b, h, t);
-                    new ReadOnlySpan<float>(job.Q + off, d).CopyTo(new Span<float>(qp + row * d, d));
-                    new ReadOnlySpan<float>(job.DO + off, d).CopyTo(new Span<float>(dop + row * d, d));
-                    drow[row] = TensorPrimitives.Dot(new ReadOnlySpan<float>(job.DO + off, d), new ReadOnlySpan<float>(job.O + off, d));
-                    lrow[row] = job.Lse[((long)b * hq + h) * tokens + t];
-                }
-            new Span<float>(dqp, checked((int)(rowsTotal * d))).Clear();
-
-            long kStride = s.TokenStride(hkv);
-            for (int j0 = first; j0 < tokens; j0 += BackBlock)
+        for (int t = first; t < tokens; t++)
+            for (int gi = 0; gi < g; gi++)
             {
-                int nk = Math.Min(BackBlock, tokens - j0);
-                new Span<float>(kb, BackBlock * d).Clear();
-                new Span<float>(kt, BackBlock * d).Clear();
-                new Span<float>(vt, BackBlock * d).Clear();
-                new Span<float>(dka, BackBlock * d).Clear();
-                new Span<float>(dva, BackBlock * d).Clear();
-                float* k0 = job.K + s.Offset(hkv, b, kvh, j0), v0 = job.V + s.Offset(hkv, b, kvh, j0);
-                for (int j = 0; j < nk; j++)
+                long row = (long)(t - first) * g + gi;
+                int h = kvh * g + gi;
+                long off = s.Offset(hq, b, h, t);
+                new ReadOnlySpan<float>(job.Q + off, d).CopyTo(new Span<float>(qp + row * d, d));
+                new ReadOnlySpan<float>(job.DO + off, d).CopyTo(new Span<float>(dop + row * d, d));
+                drow[row] = TensorPrimitives.Dot(new ReadOnlySpan<float>(job.DO + off, d), new ReadOnlySpan<float>(job.O + off, d));
+                lrow[row] = job.Lse[((long)b * hq + h) * tokens + t];
+            }
+        new Span<float>(dqp, checked((int)(rowsTotal * d))).Clear();
+
+        long kStride = s.TokenStride(hkv);
+        for (int j0 = first; j0 < tokens; j0 += BackBlock)
+        {
+            int nk = Math.Min(BackBlock, tokens - j0);
+            new Span<float>(kb, BackBlock * d).Clear();
+            new Span<float>(kt, BackBlock * d).Clear();
+            new Span<float>(vt, BackBlock * d).Clear();
+            new Span<float>(dka, BackBlock * d).Clear();
+            new Span<float>(dva, BackBlock * d).Clear();
+            float* k0 = job.K + s.Offset(hkv, b, kvh, j0), v0 = job.V + s.Offset(hkv, b, kvh, j0);
+            for (int j = 0; j < nk; j++)
+            {
+                float* kr = k0 + j * kStride, vr = v0 + j * kStride;
+                new ReadOnlySpan<float>(kr, d).CopyTo(new Span<float>(kb + (long)j * d, d));
+                for (int c = 0; c < d; c++)
                 {
-                    float* kr = k0 + j * kStride, vr = v0 + j * kStride;
-                    new ReadOnlySpan<float>(kr, d).CopyTo(new Span<float>(kb + (long)j * d, d));
-                    for (int c = 0; c < d; c++)
-                    {
-                        kt[c * BackBlock + j] = kr[c];
-                        vt[c * BackBlock + j] = vr[c];
-                    }
-                }
-                long rowStart = job.Causal ? (long)(j0 - first) * g : 0;
-                for (long r0 = rowStart; r0 < rowsTotal; r0 += BackBlock)
-                {
-                    int rows = (int)Math.Min(BackBlock, rowsTotal - r0);
-                    new Span<float>(sTile, rows * BackBlock).Clear();
-                    new Span<float>(dpTile, rows * BackBlock).Clear();
-                    MiniGemm(qp + r0 * d, d, kt, BackBlock, sTile, BackBlock, rows, BackBlock, d);
-                    MiniGemm(dop + r0 * d, d, vt, BackBlock, dpTile, BackBlock, rows, BackBlock, d);
-                    for (int i = 0; i < rows; i++)
-                    {
-                        long row = r0 + i;
-                        int t = first + (int)(row / g);
-                        int visible = job.Causal ? Math.Min(nk, t - j0 + 1) : nk;
-                        var p = new Span<float>(sTile + i * BackBlock, BackBlock);
-                        var ds = new Span<float>(dpTile + i * BackBlock, BackBlock);
-                        var pv = p[..visible];
-                        TensorPrimitives.Multiply(pv, job.Scale, pv);
-                        TensorPrimitives.Subtract(pv, lrow[row], pv);
-                        TensorPrimitives.Exp(pv, pv);
-                        var dsv = ds[..visible];
-                        TensorPrimitives.Subtract(dsv, drow[row], dsv);
-                        TensorPrimitives.Multiply(dsv, pv, dsv);
-                        p[visible..].Clear();
-                        ds[visible..].Clear();
-                        for (int j = 0; j < nk; j++)
-                        {
-                            pt[j * BackBlock + i] = p[j];
-                            dst[j * BackBlock + i] = ds[j];
-                        }
-                    }
-                    MiniGemm(pt, BackBlock, dop + r0 * d, d, dva, d, nk, d, rows);
-                    MiniGemm(dst, BackBlock, qp + r0 * d, d, dka, d, nk, d, rows);
-                    MiniGemm(dpTile, BackBlock, kb, d, dqp + r0 * d, d, rows, d, nk);
-                }
-                for (int j = 0; j < nk; j++)
-                {
-                    TensorPrimitives.Multiply(new ReadOnlySpan<float>(dka + (long)j * d, d), job.Scale, new Span<float>(job.DK + s.Offset(hkv, b, kvh, j0 + j), d));
-                    new ReadOnlySpan<float>(dva + (long)j * d, d).CopyTo(new Span<float>(job.DV + s.Offset(hkv, b, kvh, j0 + j), d));
+                    kt[c * BackBlock + j] = kr[c];
+                    vt[c * BackBlock + j] = vr[c];
                 }
             }
-            for (int t = first; t < tokens; t++)
-                for (int gi = 0; gi < g; gi++)
+            long rowStart = job.Causal ? (long)(j0 - first) * g : 0;
+            for (long r0 = rowStart; r0 < rowsTotal; r0 += BackBlock)
+            {
+                int rows = (int)Math.Min(BackBlock, rowsTotal - r0);
+                new Span<float>(sTile, rows * BackBlock).Clear();
+                new Span<float>(dpTile, rows * BackBlock).Clear();
+                MiniGemm(qp + r0 * d, d, kt, BackBlock, sTile, BackBlock, rows, BackBlock, d);
+                MiniGemm(dop + r0 * d, d, vt, BackBlock, dpTile, BackBlock, rows, BackBlock, d);
+                for (int i = 0; i < rows; i++)
                 {
-                    long row = (long)(t - first) * g + gi;
-                    TensorPrimitives.Multiply(new ReadOnlySpan<float>(dqp + row * d, d), job.Scale,
-                        new Span<float>(job.DQ + s.Offset(hq, b, kvh * g + gi, t), d));
+                    long row = r0 + i;
+                    int t = first + (int)(row / g);
+                    int visible = job.Causal ? Math.Min(nk, t - j0 + 1) : nk;
+                    var p = new Span<float>(sTile + i * BackBlock, BackBlock);
+                    var ds = new Span<float>(dpTile + i * BackBlock, BackBlock);
+                    var pv = p[..visible];
+                    TensorPrimitives.Multiply(pv, job.Scale, pv);
+                    TensorPrimitives.Subtract(pv, lrow[row], pv);
+                    TensorPrimitives.Exp(pv, pv);
+                    var dsv = ds[..visible];
+                    TensorPrimitives.Subtract(dsv, drow[row], dsv);
+                    TensorPrimitives.Multiply(dsv, pv, dsv);
+                    p[visible..].Clear();
+                    ds[visible..].Clear();
+                    for (int j = 0; j < nk; j++)
+                    {
+                        pt[j * BackBlock + i] = p[j];
+                        dst[j * BackBlock + i] = ds[j];
+                    }
                 }
+                MiniGemm(pt, BackBlock, dop + r0 * d, d, dva, d, nk, d, rows);
+                MiniGemm(dst, BackBlock, qp + r0 * d, d, dka, d, nk, d, rows);
+                MiniGemm(dpTile, BackBlock, kb, d, dqp + r0 * d, d, rows, d, nk);
+            }
+            for (int j = 0; j < nk; j++)
+            {
+                TensorPrimitives.Multiply(new ReadOnlySpan<float>(dka + (long)j * d, d), job.Scale, new Span<float>(job.DK + s.Offset(hkv, b, kvh, j0 + j), d));
+                new ReadOnlySpan<float>(dva + (long)j * d, d).CopyTo(new Span<float>(job.DV + s.Offset(hkv, b, kvh, j0 + j), d));
+            }
         }
-        finally
-        {
-            NativeMemory.AlignedFree(mem);
-        }
+        for (int t = first; t < tokens; t++)
+            for (int gi = 0; gi < g; gi++)
+            {
+                long row = (long)(t - first) * g + gi;
+                TensorPrimitives.Multiply(new ReadOnlySpan<float>(dqp + row * d, d), job.Scale,
+                    new Span<float>(job.DQ + s.Offset(hq, b, kvh * g + gi, t), d));
+            }
     }
 
     /// <summary>

@@ -121,6 +121,28 @@ public sealed class CfloraBackwardTests(BackendFactory factory)
         Assert.That(m.DA!.Value.ToArray<float>(), Is.All.EqualTo(0f));
     }
 
+    [Test]
+    public void BadArgumentsNameTheArgument()
+    {
+        const int Rows = 4, Din = 16, Dout = 12, R = 2;
+        var mod = CfloraBackwardCase.Make(Rows, Din, Dout, R, 2, DType.F32, identity: false, bias: false, seed: 10);
+        using var batch = CfloraBatch.FromLengths(1, 3);
+        var x = _backend.Tensor(RandomData.Uniform(Rows * Din, 1), Rows, Din);
+        var m = mod.OnBackend(_backend, Rows, 2);
+        ArgumentException Fails(CfloraBackwardModule module, Tensor? dx) =>
+            Assert.Throws<ArgumentException>(() => _backend.Cflora.Backward(x, [module], batch, dx))!;
+        Assert.That(Fails(m with { G = null }, null).ParamName, Is.EqualTo("modules[0].DG"), "dG of the identity");
+        Assert.That(Fails(m, _backend.Zeros(Rows, Din + 1)).ParamName, Is.EqualTo("dx"));
+        Assert.That(Fails(m with { DY = _backend.Zeros(Rows, Dout + 1) }, null).ParamName, Is.EqualTo("modules[0].DY"));
+        Assert.That(Fails(m with { DB = _backend.Zeros(R, Dout) }, null).ParamName, Is.EqualTo("modules[0].DB"));
+        Assert.That(Fails(m with { DG = _backend.Zeros(3, R, R) }, null).ParamName, Is.EqualTo("modules[0].DG"));
+        var ex = Fails(m, x);
+        Assert.That(ex.ParamName, Is.EqualTo("dx"));
+        Assert.That(ex.Message, Does.Contain("overlaps x"));
+        using var otherBatch = CfloraBatch.FromLengths(5);
+        Assert.That(Assert.Throws<ArgumentException>(() => _backend.Cflora.Backward(x, [m], otherBatch, null))!.ParamName, Is.EqualTo("batch"));
+    }
+
     [Test, NonParallelizable] // toggles the process-wide CpuGemm.UseVector512 switch
     public void Vector256FallbackMatchesReference()
     {
