@@ -36,6 +36,12 @@ if (args is ["--crm-ml1m", var ml1mThreads])
     return;
 }
 
+if (args is ["--cflora-backward-phases"])
+{
+    CfloraBackwardBenchmarks.PrintPhases();
+    return;
+}
+
 if (args is ["--subr-steady"])
 {
     SubrSteadyState.Run();

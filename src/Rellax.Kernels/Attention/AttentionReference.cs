@@ -65,6 +65,73 @@ internal static class AttentionReference
     }
 
     /// <summary>
+    /// Exact fp64 backward of <see cref="Exact"/> from the definitions (softmax recomputed in double, nothing saved):
+    /// with p_tj the softmax of scale·q_t·k_j over the visible keys, dV_j = Σ_t p_tj dO_t, dS_tj = p_tj (dO_t·v_j −
+    /// Σ_i p_ti dO_t·v_i), dQ_t = scale Σ_j dS_tj k_j, dK_j = scale Σ_t dS_tj q_t (summed over a KV head's query heads).
+    /// Also returns the log-sum-exp lse [B, Hq, T] (−∞ for padding rows). Padding rows and keys get 0 gradients.
+    /// </summary>
+    public static (double[] Dq, double[] Dk, double[] Dv, double[] Lse) ExactBackward(float[] q, float[] k, float[] v, float[] dO,
+        AttentionShape s, int[] lengths, float scale, bool causal)
+    {
+        int d = s.HeadDim;
+        var dq = new double[q.Length];
+        var dk = new double[k.Length];
+        var dv = new double[k.Length];
+        var lse = new double[(long)s.Batch * s.QueryHeads * s.Tokens];
+        Array.Fill(lse, double.NegativeInfinity);
+        var p = new double[s.Tokens];
+        var dp = new double[s.Tokens];
+        for (int b = 0; b < s.Batch; b++)
+        {
+            int pad = s.Tokens - lengths[b];
+            for (int h = 0; h < s.QueryHeads; h++)
+            {
+                int kvh = h / s.Group;
+                for (int t = pad; t < s.Tokens; t++)
+                {
+                    var (first, last) = Visible(pad, s.Tokens, t, causal);
+                    long qo = s.Offset(s.QueryHeads, b, h, t);
+                    double max = double.NegativeInfinity;
+                    for (int j = first; j <= last; j++)
+                    {
+                        long ko = s.Offset(s.KvHeads, b, kvh, j);
+                        double dot = 0, dov = 0;
+                        for (int c = 0; c < d; c++)
+                        {
+                            dot += (double)q[qo + c] * k[ko + c];
+                            dov += (double)dO[qo + c] * v[ko + c];
+                        }
+                        p[j] = dot * scale;
+                        dp[j] = dov;
+                        max = Math.Max(max, p[j]);
+                    }
+                    double sum = 0;
+                    for (int j = first; j <= last; j++) sum += Math.Exp(p[j] - max);
+                    lse[((long)b * s.QueryHeads + h) * s.Tokens + t] = max + Math.Log(sum);
+                    double rowD = 0;
+                    for (int j = first; j <= last; j++)
+                    {
+                        p[j] = Math.Exp(p[j] - max) / sum;
+                        rowD += p[j] * dp[j];
+                    }
+                    for (int j = first; j <= last; j++)
+                    {
+                        long ko = s.Offset(s.KvHeads, b, kvh, j);
+                        double ds = p[j] * (dp[j] - rowD);
+                        for (int c = 0; c < d; c++)
+                        {
+                            dv[ko + c] += p[j] * dO[qo + c];
+                            dq[qo + c] += scale * ds * k[ko + c];
+                            dk[ko + c] += scale * ds * q[qo + c];
+                        }
+                    }
+                }
+            }
+        }
+        return (dq, dk, dv, lse);
+    }
+
+    /// <summary>
     /// The int8 prefill algorithm: smoothing (when <paramref name="smoothKeys"/>), then q and k quantized per block of
     /// <paramref name="queryBlock"/> / <paramref name="keyBlock"/> tokens per head (1, the kernels' choice: per token;
     /// larger blocks exist to compare with SageAttention's granularity), exact int dot products, fp64 softmax and P·V.

@@ -57,6 +57,83 @@ public sealed class FlashAttention
     }
 
     /// <summary>
+    /// Fp32 prefill that also saves, for the backward (<see cref="Backward"/>), each query row's log-sum-exp
+    /// <c>lse[b, h, t] = ln Σ_j exp(scale · q_t·k_j)</c> over its visible keys (natural log, −∞ for padding rows).
+    /// Otherwise as <see cref="Prefill(Tensor, Tensor, Tensor, ReadOnlySpan{int}, Tensor, AttentionOptions?)"/>.
+    /// </summary>
+    /// <param name="q">Queries, f32 [B, Hq, T, D] or [B, T, Hq, D].</param>
+    /// <param name="k">Keys, f32 [B, Hkv, T, D] or [B, T, Hkv, D].</param>
+    /// <param name="v">Values, same shape as k.</param>
+    /// <param name="lengths">Real tokens of each sequence (left padding); empty means all T.</param>
+    /// <param name="o">Output, same shape as q.</param>
+    /// <param name="lse">Output: f32 [B, Hq, T] in either layout.</param>
+    /// <param name="options">Layout, scale and mask; the precision must be fp32 (the backward is fp32).</param>
+    public void Prefill(Tensor q, Tensor k, Tensor v, ReadOnlySpan<int> lengths, Tensor o, Tensor lse, AttentionOptions? options = null)
+    {
+        options ??= AttentionOptions.Default;
+        if (options.Precision != AttentionPrecision.Fp32)
+            throw new ArgumentException("the log-sum-exp is saved for the fp32 backward: use AttentionPrecision.Fp32", nameof(options));
+        var shape = CheckQkv(q, k, v, o, options.Layout);
+        float scale = CheckScale(options, shape.HeadDim);
+        var lens = CheckLengths(lengths, shape.Batch, shape.Tokens);
+        CheckLse(lse, shape, q);
+        Check.NoOverlap(o, nameof(o), q, nameof(q)); Check.NoOverlap(o, nameof(o), k, nameof(k)); Check.NoOverlap(o, nameof(o), v, nameof(v));
+        foreach (var (t, name) in new[] { (q, nameof(q)), (k, nameof(k)), (v, nameof(v)), (o, nameof(o)) }) Check.NoOverlap(lse, nameof(lse), t, name);
+        if (o.ElementCount == 0) return;
+        K.Prefill(q, k, v, o, lse, shape, lens, scale, options.Causal);
+    }
+
+    /// <summary>
+    /// The backward of fp32 <see cref="Prefill(Tensor, Tensor, Tensor, ReadOnlySpan{int}, Tensor, Tensor, AttentionOptions?)"/>
+    /// (FlashAttention-2 style: P is recomputed from the saved log-sum-exp, never stored): given the forward's q, k, v,
+    /// its output o and lse, and dO = ∂loss/∂o, writes dq, dk, dv (overwritten; GQA: a KV head's gradients sum over its
+    /// query heads; padding rows and keys get 0). Cost ≈ 2.5x the forward's FLOPs (five T×T×D products instead of two).
+    /// </summary>
+    /// <param name="q">The forward's queries, f32 [B, Hq, T, D] or [B, T, Hq, D].</param>
+    /// <param name="k">The forward's keys, f32 [B, Hkv, T, D] or [B, T, Hkv, D].</param>
+    /// <param name="v">The forward's values, same shape as k.</param>
+    /// <param name="o">The forward's output, same shape as q.</param>
+    /// <param name="dO">Gradient of the loss with respect to o, same shape as q.</param>
+    /// <param name="lse">The forward's log-sum-exp, f32 [B, Hq, T].</param>
+    /// <param name="lengths">The forward's lengths (left padding); empty means all T.</param>
+    /// <param name="dq">Output, same shape as q.</param>
+    /// <param name="dk">Output, same shape as k.</param>
+    /// <param name="dv">Output, same shape as k.</param>
+    /// <param name="options">The forward's layout, scale and mask; the precision must be fp32.</param>
+    /// <exception cref="ArgumentException">A shape, dtype, backend, overlap or precision that does not fit.</exception>
+    public void Backward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor dO, Tensor lse, ReadOnlySpan<int> lengths,
+        Tensor dq, Tensor dk, Tensor dv, AttentionOptions? options = null)
+    {
+        options ??= AttentionOptions.Default;
+        if (options.Precision != AttentionPrecision.Fp32)
+            throw new ArgumentException("the attention backward is fp32: use AttentionPrecision.Fp32 in the forward and here", nameof(options));
+        var shape = CheckQkv(q, k, v, o, options.Layout);
+        float scale = CheckScale(options, shape.HeadDim);
+        var lens = CheckLengths(lengths, shape.Batch, shape.Tokens);
+        CheckLse(lse, shape, q);
+        Check.F32(_backend, dO, nameof(dO), 4); Check.SameShape(q, nameof(q), dO, nameof(dO));
+        Check.F32(_backend, dq, nameof(dq), 4); Check.SameShape(q, nameof(q), dq, nameof(dq));
+        Check.F32(_backend, dk, nameof(dk), 4); Check.SameShape(k, nameof(k), dk, nameof(dk));
+        Check.F32(_backend, dv, nameof(dv), 4); Check.SameShape(k, nameof(k), dv, nameof(dv));
+        var inputs = new[] { (q, nameof(q)), (k, nameof(k)), (v, nameof(v)), (o, nameof(o)), (dO, nameof(dO)), (lse, nameof(lse)) };
+        var outputs = new[] { (dq, nameof(dq)), (dk, nameof(dk)), (dv, nameof(dv)) };
+        for (int i = 0; i < outputs.Length; i++)
+        {
+            foreach (var (t, name) in inputs) Check.NoOverlap(outputs[i].Item1, outputs[i].Item2, t, name);
+            for (int j = i + 1; j < outputs.Length; j++) Check.NoOverlap(outputs[i].Item1, outputs[i].Item2, outputs[j].Item1, outputs[j].Item2);
+        }
+        if (q.ElementCount == 0) return;
+        K.Backward(q, k, v, o, dO, lse, dq, dk, dv, shape, lens, scale, options.Causal);
+    }
+
+    private void CheckLse(in Tensor lse, AttentionShape shape, in Tensor q)
+    {
+        Check.F32(_backend, lse, nameof(lse), 3);
+        if (lse.Dim(0) != shape.Batch || lse.Dim(1) != shape.QueryHeads || lse.Dim(2) != shape.Tokens)
+            throw new ArgumentException($"lse {lse} must be [B, Hq, T] = [{shape.Batch}, {shape.QueryHeads}, {shape.Tokens}] for q {q} ({shape.Layout})", nameof(lse));
+    }
+
+    /// <summary>
     /// Creates an int8 KV cache for <paramref name="batch"/> sequences on this backend (see <see cref="Int8KvCache"/>).
     /// </summary>
     /// <param name="batch">Sequences, &gt;= 1.</param>

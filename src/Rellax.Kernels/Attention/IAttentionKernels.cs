@@ -34,4 +34,22 @@ internal interface IAttentionKernels
     /// <see cref="AttentionReference.Int8Decode"/> defines.
     /// </summary>
     void Decode(Tensor q, Int8KvCache cache, Tensor o, AttentionShape shape, float scale, bool causal);
+
+    /// <summary>
+    /// Fp32 prefill as the other <c>Prefill</c> that also writes each query row's log-sum-exp of its visible logits,
+    /// <c>lse[b, h, t] = ln Σ_j exp(scale · q·k_j)</c> (natural log; f32 [B, Hq, T] whatever the layout; padding rows get
+    /// −∞, the log of an empty sum), which <see cref="Backward"/> uses to recompute P without a second softmax pass.
+    /// </summary>
+    void Prefill(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, AttentionShape shape, int[] lengths, float scale, bool causal) =>
+        throw new NotSupportedException($"this backend has no attention forward that saves the log-sum-exp yet");
+
+    /// <summary>
+    /// The backward of fp32 prefill (FlashAttention-2 style): with P recomputed as <c>exp(scale · q·k_j − lse)</c> over the
+    /// visible keys and <c>D_t = dO_t · o_t</c>: <c>dV_j = Σ_t P_tj dO_t</c>, <c>dS_tj = P_tj (dO_t · v_j − D_t)</c>,
+    /// <c>dQ_t = scale Σ_j dS_tj k_j</c>, <c>dK_j = scale Σ_t dS_tj q_t</c>, summed over the query heads of a KV head.
+    /// dq has q's shape, dk and dv k's; all overwritten (padding rows get 0).
+    /// </summary>
+    void Backward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor dO, Tensor lse, Tensor dq, Tensor dk, Tensor dv,
+        AttentionShape shape, int[] lengths, float scale, bool causal) =>
+        throw new NotSupportedException($"this backend has no attention backward yet");
 }

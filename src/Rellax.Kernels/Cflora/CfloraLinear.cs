@@ -50,6 +50,109 @@ public sealed class CfloraLinear
         K.Forward(x, modules, batch.RowIndexOn(_backend));
     }
 
+    /// <summary>
+    /// The backward of <see cref="Forward(Tensor, ReadOnlySpan{CfloraModule}, CfloraBatch)"/> for adapted layers that
+    /// read the same input x (q, k and v; or gate and up): each module's requested parameter gradients (dA, dB, dG; see
+    /// <see cref="CfloraBackwardModule"/>) and the input gradient <c>dX[t] = Σ_m (W0_mᵀ dY_m[t] + A_mᵀ du_m[t])</c>,
+    /// computed without materialising any ΔW: the adapter part is r more K steps of the base dX GEMM, over the
+    /// concatenation of every module's [dY | du] against [W0; A], so dX is written once. W0 and the bias are frozen.
+    /// </summary>
+    /// <param name="x">The forward's input rows, f32 [T, d_in] (u = A x is recomputed from it: 2·T·r·d_in FLOPs).</param>
+    /// <param name="modules">The layers, each with its output gradient dY [T, d_out] and the gradients wanted.</param>
+    /// <param name="batch">Which sample each of the T rows belongs to, as in the forward.</param>
+    /// <param name="dx">Output: f32 [T, d_in], overwritten with the gradient of the loss with respect to x, summed over
+    /// the modules; or null when x needs no gradient (then the base GEMM, 2·T·d_out·d_in FLOPs per module, is skipped).</param>
+    /// <exception cref="ArgumentException">A dtype, shape, backend or overlap is wrong (the message names the argument).</exception>
+    public void Backward(Tensor x, ReadOnlySpan<CfloraBackwardModule> modules, CfloraBatch batch, Tensor? dx)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        Check.F32(_backend, x, nameof(x), 2);
+        if (modules.IsEmpty) throw new ArgumentException("at least one module is needed", nameof(modules));
+        if (batch.Rows != x.Dim(0))
+            throw new ArgumentException($"the batch has {batch.Rows} rows but x {x} has {x.Dim(0)}", nameof(batch));
+        var inputs = new List<(Tensor T, string Name)> { (x, nameof(x)) };
+        var outputs = new List<(Tensor T, string Name)>();
+        if (dx is { } d)
+        {
+            Check.F32(_backend, d, nameof(dx), 2);
+            if (d.Dim(0) != x.Dim(0) || d.Dim(1) != x.Dim(1))
+                throw new ArgumentException($"dx {d} must have the shape of x {x}", nameof(dx));
+            outputs.Add((d, nameof(dx)));
+        }
+        for (int m = 0; m < modules.Length; m++) CheckBackwardModule(x, modules[m], batch, m, inputs, outputs);
+        // Every output is written while the inputs are still read: no output may share an element with any tensor.
+        for (int o = 0; o < outputs.Count; o++)
+        {
+            foreach (var (t, name) in inputs) Check.NoOverlap(outputs[o].T, outputs[o].Name, t, name);
+            for (int p = o + 1; p < outputs.Count; p++) Check.NoOverlap(outputs[o].T, outputs[o].Name, outputs[p].T, outputs[p].Name);
+        }
+        if (x.Dim(0) == 0)
+        {
+            // No rows: every gradient is an empty sum.
+            foreach (var (t, _) in outputs) Zero(t);
+            return;
+        }
+        K.Backward(x, modules, batch.RowIndexOn(_backend), batch.Samples, dx);
+    }
+
+    private void Zero(in Tensor t)
+    {
+        if (t.ElementCount == 0) return;
+        var zeros = new float[t.ElementCount];
+        t.Buffer.CopyFrom<float>(zeros, t.Offset);
+    }
+
+    private void CheckBackwardModule(in Tensor x, in CfloraBackwardModule module, CfloraBatch batch, int index,
+        List<(Tensor, string)> inputs, List<(Tensor, string)> outputs)
+    {
+        string p = $"modules[{index}].";
+        var (w0, a, b, dy) = (module.W0, module.A, module.B, module.DY);
+        Check.Floating(_backend, w0, p + "W0", 2);
+        Check.Floating(_backend, a, p + "A", 2);
+        Check.Floating(_backend, b, p + "B", 2);
+        Check.F32(_backend, dy, p + "DY", 2);
+        int din = x.Dim(1), dout = w0.Dim(0), r = a.Dim(0), s = batch.Samples;
+        if (w0.Dim(1) != din)
+            throw new ArgumentException($"{p}W0 {w0} must be [d_out, d_in] with d_in = {din} from x {x}", p + "W0");
+        if (r < 1) throw new ArgumentException($"{p}A {a} has rank r = 0; r must be at least 1", p + "A");
+        if (a.Dim(1) != din) throw new ArgumentException($"{p}A {a} must be [r, d_in] with d_in = {din} from x {x}", p + "A");
+        if (a.DType != b.DType) throw new ArgumentException($"{p}A {a} and {p}B {b} must have the same dtype", p + "B");
+        if (b.Dim(0) != dout || b.Dim(1) != r)
+            throw new ArgumentException($"{p}B {b} must be [d_out, r] = [{dout}, {r}] from W0 {w0} and A {a}", p + "B");
+        if (dy.Dim(0) != x.Dim(0) || dy.Dim(1) != dout)
+            throw new ArgumentException($"{p}DY {dy} must be [T, d_out] = [{x.Dim(0)}, {dout}] from x {x} and W0 {w0}", p + "DY");
+        if (!float.IsFinite(module.Scale)) throw new ArgumentOutOfRangeException(p + "Scale", module.Scale, "adapter scale must be finite");
+        inputs.Add((w0, p + "W0")); inputs.Add((a, p + "A")); inputs.Add((b, p + "B")); inputs.Add((dy, p + "DY"));
+        if (module.G is { } g)
+        {
+            Check.F32(_backend, g, p + "G", 3);
+            if (g.Dim(0) != s || g.Dim(1) != r || g.Dim(2) != r)
+                throw new ArgumentException($"{p}G {g} must be [S, r, r] = [{s}, {r}, {r}] (one matrix per sample of the batch)", p + "G");
+            inputs.Add((g, p + "G"));
+        }
+        if (module.DA is { } da)
+        {
+            Check.F32(_backend, da, p + "DA", 2);
+            if (da.Dim(0) != r || da.Dim(1) != din) throw new ArgumentException($"{p}DA {da} must be [r, d_in] = [{r}, {din}] like A {a}", p + "DA");
+            outputs.Add((da, p + "DA"));
+        }
+        if (module.DB is { } db)
+        {
+            Check.F32(_backend, db, p + "DB", 2);
+            if (db.Dim(0) != dout || db.Dim(1) != r) throw new ArgumentException($"{p}DB {db} must be [d_out, r] = [{dout}, {r}] like B {b}", p + "DB");
+            outputs.Add((db, p + "DB"));
+        }
+        if (module.DG is { } dg)
+        {
+            if (module.G is null)
+                throw new ArgumentException($"{p}DG {dg} is requested but G is null (the identity of plain LoRA has no gradient)", p + "DG");
+            Check.F32(_backend, dg, p + "DG", 3);
+            if (dg.Dim(0) != s || dg.Dim(1) != r || dg.Dim(2) != r)
+                throw new ArgumentException($"{p}DG {dg} must be [S, r, r] = [{s}, {r}, {r}] like G", p + "DG");
+            outputs.Add((dg, p + "DG"));
+        }
+    }
+
     private void CheckModule(in Tensor x, in CfloraModule module, CfloraBatch batch, int index)
     {
         string p = $"modules[{index}].";

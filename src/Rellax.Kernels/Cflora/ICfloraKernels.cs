@@ -20,4 +20,12 @@ internal interface ICfloraKernels
     /// g f32 [S, r, r] (the r² outputs read row-major). GELU is the exact erf form.
     /// </summary>
     void Generate(Tensor h, Tensor lnWeight, Tensor lnBias, float lnEps, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor g);
+
+    /// <summary>
+    /// The backward of <see cref="Forward"/> for modules that all read x [T, d_in] (semantics in
+    /// <see cref="CfloraBackwardModule"/>): each module's requested dA, dB, dG (overwritten), and, when
+    /// <paramref name="dx"/> is given, <c>dX = Σ_m (dY_m W0_m + du_m A_m)</c> f32 [T, d_in] (overwritten). A null G is the
+    /// identity. rowSample i32 [T], each in [0, samples).
+    /// </summary>
+    void Backward(Tensor x, ReadOnlySpan<CfloraBackwardModule> modules, Tensor rowSample, int samples, Tensor? dx);
 }

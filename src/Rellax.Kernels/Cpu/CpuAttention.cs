@@ -58,7 +58,7 @@ namespace Rellax.Kernels.Cpu;
 /// int8 time. Decode (Tq = 1) is memory-bound: 2·D bytes per key per KV head (+ 12 bytes of scales and sums).
 /// </para>
 /// </summary>
-internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernels
+internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttentionKernels
 {
     private readonly CpuBackend _backend = backend;
 
@@ -105,6 +105,7 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
         public int QueryOffset;                  // query t is key position t + QueryOffset (decode: Count - Tq)
         public AttentionShape Shape;
         public float* Q, V, O;                   // tensors (prefill V; decode V comes from the cache)
+        public float* Lse;                       // fp32 prefill for training: [B, Hq, T] natural log-sum-exp, or null
         public byte* QHat; public float* QScale; // int8: u8 q̂ + 128 [B, Hq, Tq, D], scales [B, Hq, Tq]
         public sbyte* KPack; public float* KScale; public int* KSum; // prefill int8: per (b, kvh) [Blocks][D/4][64][4], [Blocks·64]
         public float* KPackF;                    // prefill fp32: per (b, kvh) [Blocks][D][64]
@@ -120,6 +121,13 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
     // Entry points
 
     public void Prefill(Tensor q, Tensor k, Tensor v, Tensor o, AttentionShape shape, int[] lengths, float scale, bool causal,
+        AttentionPrecision precision, bool smoothKeys) =>
+        Prefill(q, k, v, o, null, shape, lengths, scale, causal, precision, smoothKeys);
+
+    public void Prefill(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, AttentionShape shape, int[] lengths, float scale, bool causal) =>
+        Prefill(q, k, v, o, CpuBackend.Ptr<float>(lse), shape, lengths, scale, causal, AttentionPrecision.Fp32, smoothKeys: false);
+
+    private void Prefill(Tensor q, Tensor k, Tensor v, Tensor o, float* lse, AttentionShape shape, int[] lengths, float scale, bool causal,
         AttentionPrecision precision, bool smoothKeys)
     {
         int d = shape.HeadDim, t = shape.Tokens;
@@ -128,7 +136,7 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
             D = d, Group = shape.Group, QueryHeads = shape.QueryHeads, KvHeads = shape.KvHeads, Batch = shape.Batch, QueryTokens = t,
             Int8 = precision == AttentionPrecision.Int8, Causal = causal, LogitScale = scale * AttentionReference.Log2E,
             KeyEnd = t, Shape = shape,
-            Q = CpuBackend.Ptr<float>(q), V = CpuBackend.Ptr<float>(v), O = CpuBackend.Ptr<float>(o),
+            Q = CpuBackend.Ptr<float>(q), V = CpuBackend.Ptr<float>(v), O = CpuBackend.Ptr<float>(o), Lse = lse,
             Blocks = (t + Block - 1) / Block,
         };
         job.First = new int[shape.Batch];
@@ -485,7 +493,11 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
         {
             int zeroUntil = Math.Min(job.QueryTokens, Math.Max(0, job.First[b] - job.QueryOffset));
             for (int h = 0; h < job.QueryHeads; h++)
-                for (int t = 0; t < zeroUntil; t++) new Span<float>(job.O + s.Offset(job.QueryHeads, b, h, t), job.D).Clear();
+                for (int t = 0; t < zeroUntil; t++)
+                {
+                    new Span<float>(job.O + s.Offset(job.QueryHeads, b, h, t), job.D).Clear();
+                    if (job.Lse != null) job.Lse[((long)b * job.QueryHeads + h) * job.QueryTokens + t] = float.NegativeInfinity;
+                }
         }
     }
 
@@ -599,6 +611,13 @@ internal sealed unsafe class CpuAttention(CpuBackend backend) : IAttentionKernel
             for (; c + 8 <= d; c += 8) (Vector256.Load(src + c) * inv).Store(dst + c);
             for (; c < d; c++) dst[c] = src[c] * inv;
         }
+        if (job.Lse != null)
+            // ln Σ_j exp(scale·q·k_j) = ln 2 · log2 Σ_j exp2(S_j) with S in base-2 units: M + log2 L.
+            for (int r = 0; r < rows; r++)
+            {
+                int t = item.T0 + r / group, h = item.KvHead * group + r % group;
+                job.Lse[((long)b * job.QueryHeads + h) * job.QueryTokens + t] = (float)((sc.M[r] + Math.Log2(sc.L[r])) * Math.Log(2));
+            }
     }
 
     /// <summary>Decode tiles with at least this many rows repack each key block for the register-tiled kernel; smaller

@@ -44,7 +44,7 @@ namespace Rellax.Kernels.Cpu;
 /// packed tiles is zero and only valid elements are stored.
 /// </para>
 /// </summary>
-internal sealed unsafe class CpuCflora(CpuBackend backend) : ICfloraKernels
+internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKernels
 {
     private readonly CpuBackend _backend = backend;
 
@@ -88,7 +88,7 @@ internal sealed unsafe class CpuCflora(CpuBackend backend) : ICfloraKernels
         float* y = CpuBackend.Ptr<float>(mod.Y);
 
         // (a) u = x · Aᵀ
-        Product(_backend, x, rows, din, a, null, u, r);
+        RankProduct(_backend, x, rows, din, a, r, u);
 
         // (b) v[t] = scale · G[s(t)]ᵀ u[t]
         float scale = mod.Scale;
@@ -207,6 +207,26 @@ internal sealed unsafe class CpuCflora(CpuBackend backend) : ICfloraKernels
             Data = CpuBackend.Ptr<byte>(t);
             Type = t.DType;
             Cols = t.Dim(1);
+        }
+
+        /// <summary>A matrix over raw memory: <paramref name="cols"/> elements of <paramref name="type"/> per row.</summary>
+        public TypedMatrix(void* data, DType type, int cols)
+        {
+            Data = data;
+            Type = type;
+            Cols = cols;
+        }
+
+        /// <summary>Element [row, col] widened to f32.</summary>
+        public float At(int row, int col)
+        {
+            long i = (long)row * Cols + col;
+            return Type switch
+            {
+                DType.F32 => ((float*)Data)[i],
+                DType.F16 => (float)((Half*)Data)[i],
+                _ => BitConverter.UInt32BitsToSingle((uint)((ushort*)Data)[i] << 16),
+            };
         }
 
         public bool IsEmpty => Data == null;

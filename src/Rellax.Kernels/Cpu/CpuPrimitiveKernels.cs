@@ -82,28 +82,32 @@ internal sealed unsafe class CpuPrimitiveKernels(CpuBackend backend) : IPrimitiv
         });
     }
 
-    /// <summary>(x1, x2) ← (x1·c − x2·s, x2·c + x1·s) elementwise over half floats.</summary>
-    private static void RotateHalf(float* x1, float* x2, float* c, float* s, int half)
+    /// <summary>
+    /// (x1, x2) ← (x1·c − x2·s, x2·c + x1·s) elementwise over half floats; with <paramref name="inverse"/> the rotation
+    /// by the opposite angle (s negated), which is RoPE's transpose and so its backward.
+    /// </summary>
+    internal static void RotateHalf(float* x1, float* x2, float* c, float* s, int half, bool inverse = false)
     {
         int i = 0;
+        float sign = inverse ? -1f : 1f;
         if (CpuGemm.UseVector512)
             for (; i + 16 <= half; i += 16)
             {
-                Vector512<float> a = Vector512.Load(x1 + i), b = Vector512.Load(x2 + i), cv = Vector512.Load(c + i), sv = Vector512.Load(s + i);
+                Vector512<float> a = Vector512.Load(x1 + i), b = Vector512.Load(x2 + i), cv = Vector512.Load(c + i), sv = Vector512.Load(s + i) * sign;
                 Vector512.FusedMultiplyAdd(a, cv, -(b * sv)).Store(x1 + i);
                 Vector512.FusedMultiplyAdd(b, cv, a * sv).Store(x2 + i);
             }
         for (; i + 8 <= half; i += 8)
         {
-            Vector256<float> a = Vector256.Load(x1 + i), b = Vector256.Load(x2 + i), cv = Vector256.Load(c + i), sv = Vector256.Load(s + i);
+            Vector256<float> a = Vector256.Load(x1 + i), b = Vector256.Load(x2 + i), cv = Vector256.Load(c + i), sv = Vector256.Load(s + i) * sign;
             Vector256.FusedMultiplyAdd(a, cv, -(b * sv)).Store(x1 + i);
             Vector256.FusedMultiplyAdd(b, cv, a * sv).Store(x2 + i);
         }
         for (; i < half; i++)
         {
-            float a = x1[i], b = x2[i];
-            x1[i] = a * c[i] - b * s[i];
-            x2[i] = b * c[i] + a * s[i];
+            float a = x1[i], b = x2[i], si = s[i] * sign;
+            x1[i] = a * c[i] - b * si;
+            x2[i] = b * c[i] + a * si;
         }
     }
 

@@ -152,6 +152,34 @@ internal sealed class CudaCfloraKernels : IlgpuCfloraKernels
                 bias, Pointer(m.Y), rows, dout, din, r);
         }
     }
+
+    /// <summary>The backward through <c>kernels/cflora.cu</c>'s <c>rellax_cflora_back_*</c> kernels (same fallbacks as the forward).</summary>
+    public override void Backward(Tensor x, ReadOnlySpan<CfloraBackwardModule> modules, Tensor rowSample, int samples, Tensor? dx)
+    {
+        int maxR = 0;
+        foreach (var m in modules)
+        {
+            int r = m.A.Dim(0);
+            if (r > CudaCflora.MaxRank || !Supported(m.W0.DType) || !Supported(m.A.DType)
+                || (x.Dim(0) + CudaCflora.GemmTile - 1) / CudaCflora.GemmTile > 65535)
+            {
+                base.Backward(x, modules, rowSample, samples, dx);
+                return;
+            }
+            maxR = Math.Max(maxR, r);
+        }
+        int rows = x.Dim(0), din = x.Dim(1);
+        var scratch = BackwardScratch(rows, maxR);
+        using var scope = CudaDriver.Enter(_library.Context);
+        for (int i = 0; i < modules.Length; i++)
+        {
+            var m = modules[i];
+            _cflora.LaunchBackward(_library, StreamHandle, Pointer(x), Pointer(m.DY), Pointer(m.W0), m.W0.DType, Pointer(m.A), Pointer(m.B),
+                m.A.DType, m.G is { } g ? Pointer(g) : default, Pointer(rowSample), Pointer(scratch),
+                m.DA is { } da ? Pointer(da) : default, m.DB is { } db ? Pointer(db) : default, m.DG is { } dg ? Pointer(dg) : default,
+                dx is { } d ? Pointer(d) : default, rows, samples, din, m.W0.Dim(0), m.A.Dim(0), m.Scale, accumulate: i > 0);
+        }
+    }
 }
 
 /// <summary>

@@ -122,4 +122,69 @@ public sealed class CudaCflora
         };
         _gemm.Launch((gridX, gridY, 1), (GemmBlock, 1, 1), 0, stream, new ReadOnlySpan<IntPtr>(args, 12));
     }
+
+    /// <summary>Entry points of the backward kernels (<c>kernels/cflora.cu</c>).</summary>
+    public const string BackDownEntryPoint = "rellax_cflora_back_down", BackDgEntryPoint = "rellax_cflora_back_dg",
+        BackOuterEntryPoint = "rellax_cflora_back_outer", BackDxEntryPoint = "rellax_cflora_back_dx";
+
+    private CudaFunction? _backDown, _backDg, _backOuter, _backDx;
+
+    private CudaFunction Function(ref CudaFunction? slot, CudaKernelLibrary library, string name) => slot ??= library.GetFunction(name);
+
+    /// <summary>
+    /// Enqueues the CFLoRA backward of one module (asynchronous, on <paramref name="stream"/>): u, z, du, v per row
+    /// (<c>rellax_cflora_back_down</c>), dG per sample when <paramref name="dg"/> is not null (<c>_back_dg</c>), dA and dB
+    /// when given (<c>_back_outer</c>), and dX (<c>_back_dx</c>, accumulated when <paramref name="accumulate"/>) when
+    /// <paramref name="dx"/> is not null. Pointers: x (rows, dIn), dy (rows, dOut), a (r, dIn) and b (dOut, r) of
+    /// <paramref name="abDType"/>, w0 (dOut, dIn) of <paramref name="w0DType"/>, g (S, r, r) or null for the identity,
+    /// rowSample (rows), scratch 4 × (rows, r) fp32, da (r, dIn), db (dOut, r), dg (S, r, r), dx (rows, dIn).
+    /// </summary>
+    public unsafe void LaunchBackward(CudaKernelLibrary library, IntPtr stream, CUdeviceptr x, CUdeviceptr dy, CUdeviceptr w0, DType w0DType,
+        CUdeviceptr a, CUdeviceptr b, DType abDType, CUdeviceptr g, CUdeviceptr rowSample, CUdeviceptr scratch,
+        CUdeviceptr da, CUdeviceptr db, CUdeviceptr dg, CUdeviceptr dx, int rows, int samples, int dIn, int dOut, int r, float scale, bool accumulate)
+    {
+        ArgumentNullException.ThrowIfNull(library);
+        ArgumentOutOfRangeException.ThrowIfLessThan(r, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(r, MaxRank);
+        int w0Code = DTypeCode(w0DType), abCode = DTypeCode(abDType);
+        if (rows == 0) return;
+        long stride = (long)rows * r * sizeof(float);
+        CUdeviceptr u = scratch, z = scratch.Offset(stride), du = scratch.Offset(2 * stride), v = scratch.Offset(3 * stride);
+        var down = stackalloc IntPtr[16]
+        {
+            (IntPtr)(&x), (IntPtr)(&dy), (IntPtr)(&a), (IntPtr)(&b), (IntPtr)(&abCode), (IntPtr)(&g), (IntPtr)(&rowSample),
+            (IntPtr)(&u), (IntPtr)(&z), (IntPtr)(&du), (IntPtr)(&v), (IntPtr)(&rows), (IntPtr)(&dIn), (IntPtr)(&dOut), (IntPtr)(&r), (IntPtr)(&scale),
+        };
+        Function(ref _backDown, library, BackDownEntryPoint).Launch(((uint)rows, 1, 1), (DownBlock, 1, 1), 0, stream, new ReadOnlySpan<IntPtr>(down, 16));
+        if (!dg.IsNull)
+        {
+            var args = stackalloc IntPtr[7] { (IntPtr)(&u), (IntPtr)(&z), (IntPtr)(&rowSample), (IntPtr)(&dg), (IntPtr)(&rows), (IntPtr)(&r), (IntPtr)(&scale) };
+            Function(ref _backDg, library, BackDgEntryPoint).Launch(((uint)samples, 1, 1), (DownBlock, 1, 1), 0, stream, new ReadOnlySpan<IntPtr>(args, 7));
+        }
+        var outer = Function(ref _backOuter, library, BackOuterEntryPoint);
+        if (!da.IsNull) LaunchOuter(outer, stream, du, x, da, rows, r, dIn, 0);
+        if (!db.IsNull) LaunchOuter(outer, stream, v, dy, db, rows, r, dOut, 1);
+        if (!dx.IsNull && dIn > 0)
+        {
+            int acc = accumulate ? 1 : 0;
+            uint gridX = (uint)((dIn + GemmTile - 1) / GemmTile), gridY = (uint)((rows + GemmTile - 1) / GemmTile);
+            if (gridY > 65535) throw new NotSupportedException($"{rows} rows need {gridY} row blocks; the grid's y limit is 65535");
+            var args = stackalloc IntPtr[12]
+            {
+                (IntPtr)(&dy), (IntPtr)(&du), (IntPtr)(&w0), (IntPtr)(&w0Code), (IntPtr)(&a), (IntPtr)(&abCode), (IntPtr)(&dx),
+                (IntPtr)(&rows), (IntPtr)(&dIn), (IntPtr)(&dOut), (IntPtr)(&r), (IntPtr)(&acc),
+            };
+            Function(ref _backDx, library, BackDxEntryPoint).Launch((gridX, gridY, 1), (GemmBlock, 1, 1), 0, stream, new ReadOnlySpan<IntPtr>(args, 12));
+        }
+    }
+
+    /// <summary><c>rellax_cflora_back_outer</c>: out = Σ_t left[t, i] right[t, n], [ra, nb] or transposed [nb, ra].</summary>
+    private static unsafe void LaunchOuter(CudaFunction outer, IntPtr stream, CUdeviceptr left, CUdeviceptr right, CUdeviceptr output,
+        int rows, int ra, int nb, int transposed)
+    {
+        if (nb == 0) return;
+        var args = stackalloc IntPtr[7] { (IntPtr)(&left), (IntPtr)(&right), (IntPtr)(&output), (IntPtr)(&rows), (IntPtr)(&ra), (IntPtr)(&nb), (IntPtr)(&transposed) };
+        uint blocks = (uint)(((long)ra * nb + DownBlock - 1) / DownBlock);
+        outer.Launch((blocks, 1, 1), (DownBlock, 1, 1), 0, stream, new ReadOnlySpan<IntPtr>(args, 7));
+    }
 }

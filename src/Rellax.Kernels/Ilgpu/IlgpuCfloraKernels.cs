@@ -26,7 +26,7 @@ internal partial class IlgpuCfloraKernels : ICfloraKernels, IDisposable
 
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _dummyF32;
     private readonly MemoryBuffer1D<ushort, Stride1D.Dense> _dummy16;
-    private DeviceBuffer? _vScratch, _lnScratch, _midScratch;
+    private DeviceBuffer? _vScratch, _lnScratch, _midScratch, _backScratch;
     private bool _disposed;
 
     /// <summary>Compiles and loads every CFLoRA kernel for <paramref name="backend"/>'s accelerator.</summary>
@@ -48,6 +48,7 @@ internal partial class IlgpuCfloraKernels : ICfloraKernels, IDisposable
         _linearGelu = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(LinearGeluKernel);
         _linear = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(LinearKernel);
 
+        LoadBackwardKernels(acc);
         _dummyF32 = acc.Allocate1D<float>(1);
         try { _dummy16 = acc.Allocate1D<ushort>(1); }
         catch { _dummyF32.Dispose(); throw; }
@@ -188,6 +189,7 @@ internal partial class IlgpuCfloraKernels : ICfloraKernels, IDisposable
         _vScratch?.Dispose();
         _lnScratch?.Dispose();
         _midScratch?.Dispose();
+        _backScratch?.Dispose();
         _dummyF32.Dispose();
         _dummy16.Dispose();
     }

@@ -1,0 +1,89 @@
+using System.Numerics.Tensors;
+
+namespace Rellax.Kernels.Cpu;
+
+/// <summary>
+/// The frozen Llama layer's dX-only backward on the CPU: RMSNorm row-parallel (two dot products and one fused pass per
+/// row: 5·N FLOPs, 3 reads + 1 write of N floats), RoPE's inverse rotation (the forward's kernel with the sine negated),
+/// SwiGLU chunk-parallel over L1-sized pieces (inputs copied to scratch first, so outputs may be exactly an input).
+/// All are memory-bound elementwise passes: tiny next to the layer's GEMMs.
+/// </summary>
+internal sealed unsafe partial class CpuBackwardKernels
+{
+    /// <summary>Elements per SwiGLU chunk: 3 inputs + 2 temporaries of 2048 floats = 40 KiB, about L1.</summary>
+    private const int Chunk = 2048;
+
+    public void RmsNorm(Tensor x, Tensor weight, float eps, Tensor dy, Tensor dx)
+    {
+        int n = x.Dim(-1);
+        nint xp = (nint)CpuBackend.Ptr<float>(x), wp = (nint)CpuBackend.Ptr<float>(weight), dyp = (nint)CpuBackend.Ptr<float>(dy), dxp = (nint)CpuBackend.Ptr<float>(dx);
+        CpuSimd.ForChunks(_backend, x.Rows, 6L * n, (r0, count) =>
+        {
+            var w = new ReadOnlySpan<float>((float*)wp, n);
+            float[] wdyArray = new float[n];
+            var wdy = wdyArray.AsSpan();
+            for (int r = r0; r < r0 + count; r++)
+            {
+                var xr = new ReadOnlySpan<float>((float*)xp + (long)r * n, n);
+                var dyr = new ReadOnlySpan<float>((float*)dyp + (long)r * n, n);
+                var dxr = new Span<float>((float*)dxp + (long)r * n, n);
+                float inv = 1f / MathF.Sqrt(TensorPrimitives.SumOfSquares(xr) / n + eps);
+                TensorPrimitives.Multiply(w, dyr, wdy);
+                float dot = TensorPrimitives.Dot(wdy, xr);
+                // dx = inv · (w ⊙ dy) − x · (dot · inv³ / n); dy is fully read (into wdy) before dx, which may be dy, is written.
+                TensorPrimitives.Multiply(wdy, inv, wdy);
+                TensorPrimitives.MultiplyAdd(xr, -dot * inv * inv * inv / n, wdy, dxr);
+            }
+        });
+    }
+
+    public void Rope(Tensor dy, Tensor positions, Tensor cos, Tensor sin)
+    {
+        var pos = CpuBackend.Span<int>(positions);
+        foreach (int p in pos)
+            if ((uint)p >= (uint)cos.Dim(0))
+                throw new ArgumentOutOfRangeException(nameof(positions), p, $"position outside the RoPE table of {cos.Dim(0)} positions");
+        int heads = dy.Dim(1), d = dy.Dim(2), half = d / 2;
+        nint xp = (nint)CpuBackend.Ptr<float>(dy), pp = (nint)CpuBackend.Ptr<int>(positions);
+        nint cp = (nint)CpuBackend.Ptr<float>(cos), sp = (nint)CpuBackend.Ptr<float>(sin);
+        CpuSimd.ForChunks(_backend, dy.Dim(0) * heads, 3L * d, (i0, count) =>
+        {
+            for (int item = i0; item < i0 + count; item++)
+            {
+                float* x1 = (float*)xp + (long)item * d;
+                long row = (long)((int*)pp)[item / heads] * half;
+                CpuPrimitiveKernels.RotateHalf(x1, x1 + half, (float*)cp + row, (float*)sp + row, half, inverse: true);
+            }
+        });
+    }
+
+    public void SwiGlu(Tensor gate, Tensor up, Tensor dy, Tensor dGate, Tensor dUp)
+    {
+        int length = checked((int)gate.ElementCount);
+        nint gp = (nint)CpuBackend.Ptr<float>(gate), upp = (nint)CpuBackend.Ptr<float>(up), dyp = (nint)CpuBackend.Ptr<float>(dy);
+        nint dgp = (nint)CpuBackend.Ptr<float>(dGate), dup = (nint)CpuBackend.Ptr<float>(dUp);
+        int chunks = (length + Chunk - 1) / Chunk;
+        CpuSimd.ForChunks(_backend, chunks, 30L * Chunk, (c0, count) =>
+        {
+            Span<float> g = stackalloc float[Chunk], u = stackalloc float[Chunk], d = stackalloc float[Chunk];
+            Span<float> sig = stackalloc float[Chunk], tmp = stackalloc float[Chunk];
+            for (int c = c0; c < c0 + count; c++)
+            {
+                int start = c * Chunk, len = Math.Min(Chunk, length - start);
+                var gs = g[..len]; var us = u[..len]; var ds = d[..len]; var ss = sig[..len]; var ts = tmp[..len];
+                new ReadOnlySpan<float>((float*)gp + start, len).CopyTo(gs);
+                new ReadOnlySpan<float>((float*)upp + start, len).CopyTo(us);
+                new ReadOnlySpan<float>((float*)dyp + start, len).CopyTo(ds);
+                TensorPrimitives.Sigmoid(gs, ss);
+                // dUp = dy · g · σ
+                TensorPrimitives.Multiply(gs, ss, ts);
+                TensorPrimitives.Multiply(ts, ds, new Span<float>((float*)dup + start, len));
+                // dGate = dy · u · σ · (1 + g − g·σ) = dy · u · (σ + g·σ − g·σ²) = dy · u · (σ + ts·(1 − σ))
+                TensorPrimitives.Subtract(1f, ss, gs);          // gs ← 1 − σ (g is no longer needed)
+                TensorPrimitives.FusedMultiplyAdd(ts, gs, ss, ts); // ts ← g·σ·(1 − σ) + σ
+                TensorPrimitives.Multiply(ts, us, ts);
+                TensorPrimitives.Multiply(ts, ds, new Span<float>((float*)dgp + start, len));
+            }
+        });
+    }
+}
