@@ -23,6 +23,12 @@ if (args is ["--scoring-memory", var side])
     return;
 }
 
+if (args is ["--int8-quick"])
+{
+    Int8LinearBenchmarks.Quick();
+    return;
+}
+
 if (args is ["--subr-steady"])
 {
     SubrSteadyState.Run();

@@ -176,6 +176,29 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
         return result;
     }
 
+    public void Embedding(Tensor ids, Int8Weights table, Tensor y)
+    {
+        int v = table.Rows, h = table.Cols, kq = Quads(h);
+        var idSpan = CpuBackend.Span<int>(ids);
+        foreach (int id in idSpan)
+            if ((uint)id >= (uint)v)
+                throw new ArgumentOutOfRangeException(nameof(ids), id, $"token id outside the embedding table of {v} rows");
+        nint ip = (nint)CpuBackend.Ptr<int>(ids), yp = (nint)CpuBackend.Ptr<float>(y);
+        sbyte* packed = (sbyte*)((CpuBuffer)table.Values).Pointer;
+        float* scales = (float*)((CpuBuffer)table.Scales).Pointer;
+        CpuSimd.ForChunks(_backend, ids.Dim(0), h, (t0, count) =>
+        {
+            for (int t = t0; t < t0 + count; t++)
+            {
+                int j = ((int*)ip)[t];
+                float s = scales[j];
+                sbyte* strip = packed + (long)(j / NR) * kq * NR * 4 + (j % NR) * 4;
+                float* dst = (float*)yp + (long)t * h;
+                for (int p = 0; p < h; p++) dst[p] = strip[(long)(p >> 2) * NR * 4 + (p & 3)] * s;
+            }
+        });
+    }
+
     // ---------------------------------------------------------------- forward
 
     public void Linear(Tensor x, Int8Weights w, Tensor? bias, Tensor y, float threshold)

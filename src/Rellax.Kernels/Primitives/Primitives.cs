@@ -104,6 +104,23 @@ public sealed class Primitives
         _backend.Int8LinearKernels.Linear(x, w, bias, y, outlierThreshold);
     }
 
+    /// <summary>Embedding gather from an int8 table: <c>y[t] = dequant(table)[ids[t]] = q[ids[t]] · scale[ids[t]]</c>.</summary>
+    /// <param name="ids">Token ids (or any row indices), i32 [T]; each in [0, V) (the CPU backend throws on one outside).</param>
+    /// <param name="table">Quantized table [V, H] from <see cref="QuantizeInt8"/> on this backend.</param>
+    /// <param name="y">Output, f32 [T, H].</param>
+    public void EmbeddingInt8(Tensor ids, Int8Weights table, Tensor y)
+    {
+        ArgumentNullException.ThrowIfNull(table);
+        ObjectDisposedException.ThrowIf(table.IsDisposed, table);
+        Check.Of(_backend, ids, nameof(ids), DType.I32, 1); Check.F32(_backend, y, nameof(y), 2);
+        if (!ReferenceEquals(table.Backend, _backend))
+            throw new ArgumentException($"table {table} lives on backend '{table.Backend.Name}', not '{_backend.Name}'", nameof(table));
+        if (y.Dim(0) != ids.Dim(0) || y.Dim(1) != table.Cols)
+            throw new ArgumentException($"EmbeddingInt8 needs ids [T], table [V, H], y [T, H]; got ids {ids}, table {table}, y {y}", nameof(y));
+        if (y.ElementCount == 0) return;
+        _backend.Int8LinearKernels.Embedding(ids, table, y);
+    }
+
     /// <summary>Throws unless <paramref name="outlierThreshold"/> is a finite number &gt; 0.</summary>
     public static void CheckOutlierThreshold(float outlierThreshold)
     {

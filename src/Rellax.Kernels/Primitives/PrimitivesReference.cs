@@ -97,6 +97,13 @@ public static class PrimitivesReference
         }
     }
 
+    /// <summary>Int8 embedding gather: y[t, :] = q[ids[t], :] · scales[ids[t]] for rows of length h.</summary>
+    public static void EmbeddingInt8(ReadOnlySpan<int> ids, ReadOnlySpan<sbyte> q, ReadOnlySpan<float> scales, Span<float> y, int h)
+    {
+        for (int t = 0; t < ids.Length; t++)
+            for (int i = 0; i < h; i++) y[t * h + i] = (float)((double)q[ids[t] * h + i] * scales[ids[t]]);
+    }
+
     /// <summary>dst[rows[i]] = src[i] for rows of length h (rows distinct and inside dst).</summary>
     public static void ScatterRows(ReadOnlySpan<float> src, ReadOnlySpan<int> rows, Span<float> dst, int h)
     {

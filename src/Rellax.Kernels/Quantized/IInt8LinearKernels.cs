@@ -15,6 +15,9 @@ internal interface IInt8LinearKernels
     /// </summary>
     void Linear(Tensor x, Int8Weights w, Tensor? bias, Tensor y, float threshold);
 
+    /// <summary>y[t, :] = q[ids[t], :] · scale[ids[t]] (ids i32 [T], in range; y f32 [T, K]): the int8 embedding gather.</summary>
+    void Embedding(Tensor ids, Int8Weights table, Tensor y);
+
     /// <summary>The values of w row-major [N·K].</summary>
     sbyte[] ReadValues(Int8Weights w);
 }

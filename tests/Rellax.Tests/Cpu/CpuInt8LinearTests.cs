@@ -209,6 +209,67 @@ public sealed class CpuInt8LinearTests
     }
 
     [Test]
+    public void EmbeddingGatherMatchesReference()
+    {
+        foreach (var (v, h) in new[] { (1, 1), (40, 37), (33, 260) })
+        {
+            var table = RandomData.Uniform(v * h, 61 + h);
+            using var q = P.QuantizeInt8(_backend.Tensor(table, v, h));
+            int[] ids = RandomData.Ints(9, v, 62);
+            var y = _backend.Zeros(ids.Length, h);
+            P.EmbeddingInt8(_backend.Tensor(ids, ids.Length), q, y);
+            var expected = new float[ids.Length * h];
+            PrimitivesReference.EmbeddingInt8(ids, q.ReadValues(), q.ReadScales(), expected, h);
+            Assert.That(y.ToArray<float>(), Is.EqualTo(expected), $"[{v}, {h}]");
+            // and within half a quantization step of the f32 table
+            var scales = q.ReadScales();
+            var got = y.ToArray<float>();
+            for (int t = 0; t < ids.Length; t++)
+                for (int i = 0; i < h; i++)
+                    Assert.That(Math.Abs(got[t * h + i] - table[ids[t] * h + i]), Is.LessThanOrEqualTo(scales[ids[t]] * 0.5f * 1.0001f));
+        }
+        using var small = P.QuantizeInt8(_backend.Tensor(RandomData.Uniform(12, 63), 3, 4));
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => P.EmbeddingInt8(_backend.Tensor(new[] { 3 }, 1), small, _backend.Zeros(1, 4)))!;
+        Assert.That(e.Message, Does.Contain("outside the embedding table of 3 rows"));
+        Assert.Throws<ArgumentException>(() => P.EmbeddingInt8(_backend.Tensor(new[] { 0 }, 1), small, _backend.Zeros(1, 5)));
+    }
+
+    [Test]
+    public void Int8BaseComposesWithFp32Adapter([Values(DType.F32, DType.BF16)] DType adapterType, [Values(3, 40)] int rows)
+    {
+        // y = LinearInt8(x, W8) + scale · B G_sᵀ A x: the int8 reference plus the CFLoRA reference with W0 = 0.
+        const int din = 70, dout = 37, r = 4, samples = 2;
+        var x = InputWithOutliers(rows, din, 71);
+        var w = RandomData.Uniform(dout * din, 72);
+        var bias = RandomData.Uniform(dout, 73);
+        var a = LinearOracleTests.RoundTo(adapterType, RandomData.Uniform(r * din, 74, -0.2f, 0.2f));
+        var b = LinearOracleTests.RoundTo(adapterType, RandomData.Uniform(dout * r, 75, -0.5f, 0.5f));
+        var g = RandomData.Uniform(samples * r * r, 76);
+        var sampleOfRow = Enumerable.Range(0, rows).Select(t => t * samples / rows).ToArray();
+        const float scale = 2f;
+
+        using var q = P.QuantizeInt8(_backend.Tensor(w, dout, din));
+        var y = _backend.Zeros(rows, dout);
+        var xt = _backend.Tensor(x, rows, din);
+        P.LinearInt8(xt, q, _backend.Tensor(bias, dout), y);
+        using var batch = CfloraBatch.FromRowIndex(sampleOfRow, samples);
+        _backend.Cflora.AddAdapter(xt, LinearOracleTests.Upload(_backend, adapterType, a, r, din),
+            LinearOracleTests.Upload(_backend, adapterType, b, dout, r), _backend.Tensor(g, samples, r, r), scale, batch, y);
+
+        var expected = new float[rows * dout];
+        PrimitivesReference.LinearInt8(x, q.ReadValues(), q.ReadScales(), bias, expected, rows, din, dout, Primitives.DefaultOutlierThreshold);
+        var adapter = new float[rows * dout];
+        CfloraReference.Forward(x, new float[dout * din], [], a, b, g, sampleOfRow, scale, adapter, din, dout, r);
+        for (int i = 0; i < expected.Length; i++) expected[i] += adapter[i];
+        RandomData.AssertClose(y.ToArray<float>(), expected, 1e-4, 1e-5, $"int8 base + {adapterType} adapter, {rows} rows");
+        Assert.That(adapter.Max(Math.Abs), Is.GreaterThan(0.05f), "the adapter term is not negligible");
+
+        var e = Assert.Throws<ArgumentException>(() => _backend.Cflora.AddAdapter(xt, _backend.Tensor(a, r, din),
+            _backend.Tensor(b, dout, r), _backend.Tensor(g, samples, r, r), scale, batch, _backend.Zeros(rows, dout + 1)))!;
+        Assert.That(e.ParamName, Is.EqualTo("b"));
+    }
+
+    [Test]
     public void NaNInAnInt8ColumnPoisonsOnlyItsRow()
     {
         const int m = 3, k = 40, n = 20;
