@@ -52,6 +52,9 @@ public sealed class Primitives
         K.Linear(x, w, bias, y);
     }
 
+    /// <summary>Most input columns (K) an int8 weight may have: K·127² must fit in i32 for the integer sums to be exact.</summary>
+    public const int MaxInt8Columns = 131072;
+
     /// <summary>Default LLM.int8() outlier threshold: input columns with some |x| above it stay in fp32 (as bitsandbytes).</summary>
     public const float DefaultOutlierThreshold = 6f;
 
@@ -61,11 +64,14 @@ public sealed class Primitives
     /// </summary>
     /// <param name="w">Weight as stored in HF files, f32, f16 or bf16 [N, K]; every element finite.</param>
     /// <returns>The quantized weight on this backend; the caller owns (disposes) it.</returns>
-    /// <exception cref="ArgumentException">w has the wrong dtype or rank, or a row holds NaN or infinity (the row is named).</exception>
+    /// <exception cref="ArgumentException">w has the wrong dtype or rank, more than <see cref="MaxInt8Columns"/> columns, or a row
+    /// holds NaN or infinity (the row is named).</exception>
     /// <exception cref="NotSupportedException">This backend has no int8 linear kernels (only the CPU backend has them so far).</exception>
     public Int8Weights QuantizeInt8(Tensor w)
     {
         Check.Floating(_backend, w, nameof(w), 2);
+        if (w.Dim(1) > MaxInt8Columns)
+            throw new ArgumentException($"w {w} has {w.Dim(1)} input columns; int8 sums are exact in i32 only up to {MaxInt8Columns}", nameof(w));
         return _backend.Int8LinearKernels.Quantize(w);
     }
 

@@ -39,12 +39,28 @@ public sealed class LlamaModel : IDisposable
 
     internal LlamaWeights Weights => _weights;
 
+    /// <summary>How the matrices are held (<see cref="ModelLoadOptions.Weights"/>).</summary>
+    public WeightFormat WeightFormat => _weights.Format;
+
+    /// <summary>Bytes of all weights as held on the backend (int8 values, scales and row sums; converted copies; mapped
+    /// checkpoint tensors). RoPE tables and activations are not counted.</summary>
+    public long WeightBytes => _weights.WeightBytes;
+
+    /// <summary>Time spent quantizing or converting matrices at load (zero for <see cref="WeightFormat.Auto"/>).</summary>
+    public TimeSpan WeightConversionTime => _weights.ConversionTime;
+
     /// <summary>Loads a model directory onto <paramref name="backend"/>.</summary>
     /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
     /// <exception cref="FileNotFoundException">config.json, tokenizer.json or the weights are missing.</exception>
+    /// <param name="directory">The model directory.</param>
+    /// <param name="backend">Where the weights live and the forward runs.</param>
+    /// <param name="options">Weight format (as stored, converted to f32/bf16/f16, or int8) and the int8 outlier threshold.</param>
     /// <exception cref="InvalidDataException">A tensor is missing, its shape disagrees with config.json, its dtype is not
-    /// F32/F16/BF16, or attention biases are missing (attention_bias) or present without it.</exception>
-    public static LlamaModel Load(string directory, ComputeBackend backend)
+    /// F32/F16/BF16, or attention biases are missing (attention_bias) or present without it; int8 was asked for and a
+    /// matrix cannot be quantized (named).</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The outlier threshold is not a finite number &gt; 0.</exception>
+    /// <exception cref="NotSupportedException">int8 weights on a backend without int8 kernels.</exception>
+    public static LlamaModel Load(string directory, ComputeBackend backend, ModelLoadOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(directory);
         ArgumentNullException.ThrowIfNull(backend);
@@ -53,10 +69,15 @@ public sealed class LlamaModel : IDisposable
         string configPath = Path.Combine(directory, "config.json");
         if (!File.Exists(configPath))
             throw new FileNotFoundException($"model directory '{directory}' has no config.json", configPath);
+        if (options is not null)
+        {
+            Primitives.CheckOutlierThreshold(options.OutlierThreshold);
+            if (!Enum.IsDefined(options.Weights)) throw new ArgumentOutOfRangeException(nameof(options), options.Weights, "unknown weight format");
+        }
         var config = LlamaConfig.Load(configPath);
         var tokenizer = LlamaTokenizer.Load(directory);
         // The weights take the checkpoint: on the CPU backend they are views of its mapping and keep it open.
-        var weights = LlamaWeights.Load(SafeTensorsCheckpoint.Open(directory), config, backend);
+        var weights = LlamaWeights.Load(SafeTensorsCheckpoint.Open(directory), config, backend, options);
         return new LlamaModel(Path.GetFullPath(directory), config, tokenizer, weights, backend);
     }
 
