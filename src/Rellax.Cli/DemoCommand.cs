@@ -50,15 +50,16 @@ internal static class DemoCommand
         var threads = CommonOptions.Threads();
         var batch = CommonOptions.BatchSize(8, "Prompts per forward pass.");
         var json = CommonOptions.Json();
-        var cmd = new Command("demo", Description) { model, users, k, seed, limit, fast, output, attention, backend, threads, batch, json };
+        var weights = CommonOptions.Weights();
+        var cmd = new Command("demo", Description) { model, users, k, seed, limit, fast, output, attention, weights.Format, weights.Threshold, backend, threads, batch, json };
         cmd.SetAction(r => CommonOptions.Guard(() => Run(r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(users),
             r.GetValue(k), r.GetValue(seed), r.GetValue(limit), r.GetValue(fast), r.GetValue(output), CommonOptions.ParseAttention(r.GetValue(attention)!),
-            r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(json))));
+            r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(json), weights.Parse(r))));
         return cmd;
     }
 
     private static int Run(string modelDir, int users, int k, int seed, int limit, bool fast, string? outputDir, AttentionPrecision attention,
-        string backendName, int threads, int batchSize, bool json)
+        string backendName, int threads, int batchSize, bool json, ModelLoadOptions weights)
     {
         if (fast)
         {
@@ -92,7 +93,7 @@ internal static class DemoCommand
                           $"valid {set.CountOf(SampleSplit.Valid)}, test {set.CountOf(SampleSplit.Test)}: {prepareMs:F0} ms");
 
             using var backend = CommonOptions.CreateBackend(backendName, threads);
-            using var llm = LlamaModel.Load(modelDir, backend);
+            using var llm = CommonOptions.LoadModel(modelDir, backend, weights);
 
             clock.Restart();
             var din = DinModel.CreateRandom(DinConfig.For(dataset, embedDim: 16), seed);

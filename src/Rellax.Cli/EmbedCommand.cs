@@ -48,16 +48,17 @@ internal static class EmbedCommand
         var threads = CommonOptions.Threads();
         var batch = CommonOptions.BatchSize(32, "Most items per forward pass.");
         var json = CommonOptions.Json();
-        var cmd = new Command("embed", Description) { model, items, output, template, pca, seed, attention, backend, threads, batch, json };
+        var weights = CommonOptions.Weights();
+        var cmd = new Command("embed", Description) { model, items, output, template, pca, seed, attention, weights.Format, weights.Threshold, backend, threads, batch, json };
         cmd.SetAction(r => CommonOptions.Guard(() => Run(
             r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(items)!, r.GetValue(output)!,
             PromptTemplate.Parse(r.GetValue(template)!), r.GetValue(pca), r.GetValue(seed), CommonOptions.ParseAttention(r.GetValue(attention)!),
-            r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(json))));
+            r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(json), weights.Parse(r))));
         return cmd;
     }
 
     private static int Run(string modelDir, string itemsPath, string outputPath, PromptTemplate template, int? pca, int seed,
-        AttentionPrecision attention, string backendName, int threads, int batchSize, bool json)
+        AttentionPrecision attention, string backendName, int threads, int batchSize, bool json, ModelLoadOptions weights)
     {
         if (!File.Exists(itemsPath)) throw new FileNotFoundException($"items file '{itemsPath}' does not exist", itemsPath);
         CommonOptions.CheckOutputPath(outputPath);
@@ -68,7 +69,7 @@ internal static class EmbedCommand
         using var cancel = CommonOptions.CancelOnCtrlC();
         using var backend = CommonOptions.CreateBackend(backendName, threads);
         var clock = Stopwatch.StartNew();
-        using var model = LlamaModel.Load(modelDir, backend);
+        using var model = CommonOptions.LoadModel(modelDir, backend, weights);
         int hidden = model.Config.HiddenSize;
         if (pca is int k && (k > hidden || k > items.Count || items.Count < 2))
             throw new ArgumentException($"--pca {k} must be at most min(items, hidden size) = min({items.Count}, {hidden}) = {Math.Min(items.Count, hidden)}" +
