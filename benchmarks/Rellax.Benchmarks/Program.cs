@@ -23,6 +23,12 @@ if (args is ["--scoring-memory", var side])
     return;
 }
 
+if (args is ["--int8-accuracy"])
+{
+    ScoringBenchmarks.Int8Accuracy();
+    return;
+}
+
 if (args is ["--int8-quick"])
 {
     Int8LinearBenchmarks.Quick();
