@@ -6,7 +6,8 @@ namespace Rellax.Runtime;
 /// A Llama-family decoder (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM with its q/k/v biases) loaded from a
 /// Hugging Face directory (<c>config.json</c>, <c>model.safetensors</c> or shards, <c>tokenizer.json</c>) onto a
 /// <see cref="ComputeBackend"/>. Linear weights, the embedding and lm_head keep the checkpoint's dtype (F32, F16 or
-/// BF16; the kernels widen half-precision elements on the fly), norms and biases are f32. On the CPU backend aligned
+/// BF16; the kernels widen half-precision elements on the fly) unless <see cref="ModelLoadOptions"/> asks for another
+/// format (f32/bf16/f16 converted at load, or int8 quantized at load); norms and biases are f32. On the CPU backend aligned
 /// tensors are read-only views of the memory-mapped checkpoint (no copy; the files stay open until
 /// <see cref="Dispose"/>); GPU backends upload them.
 /// The model is immutable and may be shared by several <see cref="LlamaSession"/>s used one at a time each.

@@ -30,8 +30,11 @@ internal sealed class LlamaLayerWeights
 /// buffers are views of its mapping.
 /// </summary>
 /// <remarks>
-/// <para><b>Dtypes.</b> The embedding, lm_head and every linear weight keep the checkpoint's dtype (F32, F16 or BF16);
-/// norms and biases are f32 (widened at load when the checkpoint stores them in half precision; they are vectors).</para>
+/// <para><b>Dtypes.</b> With <see cref="WeightFormat.Auto"/> the embedding, lm_head and every linear weight keep the
+/// checkpoint's dtype (F32, F16 or BF16); <see cref="WeightFormat.F32"/>/<see cref="WeightFormat.BF16"/>/<see cref="WeightFormat.F16"/>
+/// convert them at load; <see cref="WeightFormat.Int8"/> quantizes all of them (<see cref="Primitives.QuantizeInt8"/>) and
+/// copies the norms, so the checkpoint is closed after loading. Norms and biases are f32 (widened at load when the
+/// checkpoint stores them in half precision; they are vectors).</para>
 /// <para><b>Zero copy on the CPU backend.</b> A tensor whose dtype is kept and whose bytes in the memory-mapped file
 /// are aligned to its element size becomes a read-only view of the mapping (<see cref="CpuBackend.WrapReadOnly"/>):
 /// opening a model copies no weights, pages are read from the file (or the page cache) on first use, and resident
