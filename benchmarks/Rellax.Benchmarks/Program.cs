@@ -42,6 +42,18 @@ if (args is ["--cflora-backward-phases"])
     return;
 }
 
+if (args is ["--int8-accuracy"])
+{
+    ScoringBenchmarks.Int8Accuracy();
+    return;
+}
+
+if (args is ["--int8-quick"])
+{
+    Int8LinearBenchmarks.Quick();
+    return;
+}
+
 if (args is ["--subr-steady"])
 {
     SubrSteadyState.Run();

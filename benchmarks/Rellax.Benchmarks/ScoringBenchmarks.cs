@@ -46,6 +46,7 @@ public class ScoringBenchmarks
 
     private CpuBackend? _cpu;
     private LlamaModel? _model;
+    private LlamaModel? _modelW8;
     private RellaxAdapter? _adapter;
     private List<CtrRequest> _requests = [];
     private TorchScoringForward? _torch;
@@ -59,6 +60,18 @@ public class ScoringBenchmarks
         _model = LlamaModel.Load(ModelDir, _cpu);
         _adapter = RandomAdapter(_model.Config);
         _requests = Prompts(_model.Tokenizer, PromptCount);
+    }
+
+    /// <summary>Loads our model with int8 weights (quantized at load) and the adapter.</summary>
+    [GlobalSetup(Target = nameof(OursW8))]
+    public void SetupOursW8()
+    {
+        EnsureModel(ModelDir);
+        _cpu = new CpuBackend(GemmBenchmarks.Threads);
+        _modelW8 = LlamaModel.Load(ModelDir, _cpu, new ModelLoadOptions { Weights = WeightFormat.Int8 });
+        Console.WriteLine($"int8 weights: quantized in {_modelW8.WeightConversionTime.TotalSeconds:F2} s, {_modelW8.WeightBytes / 1e6:F1} MB");
+        _adapter = RandomAdapter(_modelW8.Config);
+        _requests = Prompts(_modelW8.Tokenizer, PromptCount);
     }
 
     /// <summary>Loads the TorchSharp weights (and nothing of ours but the tokenizer and the adapter's host arrays).</summary>
@@ -79,6 +92,7 @@ public class ScoringBenchmarks
     {
         _torch?.Dispose(); _torch = null;
         _model?.Dispose(); _model = null;
+        _modelW8?.Dispose(); _modelW8 = null;
         _cpu?.Dispose(); _cpu = null;
     }
 
@@ -94,9 +108,13 @@ public class ScoringBenchmarks
     [Benchmark]
     public double OursInt8() => Score(AttentionPrecision.Int8);
 
-    private double Score(AttentionPrecision attention)
+    /// <summary><see cref="CtrScorer"/> with int8 weights (LLM.int8()-style linear layers, fp32 CFLoRA adapter) and fp32 attention.</summary>
+    [Benchmark]
+    public double OursW8() => Score(AttentionPrecision.Fp32, _modelW8);
+
+    private double Score(AttentionPrecision attention, LlamaModel? model = null)
     {
-        using var scorer = new CtrScorer(_model!, _adapter, Options(attention));
+        using var scorer = new CtrScorer(model ?? _model!, _adapter, Options(attention));
         return scorer.Score(_requests).Sum(s => s.PYes);
     }
 
@@ -270,7 +288,36 @@ public class ScoringBenchmarks
     }
 
     /// <summary>
-    /// <c>--scoring-memory torch|fp32|int8</c>: in a fresh process, loads only that side, scores once, and prints the
+    /// <c>--int8-accuracy</c>: scores the benchmark prompts (with the adapter) with the F32 model and with int8 weights, and prints
+    /// the largest |Δp_yes|, the mean, the weight bytes of both and the quantization time.
+    /// </summary>
+    internal static void Int8Accuracy()
+    {
+        EnsureModel(ModelDir);
+        using var cpu = new CpuBackend(GemmBenchmarks.Threads);
+        using var fp32 = LlamaModel.Load(ModelDir, cpu);
+        using var w8 = LlamaModel.Load(ModelDir, cpu, new ModelLoadOptions { Weights = WeightFormat.Int8 });
+        var adapter = RandomAdapter(fp32.Config);
+        var requests = Prompts(fp32.Tokenizer, PromptCount);
+        foreach (var withAdapter in new[] { false, true })
+        {
+            double[] Run(LlamaModel m)
+            {
+                using var scorer = new CtrScorer(m, withAdapter ? adapter : null, Options(AttentionPrecision.Fp32));
+                return [.. scorer.Score(requests).Select(s => s.PYes)];
+            }
+            var a = Run(fp32);
+            var b = Run(w8);
+            var d = a.Zip(b, (x, y) => Math.Abs(x - y)).ToArray();
+            Console.WriteLine($"{(withAdapter ? "with" : "without")} the CFLoRA adapter, {requests.Count} prompts: max |p_yes int8 - fp32| = {d.Max():E2}, " +
+                $"mean {d.Average():E2}; fp32 p_yes range [{a.Min():F4}, {a.Max():F4}]");
+        }
+        Console.WriteLine($"weights: F32 {fp32.WeightBytes / 1e6:F1} MB (mapped), int8 {w8.WeightBytes / 1e6:F1} MB " +
+            $"({(double)fp32.WeightBytes / w8.WeightBytes:F2}x smaller), quantized in {w8.WeightConversionTime.TotalSeconds:F2} s");
+    }
+
+    /// <summary>
+    /// <c>--scoring-memory torch|fp32|int8|w8</c>: in a fresh process, loads only that side, scores once, and prints the
     /// process's resident set (VmRSS) after loading, then resets the peak (<c>5 &gt; /proc/self/clear_refs</c>) and prints the
     /// peak resident set during the pass (VmHWM), from <c>/proc/self/status</c>. Resident pages of the memory-mapped weights
     /// count (our CPU backend reads F32 weights in place from the mapping).
@@ -291,6 +338,14 @@ public class ScoringBenchmarks
             ResetPeak();
             start = DateTime.UtcNow;
             sum = bench.Torch();
+        }
+        else if (which == "w8")
+        {
+            bench.SetupOursW8();
+            Console.WriteLine($"after loading: VmRSS {Status("VmRSS")}, peak while loading VmHWM {Status("VmHWM")}");
+            ResetPeak();
+            start = DateTime.UtcNow;
+            sum = bench.OursW8();
         }
         else
         {

@@ -4,7 +4,7 @@ using Rellax.Kernels;
 namespace Rellax.Cli;
 
 /// <summary>Options shared by the subcommands, and the helpers that turn them into runtime objects.</summary>
-internal static class CommonOptions
+internal static partial class CommonOptions
 {
     /// <summary><c>--backend auto|cpu|ilgpu|cuda</c>: where kernels run (<see cref="Backends.Create"/>).</summary>
     public static Option<string> Backend() => Choice("--backend",

@@ -47,7 +47,8 @@ internal static class DemoCommand
         var threads = CommonOptions.Threads();
         var batch = CommonOptions.BatchSize(8, "Prompts per forward pass.");
         var json = CommonOptions.Json();
-        var cmd = new Command("demo", Description) { model, users, k, seed, limit, fast, output, attention, backend, threads, batch, json };
+        var weights = CommonOptions.Weights();
+        var cmd = new Command("demo", Description) { model, users, k, seed, limit, fast, output, attention, weights.Format, weights.Threshold, backend, threads, batch, json };
         cmd.SetAction(r => CommonOptions.Guard(cancel =>
         {
             bool isFast = r.GetValue(fast);
@@ -56,7 +57,7 @@ internal static class DemoCommand
             int limitCount = isFast && r.GetResult(limit) is null or { Implicit: true } ? 24 : r.GetValue(limit);
             return Run(r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), userCount,
                 r.GetValue(k), r.GetValue(seed), limitCount, r.GetValue(output), CommonOptions.ParseAttention(r.GetValue(attention)!),
-                r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(json), cancel);
+                r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(json), weights.Parse(r), cancel);
         }));
         return cmd;
     }
@@ -68,7 +69,7 @@ internal static class DemoCommand
             : null;
 
     private static int Run(string modelDir, int users, int k, int seed, int limit, string? outputDir, AttentionPrecision attention,
-        string backendName, int threads, int batchSize, bool json, CancellationToken cancel)
+        string backendName, int threads, int batchSize, bool json, ModelLoadOptions weights, CancellationToken cancel)
     {
         if (outputDir is not null)
         {
@@ -76,13 +77,13 @@ internal static class DemoCommand
             // failed demo leaves no half-made folder, and an earlier one stays as it was.
             OutputFile.CheckFolder(outputDir, "--output", RefuseReason, modelDir);
             int code = 0;
-            OutputFile.WriteFolder(outputDir, RefuseReason, work => code = RunIn(work, outputDir, modelDir, users, k, seed, limit, attention, backendName, threads, batchSize, json, cancel), cancel);
+            OutputFile.WriteFolder(outputDir, RefuseReason, work => code = RunIn(work, outputDir, modelDir, users, k, seed, limit, attention, backendName, threads, batchSize, json, weights, cancel), cancel);
             return code;
         }
         string temp = Directory.CreateTempSubdirectory("rellax-demo-").FullName;
         try
         {
-            return RunIn(temp, null, modelDir, users, k, seed, limit, attention, backendName, threads, batchSize, json, cancel);
+            return RunIn(temp, null, modelDir, users, k, seed, limit, attention, backendName, threads, batchSize, json, weights, cancel);
         }
         finally
         {
@@ -91,7 +92,7 @@ internal static class DemoCommand
     }
 
     private static int RunIn(string work, string? outputDir, string modelDir, int users, int k, int seed, int limit, AttentionPrecision attention,
-        string backendName, int threads, int batchSize, bool json, CancellationToken cancel)
+        string backendName, int threads, int batchSize, bool json, ModelLoadOptions weights, CancellationToken cancel)
     {
         var log = json ? Console.Error : Console.Out;
         var total = Stopwatch.StartNew();
@@ -116,7 +117,7 @@ internal static class DemoCommand
 
         cancel.ThrowIfCancellationRequested();
         using var backend = CommonOptions.CreateBackend(backendName, threads);
-        using var llm = LlamaModel.Load(modelDir, backend);
+        using var llm = CommonOptions.LoadModel(modelDir, backend, weights);
 
         clock.Restart();
         var din = DinModel.CreateRandom(DinConfig.For(dataset, embedDim: 16), seed);

@@ -47,16 +47,17 @@ internal static class EmbedCommand
         var threads = CommonOptions.Threads();
         var batch = CommonOptions.BatchSize(32, "Most items per forward pass.");
         var json = CommonOptions.Json();
-        var cmd = new Command("embed", Description) { model, items, output, template, pca, seed, attention, backend, threads, batch, json };
+        var weights = CommonOptions.Weights();
+        var cmd = new Command("embed", Description) { model, items, output, template, pca, seed, attention, weights.Format, weights.Threshold, backend, threads, batch, json };
         cmd.SetAction(r => CommonOptions.Guard(cancel => Run(
             r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(items)!, r.GetValue(output)!,
             PromptTemplate.Parse(r.GetValue(template)!), r.GetValue(pca), r.GetValue(seed), CommonOptions.ParseAttention(r.GetValue(attention)!),
-            r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(json), cancel)));
+            r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(json), weights.Parse(r), cancel)));
         return cmd;
     }
 
     private static int Run(string modelDir, string itemsPath, string outputPath, PromptTemplate template, int? pca, int seed,
-        AttentionPrecision attention, string backendName, int threads, int batchSize, bool json, CancellationToken cancel)
+        AttentionPrecision attention, string backendName, int threads, int batchSize, bool json, ModelLoadOptions weights, CancellationToken cancel)
     {
         if (!File.Exists(itemsPath)) throw new FileNotFoundException($"items file '{itemsPath}' does not exist", itemsPath);
         OutputFile.Check(outputPath, "--output", itemsPath, modelDir);
@@ -66,7 +67,7 @@ internal static class EmbedCommand
 
         using var backend = CommonOptions.CreateBackend(backendName, threads);
         var clock = Stopwatch.StartNew();
-        using var model = LlamaModel.Load(modelDir, backend);
+        using var model = CommonOptions.LoadModel(modelDir, backend, weights);
         int hidden = model.Config.HiddenSize;
         CommonOptions.CheckPca(pca, items.Count, hidden, "hidden size");
         double loadMs = clock.Elapsed.TotalMilliseconds;

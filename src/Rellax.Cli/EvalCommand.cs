@@ -55,9 +55,10 @@ internal static class EvalCommand
         var threads = CommonOptions.Threads();
         var batch = CommonOptions.BatchSize(8, "Prompts per forward pass.");
         var json = CommonOptions.Json();
+        var weights = CommonOptions.Weights();
         var cmd = new Command("eval", Description)
         {
-            model, data, adapter, crm, din, k, retrieval, order, pca, similarity, itemVectors, split, limit, cache, noCache, scores, template, attention, backend, threads, batch, json,
+            model, data, adapter, crm, din, k, retrieval, order, pca, similarity, itemVectors, split, limit, cache, noCache, scores, template, attention, weights.Format, weights.Threshold, backend, threads, batch, json,
         };
         cmd.SetAction(r => CommonOptions.Guard(cancel =>
         {
@@ -77,13 +78,13 @@ internal static class EvalCommand
                 },
             };
             return Run(r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), dataDir, r.GetValue(adapter), r.GetValue(crm), r.GetValue(din),
-                r.GetValue(itemVectors), options, r.GetResult(pca) is { Implicit: false }, r.GetValue(scores), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json), cancel);
+                r.GetValue(itemVectors), options, r.GetResult(pca) is { Implicit: false }, r.GetValue(scores), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json), weights.Parse(r), cancel);
         }));
         return cmd;
     }
 
     private static int Run(string modelDir, string dataDir, string? adapterDir, string? crmPath, string? dinDir, string? itemVectorsPath, EvaluationOptions options,
-        bool pcaGiven, string? scoresPath, string backendName, int threads, bool json, CancellationToken cancel)
+        bool pcaGiven, string? scoresPath, string backendName, int threads, bool json, ModelLoadOptions weights, CancellationToken cancel)
     {
         if (crmPath is not null && dinDir is not null) throw new ArgumentException("give either --crm or --din, not both");
         if (scoresPath is not null) OutputFile.Check(scoresPath, "--scores", dataDir, modelDir, adapterDir, crmPath, dinDir, itemVectorsPath);
@@ -95,7 +96,7 @@ internal static class EvalCommand
 
         using var backend = CommonOptions.CreateBackend(backendName, threads);
         clock.Restart();
-        using var model = LlamaModel.Load(modelDir, backend);
+        using var model = CommonOptions.LoadModel(modelDir, backend, weights);
         var adapter = adapterDir is null ? null : RellaxAdapter.Load(adapterDir, model.Config);
         double loadModelMs = clock.Elapsed.TotalMilliseconds;
         if (pcaGiven && options.Retrieval == HistoryRetrieval.Subr)

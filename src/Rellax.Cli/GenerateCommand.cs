@@ -18,6 +18,7 @@ internal static class GenerateCommand
         var attention = CommonOptions.Attention();
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
+        var weights = CommonOptions.Weights();
         var cmd = new Command("generate", """
         Generate text greedily from a prompt (BOS alone when no prompt is given), with a KV cache.
 
@@ -25,18 +26,18 @@ internal static class GenerateCommand
           rellax generate
           rellax generate --prompt "Once upon a time" --max-new-tokens 60
           rellax generate --model llama-2-7b --attention int8 --json
-        """) { model, prompt, maxNew, backend, attention, threads, json };
+        """) { model, prompt, maxNew, backend, attention, weights.Format, weights.Threshold, threads, json };
         cmd.SetAction(r => CommonOptions.Guard(cancel => Run(
             r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(prompt) ?? "", r.GetValue(maxNew),
-            r.GetValue(backend)!, CommonOptions.ParseAttention(r.GetValue(attention)!), r.GetValue(threads), r.GetValue(json), cancel)));
+            r.GetValue(backend)!, CommonOptions.ParseAttention(r.GetValue(attention)!), r.GetValue(threads), r.GetValue(json), weights.Parse(r), cancel)));
         return cmd;
     }
 
-    private static int Run(string modelDir, string prompt, int maxNewTokens, string backendName, AttentionPrecision attention, int threads, bool json, CancellationToken cancel)
+    private static int Run(string modelDir, string prompt, int maxNewTokens, string backendName, AttentionPrecision attention, int threads, bool json, ModelLoadOptions weights, CancellationToken cancel)
     {
         using var backend = CommonOptions.CreateBackend(backendName, threads);
         var loadClock = Stopwatch.StartNew();
-        using var model = LlamaModel.Load(modelDir, backend);
+        using var model = CommonOptions.LoadModel(modelDir, backend, weights);
         double loadMs = loadClock.Elapsed.TotalMilliseconds;
         var tok = model.Tokenizer;
         var promptIds = tok.Encode(prompt, addSpecialTokens: true).ToList();

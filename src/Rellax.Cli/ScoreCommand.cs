@@ -49,17 +49,18 @@ internal static class ScoreCommand
         var input = new Option<string>("--input") { HelpName = "FILE.jsonl", Description = "JSONL requests (see above).", Required = true };
         var output = new Option<string?>("--output") { HelpName = "FILE.jsonl", Description = "JSONL scores (default: standard output). Written atomically." };
         var json = CommonOptions.Json();
+        var weights = CommonOptions.Weights();
         json.Description = "Print a JSON summary (count, backend, attention, timings, tokens/s): on stdout with --output, else on stderr.";
-        var cmd = new Command("score", Description) { model, adapter, template, attention, backend, threads, batch, maxTokens, yes, no, input, output, json };
+        var cmd = new Command("score", Description) { model, adapter, template, attention, weights.Format, weights.Threshold, backend, threads, batch, maxTokens, yes, no, input, output, json };
         cmd.SetAction(r => CommonOptions.Guard(cancel => Run(new Settings(
             r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(adapter), PromptTemplate.Parse(r.GetValue(template)!),
             CommonOptions.ParseAttention(r.GetValue(attention)!), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(maxTokens),
-            r.GetValue(yes)!, r.GetValue(no)!, r.GetValue(input)!, r.GetValue(output), r.GetValue(json)), cancel)));
+            r.GetValue(yes)!, r.GetValue(no)!, r.GetValue(input)!, r.GetValue(output), r.GetValue(json), weights.Parse(r)), cancel)));
         return cmd;
     }
 
     private sealed record Settings(string ModelDir, string? AdapterDir, PromptTemplate Template, AttentionPrecision Attention,
-        string BackendName, int Threads, int BatchSize, int MaxBatchTokens, string Yes, string No, string InputPath, string? OutputPath, bool Json);
+        string BackendName, int Threads, int BatchSize, int MaxBatchTokens, string Yes, string No, string InputPath, string? OutputPath, bool Json, ModelLoadOptions Weights);
 
     private static int Run(Settings s, CancellationToken cancel)
     {
@@ -74,7 +75,7 @@ internal static class ScoreCommand
 
         using var backend = CommonOptions.CreateBackend(s.BackendName, s.Threads);
         clock.Restart();
-        using var model = LlamaModel.Load(s.ModelDir, backend);
+        using var model = CommonOptions.LoadModel(s.ModelDir, backend, s.Weights);
         var adapter = s.AdapterDir is null ? null : RellaxAdapter.Load(s.AdapterDir, model.Config);
         var options = new ScoringOptions { Template = s.Template, Attention = s.Attention, BatchSize = s.BatchSize, MaxBatchTokens = s.MaxBatchTokens, YesAnswer = s.Yes, NoAnswer = s.No };
         using var scorer = new CtrScorer(model, adapter, options);

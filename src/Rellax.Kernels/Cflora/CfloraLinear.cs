@@ -189,6 +189,41 @@ public sealed class CfloraLinear
     }
 
     /// <summary>
+    /// The adapter term alone, added onto an output the base layer wrote elsewhere:
+    /// <c>y[t] += scale · B (G_sᵀ (A x[t]))</c>. With y from <see cref="Primitives.LinearInt8"/> first, this composes an int8
+    /// base with an fp32 adapter, <c>y = dequant(W8 x8) + scale · B Gᵀ A x</c> (the adapter never sees the quantization).
+    /// Costs 2·T·r·(d_in + d_out) + 2·T·r² FLOPs plus one pass over y.
+    /// </summary>
+    /// <param name="x">Input rows, f32 [T, d_in].</param>
+    /// <param name="a">LoRA A [r, d_in]; f32, f16 or bf16 (same dtype as b).</param>
+    /// <param name="b">LoRA B [d_out, r].</param>
+    /// <param name="g">Interaction matrices f32 [S, r, r] (identity for vanilla LoRA).</param>
+    /// <param name="scale">Adapter scale; finite.</param>
+    /// <param name="batch">Which sample each row belongs to.</param>
+    /// <param name="y">Output f32 [T, d_out], updated in place; must not overlap the inputs.</param>
+    public void AddAdapter(Tensor x, Tensor a, Tensor b, Tensor g, float scale, CfloraBatch batch, Tensor y)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        Check.F32(_backend, x, nameof(x), 2); Check.F32(_backend, y, nameof(y), 2);
+        Check.Floating(_backend, a, nameof(a), 2); Check.Floating(_backend, b, nameof(b), 2); Check.F32(_backend, g, nameof(g), 3);
+        int din = x.Dim(1), dout = y.Dim(1), r = a.Dim(0);
+        if (batch.Rows != x.Dim(0)) throw new ArgumentException($"the batch has {batch.Rows} rows but x {x} has {x.Dim(0)}", nameof(batch));
+        if (r < 1 || a.Dim(1) != din) throw new ArgumentException($"a {a} must be [r, d_in] with r >= 1 and d_in = {din} from x {x}", nameof(a));
+        if (a.DType != b.DType) throw new ArgumentException($"a {a} and b {b} must have the same dtype", nameof(b));
+        if (b.Dim(0) != dout || b.Dim(1) != r) throw new ArgumentException($"b {b} must be [d_out, r] = [{dout}, {r}] from y {y} and a {a}", nameof(b));
+        if (g.Dim(0) != batch.Samples || g.Dim(1) != r || g.Dim(2) != r)
+            throw new ArgumentException($"g {g} must be [S, r, r] = [{batch.Samples}, {r}, {r}]", nameof(g));
+        if (y.Dim(0) != x.Dim(0)) throw new ArgumentException($"y {y} must have one row per row of x {x}", nameof(y));
+        if (!float.IsFinite(scale)) throw new ArgumentOutOfRangeException(nameof(scale), scale, "adapter scale must be finite");
+        Check.NoOverlap(y, nameof(y), x, nameof(x)); Check.NoOverlap(y, nameof(y), a, nameof(a));
+        Check.NoOverlap(y, nameof(y), b, nameof(b)); Check.NoOverlap(y, nameof(y), g, nameof(g));
+        if (x.Dim(0) == 0) return;
+        if (K is not ICfloraAdapterKernels k)
+            throw new NotSupportedException($"the {_backend.Name} backend has no separate CFLoRA adapter kernel (needed for int8 base weights)");
+        k.AddAdapter(x, a, b, g, scale, batch.RowIndexOn(_backend), y);
+    }
+
+    /// <summary>
     /// The CFLoRA generator for one adapted module, batched over samples:
     /// <c>G[s] = reshape(W2 · GELU(W1 · LayerNorm(h[s]) + b1) + b2, r, r)</c> (row-major, so G[s][i][j] = out[i·r + j]).
     /// </summary>

@@ -29,3 +29,10 @@ internal interface ICfloraKernels
     /// </summary>
     void Backward(Tensor x, ReadOnlySpan<CfloraBackwardModule> modules, Tensor rowSample, int samples, Tensor? dx);
 }
+
+/// <summary>Backends that can add the adapter term alone (for base layers computed by another op, e.g. int8).</summary>
+internal interface ICfloraAdapterKernels
+{
+    /// <summary>y[t] += scale · b (G[rowSample[t]]ᵀ (a x[t])); shapes as in <see cref="ICfloraKernels.Forward"/>.</summary>
+    void AddAdapter(Tensor x, Tensor a, Tensor b, Tensor g, float scale, Tensor rowSample, Tensor y);
+}

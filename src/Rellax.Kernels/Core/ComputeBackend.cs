@@ -40,6 +40,10 @@ public abstract class ComputeBackend : IDisposable
     /// <summary>This backend's attention kernels (unchecked; reached through <see cref="Attention"/>).</summary>
     internal virtual IAttentionKernels AttentionKernels => throw new NotSupportedException($"the {Name} backend has no attention kernels yet");
 
+    /// <summary>This backend's int8 linear kernels (unchecked; reached through <see cref="Primitives.QuantizeInt8"/> and the
+    /// int8 <see cref="Primitives.LinearInt8"/>).</summary>
+    internal virtual IInt8LinearKernels Int8LinearKernels => throw new NotSupportedException($"the {Name} backend has no int8 linear kernels yet (use the cpu backend, or f32/f16/bf16 weights)");
+
     /// <summary>The backward (gradient) ops that training runs on this backend.</summary>
     public BackwardOps Backward => _backward ??= new BackwardOps(this);
 

@@ -11,6 +11,7 @@ public sealed class CpuBackend : ComputeBackend
     private readonly CpuSubr _subr;
     private readonly CpuAttention _attention;
     private readonly CpuBackwardKernels _backward;
+    private readonly CpuInt8Linear _int8;
 
     /// <summary>Creates a CPU backend that uses up to <paramref name="threads"/> threads (0: one per core).</summary>
     public CpuBackend(int threads = 0)
@@ -23,6 +24,7 @@ public sealed class CpuBackend : ComputeBackend
         _subr = new CpuSubr(this);
         _attention = new CpuAttention(this);
         _backward = new CpuBackwardKernels(this);
+        _int8 = new CpuInt8Linear(this);
     }
 
     /// <summary>Number of worker threads kernels split their work over.</summary>
@@ -42,6 +44,11 @@ public sealed class CpuBackend : ComputeBackend
     internal override IAttentionKernels AttentionKernels => _attention;
 
     internal override IBackwardKernels BackwardKernels => _backward;
+
+    internal override IInt8LinearKernels Int8LinearKernels => _int8;
+
+    /// <summary>Which int8 GEMM paths this CPU has (AVX-VNNI, AVX-512BW, scalar) and which one the int8 linear layer takes.</summary>
+    public static string Int8Paths => CpuInt8Linear.Describe();
 
     /// <inheritdoc/>
     public override DeviceBuffer Allocate(DType dtype, long length) => new CpuBuffer(this, dtype, length);

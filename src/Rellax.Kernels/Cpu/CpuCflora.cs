@@ -44,7 +44,7 @@ namespace Rellax.Kernels.Cpu;
 /// packed tiles is zero and only valid elements are stored.
 /// </para>
 /// </summary>
-internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKernels
+internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKernels, ICfloraAdapterKernels
 {
     private readonly CpuBackend _backend = backend;
 
@@ -87,11 +87,24 @@ internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKern
         float* g = CpuBackend.Ptr<float>(mod.G);
         float* y = CpuBackend.Ptr<float>(mod.Y);
 
-        // (a) u = x · Aᵀ
-        RankProduct(_backend, x, rows, din, a, r, u);
+        AdapterActivations(_backend, x, rows, din, sampleOfRow, a, g, mod.Scale, u, v);
 
-        // (b) v[t] = scale · G[s(t)]ᵀ u[t]
-        float scale = mod.Scale;
+        // (c) y = [x | v | 1] · [W0 | B | bias]ᵀ
+        if (rows <= FusedGemvMaxRows && CpuGemm.UseVector512)
+            Gemv(_backend, x, rows, din, w0, b, v, bias, y, dout);
+        else
+        {
+            int kAug = din + r + (bias != null ? 1 : 0);
+            CpuGemm.Run(new AugmentedX(x, din, v, r, bias != null), new AugmentedW(w0, b, bias), y, rows, kAug, dout,
+                Threads(_backend, (long)rows * kAug * dout), _backend.ParallelOptions);
+        }
+    }
+
+    /// <summary>(a) u = x · Aᵀ [T, r]; (b) v[t] = scale · G[s(t)]ᵀ u[t] [T, r].</summary>
+    private static void AdapterActivations(CpuBackend backend, float* x, int rows, int din, int* sampleOfRow, TypedMatrix a, float* g, float scale, float* u, float* v)
+    {
+        int r = a.Rows;
+        RankProduct(backend, x, rows, din, a, r, u);
         for (int t = 0; t < rows; t++)
         {
             float* gs = g + (long)sampleOfRow[t] * r * r;
@@ -102,15 +115,26 @@ internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKern
                 TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(gs + (long)i * r, r), ut[i], vt, vt);
             TensorPrimitives.Multiply(vt, scale, vt);
         }
+    }
 
-        // (c) y = [x | v | 1] · [W0 | B | bias]ᵀ
-        if (rows <= FusedGemvMaxRows && CpuGemm.UseVector512)
-            Gemv(_backend, x, rows, din, w0, b, v, bias, y, dout);
-        else
+    public void AddAdapter(Tensor x, Tensor a, Tensor b, Tensor g, float scale, Tensor rowSample, Tensor y)
+    {
+        int rows = x.Dim(0), din = x.Dim(1), dout = y.Dim(1), r = a.Dim(0);
+        float* yp = CpuBackend.Ptr<float>(y);
+        // u, v [T, r] and the adapter output [T, d_out], added to y row by row.
+        float* scratch = (float*)NativeMemory.AlignedAlloc((nuint)((2L * r + dout) * rows * sizeof(float)), 64);
+        try
         {
-            int kAug = din + r + (bias != null ? 1 : 0);
-            CpuGemm.Run(new AugmentedX(x, din, v, r, bias != null), new AugmentedW(w0, b, bias), y, rows, kAug, dout,
-                Threads(_backend, (long)rows * kAug * dout), _backend.ParallelOptions);
+            float* u = scratch, v = u + (long)rows * r, add = v + (long)rows * r;
+            AdapterActivations(_backend, CpuBackend.Ptr<float>(x), rows, din, CpuBackend.Ptr<int>(rowSample), new TypedMatrix(a),
+                CpuBackend.Ptr<float>(g), scale, u, v);
+            Product(_backend, v, rows, r, new TypedMatrix(b), null, add, dout);
+            var all = new Span<float>(yp, checked(rows * dout));
+            TensorPrimitives.Add(all, new ReadOnlySpan<float>(add, all.Length), all);
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(scratch);
         }
     }
 
@@ -201,12 +225,14 @@ internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKern
         public readonly void* Data;
         public readonly DType Type;
         public readonly int Cols;
+        public readonly int Rows;
 
         public TypedMatrix(in Tensor t)
         {
             Data = CpuBackend.Ptr<byte>(t);
             Type = t.DType;
             Cols = t.Dim(1);
+            Rows = t.Dim(0);
         }
 
         /// <summary>A matrix over raw memory: <paramref name="cols"/> elements of <paramref name="type"/> per row.</summary>

@@ -52,6 +52,88 @@ public sealed class Primitives
         K.Linear(x, w, bias, y);
     }
 
+    /// <summary>Most input columns (K) an int8 weight may have: K·127² must fit in i32 for the integer sums to be exact.</summary>
+    public const int MaxInt8Columns = 131072;
+
+    /// <summary>Default LLM.int8() outlier threshold: input columns with some |x| above it stay in fp32 (as bitsandbytes).</summary>
+    public const float DefaultOutlierThreshold = 6f;
+
+    /// <summary>
+    /// Quantizes a linear layer's weight to int8, symmetric per output row (see <see cref="Int8Weights"/>): 1 byte per
+    /// element plus one f32 scale per row. The source may be freed afterwards.
+    /// </summary>
+    /// <param name="w">Weight as stored in HF files, f32, f16 or bf16 [N, K]; every element finite.</param>
+    /// <returns>The quantized weight on this backend; the caller owns (disposes) it.</returns>
+    /// <exception cref="ArgumentException">w has the wrong dtype or rank, more than <see cref="MaxInt8Columns"/> columns, or a row
+    /// holds NaN or infinity (the row is named).</exception>
+    /// <exception cref="NotSupportedException">This backend has no int8 linear kernels (only the CPU backend has them so far).</exception>
+    public Int8Weights QuantizeInt8(Tensor w)
+    {
+        Check.Floating(_backend, w, nameof(w), 2);
+        if (w.Dim(1) > MaxInt8Columns)
+            throw new ArgumentException($"w {w} has {w.Dim(1)} input columns; int8 sums are exact in i32 only up to {MaxInt8Columns}", nameof(w));
+        return _backend.Int8LinearKernels.Quantize(w);
+    }
+
+    /// <summary>
+    /// Linear layer with int8 weights, LLM.int8()-style (W8A8 with outlier decomposition):
+    /// <c>y = x · dequant(w)ᵀ (+ bias)</c>, where each row of x is quantized to int8 with its own scale (max |x| / 127), the
+    /// int8 products are summed exactly in i32, and input columns whose largest |x| over the rows exceeds
+    /// <paramref name="outlierThreshold"/> are left out of the int8 product and multiplied in fp32 with the dequantized
+    /// weights. <see cref="PrimitivesReference.LinearInt8"/> is the exact definition. A row of x holding NaN outside the
+    /// outlier columns gives a NaN output row.
+    /// </summary>
+    /// <param name="x">Input, f32 [M, K].</param>
+    /// <param name="w">Quantized weight [N, K] from <see cref="QuantizeInt8"/> on this backend.</param>
+    /// <param name="bias">Optional f32 bias [N], or <see langword="null"/>.</param>
+    /// <param name="y">Output, f32 [M, N]; must not overlap x or bias.</param>
+    /// <param name="outlierThreshold">Magnitude above which an input column goes through fp32; finite and &gt; 0
+    /// (default <see cref="DefaultOutlierThreshold"/>).</param>
+    public void LinearInt8(Tensor x, Int8Weights w, Tensor? bias, Tensor y, float outlierThreshold = DefaultOutlierThreshold)
+    {
+        ArgumentNullException.ThrowIfNull(w);
+        ObjectDisposedException.ThrowIf(w.IsDisposed, w);
+        Check.F32(_backend, x, nameof(x), 2); Check.F32(_backend, y, nameof(y), 2);
+        if (!ReferenceEquals(w.Backend, _backend))
+            throw new ArgumentException($"w {w} lives on backend '{w.Backend.Name}', not '{_backend.Name}'", nameof(w));
+        if (x.Dim(1) != w.Cols || y.Dim(0) != x.Dim(0) || y.Dim(1) != w.Rows)
+            throw new ArgumentException($"LinearInt8 needs x [M, K], w [N, K], y [M, N]; got x {x}, w {w}, y {y}", nameof(w));
+        CheckOutlierThreshold(outlierThreshold);
+        Check.NoOverlap(y, nameof(y), x, nameof(x));
+        if (bias is { } b)
+        {
+            Check.F32(_backend, b, nameof(bias), 1);
+            if (b.Dim(0) != w.Rows) throw new ArgumentException($"bias {b} must be [N] = [{w.Rows}] for w {w}", nameof(bias));
+            Check.NoOverlap(y, nameof(y), b, nameof(bias));
+        }
+        if (y.ElementCount == 0) return;
+        _backend.Int8LinearKernels.Linear(x, w, bias, y, outlierThreshold);
+    }
+
+    /// <summary>Embedding gather from an int8 table: <c>y[t] = dequant(table)[ids[t]] = q[ids[t]] · scale[ids[t]]</c>.</summary>
+    /// <param name="ids">Token ids (or any row indices), i32 [T]; each in [0, V) (the CPU backend throws on one outside).</param>
+    /// <param name="table">Quantized table [V, H] from <see cref="QuantizeInt8"/> on this backend.</param>
+    /// <param name="y">Output, f32 [T, H].</param>
+    public void EmbeddingInt8(Tensor ids, Int8Weights table, Tensor y)
+    {
+        ArgumentNullException.ThrowIfNull(table);
+        ObjectDisposedException.ThrowIf(table.IsDisposed, table);
+        Check.Of(_backend, ids, nameof(ids), DType.I32, 1); Check.F32(_backend, y, nameof(y), 2);
+        if (!ReferenceEquals(table.Backend, _backend))
+            throw new ArgumentException($"table {table} lives on backend '{table.Backend.Name}', not '{_backend.Name}'", nameof(table));
+        if (y.Dim(0) != ids.Dim(0) || y.Dim(1) != table.Cols)
+            throw new ArgumentException($"EmbeddingInt8 needs ids [T], table [V, H], y [T, H]; got ids {ids}, table {table}, y {y}", nameof(y));
+        if (y.ElementCount == 0) return;
+        _backend.Int8LinearKernels.Embedding(ids, table, y);
+    }
+
+    /// <summary>Throws unless <paramref name="outlierThreshold"/> is a finite number &gt; 0.</summary>
+    public static void CheckOutlierThreshold(float outlierThreshold)
+    {
+        if (!(outlierThreshold > 0) || !float.IsFinite(outlierThreshold))
+            throw new ArgumentOutOfRangeException(nameof(outlierThreshold), outlierThreshold, "the int8 outlier threshold must be a finite number > 0");
+    }
+
     /// <summary>Row scatter: <c>dst[rows[i]] = src[i]</c> (SPA writes projected CRM embeddings over the marker positions).</summary>
     /// <param name="src">Rows to write, f32 [n, H].</param>
     /// <param name="rows">Destination row of each, i32 [n]; each in [0, R) and all distinct (checked on the device side where

@@ -34,6 +34,76 @@ public static class PrimitivesReference
             }
     }
 
+    /// <summary>
+    /// Symmetric int8 quantization of one row (weights per output row, activations per token): scale = max|v| / 127 and
+    /// q = round_half_even(v · (127 / max|v|)) clamped to [-127, 127], in float arithmetic (the kernels use the same
+    /// operations, so they produce the same integers). A zero row gives scale 0 and q = 0.
+    /// </summary>
+    /// <returns>The scale, or NaN (with q = 0) when the row holds NaN or infinity.</returns>
+    public static float QuantizeRowInt8(ReadOnlySpan<float> v, Span<sbyte> q)
+    {
+        float amax = 0f;
+        foreach (float e in v)
+        {
+            if (!float.IsFinite(e)) { q.Slice(0, v.Length).Clear(); return float.NaN; }
+            amax = Math.Max(amax, Math.Abs(e));
+        }
+        if (amax == 0f) { q.Slice(0, v.Length).Clear(); return 0f; }
+        float inv = 127f / amax;
+        for (int i = 0; i < v.Length; i++) q[i] = QuantizeActivationInt8(v[i], inv);
+        return amax / 127f;
+    }
+
+    /// <summary>The activation row quantizer the int8 linear layer uses: <see cref="QuantizeRowInt8"/>.</summary>
+    public static float QuantizeActivationRowInt8(ReadOnlySpan<float> v, Span<sbyte> q) => QuantizeRowInt8(v, q);
+
+    /// <summary>One element: round_half_even(v · inv) clamped to [-127, 127].</summary>
+    public static sbyte QuantizeActivationInt8(float v, float inv) => (sbyte)Math.Clamp(MathF.Round(v * inv), -127f, 127f);
+
+    /// <summary>
+    /// The int8 linear layer (LLM.int8()-style W8A8), y[M,N] from x[M,K], int8 weights q[N,K] (row-major) with row scales
+    /// s_w[N], optional bias[N]:
+    /// <list type="number">
+    /// <item>outlier columns O = { c : max_t |x[t, c]| &gt; threshold };</item>
+    /// <item>per row t, x with the O columns zeroed is quantized by <see cref="QuantizeRowInt8"/> into x8[t], s_x[t];</item>
+    /// <item>y[t, j] = s_w[j] · (s_x[t] · Σ_c x8[t, c]·q[j, c] + Σ_{c∈O} x[t, c]·q[j, c]) + bias[j], in double (the integer
+    /// sum is exact).</item>
+    /// </list>
+    /// </summary>
+    public static void LinearInt8(ReadOnlySpan<float> x, ReadOnlySpan<sbyte> q, ReadOnlySpan<float> scales, ReadOnlySpan<float> bias,
+        Span<float> y, int m, int k, int n, float threshold)
+    {
+        var outlier = new bool[k];
+        for (int t = 0; t < m; t++)
+            for (int c = 0; c < k; c++)
+                if (Math.Abs(x[t * k + c]) > threshold) outlier[c] = true;
+        var row = new float[k];
+        var x8 = new sbyte[k];
+        for (int t = 0; t < m; t++)
+        {
+            for (int c = 0; c < k; c++) row[c] = outlier[c] ? 0f : x[t * k + c];
+            double sx = QuantizeRowInt8(row, x8);
+            for (int j = 0; j < n; j++)
+            {
+                long acc = 0;
+                double fp = 0;
+                for (int c = 0; c < k; c++)
+                {
+                    acc += x8[c] * q[j * k + c];
+                    if (outlier[c]) fp += (double)x[t * k + c] * q[j * k + c];
+                }
+                y[t * n + j] = (float)(scales[j] * (sx * acc + fp) + (bias.IsEmpty ? 0 : bias[j]));
+            }
+        }
+    }
+
+    /// <summary>Int8 embedding gather: y[t, :] = q[ids[t], :] · scales[ids[t]] for rows of length h.</summary>
+    public static void EmbeddingInt8(ReadOnlySpan<int> ids, ReadOnlySpan<sbyte> q, ReadOnlySpan<float> scales, Span<float> y, int h)
+    {
+        for (int t = 0; t < ids.Length; t++)
+            for (int i = 0; i < h; i++) y[t * h + i] = (float)((double)q[ids[t] * h + i] * scales[ids[t]]);
+    }
+
     /// <summary>dst[rows[i]] = src[i] for rows of length h (rows distinct and inside dst).</summary>
     public static void ScatterRows(ReadOnlySpan<float> src, ReadOnlySpan<int> rows, Span<float> dst, int h)
     {

@@ -95,7 +95,7 @@ internal sealed class BatchForward : IDisposable
         using var idBuffer = _backend.Upload(tokenIds);
         using var rows = _backend.Allocate(DType.F32, (long)n * c.HiddenSize);
         using var logits = _backend.Allocate(DType.F32, (long)b * n);
-        _ops.Embedding(idBuffer.AsTensor(n), _model.Weights.LmHead.AsTensor(c.VocabSize, c.HiddenSize), rows.AsTensor(n, c.HiddenSize));
+        _model.Weights.LmHead.Gather(_ops, idBuffer.AsTensor(n), rows.AsTensor(n, c.HiddenSize));
         _ops.Linear(hidden, rows.AsTensor(n, c.HiddenSize), null, logits.AsTensor(b, n));
         return logits.AsTensor(b * n).ToArray<float>();
     }
@@ -132,7 +132,7 @@ internal sealed class BatchForward : IDisposable
         var cos = w.RopeCos.AsTensor(c.MaxPositionEmbeddings, d / 2);
         var sin = w.RopeSin.AsTensor(c.MaxPositionEmbeddings, d / 2);
 
-        _ops.Embedding(ids, w.Embedding.AsTensor(c.VocabSize, hidden), x);
+        w.Embedding.Gather(_ops, ids, x);
         if (batch.SlotRows.Length > 0) ScatterSlots(batch, x);
 
         using var cfloraBatch = _adapter is null ? null : CfloraBatch.FromLengths(Enumerable.Repeat(t, bs).ToArray());
@@ -143,22 +143,22 @@ internal sealed class BatchForward : IDisposable
             var L = w.Layers[l];
             _ops.RmsNorm(x, L.InputNorm.AsTensor(hidden), (float)c.RmsNormEps, xn);
             Project(xn, l, cfloraBatch,
-                (LlamaModule.QProj, L.Q.AsTensor(hq * d, hidden), L.QBias?.AsTensor(hq * d), q),
-                (LlamaModule.KProj, L.K.AsTensor(hkv * d, hidden), L.KBias?.AsTensor(hkv * d), k),
-                (LlamaModule.VProj, L.V.AsTensor(hkv * d, hidden), L.VBias?.AsTensor(hkv * d), v));
+                (LlamaModule.QProj, L.Q, L.QBias?.AsTensor(hq * d), q),
+                (LlamaModule.KProj, L.K, L.KBias?.AsTensor(hkv * d), k),
+                (LlamaModule.VProj, L.V, L.VBias?.AsTensor(hkv * d), v));
             _ops.Rope(q.Reshape(rows, hq, d), pos, cos, sin);
             _ops.Rope(k.Reshape(rows, hkv, d), pos, cos, sin);
             _backend.Attention.Prefill(q.Reshape(bs, t, hq, d), k.Reshape(bs, t, hkv, d), v.Reshape(bs, t, hkv, d),
                 batch.Lengths, attn.Reshape(bs, t, hq, d), _attention);
-            Project(attn, l, cfloraBatch, (LlamaModule.OProj, L.O.AsTensor(hidden, hq * d), L.OBias?.AsTensor(hidden), proj));
+            Project(attn, l, cfloraBatch, (LlamaModule.OProj, L.O, L.OBias?.AsTensor(hidden), proj));
             _ops.Add(x, proj, x);
 
             _ops.RmsNorm(x, L.PostAttentionNorm.AsTensor(hidden), (float)c.RmsNormEps, xn);
             Project(xn, l, cfloraBatch,
-                (LlamaModule.GateProj, L.Gate.AsTensor(inter, hidden), null, gate),
-                (LlamaModule.UpProj, L.Up.AsTensor(inter, hidden), null, up));
+                (LlamaModule.GateProj, L.Gate, null, gate),
+                (LlamaModule.UpProj, L.Up, null, up));
             _ops.SwiGlu(gate, up, gate);
-            Project(gate, l, cfloraBatch, (LlamaModule.DownProj, L.Down.AsTensor(hidden, inter), null, proj));
+            Project(gate, l, cfloraBatch, (LlamaModule.DownProj, L.Down, null, proj));
             _ops.Add(x, proj, x);
         }
         return x;
@@ -166,21 +166,27 @@ internal sealed class BatchForward : IDisposable
 
     /// <summary>
     /// Linear layers that read the same input: the adapted ones in one fused <see cref="CfloraLinear"/> call (x read
-    /// once), the others through <see cref="Primitives.Linear"/>.
+    /// once), the others through <see cref="Primitives.Linear"/>. With int8 base weights an adapted module runs the int8
+    /// layer (<see cref="Primitives.LinearInt8"/>), then adds the fp32 adapter term (<see cref="CfloraLinear.AddAdapter"/>).
     /// </summary>
-    private void Project(Tensor x, int layer, CfloraBatch? batch, params ReadOnlySpan<(LlamaModule Module, Tensor W, Tensor? Bias, Tensor Y)> outputs)
+    private void Project(Tensor x, int layer, CfloraBatch? batch, params ReadOnlySpan<(LlamaModule Module, LinearWeight W, Tensor? Bias, Tensor Y)> outputs)
     {
         CfloraModule[]? list = null;
         int count = 0;
         foreach (var (module, weight, bias, y) in outputs)
         {
-            if (_adapter?.Find(layer, module) is { } target)
+            var target = _adapter?.Find(layer, module);
+            if (target is null || weight.Int8 is not null)
             {
-                list ??= new CfloraModule[outputs.Length];
-                list[count++] = new CfloraModule(weight, bias, target.A, target.B, target.InteractionsFor(batch!.Samples), target.Scale, y);
+                weight.Apply(_ops, x, bias, y);
+                if (target is not null)
+                    _backend.Cflora.AddAdapter(x, target.A, target.B, target.InteractionsFor(batch!.Samples), target.Scale, batch, y);
             }
             else
-                _ops.Linear(x, weight, bias, y);
+            {
+                list ??= new CfloraModule[outputs.Length];
+                list[count++] = new CfloraModule(weight.Tensor, bias, target.A, target.B, target.InteractionsFor(batch!.Samples), target.Scale, y);
+            }
         }
         if (count > 0) _backend.Cflora.Forward(x, list.AsSpan(0, count), batch!);
     }

@@ -6,7 +6,8 @@ namespace Rellax.Runtime;
 /// A Llama-family decoder (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM with its q/k/v biases) loaded from a
 /// Hugging Face directory (<c>config.json</c>, <c>model.safetensors</c> or shards, <c>tokenizer.json</c>) onto a
 /// <see cref="ComputeBackend"/>. Linear weights, the embedding and lm_head keep the checkpoint's dtype (F32, F16 or
-/// BF16; the kernels widen half-precision elements on the fly), norms and biases are f32. On the CPU backend aligned
+/// BF16; the kernels widen half-precision elements on the fly) unless <see cref="ModelLoadOptions"/> asks for another
+/// format (f32/bf16/f16 converted at load, or int8 quantized at load); norms and biases are f32. On the CPU backend aligned
 /// tensors are read-only views of the memory-mapped checkpoint (no copy; the files stay open until
 /// <see cref="Dispose"/>); GPU backends upload them.
 /// The model is immutable and may be shared by several <see cref="LlamaSession"/>s used one at a time each.
@@ -39,12 +40,28 @@ public sealed class LlamaModel : IDisposable
 
     internal LlamaWeights Weights => _weights;
 
+    /// <summary>How the matrices are held (<see cref="ModelLoadOptions.Weights"/>).</summary>
+    public WeightFormat WeightFormat => _weights.Format;
+
+    /// <summary>Bytes of all weights as held on the backend (int8 values, scales and row sums; converted copies; mapped
+    /// checkpoint tensors). RoPE tables and activations are not counted.</summary>
+    public long WeightBytes => _weights.WeightBytes;
+
+    /// <summary>Time spent quantizing or converting matrices at load (zero for <see cref="WeightFormat.Auto"/>).</summary>
+    public TimeSpan WeightConversionTime => _weights.ConversionTime;
+
     /// <summary>Loads a model directory onto <paramref name="backend"/>.</summary>
     /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
     /// <exception cref="FileNotFoundException">config.json, tokenizer.json or the weights are missing.</exception>
+    /// <param name="directory">The model directory.</param>
+    /// <param name="backend">Where the weights live and the forward runs.</param>
+    /// <param name="options">Weight format (as stored, converted to f32/bf16/f16, or int8) and the int8 outlier threshold.</param>
     /// <exception cref="InvalidDataException">A tensor is missing, its shape disagrees with config.json, its dtype is not
-    /// F32/F16/BF16, or attention biases are missing (attention_bias) or present without it.</exception>
-    public static LlamaModel Load(string directory, ComputeBackend backend)
+    /// F32/F16/BF16, or attention biases are missing (attention_bias) or present without it; int8 was asked for and a
+    /// matrix cannot be quantized (named).</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The outlier threshold is not a finite number &gt; 0.</exception>
+    /// <exception cref="NotSupportedException">int8 weights on a backend without int8 kernels.</exception>
+    public static LlamaModel Load(string directory, ComputeBackend backend, ModelLoadOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(directory);
         ArgumentNullException.ThrowIfNull(backend);
@@ -53,10 +70,15 @@ public sealed class LlamaModel : IDisposable
         string configPath = Path.Combine(directory, "config.json");
         if (!File.Exists(configPath))
             throw new FileNotFoundException($"model directory '{directory}' has no config.json", configPath);
+        if (options is not null)
+        {
+            Primitives.CheckOutlierThreshold(options.OutlierThreshold);
+            if (!Enum.IsDefined(options.Weights)) throw new ArgumentOutOfRangeException(nameof(options), options.Weights, "unknown weight format");
+        }
         var config = LlamaConfig.Load(configPath);
         var tokenizer = LlamaTokenizer.Load(directory);
         // The weights take the checkpoint: on the CPU backend they are views of its mapping and keep it open.
-        var weights = LlamaWeights.Load(SafeTensorsCheckpoint.Open(directory), config, backend);
+        var weights = LlamaWeights.Load(SafeTensorsCheckpoint.Open(directory), config, backend, options);
         return new LlamaModel(Path.GetFullPath(directory), config, tokenizer, weights, backend);
     }
 

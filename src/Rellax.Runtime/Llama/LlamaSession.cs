@@ -181,7 +181,7 @@ public sealed class LlamaSession : IDisposable
         float scale = 1f / MathF.Sqrt(d);
 
         bool int8 = Attention == AttentionPrecision.Int8;
-        _ops.Embedding(ids, w.Embedding.AsTensor(c.VocabSize, hidden), x);
+        w.Embedding.Gather(_ops, ids, x);
         for (int l = 0; l < w.Layers.Length; l++)
         {
             var L = w.Layers[l];
@@ -203,9 +203,9 @@ public sealed class LlamaSession : IDisposable
 
             // Attention block: x += o_proj(attention(rope(q), rope(k), v)) of rmsnorm(x).
             _ops.RmsNorm(x, L.InputNorm.AsTensor(hidden), (float)c.RmsNormEps, xn);
-            _ops.Linear(xn, L.Q.AsTensor(hq * d, hidden), L.QBias?.AsTensor(hq * d), q);
-            _ops.Linear(xn, L.K.AsTensor(hkv * d, hidden), L.KBias?.AsTensor(hkv * d), kNew);
-            _ops.Linear(xn, L.V.AsTensor(hkv * d, hidden), L.VBias?.AsTensor(hkv * d), vNew);
+            L.Q.Apply(_ops, xn, L.QBias?.AsTensor(hq * d), q);
+            L.K.Apply(_ops, xn, L.KBias?.AsTensor(hkv * d), kNew);
+            L.V.Apply(_ops, xn, L.VBias?.AsTensor(hkv * d), vNew);
             _ops.Rope(q.Reshape(t, hq, d), pos, cos, sin);
             _ops.Rope(kNew.Reshape(t, hkv, d), pos, cos, sin);
             if (int8)
@@ -214,15 +214,15 @@ public sealed class LlamaSession : IDisposable
                 _ops.Attention(q.Reshape(t, hq, d),
                     kCache.Slice(0, end).Reshape(end, hkv, d), vCache.Slice(0, end).Reshape(end, hkv, d),
                     attn.Reshape(t, hq, d), scale, causal: true);
-            _ops.Linear(attn, L.O.AsTensor(hidden, hq * d), L.OBias?.AsTensor(hidden), proj);
+            L.O.Apply(_ops, attn, L.OBias?.AsTensor(hidden), proj);
             _ops.Add(x, proj, x);
 
             // MLP block: x += down(silu(gate(xn)) * up(xn)) with xn = rmsnorm(x).
             _ops.RmsNorm(x, L.PostAttentionNorm.AsTensor(hidden), (float)c.RmsNormEps, xn);
-            _ops.Linear(xn, L.Gate.AsTensor(c.IntermediateSize, hidden), null, gate);
-            _ops.Linear(xn, L.Up.AsTensor(c.IntermediateSize, hidden), null, up);
+            L.Gate.Apply(_ops, xn, null, gate);
+            L.Up.Apply(_ops, xn, null, up);
             _ops.SwiGlu(gate, up, gate);
-            _ops.Linear(gate, L.Down.AsTensor(hidden, c.IntermediateSize), null, proj);
+            L.Down.Apply(_ops, gate, null, proj);
             _ops.Add(x, proj, x);
         }
         Position = end;
@@ -269,7 +269,7 @@ public sealed class LlamaSession : IDisposable
         var c = _model.Config;
         var s = _scratch!;
         var outTensor = new Tensor(s.Logits, 0, 1, c.VocabSize);
-        _ops.Linear(lastNormed, _model.Weights.LmHead.AsTensor(c.VocabSize, c.HiddenSize), null, outTensor);
+        _model.Weights.LmHead.Apply(_ops, lastNormed, null, outTensor);
         s.Logits.CopyTo(logits);
     }
 

@@ -194,7 +194,7 @@ public sealed class Stories260KHalfWeightsTests
     {
         using var backend = new CpuBackend(1);
         using var model = LlamaModel.Load(ModelPaths.Stories260K, backend);
-        var q = model.Weights.Layers[0].Q;
+        var q = model.Weights.Layers[0].Q.Dense!;
         Assert.That(() => q.CopyFrom<float>(new float[1]), Throws.InvalidOperationException.With.Message.Contains("read-only"));
     }
 }

@@ -1,0 +1,577 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Rellax.Kernels.Cpu;
+
+/// <summary>
+/// The int8 linear layer on the CPU (LLM.int8()-style W8A8, <see cref="PrimitivesReference.LinearInt8"/> defines it):
+/// <c>y[t, j] = s_w[j] · (s_x[t] · Σ_{c∉O} x8[t, c] · w8[j, c] + Σ_{c∈O} x[t, c] · w8[j, c]) + bias[j]</c>, where O are
+/// the outlier input columns (largest |x| over the rows above the threshold), kept in fp32.
+/// <para>
+/// <b>Layouts.</b> Weights are packed once, at quantization, in strips of <see cref="NR"/> = 16 rows:
+/// <c>[⌈N/16⌉][⌈K/4⌉][16][4]</c> s8 (four consecutive k of one row form one dword; K and N padding is zero), which is the
+/// only copy kept (1 byte per weight plus 8 per row for the scale and row sum). Each call quantizes the activations into
+/// <c>[⌈M/6⌉][⌈K/4⌉][6][4]</c> u8 = x8 + 128 (outlier and padding columns hold 128, i.e. x8 = 0).
+/// </para>
+/// <para>
+/// <b>Exactness of the u8 × s8 products.</b> x8 + 128 ∈ [1, 255] is unsigned, so <c>Σ (x8 + 128)·w8 = Σ x8·w8 + 128·Σ w8</c>
+/// and the kernel subtracts <c>128 · rowsum_j</c> (over every column: outlier and padding columns add exactly 128·w8 or 0
+/// on both sides). All sums are in wrapping i32 arithmetic, so the result is exact whenever the true Σ x8·w8 fits in i32
+/// (|Σ| ≤ K·127², i.e. K ≤ 133 000), even if the biased partial sums wrap.
+/// </para>
+/// <para>
+/// <b>Microkernels</b> (tile 6 rows × 16 columns, the whole K in registers, no K blocking since i32 sums must not be
+/// rescaled between blocks):
+/// <list type="bullet">
+/// <item>AVX-VNNI: per k-quad two ymm loads of the weight strip (16 columns × 4 k), six dword broadcasts of x and twelve
+/// <c>vpdpbusd</c> (12 ymm accumulators): 32 MACs per instruction, twice the 16 of a zmm fp32 FMA.</item>
+/// <item>AVX-512BW without VNNI: the weight quad-columns sign-extended to i16 (<c>vpmovsxbw</c>), the x quad zero-extended to
+/// four i16 (<c>pdep</c>) and broadcast, <c>vpmaddwd</c> + <c>vpaddd</c>. i16 × i16 pair sums are exact in i32. Not
+/// <c>vpmaddubsw</c>: with u8 up to 255 its i16 pair sum reaches 2·255·127 = 64 770 and saturates; the sign trick
+/// (|x8| × sign(x8)·w8, pair sums ≤ 2·127² = 32 258) needs a masked negation of the weights per x row, which costs as many
+/// instructions per MAC as the i16 path.</item>
+/// <item>Scalar: the same sums in plain loops.</item>
+/// </list>
+/// All three produce the same i32 tile; one shared epilogue turns it into f32 (<c>(acc − 128·rowsum)·(s_x·s_w)</c>, plus the
+/// outlier terms and the bias), so the three paths give bit-identical outputs.
+/// </para>
+/// <para>
+/// <b>Blocking and threads.</b> The output is cut into parts along N (strips of 16 columns, several parts per thread,
+/// handed out dynamically) or along M when N is narrow. Inside a part: for each chunk of <see cref="MC"/> = 96 rows
+/// (≈ 96·K bytes of packed x, L2) and each weight strip (16·K bytes, L1 up to K = 2048, else L2), every 6-row x strip runs
+/// the microkernel. Per k-quad the VNNI kernel loads 64 + 24 bytes for 12 instructions (~6 cycles at two per cycle), so
+/// even an L2-resident strip feeds it. <b>Roofline</b> (Zen 5, two cores, ~4 GHz): 2 × 2 × 32 = 128 int8 MACs per cycle,
+/// ≈ 0.5 T MAC/s, against 64 fp32 MACs per cycle for the fp32 GEMM. Activation quantization reads x once and writes
+/// M·K bytes; outlier detection reads x once more.
+/// </para>
+/// </summary>
+internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKernels
+{
+    /// <summary>Rows of x per microkernel tile.</summary>
+    internal const int MR = 6;
+
+    /// <summary>Columns of y (rows of w) per microkernel tile and per packed weight strip.</summary>
+    internal const int NR = 16;
+
+    /// <summary>Rows of x per cache block (a multiple of <see cref="MR"/>).</summary>
+    internal const int MC = 96;
+
+    private const long SingleThreadMacs = 1L << 20;
+
+    private readonly CpuBackend _backend = backend;
+
+    /// <summary>The integer dot-product instructions the kernel uses.</summary>
+    internal enum DotStrategy
+    {
+        /// <summary>AVX-VNNI <c>vpdpbusd</c> on ymm registers.</summary>
+        AvxVnni,
+        /// <summary>AVX-512BW <c>vpmaddwd</c> on i16-widened operands (zmm).</summary>
+        Avx512BW,
+        /// <summary>Plain integer loops.</summary>
+        Scalar,
+    }
+
+    /// <summary>The best strategy this CPU supports.</summary>
+    internal static DotStrategy Best =>
+        AvxVnni.IsSupported ? DotStrategy.AvxVnni
+        : Avx512BW.IsSupported && Bmi2.X64.IsSupported ? DotStrategy.Avx512BW
+        : DotStrategy.Scalar;
+
+    /// <summary>The requested strategy; tests force each one (an unsupported request falls back to the scalar loops).</summary>
+    internal static DotStrategy Dots { get; set; } = Best;
+
+    private static DotStrategy Effective => Dots switch
+    {
+        DotStrategy.AvxVnni when AvxVnni.IsSupported => DotStrategy.AvxVnni,
+        DotStrategy.Avx512BW when Avx512BW.IsSupported && Bmi2.X64.IsSupported => DotStrategy.Avx512BW,
+        _ => DotStrategy.Scalar,
+    };
+
+    /// <summary>What <c>rellax backends</c> prints: the int8 GEMM paths this CPU has.</summary>
+    internal static string Describe() =>
+        $"int8 linear: {Best} (AVX-VNNI {Yes(AvxVnni.IsSupported)}, AVX-512BW {Yes(Avx512BW.IsSupported && Bmi2.X64.IsSupported)}, scalar yes)";
+
+    private static string Yes(bool b) => b ? "yes" : "no";
+
+    private static int Quads(int k) => (k + 3) / 4;
+
+    private static int Strips(int n) => (n + NR - 1) / NR;
+
+    // ---------------------------------------------------------------- weights
+
+    public Int8Weights Quantize(Tensor w)
+    {
+        int n = w.Dim(0), k = w.Dim(1), kq = Quads(k);
+        var matrix = new CpuCflora.TypedMatrix(w);
+        var values = _backend.Allocate(DType.I8, (long)Strips(n) * kq * NR * 4);
+        var scales = _backend.Allocate(DType.F32, (long)n);
+        var sums = _backend.Allocate(DType.I32, (long)n);
+        try
+        {
+            sbyte* packed = (sbyte*)((CpuBuffer)values).Pointer;
+            float* sp = (float*)((CpuBuffer)scales).Pointer;
+            int* rp = (int*)((CpuBuffer)sums).Pointer;
+            int badRow = int.MaxValue;
+            CpuSimd.ForChunks(_backend, n, k, (start, count) =>
+            {
+                float* row = (float*)NativeMemory.AlignedAlloc((nuint)(Math.Max(k, 1) * sizeof(float)), 64);
+                sbyte* q = (sbyte*)NativeMemory.Alloc((nuint)Math.Max(k, 1));
+                try
+                {
+                    for (int j = start; j < start + count; j++)
+                    {
+                        if (k > 0) matrix.Widen(j, 0, k, row);
+                        float scale = PrimitivesReference.QuantizeRowInt8(new ReadOnlySpan<float>(row, k), new Span<sbyte>(q, k));
+                        if (!float.IsFinite(scale))
+                        {
+                            InterlockedMin(ref badRow, j);
+                            continue;
+                        }
+                        sp[j] = scale;
+                        int sum = 0;
+                        sbyte* strip = packed + (long)(j / NR) * kq * NR * 4 + (j % NR) * 4;
+                        for (int p = 0; p < k; p++)
+                        {
+                            sum += q[p];
+                            strip[(long)(p >> 2) * NR * 4 + (p & 3)] = q[p];
+                        }
+                        rp[j] = sum;
+                    }
+                }
+                finally
+                {
+                    NativeMemory.AlignedFree(row);
+                    NativeMemory.Free(q);
+                }
+            });
+            if (badRow != int.MaxValue)
+                throw new ArgumentException($"w {w} row {badRow} holds a non-finite value; it cannot be quantized to int8", nameof(w));
+            return new Int8Weights(_backend, n, k, values, scales, sums);
+        }
+        catch
+        {
+            values.Dispose(); scales.Dispose(); sums.Dispose();
+            throw;
+        }
+    }
+
+    private static void InterlockedMin(ref int target, int value)
+    {
+        int seen;
+        while (value < (seen = Volatile.Read(ref target)) && Interlocked.CompareExchange(ref target, value, seen) != seen) { }
+    }
+
+    public sbyte[] ReadValues(Int8Weights w)
+    {
+        int n = w.Rows, k = w.Cols, kq = Quads(k);
+        sbyte* packed = (sbyte*)((CpuBuffer)w.Values).Pointer;
+        var result = new sbyte[(long)n * k];
+        for (int j = 0; j < n; j++)
+        {
+            sbyte* strip = packed + (long)(j / NR) * kq * NR * 4 + (j % NR) * 4;
+            for (int p = 0; p < k; p++) result[(long)j * k + p] = strip[(long)(p >> 2) * NR * 4 + (p & 3)];
+        }
+        return result;
+    }
+
+    public void Embedding(Tensor ids, Int8Weights table, Tensor y)
+    {
+        int v = table.Rows, h = table.Cols, kq = Quads(h);
+        var idSpan = CpuBackend.Span<int>(ids);
+        foreach (int id in idSpan)
+            if ((uint)id >= (uint)v)
+                throw new ArgumentOutOfRangeException(nameof(ids), id, $"token id outside the embedding table of {v} rows");
+        nint ip = (nint)CpuBackend.Ptr<int>(ids), yp = (nint)CpuBackend.Ptr<float>(y);
+        sbyte* packed = (sbyte*)((CpuBuffer)table.Values).Pointer;
+        float* scales = (float*)((CpuBuffer)table.Scales).Pointer;
+        CpuSimd.ForChunks(_backend, ids.Dim(0), h, (t0, count) =>
+        {
+            for (int t = t0; t < t0 + count; t++)
+            {
+                int j = ((int*)ip)[t];
+                float s = scales[j];
+                sbyte* strip = packed + (long)(j / NR) * kq * NR * 4 + (j % NR) * 4;
+                float* dst = (float*)yp + (long)t * h;
+                for (int p = 0; p < h; p++) dst[p] = strip[(long)(p >> 2) * NR * 4 + (p & 3)] * s;
+            }
+        });
+    }
+
+    // ---------------------------------------------------------------- forward
+
+    public void Linear(Tensor x, Int8Weights w, Tensor? bias, Tensor y, float threshold)
+    {
+        int m = x.Dim(0), k = x.Dim(1), n = w.Rows, kq = Quads(k), mStrips = (m + MR - 1) / MR, nStrips = Strips(n);
+        float* xp = CpuBackend.Ptr<float>(x), yp = CpuBackend.Ptr<float>(y);
+        float* bp = bias is { } bt ? CpuBackend.Ptr<float>(bt) : null;
+        int threads = (long)m * n * k < SingleThreadMacs ? 1 : _backend.Threads;
+
+        int[] outliers = OutlierColumns(xp, m, k, threshold, threads);
+        int no = outliers.Length;
+        long aBytes = (long)mStrips * kq * MR * 4;
+        byte* a = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(aBytes, 64), 64);
+        float* sx = (float*)NativeMemory.AlignedAlloc((nuint)(Math.Max(m, 1) * sizeof(float)), 64);
+        float* xo = no == 0 ? null : (float*)NativeMemory.AlignedAlloc((nuint)((long)m * no * sizeof(float)), 64);
+        float* wo = no == 0 ? null : (float*)NativeMemory.AlignedAlloc((nuint)((long)nStrips * no * NR * sizeof(float)), 64);
+        try
+        {
+            fixed (int* op = outliers)
+            {
+                nint opp = (nint)op;
+                CpuSimd.ForChunks(_backend, mStrips, (long)MR * k,
+                    (start, count) => QuantizeStrips(xp, m, k, (int*)opp, no, a, sx, xo, start, count));
+                if (no > 0) DequantizeOutlierColumns(w, op, no, wo);
+            }
+            var job = new Job
+            {
+                A = a, W = (sbyte*)((CpuBuffer)w.Values).Pointer, Kq = kq, M = m, N = n,
+                Sx = sx, Sw = (float*)((CpuBuffer)w.Scales).Pointer, RowSums = (int*)((CpuBuffer)w.RowSums).Pointer,
+                Xo = xo, Wo = wo, No = no, Bias = bp, Y = yp, Dots = Effective,
+            };
+            Run(job, mStrips, nStrips, threads);
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(a);
+            NativeMemory.AlignedFree(sx);
+            if (xo != null) NativeMemory.AlignedFree(xo);
+            if (wo != null) NativeMemory.AlignedFree(wo);
+        }
+    }
+
+    /// <summary>The input columns c with max_t |x[t, c]| &gt; threshold, ascending.</summary>
+    private int[] OutlierColumns(float* x, int m, int k, float threshold, int threads)
+    {
+        if (k == 0 || m == 0) return [];
+        int parts = threads == 1 ? 1 : Math.Min(threads, m);
+        var partial = new float[parts * k];
+        fixed (float* pp = partial)
+        {
+            nint ppp = (nint)pp;
+            if (parts == 1) ColumnMax(x, 0, m, k, pp);
+            else
+                Parallel.For(0, parts, _backend.ParallelOptions, part =>
+                {
+                    int r0 = (int)((long)m * part / parts), r1 = (int)((long)m * (part + 1) / parts);
+                    ColumnMax(x, r0, r1, k, (float*)ppp + (long)part * k);
+                });
+        }
+        var result = new List<int>();
+        for (int c = 0; c < k; c++)
+        {
+            float mx = 0;
+            for (int p = 0; p < parts; p++) mx = Math.Max(mx, partial[p * k + c]);
+            if (mx > threshold) result.Add(c);
+        }
+        return [.. result];
+    }
+
+    /// <summary>colMax[c] = max over rows [r0, r1) of |x[t, c]| (NaN is ignored: it stays in the int8 path).</summary>
+    private static void ColumnMax(float* x, int r0, int r1, int k, float* colMax)
+    {
+        for (int t = r0; t < r1; t++)
+        {
+            float* row = x + (long)t * k;
+            int c = 0;
+            if (Vector512.IsHardwareAccelerated)
+                for (; c + 16 <= k; c += 16)
+                {
+                    var v = Vector512.Abs(Vector512.Load(row + c));
+                    var cur = Vector512.Load(colMax + c);
+                    Vector512.ConditionalSelect(Vector512.GreaterThan(v, cur), v, cur).Store(colMax + c);
+                }
+            for (; c < k; c++)
+            {
+                float v = Math.Abs(row[c]);
+                if (v > colMax[c]) colMax[c] = v;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Quantizes x rows of strips [start, start + count) into the packed u8 layout (x8 + 128; outlier and padding columns
+    /// 128), their scales into sx, and copies the outlier columns into xo [M, no].
+    /// </summary>
+    private static void QuantizeStrips(float* x, int m, int k, int* outliers, int no, byte* a, float* sx, float* xo, int start, int count)
+    {
+        int kq = Quads(k);
+        float* row = (float*)NativeMemory.AlignedAlloc((nuint)(Math.Max(kq * 4, 16) * sizeof(float)), 64);
+        sbyte* q = (sbyte*)NativeMemory.AlignedAlloc((nuint)Math.Max(kq * 4, 16), 64);
+        try
+        {
+            for (int s = start; s < start + count; s++)
+            {
+                byte* strip = a + (long)s * kq * MR * 4;
+                for (int i = 0; i < MR; i++)
+                {
+                    int t = s * MR + i;
+                    if (t >= m)
+                    {
+                        for (int p = 0; p < kq; p++) *(uint*)(strip + ((long)p * MR + i) * 4) = 0x80808080u;
+                        continue;
+                    }
+                    float* xr = x + (long)t * k;
+                    new ReadOnlySpan<float>(xr, k).CopyTo(new Span<float>(row, k));
+                    for (int o = 0; o < no; o++)
+                    {
+                        xo[(long)t * no + o] = xr[outliers[o]];
+                        row[outliers[o]] = 0f;
+                    }
+                    sx[t] = QuantizeActivations(row, k, q);
+                    for (int p = k; p < kq * 4; p++) q[p] = 0;
+                    for (int p = 0; p < kq; p++)
+                        *(uint*)(strip + ((long)p * MR + i) * 4) = *(uint*)(q + 4 * p) ^ 0x80808080u;
+                }
+            }
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(row);
+            NativeMemory.AlignedFree(q);
+        }
+    }
+
+    /// <summary>
+    /// q[0..k) = x8 of one row (outlier columns already zeroed) as <see cref="PrimitivesReference.QuantizeActivationRowInt8"/>
+    /// defines it (same float operations, so the same integers); returns the row's scale.
+    /// </summary>
+    private static float QuantizeActivations(float* row, int k, sbyte* q)
+    {
+        if (!Vector512.IsHardwareAccelerated || !Avx512F.IsSupported)
+            return PrimitivesReference.QuantizeActivationRowInt8(new ReadOnlySpan<float>(row, k), new Span<sbyte>(q, k));
+        var amax = Vector512<float>.Zero;
+        var nan = Vector512<float>.Zero;
+        int c = 0;
+        for (; c + 16 <= k; c += 16)
+        {
+            var v = Vector512.Load(row + c);
+            amax = Vector512.Max(amax, Vector512.Abs(v));
+            nan |= ~Vector512.Equals(v, v);
+        }
+        float mx = 0f;
+        for (int i = 0; i < 16; i++) mx = Math.Max(mx, amax.GetElement(i));
+        bool hasNaN = nan != Vector512<float>.Zero;
+        for (int i = c; i < k; i++)
+        {
+            float v = row[i];
+            if (float.IsNaN(v)) hasNaN = true;
+            else mx = Math.Max(mx, Math.Abs(v));
+        }
+        if (hasNaN || !float.IsFinite(mx) || mx == 0f)
+            return PrimitivesReference.QuantizeActivationRowInt8(new ReadOnlySpan<float>(row, k), new Span<sbyte>(q, k));
+        float inv = 127f / mx;
+        var invV = Vector512.Create(inv);
+        var lo = Vector512.Create(-127);
+        var hi = Vector512.Create(127);
+        for (c = 0; c + 16 <= k; c += 16)
+        {
+            var r = Vector512.ConvertToInt32(Vector512.Round(Vector512.Load(row + c) * invV));
+            Avx512F.ConvertToVector128SByte(Vector512.Min(Vector512.Max(r, lo), hi)).Store(q + c);
+        }
+        for (; c < k; c++) q[c] = PrimitivesReference.QuantizeActivationInt8(row[c], inv);
+        return mx / 127f;
+    }
+
+    /// <summary>wo[s][o][jj] = w8[16s + jj, outliers[o]] · s_w (0 past N): the fp32 weights of the outlier columns, per strip.</summary>
+    private static void DequantizeOutlierColumns(Int8Weights w, int* outliers, int no, float* wo)
+    {
+        int n = w.Rows, kq = Quads(w.Cols), strips = Strips(n);
+        sbyte* packed = (sbyte*)((CpuBuffer)w.Values).Pointer;
+        float* sw = (float*)((CpuBuffer)w.Scales).Pointer;
+        for (int s = 0; s < strips; s++)
+            for (int o = 0; o < no; o++)
+            {
+                int p = outliers[o];
+                sbyte* col = packed + ((long)s * kq + (p >> 2)) * NR * 4 + (p & 3);
+                float* dst = wo + ((long)s * no + o) * NR;
+                for (int jj = 0; jj < NR; jj++)
+                {
+                    int j = s * NR + jj;
+                    dst[jj] = j < n ? col[jj * 4] * sw[j] : 0f;
+                }
+            }
+    }
+
+    /// <summary>Everything one GEMM call reads and writes (pointers stay valid for the call).</summary>
+    private struct Job
+    {
+        public byte* A; public sbyte* W; public int Kq, M, N;
+        public float* Sx, Sw; public int* RowSums;
+        public float* Xo, Wo; public int No;
+        public float* Bias, Y;
+        public DotStrategy Dots;
+    }
+
+    private void Run(Job job, int mStrips, int nStrips, int threads)
+    {
+        if (threads == 1)
+        {
+            Block(job, 0, mStrips, 0, nStrips);
+            return;
+        }
+        bool splitN = nStrips >= 2 * threads || mStrips < 2 * threads;
+        int parts = splitN ? Math.Min(nStrips, 4 * threads) : Math.Min(mStrips, 4 * threads);
+        Parallel.For(0, parts, _backend.ParallelOptions, part =>
+        {
+            int total = splitN ? nStrips : mStrips;
+            int s0 = (int)((long)total * part / parts), s1 = (int)((long)total * (part + 1) / parts);
+            if (s0 >= s1) return;
+            if (splitN) Block(job, 0, mStrips, s0, s1);
+            else Block(job, s0, s1, 0, nStrips);
+        });
+    }
+
+    /// <summary>Computes the tiles of x strips [m0, m1) × weight strips [n0, n1).</summary>
+    private static void Block(in Job job, int m0, int m1, int n0, int n1)
+    {
+        const int StripsPerChunk = MC / MR;
+        int* tile = stackalloc int[MR * NR];
+        long aStrip = (long)job.Kq * MR * 4, wStrip = (long)job.Kq * NR * 4;
+        for (int ic = m0; ic < m1; ic += StripsPerChunk)
+        {
+            int icEnd = Math.Min(m1, ic + StripsPerChunk);
+            for (int sn = n0; sn < n1; sn++)
+            {
+                sbyte* b = job.W + sn * wStrip;
+                for (int sm = ic; sm < icEnd; sm++)
+                {
+                    byte* a = job.A + sm * aStrip;
+                    switch (job.Dots)
+                    {
+                        case DotStrategy.AvxVnni: KernelVnni(job.Kq, a, b, tile); break;
+                        case DotStrategy.Avx512BW: KernelAvx512BW(job.Kq, a, b, tile); break;
+                        default: KernelScalar(job.Kq, a, b, tile); break;
+                    }
+                    Epilogue(job, tile, sm, sn);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// y[t, j] = (acc − 128·rowsum_j)·(s_x[t]·s_w[j]) + Σ_o xo[t, o]·wo[j, o] + bias[j] for the valid part of the tile.
+    /// The same arithmetic for every dot strategy (so their outputs are bit-identical).
+    /// </summary>
+    private static void Epilogue(in Job job, int* tile, int sm, int sn)
+    {
+        int j0 = sn * NR, cols = Math.Min(NR, job.N - j0);
+        var rowSum = Vector512<int>.Zero;
+        var sw = Vector512<float>.Zero;
+        var bias = Vector512<float>.Zero;
+        int* rsTmp = stackalloc int[NR];
+        float* swTmp = stackalloc float[NR];
+        float* bTmp = stackalloc float[NR];
+        float* outTmp = stackalloc float[NR];
+        for (int jj = 0; jj < NR; jj++)
+        {
+            bool valid = jj < cols;
+            rsTmp[jj] = valid ? job.RowSums[j0 + jj] : 0;
+            swTmp[jj] = valid ? job.Sw[j0 + jj] : 0f;
+            bTmp[jj] = valid && job.Bias != null ? job.Bias[j0 + jj] : 0f;
+        }
+        rowSum = Vector512.Load(rsTmp) * 128;
+        sw = Vector512.Load(swTmp);
+        bias = Vector512.Load(bTmp);
+        float* wo = job.Wo + (long)sn * job.No * NR;
+        for (int i = 0; i < MR; i++)
+        {
+            int t = sm * MR + i;
+            if (t >= job.M) break;
+            var acc = Vector512.Load(tile + i * NR) - rowSum;
+            var v = Vector512.ConvertToSingle(acc) * (Vector512.Create(job.Sx[t]) * sw);
+            for (int o = 0; o < job.No; o++)
+                v += Vector512.Create(job.Xo[(long)t * job.No + o]) * Vector512.Load(wo + o * NR);
+            if (job.Bias != null) v += bias;
+            float* dst = job.Y + (long)t * job.N + j0;
+            if (cols == NR) v.Store(dst);
+            else
+            {
+                v.Store(outTmp);
+                for (int jj = 0; jj < cols; jj++) dst[jj] = outTmp[jj];
+            }
+        }
+    }
+
+    /// <summary>tile[i·16 + j] = Σ_k a[k, i]·b[k, j] (u8 × s8, i32) with AVX-VNNI: 12 ymm accumulators, 12 vpdpbusd per k-quad.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void KernelVnni(int kq, byte* a, sbyte* b, int* tile)
+    {
+        Vector256<int> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+        Vector256<int> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        for (int p = 0; p < kq; p++, a += MR * 4, b += NR * 4)
+        {
+            Vector256<sbyte> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 32);
+            Vector256<byte> av = Vector256.Create(*(int*)a).AsByte();
+            c00 = AvxVnni.MultiplyWideningAndAdd(c00, av, b0); c01 = AvxVnni.MultiplyWideningAndAdd(c01, av, b1);
+            av = Vector256.Create(*(int*)(a + 4)).AsByte();
+            c10 = AvxVnni.MultiplyWideningAndAdd(c10, av, b0); c11 = AvxVnni.MultiplyWideningAndAdd(c11, av, b1);
+            av = Vector256.Create(*(int*)(a + 8)).AsByte();
+            c20 = AvxVnni.MultiplyWideningAndAdd(c20, av, b0); c21 = AvxVnni.MultiplyWideningAndAdd(c21, av, b1);
+            av = Vector256.Create(*(int*)(a + 12)).AsByte();
+            c30 = AvxVnni.MultiplyWideningAndAdd(c30, av, b0); c31 = AvxVnni.MultiplyWideningAndAdd(c31, av, b1);
+            av = Vector256.Create(*(int*)(a + 16)).AsByte();
+            c40 = AvxVnni.MultiplyWideningAndAdd(c40, av, b0); c41 = AvxVnni.MultiplyWideningAndAdd(c41, av, b1);
+            av = Vector256.Create(*(int*)(a + 20)).AsByte();
+            c50 = AvxVnni.MultiplyWideningAndAdd(c50, av, b0); c51 = AvxVnni.MultiplyWideningAndAdd(c51, av, b1);
+        }
+        c00.Store(tile); c01.Store(tile + 8);
+        c10.Store(tile + 16); c11.Store(tile + 24);
+        c20.Store(tile + 32); c21.Store(tile + 40);
+        c30.Store(tile + 48); c31.Store(tile + 56);
+        c40.Store(tile + 64); c41.Store(tile + 72);
+        c50.Store(tile + 80); c51.Store(tile + 88);
+    }
+
+    /// <summary>
+    /// The same tile with AVX-512BW: weights sign-extended to i16 (8 columns × 4 k per zmm), the x quad zero-extended to
+    /// four i16 and broadcast, vpmaddwd (lane 2j: k0, k1 of column j; lane 2j + 1: k2, k3), pairs summed at the end.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void KernelAvx512BW(int kq, byte* a, sbyte* b, int* tile)
+    {
+        const ulong Spread = 0x00FF00FF00FF00FFUL;
+        Vector512<int> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+        Vector512<int> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        for (int p = 0; p < kq; p++, a += MR * 4, b += NR * 4)
+        {
+            Vector512<short> b0 = Avx512BW.ConvertToVector512Int16(Vector256.Load(b)), b1 = Avx512BW.ConvertToVector512Int16(Vector256.Load(b + 32));
+            Vector512<short> av = Vector512.Create(Bmi2.X64.ParallelBitDeposit(*(uint*)a, Spread)).AsInt16();
+            c00 += Avx512BW.MultiplyAddAdjacent(av, b0); c01 += Avx512BW.MultiplyAddAdjacent(av, b1);
+            av = Vector512.Create(Bmi2.X64.ParallelBitDeposit(*(uint*)(a + 4), Spread)).AsInt16();
+            c10 += Avx512BW.MultiplyAddAdjacent(av, b0); c11 += Avx512BW.MultiplyAddAdjacent(av, b1);
+            av = Vector512.Create(Bmi2.X64.ParallelBitDeposit(*(uint*)(a + 8), Spread)).AsInt16();
+            c20 += Avx512BW.MultiplyAddAdjacent(av, b0); c21 += Avx512BW.MultiplyAddAdjacent(av, b1);
+            av = Vector512.Create(Bmi2.X64.ParallelBitDeposit(*(uint*)(a + 12), Spread)).AsInt16();
+            c30 += Avx512BW.MultiplyAddAdjacent(av, b0); c31 += Avx512BW.MultiplyAddAdjacent(av, b1);
+            av = Vector512.Create(Bmi2.X64.ParallelBitDeposit(*(uint*)(a + 16), Spread)).AsInt16();
+            c40 += Avx512BW.MultiplyAddAdjacent(av, b0); c41 += Avx512BW.MultiplyAddAdjacent(av, b1);
+            av = Vector512.Create(Bmi2.X64.ParallelBitDeposit(*(uint*)(a + 20), Spread)).AsInt16();
+            c50 += Avx512BW.MultiplyAddAdjacent(av, b0); c51 += Avx512BW.MultiplyAddAdjacent(av, b1);
+        }
+        PairSums(c00, c01, tile); PairSums(c10, c11, tile + 16); PairSums(c20, c21, tile + 32);
+        PairSums(c30, c31, tile + 48); PairSums(c40, c41, tile + 64); PairSums(c50, c51, tile + 80);
+
+        static void PairSums(Vector512<int> lo, Vector512<int> hi, int* dst)
+        {
+            int* tmp = stackalloc int[32];
+            lo.Store(tmp); hi.Store(tmp + 16);
+            for (int j = 0; j < NR; j++) dst[j] = unchecked(tmp[2 * j] + tmp[2 * j + 1]);
+        }
+    }
+
+    /// <summary>The same tile in plain integer loops (wrapping i32, like the SIMD paths).</summary>
+    private static void KernelScalar(int kq, byte* a, sbyte* b, int* tile)
+    {
+        for (int e = 0; e < MR * NR; e++) tile[e] = 0;
+        for (int p = 0; p < kq; p++, a += MR * 4, b += NR * 4)
+            for (int i = 0; i < MR; i++)
+                for (int j = 0; j < NR; j++)
+                {
+                    int s = 0;
+                    for (int c = 0; c < 4; c++) s += a[i * 4 + c] * b[j * 4 + c];
+                    tile[i * NR + j] = unchecked(tile[i * NR + j] + s);
+                }
+    }
+}
