@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using Rellax.Kernels;
 using Rellax.Rec;
+using Rellax.Runtime;
 
 namespace Rellax.Cli;
 
@@ -45,7 +46,8 @@ internal static class RetrieveCommand
     private static int Run(string embeddingsPath, string samplesPath, int k, SubrOrder order, string? outputPath, int batchSize,
         bool withScores, string backendName, int threads, bool json)
     {
-        if (!File.Exists(samplesPath)) throw new FileNotFoundException($"samples file '{samplesPath}' does not exist", samplesPath);
+        // Opened before anything else: a missing file or a folder is reported before the index is loaded.
+        var samples = SubrSamplesFile.Read(samplesPath);
         using var backend = CommonOptions.CreateBackend(backendName, threads);
         var clock = Stopwatch.StartNew();
         using var index = SubrIndex.Load(embeddingsPath, backend);
@@ -60,10 +62,9 @@ internal static class RetrieveCommand
             using (var writer = temp is null ? null : new StreamWriter(temp, false, new UTF8Encoding(false)))
             {
                 var sink = writer ?? Console.Out;
-                using var reader = new StreamReader(samplesPath);
                 var pending = new List<SubrSamplesFile.Entry>(batchSize);
                 clock.Restart();
-                foreach (var entry in SubrSamplesFile.Read(reader, samplesPath))
+                foreach (var entry in samples)
                 {
                     pending.Add(entry);
                     if (pending.Count == batchSize) Flush();
@@ -78,11 +79,10 @@ internal static class RetrieveCommand
                     {
                         result = index.Retrieve(pending.Select(e => e.Sample).ToList(), k, order);
                     }
-                    catch (ArgumentException e) when (e.ParamName == "samples")
+                    catch (RecordException e) when (e.Record is int i && i < pending.Count)
                     {
                         // Name the line as well as the sample.
-                        var bad = pending.FirstOrDefault(p => e.Message.StartsWith($"sample '{p.Sample.Id}'", StringComparison.Ordinal));
-                        throw new InvalidDataException(bad.Sample is null ? e.Message : $"{samplesPath}:{bad.Line}: {e.Message}", e);
+                        throw e.At(samplesPath, pending[i].Line, $"sample '{pending[i].Sample.Id}'");
                     }
                     for (int i = 0; i < pending.Count; i++)
                     {

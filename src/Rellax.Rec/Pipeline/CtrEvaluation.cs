@@ -169,8 +169,8 @@ public static class CtrEvaluation
             try { tokens += scorer.Validate(requests[i]); }
             catch (ArgumentException e)
             {
-                throw new ArgumentException($"sample {samples[i].Index}: {e.Message}" +
-                    (e.Message.Contains("tokens long", StringComparison.Ordinal) ? $" (K = {o.K} history items per prompt; a smaller K shortens it)" : ""), nameof(set), e);
+                throw new RecordException("sample", samples[i].Index, null,
+                    e.Message + (e is PromptTooLongException ? $" (K = {o.K} history items per prompt; a smaller K shortens it)" : ""), e);
             }
         }
         stages.Add(new StageTiming("tokenize", clock.Elapsed.TotalSeconds, samples.Count, "prompts", tokens));

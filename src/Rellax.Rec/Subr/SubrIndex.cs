@@ -146,8 +146,8 @@ public sealed class SubrIndex : IDisposable
     /// <param name="samples">The queries, in item ids.</param>
     /// <param name="k">Items to keep per sample, 1 to <see cref="SubrTopK.MaxK"/>.</param>
     /// <param name="order">Chronological (default) or best first.</param>
-    /// <exception cref="ArgumentException">An item id the index does not have; the message names the sample, the
-    /// position and the id.</exception>
+    /// <exception cref="RecordException">An item id the index does not have: <see cref="RecordException.Record"/> is the
+    /// sample's index in <paramref name="samples"/>, and the message names the sample, the position and the id.</exception>
     public SubrResult Retrieve(IReadOnlyList<SubrSample> samples, int k, SubrOrder order = SubrOrder.Chronological)
     {
         ArgumentNullException.ThrowIfNull(samples);
@@ -155,7 +155,8 @@ public sealed class SubrIndex : IDisposable
         return Table.Backend.Subr.Retrieve(Table, queries, k, order);
     }
 
-    /// <summary>Maps item ids to table rows; throws naming the sample, position and id of the first unknown item.</summary>
+    /// <summary>Maps item ids to table rows; throws a <see cref="RecordException"/> naming the sample, position and id of
+    /// the first unknown item.</summary>
     public SubrQueries ToQueries(IReadOnlyList<SubrSample> samples)
     {
         ArgumentNullException.ThrowIfNull(samples);
@@ -174,10 +175,10 @@ public sealed class SubrIndex : IDisposable
         {
             var s = samples[b];
             if (!TryGetRow(s.Target, out targets[b]))
-                throw new ArgumentException($"sample '{s.Id}': target item {s.Target} is not in the index ({Count} items)", nameof(samples));
+                throw new RecordException("sample", b, s.Id, $"target item {s.Target} is not in the index ({Count} items)");
             for (int p = 0; p < s.History.Length; p++)
                 if (!TryGetRow(s.History[p], out history[offsets[b] + p]))
-                    throw new ArgumentException($"sample '{s.Id}': history item {s.History[p]} (position {p}) is not in the index ({Count} items)", nameof(samples));
+                    throw new RecordException("sample", b, s.Id, $"history item {s.History[p]} (position {p}) is not in the index ({Count} items)");
         }
         return SubrQueries.Create(history, offsets, targets);
     }
