@@ -128,7 +128,7 @@ internal static class EmbedCommand
         writer.Metadata["pooling"] = Pooling;
         writer.Metadata["attention"] = CommonOptions.Name(attention);
         writer.Metadata["hidden_size"] = hidden.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        // Raw vectors: SubrIndex.Load takes a file without this entry as already normalised (cosine), which these are not.
+        // Raw vectors, not an index: SubrIndex.Load builds a cosine index from them in memory (rellax index saves that work).
         writer.Metadata["similarity"] = "dot";
         if (explained is not null) writer.Metadata["pca_explained_variance_ratio"] = JsonSerializer.Serialize(explained);
         writer.Save(outputPath);

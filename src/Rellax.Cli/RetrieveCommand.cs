@@ -13,7 +13,7 @@ internal static class RetrieveCommand
 {
     public static Command Create()
     {
-        var embeddings = new Option<string>("--embeddings") { Description = "SUBR index (safetensors: embeddings [N, d], optional scales, item_ids).", Required = true };
+        var embeddings = new Option<string>("--embeddings") { Description = "SUBR index written by rellax index (safetensors: embeddings [N, d], optional scales, item_ids, mean). Raw item vectors (rellax embed output) are indexed in memory (cosine, centred, f32) with a warning.", Required = true };
         var samples = new Option<string>("--samples") { Description = "JSONL input, one {\"id\", \"history\": [item ids], \"target\": item id} per line.", Required = true };
         var k = new Option<int>("--k") { Description = $"History items to keep per sample (1 to {SubrTopK.MaxK}).", Required = true };
         k.Validators.Add(r => { int v = r.GetValueOrDefault<int>(); if (v < 1 || v > SubrTopK.MaxK) r.AddError($"--k must be in [1, {SubrTopK.MaxK}], got {v}"); });
@@ -52,6 +52,9 @@ internal static class RetrieveCommand
         var clock = Stopwatch.StartNew();
         using var index = SubrIndex.Load(embeddingsPath, backend);
         double loadMs = clock.Elapsed.TotalMilliseconds;
+        if (index.BuiltOnLoad)
+            Console.Error.WriteLine($"rellax: warning: '{embeddingsPath}' holds item vectors, not an index built by `rellax index`: built a cosine index " +
+                $"(centred, f32) in memory; `rellax index --vectors {embeddingsPath} --output INDEX` saves that work");
 
         // Write to a temporary file beside the output and rename it at the end: a failure leaves no partial output.
         string? temp = outputPath is null ? null : Path.GetFullPath(outputPath) + $".tmp-{Environment.ProcessId}";

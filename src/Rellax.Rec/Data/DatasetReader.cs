@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Text;
 
+using Rellax.Runtime;
+
 namespace Rellax.Rec;
 
 /// <summary>
@@ -34,7 +36,7 @@ public static class DatasetReader
     public static RatingDataset Read(DatasetKind kind, string directory, DatasetReadOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(directory);
-        if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"dataset folder '{directory}' does not exist");
+        InputPaths.RequireDirectory(directory, "dataset folder");
         options ??= new DatasetReadOptions();
         return kind switch
         {
@@ -136,22 +138,23 @@ public static class DatasetReader
 
     /// <summary>
     /// The lines of a text file with their <c>FILE:LINE</c> location (1-based, counting every line); empty and
-    /// white-space-only lines are skipped. A missing file is a <see cref="FileNotFoundException"/> naming it.
+    /// white-space-only lines are skipped. Read through the library's bounded <see cref="LineReader"/>: a line longer than
+    /// 16 MiB is a <see cref="RecordException"/> naming the file and line. A missing file is a
+    /// <see cref="FileNotFoundException"/> naming it, a folder an <see cref="IOException"/>.
     /// </summary>
     internal static IEnumerable<(string Line, string Where)> SourceLines(string path, Encoding encoding)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"dataset file '{path}' does not exist", path);
+        InputPaths.RequireFile(path, "dataset file");
         return Iterate();
 
         IEnumerable<(string, string)> Iterate()
         {
-            using var reader = new StreamReader(path, encoding, detectEncodingFromByteOrderMarks: false);
-            int number = 0;
-            for (string? line = reader.ReadLine(); line is not null; line = reader.ReadLine())
+            using var reader = LineReader.Open(path, "dataset file");
+            while (reader.TryReadLine(out var bytes))
             {
-                number++;
+                string line = encoding.GetString(bytes.Span);
                 if (string.IsNullOrWhiteSpace(line)) continue;
-                yield return (line, $"{path}:{number}");
+                yield return (line, $"{path}:{reader.LineNumber}");
             }
         }
     }

@@ -33,6 +33,22 @@ internal static class InputPaths
         if (!Directory.Exists(path)) throw new DirectoryNotFoundException($"{what} '{path}' does not exist");
     }
 
+    /// <summary>The largest JSON config read (<c>config.json</c>, <c>adapter_config.json</c>, a shard index): 16 MiB.</summary>
+    public const int MaxConfigBytes = 16 << 20;
+
+    /// <summary>The largest <c>tokenizer.json</c> read: 256 MiB (Llama 3's is 9 MB, the largest multilingual ones about 35 MB).</summary>
+    public const int MaxTokenizerBytes = 256 << 20;
+
+    /// <summary><see cref="ReadAllBytes"/> decoded as UTF-8 (a byte-order mark is dropped; invalid bytes become U+FFFD, as
+    /// <see cref="File.ReadAllText(string)"/> does).</summary>
+    public static string ReadAllText(string path, string what, int maxBytes)
+    {
+        byte[] bytes = ReadAllBytes(path, what, maxBytes);
+        var span = bytes.AsSpan();
+        if (span.StartsWith((ReadOnlySpan<byte>)[0xEF, 0xBB, 0xBF])) span = span[3..];
+        return System.Text.Encoding.UTF8.GetString(span);
+    }
+
     /// <summary>
     /// The whole content of a small file (a manifest, a config), read in chunks and refused once it passes
     /// <paramref name="maxBytes"/>, so a huge or endless file (a symlink to <c>/dev/zero</c>) fails fast.

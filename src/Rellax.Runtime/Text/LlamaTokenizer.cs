@@ -126,8 +126,8 @@ public sealed class LlamaTokenizer
         if (!File.Exists(tokPath))
             throw new FileNotFoundException($"Tokenizer not found: '{tokPath}' (only HF tokenizer.json is supported).", tokPath);
         string cfgPath = Path.Combine(dir, "tokenizer_config.json");
-        string? cfgJson = File.Exists(cfgPath) ? File.ReadAllText(cfgPath) : null;
-        return Parse(File.ReadAllText(tokPath), tokPath, cfgJson, cfgPath);
+        string? cfgJson = File.Exists(cfgPath) ? InputPaths.ReadAllText(cfgPath, "tokenizer config", InputPaths.MaxConfigBytes) : null;
+        return Parse(InputPaths.ReadAllText(tokPath, "tokenizer", InputPaths.MaxTokenizerBytes), tokPath, cfgJson, cfgPath);
     }
 
     /// <summary>Builds a tokenizer from <c>tokenizer.json</c> text and optional <c>tokenizer_config.json</c> text.</summary>
