@@ -65,7 +65,7 @@ public sealed class InputErrorsCommandTests
         File.WriteAllText(requests, "{\"id\": 1, \"prompt\": \"Once upon a time\"}\n");
         Assert.That(OneErrorLine("score", "--model", _file, "--input", requests), Does.Contain("model directory " + file));
         Assert.That(OneErrorLine("score", "--adapter", _file, "--input", requests), Does.Contain("adapter directory " + file));
-        Assert.That(OneErrorLine("prepare", "--dataset", "movielens-100k", "--data", _file, "--output", Path.Combine(_dir, "p")), Does.Contain("dataset folder " + file));
+        Assert.That(OneErrorLine("prepare", "--dataset", "movielens-100k", "--data", _file, "--output", Path.Combine(_dir, "p")), Does.Contain("--data folder " + file));
         Assert.That(OneErrorLine("eval", "--data", _file), Does.Contain("prepared dataset folder " + file));
         Assert.That(OneErrorLine("export", "--data", _file, "--output", Path.Combine(_dir, "t.jsonl")), Does.Contain("prepared dataset folder " + file));
     }

@@ -114,7 +114,7 @@ public sealed class InputBoundsTests
         var bytes = Encoding.UTF8.GetBytes("{}\n{\"a\": \"x\"}").ToList();
         bytes.Insert(bytes.Count - 2, 0xFF);
         e = Assert.Throws<RecordException>(() => JsonLines.Objects(new LineReader(new MemoryStream([.. bytes]), "bad.jsonl")).ToList())!;
-        Assert.That(e.Message, Is.EqualTo("bad.jsonl:2: not valid UTF-8 (byte 10)"));
+        Assert.That(e.Message, Is.EqualTo("bad.jsonl:2: not valid UTF-8 (byte 9)"));
     }
 
     [Test]
