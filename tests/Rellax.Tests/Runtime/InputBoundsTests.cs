@@ -156,6 +156,15 @@ public sealed class InputBoundsTests
         using (var writer = new StreamWriter(data, append: true)) writer.Write(new string('9', (16 << 20) + 10));
         e = Assert.Throws<RecordException>(() => DatasetReader.SourceLines(data, Encoding.Latin1).ToList())!;
         Assert.That((e.File, e.Line), Is.EqualTo((data, 2L)));
+
+        // Dataset CSVs (ML-25M, Book-Crossing, goodbooks) have their own quote-aware reader, with the same cap.
+        string csv = Path.Combine(_dir, "ratings.csv");
+        File.WriteAllText(csv, "userId,movieId\n");
+        using (var writer = new StreamWriter(csv, append: true)) writer.Write(new string('7', (16 << 20) + 10));
+        using var records = new CsvRecordReader(csv, Encoding.UTF8);
+        Assert.That(records.Read(), Is.True);
+        e = Assert.Throws<RecordException>(() => records.Read())!;
+        Assert.That(e.Message, Is.EqualTo($"{csv}:2: the line is longer than 16 Mi characters, the limit on one line (is this the right file?)"));
     }
 
     [Test]
