@@ -95,6 +95,9 @@ internal sealed class CsvRecordReader : IDisposable
     /// <summary><c>FILE:LINE</c> of the current record, for messages.</summary>
     public string Where => $"{Path}:{Line}";
 
+    /// <summary>The current record's file and first line, for a <see cref="RecordException"/>.</summary>
+    internal SourceLocation Location => new(Path, Line);
+
     /// <summary>The number of fields of the current record.</summary>
     public int FieldCount { get; private set; }
 
