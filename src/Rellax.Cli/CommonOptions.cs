@@ -181,21 +181,7 @@ internal static class CommonOptions
     /// <summary>The exception's message for a user, on one line: without the <c>(Parameter 'x')</c> suffix .NET adds to
     /// argument errors, which names a C# parameter the user never saw, nor the <c>Actual value was ...</c> line of an
     /// <see cref="ArgumentOutOfRangeException"/>.</summary>
-    internal static string MessageOf(Exception e)
-    {
-        string message = e.Message;
-        if (e is ArgumentOutOfRangeException { ActualValue: { } actual })
-        {
-            string line = Environment.NewLine + $"Actual value was {actual}.";
-            if (message.EndsWith(line, StringComparison.Ordinal)) message = message[..^line.Length];
-        }
-        if (e is ArgumentException { ParamName: { } name })
-        {
-            string suffix = $" (Parameter '{name}')";
-            if (message.EndsWith(suffix, StringComparison.Ordinal)) message = message[..^suffix.Length];
-        }
-        return message.ReplaceLineEndings(" ");
-    }
+    internal static string MessageOf(Exception e) => Runtime.ExceptionText.OneLine(e);
 
     public static ComputeBackend CreateBackend(string name, int threads)
     {

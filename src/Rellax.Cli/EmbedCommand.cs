@@ -77,14 +77,9 @@ internal static class EmbedCommand
                 (items.Count < 2 ? " and PCA needs at least 2 items" : ""));
         double loadMs = clock.Elapsed.TotalMilliseconds;
 
-        // The token count as the embedder forms it (BOS, then the templated text), for the summary's tokens/s. The embedder
-        // itself checks every length before it runs anything.
-        long tokens = 0;
-        foreach (var item in items)
-            tokens += model.Tokenizer.PrefixIds.Count + model.Tokenizer.Encode(template.Apply(item.Text), addSpecialTokens: false).Count;
-
         clock.Restart();
         float[] embeddings;
+        long tokens; // as the embedder formed them (BOS, then the templated text), for the summary's tokens/s
         using (var embedder = new ItemEmbedder(model, template, attention, batchSize))
         using (var progress = new TerminalProgress("embedding", items.Count))
         {
@@ -93,6 +88,7 @@ internal static class EmbedCommand
             try
             {
                 embeddings = embedder.Embed(items.Select(i => i.Text).ToList(), progress, cancel.Token);
+                tokens = embedder.LastTokenCount;
             }
             catch (RecordException e) when (e.Record is int i && i < items.Count)
             {

@@ -160,7 +160,7 @@ public sealed class CrmFeatures
                     "sampleIds" => SampleIdsTensor,
                     _ => UserStatesTensor,
                 };
-                throw new InvalidDataException($"'{full}', tensor '{tensor}': {ex.Message.Split(" (Parameter")[0]}", ex);
+                throw new InvalidDataException($"'{full}', tensor '{tensor}': {ExceptionText.OneLine(ex)}", ex);
             }
         }
     }

@@ -251,9 +251,9 @@ public static class CtrEvaluation
             if (cachedVectors is null)
             {
                 // Tokens are counted only when the model runs: the stage's tokens/s is the embedding forward's.
-                foreach (var t in texts) tokens += model.Tokenizer.PrefixIds.Count + model.Tokenizer.Encode(o.ItemTemplate.Apply(t), addSpecialTokens: false).Count;
                 using var embedder = new ItemEmbedder(model, o.ItemTemplate, o.Scoring.Attention, o.EmbedBatchSize);
                 cachedVectors = embedder.Embed(texts, progress is null ? null : new Progress(progress, "embed", rows), cancellationToken);
+                tokens = embedder.LastTokenCount;
                 cache?.SaveVectors(vectorsKey, cachedVectors, rows, hidden);
             }
             vectors = cachedVectors;

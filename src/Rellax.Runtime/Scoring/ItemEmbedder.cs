@@ -47,6 +47,10 @@ public sealed class ItemEmbedder : IDisposable
     /// <summary>Embedding width: the model's hidden size H.</summary>
     public int Dimension => Model.Config.HiddenSize;
 
+    /// <summary>Tokens (BOS included) of the texts of the last <see cref="Embed"/> call, as the forward ran them: what a
+    /// caller's tokens/s is measured over, without tokenizing the texts a second time.</summary>
+    public long LastTokenCount { get; private set; }
+
     /// <summary>Embeds <paramref name="texts"/>: row-major [N, H] f32, row i for texts[i].</summary>
     /// <param name="texts">Item texts (e.g. titles).</param>
     /// <param name="progress">Receives the number of items embedded so far after each batch.</param>
@@ -70,6 +74,7 @@ public sealed class ItemEmbedder : IDisposable
             if (ids.Count == 0) throw new RecordException("item", i, null, "the templated text has no tokens (the tokenizer adds no BOS)");
             tokens[i] = [.. ids];
         }
+        LastTokenCount = tokens.Sum(t => (long)t.Length);
 
         int h = c.HiddenSize;
         var result = new float[(long)texts.Count * h];

@@ -130,6 +130,11 @@ public sealed class InputBoundsTests
         var moved = sample.At("s.jsonl", 12, "sample 'u7'");
         Assert.That((moved.Message, moved.File, moved.Line, moved.Reason, moved.InnerException), Is.EqualTo(("s.jsonl:12: sample 'u7': unknown item", "s.jsonl", (long?)12, "sample 'u7': unknown item", (Exception)sample)));
         Assert.That(inFile, Is.InstanceOf<FormatException>(), "what the CLI's guard prints as one line");
+
+        // What the CLI prints for an argument error: no C# parameter name, no "Actual value was" line.
+        Assert.That(ExceptionText.OneLine(new ArgumentOutOfRangeException("k", 5, "k must be below 3")), Is.EqualTo("k must be below 3"));
+        Assert.That(ExceptionText.OneLine(new ArgumentException("bad shape", "x")), Is.EqualTo("bad shape"));
+        Assert.That(ExceptionText.OneLine(new InvalidOperationException("two\nlines")), Is.EqualTo("two lines"));
     }
 
     [Test]
