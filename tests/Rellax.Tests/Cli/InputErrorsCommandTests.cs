@@ -99,6 +99,10 @@ public sealed class InputErrorsCommandTests
         string line = OneErrorLine("score", "--model", Model.ModelPaths.Stories260KOrIgnore(), "--input", input);
         Assert.That(line, Does.StartWith($"rellax: {input}:1: id \"big\": the prompt is at least ").And.Contain("tokens long, more than the model's max_position_embeddings = 512"));
         TestContext.Out.WriteLine($"refused in {clock.Elapsed.TotalSeconds:F1} s (process start included)");
+
+        // generate --prompt: as long as one argument may be (128 KiB on Linux), refused by its length too.
+        line = OneErrorLine("generate", "--prompt", string.Concat(Enumerable.Repeat("Lily and Tom went to the park. ", 4000)));
+        Assert.That(line, Does.StartWith("rellax: the prompt is at least ").And.Contain("tokens long, more than the model's max_position_embeddings = 512"));
     }
 
     [Test]
