@@ -287,7 +287,7 @@ internal static partial class CommonOptions
         {
             return body();
         }
-        catch (Exception e) when (e is ArgumentException or KeyNotFoundException or IOException or InvalidDataException or NotSupportedException
+        catch (Exception e) when (e is Runtime.RecordException or ArgumentException or KeyNotFoundException or IOException or InvalidDataException or NotSupportedException
                                       or UnauthorizedAccessException or FormatException or InvalidOperationException
                                       or Runtime.SafeTensorsFormatException or Runtime.LlamaConfigException)
         {
@@ -301,18 +301,10 @@ internal static partial class CommonOptions
         }
     }
 
-    /// <summary>The exception's message for a user: without the <c>(Parameter 'x')</c> suffix .NET adds to argument errors,
-    /// which names a C# parameter the user never saw.</summary>
-    internal static string MessageOf(Exception e)
-    {
-        string message = e.Message;
-        if (e is ArgumentException { ParamName: { } name })
-        {
-            string suffix = $" (Parameter '{name}')";
-            if (message.EndsWith(suffix, StringComparison.Ordinal)) message = message[..^suffix.Length];
-        }
-        return message;
-    }
+    /// <summary>The exception's message for a user, on one line: without the <c>(Parameter 'x')</c> suffix .NET adds to
+    /// argument errors, which names a C# parameter the user never saw, nor the <c>Actual value was ...</c> line of an
+    /// <see cref="ArgumentOutOfRangeException"/>.</summary>
+    internal static string MessageOf(Exception e) => Runtime.ExceptionText.OneLine(e);
 
     public static ComputeBackend CreateBackend(string name, int threads)
     {

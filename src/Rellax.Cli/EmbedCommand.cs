@@ -59,10 +59,12 @@ internal static class EmbedCommand
     private static int Run(string modelDir, string itemsPath, string outputPath, PromptTemplate template, int? pca, int seed,
         AttentionPrecision attention, string backendName, int threads, int batchSize, bool json, ModelLoadOptions weights, CancellationToken cancel)
     {
-        if (!File.Exists(itemsPath)) throw new FileNotFoundException($"items file '{itemsPath}' does not exist", itemsPath);
-        OutputFile.Check(outputPath, "--output", itemsPath, modelDir);
         List<EmbedItemsFile.Item> items;
-        using (var reader = new StreamReader(itemsPath)) items = EmbedItemsFile.Read(reader, itemsPath);
+        using (var reader = LineReader.Open(itemsPath, "items file"))
+        {
+            OutputFile.Check(outputPath, "--output", itemsPath, modelDir);
+            items = EmbedItemsFile.Read(reader);
+        }
         if (items.Count == 0) throw new InvalidDataException($"{itemsPath}: no items (every line is blank)");
 
         using var backend = CommonOptions.CreateBackend(backendName, threads);
@@ -72,14 +74,9 @@ internal static class EmbedCommand
         CommonOptions.CheckPca(pca, items.Count, hidden, "hidden size");
         double loadMs = clock.Elapsed.TotalMilliseconds;
 
-        // The token count as the embedder forms it (BOS, then the templated text), for the summary's tokens/s. The embedder
-        // itself checks every length before it runs anything.
-        long tokens = 0;
-        foreach (var item in items)
-            tokens += model.Tokenizer.PrefixIds.Count + model.Tokenizer.Encode(template.Apply(item.Text), addSpecialTokens: false).Count;
-
         clock.Restart();
         float[] embeddings;
+        long tokens; // as the embedder formed them (BOS, then the templated text), for the summary's tokens/s
         using (var embedder = new ItemEmbedder(model, template, attention, batchSize))
         using (var progress = new TerminalProgress("embedding", items.Count))
         {
@@ -88,11 +85,12 @@ internal static class EmbedCommand
             try
             {
                 embeddings = embedder.Embed(items.Select(i => i.Text).ToList(), progress, cancel);
+                tokens = embedder.LastTokenCount;
             }
-            catch (ArgumentException e) when (ItemIndex(e.Message) is (int i, int length) && i < items.Count)
+            catch (RecordException e) when (e.Record is int i && i < items.Count)
             {
-                // "item {index}: what" -> "FILE:LINE: item {id}: what".
-                throw new InvalidDataException($"{itemsPath}:{items[i].Line}: item {items[i].Id}: {e.Message[length..]}", e);
+                // The embedder names the item by its index in the list; the user knows its line and id.
+                throw e.At(itemsPath, items[i].Line, $"item {items[i].Id}");
             }
         }
         double embedMs = clock.Elapsed.TotalMilliseconds;
@@ -124,7 +122,7 @@ internal static class EmbedCommand
         writer.Metadata["pooling"] = Pooling;
         writer.Metadata["attention"] = CommonOptions.Name(attention);
         writer.Metadata["hidden_size"] = hidden.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        // Raw vectors: SubrIndex.Load takes a file without this entry as already normalised (cosine), which these are not.
+        // Raw vectors, not an index: SubrIndex.Load builds a cosine index from them in memory (rellax index saves that work).
         writer.Metadata["similarity"] = "dot";
         if (explained is not null) writer.Metadata["pca_explained_variance_ratio"] = JsonSerializer.Serialize(explained);
         writer.Save(outputPath, cancel);
@@ -144,15 +142,6 @@ internal static class EmbedCommand
                 (explained is null ? "" : $", PCA to {dim} keeps {explained.Sum() * 100:F2}% of the variance") + $" → {outputPath} [{items.Count}, {dim}]");
         return 0;
     }
-
-    /// <summary>The index in an <see cref="ItemEmbedder.Embed"/> error (<c>item {index}: ...</c>) and the prefix's length, or null.</summary>
-    private static (int Index, int PrefixLength)? ItemIndex(string message)
-    {
-        const string prefix = "item ";
-        if (!message.StartsWith(prefix, StringComparison.Ordinal)) return null;
-        int end = message.IndexOf(": ", prefix.Length, StringComparison.Ordinal);
-        return end > prefix.Length && int.TryParse(message.AsSpan(prefix.Length, end - prefix.Length), out int i) ? (i, end + 2) : null;
-    }
 }
 
 /// <summary>The JSONL input of <c>rellax embed</c>: <c>{"id": int64, "text": "..."}</c> per line, ids unique.</summary>
@@ -162,37 +151,25 @@ internal static class EmbedItemsFile
     /// <param name="Id">The item id.</param>
     /// <param name="Text">The item text (before the template).</param>
     /// <param name="Line">1-based line number.</param>
-    public readonly record struct Item(long Id, string Text, int Line);
+    public readonly record struct Item(long Id, string Text, long Line);
 
-    /// <summary>Reads every non-blank line (blank lines are skipped but counted).</summary>
-    /// <exception cref="InvalidDataException">A malformed line or a repeated id; the message starts with <c>FILE:LINE:</c>
-    /// (a repeated id names both lines).</exception>
-    public static List<Item> Read(TextReader reader, string fileName)
+    /// <summary>Reads every non-blank line (blank lines are skipped but counted; 16 MiB per line at most).</summary>
+    /// <exception cref="RecordException">A malformed line or a repeated id: <c>FILE:LINE: what</c> (a repeated id names both lines).</exception>
+    public static List<Item> Read(LineReader reader)
     {
+        ArgumentNullException.ThrowIfNull(reader);
         var items = new List<Item>();
-        var lineOf = new Dictionary<long, int>();
-        int lineNumber = 0;
-        for (string? line = reader.ReadLine(); line is not null; line = reader.ReadLine())
+        var lineOf = new Dictionary<long, long>();
+        foreach (var (line, root) in JsonLines.Objects(reader))
         {
-            lineNumber++;
-            if (string.IsNullOrWhiteSpace(line)) continue;
-            string where = $"{fileName}:{lineNumber}";
-            JsonDocument doc;
-            try { doc = JsonDocument.Parse(line); }
-            catch (JsonException e) { throw new InvalidDataException($"{where}: {ScoreRequestsFile.JsonError(e)}", e); }
-            using (doc)
-            {
-                var root = doc.RootElement;
-                if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{where}: expected a JSON object, got {root.ValueKind}");
-                if (!root.TryGetProperty("id", out var id) || id.ValueKind != JsonValueKind.Number || !id.TryGetInt64(out long value))
-                    throw new InvalidDataException($"{where}: \"id\" must be an integer (int64)" +
-                        (id.ValueKind == JsonValueKind.Undefined ? " (missing)" : $", got {id.GetRawText()}"));
-                if (!root.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
-                    throw new InvalidDataException($"{where}: item {value}: \"text\" must be a string" + (text.ValueKind == JsonValueKind.Undefined ? " (missing)" : $", got {text.ValueKind}"));
-                if (!lineOf.TryAdd(value, lineNumber))
-                    throw new InvalidDataException($"{where}: item id {value} is already used on line {lineOf[value]}");
-                items.Add(new Item(value, text.GetString()!, lineNumber));
-            }
+            RecordException Fail(string reason) => new(reader.FileName, line, reason);
+            if (!root.TryGetProperty("id", out var id) || id.ValueKind != JsonValueKind.Number || !id.TryGetInt64(out long value))
+                throw Fail("\"id\" must be an integer (int64)" + (id.ValueKind == JsonValueKind.Undefined ? " (missing)" : $", got {id.GetRawText()}"));
+            if (!root.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
+                throw Fail($"item {value}: \"text\" must be a string" + (text.ValueKind == JsonValueKind.Undefined ? " (missing)" : $", got {text.ValueKind}"));
+            if (!lineOf.TryAdd(value, line))
+                throw Fail($"item id {value} is already used on line {lineOf[value]}");
+            items.Add(new Item(value, text.GetString()!, line));
         }
         return items;
     }

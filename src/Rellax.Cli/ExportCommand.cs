@@ -204,49 +204,37 @@ internal static class ExportCommand
 internal static class RetrievedFile
 {
     /// <summary>The positions of every sample in <paramref name="needed"/>, checked against the sample's history.</summary>
-    /// <exception cref="InvalidDataException">A malformed line (named <c>FILE:LINE</c>), a sample the dataset does not have, a
+    /// <exception cref="RecordException">A malformed line (named <c>FILE:LINE</c>), a sample the dataset does not have, a
     /// position outside the sample's history, more than <paramref name="k"/> positions, or a needed sample with no line.</exception>
     public static Dictionary<int, int[]> Read(string path, SampleSet set, IReadOnlyList<ReLLaSample> needed, int k)
     {
-        if (!File.Exists(path))
-            throw new FileNotFoundException(Directory.Exists(path) ? $"--retrieved '{path}' is a folder, not a file" : $"--retrieved file '{path}' does not exist", path);
         var wanted = new Dictionary<int, int>(needed.Count);
         foreach (var s in needed) wanted[s.Index] = s.HistoryLength;
         var found = new Dictionary<int, int[]>(needed.Count);
-        using var reader = new StreamReader(path);
-        int lineNumber = 0;
-        for (string? line = reader.ReadLine(); line is not null; line = reader.ReadLine())
+        // One bounded line reader for every JSONL input; errors are RecordExceptions naming FILE:LINE.
+        foreach (var (line, root) in JsonLines.Objects(path, "--retrieved file"))
         {
-            lineNumber++;
-            if (string.IsNullOrWhiteSpace(line)) continue;
-            string where = $"{path}:{lineNumber}";
-            JsonDocument doc;
-            try { doc = JsonDocument.Parse(line); }
-            catch (JsonException e) { throw new InvalidDataException($"{where}: {ScoreRequestsFile.JsonError(e)}", e); }
-            using (doc)
+            RecordException Fail(string reason) => new(path, line, reason);
+            if (!root.TryGetProperty("id", out var id) || id.ValueKind != JsonValueKind.Number || !id.TryGetInt32(out int sample))
+                throw Fail("expected {\"id\": sample id, \"positions\": [...]} as rellax retrieve --data writes");
+            if (!wanted.TryGetValue(sample, out int historyLength))
             {
-                var root = doc.RootElement;
-                if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("id", out var id) || id.ValueKind != JsonValueKind.Number || !id.TryGetInt32(out int sample))
-                    throw new InvalidDataException($"{where}: expected {{\"id\": sample id, \"positions\": [...]}} as rellax retrieve --data writes");
-                if (!wanted.TryGetValue(sample, out int historyLength))
-                {
-                    if (sample < 0 || sample >= set.Samples.Count)
-                        throw new InvalidDataException($"{where}: sample {sample} is not in the prepared dataset ({set.Samples.Count} samples)");
-                    continue; // another split's sample, or one not drawn
-                }
-                if (!root.TryGetProperty("positions", out var positions) || positions.ValueKind != JsonValueKind.Array)
-                    throw new InvalidDataException($"{where}: sample {sample}: \"positions\" must be an array of history positions");
-                var list = new int[positions.GetArrayLength()];
-                if (list.Length > k) throw new InvalidDataException($"{where}: sample {sample}: {list.Length} positions, more than --k {k}");
-                int i = 0;
-                foreach (var p in positions.EnumerateArray())
-                {
-                    if (p.ValueKind != JsonValueKind.Number || !p.TryGetInt32(out int v) || v < 0 || v >= historyLength)
-                        throw new InvalidDataException($"{where}: sample {sample}: position {p.GetRawText()} is outside its history of {historyLength} events");
-                    list[i++] = v;
-                }
-                found[sample] = list;
+                if (sample < 0 || sample >= set.Samples.Count)
+                    throw Fail($"sample {sample} is not in the prepared dataset ({set.Samples.Count} samples)");
+                continue; // another split's sample, or one not drawn
             }
+            if (!root.TryGetProperty("positions", out var positions) || positions.ValueKind != JsonValueKind.Array)
+                throw Fail($"sample {sample}: \"positions\" must be an array of history positions");
+            var list = new int[positions.GetArrayLength()];
+            if (list.Length > k) throw Fail($"sample {sample}: {list.Length} positions, more than --k {k}");
+            int i = 0;
+            foreach (var p in positions.EnumerateArray())
+            {
+                if (p.ValueKind != JsonValueKind.Number || !p.TryGetInt32(out int v) || v < 0 || v >= historyLength)
+                    throw Fail($"sample {sample}: position {p.GetRawText()} is outside its history of {historyLength} events");
+                list[i++] = v;
+            }
+            found[sample] = list;
         }
         foreach (var s in needed)
             if (!found.ContainsKey(s.Index))

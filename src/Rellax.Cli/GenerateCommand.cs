@@ -40,12 +40,15 @@ internal static class GenerateCommand
         using var model = CommonOptions.LoadModel(modelDir, backend, weights);
         double loadMs = loadClock.Elapsed.TotalMilliseconds;
         var tok = model.Tokenizer;
-        var promptIds = tok.Encode(prompt, addSpecialTokens: true).ToList();
+        // Tokenization stops once the prompt is certain not to fit the context, so a huge --prompt costs little.
+        if (!tok.TryEncodeWithMarkers(prompt, [], model.Config.MaxPositionEmbeddings, out int[] ids, out long atLeast, addSpecialTokens: true))
+            throw new PromptTooLongException(atLeast, exact: false, model.Config.MaxPositionEmbeddings, $"max_position_embeddings = {model.Config.MaxPositionEmbeddings}");
+        var promptIds = ids.ToList();
         if (promptIds.Count == 0)
             promptIds.Add(tok.BosId ?? throw new InvalidOperationException("empty prompt and the tokenizer has no BOS token"));
         int budget = Math.Min(maxNewTokens, model.Config.MaxPositionEmbeddings - promptIds.Count);
         if (budget < 0)
-            throw new ArgumentException($"the prompt has {promptIds.Count} tokens, more than max_position_embeddings = {model.Config.MaxPositionEmbeddings}");
+            throw new PromptTooLongException(promptIds.Count, exact: true, model.Config.MaxPositionEmbeddings, $"max_position_embeddings = {model.Config.MaxPositionEmbeddings}");
 
         using var session = model.CreateSession(attention: attention);
         var stops = model.Config.EosTokenIds.ToHashSet();

@@ -19,6 +19,11 @@ internal static class IndexCommand
         var seed = CommonOptions.PcaSeed();
         var storage = CommonOptions.Choice("--storage", "Table storage: f32, f16 or i8 (one scale per row).", "f32", "f32", "f16", "i8");
         var similarity = CommonOptions.Choice("--similarity", "cosine (normalise rows) or dot (raw vectors).", "cosine", "cosine", "dot");
+        var noCenter = new Option<bool>("--no-center")
+        {
+            Description = "Without --pca, a cosine index subtracts the mean vector first (as PCA does), so that f16/i8 tables keep " +
+                          "their top-K agreement with f32 on LLM vectors whose cosines crowd near 1; this keeps the raw vectors.",
+        };
         var backend = CommonOptions.Backend();
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
@@ -30,15 +35,15 @@ internal static class IndexCommand
           rellax embed --items ml1m/items.jsonl --output ml1m-vectors.safetensors
           rellax index --item-vectors ml1m-vectors.safetensors --pca 512 --output ml1m-index.safetensors
           rellax index --item-vectors vectors.safetensors --storage i8 --similarity dot --output index.safetensors --json
-        """) { vectors, output, pca, seed, storage, similarity, backend, threads, json };
+        """) { vectors, output, pca, seed, storage, similarity, noCenter, backend, threads, json };
         cmd.SetAction(r => CommonOptions.Guard(cancel => Run(r.GetValue(vectors)!, r.GetValue(output)!, r.GetValue(pca), r.GetValue(seed),
             r.GetValue(storage) switch { "f16" => DType.F16, "i8" => DType.I8, _ => DType.F32 },
-            r.GetValue(similarity) == "dot" ? SubrSimilarity.Dot : SubrSimilarity.Cosine,
+            r.GetValue(similarity) == "dot" ? SubrSimilarity.Dot : SubrSimilarity.Cosine, !r.GetValue(noCenter),
             r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json), cancel)));
         return cmd;
     }
 
-    private static int Run(string vectorsPath, string outputPath, int? pca, int seed, DType storage, SubrSimilarity similarity,
+    private static int Run(string vectorsPath, string outputPath, int? pca, int seed, DType storage, SubrSimilarity similarity, bool center,
         string backendName, int threads, bool json, CancellationToken cancel)
     {
         OutputFile.Check(outputPath, "--output", vectorsPath);
@@ -50,7 +55,7 @@ internal static class IndexCommand
         try
         {
             index = SubrIndex.Build(compute, data, n, d, ids,
-                new SubrIndexOptions { PcaComponents = pca, PcaSeed = seed, Storage = storage, Similarity = similarity });
+                new SubrIndexOptions { PcaComponents = pca, PcaSeed = seed, Storage = storage, Similarity = similarity, Center = center });
         }
         catch (ArgumentException e)
         {
@@ -67,7 +72,7 @@ internal static class IndexCommand
                 {
                     vectors = vectorsPath, output = outputPath, items = n, input_dim = d, dim = index.Dim,
                     storage = storage.ToString().ToLowerInvariant(), similarity = similarity == SubrSimilarity.Dot ? "dot" : "cosine",
-                    explained_variance = index.ExplainedVarianceRatio is null ? (double?)null : Math.Round(kept, 6),
+                    explained_variance = index.ExplainedVarianceRatio is null ? (double?)null : Math.Round(kept, 6), centered = index.Mean is not null,
                     backend = compute.Name, build_ms = Math.Round(buildMs, 3),
                 }));
             else

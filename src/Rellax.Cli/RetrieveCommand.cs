@@ -13,7 +13,7 @@ internal static class RetrieveCommand
 {
     public static Command Create()
     {
-        var index = new Option<string>("--index", "--embeddings") { HelpName = "FILE.safetensors", Description = "SUBR index built by rellax index (safetensors: embeddings [N, d], optional scales, item_ids).", Required = true };
+        var index = new Option<string>("--index", "--embeddings") { HelpName = "FILE.safetensors", Description = "SUBR index written by rellax index (safetensors: embeddings [N, d], optional scales, item_ids, mean). Raw item vectors (rellax embed output) are indexed in memory (cosine, centred, f32) with a warning.", Required = true };
         var samples = new Option<string?>("--samples") { HelpName = "FILE.jsonl", Description = "JSONL input, one {\"id\", \"history\": [item ids], \"target\": item id} per line. Give this or --data." };
         var data = new Option<string?>("--data") { HelpName = "DIR", Description = "A prepared dataset folder (rellax prepare): retrieve for the samples of --split, histories from its timelines. Give this or --samples." };
         var split = CommonOptions.Split("test");
@@ -59,6 +59,9 @@ internal static class RetrieveCommand
         using var index = SubrIndex.Load(indexPath, backend);
         SampleSet? set = dataDir is null ? null : PreparedDataset.Load(dataDir);
         double loadMs = clock.Elapsed.TotalMilliseconds;
+        if (index.BuiltOnLoad)
+            Console.Error.WriteLine($"rellax: warning: '{indexPath}' holds item vectors, not an index built by `rellax index`: built a cosine index " +
+                $"(centred, f32) in memory; `rellax index --item-vectors {indexPath} --output INDEX` saves that work");
 
         int count = 0;
         long events = 0;
@@ -66,9 +69,8 @@ internal static class RetrieveCommand
         clock.Restart();
         void WriteAll(TextWriter sink)
         {
-            using var reader = samplesPath is null ? null : new StreamReader(samplesPath);
             var pending = new List<SubrSamplesFile.Entry>(Math.Min(batchSize, 4096));
-            foreach (var entry in reader is null ? FromPrepared(set!, split, limit) : SubrSamplesFile.Read(reader, samplesPath!))
+            foreach (var entry in samplesPath is null ? FromPrepared(set!, split, limit) : SubrSamplesFile.Read(samplesPath))
             {
                 pending.Add(entry);
                 if (pending.Count == batchSize) Flush();
@@ -84,11 +86,10 @@ internal static class RetrieveCommand
                 {
                     result = index.Retrieve(pending.Select(e => e.Sample).ToList(), k, order);
                 }
-                catch (ArgumentException e) when (e.ParamName == "samples")
+                catch (RecordException e) when (e.Record is int i && i < pending.Count && pending[i].Line > 0)
                 {
-                    // Name the line as well as the sample.
-                    var bad = pending.FirstOrDefault(p => e.Message.StartsWith($"sample '{p.Sample.Id}'", StringComparison.Ordinal));
-                    throw new InvalidDataException(bad.Sample is null ? e.Message : bad.Line > 0 ? $"{source}:{bad.Line}: {e.Message}" : $"{source}: {e.Message}", e);
+                    // Name the line as well as the sample (the kernel names the sample by its place in the batch).
+                    throw e.At(source, pending[i].Line, $"sample '{pending[i].Sample.Id}'");
                 }
                 for (int i = 0; i < pending.Count; i++)
                 {

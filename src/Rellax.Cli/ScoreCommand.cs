@@ -64,13 +64,15 @@ internal static class ScoreCommand
 
     private static int Run(Settings s, CancellationToken cancel)
     {
-        if (!File.Exists(s.InputPath)) throw new FileNotFoundException($"input file '{s.InputPath}' does not exist", s.InputPath);
-        if (s.OutputPath is not null) OutputFile.Check(s.OutputPath, "--output", s.InputPath, s.ModelDir, s.AdapterDir);
         // Parse every line first (no model needed: a malformed line fails at once), then load the model and validate every
         // request before scoring any: a bad line late in a big file fails in seconds, not hours.
         var clock = Stopwatch.StartNew();
         List<ScoreRequestsFile.Entry> entries;
-        using (var reader = new StreamReader(s.InputPath)) entries = ScoreRequestsFile.Read(reader, s.InputPath).ToList();
+        using (var input = LineReader.Open(s.InputPath, "input file"))
+        {
+            if (s.OutputPath is not null) OutputFile.Check(s.OutputPath, "--output", s.InputPath, s.ModelDir, s.AdapterDir);
+            entries = ScoreRequestsFile.Read(input).ToList();
+        }
         double parseMs = clock.Elapsed.TotalMilliseconds;
 
         using var backend = CommonOptions.CreateBackend(s.BackendName, s.Threads);
@@ -91,10 +93,10 @@ internal static class ScoreCommand
             }
             catch (ArgumentException e)
             {
-                string advice = e.Message.Contains("tokens long", StringComparison.Ordinal) && s.Template.Name != PromptTemplate.None.Name
+                string advice = e is PromptTooLongException && s.Template.Name != PromptTemplate.None.Name
                     ? $" (--template none drops the {s.Template.Name} template's {model.Tokenizer.Encode(s.Template.Apply(""), addSpecialTokens: false).Count} tokens)"
                     : "";
-                throw new InvalidDataException($"{s.InputPath}:{entry.Line}: id {entry.RawId}: {e.Message}{advice}", e);
+                throw new RecordException(s.InputPath, entry.Line, $"id {entry.RawId}: {e.Message}{advice}", e);
             }
         }
         double validateMs = parseMs + clock.Elapsed.TotalMilliseconds;
@@ -109,10 +111,10 @@ internal static class ScoreCommand
             {
                 scores = scorer.Score(entries.Select(e => e.Request).ToList(), progress, cancel);
             }
-            catch (ArgumentException e) when (RequestIndex(e.Message) is int i && i < entries.Count)
+            catch (RecordException e) when (e.Record is int i && i < entries.Count)
             {
                 // Validate passed, so this should not happen; if it does, still name the line.
-                throw new InvalidDataException($"{s.InputPath}:{entries[i].Line}: id {entries[i].RawId}: {e.Message}", e);
+                throw e.At(s.InputPath, entries[i].Line, $"id {entries[i].RawId}");
             }
         }
         double scoreMs = clock.Elapsed.TotalMilliseconds;
@@ -157,15 +159,6 @@ internal static class ScoreCommand
         if (adapter.Targets.Count > 0) parts.Add(adapter.HasGenerators ? "cflora" : "lora");
         if (adapter.Projector is not null) parts.Add("spa");
         return parts.Count == 0 ? "empty" : string.Join("+", parts);
-    }
-
-    /// <summary>The request index of a <see cref="CtrScorer.Score"/> error (<c>request {index}: ...</c>), or null.</summary>
-    private static int? RequestIndex(string message)
-    {
-        const string prefix = "request ";
-        if (!message.StartsWith(prefix, StringComparison.Ordinal)) return null;
-        int end = message.IndexOf(':', prefix.Length);
-        return end > prefix.Length && int.TryParse(message.AsSpan(prefix.Length, end - prefix.Length), out int i) ? i : null;
     }
 
     /// <summary>Writes one JSON line per score: <c>{"id":RAW,"p_yes":...,"logit_yes":...,"logit_no":...}</c>, UTF-8, <c>\n</c>.</summary>

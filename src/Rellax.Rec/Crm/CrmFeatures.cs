@@ -133,7 +133,7 @@ public sealed class CrmFeatures
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         string full = Path.GetFullPath(path);
-        if (!File.Exists(full)) throw new FileNotFoundException($"CRM features file '{full}' does not exist", full);
+        InputPaths.RequireFile(full, "CRM features file");
         SafeTensorsFile file;
         try { file = SafeTensorsFile.Open(full); }
         catch (SafeTensorsFormatException e) { throw new InvalidDataException(e.Message, e); }
@@ -160,7 +160,7 @@ public sealed class CrmFeatures
                     "sampleIds" => SampleIdsTensor,
                     _ => UserStatesTensor,
                 };
-                throw new InvalidDataException($"'{full}', tensor '{tensor}': {ex.Message.Split(" (Parameter")[0]}", ex);
+                throw new InvalidDataException($"'{full}', tensor '{tensor}': {ExceptionText.OneLine(ex)}", ex);
             }
         }
     }

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Rellax.Runtime;
 
 namespace Rellax.Rec;
 
@@ -247,7 +248,7 @@ public sealed record DinConfig
         string full = Path.GetFullPath(path);
         if (!File.Exists(full)) throw new FileNotFoundException($"DIN config '{full}' does not exist", full);
         JsonNode? root;
-        try { root = JsonNode.Parse(File.ReadAllText(full)); }
+        try { root = JsonNode.Parse(InputPaths.ReadAllText(full, "DIN config", InputPaths.MaxConfigBytes)); }
         catch (JsonException e) { throw new InvalidDataException($"'{full}': not valid JSON ({e.Message})", e); }
         if (root is not JsonObject o) throw new InvalidDataException($"'{full}': the config must be a JSON object");
         try

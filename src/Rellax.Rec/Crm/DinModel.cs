@@ -167,7 +167,7 @@ public sealed class DinModel
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
         string dir = Path.GetFullPath(directory);
-        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"DIN model directory '{dir}' does not exist");
+        InputPaths.RequireDirectory(dir, "DIN model directory");
         var config = DinConfig.Load(Path.Combine(dir, ConfigFile));
         string path = Path.Combine(dir, WeightsFile);
         if (!File.Exists(path)) throw new FileNotFoundException($"DIN weights '{path}' do not exist", path);

@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Text;
 
+using Rellax.Runtime;
+
 namespace Rellax.Rec;
 
 /// <summary>The Book-Crossing and goodbooks-10k readers behind <see cref="DatasetReader.Read"/>.</summary>
@@ -54,7 +56,7 @@ internal static class BookReaders
             int fields = csv.FieldCount;
             while (csv.Read())
             {
-                if (csv.Error is not null) { bad.Report($"{csv.Where}: {csv.Error}"); continue; }
+                if (csv.Error is not null) { bad.Report(csv.Location, $"{csv.Error}"); continue; }
                 string isbn, title, author, year, publisher;
                 if (csv.FieldCount == fields)
                 {
@@ -70,13 +72,13 @@ internal static class BookReaders
                     year = csv.GetString(2);
                     publisher = csv.GetString(3);
                 }
-                else { bad.Report($"{csv.Where}: expected {fields} ';'-separated fields, got {csv.FieldCount}"); continue; }
+                else { bad.Report(csv.Location, $"expected {fields} ';'-separated fields, got {csv.FieldCount}"); continue; }
 
                 // the reference strips tabs from both ends of every field, then drops books whose ISBN is not letters and digits
                 (isbn, title, author, year, publisher) = (isbn.Trim('\t'), title.Trim('\t'), author.Trim('\t'), year.Trim('\t'), publisher.Trim('\t'));
                 if (isbn.AsSpan().ContainsAnyExcept(IsbnChars) || isbn.Length == 0) continue;
-                if (title.Length == 0) { bad.Report($"{csv.Where}: ISBN {isbn} has an empty title"); continue; }
-                if (!itemRow.TryAdd(isbn)) { bad.Report($"{csv.Where}: ISBN {isbn} appears twice"); continue; }
+                if (title.Length == 0) { bad.Report(csv.Location, $"ISBN {isbn} has an empty title"); continue; }
+                if (!itemRow.TryAdd(isbn)) { bad.Report(csv.Location, $"ISBN {isbn} appears twice"); continue; }
                 items.Add(new Item(isbn, title, [], Author: NotApplicable(author), Year: year.Length == 4 ? year : null,
                     Publisher: NotApplicable(publisher), Isbn: isbn));
             }
@@ -90,19 +92,19 @@ internal static class BookReaders
             int fields = csv.FieldCount;
             while (csv.Read())
             {
-                if (csv.Error is not null) { bad.Report($"{csv.Where}: {csv.Error}"); continue; }
-                if (csv.FieldCount != fields) { bad.Report($"{csv.Where}: expected {fields} ';'-separated fields, got {csv.FieldCount}"); continue; }
+                if (csv.Error is not null) { bad.Report(csv.Location, $"{csv.Error}"); continue; }
+                if (csv.FieldCount != fields) { bad.Report(csv.Location, $"expected {fields} ';'-separated fields, got {csv.FieldCount}"); continue; }
                 var id = csv[col[0]];
-                if (!DatasetCsv.IsId(id)) { bad.Report($"{csv.Where}: user id '{DatasetCsv.Show(id)}' is not a positive integer"); continue; }
+                if (!DatasetCsv.IsId(id)) { bad.Report(csv.Location, $"user id '{DatasetCsv.Show(id)}' is not a positive integer"); continue; }
                 string? location = IsNull(csv, col[1]) ? null : csv.GetString(col[1]);
                 int? age = null;
                 if (!IsNull(csv, col[2]))
                 {
-                    if (!DatasetCsv.TryParseInt(csv[col[2]], out int a)) { bad.Report($"{csv.Where}: age '{DatasetCsv.Show(csv[col[2]])}' is not a whole number or NULL"); continue; }
+                    if (!DatasetCsv.TryParseInt(csv[col[2]], out int a)) { bad.Report(csv.Location, $"age '{DatasetCsv.Show(csv[col[2]])}' is not a whole number or NULL"); continue; }
                     age = a;
                 }
                 string key = new(id);
-                if (!users.TryAdd(key)) { bad.Report($"{csv.Where}: user id {key} appears twice"); continue; }
+                if (!users.TryAdd(key)) { bad.Report(csv.Location, $"user id {key} appears twice"); continue; }
                 profiles.Add(new UserProfile(null, AgeBucket(age), null, location is null ? Unknown : CountryOf(location)));
             }
         }
@@ -274,23 +276,23 @@ internal static class BookReaders
             int fields = csv.FieldCount;
             while (csv.Read())
             {
-                if (csv.Error is not null) { bad.Report($"{csv.Where}: {csv.Error}"); continue; }
-                if (csv.FieldCount != fields) { bad.Report($"{csv.Where}: expected {fields} fields, got {csv.FieldCount}"); continue; }
+                if (csv.Error is not null) { bad.Report(csv.Location, $"{csv.Error}"); continue; }
+                if (csv.FieldCount != fields) { bad.Report(csv.Location, $"expected {fields} fields, got {csv.FieldCount}"); continue; }
                 var id = csv[col[0]];
-                if (!DatasetCsv.IsId(id)) { bad.Report($"{csv.Where}: book id '{DatasetCsv.Show(id)}' is not a positive integer"); continue; }
+                if (!DatasetCsv.IsId(id)) { bad.Report(csv.Location, $"book id '{DatasetCsv.Show(id)}' is not a positive integer"); continue; }
                 string title = csv.GetString(col[1]);
-                if (string.IsNullOrWhiteSpace(title)) { bad.Report($"{csv.Where}: book {id} has an empty title"); continue; }
+                if (string.IsNullOrWhiteSpace(title)) { bad.Report(csv.Location, $"book {id} has an empty title"); continue; }
                 var yearText = csv[col[3]];
                 string? year = null;
                 if (yearText.Length > 0)
                 {
                     if (!double.TryParse(yearText, NumberStyles.AllowLeadingSign | NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double y)
                         || y != Math.Floor(y) || Math.Abs(y) > 100_000)
-                    { bad.Report($"{csv.Where}: original_publication_year '{DatasetCsv.Show(yearText)}' is not a whole year (like 2008.0)"); continue; }
+                    { bad.Report(csv.Location, $"original_publication_year '{DatasetCsv.Show(yearText)}' is not a whole year (like 2008.0)"); continue; }
                     year = ((long)y).ToString(CultureInfo.InvariantCulture);
                 }
                 string key = new(id);
-                if (!itemRow.TryAdd(key)) { bad.Report($"{csv.Where}: book id {key} appears twice"); continue; }
+                if (!itemRow.TryAdd(key)) { bad.Report(csv.Location, $"book id {key} appears twice"); continue; }
                 string authors = csv.GetString(col[2]);
                 string isbn = csv.GetString(col[4]);
                 items.Add(new Item(key, title, [], Author: authors.Length > 0 ? authors : null, Year: year, Isbn: isbn.Length > 0 ? isbn : null));

@@ -1,5 +1,7 @@
 using System.Text;
 
+using Rellax.Runtime;
+
 namespace Rellax.Rec;
 
 /// <summary>How a <see cref="CsvRecordReader"/> reads quotes inside a quoted field.</summary>
@@ -92,6 +94,9 @@ internal sealed class CsvRecordReader : IDisposable
 
     /// <summary><c>FILE:LINE</c> of the current record, for messages.</summary>
     public string Where => $"{Path}:{Line}";
+
+    /// <summary>The current record's file and first line, for a <see cref="RecordException"/>.</summary>
+    internal SourceLocation Location => new(Path, Line);
 
     /// <summary>The number of fields of the current record.</summary>
     public int FieldCount { get; private set; }
@@ -314,6 +319,10 @@ internal sealed class CsvRecordReader : IDisposable
                 _end -= _pos;
                 _pos = 0;
             }
+            // The same cap as the library's LineReader, in characters: an endless line (a file that is /dev/zero) fails fast.
+            if (_end - _pos > LineReader.DefaultMaxLineBytes)
+                throw new RecordException(Path, _lineNumber + 1,
+                    $"the line is longer than {LineReader.DefaultMaxLineBytes >> 20} Mi characters, the limit on one line (is this the right file?)");
             if (_end == _buf.Length) Array.Resize(ref _buf, _buf.Length * 2);
             int n = _reader.Read(_buf, _end, _buf.Length - _end);
             if (n == 0) _eof = true;

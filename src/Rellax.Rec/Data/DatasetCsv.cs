@@ -1,5 +1,7 @@
 using System.Globalization;
 
+using Rellax.Runtime;
+
 namespace Rellax.Rec;
 
 /// <summary>
@@ -91,15 +93,15 @@ internal static class DatasetCsv
 
     /// <summary>
     /// Reads the header record and returns, for each of <paramref name="required"/>, its column index (names compared
-    /// exactly). A missing or malformed header, or a missing column, is an <see cref="InvalidDataException"/>
+    /// exactly). A missing or malformed header, or a missing column, is a <see cref="RecordException"/>
     /// <c>FILE:LINE: ...</c> that shows the expected and the actual header; it is never skipped, since no line of the
     /// file can be read without it.
     /// </summary>
     public static int[] ReadHeader(CsvRecordReader csv, params string[] required)
     {
         string expected = string.Join(csv.Separator, required);
-        if (!csv.Read()) throw new InvalidDataException($"{csv.Path}:1: the file is empty; expected a header with the columns {expected}");
-        if (csv.Error is not null) throw new InvalidDataException($"{csv.Where}: header: {csv.Error}");
+        if (!csv.Read()) throw new RecordException(csv.Path, 1, $"the file is empty; expected a header with the columns {expected}");
+        if (csv.Error is not null) throw new RecordException(csv.Path, csv.Line, $"header: {csv.Error}");
         var names = new string[csv.FieldCount];
         for (int i = 0; i < names.Length; i++) names[i] = csv.GetString(i);
         var columns = new int[required.Length];
@@ -107,9 +109,9 @@ internal static class DatasetCsv
         {
             columns[c] = Array.IndexOf(names, required[c]);
             if (columns[c] < 0)
-                throw new InvalidDataException($"{csv.Where}: header has no column '{required[c]}': expected the columns {expected}, got {string.Join(csv.Separator, names)}");
+                throw new RecordException(csv.Path, csv.Line, $"header has no column '{required[c]}': expected the columns {expected}, got {string.Join(csv.Separator, names)}");
             if (Array.IndexOf(names, required[c], columns[c] + 1) >= 0)
-                throw new InvalidDataException($"{csv.Where}: header names the column '{required[c]}' twice: {string.Join(csv.Separator, names)}");
+                throw new RecordException(csv.Path, csv.Line, $"header names the column '{required[c]}' twice: {string.Join(csv.Separator, names)}");
         }
         return columns;
     }
@@ -193,29 +195,29 @@ internal static class DatasetCsv
         while (csv.Read())
         {
             record++;
-            if (csv.Error is not null) { bad.Report($"{csv.Where}: {csv.Error}"); continue; }
-            if (csv.FieldCount != fieldCount) { bad.Report($"{csv.Where}: expected {fieldCount} fields, got {csv.FieldCount}"); continue; }
+            if (csv.Error is not null) { bad.Report(csv.Location, $"{csv.Error}"); continue; }
+            if (csv.FieldCount != fieldCount) { bad.Report(csv.Location, $"expected {fieldCount} fields, got {csv.FieldCount}"); continue; }
             var userKey = csv[userColumn];
-            if (!IsId(userKey)) { bad.Report($"{csv.Where}: user id '{Show(userKey)}' is not a positive integer"); continue; }
+            if (!IsId(userKey)) { bad.Report(csv.Location, $"user id '{Show(userKey)}' is not a positive integer"); continue; }
             int user = -1;
             if (!addUsers && !users.TryGet(userKey, out user))
             {
                 if (dropUnknown) { dropped++; continue; }
-                bad.Report($"{csv.Where}: user id '{Show(userKey)}' is not in {usersFile}");
+                bad.Report(csv.Location, $"user id '{Show(userKey)}' is not in {usersFile}");
                 continue;
             }
             var itemKey = csv[itemColumn];
             if (!items.TryGet(itemKey, out int item))
             {
                 if (dropUnknown) { dropped++; continue; }
-                bad.Report($"{csv.Where}: item id '{Show(itemKey)}' is not in {itemsFile}");
+                bad.Report(csv.Location, $"item id '{Show(itemKey)}' is not in {itemsFile}");
                 continue;
             }
             var ratingText = csv[ratingColumn];
-            if (!scale.TryParse(ratingText, out float value)) { bad.Report($"{csv.Where}: rating '{Show(ratingText)}' is not {scale.Describe()}"); continue; }
+            if (!scale.TryParse(ratingText, out float value)) { bad.Report(csv.Location, $"rating '{Show(ratingText)}' is not {scale.Describe()}"); continue; }
             long time = record;
             if (timeColumn >= 0 && !TryParseLong(csv[timeColumn], out time))
-            { bad.Report($"{csv.Where}: timestamp '{Show(csv[timeColumn])}' is not a whole number of seconds"); continue; }
+            { bad.Report(csv.Location, $"timestamp '{Show(csv[timeColumn])}' is not a whole number of seconds"); continue; }
             if (addUsers) user = users.GetOrAdd(userKey);
             if (n == ratings.Length) Array.Resize(ref ratings, Math.Max(16, (int)Math.Min(Array.MaxLength, ratings.Length * 2L))); // only if the file grew
             ratings[n++] = new Rating(user, item, value, time);

@@ -1,11 +1,13 @@
 using System.Globalization;
 using System.Text;
 
+using Rellax.Runtime;
+
 namespace Rellax.Rec;
 
 /// <summary>
 /// Reads the public rating datasets (SPEC §1) from their original files into a <see cref="RatingDataset"/>. Every
-/// malformed line is an <see cref="InvalidDataException"/> whose message starts <c>FILE:LINE:</c>, unless
+/// malformed line is a <see cref="RecordException"/> whose message starts <c>FILE:LINE:</c>, unless
 /// <see cref="DatasetReadOptions.SkipBadLines"/> asks to skip and count such lines. A missing file is a
 /// <see cref="FileNotFoundException"/> that names it.
 /// </summary>
@@ -34,7 +36,7 @@ public static class DatasetReader
     public static RatingDataset Read(DatasetKind kind, string directory, DatasetReadOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(directory);
-        if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"dataset folder '{directory}' does not exist");
+        InputPaths.RequireDirectory(directory, "dataset folder");
         options ??= new DatasetReadOptions();
         return kind switch
         {
@@ -68,7 +70,7 @@ public static class DatasetReader
             {
                 var f = line.Split('|');
                 if (f.Length != 2 || !int.TryParse(f[1], NumberStyles.None, CultureInfo.InvariantCulture, out int index) || index != list.Count)
-                { bad.Report($"{where}: expected 'name|{list.Count}', got '{line}'"); continue; }
+                { bad.Report(where, $"expected 'name|{list.Count}', got '{line}'"); continue; }
                 list.Add(f[0]);
             }
             genres = [.. list];
@@ -80,18 +82,18 @@ public static class DatasetReader
         {
             // movie id | title | release date | video release date | IMDb URL | one 0/1 flag per genre
             var f = line.Split('|');
-            if (f.Length != 5 + genres.Length) { bad.Report($"{where}: expected {5 + genres.Length} '|'-separated fields, got {f.Length}"); continue; }
-            if (!IsId(f[0])) { bad.Report($"{where}: movie id '{f[0]}' is not a positive integer"); continue; }
+            if (f.Length != 5 + genres.Length) { bad.Report(where, $"expected {5 + genres.Length} '|'-separated fields, got {f.Length}"); continue; }
+            if (!IsId(f[0])) { bad.Report(where, $"movie id '{f[0]}' is not a positive integer"); continue; }
             var itemGenres = new List<string>();
             bool flagsOk = true;
             for (int g = 0; g < genres.Length; g++)
             {
                 string flag = f[5 + g];
                 if (flag == "1") itemGenres.Add(genres[g]);
-                else if (flag != "0") { flagsOk = false; bad.Report($"{where}: genre flag {g} ('{genres[g]}') is '{flag}', expected 0 or 1"); break; }
+                else if (flag != "0") { flagsOk = false; bad.Report(where, $"genre flag {g} ('{genres[g]}') is '{flag}', expected 0 or 1"); break; }
             }
             if (!flagsOk) continue;
-            if (!itemRow.TryAdd(f[0], items.Count)) { bad.Report($"{where}: movie id {f[0]} appears twice"); continue; }
+            if (!itemRow.TryAdd(f[0], items.Count)) { bad.Report(where, $"movie id {f[0]} appears twice"); continue; }
             items.Add(new Item(f[0], f[1], itemGenres));
         }
 
@@ -102,12 +104,12 @@ public static class DatasetReader
         {
             // user id | age | gender | occupation | zip code
             var f = line.Split('|');
-            if (f.Length != 5) { bad.Report($"{where}: expected 5 '|'-separated fields, got {f.Length}"); continue; }
-            if (!IsId(f[0])) { bad.Report($"{where}: user id '{f[0]}' is not a positive integer"); continue; }
-            if (!int.TryParse(f[1], NumberStyles.None, CultureInfo.InvariantCulture, out _)) { bad.Report($"{where}: age '{f[1]}' is not a whole number"); continue; }
+            if (f.Length != 5) { bad.Report(where, $"expected 5 '|'-separated fields, got {f.Length}"); continue; }
+            if (!IsId(f[0])) { bad.Report(where, $"user id '{f[0]}' is not a positive integer"); continue; }
+            if (!int.TryParse(f[1], NumberStyles.None, CultureInfo.InvariantCulture, out _)) { bad.Report(where, $"age '{f[1]}' is not a whole number"); continue; }
             string? gender = f[2] switch { "M" => "male", "F" => "female", _ => null };
-            if (gender is null) { bad.Report($"{where}: gender '{f[2]}' is not M or F"); continue; }
-            if (!userRow.TryAdd(f[0], userKeys.Count)) { bad.Report($"{where}: user id {f[0]} appears twice"); continue; }
+            if (gender is null) { bad.Report(where, $"gender '{f[2]}' is not M or F"); continue; }
+            if (!userRow.TryAdd(f[0], userKeys.Count)) { bad.Report(where, $"user id {f[0]} appears twice"); continue; }
             userKeys.Add(f[0]);
             profiles.Add(new UserProfile(gender, f[1], f[3]));
         }
@@ -117,12 +119,12 @@ public static class DatasetReader
         {
             // user id \t item id \t rating \t timestamp
             var f = line.Split('\t');
-            if (f.Length != 4) { bad.Report($"{where}: expected 4 tab-separated fields, got {f.Length}"); continue; }
-            if (!userRow.TryGetValue(f[0], out int u)) { bad.Report($"{where}: user id '{f[0]}' is not in u.user"); continue; }
-            if (!itemRow.TryGetValue(f[1], out int i)) { bad.Report($"{where}: movie id '{f[1]}' is not in u.item"); continue; }
+            if (f.Length != 4) { bad.Report(where, $"expected 4 tab-separated fields, got {f.Length}"); continue; }
+            if (!userRow.TryGetValue(f[0], out int u)) { bad.Report(where, $"user id '{f[0]}' is not in u.user"); continue; }
+            if (!itemRow.TryGetValue(f[1], out int i)) { bad.Report(where, $"movie id '{f[1]}' is not in u.item"); continue; }
             if (!int.TryParse(f[2], NumberStyles.None, CultureInfo.InvariantCulture, out int value) || value is < 1 or > 5)
-            { bad.Report($"{where}: rating '{f[2]}' is not a whole number from 1 to 5"); continue; }
-            if (!long.TryParse(f[3], NumberStyles.None, CultureInfo.InvariantCulture, out long time)) { bad.Report($"{where}: timestamp '{f[3]}' is not a whole number"); continue; }
+            { bad.Report(where, $"rating '{f[2]}' is not a whole number from 1 to 5"); continue; }
+            if (!long.TryParse(f[3], NumberStyles.None, CultureInfo.InvariantCulture, out long time)) { bad.Report(where, $"timestamp '{f[3]}' is not a whole number"); continue; }
             ratings.Add(new Rating(u, i, value, time));
         }
         return new RatingDataset("movielens-100k", DatasetKind.MovieLens100K, ItemDomain.Movies, items, userKeys, profiles,
@@ -136,22 +138,23 @@ public static class DatasetReader
 
     /// <summary>
     /// The lines of a text file with their <c>FILE:LINE</c> location (1-based, counting every line); empty and
-    /// white-space-only lines are skipped. A missing file is a <see cref="FileNotFoundException"/> naming it.
+    /// white-space-only lines are skipped. Read through the library's bounded <see cref="LineReader"/>: a line longer than
+    /// 16 MiB is a <see cref="RecordException"/> naming the file and line. A missing file is a
+    /// <see cref="FileNotFoundException"/> naming it, a folder an <see cref="IOException"/>.
     /// </summary>
-    internal static IEnumerable<(string Line, string Where)> SourceLines(string path, Encoding encoding)
+    internal static IEnumerable<(string Line, SourceLocation Where)> SourceLines(string path, Encoding encoding)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"dataset file '{path}' does not exist", path);
+        InputPaths.RequireFile(path, "dataset file");
         return Iterate();
 
-        IEnumerable<(string, string)> Iterate()
+        IEnumerable<(string, SourceLocation)> Iterate()
         {
-            using var reader = new StreamReader(path, encoding, detectEncodingFromByteOrderMarks: false);
-            int number = 0;
-            for (string? line = reader.ReadLine(); line is not null; line = reader.ReadLine())
+            using var reader = LineReader.Open(path, "dataset file");
+            while (reader.TryReadLine(out var bytes))
             {
-                number++;
+                string line = encoding.GetString(bytes.Span);
                 if (string.IsNullOrWhiteSpace(line)) continue;
-                yield return (line, $"{path}:{number}");
+                yield return (line, new SourceLocation(path, reader.LineNumber));
             }
         }
     }
@@ -163,12 +166,21 @@ internal sealed class BadLines(DatasetReadOptions options)
     /// <summary>Lines skipped so far.</summary>
     public int Count { get; private set; }
 
-    /// <summary>A malformed line: <paramref name="message"/> is <c>FILE:LINE: what is wrong</c>.</summary>
-    /// <exception cref="InvalidDataException">Unless skipping was asked for.</exception>
-    public void Report(string message)
+    /// <summary>A malformed line at <paramref name="where"/>: <paramref name="reason"/> says what is wrong.</summary>
+    /// <exception cref="RecordException">Unless skipping was asked for: <c>FILE:LINE: reason</c>.</exception>
+    public void Report(SourceLocation where, string reason)
     {
-        if (!options.SkipBadLines) throw new InvalidDataException(message);
+        if (!options.SkipBadLines) throw new RecordException(where.File, where.Line, reason);
         Count++;
-        options.SkippedExamples?.Invoke(message);
+        options.SkippedExamples?.Invoke($"{where}: {reason}");
     }
+}
+
+/// <summary>A line of a dataset file; prints as <c>FILE:LINE</c>.</summary>
+/// <param name="File">The file.</param>
+/// <param name="Line">1-based line number.</param>
+internal readonly record struct SourceLocation(string File, long Line)
+{
+    /// <inheritdoc/>
+    public override string ToString() => $"{File}:{Line}";
 }

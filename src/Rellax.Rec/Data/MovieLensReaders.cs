@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Text;
 
+using Rellax.Runtime;
+
 namespace Rellax.Rec;
 
 /// <summary>The MovieLens-1M and MovieLens-25M readers behind <see cref="DatasetReader.Read"/>.</summary>
@@ -50,13 +52,13 @@ internal static class MovieLensReaders
         foreach (var (line, where) in DatasetReader.SourceLines(Path.Combine(directory, "movies.dat"), latin1))
         {
             var f = line.Split("::");
-            if (f.Length != 3) { bad.Report($"{where}: expected 3 '::'-separated fields (MovieID::Title::Genres), got {f.Length}"); continue; }
-            if (!DatasetReader.IsId(f[0])) { bad.Report($"{where}: movie id '{f[0]}' is not a positive integer"); continue; }
+            if (f.Length != 3) { bad.Report(where, $"expected 3 '::'-separated fields (MovieID::Title::Genres), got {f.Length}"); continue; }
+            if (!DatasetReader.IsId(f[0])) { bad.Report(where, $"movie id '{f[0]}' is not a positive integer"); continue; }
             string title = f[1].Trim();
-            if (title.Length == 0) { bad.Report($"{where}: movie {f[0]} has an empty title"); continue; }
+            if (title.Length == 0) { bad.Report(where, $"movie {f[0]} has an empty title"); continue; }
             string[] genres = f[2].Length == 0 ? [] : f[2].Split('|');
-            if (Array.IndexOf(genres, "") >= 0) { bad.Report($"{where}: empty genre in '{f[2]}'"); continue; }
-            if (!itemRow.TryAdd(f[0], items.Count)) { bad.Report($"{where}: movie id {f[0]} appears twice"); continue; }
+            if (Array.IndexOf(genres, "") >= 0) { bad.Report(where, $"empty genre in '{f[2]}'"); continue; }
+            if (!itemRow.TryAdd(f[0], items.Count)) { bad.Report(where, $"movie id {f[0]} appears twice"); continue; }
             items.Add(new Item(f[0], title, genres));
         }
 
@@ -66,15 +68,15 @@ internal static class MovieLensReaders
         foreach (var (line, where) in DatasetReader.SourceLines(Path.Combine(directory, "users.dat"), latin1))
         {
             var f = line.Split("::");
-            if (f.Length != 5) { bad.Report($"{where}: expected 5 '::'-separated fields (UserID::Gender::Age::Occupation::Zip-code), got {f.Length}"); continue; }
-            if (!DatasetReader.IsId(f[0])) { bad.Report($"{where}: user id '{f[0]}' is not a positive integer"); continue; }
+            if (f.Length != 5) { bad.Report(where, $"expected 5 '::'-separated fields (UserID::Gender::Age::Occupation::Zip-code), got {f.Length}"); continue; }
+            if (!DatasetReader.IsId(f[0])) { bad.Report(where, $"user id '{f[0]}' is not a positive integer"); continue; }
             string? gender = f[1] switch { "M" => "male", "F" => "female", _ => null };
-            if (gender is null) { bad.Report($"{where}: gender '{f[1]}' is not M or F"); continue; }
+            if (gender is null) { bad.Report(where, $"gender '{f[1]}' is not M or F"); continue; }
             if (!int.TryParse(f[2], NumberStyles.None, CultureInfo.InvariantCulture, out int ageCode) || !MovieLens1MAges.TryGetValue(ageCode, out string? age))
-            { bad.Report($"{where}: age code '{f[2]}' is not one of 1, 18, 25, 35, 45, 50, 56"); continue; }
+            { bad.Report(where, $"age code '{f[2]}' is not one of 1, 18, 25, 35, 45, 50, 56"); continue; }
             if (!int.TryParse(f[3], NumberStyles.None, CultureInfo.InvariantCulture, out int jobCode) || jobCode >= MovieLens1MJobs.Length)
-            { bad.Report($"{where}: occupation code '{f[3]}' is not a whole number from 0 to {MovieLens1MJobs.Length - 1}"); continue; }
-            if (!userRow.TryAdd(f[0], userKeys.Count)) { bad.Report($"{where}: user id {f[0]} appears twice"); continue; }
+            { bad.Report(where, $"occupation code '{f[3]}' is not a whole number from 0 to {MovieLens1MJobs.Length - 1}"); continue; }
+            if (!userRow.TryAdd(f[0], userKeys.Count)) { bad.Report(where, $"user id {f[0]} appears twice"); continue; }
             userKeys.Add(f[0]);
             profiles.Add(new UserProfile(gender, age, MovieLens1MJobs[jobCode]));
         }
@@ -83,13 +85,13 @@ internal static class MovieLensReaders
         foreach (var (line, where) in DatasetReader.SourceLines(Path.Combine(directory, "ratings.dat"), latin1))
         {
             var f = line.Split("::");
-            if (f.Length != 4) { bad.Report($"{where}: expected 4 '::'-separated fields (UserID::MovieID::Rating::Timestamp), got {f.Length}"); continue; }
-            if (!userRow.TryGetValue(f[0], out int u)) { bad.Report($"{where}: user id '{f[0]}' is not in users.dat"); continue; }
-            if (!itemRow.TryGetValue(f[1], out int i)) { bad.Report($"{where}: movie id '{f[1]}' is not in movies.dat"); continue; }
+            if (f.Length != 4) { bad.Report(where, $"expected 4 '::'-separated fields (UserID::MovieID::Rating::Timestamp), got {f.Length}"); continue; }
+            if (!userRow.TryGetValue(f[0], out int u)) { bad.Report(where, $"user id '{f[0]}' is not in users.dat"); continue; }
+            if (!itemRow.TryGetValue(f[1], out int i)) { bad.Report(where, $"movie id '{f[1]}' is not in movies.dat"); continue; }
             if (!int.TryParse(f[2], NumberStyles.None, CultureInfo.InvariantCulture, out int value) || value is < 1 or > 5)
-            { bad.Report($"{where}: rating '{f[2]}' is not a whole number from 1 to 5"); continue; }
+            { bad.Report(where, $"rating '{f[2]}' is not a whole number from 1 to 5"); continue; }
             if (!long.TryParse(f[3], NumberStyles.None, CultureInfo.InvariantCulture, out long time))
-            { bad.Report($"{where}: timestamp '{f[3]}' is not a whole number of seconds"); continue; }
+            { bad.Report(where, $"timestamp '{f[3]}' is not a whole number of seconds"); continue; }
             ratings.Add(new Rating(u, i, value, time));
         }
         return new RatingDataset("movielens-1m", DatasetKind.MovieLens1M, ItemDomain.Movies, items, userKeys, profiles,
@@ -127,17 +129,17 @@ internal static class MovieLensReaders
             int fields = csv.FieldCount;
             while (csv.Read())
             {
-                if (csv.Error is not null) { bad.Report($"{csv.Where}: {csv.Error}"); continue; }
-                if (csv.FieldCount != fields) { bad.Report($"{csv.Where}: expected {fields} fields, got {csv.FieldCount}"); continue; }
+                if (csv.Error is not null) { bad.Report(csv.Location, $"{csv.Error}"); continue; }
+                if (csv.FieldCount != fields) { bad.Report(csv.Location, $"expected {fields} fields, got {csv.FieldCount}"); continue; }
                 var id = csv[col[0]];
-                if (!DatasetCsv.IsId(id)) { bad.Report($"{csv.Where}: movie id '{DatasetCsv.Show(id)}' is not a positive integer"); continue; }
+                if (!DatasetCsv.IsId(id)) { bad.Report(csv.Location, $"movie id '{DatasetCsv.Show(id)}' is not a positive integer"); continue; }
                 string title = csv.GetString(col[1]);
-                if (string.IsNullOrWhiteSpace(title)) { bad.Report($"{csv.Where}: movie {id} has an empty title"); continue; }
+                if (string.IsNullOrWhiteSpace(title)) { bad.Report(csv.Location, $"movie {id} has an empty title"); continue; }
                 var genreText = csv[col[2]];
                 string[] genres = genreText.Length == 0 || genreText.SequenceEqual(NoGenres) ? [] : new string(genreText).Split('|');
-                if (Array.IndexOf(genres, "") >= 0) { bad.Report($"{csv.Where}: empty genre in '{genreText}'"); continue; }
+                if (Array.IndexOf(genres, "") >= 0) { bad.Report(csv.Location, $"empty genre in '{genreText}'"); continue; }
                 string key = new(id);
-                if (!itemRow.TryAdd(key)) { bad.Report($"{csv.Where}: movie id {key} appears twice"); continue; }
+                if (!itemRow.TryAdd(key)) { bad.Report(csv.Location, $"movie id {key} appears twice"); continue; }
                 items.Add(new Item(key, title, genres));
             }
         }

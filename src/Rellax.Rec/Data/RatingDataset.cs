@@ -1,3 +1,5 @@
+using Rellax.Runtime;
+
 namespace Rellax.Rec;
 
 /// <summary>The public datasets <see cref="DatasetReader"/> reads, plus <see cref="Custom"/> for data built in code.</summary>
@@ -156,7 +158,7 @@ public sealed record DatasetReadOptions
     /// <summary>
     /// Skip malformed lines instead of failing, and count them in <see cref="RatingDataset.SkippedLines"/> (each one is
     /// also passed to <see cref="SkippedExamples"/>). Off by default: a malformed line is an
-    /// <see cref="InvalidDataException"/> naming the file and line.
+    /// <see cref="RecordException"/> naming the file and line.
     /// </summary>
     public bool SkipBadLines { get; init; }
 

@@ -192,10 +192,10 @@ public static class CtrEvaluation
             try { return scorer.Validate(request); }
             catch (ArgumentException e)
             {
-                bool tooLong = e.Message.Contains("tokens long", StringComparison.Ordinal);
-                throw new ArgumentException($"sample {samples[i].Index}: " +
+                bool tooLong = e is PromptTooLongException;
+                throw new RecordException("sample", samples[i].Index, null,
                     (tooLong && titleTokens is not null ? $"with its {o.K} longest history items (SUBR may list any {o.K}), " : "") + e.Message +
-                    (tooLong ? TooLongAdvice(scorer, builder, set, samples[i], o, titleTokens, r => Request(i, r)) : ""), nameof(set), e);
+                    (tooLong ? TooLongAdvice(scorer, builder, set, samples[i], o, titleTokens, r => Request(i, r)) : ""), e);
             }
         }
 
@@ -309,9 +309,9 @@ public static class CtrEvaluation
             if (cachedVectors is null)
             {
                 // Tokens are counted only when the model runs: the stage's tokens/s is the embedding forward's.
-                foreach (var t in texts) tokens += model.Tokenizer.PrefixIds.Count + model.Tokenizer.Encode(o.ItemTemplate.Apply(t), addSpecialTokens: false).Count;
                 using var embedder = new ItemEmbedder(model, o.ItemTemplate, o.Scoring.Attention, o.EmbedBatchSize);
                 cachedVectors = embedder.Embed(texts, progress is null ? null : new Progress(progress, "embed", rows), cancellationToken);
+                tokens = embedder.LastTokenCount;
                 cache?.SaveVectors(vectorsKey, cachedVectors, rows, hidden);
             }
             vectors = cachedVectors;

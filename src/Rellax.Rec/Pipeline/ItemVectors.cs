@@ -42,7 +42,7 @@ public sealed class ItemVectors
     public static (float[] Values, int Rows, int Dim, long[] ItemIds) ReadFile(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
-        if (!File.Exists(path)) throw new FileNotFoundException($"vectors file '{path}' does not exist", path);
+        InputPaths.RequireFile(path, "vectors file");
         using var file = SafeTensorsFile.Open(path);
         // 'vectors', or 'embeddings' as `rellax embed` writes it (a saved I8 index, with 'scales', is not input).
         string? name = file.Contains("vectors") ? "vectors" : file.Contains("embeddings") && !file.Contains("scales") ? "embeddings" : null;

@@ -1,5 +1,7 @@
 using Rellax.Kernels;
 
+using Rellax.Runtime;
+
 namespace Rellax.Rec;
 
 /// <summary>
@@ -33,7 +35,7 @@ public static class SampleRetrieval
     /// <param name="batchSize">Samples per kernel call.</param>
     /// <param name="progress">Receives the number of samples done after each batch.</param>
     /// <param name="cancellationToken">Checked between batches.</param>
-    /// <exception cref="ArgumentException">An item the index does not have (named by sample and id).</exception>
+    /// <exception cref="RecordException">An item the index does not have (named by sample and id).</exception>
     public static int[][] Subr(SubrIndex index, SampleSet set, IReadOnlyList<ReLLaSample> samples, int k, SubrOrder order = SubrOrder.Chronological,
         int batchSize = 1024, IProgress<int>? progress = null, CancellationToken cancellationToken = default)
     {
@@ -73,7 +75,7 @@ public static class SampleRetrieval
     /// history position (-1: the target).</summary>
     private static int RowOf(SubrIndex index, int item, in ReLLaSample sample, int position) =>
         index.TryGetRow(item, out int row) ? row
-            : throw new ArgumentException($"sample {sample.Index}: {(position < 0 ? "target" : $"history position {position}")}: item {item} is not in the index ({index.Count} items)", nameof(index));
+            : throw new RecordException("sample", sample.Index, null, $"{(position < 0 ? "target" : $"history position {position}")}: item {item} is not in the index ({index.Count} items)");
 
     /// <summary>
     /// Retrieval quality a user can see: the share of the listed history events whose item's category (first genre)

@@ -1,9 +1,9 @@
-using Rellax.Runtime;
 using System.Buffers;
 using System.Globalization;
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
+using Rellax.Runtime;
 
 namespace Rellax.Rec;
 
@@ -364,16 +364,18 @@ public static class PreparedDataset
     /// <summary>Reads a folder written by <see cref="Save"/>, checking every file against the manifest and each other.</summary>
     /// <param name="directory">The folder.</param>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
+    /// <exception cref="IOException">The path is a file, or one of the five files is a folder.</exception>
     /// <exception cref="FileNotFoundException">One of the five files is missing (the message names it).</exception>
-    /// <exception cref="InvalidDataException">A malformed file; the message starts <c>FILE:LINE:</c> (or <c>FILE:</c> for
+    /// <exception cref="RecordException">A malformed file; the message starts <c>FILE:LINE:</c> (or <c>FILE:</c> for
     /// whole-file problems such as a missing line) and says what was expected and what was found.</exception>
     public static SampleSet Load(string directory)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
-        if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"prepared dataset folder '{directory}' does not exist");
+        InputPaths.RequireDirectory(directory, "prepared dataset folder");
         string Need(string file)
         {
             string path = Path.Combine(directory, file);
+            if (Directory.Exists(path)) throw new IOException($"'{directory}' is not a valid prepared dataset: {file} is a folder, not a file");
             if (!File.Exists(path)) throw new FileNotFoundException($"'{directory}' is not a complete prepared dataset: {file} is missing", path);
             return path;
         }
@@ -394,7 +396,7 @@ public static class PreparedDataset
         }
         catch (ArgumentException e)
         {
-            throw new InvalidDataException($"{Path.Combine(directory, ManifestFileName)}: the files do not make a valid dataset: {e.Message}", e);
+            throw new RecordException(Path.Combine(directory, ManifestFileName), null, $"the files do not make a valid dataset: {e.Message}", e);
         }
         var samples = ReadSamples(samplesPath, dataset, timelines, start, m);
         try
@@ -403,187 +405,156 @@ public static class PreparedDataset
         }
         catch (ArgumentException e)
         {
-            throw new InvalidDataException($"{samplesPath}: {e.Message}", e);
+            throw new RecordException(samplesPath, null, $"{e.Message}", e);
         }
     }
 
     private sealed record Manifest(string Name, DatasetKind Kind, ItemDomain Domain, bool HasTimestamps, bool HasProfiles, float LabelThreshold,
         int SkippedLines, int FilteredRatings, SampleOptions Options, int Items, int Users, int Ratings, int Samples, int[] SplitCounts);
 
+    /// <summary>The largest manifest read (it is a few hundred bytes; anything this big is not one).</summary>
+    private const int ManifestMaxBytes = 1 << 20;
+
     private static Manifest ReadManifest(string path)
     {
+        var at = new Where(path, null);
         JsonDocument doc;
-        try { doc = JsonDocument.Parse(File.ReadAllBytes(path)); }
-        catch (JsonException e) { throw new InvalidDataException($"{path}:{(e.LineNumber ?? 0) + 1}: not valid JSON ({e.Message})", e); }
+        try { doc = JsonDocument.Parse(InputPaths.ReadAllBytes(path, "manifest", ManifestMaxBytes)); }
+        catch (JsonException e) { throw new RecordException(path, (e.LineNumber ?? 0) + 1, Runtime.JsonLines.Describe(e), e); }
         using (doc)
         {
             var root = doc.RootElement;
-            if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}:1: expected a JSON object, got {root.ValueKind}");
-            string format = String(root, "format", path);
-            if (format != Format) throw new InvalidDataException($"{path}: \"format\" must be \"{Format}\", got \"{format}\"");
-            int version = Int(root, "version", path);
-            if (version != Version) throw new InvalidDataException($"{path}: \"version\" {version} is not supported (this build reads version {Version})");
-            string name = String(root, "name", path);
-            if (name.Length == 0) throw new InvalidDataException($"{path}: \"name\" is empty");
-            string kindName = String(root, "kind", path);
+            if (root.ValueKind != JsonValueKind.Object) throw new RecordException(path, 1, $"expected a JSON object, got {Runtime.JsonLines.Kind(root)}");
+            string format = String(root, "format", at);
+            if (format != Format) throw at.Fail($"\"format\" must be \"{Format}\", got \"{format}\"");
+            int version = Int(root, "version", at);
+            if (version != Version) throw at.Fail($"\"version\" {version} is not supported (this build reads version {Version})");
+            string name = String(root, "name", at);
+            if (name.Length == 0) throw at.Fail($"\"name\" is empty");
+            string kindName = String(root, "kind", at);
             DatasetKind kind;
             if (kindName == "custom") kind = DatasetKind.Custom;
             else
             {
                 int k = DatasetReader.Names.ToList().IndexOf(kindName);
-                if (k < 0) throw new InvalidDataException($"{path}: \"kind\" must be one of {string.Join(", ", DatasetReader.Names)} or custom, got \"{kindName}\"");
+                if (k < 0) throw at.Fail($"\"kind\" must be one of {string.Join(", ", DatasetReader.Names)} or custom, got \"{kindName}\"");
                 kind = (DatasetKind)k;
             }
-            string domainName = String(root, "domain", path);
+            string domainName = String(root, "domain", at);
             var domain = domainName switch
             {
                 "movies" => ItemDomain.Movies,
                 "books" => ItemDomain.Books,
-                _ => throw new InvalidDataException($"{path}: \"domain\" must be \"movies\" or \"books\", got \"{domainName}\""),
+                _ => throw at.Fail($"\"domain\" must be \"movies\" or \"books\", got \"{domainName}\""),
             };
-            bool hasTimestamps = Bool(root, "has_timestamps", path), hasProfiles = Bool(root, "has_profiles", path);
-            var threshold = Property(root, "label_threshold", path);
+            bool hasTimestamps = Bool(root, "has_timestamps", at), hasProfiles = Bool(root, "has_profiles", at);
+            var threshold = Property(root, "label_threshold", at);
             if (threshold.ValueKind != JsonValueKind.Number || !threshold.TryGetSingle(out float labelThreshold) || !float.IsFinite(labelThreshold))
-                throw new InvalidDataException($"{path}: \"label_threshold\" must be a finite number, got {threshold.GetRawText()}");
-            int skipped = NonNegative(root, "skipped_lines", path);
+                throw at.Fail($"\"label_threshold\" must be a finite number, got {threshold.GetRawText()}");
+            int skipped = NonNegative(root, "skipped_lines", at);
             // Optional: folders written before the field existed have none.
-            int filtered = root.TryGetProperty("filtered_ratings", out _) ? NonNegative(root, "filtered_ratings", path) : 0;
+            int filtered = root.TryGetProperty("filtered_ratings", out _) ? NonNegative(root, "filtered_ratings", at) : 0;
 
-            var o = Property(root, "options", path);
-            if (o.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: \"options\" must be an object, got {o.ValueKind}");
+            var o = Property(root, "options", at);
+            if (o.ValueKind != JsonValueKind.Object) throw at.Fail($"\"options\" must be an object, got {o.ValueKind}");
             var options = new SampleOptions
             {
-                MinHistory = Int(o, "min_history", path),
-                TrainFraction = Double(o, "train_fraction", path),
-                ValidFraction = Double(o, "valid_fraction", path),
-                Seed = Int(o, "seed", path),
-                Limit = Int(o, "limit", path),
-                ShuffleHoldOut = Bool(o, "shuffle_hold_out", path),
+                MinHistory = Int(o, "min_history", at),
+                TrainFraction = Double(o, "train_fraction", at),
+                ValidFraction = Double(o, "valid_fraction", at),
+                Seed = Int(o, "seed", at),
+                Limit = Int(o, "limit", at),
+                ShuffleHoldOut = Bool(o, "shuffle_hold_out", at),
             };
             try { ReLLaSamples.Validate(options); }
-            catch (ArgumentException e) { throw new InvalidDataException($"{path}: \"options\": {e.Message}", e); }
+            catch (ArgumentException e) { throw at.Fail($"\"options\": {e.Message}", e); }
 
-            var c = Property(root, "counts", path);
-            if (c.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: \"counts\" must be an object, got {c.ValueKind}");
+            var c = Property(root, "counts", at);
+            if (c.ValueKind != JsonValueKind.Object) throw at.Fail($"\"counts\" must be an object, got {c.ValueKind}");
             var splits = new int[3];
-            foreach (var split in Enum.GetValues<SampleSplit>()) splits[(int)split] = NonNegative(c, SampleSet.NameOf(split), path);
-            int sampleCount = NonNegative(c, "samples", path);
+            foreach (var split in Enum.GetValues<SampleSplit>()) splits[(int)split] = NonNegative(c, SampleSet.NameOf(split), at);
+            int sampleCount = NonNegative(c, "samples", at);
             if (splits.Sum() != sampleCount)
-                throw new InvalidDataException($"{path}: \"counts\": train + valid + test = {splits.Sum()} but samples = {sampleCount}");
+                throw at.Fail($"\"counts\": train + valid + test = {splits.Sum()} but samples = {sampleCount}");
             return new Manifest(name, kind, domain, hasTimestamps, hasProfiles, labelThreshold, skipped, filtered, options,
-                NonNegative(c, "items", path), NonNegative(c, "users", path), NonNegative(c, "ratings", path), sampleCount, splits);
+                NonNegative(c, "items", at), NonNegative(c, "users", at), NonNegative(c, "ratings", at), sampleCount, splits);
         }
     }
 
-    private static JsonElement Property(JsonElement obj, string name, string where) =>
-        obj.TryGetProperty(name, out var value) ? value : throw new InvalidDataException($"{where}: \"{name}\" is missing");
+    private static JsonElement Property(JsonElement obj, string name, Where where) =>
+        obj.TryGetProperty(name, out var value) ? value : throw where.Fail($"\"{name}\" is missing");
 
-    private static string String(JsonElement obj, string name, string where)
+    private static string String(JsonElement obj, string name, Where where)
     {
         var v = Property(obj, name, where);
-        return v.ValueKind == JsonValueKind.String ? v.GetString()! : throw new InvalidDataException($"{where}: \"{name}\" must be a string, got {v.GetRawText()}");
+        return v.ValueKind == JsonValueKind.String ? v.GetString()! : throw where.Fail($"\"{name}\" must be a string, got {v.GetRawText()}");
     }
 
-    private static string? NullableString(JsonElement obj, string name, string where, bool required)
+    private static string? NullableString(JsonElement obj, string name, Where where, bool required)
     {
         if (!obj.TryGetProperty(name, out var v))
-            return required ? throw new InvalidDataException($"{where}: \"{name}\" is missing") : null;
+            return required ? throw where.Fail($"\"{name}\" is missing") : null;
         return v.ValueKind switch
         {
             JsonValueKind.String => v.GetString(),
             JsonValueKind.Null => null,
-            _ => throw new InvalidDataException($"{where}: \"{name}\" must be a string or null, got {v.GetRawText()}"),
+            _ => throw where.Fail($"\"{name}\" must be a string or null, got {v.GetRawText()}"),
         };
     }
 
-    private static int Int(JsonElement obj, string name, string where)
+    private static int Int(JsonElement obj, string name, Where where)
     {
         var v = Property(obj, name, where);
-        return v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int x) ? x : throw new InvalidDataException($"{where}: \"{name}\" must be a 32-bit integer, got {v.GetRawText()}");
+        return v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int x) ? x : throw where.Fail($"\"{name}\" must be a 32-bit integer, got {v.GetRawText()}");
     }
 
-    private static int NonNegative(JsonElement obj, string name, string where)
+    private static int NonNegative(JsonElement obj, string name, Where where)
     {
         int x = Int(obj, name, where);
-        return x >= 0 ? x : throw new InvalidDataException($"{where}: \"{name}\" must be >= 0, got {x}");
+        return x >= 0 ? x : throw where.Fail($"\"{name}\" must be >= 0, got {x}");
     }
 
-    private static double Double(JsonElement obj, string name, string where)
+    private static double Double(JsonElement obj, string name, Where where)
     {
         var v = Property(obj, name, where);
-        return v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out double x) ? x : throw new InvalidDataException($"{where}: \"{name}\" must be a number, got {v.GetRawText()}");
+        return v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out double x) ? x : throw where.Fail($"\"{name}\" must be a number, got {v.GetRawText()}");
     }
 
-    private static bool Bool(JsonElement obj, string name, string where)
+    private static bool Bool(JsonElement obj, string name, Where where)
     {
         var v = Property(obj, name, where);
         return v.ValueKind switch
         {
             JsonValueKind.True => true,
             JsonValueKind.False => false,
-            _ => throw new InvalidDataException($"{where}: \"{name}\" must be true or false, got {v.GetRawText()}"),
+            _ => throw where.Fail($"\"{name}\" must be true or false, got {v.GetRawText()}"),
         };
     }
 
-    /// <summary>The non-blank lines of a UTF-8 file with their 1-based line numbers.</summary>
-    private static IEnumerable<(string Line, int Number)> Lines(string path)
-    {
-        using var reader = new StreamReader(path, new UTF8Encoding(false, throwOnInvalidBytes: true), detectEncodingFromByteOrderMarks: false, 1 << 16);
-        int number = 0;
-        for (string? line = ReadLine(reader, path, number); line is not null; line = ReadLine(reader, path, number))
-        {
-            number++;
-            if (string.IsNullOrWhiteSpace(line)) continue;
-            yield return (line, number);
-        }
-    }
-
-    private static string? ReadLine(StreamReader reader, string path, int before)
-    {
-        try { return reader.ReadLine(); }
-        catch (DecoderFallbackException e) { throw new InvalidDataException($"{path}:{before + 1}: not valid UTF-8 ({e.Message})", e); }
-    }
-
-    private static JsonDocument ParseObject(string line, string where)
-    {
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(line); }
-        catch (JsonException e) { throw new InvalidDataException($"{where}: not valid JSON ({e.Message})", e); }
-        if (doc.RootElement.ValueKind != JsonValueKind.Object)
-        {
-            var kind = doc.RootElement.ValueKind;
-            doc.Dispose();
-            throw new InvalidDataException($"{where}: expected a JSON object, got {kind}");
-        }
-        return doc;
-    }
-
-    private static void CheckRowId(JsonElement obj, string name, int expected, string where)
+    private static void CheckRowId(JsonElement obj, string name, int expected, Where where)
     {
         int id = Int(obj, name, where);
-        if (id != expected) throw new InvalidDataException($"{where}: \"{name}\" must be {expected} (rows are in order, one per line), got {id}");
+        if (id != expected) throw where.Fail($"\"{name}\" must be {expected} (rows are in order, one per line), got {id}");
     }
 
     private static void CheckCount(string path, string what, int found, int expected)
     {
-        if (found != expected) throw new InvalidDataException($"{path}: {found} {what} but the manifest says {expected}");
+        if (found != expected) throw new RecordException(path, null, $"{found} {what} but the manifest says {expected}");
     }
 
     private static List<Item> ReadItems(string path, int expected)
     {
         var items = new List<Item>(expected);
-        foreach (var (line, number) in Lines(path))
+        foreach (var (number, o) in Runtime.JsonLines.Objects(path, "items file"))
         {
-            string where = $"{path}:{number}";
-            if (items.Count == expected) throw new InvalidDataException($"{where}: more items than the manifest's {expected}");
-            using var doc = ParseObject(line, where);
-            var o = doc.RootElement;
+            var where = new Where(path, number);
+            if (items.Count == expected) throw where.Fail($"more items than the manifest's {expected}");
             CheckRowId(o, "id", items.Count, where);
             var genres = Property(o, "genres", where);
-            if (genres.ValueKind != JsonValueKind.Array) throw new InvalidDataException($"{where}: \"genres\" must be an array of strings, got {genres.GetRawText()}");
+            if (genres.ValueKind != JsonValueKind.Array) throw where.Fail($"\"genres\" must be an array of strings, got {genres.GetRawText()}");
             var list = new List<string>(genres.GetArrayLength());
             foreach (var g in genres.EnumerateArray())
-                list.Add(g.ValueKind == JsonValueKind.String ? g.GetString()! : throw new InvalidDataException($"{where}: \"genres\"[{list.Count}] must be a string, got {g.GetRawText()}"));
+                list.Add(g.ValueKind == JsonValueKind.String ? g.GetString()! : throw where.Fail($"\"genres\"[{list.Count}] must be a string, got {g.GetRawText()}"));
             String(o, "text", where);
             items.Add(new Item(String(o, "key", where), String(o, "title", where), list, NullableString(o, "author", where, false),
                 NullableString(o, "year", where, false), NullableString(o, "publisher", where, false), NullableString(o, "isbn", where, false)));
@@ -596,12 +567,10 @@ public static class PreparedDataset
     {
         var keys = new List<string>(expected);
         var profiles = hasProfiles ? new List<UserProfile>(expected) : null;
-        foreach (var (line, number) in Lines(path))
+        foreach (var (number, o) in Runtime.JsonLines.Objects(path, "users file"))
         {
-            string where = $"{path}:{number}";
-            if (keys.Count == expected) throw new InvalidDataException($"{where}: more users than the manifest's {expected}");
-            using var doc = ParseObject(line, where);
-            var o = doc.RootElement;
+            var where = new Where(path, number);
+            if (keys.Count == expected) throw where.Fail($"more users than the manifest's {expected}");
             CheckRowId(o, "id", keys.Count, where);
             keys.Add(String(o, "key", where));
             profiles?.Add(new UserProfile(NullableString(o, "gender", where, true), NullableString(o, "age", where, true),
@@ -622,14 +591,14 @@ public static class PreparedDataset
         var valueList = new List<float>();
         var timeList = new List<long>();
         var rowList = new List<long>();
-        using var lines = new ByteLines(path);
-        while (lines.Next(out var line))
+        using var lines = Runtime.LineReader.Open(path, "timelines file");
+        while (Runtime.JsonLines.TryReadObjectLine(lines, out var line))
         {
-            var where = new Where(path, lines.Number);
-            if (u == users) throw new InvalidDataException($"{where}: more timelines than the manifest's {users} users");
+            var where = new Where(path, lines.LineNumber);
+            if (u == users) throw where.Fail($"more timelines than the manifest's {users} users");
             long user = -1;
             bool hasItems = false, hasRatings = false, hasTimes = false, hasRows = false;
-            var reader = LineReader(line, where);
+            var reader = ObjectReader(line, where);
             while (NextProperty(ref reader, where) is { } name)
             {
                 switch (name)
@@ -642,22 +611,22 @@ public static class PreparedDataset
                     default: reader.Skip(); break;
                 }
             }
-            if (user < 0) throw new InvalidDataException($"{where}: \"user\" is missing");
-            if (user != u) throw new InvalidDataException($"{where}: \"user\" must be {u} (one timeline per user, in user order), got {user}");
+            if (user < 0) throw where.Fail($"\"user\" is missing");
+            if (user != u) throw where.Fail($"\"user\" must be {u} (one timeline per user, in user order), got {user}");
             if (!hasItems || !hasRatings || !hasTimes || !hasRows)
-                throw new InvalidDataException($"{where}: \"{(!hasItems ? "items" : !hasRatings ? "ratings" : !hasTimes ? "timestamps" : "rows")}\" is missing");
+                throw where.Fail($"\"{(!hasItems ? "items" : !hasRatings ? "ratings" : !hasTimes ? "timestamps" : "rows")}\" is missing");
             int n = itemList.Count;
             if (valueList.Count != n || timeList.Count != n || rowList.Count != n)
-                throw new InvalidDataException($"{where}: \"items\", \"ratings\", \"timestamps\" and \"rows\" must have the same length, got {n}, {valueList.Count}, {timeList.Count}, {rowList.Count}");
-            if (events + n > ratingCount) throw new InvalidDataException($"{where}: more timeline events than the manifest's {ratingCount} ratings");
+                throw where.Fail($"\"items\", \"ratings\", \"timestamps\" and \"rows\" must have the same length, got {n}, {valueList.Count}, {timeList.Count}, {rowList.Count}");
+            if (events + n > ratingCount) throw where.Fail($"more timeline events than the manifest's {ratingCount} ratings");
             for (int e = 0; e < n; e++)
             {
-                if ((ulong)itemList[e] >= (ulong)items) throw new InvalidDataException($"{where}: \"items\"[{e}] = {itemList[e]} is outside [0, {items})");
+                if ((ulong)itemList[e] >= (ulong)items) throw where.Fail($"\"items\"[{e}] = {itemList[e]} is outside [0, {items})");
                 float value = valueList[e];
-                if (!float.IsFinite(value)) throw new InvalidDataException($"{where}: \"ratings\"[{e}] = {valueList[e]} is not a finite float");
+                if (!float.IsFinite(value)) throw where.Fail($"\"ratings\"[{e}] = {valueList[e]} is not a finite float");
                 long row = rowList[e];
-                if ((ulong)row >= (ulong)ratingCount) throw new InvalidDataException($"{where}: \"rows\"[{e}] = {row} is outside [0, {ratingCount})");
-                if (seen[row]) throw new InvalidDataException($"{where}: \"rows\"[{e}] = {row} appears twice (every rating belongs to one timeline event)");
+                if ((ulong)row >= (ulong)ratingCount) throw where.Fail($"\"rows\"[{e}] = {row} is outside [0, {ratingCount})");
+                if (seen[row]) throw where.Fail($"\"rows\"[{e}] = {row} appears twice (every rating belongs to one timeline event)");
                 seen[row] = true;
                 var r = new Rating(u, (int)itemList[e], value, timeList[e]);
                 timelines[events + e] = r;
@@ -666,8 +635,8 @@ public static class PreparedDataset
             events += n;
             start[++u] = events;
         }
-        if (u != users) throw new InvalidDataException($"{path}: {u} timelines but the manifest says {users} users");
-        if (events != ratingCount) throw new InvalidDataException($"{path}: {events} timeline events but the manifest says {ratingCount} ratings");
+        if (u != users) throw new RecordException(path, null, $"{u} timelines but the manifest says {users} users");
+        if (events != ratingCount) throw new RecordException(path, null, $"{events} timeline events but the manifest says {ratingCount} ratings");
         return (timelines, start, ratings);
     }
 
@@ -676,30 +645,30 @@ public static class PreparedDataset
         var samples = new ReLLaSample[m.Samples];
         var counts = new int[3];
         int s = 0;
-        using var lines = new ByteLines(path);
-        while (lines.Next(out var line))
+        using var lines = Runtime.LineReader.Open(path, "samples file");
+        while (Runtime.JsonLines.TryReadObjectLine(lines, out var line))
         {
-            var where = new Where(path, lines.Number);
-            if (s == m.Samples) throw new InvalidDataException($"{where}: more samples than the manifest's {m.Samples}");
+            var where = new Where(path, lines.LineNumber);
+            if (s == m.Samples) throw where.Fail($"more samples than the manifest's {m.Samples}");
             long id = -1, user = -1, item = -1, label = -1, history = -1, timestamp = 0;
             float rating = float.NaN;
             bool hasTime = false;
             string? splitName = null;
-            var reader = LineReader(line, where);
+            var reader = ObjectReader(line, where);
             while (NextProperty(ref reader, where) is { } name)
             {
                 switch (name)
                 {
                     case "id": id = ReadInteger(ref reader, name, where); break;
                     case "split":
-                        if (reader.TokenType != JsonTokenType.String) throw new InvalidDataException($"{where}: \"split\" must be \"train\", \"valid\" or \"test\", got {Raw(ref reader)}");
+                        if (reader.TokenType != JsonTokenType.String) throw where.Fail($"\"split\" must be \"train\", \"valid\" or \"test\", got {Raw(ref reader)}");
                         try { splitName = reader.GetString(); }
-                        catch (InvalidOperationException e) { throw new InvalidDataException($"{where}: \"split\" is not valid UTF-8 ({e.Message})", e); }
+                        catch (InvalidOperationException e) { throw where.Fail($"\"split\" is not valid UTF-8 ({e.Message})", e); }
                         break;
                     case "user": user = ReadInteger(ref reader, name, where); break;
                     case "item": item = ReadInteger(ref reader, name, where); break;
                     case "rating":
-                        if (reader.TokenType != JsonTokenType.Number || !reader.TryGetSingle(out rating)) throw new InvalidDataException($"{where}: \"rating\" must be a number, got {Raw(ref reader)}");
+                        if (reader.TokenType != JsonTokenType.Number || !reader.TryGetSingle(out rating)) throw where.Fail($"\"rating\" must be a number, got {Raw(ref reader)}");
                         break;
                     case "label": label = ReadInteger(ref reader, name, where); break;
                     case "timestamp": timestamp = ReadInteger(ref reader, name, where); hasTime = true; break;
@@ -712,34 +681,34 @@ public static class PreparedDataset
             Present(item, "item", where);
             Present(label, "label", where);
             Present(history, "history", where);
-            if (splitName is null) throw new InvalidDataException($"{where}: \"split\" is missing");
-            if (float.IsNaN(rating)) throw new InvalidDataException($"{where}: \"rating\" is missing");
-            if (!hasTime) throw new InvalidDataException($"{where}: \"timestamp\" is missing");
-            if (id != s) throw new InvalidDataException($"{where}: \"id\" must be {s} (samples are in global order, one per line), got {id}");
+            if (splitName is null) throw where.Fail($"\"split\" is missing");
+            if (float.IsNaN(rating)) throw where.Fail($"\"rating\" is missing");
+            if (!hasTime) throw where.Fail($"\"timestamp\" is missing");
+            if (id != s) throw where.Fail($"\"id\" must be {s} (samples are in global order, one per line), got {id}");
             var split = splitName switch
             {
                 "train" => SampleSplit.Train,
                 "valid" => SampleSplit.Valid,
                 "test" => SampleSplit.Test,
-                _ => throw new InvalidDataException($"{where}: \"split\" must be \"train\", \"valid\" or \"test\", got \"{splitName}\""),
+                _ => throw where.Fail($"\"split\" must be \"train\", \"valid\" or \"test\", got \"{splitName}\""),
             };
-            if (user >= dataset.UserKeys.Count) throw new InvalidDataException($"{where}: \"user\" {user} is outside [0, {dataset.UserKeys.Count})");
-            if (item >= dataset.Items.Count) throw new InvalidDataException($"{where}: \"item\" {item} is outside [0, {dataset.Items.Count})");
-            if (label > 1) throw new InvalidDataException($"{where}: \"label\" must be 0 or 1, got {label}");
+            if (user >= dataset.UserKeys.Count) throw where.Fail($"\"user\" {user} is outside [0, {dataset.UserKeys.Count})");
+            if (item >= dataset.Items.Count) throw where.Fail($"\"item\" {item} is outside [0, {dataset.Items.Count})");
+            if (label > 1) throw where.Fail($"\"label\" must be 0 or 1, got {label}");
             int u = (int)user, length = start[u + 1] - start[u];
             if (history >= length)
-                throw new InvalidDataException($"{where}: \"history\" {history} leaves no target in user {u}'s timeline of {length} events");
+                throw where.Fail($"\"history\" {history} leaves no target in user {u}'s timeline of {length} events");
             var target = timelines[start[u] + (int)history];
             float value = rating;
             if (target.Item != item || target.Value != value || target.Timestamp != timestamp)
-                throw new InvalidDataException($"{where}: the sample (item {item}, rating {Text(value)}, timestamp {timestamp}) is not event {history} of user {u}'s timeline " +
+                throw where.Fail($"the sample (item {item}, rating {Text(value)}, timestamp {timestamp}) is not event {history} of user {u}'s timeline " +
                     $"(item {target.Item}, rating {Text(target.Value)}, timestamp {target.Timestamp})");
             if ((label == 1) != dataset.IsPositive(value))
-                throw new InvalidDataException($"{where}: \"label\" {label} does not match rating {Text(value)} (positive when > {Text(dataset.LabelThreshold)})");
+                throw where.Fail($"\"label\" {label} does not match rating {Text(value)} (positive when > {Text(dataset.LabelThreshold)})");
             if (history < m.Options.MinHistory)
-                throw new InvalidDataException($"{where}: \"history\" {history} is below the manifest's min_history {m.Options.MinHistory}");
+                throw where.Fail($"\"history\" {history} is below the manifest's min_history {m.Options.MinHistory}");
             if (s > 0 && split < samples[s - 1].Split)
-                throw new InvalidDataException($"{where}: split \"{splitName}\" after \"{SampleSet.NameOf(samples[s - 1].Split)}\" (splits are contiguous: train, valid, test)");
+                throw where.Fail($"split \"{splitName}\" after \"{SampleSet.NameOf(samples[s - 1].Split)}\" (splits are contiguous: train, valid, test)");
             counts[(int)split]++;
             samples[s] = new ReLLaSample(s, u, (int)item, value, label == 1, timestamp, (int)history, split);
             s++;
@@ -747,89 +716,35 @@ public static class PreparedDataset
         CheckCount(path, "samples", s, m.Samples);
         foreach (var split in Enum.GetValues<SampleSplit>())
             if (counts[(int)split] != m.SplitCounts[(int)split])
-                throw new InvalidDataException($"{path}: {counts[(int)split]} {SampleSet.NameOf(split)} samples but the manifest says {m.SplitCounts[(int)split]}");
+                throw new RecordException(path, null, $"{counts[(int)split]} {SampleSet.NameOf(split)} samples but the manifest says {m.SplitCounts[(int)split]}");
         return samples;
     }
 
     private static void Present(long value, string field, Where where)
     {
-        if (value < 0) throw new InvalidDataException($"{where}: \"{field}\" is missing or negative");
+        if (value < 0) throw where.Fail($"\"{field}\" is missing or negative");
     }
 
     private static string Text(float value) => value.ToString(CultureInfo.InvariantCulture);
 
     // ---- a small strict reader for the two large files (no DOM per line) ------------------------------------------
 
-    /// <summary><c>FILE:LINE</c>, formatted only when an error message needs it.</summary>
-    private readonly record struct Where(string Path, int Line)
+    /// <summary>A file and, for a record, its line: where an error is; formatted only when one is thrown.</summary>
+    private readonly record struct Where(string Path, long? Line)
     {
-        public override string ToString() => $"{Path}:{Line}";
+        /// <summary>The typed error <c>FILE:LINE: reason</c> (or <c>FILE: reason</c>).</summary>
+        public RecordException Fail(string reason, Exception? inner = null) => new(Path, Line, reason, inner);
     }
 
-    /// <summary>
-    /// The non-blank lines of a file as UTF-8 byte spans (without the <c>\n</c> or <c>\r\n</c>), with 1-based line numbers
-    /// counting every line. A span is valid until the next call.
-    /// </summary>
-    private sealed class ByteLines(string path) : IDisposable
-    {
-        private readonly FileStream _stream = new(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
-        private byte[] _buffer = new byte[1 << 16];
-        private int _start, _end;
-        private bool _eof;
-
-        /// <summary>The 1-based number of the line last returned.</summary>
-        public int Number { get; private set; }
-
-        public bool Next(out ReadOnlySpan<byte> line)
-        {
-            while (true)
-            {
-                int newline = _buffer.AsSpan(_start, _end - _start).IndexOf((byte)'\n');
-                int length;
-                if (newline >= 0) length = newline;
-                else if (_eof) length = _end - _start;
-                else
-                {
-                    Fill();
-                    continue;
-                }
-                if (newline < 0 && length == 0) { line = default; return false; }
-                var text = _buffer.AsSpan(_start, length);
-                _start += newline >= 0 ? length + 1 : length;
-                Number++;
-                if (text.Length > 0 && text[^1] == (byte)'\r') text = text[..^1];
-                if (text.Trim(" \t\r"u8).IsEmpty) continue;
-                line = text;
-                return true;
-            }
-        }
-
-        private void Fill()
-        {
-            if (_start > 0)
-            {
-                _buffer.AsSpan(_start, _end - _start).CopyTo(_buffer);
-                _end -= _start;
-                _start = 0;
-            }
-            if (_end == _buffer.Length) Array.Resize(ref _buffer, _buffer.Length * 2);
-            int read = _stream.Read(_buffer, _end, _buffer.Length - _end);
-            if (read == 0) _eof = true;
-            _end += read;
-        }
-
-        public void Dispose() => _stream.Dispose();
-    }
-
-    private static Utf8JsonReader LineReader(ReadOnlySpan<byte> line, Where where)
+    private static Utf8JsonReader ObjectReader(ReadOnlySpan<byte> line, Where where)
     {
         var reader = new Utf8JsonReader(line);
         try
         {
             if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
-                throw new InvalidDataException($"{where}: expected a JSON object");
+                throw where.Fail($"expected a JSON object");
         }
-        catch (JsonException e) { throw new InvalidDataException($"{where}: not valid JSON ({e.Message})", e); }
+        catch (JsonException e) { throw where.Fail($"not valid JSON ({e.Message})", e); }
         return reader;
     }
 
@@ -839,18 +754,18 @@ public static class PreparedDataset
     {
         try
         {
-            if (!reader.Read()) throw new InvalidDataException($"{where}: the JSON object is not closed");
+            if (!reader.Read()) throw where.Fail($"the JSON object is not closed");
             if (reader.TokenType == JsonTokenType.EndObject)
             {
-                if (reader.Read()) throw new InvalidDataException($"{where}: text after the JSON object");
+                if (reader.Read()) throw where.Fail($"text after the JSON object");
                 return null;
             }
             string name = reader.ValueIsEscaped || reader.HasValueSequence ? reader.GetString()! : KnownName(reader.ValueSpan);
-            if (!reader.Read()) throw new InvalidDataException($"{where}: \"{name}\" has no value");
+            if (!reader.Read()) throw where.Fail($"\"{name}\" has no value");
             return name;
         }
-        catch (JsonException e) { throw new InvalidDataException($"{where}: not valid JSON ({e.Message})", e); }
-        catch (InvalidOperationException e) { throw new InvalidDataException($"{where}: a property name is not valid UTF-8 ({e.Message})", e); }
+        catch (JsonException e) { throw where.Fail($"not valid JSON ({e.Message})", e); }
+        catch (InvalidOperationException e) { throw where.Fail($"a property name is not valid UTF-8 ({e.Message})", e); }
     }
 
     private static readonly string[] KnownNames = ["id", "split", "user", "item", "rating", "label", "timestamp", "history", "items", "ratings", "timestamps", "rows"];
@@ -872,38 +787,38 @@ public static class PreparedDataset
 
     private static long ReadInteger(ref Utf8JsonReader reader, string name, Where where) =>
         reader.TokenType == JsonTokenType.Number && reader.TryGetInt64(out long v) ? v
-            : throw new InvalidDataException($"{where}: \"{name}\" must be an integer, got {Raw(ref reader)}");
+            : throw where.Fail($"\"{name}\" must be an integer, got {Raw(ref reader)}");
 
     private static void ReadIntegers(ref Utf8JsonReader reader, string name, Where where, List<long> into)
     {
         into.Clear();
-        if (reader.TokenType != JsonTokenType.StartArray) throw new InvalidDataException($"{where}: \"{name}\" must be an array of integers, got {Raw(ref reader)}");
+        if (reader.TokenType != JsonTokenType.StartArray) throw where.Fail($"\"{name}\" must be an array of integers, got {Raw(ref reader)}");
         try
         {
             while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
             {
                 if (reader.TokenType != JsonTokenType.Number || !reader.TryGetInt64(out long v))
-                    throw new InvalidDataException($"{where}: \"{name}\"[{into.Count}] must be an integer, got {Raw(ref reader)}");
+                    throw where.Fail($"\"{name}\"[{into.Count}] must be an integer, got {Raw(ref reader)}");
                 into.Add(v);
             }
         }
-        catch (JsonException e) { throw new InvalidDataException($"{where}: not valid JSON ({e.Message})", e); }
+        catch (JsonException e) { throw where.Fail($"not valid JSON ({e.Message})", e); }
     }
 
     private static void ReadNumbers(ref Utf8JsonReader reader, string name, Where where, List<float> into)
     {
         into.Clear();
-        if (reader.TokenType != JsonTokenType.StartArray) throw new InvalidDataException($"{where}: \"{name}\" must be an array of numbers, got {Raw(ref reader)}");
+        if (reader.TokenType != JsonTokenType.StartArray) throw where.Fail($"\"{name}\" must be an array of numbers, got {Raw(ref reader)}");
         try
         {
             while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
             {
                 // Read as float directly (not via double), so the shortest round-trip text gives back the exact float.
                 if (reader.TokenType != JsonTokenType.Number || !reader.TryGetSingle(out float v))
-                    throw new InvalidDataException($"{where}: \"{name}\"[{into.Count}] must be a number, got {Raw(ref reader)}");
+                    throw where.Fail($"\"{name}\"[{into.Count}] must be a number, got {Raw(ref reader)}");
                 into.Add(v);
             }
         }
-        catch (JsonException e) { throw new InvalidDataException($"{where}: not valid JSON ({e.Message})", e); }
+        catch (JsonException e) { throw where.Fail($"not valid JSON ({e.Message})", e); }
     }
 }

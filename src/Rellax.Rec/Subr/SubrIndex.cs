@@ -20,6 +20,15 @@ public sealed record SubrIndexOptions
 
     /// <summary>Cosine (rows normalised at build time, the default) or raw dot product.</summary>
     public SubrSimilarity Similarity { get; init; } = SubrSimilarity.Cosine;
+
+    /// <summary>
+    /// For a cosine index without PCA: subtract the mean vector from every row before normalising (PCA centres too). Raw
+    /// LLM item vectors share a large common component, so their cosines crowd near 1 and an f16 or i8 table then loses
+    /// much of its top-K agreement with f32; centred, the scores spread out (measured in <c>SubrIndexTests</c>). The mean
+    /// is kept (<see cref="SubrIndex.Mean"/>) and saved. Off by default here (the cosine of the vectors as given);
+    /// <c>rellax index</c> turns it on unless <c>--no-center</c>.
+    /// </summary>
+    public bool Center { get; init; }
 }
 
 /// <summary>One SUBR query in item ids: a sample's history (oldest first) and its target item.</summary>
@@ -42,11 +51,12 @@ public sealed class SubrIndex : IDisposable
     private readonly long[]? _itemIds;
     private readonly Dictionary<long, int>? _rowOf;
 
-    private SubrIndex(SubrTable table, long[]? itemIds, double[]? explainedVarianceRatio)
+    private SubrIndex(SubrTable table, long[]? itemIds, double[]? explainedVarianceRatio, float[]? mean = null)
     {
         Table = table;
         _itemIds = itemIds;
         ExplainedVarianceRatio = explainedVarianceRatio;
+        Mean = mean;
         if (itemIds is not null)
         {
             _rowOf = new Dictionary<long, int>(itemIds.Length);
@@ -67,6 +77,16 @@ public sealed class SubrIndex : IDisposable
 
     /// <summary>Explained-variance ratio of each kept principal component, when the index was PCA-reduced; else null.</summary>
     public IReadOnlyList<double>? ExplainedVarianceRatio { get; }
+
+    /// <summary>The mean vector [d] subtracted from every row before normalising (<see cref="SubrIndexOptions.Center"/>);
+    /// null when the rows were not centred.</summary>
+    public IReadOnlyList<float>? Mean { get; }
+
+    /// <summary>
+    /// True when <see cref="Load"/> found raw item vectors (a file <c>rellax index</c> did not write, such as the output of
+    /// <c>rellax embed</c>) and built the index in memory: cosine, centred, f32, as <c>rellax index</c> builds by default.
+    /// </summary>
+    public bool BuiltOnLoad { get; private set; }
 
     /// <summary>The item id of table row <paramref name="row"/>.</summary>
     public long ItemIdOf(int row)
@@ -104,9 +124,16 @@ public sealed class SubrIndex : IDisposable
             throw new ArgumentException($"itemIds has {itemIds.Length} entries for {rows} rows", nameof(itemIds));
         long[]? ids = itemIds.IsEmpty || IsIdentity(itemIds) ? null : itemIds.ToArray();
         double[]? ratio = null;
-        float[]? reduced = null;
+        float[]? reduced = null, mean = null;
         int width = dim;
-        if (options.PcaComponents is int k)
+        if (options.Center && options.PcaComponents is null && options.Similarity == SubrSimilarity.Cosine)
+        {
+            if (vectors.Length != (long)rows * dim)
+                throw new ArgumentException($"vectors has {vectors.Length} values, but [rows, dim] = [{rows}, {dim}] needs {(long)rows * dim}", nameof(vectors));
+            // A non-finite value is left uncentred, for the table to name its row and column.
+            if (System.Numerics.Tensors.TensorPrimitives.IsFiniteAll(vectors)) (reduced, mean) = Centred(vectors, rows, dim);
+        }
+        else if (options.PcaComponents is int k)
         {
             if (vectors.Length != (long)rows * dim)
                 throw new ArgumentException($"vectors has {vectors.Length} values, but [rows, dim] = [{rows}, {dim}] needs {(long)rows * dim}", nameof(vectors));
@@ -119,13 +146,30 @@ public sealed class SubrIndex : IDisposable
         var table = SubrTable.Create(backend, reduced ?? vectors, rows, width, options.Storage, options.Similarity);
         try
         {
-            return new SubrIndex(table, ids, ratio);
+            return new SubrIndex(table, ids, ratio, mean);
         }
         catch
         {
             table.Dispose();
             throw;
         }
+    }
+
+    /// <summary>The rows minus their mean (accumulated in double), and the mean.</summary>
+    private static (float[] Rows, float[] Mean) Centred(ReadOnlySpan<float> vectors, int rows, int dim)
+    {
+        var sum = new double[dim];
+        for (int r = 0; r < rows; r++)
+        {
+            var row = vectors.Slice(r * dim, dim);
+            for (int c = 0; c < dim; c++) sum[c] += row[c];
+        }
+        var mean = new float[dim];
+        for (int c = 0; c < dim; c++) mean[c] = (float)(sum[c] / rows);
+        var centred = new float[(long)rows * dim];
+        for (int r = 0; r < rows; r++)
+            System.Numerics.Tensors.TensorPrimitives.Subtract(vectors.Slice(r * dim, dim), mean, centred.AsSpan(r * dim, dim));
+        return (centred, mean);
     }
 
     /// <summary>Wraps an existing table (the index takes ownership of it).</summary>
@@ -146,8 +190,8 @@ public sealed class SubrIndex : IDisposable
     /// <param name="samples">The queries, in item ids.</param>
     /// <param name="k">Items to keep per sample, 1 to <see cref="SubrTopK.MaxK"/>.</param>
     /// <param name="order">Chronological (default) or best first.</param>
-    /// <exception cref="ArgumentException">An item id the index does not have; the message names the sample, the
-    /// position and the id.</exception>
+    /// <exception cref="RecordException">An item id the index does not have: <see cref="RecordException.Record"/> is the
+    /// sample's index in <paramref name="samples"/>, and the message names the sample, the position and the id.</exception>
     public SubrResult Retrieve(IReadOnlyList<SubrSample> samples, int k, SubrOrder order = SubrOrder.Chronological)
     {
         ArgumentNullException.ThrowIfNull(samples);
@@ -155,7 +199,8 @@ public sealed class SubrIndex : IDisposable
         return Table.Backend.Subr.Retrieve(Table, queries, k, order);
     }
 
-    /// <summary>Maps item ids to table rows; throws naming the sample, position and id of the first unknown item.</summary>
+    /// <summary>Maps item ids to table rows; throws a <see cref="RecordException"/> naming the sample, position and id of
+    /// the first unknown item.</summary>
     public SubrQueries ToQueries(IReadOnlyList<SubrSample> samples)
     {
         ArgumentNullException.ThrowIfNull(samples);
@@ -174,10 +219,10 @@ public sealed class SubrIndex : IDisposable
         {
             var s = samples[b];
             if (!TryGetRow(s.Target, out targets[b]))
-                throw new ArgumentException($"sample '{s.Id}': target item {s.Target} is not in the index ({Count} items)", nameof(samples));
+                throw new RecordException("sample", b, s.Id, $"target item {s.Target} is not in the index ({Count} items)");
             for (int p = 0; p < s.History.Length; p++)
                 if (!TryGetRow(s.History[p], out history[offsets[b] + p]))
-                    throw new ArgumentException($"sample '{s.Id}': history item {s.History[p]} (position {p}) is not in the index ({Count} items)", nameof(samples));
+                    throw new RecordException("sample", b, s.Id, $"history item {s.History[p]} (position {p}) is not in the index ({Count} items)");
         }
         return SubrQueries.Create(history, offsets, targets);
     }
@@ -209,13 +254,21 @@ public sealed class SubrIndex : IDisposable
         writer.Metadata["similarity"] = Table.Similarity == SubrSimilarity.Cosine ? "cosine" : "dot";
         if (ExplainedVarianceRatio is { } ratio)
             writer.Metadata["pca_explained_variance_ratio"] = JsonSerializer.Serialize(ratio);
+        if (Mean is { } mean)
+        {
+            writer.Add<float>("mean", SafeTensorDType.F32, [Dim], [.. mean]);
+            writer.Metadata["centered"] = "true";
+        }
         writer.Save(path, cancellationToken);
     }
 
     /// <summary>
-    /// Loads an index saved by <see cref="Save"/> (or any safetensors file with an <c>embeddings</c> [N, d] tensor of
-    /// F32, F16, or I8 with <c>scales</c>; <c>item_ids</c> optional). The file is memory-mapped and copied once into
-    /// the backend's memory. A file without a <c>similarity</c> entry is taken as already normalised (cosine).
+    /// Loads an index saved by <see cref="Save"/> (metadata <c>format</c> = <see cref="FormatName"/>; <c>embeddings</c>
+    /// [N, d] F32, F16, or I8 with <c>scales</c>; <c>item_ids</c> and <c>mean</c> optional). The file is memory-mapped and
+    /// copied once into the backend's memory. Any other file with an F32 or F16 <c>embeddings</c> [N, d] tensor (the output
+    /// of <c>rellax embed</c>, say) holds raw vectors, which are never ranked as if they were normalised: the index is
+    /// built in memory as <c>rellax index</c> builds it by default (cosine, centred, f32) and <see cref="BuiltOnLoad"/> is
+    /// set. An I8 table that is not an index is refused.
     /// </summary>
     /// <param name="path">The safetensors file.</param>
     /// <param name="backend">Where the table goes.</param>
@@ -224,7 +277,7 @@ public sealed class SubrIndex : IDisposable
     public static SubrIndex Load(string path, ComputeBackend backend)
     {
         ArgumentNullException.ThrowIfNull(backend);
-        if (!File.Exists(path)) throw new FileNotFoundException($"SUBR index file '{path}' does not exist", path);
+        InputPaths.RequireFile(path, "SUBR index file");
         using var file = SafeTensorsFile.Open(path);
         if (!file.Contains("embeddings"))
             throw new InvalidDataException($"'{path}' has no 'embeddings' tensor (found: {string.Join(", ", file.Tensors.Keys.Order())})");
@@ -262,6 +315,32 @@ public sealed class SubrIndex : IDisposable
             "dot" => SubrSimilarity.Dot,
             _ => throw new InvalidDataException($"'{path}': metadata similarity '{sim}' is neither 'cosine' nor 'dot'"),
         } : SubrSimilarity.Cosine;
+        if (!(file.Metadata.TryGetValue("format", out var format) && format == FormatName))
+        {
+            if (storage == DType.I8)
+                throw new InvalidDataException($"'{path}' holds an I8 table but is not an index written by `rellax index` (no metadata format = {FormatName}); " +
+                    "build one with `rellax index --vectors VECTORS --storage i8`");
+            // Raw item vectors: build the index the way `rellax index` does by default, never rank them as they are.
+            float[] raw = file.ReadFloat32("embeddings");
+            try
+            {
+                var built = Build(backend, raw, n, d, ids, new SubrIndexOptions { Center = true });
+                built.BuiltOnLoad = true;
+                return built;
+            }
+            catch (ArgumentException ex)
+            {
+                throw new InvalidDataException($"'{path}': {ex.Message}", ex);
+            }
+        }
+        float[]? mean = null;
+        if (file.Contains("mean"))
+        {
+            var m = file.Info("mean");
+            if (m.DType != SafeTensorDType.F32 || m.Shape.Length != 1 || m.Shape[0] != d)
+                throw new InvalidDataException($"'{path}': 'mean' must be F32 [{d}], got {m.DType.ToFormatString()} [{string.Join(", ", m.Shape)}]");
+            mean = file.ReadFloat32("mean");
+        }
         double[]? ratio = null;
         if (file.Metadata.TryGetValue("pca_explained_variance_ratio", out var r))
         {
@@ -279,7 +358,7 @@ public sealed class SubrIndex : IDisposable
         }
         try
         {
-            return new SubrIndex(table, ids.Length == 0 || IsIdentity(ids) ? null : ids, ratio);
+            return new SubrIndex(table, ids.Length == 0 || IsIdentity(ids) ? null : ids, ratio, mean);
         }
         catch (ArgumentException ex)
         {
@@ -300,5 +379,5 @@ public sealed class SubrIndex : IDisposable
 
     /// <inheritdoc/>
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-        $"SubrIndex({Count} items × {Dim}, {Table.Storage.ToString().ToLowerInvariant()}, {Table.Similarity.ToString().ToLowerInvariant()})");
+        $"SubrIndex({Count} items × {Dim}, {Table.Storage.ToString().ToLowerInvariant()}, {Table.Similarity.ToString().ToLowerInvariant()}{(Mean is null ? "" : ", centred")})");
 }

@@ -1,4 +1,5 @@
 using Rellax.Kernels;
+using Rellax.Runtime;
 using System.Text;
 using System.Text.Json;
 
@@ -7,7 +8,8 @@ namespace Rellax.Rec;
 /// <summary>
 /// Reads and writes SUBR samples as JSON lines: input <c>{"id": ..., "history": [item ids], "target": item id}</c>,
 /// output <c>{"id": ..., "retrieved": [item ids], "positions": [ints]}</c> (plus <c>"scores"</c> when asked).
-/// Ids may be numbers or strings and are written back exactly as read. Blank lines are skipped.
+/// Ids may be numbers or strings and are written back exactly as read. Blank lines are skipped (but counted); lines go
+/// through the library's one JSONL reader (<see cref="JsonLines"/>, 16 MiB per line at most).
 /// </summary>
 public static class SubrSamplesFile
 {
@@ -15,51 +17,46 @@ public static class SubrSamplesFile
     /// <param name="Sample">The parsed sample (its <see cref="SubrSample.Id"/> is the id's text).</param>
     /// <param name="RawId">The id exactly as it appears in the file, e.g. <c>17</c> or <c>"u3-t9"</c>.</param>
     /// <param name="Line">1-based line number.</param>
-    public readonly record struct Entry(SubrSample Sample, string RawId, int Line);
+    public readonly record struct Entry(SubrSample Sample, string RawId, long Line);
 
-    /// <summary>Parses the lines of <paramref name="reader"/> lazily.</summary>
-    /// <param name="reader">The JSONL text.</param>
-    /// <param name="fileName">Name used in error messages.</param>
-    /// <exception cref="InvalidDataException">A malformed line; the message is <c>FILE:LINE: what is wrong</c>.</exception>
-    public static IEnumerable<Entry> Read(TextReader reader, string fileName)
+    /// <summary>Parses the lines of the file at <paramref name="path"/> lazily, closing it at the end of the enumeration.</summary>
+    /// <param name="path">The JSONL file; it names every error.</param>
+    /// <exception cref="FileNotFoundException">No such file (thrown at once).</exception>
+    /// <exception cref="IOException">The path is a folder (thrown at once).</exception>
+    /// <exception cref="RecordException">A malformed line, or one longer than 16 MiB: <c>FILE:LINE: what is wrong</c>.</exception>
+    public static IEnumerable<Entry> Read(string path)
     {
-        ArgumentNullException.ThrowIfNull(reader);
-        int lineNumber = 0;
-        for (string? line = reader.ReadLine(); line is not null; line = reader.ReadLine())
-        {
-            lineNumber++;
-            if (string.IsNullOrWhiteSpace(line)) continue;
-            yield return Parse(line, fileName, lineNumber);
-        }
+        var objects = JsonLines.Objects(path, "samples file");
+        return Parse(objects, path);
     }
 
-    private static Entry Parse(string line, string fileName, int lineNumber)
+    /// <summary>Parses the lines of <paramref name="reader"/> lazily.</summary>
+    internal static IEnumerable<Entry> Read(LineReader reader) => Parse(JsonLines.Objects(reader), reader.FileName);
+
+    private static IEnumerable<Entry> Parse(IEnumerable<JsonLines.Record> records, string fileName)
     {
-        string where = $"{fileName}:{lineNumber}";
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(line); }
-        catch (JsonException e) { throw new InvalidDataException($"{where}: not valid JSON ({e.Message})", e); }
-        using (doc)
+        foreach (var (line, root) in records) yield return Parse(root, fileName, line);
+    }
+
+    private static Entry Parse(JsonElement root, string fileName, long lineNumber)
+    {
+        RecordException Fail(string reason) => new(fileName, lineNumber, reason);
+        if (!root.TryGetProperty("id", out var id) || id.ValueKind is not (JsonValueKind.Number or JsonValueKind.String))
+            throw Fail("\"id\" must be a number or a string");
+        string idText = id.ValueKind == JsonValueKind.String ? id.GetString()! : id.GetRawText();
+        if (!root.TryGetProperty("history", out var history) || history.ValueKind != JsonValueKind.Array)
+            throw Fail($"sample '{idText}': \"history\" must be an array of item ids");
+        var items = new long[history.GetArrayLength()];
+        int p = 0;
+        foreach (var e in history.EnumerateArray())
         {
-            var root = doc.RootElement;
-            if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{where}: expected a JSON object, got {root.ValueKind}");
-            if (!root.TryGetProperty("id", out var id) || id.ValueKind is not (JsonValueKind.Number or JsonValueKind.String))
-                throw new InvalidDataException($"{where}: \"id\" must be a number or a string");
-            string idText = id.ValueKind == JsonValueKind.String ? id.GetString()! : id.GetRawText();
-            if (!root.TryGetProperty("history", out var history) || history.ValueKind != JsonValueKind.Array)
-                throw new InvalidDataException($"{where}: sample '{idText}': \"history\" must be an array of item ids");
-            var items = new long[history.GetArrayLength()];
-            int p = 0;
-            foreach (var e in history.EnumerateArray())
-            {
-                if (!TryItem(e, out items[p]))
-                    throw new InvalidDataException($"{where}: sample '{idText}': history[{p}] = {e.GetRawText()} is not an integer item id");
-                p++;
-            }
-            if (!root.TryGetProperty("target", out var target) || !TryItem(target, out long t))
-                throw new InvalidDataException($"{where}: sample '{idText}': \"target\" must be an integer item id");
-            return new Entry(new SubrSample(idText, items, t), id.GetRawText(), lineNumber);
+            if (!TryItem(e, out items[p]))
+                throw Fail($"sample '{idText}': history[{p}] = {e.GetRawText()} is not an integer item id");
+            p++;
         }
+        if (!root.TryGetProperty("target", out var target) || !TryItem(target, out long t))
+            throw Fail($"sample '{idText}': \"target\" must be an integer item id");
+        return new Entry(new SubrSample(idText, items, t), id.GetRawText(), lineNumber);
     }
 
     private static bool TryItem(JsonElement e, out long id)

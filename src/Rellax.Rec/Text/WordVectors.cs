@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
 
+using Rellax.Runtime;
+
 namespace Rellax.Rec;
 
 /// <summary>
@@ -32,27 +34,28 @@ public sealed partial class WordVectors
     /// that is not a finite number; the message is <c>FILE:LINE: what is wrong</c>.</exception>
     public static WordVectors Load(string path)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"word-vector file '{path}' does not exist", path);
         var index = new Dictionary<string, int>(StringComparer.Ordinal);
         var values = new List<float>();
-        int dim = -1, lineNumber = 0;
-        foreach (string line in File.ReadLines(path))
+        int dim = -1;
+        using var reader = LineReader.Open(path, "word-vector file");
+        while (reader.TryReadLine(out var bytes))
         {
-            lineNumber++;
-            if (line.Length == 0) continue;
+            long lineNumber = reader.LineNumber;
+            if (bytes.IsEmpty) continue;
+            string line = System.Text.Encoding.UTF8.GetString(bytes.Span);
             var parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
             if (dim < 0) dim = parts.Length - 1;
             if (dim < 1 || parts.Length - 1 != dim)
-                throw new InvalidDataException($"{path}:{lineNumber}: expected a word and {Math.Max(dim, 1)} values, found {parts.Length - 1} values");
+                throw new RecordException(path, lineNumber, $"expected a word and {Math.Max(dim, 1)} values, found {parts.Length - 1} values");
             if (!index.TryAdd(parts[0], index.Count)) continue;
             for (int i = 1; i < parts.Length; i++)
             {
                 if (!float.TryParse(parts[i], NumberStyles.Float, CultureInfo.InvariantCulture, out float v) || !float.IsFinite(v))
-                    throw new InvalidDataException($"{path}:{lineNumber}: value {i} of '{parts[0]}' ('{parts[i]}') is not a finite number");
+                    throw new RecordException(path, lineNumber, $"value {i} of '{parts[0]}' ('{parts[i]}') is not a finite number");
                 values.Add(v);
             }
         }
-        if (dim < 1) throw new InvalidDataException($"{path}: no word vectors found");
+        if (dim < 1) throw new RecordException(path, null, "no word vectors found");
         return new WordVectors(index, values.ToArray(), dim);
     }
 

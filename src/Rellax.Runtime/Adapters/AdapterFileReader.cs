@@ -18,6 +18,7 @@ internal static class AdapterFileReader
     public static RellaxAdapter Read(string directory, LlamaConfig model, bool checkValues)
     {
         string dir = Path.GetFullPath(directory);
+        if (File.Exists(dir)) throw new IOException($"adapter directory '{directory}' is a file, not a folder (an adapter is a folder with {RellaxAdapter.ConfigFileName} and {RellaxAdapter.WeightsFileName})");
         if (!Directory.Exists(dir))
             throw new DirectoryNotFoundException($"Adapter directory not found: '{dir}'.");
 
@@ -37,7 +38,7 @@ internal static class AdapterFileReader
         if (!File.Exists(configPath))
             throw new FileNotFoundException($"Adapter config not found: '{configPath}'.", configPath);
 
-        AdapterConfig config = AdapterConfigFile.Parse(File.ReadAllText(configPath), configPath);
+        AdapterConfig config = AdapterConfigFile.Parse(InputPaths.ReadAllText(configPath, "adapter config", InputPaths.MaxConfigBytes), configPath);
         AdapterValidation.CheckConfig(config, model, msg => new InvalidDataException($"Adapter config '{configPath}': {msg}"));
 
         SafeTensorsFile file;

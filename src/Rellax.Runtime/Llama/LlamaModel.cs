@@ -65,8 +65,7 @@ public sealed class LlamaModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(directory);
         ArgumentNullException.ThrowIfNull(backend);
-        if (!System.IO.Directory.Exists(directory))
-            throw new DirectoryNotFoundException($"model directory '{directory}' does not exist");
+        InputPaths.RequireDirectory(directory, "model directory");
         string configPath = Path.Combine(directory, "config.json");
         if (!File.Exists(configPath))
             throw new FileNotFoundException($"model directory '{directory}' has no config.json", configPath);

@@ -73,7 +73,7 @@ public sealed record LlamaConfig
         if (System.IO.Directory.Exists(full)) full = System.IO.Path.Combine(full, "config.json");
         if (!File.Exists(full))
             throw new FileNotFoundException($"Model config not found: '{full}'.", full);
-        return Parse(File.ReadAllText(full), full);
+        return Parse(InputPaths.ReadAllText(full, "model config", InputPaths.MaxConfigBytes), full);
     }
 
     /// <summary>Parses and validates config JSON text.</summary>

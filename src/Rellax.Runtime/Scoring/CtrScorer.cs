@@ -122,8 +122,8 @@ public sealed class CtrScorer : IDisposable
     /// <param name="requests">The prompts.</param>
     /// <param name="progress">Receives the number of requests scored so far after each batch.</param>
     /// <param name="cancellationToken">Checked between batches.</param>
-    /// <exception cref="ArgumentException">A request fails <see cref="Validate"/>; the message starts with
-    /// <c>request {index}:</c> and nothing is scored.</exception>
+    /// <exception cref="RecordException">A request fails <see cref="Validate"/>: <see cref="RecordException.Record"/> is its
+    /// index (the message starts with <c>request {index}:</c>) and nothing is scored.</exception>
     public CtrScore[] Score(IReadOnlyList<CtrRequest> requests, IProgress<int>? progress = null, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -137,7 +137,7 @@ public sealed class CtrScorer : IDisposable
             }
             catch (ArgumentException e)
             {
-                throw new ArgumentException($"request {i}: {e.Message}", nameof(requests), e);
+                throw new RecordException("request", i, null, e.Message, e);
             }
         }
 
@@ -232,7 +232,10 @@ public sealed class CtrScorer : IDisposable
         if (request.Prompt is null) throw new ArgumentException("prompt is missing");
         var tokenizer = Model.Tokenizer;
         string text = Options.Template.Apply(request.Prompt);
-        int[] body = tokenizer.EncodeWithMarkers(text, _markers, addSpecialTokens: false);
+        // Tokenization stops once the prompt is certain to pass the context, so a huge prompt costs little.
+        var prefix = tokenizer.PrefixIds;
+        if (!tokenizer.TryEncodeWithMarkers(text, _markers, Math.Max(0, _maxTokens - prefix.Count), out int[] body, out long atLeast, addSpecialTokens: false))
+            throw new PromptTooLongException(prefix.Count + atLeast, exact: false, _maxTokens, ContextName());
         int hist = body.Count(id => id == HistSlot), target = body.Count(id => id == TargetSlot);
         CheckVectors(request, hist, target);
 
@@ -254,16 +257,11 @@ public sealed class CtrScorer : IDisposable
             throw new ArgumentException($"the answers '{Options.YesAnswer}' and '{Options.NoAnswer}' tokenize to [{string.Join(", ", yes)}] and " +
                 $"[{string.Join(", ", no)}]: one is a prefix of the other, so no single token tells them apart");
 
-        var prefix = tokenizer.PrefixIds;
         var ids = new int[prefix.Count + body.Length + common];
         for (int i = 0; i < prefix.Count; i++) ids[i] = prefix[i];
         body.CopyTo(ids, prefix.Count);
         yes.AsSpan(0, common).CopyTo(ids.AsSpan(prefix.Count + body.Length));
-        if (ids.Length > _maxTokens)
-            throw new ArgumentException($"the prompt is {ids.Length} tokens long, more than the model's " +
-                (Model.Config.SlidingWindow is int w && w < Model.Config.MaxPositionEmbeddings
-                    ? $"sliding window of {w} tokens (attention beyond the window is not implemented)"
-                    : $"max_position_embeddings = {Model.Config.MaxPositionEmbeddings}"));
+        if (ids.Length > _maxTokens) throw new PromptTooLongException(ids.Length, exact: true, _maxTokens, ContextName());
         return new Prepared(request, ids, yes[common], no[common], hist, target);
 
         int[] Continuation(string withAnswer, int[] without, string answer)
@@ -275,6 +273,12 @@ public sealed class CtrScorer : IDisposable
             return all[without.Length..];
         }
     }
+
+    /// <summary>What bounds a prompt's length, for messages.</summary>
+    private string ContextName() =>
+        Model.Config.SlidingWindow is int w && w < Model.Config.MaxPositionEmbeddings
+            ? $"sliding window of {w} tokens (attention beyond the window is not implemented)"
+            : $"max_position_embeddings = {Model.Config.MaxPositionEmbeddings}";
 
     private void CheckVectors(CtrRequest request, int hist, int target)
     {

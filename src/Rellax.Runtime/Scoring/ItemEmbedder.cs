@@ -47,11 +47,15 @@ public sealed class ItemEmbedder : IDisposable
     /// <summary>Embedding width: the model's hidden size H.</summary>
     public int Dimension => Model.Config.HiddenSize;
 
+    /// <summary>Tokens (BOS included) of the texts of the last <see cref="Embed"/> call, as the forward ran them: what a
+    /// caller's tokens/s is measured over, without tokenizing the texts a second time.</summary>
+    public long LastTokenCount { get; private set; }
+
     /// <summary>Embeds <paramref name="texts"/>: row-major [N, H] f32, row i for texts[i].</summary>
     /// <param name="texts">Item texts (e.g. titles).</param>
     /// <param name="progress">Receives the number of items embedded so far after each batch.</param>
     /// <param name="cancellationToken">Checked between batches.</param>
-    /// <exception cref="ArgumentException">A text is null or too long for the model (the message names its index).</exception>
+    /// <exception cref="RecordException">A text is null or too long for the model (<see cref="RecordException.Record"/> is its index).</exception>
     public float[] Embed(IReadOnlyList<string> texts, IProgress<int>? progress = null, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -61,14 +65,16 @@ public sealed class ItemEmbedder : IDisposable
         var tokens = new int[texts.Count][];
         for (int i = 0; i < tokens.Length; i++)
         {
-            if (texts[i] is null) throw new ArgumentException($"item {i}: the text is null", nameof(texts));
+            if (texts[i] is null) throw new RecordException("item", i, null, "the text is null");
             var ids = new List<int>(Model.Tokenizer.PrefixIds);
-            ids.AddRange(Model.Tokenizer.Encode(Template.Apply(texts[i]), addSpecialTokens: false));
-            if (ids.Count == 0) throw new ArgumentException($"item {i}: the templated text has no tokens (the tokenizer adds no BOS)", nameof(texts));
-            if (ids.Count > maxTokens)
-                throw new ArgumentException($"item {i}: {ids.Count} tokens, more than the model's {maxTokens}", nameof(texts));
+            // Tokenization stops once the text is certain to pass the context, so a huge text costs little.
+            if (!Model.Tokenizer.TryEncodeWithMarkers(Template.Apply(texts[i]), [], Math.Max(0, maxTokens - ids.Count), out int[] body, out long atLeast, addSpecialTokens: false))
+                throw new RecordException("item", i, null, $"at least {ids.Count + atLeast} tokens, more than the model's {maxTokens} (tokenization stopped there)");
+            ids.AddRange(body);
+            if (ids.Count == 0) throw new RecordException("item", i, null, "the templated text has no tokens (the tokenizer adds no BOS)");
             tokens[i] = [.. ids];
         }
+        LastTokenCount = tokens.Sum(t => (long)t.Length);
 
         int h = c.HiddenSize;
         var result = new float[(long)texts.Count * h];

@@ -1,7 +1,6 @@
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
-using Microsoft.ML.Tokenizers;
 
 namespace Rellax.Runtime;
 
@@ -17,9 +16,9 @@ namespace Rellax.Runtime;
 /// (<c>Prepend</c>/<c>Replace</c>, or the <c>Metaspace</c> pre-tokenizer), then BPE-encoded with the merge ranks
 /// of <c>model.merges</c>; code points not in the vocabulary become byte tokens <c>&lt;0xNN&gt;</c>
 /// (<c>byte_fallback</c>) or <c>unk</c>.</para>
-/// <para>What Microsoft.ML.Tokenizers 2.0.1 does here: the merge loop (<see cref="BpeTokenizer"/> built from
-/// <c>model.vocab</c> and <c>model.merges</c>, without normalizer or pre-tokenizer). What it cannot express,
-/// implemented in this class: reading <c>tokenizer.json</c> (it has no loader); SentencePiece byte fallback
+/// <para>The merge loop is <see cref="BpeMerges"/> (HF's heap-based <c>merge_all</c>, O(n log n) in a word's length;
+/// Microsoft.ML.Tokenizers' <c>BpeTokenizer</c>, used before, is quadratic on long words). Also implemented in this class,
+/// because Microsoft.ML.Tokenizers cannot express them: reading <c>tokenizer.json</c> (it has no loader); SentencePiece byte fallback
 /// (its BPE only knows an unknown token, so runs of in-vocabulary code points are handed to it and the code
 /// points outside the vocabulary become byte tokens here, which is exact because no merge can involve a symbol
 /// that is not in the vocabulary); HF added-token splitting; the Prepend/Replace/Metaspace normalization; the
@@ -32,7 +31,7 @@ namespace Rellax.Runtime;
 /// takes a piece that is itself in the vocabulary whole. The <c>ByteLevel</c> decoder maps the chars back to bytes.</para>
 /// <para>How exact the byte-level path is (tests/Rellax.Tests/Runtime/LlamaTokenizerCl100kTests.cs): a Llama-3-style
 /// tokenizer.json built from the cl100k ranks gives the same ids as Microsoft.ML.Tokenizers' tiktoken on fixed, random and
-/// MovieLens text, with <c>ignore_merges</c> and without it (so the BpeTokenizer merge loop is exact there too), except
+/// MovieLens text, with <c>ignore_merges</c> and without it (so the merge loop is exact there too), except
 /// where that implementation runs its regex on UTF-16 chars and a code point above U+FFFF is a letter or digit (there
 /// this class follows the per-code-point semantics of HF and tiktoken).</para>
 /// <para>Not supported (rejected at load with a message naming the field): WordPiece/Unigram models, regex Replace
@@ -42,7 +41,7 @@ namespace Rellax.Runtime;
 /// </remarks>
 public sealed class LlamaTokenizer
 {
-    private readonly BpeTokenizer _bpe;
+    private readonly BpeMerges _bpe;
     private readonly Dictionary<string, int> _vocab;          // model.vocab + added tokens
     private readonly Dictionary<string, int> _modelVocab;     // model.vocab only
     private readonly Dictionary<int, string> _idToToken;
@@ -72,7 +71,7 @@ public sealed class LlamaTokenizer
     private static readonly PreTokenizerRegex Gpt2Regex = new(PreTokenizerRegex.Gpt2Pattern);
     private sealed record DecodeStep(string Kind, string? From = null, string? To = null, int Start = 0, int Stop = 0, string? Scheme = null);
 
-    private LlamaTokenizer(BpeTokenizer bpe, Dictionary<string, int> modelVocab, Dictionary<string, int> vocab, Dictionary<int, string> idToToken, AddedToken[] added,
+    private LlamaTokenizer(BpeMerges bpe, Dictionary<string, int> modelVocab, Dictionary<string, int> vocab, Dictionary<int, string> idToToken, AddedToken[] added,
         NormStep[] normalizer, PreTokenizerSpec preTok, DecodeStep[] decoder, int[] prefix, int[] suffix,
         int[]? byteIds, int? unkId, bool fuseUnk, bool ignoreMerges, int? bosId, int? eosId)
     {
@@ -96,6 +95,7 @@ public sealed class LlamaTokenizer
         BosId = bosId;
         EosId = eosId;
         VocabSize = idToToken.Count == 0 ? 0 : idToToken.Keys.Max() + 1;
+        MaxPieceChars = Math.Max(2, modelVocab.Count == 0 ? 0 : modelVocab.Keys.Max(k => k.Length));
     }
 
     /// <summary>Number of ids: largest id in the vocabulary or added tokens, plus one.</summary>
@@ -126,8 +126,8 @@ public sealed class LlamaTokenizer
         if (!File.Exists(tokPath))
             throw new FileNotFoundException($"Tokenizer not found: '{tokPath}' (only HF tokenizer.json is supported).", tokPath);
         string cfgPath = Path.Combine(dir, "tokenizer_config.json");
-        string? cfgJson = File.Exists(cfgPath) ? File.ReadAllText(cfgPath) : null;
-        return Parse(File.ReadAllText(tokPath), tokPath, cfgJson, cfgPath);
+        string? cfgJson = File.Exists(cfgPath) ? InputPaths.ReadAllText(cfgPath, "tokenizer config", InputPaths.MaxConfigBytes) : null;
+        return Parse(InputPaths.ReadAllText(tokPath, "tokenizer", InputPaths.MaxTokenizerBytes), tokPath, cfgJson, cfgPath);
     }
 
     /// <summary>Builds a tokenizer from <c>tokenizer.json</c> text and optional <c>tokenizer_config.json</c> text.</summary>
@@ -169,7 +169,7 @@ public sealed class LlamaTokenizer
 
         JsonElement mergesEl = Prop(model, "merges", src);
         if (mergesEl.ValueKind != JsonValueKind.Array) throw Bad(src, "model.merges", "must be an array.");
-        var merges = new List<string>(mergesEl.GetArrayLength());
+        var merges = new List<(int, int, int)>(mergesEl.GetArrayLength());
         int mi = 0;
         foreach (JsonElement me in mergesEl.EnumerateArray())
         {
@@ -186,13 +186,11 @@ public sealed class LlamaTokenizer
                      && me[0].ValueKind == JsonValueKind.String && me[1].ValueKind == JsonValueKind.String)
             {
                 a = me[0].GetString()!; b = me[1].GetString()!;
-                if (a.Contains(' ') || b.Contains(' '))
-                    throw new NotSupportedException($"Tokenizer '{src}', field 'model.merges[{mi}]': pieces containing a space cannot be passed to Microsoft.ML.Tokenizers' BPE.");
             }
             else throw Bad(src, $"model.merges[{mi}]", "must be \"a b\" or [\"a\", \"b\"].");
-            if (!modelVocab.ContainsKey(a) || !modelVocab.ContainsKey(b) || !modelVocab.ContainsKey(a + b))
+            if (!modelVocab.TryGetValue(a, out int aId) || !modelVocab.TryGetValue(b, out int bId) || !modelVocab.TryGetValue(a + b, out int abId))
                 throw Bad(src, $"model.merges[{mi}]", $"'{a}' + '{b}' uses a piece that is not in model.vocab.");
-            merges.Add(a + " " + b);
+            merges.Add((aId, bId, abId));
             mi++;
         }
 
@@ -271,12 +269,7 @@ public sealed class LlamaTokenizer
                     ? [eosId ?? throw Bad(configSource, "add_eos_token", "is true but no EOS token is known.")] : [];
             }
 
-            var bpe = BpeTokenizer.Create(new BpeOptions(modelVocab)
-            {
-                Merges = merges,
-                UnknownToken = unkToken,
-                FuseUnknownTokens = fuseUnk,
-            });
+            var bpe = new BpeMerges(merges);
             return new LlamaTokenizer(bpe, modelVocab, vocab, idToToken, [.. added.OrderByDescending(a => a.Content.Length)],
                 [.. norm], preTok, [.. dec], prefix, suffix, byteIds, unkId, fuseUnk, ignoreMerges, bosId, eosId);
         }
@@ -300,10 +293,81 @@ public sealed class LlamaTokenizer
         ArgumentNullException.ThrowIfNull(text);
         var ids = new List<int>(text.Length / 2 + 4);
         if (addSpecialTokens) ids.AddRange(_prefix);
-        EncodeSplitting(text, [], ids);
+        EncodeSplitting(text, [], ids, Budget.None);
         if (addSpecialTokens) ids.AddRange(_suffix);
         return ids;
     }
+
+    /// <summary>
+    /// <see cref="EncodeWithMarkers"/> that gives up once the ids are certain to number more than <paramref name="maxTokens"/>
+    /// (a model's context, say): before each piece of text is encoded, its length gives a lower bound on its tokens (a token
+    /// covers at most <see cref="MaxPieceChars"/> characters), and encoding stops as soon as the ids so far plus that bound
+    /// pass <paramref name="maxTokens"/>. The work is then bounded by about <paramref name="maxTokens"/> ×
+    /// <see cref="MaxPieceChars"/> characters of BPE plus one linear pass of splitting and normalization, however long the
+    /// text is.
+    /// </summary>
+    /// <param name="text">The text.</param>
+    /// <param name="markers">Distinct, non-empty marker strings (see <see cref="EncodeWithMarkers"/>); may be empty.</param>
+    /// <param name="maxTokens">The most ids accepted, markers and the post-processor's tokens included.</param>
+    /// <param name="ids">The ids (as <see cref="EncodeWithMarkers"/> returns them) when they fit, else empty.</param>
+    /// <param name="atLeast">When the text does not fit: a lower bound on the ids it needs (more than
+    /// <paramref name="maxTokens"/>); when it fits, the number of ids.</param>
+    /// <param name="addSpecialTokens">Add the post-processor's tokens (BOS for Llama) around the text.</param>
+    /// <returns>False when the text needs more than <paramref name="maxTokens"/> ids.</returns>
+    /// <exception cref="ArgumentException">A marker is null, empty or repeated, or <paramref name="maxTokens"/> is negative.</exception>
+    public bool TryEncodeWithMarkers(string text, IReadOnlyList<string> markers, int maxTokens, out int[] ids, out long atLeast, bool addSpecialTokens = true)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        CheckMarkers(markers);
+        if (maxTokens < 0) throw new ArgumentException($"maxTokens must be >= 0, got {maxTokens}", nameof(maxTokens));
+        var list = new List<int>(Math.Min(text.Length / 2, maxTokens) + 4);
+        if (addSpecialTokens) list.AddRange(_prefix);
+        int suffix = addSpecialTokens ? _suffix.Length : 0;
+        var budget = new Budget(maxTokens - suffix);
+        if (!EncodeSplitting(text, markers, list, budget) || list.Count > budget.Limit)
+        {
+            ids = [];
+            atLeast = Math.Max(budget.Need, list.Count) + suffix;
+            return false;
+        }
+        if (addSpecialTokens) list.AddRange(_suffix);
+        ids = [.. list];
+        atLeast = ids.Length;
+        return true;
+    }
+
+    /// <summary>The most ids an encoding may produce, and, once it is certain to pass them, a lower bound on what it needs.</summary>
+    private sealed class Budget(int limit)
+    {
+        /// <summary>No limit (plain encoding).</summary>
+        public static readonly Budget None = new(int.MaxValue);
+
+        public int Limit { get; } = limit;
+
+        public long Need { get; private set; }
+
+        /// <summary>Whether <paramref name="chars"/> more characters of normalized text could still fit after <paramref name="ids"/>.</summary>
+        public bool MayFit(List<int> ids, long chars, int maxPieceChars)
+        {
+            if (Limit == int.MaxValue) return true;
+            long need = ids.Count + (chars + maxPieceChars - 1) / maxPieceChars;
+            if (need <= Limit) return true;
+            Need = need;
+            return false;
+        }
+
+        /// <summary>Whether the ids so far are still within the limit.</summary>
+        public bool Within(List<int> ids)
+        {
+            if (ids.Count <= Limit) return true;
+            Need = ids.Count;
+            return false;
+        }
+    }
+
+    /// <summary>The longest piece of the model's vocabulary, in UTF-16 characters (at least 2: a byte-fallback or unknown
+    /// token stands for one code point): no token covers more characters of the normalized text.</summary>
+    public int MaxPieceChars { get; }
 
     /// <summary>
     /// Encodes text in which the strings of <paramref name="markers"/> (e.g. SPA's <c>[hist]</c> and <c>[target]</c>) are
@@ -338,6 +402,16 @@ public sealed class LlamaTokenizer
     public int[] EncodeWithMarkers(string text, IReadOnlyList<string> markers, bool addSpecialTokens = true)
     {
         ArgumentNullException.ThrowIfNull(text);
+        CheckMarkers(markers);
+        var ids = new List<int>(text.Length / 2 + 4);
+        if (addSpecialTokens) ids.AddRange(_prefix);
+        EncodeSplitting(text, markers, ids, Budget.None);
+        if (addSpecialTokens) ids.AddRange(_suffix);
+        return [.. ids];
+    }
+
+    private static void CheckMarkers(IReadOnlyList<string> markers)
+    {
         ArgumentNullException.ThrowIfNull(markers);
         for (int k = 0; k < markers.Count; k++)
         {
@@ -347,23 +421,22 @@ public sealed class LlamaTokenizer
                 if (markers[j] == markers[k])
                     throw new ArgumentException($"Marker {k} ('{markers[k]}') repeats marker {j}.", nameof(markers));
         }
-        var ids = new List<int>(text.Length / 2 + 4);
-        if (addSpecialTokens) ids.AddRange(_prefix);
-        EncodeSplitting(text, markers, ids);
-        if (addSpecialTokens) ids.AddRange(_suffix);
-        return [.. ids];
     }
 
-    /// <summary>Splits <paramref name="text"/> at markers and added tokens (leftmost-longest) and encodes the pieces between them.</summary>
-    private void EncodeSplitting(string text, IReadOnlyList<string> markers, List<int> ids)
+    /// <summary>
+    /// Splits <paramref name="text"/> at markers and added tokens (leftmost-longest) and encodes the pieces between them;
+    /// false (with <paramref name="ids"/> incomplete) as soon as the ids are certain to pass the budget.
+    /// </summary>
+    private bool EncodeSplitting(string text, IReadOnlyList<string> markers, List<int> ids, Budget budget)
     {
         int pos = 0;
         while (true)
         {
             (int start, int end, int id) = FindSplit(text, pos, markers);
-            if (start < 0) { EncodeSegment(text.AsSpan(pos), pos, ids); return; }
-            EncodeSegment(text.AsSpan(pos, start - pos), pos, ids);
+            if (start < 0) return EncodeSegment(text.AsSpan(pos), pos, ids, budget);
+            if (!EncodeSegment(text.AsSpan(pos, start - pos), pos, ids, budget)) return false;
             ids.Add(id);
+            if (!budget.Within(ids)) return false;
             pos = end;
         }
     }
@@ -413,9 +486,9 @@ public sealed class LlamaTokenizer
     }
 
     /// <summary>Encodes one segment of text between added tokens/markers; <paramref name="offset"/> is its start in the whole text.</summary>
-    private void EncodeSegment(ReadOnlySpan<char> segment, int offset, List<int> ids)
+    private bool EncodeSegment(ReadOnlySpan<char> segment, int offset, List<int> ids, Budget budget)
     {
-        if (segment.IsEmpty) return;
+        if (segment.IsEmpty) return true;
         string s = segment.ToString();
         foreach (NormStep n in _normalizer)
         {
@@ -423,15 +496,16 @@ public sealed class LlamaTokenizer
             else if (n.Prepend is not null) s = s.Length == 0 ? s : n.Prepend + s;
             else s = s.Replace(n.From!, n.To, StringComparison.Ordinal);
         }
-        if (s.Length == 0) return;
-        if (_preTok.ByteLevel is { } bl) { EncodeByteLevel(WellFormed(s), bl, ids); return; }
-        if (_metaspace is not { } ms) { EncodeWord(s, ids); return; }
+        if (s.Length == 0) return true;
+        if (!budget.MayFit(ids, s.Length, MaxPieceChars)) return false;
+        if (_preTok.ByteLevel is { } bl) return EncodeByteLevel(WellFormed(s), bl, ids, budget);
+        if (_metaspace is not { } ms) { EncodeWord(s, ids); return budget.Within(ids); }
 
         s = s.Replace(" ", ms.Replacement, StringComparison.Ordinal);
         // HF "first": only the split that starts at offset 0 of the original input (offsets_original().0 == 0).
         bool prepend = ms.PrependScheme == "always" || (ms.PrependScheme == "first" && offset == 0);
         if (prepend && !s.StartsWith(ms.Replacement, StringComparison.Ordinal)) s = ms.Replacement + s;
-        if (!ms.Split) { EncodeWord(s, ids); return; }
+        if (!ms.Split) { EncodeWord(s, ids); return budget.Within(ids); }
         // Split before every replacement character (HF SplitDelimiterBehavior::MergedWithNext).
         int start = 0;
         for (int i = 1; i <= s.Length; i++)
@@ -439,13 +513,15 @@ public sealed class LlamaTokenizer
             if (i == s.Length || string.CompareOrdinal(s, i, ms.Replacement, 0, ms.Replacement.Length) == 0)
             {
                 EncodeWord(s[start..i], ids);
+                if (!budget.Within(ids)) return false;
                 start = i;
             }
         }
+        return true;
     }
 
     /// <summary>Byte-level path for one normalized segment: Split regexes, ByteLevel (prefix space, GPT-2 regex), byte chars, BPE.</summary>
-    private void EncodeByteLevel(string s, ByteLevelOptions bl, List<int> ids)
+    private bool EncodeByteLevel(string s, ByteLevelOptions bl, List<int> ids, Budget budget)
     {
         List<string> pieces = [s];
         foreach (SplitStep step in _preTok.Splits)
@@ -457,10 +533,16 @@ public sealed class LlamaTokenizer
         foreach (string p0 in pieces)
         {
             string p = bl.AddPrefixSpace && !p0.StartsWith(' ') ? " " + p0 : p0;
-            if (!bl.UseRegex) { EncodeWord(ByteLevelMap.Encode(p), ids); continue; }
-            foreach ((int a, int b) in IsolatedPieces(p, Gpt2Regex.Matches(p)))
-                EncodeWord(ByteLevelMap.Encode(p[a..b]), ids);
+            if (!bl.UseRegex) EncodeWord(ByteLevelMap.Encode(p), ids);
+            else
+                foreach ((int a, int b) in IsolatedPieces(p, Gpt2Regex.Matches(p)))
+                {
+                    EncodeWord(ByteLevelMap.Encode(p[a..b]), ids);
+                    if (!budget.Within(ids)) return false;
+                }
+            if (!budget.Within(ids)) return false;
         }
+        return true;
     }
 
     /// <summary>The pieces of <paramref name="s"/> when its matches are kept as pieces of their own (HF <c>Isolated</c>).</summary>
@@ -552,7 +634,7 @@ public sealed class LlamaTokenizer
         return sb.ToString();
     }
 
-    /// <summary>BPE on one pre-token. Runs of in-vocabulary code points go to Microsoft.ML.Tokenizers' BPE; others are byte-fallback or unk.</summary>
+    /// <summary>BPE on one pre-token. Runs of in-vocabulary code points go to the merge loop (<see cref="BpeMerges"/>); others are byte-fallback or unk.</summary>
     private void EncodeWord(string word, List<int> ids)
     {
         if (word.Length == 0) return;
@@ -561,47 +643,52 @@ public sealed class LlamaTokenizer
             ids.Add(whole);
             return;
         }
-        int runStart = -1;
-        bool lastWasUnk = false;
-        Span<byte> utf8 = stackalloc byte[4];
-        int i = 0;
-        while (i < word.Length)
+        // Runs of in-vocabulary code points are merged by BPE; no merge can involve a symbol outside the vocabulary.
+        var pieces = _modelVocab.GetAlternateLookup<ReadOnlySpan<char>>();
+        int[] run = System.Buffers.ArrayPool<int>.Shared.Rent(word.Length);
+        try
         {
-            System.Text.Rune.DecodeFromUtf16(word.AsSpan(i), out System.Text.Rune rune, out int used);
-            string cp = word.Substring(i, used);
-            if (IsModelPiece(cp))
+            int count = 0;
+            bool lastWasUnk = false;
+            Span<byte> utf8 = stackalloc byte[4];
+            int i = 0;
+            while (i < word.Length)
             {
-                if (runStart < 0) runStart = i;
-                lastWasUnk = false;
-            }
-            else
-            {
-                if (runStart >= 0) { EncodeRun(word[runStart..i], ids); runStart = -1; }
-                int n = rune.EncodeToUtf8(utf8);
-                bool allBytes = _byteIds is not null;
-                for (int k = 0; k < n && allBytes; k++) allBytes = _byteIds![utf8[k]] >= 0;
-                if (allBytes)
+                System.Text.Rune.DecodeFromUtf16(word.AsSpan(i), out System.Text.Rune rune, out int used);
+                if (pieces.TryGetValue(word.AsSpan(i, used), out int piece))
                 {
-                    for (int k = 0; k < n; k++) ids.Add(_byteIds![utf8[k]]);
+                    run[count++] = piece;
                     lastWasUnk = false;
                 }
                 else
                 {
-                    if (_unkId is not int unk)
-                        throw new InvalidOperationException($"Character U+{rune.Value:X4} is not in the vocabulary and the tokenizer has neither byte fallback nor an unk_token.");
-                    if (!(_fuseUnk && lastWasUnk)) ids.Add(unk);
-                    lastWasUnk = true;
+                    _bpe.Merge(run.AsSpan(0, count), ids);
+                    count = 0;
+                    int n = rune.EncodeToUtf8(utf8);
+                    bool allBytes = _byteIds is not null;
+                    for (int k = 0; k < n && allBytes; k++) allBytes = _byteIds![utf8[k]] >= 0;
+                    if (allBytes)
+                    {
+                        for (int k = 0; k < n; k++) ids.Add(_byteIds![utf8[k]]);
+                        lastWasUnk = false;
+                    }
+                    else
+                    {
+                        if (_unkId is not int unk)
+                            throw new InvalidOperationException($"Character U+{rune.Value:X4} is not in the vocabulary and the tokenizer has neither byte fallback nor an unk_token.");
+                        if (!(_fuseUnk && lastWasUnk)) ids.Add(unk);
+                        lastWasUnk = true;
+                    }
                 }
+                i += used;
             }
-            i += used;
+            _bpe.Merge(run.AsSpan(0, count), ids);
         }
-        if (runStart >= 0) EncodeRun(word[runStart..], ids);
+        finally
+        {
+            System.Buffers.ArrayPool<int>.Shared.Return(run);
+        }
     }
-
-    private bool IsModelPiece(string piece) => _modelVocab.ContainsKey(piece);
-
-    private void EncodeRun(string run, List<int> ids) =>
-        ids.AddRange(_bpe.EncodeToIds(run, considerPreTokenization: false, considerNormalization: false));
 
     // ------------------------------------------------------------------ decode
 

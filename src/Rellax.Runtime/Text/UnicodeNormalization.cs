@@ -76,18 +76,45 @@ internal static partial class UnicodeNormalization
 
         var cps = new List<int>(s.Length + 8);
         foreach (Rune r in s.EnumerateRunes()) Decompose(r.Value, cps);
-        // Canonical ordering: stable insertion sort of each run of non-starters by class.
-        for (int i = 1; i < cps.Count; i++)
-        {
-            int c = CombiningClass(cps[i]);
-            if (c == 0) continue;
-            int j = i;
-            while (j > 0 && CombiningClass(cps[j - 1]) > c) { (cps[j - 1], cps[j]) = (cps[j], cps[j - 1]); j--; }
-        }
+        OrderCanonically(cps);
         if (compose) ComposeInPlace(cps);
         var sb = new StringBuilder(cps.Count + 4);
         foreach (int cp in cps) sb.Append(new Rune(cp).ToString());
         return sb.ToString();
+    }
+
+    /// <summary>
+    /// Canonical ordering: each run of non-starters sorted stably by combining class. Short runs (the usual one or two
+    /// marks) by insertion; longer ones by a sort on (class, position), so a hostile run of n marks costs O(n log n), not n².
+    /// </summary>
+    internal static void OrderCanonically(List<int> cps)
+    {
+        const int Short = 16;
+        var span = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(cps);
+        for (int start = 0; start < span.Length;)
+        {
+            if (CombiningClass(span[start]) == 0) { start++; continue; }
+            int end = start + 1;
+            while (end < span.Length && CombiningClass(span[end]) != 0) end++;
+            var run = span[start..end];
+            if (run.Length <= Short)
+            {
+                for (int i = 1; i < run.Length; i++)
+                {
+                    int c = CombiningClass(run[i]);
+                    for (int j = i; j > 0 && CombiningClass(run[j - 1]) > c; j--) (run[j - 1], run[j]) = (run[j], run[j - 1]);
+                }
+            }
+            else
+            {
+                var keys = new long[run.Length];
+                for (int i = 0; i < run.Length; i++) keys[i] = ((long)CombiningClass(run[i]) << 32) | (uint)i;
+                var items = run.ToArray();
+                Array.Sort(keys, items);
+                items.CopyTo(run);
+            }
+            start = end;
+        }
     }
 
     private static void Decompose(int cp, List<int> output)

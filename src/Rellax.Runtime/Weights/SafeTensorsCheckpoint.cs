@@ -50,6 +50,7 @@ public sealed class SafeTensorsCheckpoint : IDisposable
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
         string dir = System.IO.Path.GetFullPath(directory);
+        if (File.Exists(dir)) throw new IOException($"model directory '{directory}' is a file, not a folder");
         if (!System.IO.Directory.Exists(dir))
             throw new DirectoryNotFoundException($"Model directory not found: '{dir}'.");
 
@@ -78,7 +79,7 @@ public sealed class SafeTensorsCheckpoint : IDisposable
         var weightMap = new List<(string Tensor, string Shard)>();
         try
         {
-            using JsonDocument doc = JsonDocument.Parse(File.ReadAllBytes(index));
+            using JsonDocument doc = JsonDocument.Parse(InputPaths.ReadAllBytes(index, "shard index", InputPaths.MaxConfigBytes));
             if (doc.RootElement.ValueKind != JsonValueKind.Object
                 || !doc.RootElement.TryGetProperty("weight_map", out JsonElement map)
                 || map.ValueKind != JsonValueKind.Object)

@@ -77,6 +77,7 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         string ext = System.IO.Path.GetExtension(full).ToLowerInvariant();
         if (ext is ".bin" or ".pt" or ".pth" or ".pkl" or ".ckpt")
             throw new SafeTensorsFormatException(full, null, $"'{ext}' is a pickle checkpoint extension. {ConvertAdvice}");
+        if (System.IO.Directory.Exists(full)) throw new IOException($"safetensors file '{path}' is a folder, not a file");
         if (!File.Exists(full))
             throw new FileNotFoundException($"Safetensors file not found: '{full}'.", full);
 

@@ -11,8 +11,11 @@ namespace Rellax.Tests.Cli;
 [TestFixture]
 public sealed class ScoreInputTests
 {
+    /// <summary>A line reader over <paramref name="text"/> in UTF-8, named <paramref name="name"/>.</summary>
+    internal static LineReader Lines(string text, string name) => new(new MemoryStream(System.Text.Encoding.UTF8.GetBytes(text)), name);
+
     private static List<ScoreRequestsFile.Entry> ReadScore(string text) =>
-        ScoreRequestsFile.Read(new StringReader(text), "in.jsonl").ToList();
+        ScoreRequestsFile.Read(Lines(text, "in.jsonl")).ToList();
 
     [Test]
     public void ReadsEveryFieldAndKeepsTheRawIdOfAnyJsonType()
@@ -54,7 +57,7 @@ public sealed class ScoreInputTests
     public void BadLinesNameTheFileLineAndTheField(string badLine, string expected)
     {
         string text = """{"id": 0, "prompt": "fine"}""" + "\n\n" + badLine + "\n" + """{"id": 2, "prompt": "never read"}""";
-        var e = Assert.Throws<InvalidDataException>(() => ReadScore(text))!;
+        var e = Assert.Throws<RecordException>(() => ReadScore(text))!;
         Assert.That(e.Message, Does.StartWith("in.jsonl:3: ").And.Contain(expected));
         Assert.That(e.Message, Does.Not.Contain("\n"), "one line");
     }
@@ -84,11 +87,11 @@ public sealed class ScoreInputTests
     [Test]
     public void EmbedItemsAreReadInOrderAndRepeatedIdsNameBothLines()
     {
-        var items = EmbedItemsFile.Read(new StringReader("{\"id\": 5, \"text\": \"Toy Story\"}\n\n{\"id\": -2, \"text\": \"\"}\n{\"id\": 9007199254740993, \"text\": \"big\"}"), "items.jsonl");
+        var items = EmbedItemsFile.Read(Lines("{\"id\": 5, \"text\": \"Toy Story\"}\n\n{\"id\": -2, \"text\": \"\"}\n{\"id\": 9007199254740993, \"text\": \"big\"}", "items.jsonl"));
         Assert.That(items.Select(i => (i.Id, i.Text, i.Line)), Is.EqualTo(new[] { (5L, "Toy Story", 1), (-2L, "", 3), (9007199254740993L, "big", 4) }));
 
-        var e = Assert.Throws<InvalidDataException>(() => EmbedItemsFile.Read(
-            new StringReader("{\"id\": 5, \"text\": \"a\"}\n{\"id\": 6, \"text\": \"b\"}\n\n{\"id\": 5, \"text\": \"c\"}"), "items.jsonl"))!;
+        var e = Assert.Throws<RecordException>(() => EmbedItemsFile.Read(
+            Lines("{\"id\": 5, \"text\": \"a\"}\n{\"id\": 6, \"text\": \"b\"}\n\n{\"id\": 5, \"text\": \"c\"}", "items.jsonl")))!;
         Assert.That(e.Message, Is.EqualTo("items.jsonl:4: item id 5 is already used on line 1"));
     }
 
@@ -100,7 +103,7 @@ public sealed class ScoreInputTests
     [TestCase("""{"id": 3""", "not valid JSON")]
     public void BadEmbedItemsNameTheLine(string badLine, string expected)
     {
-        var e = Assert.Throws<InvalidDataException>(() => EmbedItemsFile.Read(new StringReader("{\"id\": 1, \"text\": \"ok\"}\n" + badLine), "items.jsonl"))!;
+        var e = Assert.Throws<RecordException>(() => EmbedItemsFile.Read(Lines("{\"id\": 1, \"text\": \"ok\"}\n" + badLine, "items.jsonl")))!;
         Assert.That(e.Message, Does.StartWith("items.jsonl:2: ").And.Contain(expected));
     }
 

@@ -146,15 +146,16 @@ public sealed class CtrScorerTests
         using var backend = new CpuBackend(threads: 1);
         using var model = LlamaModel.Load(ModelPaths.Stories260KOrIgnore(), backend);
         using var scorer = new CtrScorer(model);
-        var e = Assert.Throws<ArgumentException>(() => scorer.Score([new CtrRequest("fine"), new CtrRequest("a (4 stars)[hist] b")]))!;
-        Assert.That(e.Message, Does.StartWith("request 1:").And.Contain("[hist]").And.Contain("no adapter"));
+        var r = Assert.Throws<RecordException>(() => scorer.Score([new CtrRequest("fine"), new CtrRequest("a (4 stars)[hist] b")]))!;
+        Assert.That(r.Record, Is.EqualTo(1));
+        Assert.That(r.Message, Does.StartWith("request 1:").And.Contain("[hist]").And.Contain("no adapter"));
         string tooLong = string.Concat(Enumerable.Repeat("Lily and Tom went to the park. ", 200));
-        e = Assert.Throws<ArgumentException>(() => scorer.Validate(new CtrRequest(tooLong)))!;
+        ArgumentException e = Assert.Throws<PromptTooLongException>(() => scorer.Validate(new CtrRequest(tooLong)))!;
         Assert.That(e.Message, Does.Contain("max_position_embeddings = " + model.Config.MaxPositionEmbeddings));
         Assert.Throws<ArgumentException>(() => new CtrScorer(model, options: new ScoringOptions { YesAnswer = " No" }));
         Assert.Throws<ArgumentOutOfRangeException>(() => new CtrScorer(model, options: new ScoringOptions { BatchSize = 0 }));
-        e = Assert.Throws<ArgumentException>(() => new CtrScorer(model, options: new ScoringOptions { YesAnswer = " Yes", NoAnswer = " Yes please" }).Score([new CtrRequest("x")]))!;
-        Assert.That(e.Message, Does.Contain("prefix"));
+        r = Assert.Throws<RecordException>(() => new CtrScorer(model, options: new ScoringOptions { YesAnswer = " Yes", NoAnswer = " Yes please" }).Score([new CtrRequest("x")]))!;
+        Assert.That(r.Message, Does.Contain("prefix"));
     }
 
     [TestCaseSource(nameof(Backends))]

@@ -1,13 +1,14 @@
 using System.Text;
 using NUnit.Framework;
 using Rellax.Rec;
+using Rellax.Runtime;
 
 namespace Rellax.Tests.Rec;
 
 /// <summary>
 /// <see cref="DatasetReader"/> on hand-made fixtures for every dataset (written into a temporary folder in each
 /// dataset's encoding, with non-ASCII bytes: <c>é</c> as ISO-8859-1 0xE9 for ML-1M, <c>’</c> as cp1252 0x92 for
-/// Book-Crossing), every class of malformed line (strict: <see cref="InvalidDataException"/> starting <c>FILE:LINE:</c>;
+/// Book-Crossing), every class of malformed line (strict: <see cref="RecordException"/> starting <c>FILE:LINE:</c>;
 /// skipping: counted, the rest read), and the real files under <c>shared/data</c> with counts and rows checked against
 /// the raw files by shell commands cited beside them.
 /// </summary>
@@ -347,7 +348,7 @@ public sealed class DatasetReaderTests
     {
         string dir = WriteFixture(kind, file, line, bad);
         string prefix = $"{Path.Combine(dir, file)}:{line}: ";
-        var e = Assert.Throws<InvalidDataException>(() => DatasetReader.Read(kind, dir));
+        var e = Assert.Throws<RecordException>(() => DatasetReader.Read(kind, dir));
         Assert.That(e!.Message, Does.StartWith(prefix));
         Assert.That(e.Message, Does.Contain(fragment));
     }
@@ -390,18 +391,18 @@ public sealed class DatasetReaderTests
         string dir = WriteFixture(DatasetKind.MovieLens25M);
         string ratings = Path.Combine(dir, "ratings.csv");
         File.WriteAllText(ratings, "userId,itemId,rating,timestamp\n1,1,3.5,1147880044\n");
-        var e = Assert.Throws<InvalidDataException>(() => DatasetReader.Read(DatasetKind.MovieLens25M, dir, skip));
+        var e = Assert.Throws<RecordException>(() => DatasetReader.Read(DatasetKind.MovieLens25M, dir, skip));
         Assert.That(e!.Message, Does.StartWith($"{ratings}:1: header has no column 'movieId'")
             .And.Contain("expected the columns userId,movieId,rating,timestamp, got userId,itemId,rating,timestamp"));
 
         File.WriteAllText(ratings, "");
-        e = Assert.Throws<InvalidDataException>(() => DatasetReader.Read(DatasetKind.MovieLens25M, dir, skip));
+        e = Assert.Throws<RecordException>(() => DatasetReader.Read(DatasetKind.MovieLens25M, dir, skip));
         Assert.That(e!.Message, Does.StartWith($"{ratings}:1: the file is empty"));
 
         string bx = WriteFixture(DatasetKind.BookCrossing, sub: "bx");
         string users = Path.Combine(bx, "BX-Users.csv");
         File.WriteAllText(users, "\"User-ID\";\"Location\"\n\"1\";\"x, usa\"\n");
-        e = Assert.Throws<InvalidDataException>(() => DatasetReader.Read(DatasetKind.BookCrossing, bx, skip));
+        e = Assert.Throws<RecordException>(() => DatasetReader.Read(DatasetKind.BookCrossing, bx, skip));
         Assert.That(e!.Message, Does.StartWith($"{users}:1: header has no column 'Age'"));
     }
 

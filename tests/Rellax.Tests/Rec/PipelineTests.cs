@@ -2,6 +2,7 @@ using NUnit.Framework;
 using Rellax.Kernels;
 using Rellax.Kernels.Cpu;
 using Rellax.Rec;
+using Rellax.Runtime;
 
 namespace Rellax.Tests.Rec;
 
@@ -162,7 +163,7 @@ public sealed class PipelineTests
         var missing = set.Samples.First(s => s.Item == lacking || set.History(s).ToArray().Any(r => r.Item == lacking));
         Assert.That(missing.Index, Is.LessThanOrEqualTo(5));
         Assert.That(() => SampleRetrieval.Subr(index, set, set.Samples, 3),
-            Throws.ArgumentException.With.Message.StartsWith($"sample {missing.Index}: ").And.Message.Contains($"item {lacking} is not in the index"));
+            Throws.TypeOf<RecordException>().With.Message.StartsWith($"sample {missing.Index}: ").And.Message.Contains($"item {lacking} is not in the index"));
     }
 
     [Test]

@@ -66,7 +66,7 @@ public sealed class LlamaTokenizerByteLevelTests
 
     private const string Gpt2PreTokenizer = """{"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true}""";
 
-    private static LlamaTokenizer Qwen2(bool ignoreMerges = false, string? config = null) =>
+    internal static LlamaTokenizer Qwen2(bool ignoreMerges = false, string? config = null) =>
         LlamaTokenizer.Parse(TokenizerJson(Qwen2PreTokenizer, ignoreMerges), "qwen2/tokenizer.json",
             config ?? """{"add_bos_token": false, "bos_token": null, "eos_token": "<|im_end|>"}""", "qwen2/tokenizer_config.json");
 

@@ -95,9 +95,9 @@ public sealed class SubrIndexTests
         Assert.That(result.RowsOf(0)[0], Is.EqualTo(1), "item 501 is row 1");
         Assert.That(result.CountOf(1), Is.Zero);
         Assert.That(() => index.Retrieve([new SubrSample("u7", [501, 9999], 502)], 2),
-            Throws.ArgumentException.With.Message.Contain("'u7'").And.Message.Contain("9999").And.Message.Contain("position 1"));
+            Throws.TypeOf<RecordException>().With.Property(nameof(RecordException.Record)).EqualTo(0).And.Message.Contain("'u7'").And.Message.Contain("9999").And.Message.Contain("position 1"));
         Assert.That(() => index.Retrieve([new SubrSample("u8", [501], 42)], 2),
-            Throws.ArgumentException.With.Message.Contain("'u8'").And.Message.Contain("target item 42"));
+            Throws.TypeOf<RecordException>().With.Message.Contain("'u8'").And.Message.Contain("target item 42"));
         Assert.That(() => SubrIndex.Build(_cpu, SubrCheck.Vectors(3, 2, 1), 3, 2, [5, 6, 5]),
             Throws.ArgumentException.With.Message.Contain("item id 5 appears twice"));
     }
