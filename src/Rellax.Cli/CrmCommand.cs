@@ -18,7 +18,8 @@ internal static class CrmCommand
         valid AUC is kept (never the test split), and training stops after --patience epochs without improvement. Writes
         --output DIR atomically: config.json and model.safetensors (what eval --din and the demo load), training.jsonl
         (one line per epoch and every 50 steps: epoch, step, loss, valid AUC, LogLoss, seconds) and training.json (the
-        settings and final metrics). Prints valid and test AUC, LogLoss and accuracy at the end.
+        settings and final metrics). Prints valid and test AUC, LogLoss and accuracy at the end (valid only with --no-test:
+        use it while tuning, so that no choice is made on the test split).
 
         Example:
           rellax prepare --dataset movielens-100k --data ml-100k --output ml100k
@@ -71,16 +72,36 @@ internal static class CrmCommand
         initStd.Validators.Add(r => { double v = r.GetValueOrDefault<double>(); if (!(v > 0) || !double.IsFinite(v)) r.AddError($"--embed-init-std must be a finite number > 0, got {v}"); });
         var dropout = new Option<float>("--dropout") { Description = "Dropout probability after each tower layer while training (0: none).", DefaultValueFactory = _ => 0f };
         dropout.Validators.Add(r => { float v = r.GetValueOrDefault<float>(); if (!(v >= 0 && v < 1)) r.AddError($"--dropout must be in [0, 1), got {v}"); });
+        var dropFields = new Option<string>("--drop-fields")
+        {
+            HelpName = "NAME,...",
+            Description = $"Comma-separated fields to leave out of the model (of {string.Join(", ", DinConfig.KnownFields.Where(f => f != "item"))}; " +
+                          "e.g. location, whose zip codes memorise). The written config lists only the kept fields.",
+        };
+        dropFields.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<string>() is not { } v) return;
+            foreach (string name in v.Split(','))
+            {
+                string n = name.Trim();
+                if (n == "item") r.AddError("--drop-fields: the 'item' field cannot be dropped (the attention queries with it)");
+                else if (!DinConfig.KnownFields.Contains(n))
+                    r.AddError($"--drop-fields: '{n}' is not a DIN field (fields: {string.Join(", ", DinConfig.KnownFields.Where(f => f != "item"))})");
+            }
+        });
+        var lrDecay = new Option<bool>("--lr-decay") { Description = "Decay the learning rate linearly to 0 over the --epochs (default: constant)." };
+        var noTest = new Option<bool>("--no-test") { Description = "Do not score the test split at the end (for tuning runs: no test number is printed or written)." };
         var threads = CommonOptions.Threads();
         threads.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError($"--threads must be >= 0, got {r.GetValueOrDefault<int>()}"); });
         var json = CommonOptions.Json();
-        var cmd = new Command("train", TrainDescription) { data, output, overwrite, k, embed, epochs, batch, lr, wd, patience, seed, initStd, dropout, threads, json };
+        var cmd = new Command("train", TrainDescription) { data, output, overwrite, k, embed, epochs, batch, lr, wd, patience, seed, initStd, dropout, dropFields, lrDecay, noTest, threads, json };
         cmd.SetAction(r => CommonOptions.Guard(() => Train(r.GetValue(data)!, r.GetValue(output)!, r.GetValue(overwrite), new DinTrainingOptions
         {
             K = r.GetValue(k), EmbedDim = r.GetValue(embed), Threads = r.GetValue(threads), EmbeddingInitStd = r.GetValue(initStd), Dropout = r.GetValue(dropout),
+            DropFields = r.GetValue(dropFields) is { } d ? [.. d.Split(',').Select(n => n.Trim()).Distinct()] : [], EvaluateTest = !r.GetValue(noTest),
             Loop = new TrainingOptions
             {
-                Epochs = r.GetValue(epochs), BatchSize = r.GetValue(batch), LearningRate = r.GetValue(lr), WeightDecay = r.GetValue(wd),
+                Epochs = r.GetValue(epochs), BatchSize = r.GetValue(batch), LearningRate = r.GetValue(lr), WeightDecay = r.GetValue(wd), LinearDecay = r.GetValue(lrDecay),
                 Patience = r.GetValue(patience), Seed = r.GetValue(seed),
             },
         }, r.GetValue(json))));
@@ -118,7 +139,7 @@ internal static class CrmCommand
                 {
                     data = dataDir, output = outputDir, k = options.K, embed_dim = options.EmbedDim, best_epoch = result.Loop.BestEpoch,
                     epochs_run = result.Loop.Epochs.Count, stopped_early = result.Loop.StoppedEarly, selected_on = result.Loop.SelectedOn,
-                    train_samples = result.TrainSamples, valid = DinTraining.Metrics(result.Valid), test = DinTraining.Metrics(result.Test),
+                    train_samples = result.TrainSamples, drop_fields = options.DropFields, valid = DinTraining.Metrics(result.Valid), test = DinTraining.Metrics(result.Test),
                     epoch_seconds = result.Loop.Epochs.Select(e => e.Seconds).ToArray(), seconds = result.Seconds,
                 }));
             else
@@ -128,7 +149,7 @@ internal static class CrmCommand
                 Console.WriteLine($"trained DIN on {result.TrainSamples} samples in {result.Seconds:F1}s; kept epoch {result.Loop.BestEpoch} of {result.Loop.Epochs.Count}" +
                                   (result.Loop.StoppedEarly ? " (stopped early)" : ""));
                 Console.WriteLine($"valid: {Describe(result.Valid)}");
-                Console.WriteLine($"test:  {Describe(result.Test)}");
+                if (options.EvaluateTest) Console.WriteLine($"test:  {Describe(result.Test)}");
                 Console.WriteLine($"wrote {Path.GetFullPath(outputDir)}");
             }
             return 0;
