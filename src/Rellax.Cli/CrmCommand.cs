@@ -76,7 +76,7 @@ internal static class CrmCommand
         {
             HelpName = "NAME,...",
             Description = $"Comma-separated fields to leave out of the model (of {string.Join(", ", DinConfig.KnownFields.Where(f => f != "item"))}; " +
-                          "e.g. location, whose zip codes memorise). The written config lists only the kept fields.",
+                          "e.g. user: per-user ids memorise on small data). The written config lists only the kept fields.",
         };
         dropFields.Validators.Add(r =>
         {

@@ -121,10 +121,12 @@ public sealed class CrmCommandTests
             .Select(l => JsonDocument.Parse(l).RootElement).Where(e => e.TryGetProperty("lr", out _))
             .Select(e => (Step: e.GetProperty("step").GetInt32(), Lr: e.GetProperty("lr").GetDouble())).ToArray();
         Assert.That(lrs, Has.Length.GreaterThanOrEqualTo(2), "the log has step lines");
-        int total = lrs[^1].Step * 2; // upper bound check below uses the schedule lr(step) = lr0 (1 - step / total_steps)
         for (int i = 1; i < lrs.Length; i++) Assert.That(lrs[i].Lr, Is.LessThan(lrs[i - 1].Lr), $"step {lrs[i].Step}");
         Assert.That(lrs[0].Lr, Is.LessThan(1e-3).And.GreaterThan(0));
-        Assert.That(total, Is.GreaterThan(0));
+        // Linear to 0 over all T steps: step g (1-based) runs at lr (T - (g - 1)) / T; T is the last epoch line's step.
+        int total = File.ReadLines(Path.Combine(output, DinTraining.LogFile)).Select(l => JsonDocument.Parse(l).RootElement)
+            .Where(e => e.TryGetProperty("valid_auc", out _)).Last().GetProperty("step").GetInt32();
+        foreach (var (step, rate) in lrs) Assert.That(rate, Is.EqualTo(1e-3 * (total - (step - 1)) / total).Within(1e-9), $"step {step} of {total}");
 
         AssertOneLineError(Run("crm", "train", "--data", _data, "--output", Path.Combine(_dir, "out-decay"), "--lr-decay", "sometimes"), "sometimes");
     }
