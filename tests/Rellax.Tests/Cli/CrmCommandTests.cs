@@ -127,8 +127,16 @@ public sealed class CrmCommandTests
         int total = File.ReadLines(Path.Combine(output, DinTraining.LogFile)).Select(l => JsonDocument.Parse(l).RootElement)
             .Where(e => e.TryGetProperty("valid_auc", out _)).Last().GetProperty("step").GetInt32();
         foreach (var (step, rate) in lrs) Assert.That(rate, Is.EqualTo(1e-3 * (total - (step - 1)) / total).Within(1e-9), $"step {step} of {total}");
+    }
 
-        AssertOneLineError(Run("crm", "train", "--data", _data, "--output", Path.Combine(_dir, "out-decay"), "--lr-decay", "sometimes"), "sometimes");
+    [TestCase("--lr-decay")]
+    [TestCase("--no-test")]
+    public void RefusesAValueForAFlag(string flag)
+    {
+        string output = Path.Combine(_dir, "out-flag");
+        AssertOneLineError(Run("crm", "train", "--data", _data, "--output", output, flag, "sometimes"), "sometimes");
+        Assert.That(Directory.Exists(output), Is.False);
+        AssertNoTemporaries();
     }
 
     [TestCase("item", "--drop-fields: the 'item' field cannot be dropped")]
