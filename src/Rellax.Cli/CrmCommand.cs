@@ -19,7 +19,8 @@ internal static class CrmCommand
         valid AUC is kept (never the test split), and training stops after --patience epochs without improvement. Writes
         --output DIR atomically: config.json and model.safetensors (what eval --din and the demo load), training.jsonl
         (one line per epoch and every 50 steps: epoch, step, loss, valid AUC, LogLoss, seconds) and training.json (the
-        settings and final metrics). Prints valid and test AUC, LogLoss and accuracy at the end.
+        settings and final metrics). Prints valid and test AUC, LogLoss and accuracy at the end (valid only with --no-test:
+        use it while tuning, so that no choice is made on the test split).
 
         Example:
           rellax prepare --dataset movielens-100k --data ml-100k --output ml100k
@@ -57,16 +58,36 @@ internal static class CrmCommand
         var initStd = CommonOptions.Number("--embed-init-std", 0, true, 100,
             "Standard deviation of the embedding table's normal initialisation (1: PyTorch's default, as the reference).", 1.0);
         var dropout = CommonOptions.Number("--dropout", 0, false, 0.95, "Dropout probability after each tower layer while training (0: none).", 0);
+        var dropFields = new Option<string>("--drop-fields")
+        {
+            HelpName = "NAME,...",
+            Description = $"Comma-separated fields to leave out of the model (of {string.Join(", ", DinConfig.KnownFields.Where(f => f != "item"))}; " +
+                          "e.g. user: per-user ids memorise on small data). The written config lists only the kept fields.",
+        };
+        dropFields.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<string>() is not { } v) return;
+            foreach (string name in v.Split(','))
+            {
+                string n = name.Trim();
+                if (n == "item") r.AddError("--drop-fields: the 'item' field cannot be dropped (the attention queries with it)");
+                else if (!DinConfig.KnownFields.Contains(n))
+                    r.AddError($"--drop-fields: '{n}' is not a DIN field (fields: {string.Join(", ", DinConfig.KnownFields.Where(f => f != "item"))})");
+            }
+        });
+        var lrDecay = new Option<bool>("--lr-decay") { Description = "Decay the learning rate linearly to 0 over the --epochs (default: constant)." };
+        var noTest = new Option<bool>("--no-test") { Description = "Do not score the test split at the end (for tuning runs: no test number is printed or written)." };
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
-        var cmd = new Command("train", TrainDescription) { data, output, overwrite, k, embed, epochs, batch, lr, wd, patience, seed, initStd, dropout, threads, json };
+        var cmd = new Command("train", TrainDescription) { data, output, overwrite, k, embed, epochs, batch, lr, wd, patience, seed, initStd, dropout, dropFields, lrDecay, noTest, threads, json };
         cmd.SetAction(r => CommonOptions.Guard(cancel => Train(r.GetValue(data)!, r.GetValue(output)!, r.GetValue(overwrite), new DinTrainingOptions
         {
             K = r.GetValue(k), EmbedDim = r.GetValue(embed), Threads = r.GetValue(threads), EmbeddingInitStd = r.GetValue(initStd),
             Dropout = (float)r.GetValue(dropout),
+            DropFields = r.GetValue(dropFields) is { } d ? [.. d.Split(',').Select(n => n.Trim()).Distinct()] : [], EvaluateTest = !r.GetValue(noTest),
             Loop = new TrainingOptions
             {
-                Epochs = r.GetValue(epochs), BatchSize = r.GetValue(batch), LearningRate = (float)r.GetValue(lr), WeightDecay = (float)r.GetValue(wd),
+                Epochs = r.GetValue(epochs), BatchSize = r.GetValue(batch), LearningRate = (float)r.GetValue(lr), WeightDecay = (float)r.GetValue(wd), LinearDecay = r.GetValue(lrDecay),
                 Patience = r.GetValue(patience), Seed = r.GetValue(seed),
             },
         }, r.GetValue(json), cancel)));
@@ -142,7 +163,7 @@ internal static class CrmCommand
             {
                 data = dataDir, output = outputDir, k = options.K, embed_dim = options.EmbedDim, best_epoch = done.Loop.BestEpoch,
                 epochs_run = done.Loop.Epochs.Count, stopped_early = done.Loop.StoppedEarly, selected_on = done.Loop.SelectedOn,
-                train_samples = done.TrainSamples, valid = DinTraining.Metrics(done.Valid), test = DinTraining.Metrics(done.Test),
+                train_samples = done.TrainSamples, drop_fields = options.DropFields, valid = DinTraining.Metrics(done.Valid), test = DinTraining.Metrics(done.Test),
                 epoch_seconds = done.Loop.Epochs.Select(e => e.Seconds).ToArray(), seconds = done.Seconds,
             }));
         else
@@ -152,7 +173,7 @@ internal static class CrmCommand
             Console.WriteLine($"trained DIN on {done.TrainSamples} samples in {done.Seconds:F1}s; kept epoch {done.Loop.BestEpoch} of {done.Loop.Epochs.Count}" +
                               (done.Loop.StoppedEarly ? " (stopped early)" : ""));
             Console.WriteLine($"valid: {Describe(done.Valid)}");
-            Console.WriteLine($"test:  {Describe(done.Test)}");
+            if (options.EvaluateTest) Console.WriteLine($"test:  {Describe(done.Test)}");
             Console.WriteLine($"wrote {Path.GetFullPath(outputDir)}");
         }
         return 0;

@@ -170,10 +170,32 @@ public sealed record DinConfig
     /// the default attention and tower sizes.</summary>
     /// <param name="dataset">The dataset whose users, items, profiles, item attributes and ratings define the vocabularies.</param>
     /// <param name="embedDim">E (SPEC: 8 to 64).</param>
-    public static DinConfig For(RatingDataset dataset, int embedDim = 32)
+    /// <param name="dropFields">Field names to leave out of the layout (e.g. <c>location</c>, whose hundreds of zip-code
+    /// values memorise; or <c>user</c>). Each must be a field the layout would have for this dataset, and <c>item</c> cannot
+    /// be dropped. The config lists only the kept fields, so <see cref="DinModel"/> and <c>eval --din</c> read it as is.
+    /// Null or empty: every field.</param>
+    /// <exception cref="ArgumentException">A name in <paramref name="dropFields"/> is <c>item</c> or not one of this
+    /// dataset's fields (the message lists them).</exception>
+    public static DinConfig For(RatingDataset dataset, int embedDim = 32, IReadOnlyCollection<string>? dropFields = null)
     {
         ArgumentNullException.ThrowIfNull(dataset);
         ArgumentOutOfRangeException.ThrowIfLessThan(embedDim, 1);
+        var config = AllFields(dataset, embedDim);
+        if (dropFields is null || dropFields.Count == 0) return config;
+        var names = config.Fields.Select(f => f.Name).ToList();
+        foreach (string name in dropFields)
+        {
+            if (name == "item") throw new ArgumentException("cannot drop field 'item': the attention queries with it");
+            if (!names.Contains(name))
+                throw new ArgumentException($"cannot drop field '{name}': it is not a field of dataset '{dataset.Name}' (fields: {string.Join(", ", names)})");
+        }
+        config = config with { Fields = [.. config.Fields.Where(f => !dropFields.Contains(f.Name))] };
+        config.Validate();
+        return config;
+    }
+
+    private static DinConfig AllFields(RatingDataset dataset, int embedDim)
+    {
         var fields = new List<DinField>
         {
             new("user", Math.Max(1, dataset.UserKeys.Count)),

@@ -20,6 +20,12 @@ public sealed record DinTrainingOptions
     /// <summary>Dropout probability after each tower layer while training, in [0, 1) (0: none; the reference's MLP blocks
     /// have a <c>hidden_dropout_rate</c>). Evaluation and saved models never drop.</summary>
     public float Dropout { get; init; }
+    /// <summary>Fields of <see cref="DinConfig.For"/>'s layout to leave out (e.g. <c>location</c>, <c>user</c>); the
+    /// written config lists only the kept ones. Empty: every field.</summary>
+    public IReadOnlyList<string> DropFields { get; init; } = [];
+    /// <summary>Whether to score the test split at the end (false while tuning, so no test number is ever seen; the
+    /// result's <see cref="DinTrainingResult.Test"/> is then null and <c>training.json</c> has no test metrics).</summary>
+    public bool EvaluateTest { get; init; } = true;
 
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first setting out of range.</summary>
     public void Validate()
@@ -30,6 +36,7 @@ public sealed record DinTrainingOptions
         if (!(Dropout >= 0 && Dropout < 1)) throw new ArgumentOutOfRangeException(nameof(Dropout), Dropout, "dropout must be in [0, 1)");
         if (!(EmbeddingInitStd > 0) || !double.IsFinite(EmbeddingInitStd))
             throw new ArgumentOutOfRangeException(nameof(EmbeddingInitStd), EmbeddingInitStd, "the embedding init std must be finite and > 0");
+        ArgumentNullException.ThrowIfNull(DropFields);
         Loop.Validate();
     }
 }
@@ -37,7 +44,8 @@ public sealed record DinTrainingOptions
 /// <summary>The outcome of <see cref="DinTraining.Train"/>.</summary>
 /// <param name="Loop">The loop's record (epochs, best epoch, early stop).</param>
 /// <param name="Valid">Metrics of the kept model on the valid split (null when it is empty).</param>
-/// <param name="Test">Metrics of the kept model on the test split (null when it is empty); reported, never used to select.</param>
+/// <param name="Test">Metrics of the kept model on the test split (null when it is empty or
+/// <see cref="DinTrainingOptions.EvaluateTest"/> is false); reported, never used to select.</param>
 /// <param name="TrainSamples">Training samples.</param>
 /// <param name="Seconds">Wall time of the whole run.</param>
 public sealed record DinTrainingResult(TrainingResult Loop, CtrMetrics? Valid, CtrMetrics? Test, int TrainSamples, double Seconds);
@@ -81,11 +89,11 @@ public static class DinTraining
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var config = DinConfig.For(set.Dataset, options.EmbedDim);
+        var config = DinConfig.For(set.Dataset, options.EmbedDim, options.DropFields);
         var encoding = DinEncoding.Create(config, set.Dataset);
         var train = Encode(encoding, set, SampleSplit.Train, options.K);
         var valid = Encode(encoding, set, SampleSplit.Valid, options.K);
-        var test = Encode(encoding, set, SampleSplit.Test, options.K);
+        var test = options.EvaluateTest ? Encode(encoding, set, SampleSplit.Test, options.K) : null;
         if (train.Count == 0) throw new ArgumentException("the train split is empty: there is nothing to train on");
         int positives = train.Positives;
         if (positives == 0 || positives == train.Count)
@@ -122,12 +130,13 @@ public static class DinTraining
         };
         var result = loop.Run(cancellationToken);
         CtrMetrics? validMetrics = valid.Count > 0 ? trainer.Evaluate(valid) : null;
-        CtrMetrics? testMetrics = test.Count > 0 ? trainer.Evaluate(test) : null;
+        CtrMetrics? testMetrics = test is { Count: > 0 } ? trainer.Evaluate(test) : null;
         double seconds = clock.Elapsed.TotalSeconds;
         File.WriteAllText(Path.Combine(directory, SummaryFile), JsonSerializer.Serialize(new
         {
             k = options.K, embed_dim = options.EmbedDim, epochs = options.Loop.Epochs, batch_size = options.Loop.BatchSize,
-            embedding_init_std = options.EmbeddingInitStd, dropout = options.Dropout, lr = options.Loop.LearningRate, weight_decay = options.Loop.WeightDecay, patience = options.Loop.Patience, seed = options.Loop.Seed,
+            embedding_init_std = options.EmbeddingInitStd, dropout = options.Dropout, drop_fields = options.DropFields,
+            fields = config.Fields.Select(f => f.Name).ToArray(), test_evaluated = options.EvaluateTest, lr = options.Loop.LearningRate, lr_decay = options.Loop.LinearDecay, weight_decay = options.Loop.WeightDecay, patience = options.Loop.Patience, seed = options.Loop.Seed,
             best_epoch = result.BestEpoch, stopped_early = result.StoppedEarly, selected_on = result.SelectedOn,
             train_samples = train.Count, valid = Metrics(validMetrics), test = Metrics(testMetrics), seconds,
         }, new JsonSerializerOptions { WriteIndented = true }) + "\n");

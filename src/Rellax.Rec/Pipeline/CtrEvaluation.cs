@@ -320,13 +320,15 @@ public static class CtrEvaluation
 
         clock.Restart();
         int? components = Pca.Honour(o.PcaComponents, rows, dim, warn);
+        // Without PCA, a cosine index is centred first, as `rellax index` builds it by default: one rule everywhere, so
+        // that `retrieve` on such an index and this stage pick the same items.
         using var index = SubrIndex.Build(backend, vectors, rows, dim, default,
-            new SubrIndexOptions { PcaComponents = components, Similarity = o.Similarity });
+            new SubrIndexOptions { PcaComponents = components, Similarity = o.Similarity, Center = true });
         explained = index.ExplainedVarianceRatio?.Sum();
         stages.Add(new StageTiming("pca", clock.Elapsed.TotalSeconds, rows, "items"));
 
         string positionsKey;
-        using (var key = new CacheKey("subr-positions v1"))
+        using (var key = new CacheKey("subr-positions v2"))
         {
             key.Add(vectorsKey).Add(components ?? 0).Add((long)o.Similarity).Add(o.K).Add((long)o.Order);
             for (int u = 0; u < set.Dataset.UserKeys.Count; u++)

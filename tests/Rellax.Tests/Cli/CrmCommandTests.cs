@@ -79,6 +79,81 @@ public sealed class CrmCommandTests
     }
 
     [Test]
+    public void DropFieldsWritesAConfigWithoutThemAndNoTestHidesTheTestSplit()
+    {
+        string output = Path.Combine(_dir, "din-drop");
+        var r = Run("crm", "train", "--data", _data, "--output", output, "--epochs", "1", "--k", "8", "--embed-dim", "4",
+            "--drop-fields", "user,job", "--no-test", "--json");
+        Assert.That(r.Code, Is.EqualTo(0), r.Err);
+        using var doc = JsonDocument.Parse(r.Out);
+        Assert.That(doc.RootElement.GetProperty("test").ValueKind, Is.EqualTo(JsonValueKind.Null), "--no-test: no test metrics");
+        Assert.That(doc.RootElement.GetProperty("valid").GetProperty("auc").ValueKind, Is.EqualTo(JsonValueKind.Number));
+        var config = DinConfig.Load(Path.Combine(output, DinModel.ConfigFile));
+        Assert.That(config.Fields.Select(f => f.Name), Does.Not.Contain("user").And.Not.Contain("job").And.Contain("item"));
+        using (var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, DinTraining.SummaryFile))))
+        {
+            Assert.That(summary.RootElement.GetProperty("test").ValueKind, Is.EqualTo(JsonValueKind.Null));
+            Assert.That(summary.RootElement.GetProperty("test_evaluated").GetBoolean(), Is.False);
+        }
+
+        // The folder is used as it is: crm score and eval read it.
+        var s = Run("crm", "score", "--din", output, "--data", _data, "--split", "valid", "--output", Path.Combine(_dir, "drop.jsonl"), "--json");
+        Assert.That(s.Code, Is.EqualTo(0), s.Err);
+        using var sdoc = JsonDocument.Parse(s.Out);
+        Assert.That(sdoc.RootElement.GetProperty("metrics").GetProperty("auc").GetDouble(),
+            Is.EqualTo(doc.RootElement.GetProperty("valid").GetProperty("auc").GetDouble()), "the scored valid AUC is the trained one");
+
+        // Without --no-test the text output has a test line; with it, none.
+        var t = Run("crm", "train", "--data", _data, "--output", Path.Combine(_dir, "din-notest"), "--epochs", "1", "--embed-dim", "4", "--no-test");
+        Assert.That(t.Code, Is.EqualTo(0), t.Err);
+        Assert.That(t.Out, Does.Contain("valid: AUC").And.Not.Contain("test:"));
+    }
+
+    [Test]
+    public void LrDecayLowersTheLearningRateLinearly()
+    {
+        string output = Path.Combine(_dir, "din-decay");
+        var r = Run("crm", "train", "--data", _data, "--output", output, "--epochs", "2", "--embed-dim", "4", "--batch-size", "4", "--lr-decay", "--no-test");
+        Assert.That(r.Code, Is.EqualTo(0), r.Err);
+        using (var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, DinTraining.SummaryFile))))
+            Assert.That(summary.RootElement.GetProperty("lr_decay").GetBoolean(), Is.True);
+        var lrs = File.ReadLines(Path.Combine(output, DinTraining.LogFile))
+            .Select(l => JsonDocument.Parse(l).RootElement).Where(e => e.TryGetProperty("lr", out _))
+            .Select(e => (Step: e.GetProperty("step").GetInt32(), Lr: e.GetProperty("lr").GetDouble())).ToArray();
+        Assert.That(lrs, Has.Length.GreaterThanOrEqualTo(2), "the log has step lines");
+        for (int i = 1; i < lrs.Length; i++) Assert.That(lrs[i].Lr, Is.LessThan(lrs[i - 1].Lr), $"step {lrs[i].Step}");
+        Assert.That(lrs[0].Lr, Is.LessThan(1e-3).And.GreaterThan(0));
+        // Linear to 0 over all T steps: step g (1-based) runs at lr (T - (g - 1)) / T; T is the last epoch line's step.
+        int total = File.ReadLines(Path.Combine(output, DinTraining.LogFile)).Select(l => JsonDocument.Parse(l).RootElement)
+            .Where(e => e.TryGetProperty("valid_auc", out _)).Last().GetProperty("step").GetInt32();
+        foreach (var (step, rate) in lrs) Assert.That(rate, Is.EqualTo(1e-3 * (total - (step - 1)) / total).Within(1e-9), $"step {step} of {total}");
+    }
+
+    [TestCase("--lr-decay")]
+    [TestCase("--no-test")]
+    public void RefusesAValueForAFlag(string flag)
+    {
+        string output = Path.Combine(_dir, "out-flag");
+        AssertOneLineError(Run("crm", "train", "--data", _data, "--output", output, flag, "sometimes"), "sometimes");
+        Assert.That(Directory.Exists(output), Is.False);
+        AssertNoTemporaries();
+    }
+
+    [TestCase("item", "--drop-fields: the 'item' field cannot be dropped")]
+    [TestCase("user,zip", "--drop-fields: 'zip' is not a DIN field")]
+    [TestCase("location", "cannot drop field 'location': it is not a field of dataset")]
+    public void RefusesBadDropFields(string value, string message)
+    {
+        string output = Path.Combine(_dir, "out-drop");
+        var r = Run("crm", "train", "--data", _data, "--output", output, "--drop-fields", value);
+        Assert.That(r.Code, Is.Not.EqualTo(0));
+        Assert.That(r.Err + r.Out, Does.Contain(message));
+        Assert.That(r.Err, Does.Not.Contain("   at "), "no stack trace");
+        Assert.That(Directory.Exists(output), Is.False);
+        AssertNoTemporaries();
+    }
+
+    [Test]
     public void RefusesAFolderThatIsNotAPreparedDataset()
     {
         string notPrepared = Path.Combine(_dir, "empty-folder");

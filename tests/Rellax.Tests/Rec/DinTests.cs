@@ -260,6 +260,36 @@ public sealed class DinTests
     }
 
     [Test]
+    public void ForLeavesOutDroppedFieldsAndTheConfigRoundTrips()
+    {
+        var dataset = HandMade();
+        var config = DinConfig.For(dataset, embedDim: 6, dropFields: ["user", "job"]);
+        Assert.That(config.Fields.Select(f => f.Name), Is.EqualTo(new[] { "item", "gender", "age", "genre" }));
+        Assert.That(config.Fields.Select(f => f.VocabularySize), Is.EqualTo(new[] { 6, 3, 4, 4 }), "the kept fields keep their vocabularies");
+        Assert.That(config.ItemFieldIndex, Is.EqualTo(0));
+        Assert.That(config.RatingOffset, Is.EqualTo(6 + 3 + 4 + 4));
+        Assert.That(config.TowerInputDim, Is.EqualTo(5 * 6));
+
+        // What DinModel writes is read back as is, and fits the dataset it came from.
+        string dir = Directory.CreateTempSubdirectory("rellax-din-drop-").FullName;
+        try
+        {
+            var model = DinModel.CreateRandom(config, seed: 3);
+            model.Save(dir);
+            var loaded = DinModel.Load(dir, dataset);
+            Assert.That(loaded.Config.Fields.Select(f => (f.Name, f.VocabularySize)), Is.EqualTo(config.Fields.Select(f => (f.Name, f.VocabularySize))));
+            Assert.That(loaded.Config.NumFeatures, Is.EqualTo(config.NumFeatures));
+            Assert.That(loaded.EmbeddingRow(0).ToArray(), Is.EqualTo(model.EmbeddingRow(0).ToArray()));
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+
+        Assert.That(DinConfig.For(dataset, 6, []).Fields, Has.Count.EqualTo(6), "an empty list drops nothing");
+        Assert.That(() => DinConfig.For(dataset, 6, ["item"]), Throws.ArgumentException.With.Message.Contains("cannot drop field 'item'"));
+        Assert.That(() => DinConfig.For(dataset, 6, ["location"]), Throws.ArgumentException.With.Message
+            .Contains("cannot drop field 'location': it is not a field of dataset").And.Message.Contains("(fields: user, item, gender, age, job, genre)"));
+    }
+
+    [Test]
     public void FeaturizeMatchesTorchOnTheHandMadeLayout()
     {
         var dataset = HandMade();
