@@ -8,7 +8,8 @@ namespace Rellax.Cli;
 
 /// <summary>
 /// <c>rellax score</c>: CTR scores p(yes) for a JSONL file of prompts with a base model and an optional ReLLaX adapter
-/// (<see cref="CtrScorer"/>). Every line is parsed and validated before anything runs; the output is written atomically.
+/// (<see cref="CtrScorer"/>). A regular input file is read twice: every line is parsed and validated before any is scored,
+/// then scored chunk by chunk, so memory is bounded by a chunk, not by the file; the output is written atomically.
 /// </summary>
 internal static class ScoreCommand
 {
@@ -23,8 +24,11 @@ internal static class ScoreCommand
         Output (JSONL), one line per input line, same order, the id echoed as written:
           {"id": ..., "p_yes": float, "logit_yes": float, "logit_no": float}
         Every line is checked (JSON, field types, vector lengths, markers vs embeddings, prompt length vs
-        max_position_embeddings) before any scoring; errors name FILE:LINE. --output is written to a temporary file and
-        renamed at the end: a failed run leaves no output and does not touch an existing file.
+        max_position_embeddings) before any scoring; errors name FILE:LINE. The file is then read again and scored in
+        chunks of 64 × --batch-size prompts, so memory does not grow with the file. An input that can be read only once
+        (a FIFO, /dev/stdin from a pipe) is checked and scored chunk by chunk: its errors surface with the chunk.
+        --output is written to a temporary file and renamed at the end: a failed run leaves no output and does not
+        touch an existing file.
 
         Examples:
           rellax score --input requests.jsonl
@@ -62,18 +66,27 @@ internal static class ScoreCommand
     private sealed record Settings(string ModelDir, string? AdapterDir, PromptTemplate Template, AttentionPrecision Attention,
         string BackendName, int Threads, int BatchSize, int MaxBatchTokens, string Yes, string No, string InputPath, string? OutputPath, bool Json, ModelLoadOptions Weights);
 
+    /// <summary>Most requests held in memory at once (one chunk of pass 2); 0: <see cref="ScoringOptions.BatchSize"/> · 64.
+    /// Tests set it small to exercise several chunks on a short file.</summary>
+    internal static int ChunkRequests { get; set; }
+
+    /// <summary>The most requests the last run held in memory at once (the largest chunk it scored); tests read it.</summary>
+    internal static int MostRequestsHeld { get; private set; }
+
     private static int Run(Settings s, CancellationToken cancel)
     {
-        // Parse every line first (no model needed: a malformed line fails at once), then load the model and validate every
-        // request before scoring any: a bad line late in a big file fails in seconds, not hours.
+        // Memory is bounded by one chunk of requests, never by the file. A regular input is read twice: pass 1 parses and
+        // validates every line (keeping only counts), so a bad line late in a big file fails in seconds, before any scoring
+        // or output; pass 2 reads it again chunk by chunk, scores each chunk and writes its lines at once. An input that
+        // cannot be read twice (a FIFO, a pipe behind /dev/stdin) is read once, chunk by chunk (validated, then scored):
+        // its errors surface per chunk, after the earlier chunks' lines were written (to a FIFO or stdout; --output to a
+        // regular file is still replaced only at the end).
         var clock = Stopwatch.StartNew();
-        List<ScoreRequestsFile.Entry> entries;
-        using (var input = LineReader.Open(s.InputPath, "input file"))
-        {
-            if (s.OutputPath is not null) OutputFile.Check(s.OutputPath, "--output", s.InputPath, s.ModelDir, s.AdapterDir);
-            entries = ScoreRequestsFile.Read(input).ToList();
-        }
-        double parseMs = clock.Elapsed.TotalMilliseconds;
+        MostRequestsHeld = 0;
+        using var input = LineReader.Open(s.InputPath, "input file");
+        bool twoPasses = OutputFile.IsRegularFile(s.InputPath);
+        if (s.OutputPath is not null) OutputFile.Check(s.OutputPath, "--output", s.InputPath, s.ModelDir, s.AdapterDir);
+        double openMs = clock.Elapsed.TotalMilliseconds;
 
         using var backend = CommonOptions.CreateBackend(s.BackendName, s.Threads);
         clock.Restart();
@@ -83,13 +96,11 @@ internal static class ScoreCommand
         using var scorer = new CtrScorer(model, adapter, options);
         double loadMs = clock.Elapsed.TotalMilliseconds;
 
-        clock.Restart();
-        long tokens = 0;
-        foreach (var entry in entries)
+        int Check(ScoreRequestsFile.Entry entry)
         {
             try
             {
-                tokens += scorer.Validate(entry.Request);
+                return scorer.Validate(entry.Request);
             }
             catch (ArgumentException e)
             {
@@ -99,45 +110,91 @@ internal static class ScoreCommand
                 throw new RecordException(s.InputPath, entry.Line, $"id {entry.RawId}: {e.Message}{advice}", e);
             }
         }
-        double validateMs = parseMs + clock.Elapsed.TotalMilliseconds;
 
-        clock.Restart();
-        CtrScore[] scores;
-        if (entries.Count == 0) scores = [];
-        else
+        // Pass 1 (a regular file): parse and validate every line, keeping counts only.
+        long count = 0, tokens = 0;
+        var checkClock = new Stopwatch();
+        if (twoPasses)
         {
-            using var progress = new TerminalProgress("scoring", entries.Count);
+            checkClock.Start();
+            foreach (var entry in ScoreRequestsFile.Read(input))
+            {
+                tokens += Check(entry);
+                count++;
+            }
+            checkClock.Stop();
+        }
+
+        // Pass 2: chunk by chunk, score and write.
+        clock.Restart();
+        int chunkSize = ChunkRequests > 0 ? ChunkRequests : (int)Math.Min(int.MaxValue, 64L * s.BatchSize);
+        long scored = 0;
+        var progress = twoPasses && count > 0 ? new TerminalProgress("scoring", (int)Math.Min(count, int.MaxValue)) : null;
+        void ScoreAll(Stream output)
+        {
+            using var again = twoPasses ? LineReader.Open(s.InputPath, "input file") : null;
+            var chunk = new List<ScoreRequestsFile.Entry>(Math.Min(chunkSize, 4096));
+            foreach (var entry in ScoreRequestsFile.Read(again ?? input))
+            {
+                chunk.Add(entry);
+                if (chunk.Count == chunkSize) ScoreChunk(chunk, output);
+            }
+            if (chunk.Count > 0) ScoreChunk(chunk, output);
+            if (twoPasses && scored != count)
+                throw new IOException($"input file '{s.InputPath}' changed while it was being scored ({count} requests when checked, {scored} when scored)");
+        }
+        void ScoreChunk(List<ScoreRequestsFile.Entry> chunk, Stream output)
+        {
+            cancel.ThrowIfCancellationRequested();
+            MostRequestsHeld = Math.Max(MostRequestsHeld, chunk.Count);
+            if (!twoPasses)
+            {
+                checkClock.Start();
+                foreach (var entry in chunk) tokens += Check(entry);
+                checkClock.Stop();
+                count += chunk.Count;
+            }
+            CtrScore[] scores;
+            long before = scored;
             try
             {
-                scores = scorer.Score(entries.Select(e => e.Request).ToList(), progress, cancel);
+                scores = scorer.Score(chunk.ConvertAll(e => e.Request), progress is null ? null : new Offset(progress, before), cancel);
             }
-            catch (RecordException e) when (e.Record is int i && i < entries.Count)
+            catch (RecordException e) when (e.Record is int i && i < chunk.Count)
             {
                 // Validate passed, so this should not happen; if it does, still name the line.
-                throw e.At(s.InputPath, entries[i].Line, $"id {entries[i].RawId}");
+                throw e.At(s.InputPath, chunk[i].Line, $"id {chunk[i].RawId}");
             }
+            if (scores.Length != chunk.Count)
+                throw new InvalidOperationException($"the scorer returned {scores.Length} scores for {chunk.Count} requests");
+            WriteScores(output, chunk, scores, s.InputPath);
+            scored += chunk.Count;
+            chunk.Clear();
         }
-        double scoreMs = clock.Elapsed.TotalMilliseconds;
-        if (scores.Length != entries.Count)
-            throw new InvalidOperationException($"the scorer returned {scores.Length} scores for {entries.Count} requests");
 
-        if (s.OutputPath is null)
+        using (progress)
         {
-            using var stdout = Console.OpenStandardOutput();
-            WriteScores(stdout, entries, scores, s.InputPath);
+            if (s.OutputPath is null)
+            {
+                using var stdout = Console.OpenStandardOutput();
+                ScoreAll(stdout);
+            }
+            else OutputFile.Write(s.OutputPath, ScoreAll, cancel);
         }
-        else OutputFile.Write(s.OutputPath, stream => WriteScores(stream, entries, scores, s.InputPath), cancel);
+        double validateMs = openMs + checkClock.Elapsed.TotalMilliseconds;
+        // Pass 2 re-reads and writes as it scores: its time, less any validation done in it, is the scoring time.
+        double scoreMs = clock.Elapsed.TotalMilliseconds - (twoPasses ? 0 : checkClock.Elapsed.TotalMilliseconds);
 
         double tokensPerSecond = scoreMs > 0 ? tokens / (scoreMs / 1000) : 0;
         if (s.Json)
         {
             string summary = JsonSerializer.Serialize(new
             {
-                input = s.InputPath, output = s.OutputPath, count = entries.Count, tokens, model = model.Directory, adapter = adapter?.Directory,
+                input = s.InputPath, output = s.OutputPath, count, tokens, model = model.Directory, adapter = adapter?.Directory,
                 adapter_parts = adapter is null ? null : Parts(adapter), template = s.Template.Name, backend = backend.Name,
                 attention = CommonOptions.Name(s.Attention), batch_size = s.BatchSize, max_batch_tokens = s.MaxBatchTokens, load_ms = Math.Round(loadMs, 3),
                 check_ms = Math.Round(validateMs, 3), score_ms = Math.Round(scoreMs, 3), tokens_per_second = Math.Round(tokensPerSecond, 1),
-                requests_per_second = Math.Round(scoreMs > 0 ? entries.Count / (scoreMs / 1000) : 0, 2),
+                requests_per_second = Math.Round(scoreMs > 0 ? count / (scoreMs / 1000) : 0, 2),
             });
             if (s.OutputPath is not null) Console.WriteLine(summary);
             else Console.Error.WriteLine(summary);
@@ -145,7 +202,7 @@ internal static class ScoreCommand
         else
         {
             string adapterText = adapter is null ? "no adapter" : $"adapter {Parts(adapter)}";
-            Console.Error.WriteLine($"[{backend.Name}, {CommonOptions.Name(s.Attention)} attention, {adapterText}] {entries.Count} prompts, {tokens} tokens: " +
+            Console.Error.WriteLine($"[{backend.Name}, {CommonOptions.Name(s.Attention)} attention, {adapterText}] {count} prompts, {tokens} tokens: " +
                 $"load {loadMs:F0} ms, check {validateMs:F0} ms, score {scoreMs:F0} ms ({tokensPerSecond:F0} tokens/s)" +
                 (s.OutputPath is null ? "" : $" → {s.OutputPath}"));
         }
@@ -159,6 +216,12 @@ internal static class ScoreCommand
         if (adapter.Targets.Count > 0) parts.Add(adapter.HasGenerators ? "cflora" : "lora");
         if (adapter.Projector is not null) parts.Add("spa");
         return parts.Count == 0 ? "empty" : string.Join("+", parts);
+    }
+
+    /// <summary>A chunk's progress (requests done in the chunk) as progress over the whole file.</summary>
+    private sealed class Offset(IProgress<int> total, long before) : IProgress<int>
+    {
+        public void Report(int value) => total.Report((int)Math.Min(before + value, int.MaxValue));
     }
 
     /// <summary>Writes one JSON line per score: <c>{"id":RAW,"p_yes":...,"logit_yes":...,"logit_no":...}</c>, UTF-8, <c>\n</c>.</summary>

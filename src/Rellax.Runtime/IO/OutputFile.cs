@@ -183,6 +183,11 @@ public static partial class OutputFile
         return Stat(ra) is { } sa && Stat(rb) is { } sb && sa.Device == sb.Device && sa.Inode == sb.Inode;
     }
 
+    /// <summary>Whether <paramref name="path"/> is, after following links, a regular file: one that can be read twice
+    /// (not a FIFO, a character device such as <c>/dev/stdin</c> on a terminal, or a pipe behind <c>/dev/stdin</c>).</summary>
+    /// <param name="path">Any path; a missing one is not a regular file.</param>
+    internal static bool IsRegularFile(string path) => KindOf(Path.GetFullPath(path)) == Kind.Regular;
+
     /// <summary>The full path with every symbolic link followed to its final target (a dangling link gives the path it
     /// points to, which the write then creates).</summary>
     private static string Resolve(string path)

@@ -324,6 +324,109 @@ public sealed class ScoreCommandTests
         Assert.That(stderr, Does.StartWith("rellax: ").And.Contain("no-adapter"));
     }
 
+    /// <summary>Runs <c>rellax</c> in this process (so <see cref="Rellax.Cli.ScoreCommand.ChunkRequests"/> applies) with
+    /// chunks of <paramref name="chunk"/> requests; returns the exit code, stderr and the most requests held at once.</summary>
+    private static (int Code, string Err, int Held) RunChunked(int chunk, params string[] args)
+    {
+        var saved = Console.Error;
+        using var err = new StringWriter();
+        Console.SetError(err);
+        Rellax.Cli.ScoreCommand.ChunkRequests = chunk;
+        try
+        {
+            int code = Rellax.Cli.RellaxCli.Run(args);
+            return (code, err.ToString(), Rellax.Cli.ScoreCommand.MostRequestsHeld);
+        }
+        finally
+        {
+            Rellax.Cli.ScoreCommand.ChunkRequests = 0;
+            Console.SetError(saved);
+        }
+    }
+
+    private static string[] StoryLines(int n, int first = 0) => [.. Enumerable.Range(first, n).Select(i => JsonSerializer.Serialize(new
+    {
+        id = $"s{i}",
+        prompt = string.Concat(Enumerable.Repeat("Once upon a time ", i % 5 + 1)) + $"girl number {i} saw a dog. Did she like it?",
+    }))];
+
+    [Test, NonParallelizable] // sets the process-wide ScoreCommand.ChunkRequests
+    public void ManyChunksGiveTheLibrarysScoresHoldingAtMostOneChunk()
+    {
+        string input = Path.Combine(_dir, "chunks.jsonl");
+        var lines = StoryLines(11).ToList();
+        lines.Insert(4, "");
+        File.WriteAllLines(input, lines);
+        var ids = Enumerable.Range(0, 11).Select(i => (object)$"s{i}").ToList();
+        string[] common = ["score", "--model", _model, "--input", input, "--template", "none", "--backend", "cpu", "--threads", "1"];
+
+        string output = Path.Combine(_dir, "chunks-out.jsonl");
+        var (code, err, held) = RunChunked(3, [.. common, "--output", output, "--batch-size", "2", "--json"]);
+        Assert.That(code, Is.EqualTo(0), err);
+        Assert.That(held, Is.EqualTo(3), "11 requests in chunks of 3: never more than 3 held, and a full chunk was");
+        AssertScoresMatch(File.ReadAllLines(output), ids, LibraryScores(input, null, "none"));
+
+        // One prompt per batch: the batches are the same whatever the chunks, so the bytes are the same as a one-chunk run.
+        string single = Path.Combine(_dir, "chunks-single.jsonl"), chunked = Path.Combine(_dir, "chunks-chunked.jsonl");
+        (code, err, held) = RunChunked(0, [.. common, "--output", single, "--batch-size", "1"]);
+        Assert.That(code, Is.EqualTo(0), err);
+        Assert.That(held, Is.EqualTo(11), "the default chunk (64 × --batch-size) holds the whole short file");
+        (code, err, held) = RunChunked(2, [.. common, "--output", chunked, "--batch-size", "1"]);
+        Assert.That(code, Is.EqualTo(0), err);
+        Assert.That(held, Is.EqualTo(2));
+        Assert.That(File.ReadAllBytes(chunked), Is.EqualTo(File.ReadAllBytes(single)));
+    }
+
+    [Test]
+    public void ABadLineAfterManyGoodOnesFailsBeforeAnyOutput()
+    {
+        // 400 good lines (over 6 default chunks at --batch-size 1) and a bad one: nothing may reach stdout.
+        string input = Path.Combine(_dir, "late-bad.jsonl");
+        File.WriteAllLines(input, [.. StoryLines(400), """{"id": "bad", "prompt": "a movie[target]"}"""]);
+        var (code, stdout, stderr) = Run("score", "--input", input, "--template", "none", "--batch-size", "1", "--backend", "cpu", "--threads", "1");
+        Assert.That(code, Is.EqualTo(1), stderr);
+        Assert.That(stdout, Is.Empty, "validated before anything is scored or written");
+        Assert.That(stderr, Does.StartWith($"rellax: {input}:401: id \"bad\"").And.Contain("[target]"));
+        Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1), stderr);
+    }
+
+    /// <summary>Makes a FIFO and writes <paramref name="lines"/> into it from another thread (the writer blocks until
+    /// the command opens it).</summary>
+    private string Fifo(string name, IEnumerable<string> lines, out Task writer)
+    {
+        string fifo = Path.Combine(_dir, name);
+        using (var mk = System.Diagnostics.Process.Start("mkfifo", fifo)) mk.WaitForExit();
+        Assume.That(File.Exists(fifo), "mkfifo is needed");
+        writer = Task.Run(() => File.WriteAllLines(fifo, lines));
+        return fifo;
+    }
+
+    [Test, NonParallelizable] // sets the process-wide ScoreCommand.ChunkRequests
+    public void AFifoInputIsReadOnceInChunks()
+    {
+        var lines = StoryLines(7);
+        string copy = Path.Combine(_dir, "fifo-copy.jsonl"), output = Path.Combine(_dir, "fifo-out.jsonl");
+        File.WriteAllLines(copy, lines);
+        string fifo = Fifo("requests.fifo", lines, out var writer);
+        var (code, err, held) = RunChunked(2, "score", "--model", _model, "--input", fifo, "--output", output, "--template", "none",
+            "--backend", "cpu", "--threads", "1", "--batch-size", "2", "--json");
+        Assert.That(writer.Wait(TimeSpan.FromSeconds(30)), Is.True);
+        Assert.That(code, Is.EqualTo(0), err);
+        Assert.That(held, Is.EqualTo(2));
+        AssertScoresMatch(File.ReadAllLines(output), Enumerable.Range(0, 7).Select(i => (object)$"s{i}").ToList(), LibraryScores(copy, null, "none"));
+
+        // A bad line in a FIFO fails with its chunk, named by line; --output (a regular file) is still not written.
+        string badOutput = Path.Combine(_dir, "fifo-bad-out.jsonl");
+        fifo = Fifo("bad.fifo", [.. StoryLines(5), """{"id": 9, "prompt": "x[target]"}"""], out writer);
+        (code, err, _) = RunChunked(2, "score", "--model", _model, "--input", fifo, "--output", badOutput, "--template", "none",
+            "--backend", "cpu", "--threads", "1");
+        Assert.That(writer.Wait(TimeSpan.FromSeconds(30)), Is.True);
+        Assert.That(code, Is.EqualTo(1), err);
+        Assert.That(err, Does.StartWith($"rellax: {fifo}:6: id 9: ").And.Contain("[target]"));
+        Assert.That(File.Exists(badOutput), Is.False);
+        Assert.That(Directory.GetFiles(_dir, "*.tmp-*"), Is.Empty);
+    }
+
     [Test]
     public void HelpShowsTheFormatsAndExamples()
     {
