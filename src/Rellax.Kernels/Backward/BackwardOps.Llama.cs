@@ -37,14 +37,7 @@ public sealed partial class BackwardOps
     /// <param name="sin">The forward's sin table, f32 [P, D/2].</param>
     public void Rope(Tensor dy, Tensor positions, Tensor cos, Tensor sin)
     {
-        Check.F32(_backend, dy, nameof(dy), 3); Check.Of(_backend, positions, nameof(positions), DType.I32, 1);
-        Check.F32(_backend, cos, nameof(cos), 2); Check.F32(_backend, sin, nameof(sin), 2);
-        int d = dy.Dim(2);
-        if (d % 2 != 0) throw new ArgumentException($"RoPE needs an even head dimension; dy is {dy}", nameof(dy));
-        if (positions.Dim(0) != dy.Dim(0))
-            throw new ArgumentException($"positions {positions} must have one entry per token of dy {dy}", nameof(positions));
-        if (cos.Dim(1) != d / 2 || !cos.Shape.SequenceEqual(sin.Shape))
-            throw new ArgumentException($"cos and sin must both be [P, {d / 2}] for dy {dy}; got cos {cos}, sin {sin}", nameof(cos));
+        Check.Rope(_backend, dy, nameof(dy), positions, cos, sin);
         Check.NoOverlap(dy, nameof(dy), cos, nameof(cos)); Check.NoOverlap(dy, nameof(dy), sin, nameof(sin));
         if (dy.ElementCount == 0) return;
         K.Rope(dy, positions, cos, sin);

@@ -34,6 +34,20 @@ internal static class Check
             throw new ArgumentException($"{name} {vector} must match the last axis of x {x}", name);
     }
 
+    /// <summary>RoPE's arguments, forward or backward: <paramref name="x"/> f32 [T, H, D] with D even (named
+    /// <paramref name="name"/> in errors), positions i32 [T], cos and sin f32 [P, D/2].</summary>
+    public static void Rope(ComputeBackend backend, Tensor x, string name, Tensor positions, Tensor cos, Tensor sin)
+    {
+        F32(backend, x, name, 3); Of(backend, positions, nameof(positions), DType.I32, 1);
+        F32(backend, cos, nameof(cos), 2); F32(backend, sin, nameof(sin), 2);
+        int d = x.Dim(2);
+        if (d % 2 != 0) throw new ArgumentException($"RoPE needs an even head dimension; {name} is {x}", name);
+        if (positions.Dim(0) != x.Dim(0))
+            throw new ArgumentException($"positions {positions} must have one entry per token of {name} {x}", nameof(positions));
+        if (cos.Dim(1) != d / 2 || !cos.Shape.SequenceEqual(sin.Shape))
+            throw new ArgumentException($"cos and sin must both be [P, {d / 2}] for {name} {x}; got cos {cos}, sin {sin}", nameof(cos));
+    }
+
     public static void Eps(float eps)
     {
         if (!(eps >= 0) || !float.IsFinite(eps)) throw new ArgumentOutOfRangeException(nameof(eps), eps, "eps must be finite and >= 0");

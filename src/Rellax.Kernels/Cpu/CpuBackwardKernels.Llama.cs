@@ -37,25 +37,8 @@ internal sealed unsafe partial class CpuBackwardKernels
         });
     }
 
-    public void Rope(Tensor dy, Tensor positions, Tensor cos, Tensor sin)
-    {
-        var pos = CpuBackend.Span<int>(positions);
-        foreach (int p in pos)
-            if ((uint)p >= (uint)cos.Dim(0))
-                throw new ArgumentOutOfRangeException(nameof(positions), p, $"position outside the RoPE table of {cos.Dim(0)} positions");
-        int heads = dy.Dim(1), d = dy.Dim(2), half = d / 2;
-        nint xp = (nint)CpuBackend.Ptr<float>(dy), pp = (nint)CpuBackend.Ptr<int>(positions);
-        nint cp = (nint)CpuBackend.Ptr<float>(cos), sp = (nint)CpuBackend.Ptr<float>(sin);
-        CpuSimd.ForChunks(_backend, dy.Dim(0) * heads, 3L * d, (i0, count) =>
-        {
-            for (int item = i0; item < i0 + count; item++)
-            {
-                float* x1 = (float*)xp + (long)item * d;
-                long row = (long)((int*)pp)[item / heads] * half;
-                CpuPrimitiveKernels.RotateHalf(x1, x1 + half, (float*)cp + row, (float*)sp + row, half, inverse: true);
-            }
-        });
-    }
+    public void Rope(Tensor dy, Tensor positions, Tensor cos, Tensor sin) =>
+        CpuPrimitiveKernels.Rope(_backend, dy, positions, cos, sin, inverse: true);
 
     public void SwiGlu(Tensor gate, Tensor up, Tensor dy, Tensor dGate, Tensor dUp)
     {

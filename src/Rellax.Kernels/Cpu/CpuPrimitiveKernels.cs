@@ -61,7 +61,10 @@ internal sealed unsafe class CpuPrimitiveKernels(CpuBackend backend) : IPrimitiv
         });
     }
 
-    public void Rope(Tensor x, Tensor positions, Tensor cos, Tensor sin)
+    public void Rope(Tensor x, Tensor positions, Tensor cos, Tensor sin) => Rope(_backend, x, positions, cos, sin, inverse: false);
+
+    /// <summary>RoPE over x [T, H, D] in place, or its inverse rotation (the backward), parallel over (token, head).</summary>
+    internal static void Rope(CpuBackend backend, Tensor x, Tensor positions, Tensor cos, Tensor sin, bool inverse)
     {
         var pos = CpuBackend.Span<int>(positions);
         foreach (int p in pos)
@@ -70,14 +73,13 @@ internal sealed unsafe class CpuPrimitiveKernels(CpuBackend backend) : IPrimitiv
         int heads = x.Dim(1), d = x.Dim(2), half = d / 2;
         nint xp = (nint)CpuBackend.Ptr<float>(x), pp = (nint)CpuBackend.Ptr<int>(positions);
         nint cp = (nint)CpuBackend.Ptr<float>(cos), sp = (nint)CpuBackend.Ptr<float>(sin);
-        CpuSimd.ForChunks(_backend, x.Dim(0) * heads, 3L * d, (i0, count) =>
+        CpuSimd.ForChunks(backend, x.Dim(0) * heads, 3L * d, (i0, count) =>
         {
             for (int item = i0; item < i0 + count; item++)
             {
-                int t = item / heads;
-                float* x1 = (float*)xp + (long)item * d, x2 = x1 + half;
-                long row = (long)((int*)pp)[t] * half;
-                RotateHalf(x1, x2, (float*)cp + row, (float*)sp + row, half);
+                float* x1 = (float*)xp + (long)item * d;
+                long row = (long)((int*)pp)[item / heads] * half;
+                RotateHalf(x1, x1 + half, (float*)cp + row, (float*)sp + row, half, inverse);
             }
         });
     }

@@ -191,14 +191,7 @@ public sealed class Primitives
     /// <param name="sin">sin of the angles, f32 [P, D/2].</param>
     public void Rope(Tensor x, Tensor positions, Tensor cos, Tensor sin)
     {
-        Check.F32(_backend, x, nameof(x), 3); Check.Of(_backend, positions, nameof(positions), DType.I32, 1);
-        Check.F32(_backend, cos, nameof(cos), 2); Check.F32(_backend, sin, nameof(sin), 2);
-        int d = x.Dim(2);
-        if (d % 2 != 0) throw new ArgumentException($"RoPE needs an even head dimension; x is {x}", nameof(x));
-        if (positions.Dim(0) != x.Dim(0))
-            throw new ArgumentException($"positions {positions} must have one entry per token of x {x}", nameof(positions));
-        if (cos.Dim(1) != d / 2 || !cos.Shape.SequenceEqual(sin.Shape))
-            throw new ArgumentException($"cos and sin must both be [P, {d / 2}] for x {x}; got cos {cos}, sin {sin}", nameof(cos));
+        Check.Rope(_backend, x, nameof(x), positions, cos, sin);
         if (x.ElementCount == 0) return;
         K.Rope(x, positions, cos, sin);
     }
