@@ -8,7 +8,7 @@ using TTensor = TorchSharp.torch.Tensor;
 namespace Rellax.Tests.Backward;
 
 /// <summary>
-/// The frozen Llama layer's dX-only backward ops (<see cref="BackwardOps"/> RmsNorm, Rope, SwiGlu) on the CPU backend
+/// The frozen Llama layer's dX-only backward ops (<see cref="BackwardOps"/> RmsNorm, Rope, SwiGlu, LinearInput with f32/f16/bf16 weights) on the CPU backend
 /// (1 and 2 threads, odd sizes, in-place aliasing) against <see cref="BackwardReference"/> (double), and both against
 /// TorchSharp float64 autograd of the forward ops written with torch (HF's RMSNorm, rotate_half RoPE, silu(g)·u).
 /// Tolerance for fp32 kernels: 2e-6·√N·max|e| + 1e-6 absolute plus 1e-5 relative (RMSNorm reduces over N; RoPE and
@@ -127,6 +127,49 @@ public sealed class LlamaBackwardOpsTests
         AssertKernel(u.ToArray<float>(), eUp, 4, "cpu dUp written over up");
     }
 
+    [TestCase(1, 1, new[] { 1 }, 1)]
+    [TestCase(7, 37, new[] { 45, 3, 17 }, 2)]
+    [TestCase(130, 264, new[] { 300 }, 2)]
+    [TestCase(33, 96, new[] { 96, 24, 24 }, 1)]
+    public void LinearInput(int rows, int din, int[] douts, int threads)
+    {
+        foreach (var dtype in new[] { DType.F32, DType.F16, DType.BF16 })
+        {
+            var terms = douts.Select((dout, m) => (
+                Dy: RandomData.Uniform(rows * dout, 10 * m + rows),
+                W: RandomData.Uniform(dout * din, 10 * m + din, -1, 1).Select(v => dtype switch
+                {
+                    DType.F16 => (float)(Half)v,
+                    DType.BF16 => (float)(Rellax.Kernels.BFloat16)v,
+                    _ => v,
+                }).ToArray(),
+                Dout: dout)).ToArray();
+            var expected = new float[rows * din];
+            BackwardReference.LinearInput(terms, expected, din);
+
+            using (var scope = torch.NewDisposeScope())
+            {
+                var tx = torch.zeros(rows, din, float64).requires_grad_();
+                var loss = torch.zeros(1, float64);
+                foreach (var (dy, w, dout) in terms)
+                    loss = loss + (nn.functional.linear(tx, D64(w, dout, din)) * D64(dy, rows, dout)).sum();
+                loss.backward();
+                RandomData.AssertClose(expected, Grad(tx), 1e-9, 1e-7, $"reference vs autograd ({dtype})");
+            }
+
+            using var backend = new CpuBackend(threads);
+            var dx = backend.Zeros(rows, din);
+            var frozen = terms.Select(t => new FrozenLinearTerm(backend.Tensor(t.Dy, rows, t.Dout), dtype switch
+            {
+                DType.F16 => backend.Tensor(t.W.Select(v => (Half)v).ToArray(), t.Dout, din),
+                DType.BF16 => backend.Tensor(t.W.Select(v => (Rellax.Kernels.BFloat16)v).ToArray(), t.Dout, din),
+                _ => backend.Tensor(t.W, t.Dout, din),
+            })).ToArray();
+            backend.Backward.LinearInput(frozen, dx);
+            AssertKernel(dx.ToArray<float>(), expected, douts.Sum(), $"cpu LinearInput ({dtype})");
+        }
+    }
+
     [Test]
     public void BadArgumentsNameTheArgument()
     {
@@ -142,5 +185,13 @@ public sealed class LlamaBackwardOpsTests
         ex = Assert.Throws<ArgumentException>(() => backend.Backward.Rope(backend.Zeros(3, 1, 7), backend.Tensor(new int[3], 3), backend.Zeros(4, 3), backend.Zeros(4, 3)));
         Assert.That(ex!.ParamName, Is.EqualTo("dy"));
         Assert.Throws<ArgumentOutOfRangeException>(() => backend.Backward.Rope(backend.Zeros(1, 1, 8), backend.Tensor(new[] { 9 }, 1), backend.Zeros(4, 4), backend.Zeros(4, 4)));
+        ex = Assert.Throws<ArgumentException>(() => backend.Backward.LinearInput([new FrozenLinearTerm(backend.Zeros(2, 5), backend.Zeros(4, 8))], backend.Zeros(2, 8)));
+        Assert.That(ex!.ParamName, Is.EqualTo("terms[0].DY"));
+        ex = Assert.Throws<ArgumentException>(() => backend.Backward.LinearInput([new FrozenLinearTerm(backend.Zeros(2, 4), backend.Zeros(4, 7))], backend.Zeros(2, 8)));
+        Assert.That(ex!.ParamName, Is.EqualTo("terms[0].W"));
+        var dyBuffer = backend.Zeros(2, 8);
+        ex = Assert.Throws<ArgumentException>(() => backend.Backward.LinearInput([new FrozenLinearTerm(dyBuffer, backend.Zeros(8, 8))], dyBuffer));
+        Assert.That(ex!.ParamName, Is.EqualTo("dx"));
+        Assert.Throws<ArgumentException>(() => backend.Backward.LinearInput([], backend.Zeros(2, 8)));
     }
 }
