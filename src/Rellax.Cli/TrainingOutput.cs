@@ -55,19 +55,21 @@ internal static class TrainingOutput
         return new Outcome<T>(result, stopped, kept);
     }
 
-    /// <summary>Prints the one line of a stopped run and returns its exit code: 1 after a NaN/∞ loss, 130 after Ctrl+C
+    /// <summary>Prints the one line of a stopped run and returns its exit code: 1 after a NaN/∞ loss or parameter, 130 after Ctrl+C
     /// (<c>rellax: cancelled</c>, the line every command prints, when nothing was kept).</summary>
     /// <param name="stopped">The exception in <see cref="Outcome{T}.Stopped"/>.</param>
     /// <param name="kept">Whether the last good checkpoint was committed.</param>
-    /// <param name="where">Where the loss diverged, e.g. <c>epoch 1, step 2</c>.</param>
+    /// <param name="where">Where training diverged, e.g. <c>epoch 1, step 2</c>.</param>
     /// <param name="keptText">What was kept, e.g. <c>the last good checkpoint is in DIR</c>.</param>
     /// <param name="nothingText">Why nothing was written, e.g. <c>no epoch finished, so nothing was written</c>.</param>
     public static int ReportStopped(Exception stopped, bool kept, string where, string keptText, string nothingText)
     {
         string what = kept ? keptText : nothingText;
-        if (stopped is TrainingDivergedException)
+        if (stopped is TrainingDivergedException d)
         {
-            Console.Error.WriteLine($"rellax: the training loss became NaN or infinite at {where}; stopped ({what})");
+            Console.Error.WriteLine(d.Parameter is null
+                ? $"rellax: the training loss became NaN or infinite at {where}; stopped ({what})"
+                : $"rellax: the update of {where} made {d.Parameter} NaN or infinite; stopped ({what})");
             return 1;
         }
         Console.Error.WriteLine(kept ? $"rellax: cancelled ({what})" : "rellax: cancelled");

@@ -124,14 +124,33 @@ public sealed record TrainingResult(IReadOnlyList<EpochRecord> Epochs, int BestE
     public bool ReachedMaxSteps { get; init; }
 }
 
-/// <summary>The loss became NaN or ∞: training stopped; the model holds the last good (best) parameters.</summary>
-public sealed class TrainingDivergedException(int epoch, int step, double loss)
-    : Exception($"the training loss became {loss} at epoch {epoch}, step {step}; training stopped (the last good checkpoint is kept)")
+/// <summary>The loss became NaN or ∞, or an update made a trained tensor non-finite: training stopped; the model holds the
+/// last good (best) parameters.</summary>
+public sealed class TrainingDivergedException : Exception
 {
+    /// <summary>The loss of a step was <paramref name="loss"/> (NaN or ∞).</summary>
+    public TrainingDivergedException(int epoch, int step, double loss)
+        : base($"the training loss became {loss} at epoch {epoch}, step {step}; training stopped (the last good checkpoint is kept)")
+    {
+        Epoch = epoch;
+        Step = step;
+    }
+
+    /// <summary>The update of a step made the trained tensor <paramref name="parameter"/> NaN or ∞ (its loss was finite).</summary>
+    public TrainingDivergedException(int epoch, int step, string parameter)
+        : base($"the update of epoch {epoch}, step {step} made {parameter} NaN or infinite; training stopped (the last good checkpoint is kept)")
+    {
+        Epoch = epoch;
+        Step = step;
+        Parameter = parameter;
+    }
+
     /// <summary>1-based epoch.</summary>
-    public int Epoch { get; } = epoch;
+    public int Epoch { get; }
     /// <summary>1-based step within the epoch.</summary>
-    public int Step { get; } = step;
+    public int Step { get; }
+    /// <summary>The trained tensor that became non-finite, or null when the loss did.</summary>
+    public string? Parameter { get; }
 }
 
 /// <summary>
@@ -164,7 +183,8 @@ public sealed class TrainingLoop(ITrainable model, TrainingOptions options)
     public event Action<ValidationRecord>? BestChanged;
 
     /// <summary>Trains; see the class remarks.</summary>
-    /// <exception cref="TrainingDivergedException">The loss became NaN or ∞ (the model holds the best parameters).</exception>
+    /// <exception cref="TrainingDivergedException">The loss became NaN or ∞, or an update made a parameter so (the model
+    /// holds the best parameters).</exception>
     /// <exception cref="OperationCanceledException">Cancelled between two steps (the model holds the best parameters).</exception>
     public TrainingResult Run(CancellationToken cancellationToken = default)
     {
@@ -235,6 +255,11 @@ public sealed class TrainingLoop(ITrainable model, TrainingOptions options)
                         : globalStep < _options.WarmupSteps ? schedule.Factor(globalStep) : 1f;
                     float lr = _options.LearningRate * factor;
                     optimizer.Step(parameters, lr);
+                    // An overflowing update (a huge learning rate) can leave a finite loss behind it: never validate,
+                    // keep or save non-finite parameters. MaxMagnitude is NaN or ∞ exactly when some value is.
+                    foreach (var p in parameters)
+                        if (!float.IsFinite(System.Numerics.Tensors.TensorPrimitives.MaxMagnitude<float>(p.Value)))
+                            throw new TrainingDivergedException(epoch, s + 1, p.Name);
                     globalStep++;
                     lossSum += loss * count;
                     seen += count;

@@ -162,13 +162,13 @@ public sealed class TrainCommandTests
     public void TrainsCfloraAndSpaFromAPreparedDatasetAndEvalLoadsTheOutput()
     {
         string output = Out("rellax");
-        var r = Run("train", "--data", _data, "--din", _din, "--k", "2", "--retrieval", "mixed", "--train-size", "4", "--valid-size", "4",
+        var r = Run("train", "--data", _data, "--din", _din, "--k", "2", "--retrieval", "mixed", "--train-size", "8", "--valid-size", "6",
             "--cflora", "--spa", "--r", "2", "--steps", "2", "--batch-size", "4", "--template", "none", "--threads", "1", "--output", output, "--json");
         Assert.That(r.Code, Is.EqualTo(0), r.Err);
         using var summary = JsonDocument.Parse(r.Out);
         var root = summary.RootElement;
-        Assert.That(root.GetProperty("train_examples").GetInt32(), Is.EqualTo(8), "mixed: each drawn row twice");
-        Assert.That(root.GetProperty("valid_examples").GetInt32(), Is.EqualTo(4));
+        Assert.That(root.GetProperty("train_examples").GetInt32(), Is.EqualTo(16), "mixed: each drawn row twice");
+        Assert.That(root.GetProperty("valid_examples").GetInt32(), Is.EqualTo(6));
         Assert.That(root.GetProperty("trainable").GetString(), Is.EqualTo("gate,projector"), "the reference's default for CFLoRA + SPA");
         var adapter = RellaxAdapter.Load(output, LlamaConfig.Load(Path.Combine(ModelPaths.Stories260K, "config.json")));
         Assert.That((adapter.HasGenerators, adapter.Projector is not null, adapter.Config.InstanceDim, adapter.Config.CrmEmbedDim),
@@ -181,20 +181,24 @@ public sealed class TrainCommandTests
     [Test]
     public void ANonFiniteLossStopsNamingTheStepAndKeepsTheLastGoodCheckpoint()
     {
-        // lr 1e30: the first AdamW step moves every trained weight by ~1e30, and a later forward overflows. Batch 1: the
-        // first epoch (8 steps) has no validation, so nothing was kept when the loss diverges.
+        // lr 1e30: the first AdamW step moves every trained weight by ~1e30, and a later step overflows (its loss, or the
+        // update itself). Batch 1: the first epoch (8 steps) has no validation, so nothing was kept.
         string output = Out("nan");
         var r = Run("train", "--input", _train, "--output", output, "--lr", "1e30", "--steps", "8", "--batch-size", "1", "--template", "none", "--threads", "1");
-        AssertOneLineError(r, "the training loss became NaN or infinite at step ");
+        AssertOneLineError(r, "NaN or infinite");
+        Assert.That(r.Err, Does.Match(@"rellax: (the training loss became NaN or infinite at|the update of) step \d+ \(epoch 1, step \d+ of the epoch\)"));
         Assert.That(r.Err, Does.Contain("nothing was written"));
         Assert.That(Directory.Exists(output), Is.False);
 
         // Validated after every step: the checkpoint of the last good validation is kept, and loads (no NaN in it).
         var kept = Run("train", "--input", _train, "--valid", _valid, "--output", output, "--lr", "1e30", "--steps", "8", "--batch-size", "1",
-            "--validate-every", "1", "--template", "none", "--threads", "1");
-        AssertOneLineError(kept, "the training loss became NaN or infinite at step ");
+            "--validate-every", "1", "--template", "none", "--threads", "1", "--json");
+        AssertOneLineError(kept, "NaN or infinite");
         Assert.That(kept.Err, Does.Contain($"the last good checkpoint is in {output}"));
+        Assert.That(kept.Out, Is.Empty, "no summary for a stopped run");
         Assert.That(() => RellaxAdapter.Load(output, LlamaConfig.Load(Path.Combine(ModelPaths.Stories260K, "config.json"))), Throws.Nothing);
+        var validations = Log(output).Where(l => l.TryGetProperty("valid_auc", out _)).ToList();
+        Assert.That(validations, Is.Not.Empty, "at least the first step was validated");
         AssertNoTemporaries();
     }
 

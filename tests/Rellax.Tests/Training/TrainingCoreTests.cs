@@ -168,6 +168,18 @@ public sealed class TrainingCoreTests
     }
 
     [Test]
+    public void AnUpdateThatOverflowsStopsNamingTheParameterAndKeepsTheBest()
+    {
+        // SGD with lr = float.MaxValue and gradient 1: w = -3.4e38 after step 1 (finite, validated at the epoch end), -∞
+        // after step 2, whose loss was finite: the loop stops there, naming w, and restores step 1's value.
+        var model = new Scripted(1, [0.6, 0.7]);
+        var e = Assert.Throws<TrainingDivergedException>(() => new TrainingLoop(model, Sgd(3, 1, 0) with { LearningRate = float.MaxValue }).Run())!;
+        Assert.That((e.Epoch, e.Step, e.Parameter), Is.EqualTo((2, 1, "w")));
+        Assert.That(e.Message, Does.Contain("made w NaN or infinite"));
+        Assert.That(model.W.Value[0], Is.EqualTo(-float.MaxValue));
+    }
+
+    [Test]
     public void CancellationStopsBetweenStepsAndKeepsTheBest()
     {
         using var cts = new CancellationTokenSource();
