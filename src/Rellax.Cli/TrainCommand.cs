@@ -123,6 +123,7 @@ internal static class TrainCommand
                 K = r.GetValue(k), Retrieval = r.GetValue(retrieval)!, Din = r.GetValue(din), Crm = r.GetValue(crm), TrainSize = r.GetValue(trainSize),
                 ValidSize = r.GetValue(validSize), Output = r.GetValue(output)!, Overwrite = r.GetValue(overwrite), InitAdapter = r.GetValue(init),
                 NewAdapterOptionGiven = new[] { (Option)rank, alpha, targets, cflora, spa }.Where(Given).Select(o => o.Name).FirstOrDefault(),
+                DataOptionGiven = new[] { (Option)k, retrieval }.Where(Given).Select(o => o.Name).FirstOrDefault(),
                 Init = new AdapterInitOptions { Rank = r.GetValue(rank), Alpha = r.GetValue(alpha), TargetModules = ParseModules(r.GetValue(targets)!).Modules!, Seed = r.GetValue(seed) },
                 Cflora = r.GetValue(cflora), Spa = r.GetValue(spa), Trainable = r.GetValue(trainable) is { } t ? ParseParts(t).Parts : null,
                 Loss = r.GetValue(loss) == "lm" ? CtrLoss.Lm : CtrLoss.Bce, Template = PromptTemplate.Parse(r.GetValue(template)!), BatchSize = r.GetValue(batch),
@@ -157,6 +158,7 @@ internal static class TrainCommand
         public bool Overwrite { get; init; }
         public string? InitAdapter { get; init; }
         public string? NewAdapterOptionGiven { get; init; }
+        public string? DataOptionGiven { get; init; }
         public required AdapterInitOptions Init { get; init; }
         public bool Cflora { get; init; }
         public bool Spa { get; init; }
@@ -331,6 +333,8 @@ internal static class TrainCommand
                 if (given is not null) throw new ArgumentException($"{name} goes with --data; with --input the vectors come from the input lines");
             if (s.TrainSize is not null || s.ValidSize is not null)
                 throw new ArgumentException($"{(s.TrainSize is not null ? "--train-size" : "--valid-size")} goes with --data (it draws rows of a prepared split)");
+            if (s.DataOptionGiven is { } dataOption)
+                throw new ArgumentException($"{dataOption} goes with --data (it builds prompts from a prepared dataset); --input lines are prompts already");
         }
         else if (s.Valid is not null)
             throw new ArgumentException("--valid goes with --input; with --data the prepared folder's valid split is used");

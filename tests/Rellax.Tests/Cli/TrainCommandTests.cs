@@ -278,6 +278,7 @@ public sealed class TrainCommandTests
     [TestCase(new[] { "--data", "DATA", "--valid", "TRAIN" }, "--valid goes with --input")]
     [TestCase(new[] { "--input", "TRAIN", "--din", "DIN" }, "--din goes with --data")]
     [TestCase(new[] { "--input", "TRAIN", "--train-size", "3" }, "--train-size goes with --data")]
+    [TestCase(new[] { "--input", "TRAIN", "--retrieval", "mixed" }, "--retrieval goes with --data")]
     [TestCase(new[] { "--data", "DATA", "--din", "DIN", "--crm", "TRAIN" }, "give either --din or --crm, not both")]
     [TestCase(new[] { "--input", "TRAIN", "--init-adapter", "DIN", "--r", "4" }, "--r describes a new adapter, but --init-adapter continues")]
     [TestCase(new[] { "--input", "TRAIN", "--cflora" }, "--cflora needs the CRM's user-state size d_h")]
