@@ -159,6 +159,26 @@ public sealed class TrainCommandTests
     }
 
     [Test]
+    public void RecomputeTrainsTheSameAdapterWithLessActivationMemory()
+    {
+        string kept = Out("keep-activations"), recomputed = Out("recompute");
+        string[] common = ["train", "--input", _train, "--steps", "2", "--batch-size", "8", "--template", "none", "--r", "2", "--threads", "1", "--json"];
+        var a = Run([.. common, "--output", kept]);
+        var b = Run([.. common, "--output", recomputed, "--recompute"]);
+        Assert.That((a.Code, b.Code), Is.EqualTo((0, 0)), a.Err + b.Err);
+        long Peak(string json) { using var d = JsonDocument.Parse(json); return d.RootElement.GetProperty("peak_activation_bytes").GetInt64(); }
+        Assert.That(Peak(b.Out), Is.GreaterThan(0).And.LessThan(Peak(a.Out)), "--recompute reaches the trainer");
+        var config = LlamaConfig.Load(Path.Combine(ModelPaths.Stories260K, "config.json"));
+        var x = RellaxAdapter.Load(kept, config);
+        var y = RellaxAdapter.Load(recomputed, config);
+        for (int t = 0; t < x.Targets.Count; t++)
+        {
+            RandomData.AssertClose(y.Targets[t].A, x.Targets[t].A, 1e-6, 1e-4, $"target {t} A");
+            RandomData.AssertClose(y.Targets[t].B, x.Targets[t].B, 1e-6, 1e-4, $"target {t} B");
+        }
+    }
+
+    [Test]
     public void TrainsCfloraAndSpaFromAPreparedDatasetAndEvalLoadsTheOutput()
     {
         string output = Out("rellax");
