@@ -101,63 +101,36 @@ internal static class CrmCommand
         var set = PreparedDataset.Load(dataDir);
         TerminalProgress? progress = null;
         double running = double.NaN;
-        DinTrainingResult? result = null;
-        Exception? stopped = null;
-        bool kept = false;
+        TrainingOutput.Outcome<DinTrainingResult> outcome;
         try
         {
-            // The folder is committed when training ends, or when it stops (NaN loss, Ctrl+C) after a complete best
-            // checkpoint was written; otherwise the temporary folder is removed and nothing is left behind.
-            OutputFile.WriteFolder(outputDir, refuse, temp =>
-            {
-                try
+            outcome = TrainingOutput.Write(outputDir, refuse, temp => DinTraining.Train(set, options, temp,
+                s =>
                 {
-                    result = DinTraining.Train(set, options, temp,
-                        s =>
-                        {
-                            if (s.Step == 1) { progress?.Dispose(); progress = new TerminalProgress($"epoch {s.Epoch}", s.StepsPerEpoch); }
-                            running = double.IsNaN(running) || s.Step == 1 ? s.Loss : 0.98 * running + 0.02 * s.Loss;
-                            progress!.Status = $"loss {running:F4}";
-                            progress.Report(s.Step);
-                        },
-                        r =>
-                        {
-                            progress?.Dispose();
-                            progress = null;
-                            if (!json)
-                                Console.Error.WriteLine($"epoch {r.Epoch}: train loss {r.TrainLoss:F4}, valid {Describe(r.Valid)}, {r.Seconds:F1}s{(r.IsBest ? " (best)" : "")}");
-                        },
-                        cancel);
-                }
-                catch (Exception e) when (e is TrainingDivergedException or OperationCanceledException)
+                    if (s.Step == 1) { progress?.Dispose(); progress = new TerminalProgress($"epoch {s.Epoch}", s.StepsPerEpoch); }
+                    running = double.IsNaN(running) || s.Step == 1 ? s.Loss : 0.98 * running + 0.02 * s.Loss;
+                    progress!.Status = $"loss {running:F4}";
+                    progress.Report(s.Step);
+                },
+                r =>
                 {
-                    stopped = e;
-                    if (!File.Exists(Path.Combine(temp, DinModel.ConfigFile)) || !File.Exists(Path.Combine(temp, DinModel.WeightsFile))) throw;
-                    kept = true;
-                }
-            }, CancellationToken.None);
-        }
-        catch (Exception e) when (e is TrainingDivergedException or OperationCanceledException && ReferenceEquals(e, stopped))
-        {
-            // Stopped before any complete checkpoint: reported below.
+                    progress?.Dispose();
+                    progress = null;
+                    if (!json)
+                        Console.Error.WriteLine($"epoch {r.Epoch}: train loss {r.TrainLoss:F4}, valid {Describe(r.Valid)}, {r.Seconds:F1}s{(r.IsBest ? " (best)" : "")}");
+                },
+                cancel),
+                temp => File.Exists(Path.Combine(temp, DinModel.ConfigFile)) && File.Exists(Path.Combine(temp, DinModel.WeightsFile)));
         }
         finally
         {
             progress?.Dispose();
         }
-        if (stopped is not null)
-        {
-            string what = kept ? $"the last good checkpoint is in {outputDir}" : "no epoch finished, so nothing was written";
-            if (stopped is TrainingDivergedException d)
-            {
-                Console.Error.WriteLine($"rellax: the training loss became NaN or infinite at epoch {d.Epoch}, step {d.Step}; stopped ({what})");
-                return 1;
-            }
-            // Nothing kept: the one line every command prints when cancelled.
-            Console.Error.WriteLine(kept ? $"rellax: cancelled ({what})" : "rellax: cancelled");
-            return 130;
-        }
-        var done = result!;
+        if (outcome.Stopped is { } stopped)
+            return TrainingOutput.ReportStopped(stopped, outcome.Kept,
+                stopped is TrainingDivergedException d ? $"epoch {d.Epoch}, step {d.Step}" : "",
+                $"the last good checkpoint is in {outputDir}", "no epoch finished, so nothing was written");
+        var done = outcome.Result!;
         if (json)
             Console.WriteLine(JsonSerializer.Serialize(new
             {

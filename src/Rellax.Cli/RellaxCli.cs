@@ -22,6 +22,7 @@ internal static class RellaxCli
         root.Add(EvalCommand.Create());
         root.Add(ExportCommand.Create());
         root.Add(CrmCommand.Create());
+        root.Add(TrainCommand.Create());
         root.Add(DemoCommand.Create());
         return root;
     }

@@ -96,20 +96,7 @@ internal static class ScoreCommand
         using var scorer = new CtrScorer(model, adapter, options);
         double loadMs = clock.Elapsed.TotalMilliseconds;
 
-        int Check(ScoreRequestsFile.Entry entry)
-        {
-            try
-            {
-                return scorer.Validate(entry.Request);
-            }
-            catch (ArgumentException e)
-            {
-                string advice = e is PromptTooLongException && s.Template.Name != PromptTemplate.None.Name
-                    ? $" (--template none drops the {s.Template.Name} template's {model.Tokenizer.Encode(s.Template.Apply(""), addSpecialTokens: false).Count} tokens)"
-                    : "";
-                throw new RecordException(s.InputPath, entry.Line, $"id {entry.RawId}: {e.Message}{advice}", e);
-            }
-        }
+        int Check(ScoreRequestsFile.Entry entry) => ScoreRequestsFile.Check(scorer, s.InputPath, entry);
 
         // Pass 1 (a regular file): parse and validate every line, keeping counts only.
         long count = 0, tokens = 0;

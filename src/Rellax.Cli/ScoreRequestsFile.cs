@@ -12,7 +12,8 @@ namespace Rellax.Cli;
 /// (<see cref="JsonLines"/>): a line longer than 16 MiB is refused naming the file and line.
 /// </summary>
 /// <remarks>Sizes are not checked here (the reader does not know d_h or E): <see cref="CtrScorer.Validate"/> does that
-/// against the adapter.</remarks>
+/// against the adapter. <see cref="ReadLabelled"/> reads the same lines with a required <c>"label"</c> (0 or 1) for
+/// <c>rellax train</c>.</remarks>
 internal static class ScoreRequestsFile
 {
     /// <summary>One input line.</summary>
@@ -31,6 +32,48 @@ internal static class ScoreRequestsFile
         ArgumentNullException.ThrowIfNull(reader);
         foreach (var (line, root) in JsonLines.Objects(reader))
             yield return Parse(root, new Where(reader.FileName, line));
+    }
+
+    /// <summary>
+    /// Parses every non-blank line as <see cref="Read"/> does, plus its <c>"label"</c>, which must be the number 0 or 1
+    /// (<c>rellax train</c>'s input).
+    /// </summary>
+    /// <exception cref="RecordException">A malformed line, or a label that is missing or not 0/1: <c>FILE:LINE: what is wrong</c>.</exception>
+    public static IEnumerable<(Entry Entry, int Label)> ReadLabelled(LineReader reader)
+    {
+        ArgumentNullException.ThrowIfNull(reader);
+        foreach (var (line, root) in JsonLines.Objects(reader))
+        {
+            var where = new Where(reader.FileName, line);
+            var entry = Parse(root, where);
+            if (!root.TryGetProperty("label", out var label))
+                throw where.Fail($"id {entry.RawId}: missing \"label\" (0 or 1)");
+            if (label.ValueKind != JsonValueKind.Number || !label.TryGetDouble(out double v) || (v != 0 && v != 1))
+                throw where.Fail($"id {entry.RawId}: \"label\" must be 0 or 1, got {Shorten(label.GetRawText())}");
+            yield return (entry, (int)v);
+        }
+    }
+
+    /// <summary>
+    /// Checks one parsed line against <paramref name="scorer"/> (vector lengths, markers against embeddings, prompt length
+    /// against the context) and returns its token count.
+    /// </summary>
+    /// <exception cref="RecordException"><c>FILE:LINE: id ID: what is wrong</c>; a prompt that is too long also says how
+    /// many tokens <c>--template none</c> would save.</exception>
+    public static int Check(CtrScorer scorer, string inputPath, Entry entry)
+    {
+        try
+        {
+            return scorer.Validate(entry.Request);
+        }
+        catch (ArgumentException e)
+        {
+            var template = scorer.Options.Template;
+            string advice = e is PromptTooLongException && template.Name != PromptTemplate.None.Name
+                ? $" (--template none drops the {template.Name} template's {scorer.Model.Tokenizer.Encode(template.Apply(""), addSpecialTokens: false).Count} tokens)"
+                : "";
+            throw new RecordException(inputPath, entry.Line, $"id {entry.RawId}: {e.Message}{advice}", e);
+        }
     }
 
     /// <summary>A line of the input, where an error is.</summary>

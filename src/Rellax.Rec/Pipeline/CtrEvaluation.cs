@@ -93,6 +93,22 @@ public sealed record EvaluationResult(CtrMetrics Metrics, IReadOnlyList<StageTim
 public readonly record struct RetrievalQuality(double Listed, double RecentK, double FullHistory);
 
 /// <summary>
+/// The prompts and scoring requests of a list of samples, built by <see cref="CtrEvaluation.BuildPrompts"/> as
+/// <c>rellax eval</c> scores them and <c>rellax train</c> trains on them.
+/// </summary>
+/// <param name="Samples">The samples, in the order given.</param>
+/// <param name="Prompts">Their prompts (SPA markers when the adapter has a projector).</param>
+/// <param name="Requests">Their requests: the templated-later prompt text, h_u when the adapter has generators, the CRM item
+/// embeddings of the listed history and of the target when it has a projector. Every one fits the model's context.</param>
+/// <param name="Positions">The history positions each prompt lists (recent-K or SUBR-K), in prompt order.</param>
+/// <param name="RecentPositions">Each sample's recent-K positions (the baseline of <see cref="RetrievalQuality"/>).</param>
+/// <param name="Tokens">Prompt tokens in all, as the scorer counts them (template and answer prefix included).</param>
+/// <param name="Stages">Timings of the stages run: embed, pca, retrieve (SUBR only), prompts, tokenize.</param>
+/// <param name="PcaExplainedVariance">Share of the item vectors' variance the PCA kept (null without SUBR or PCA).</param>
+public sealed record CtrPromptSet(IReadOnlyList<ReLLaSample> Samples, IReadOnlyList<ReLLaPrompt> Prompts, IReadOnlyList<CtrRequest> Requests,
+    int[][] Positions, int[][] RecentPositions, long Tokens, IReadOnlyList<StageTiming> Stages, double? PcaExplainedVariance);
+
+/// <summary>
 /// The ReLLaX evaluation pipeline over prepared samples: (SUBR only) LLM item vectors → PCA → index → retrieval, then
 /// prompts (with SPA markers when the adapter has a projector) → tokenize → batched forward → metrics, timing each stage.
 /// Item vectors and SUBR positions are cached on disk when <see cref="EvaluationOptions.CacheDirectory"/> is set.
@@ -126,7 +142,56 @@ public static class CtrEvaluation
         if (o.Limit > 0 && samples.Count > o.Limit) samples = samples.GetRange(0, o.Limit);
         if (samples.Count == 0) throw new ArgumentException($"the {SampleSet.NameOf(o.Split)} split of '{set.Dataset.Name}' has no samples", nameof(set));
 
+        using var scorer = new CtrScorer(model, adapter, o.Scoring);
+        var built = BuildPrompts(scorer, set, samples, crm, o, progress, warn, cancellationToken);
+        var stages = built.Stages.ToList();
+        var clock = Stopwatch.StartNew();
+        var scores = scorer.Score(built.Requests, progress is null ? null : new Progress(progress, "forward", samples.Count), cancellationToken);
+        stages.Add(new StageTiming("forward", clock.Elapsed.TotalSeconds, samples.Count, "prompts", built.Tokens));
+
+        var p1 = scores.Select(s => s.PYes).ToArray();
+        var labels = samples.Select(s => s.Label).ToArray();
+        var metrics = CtrMetrics.Compute(p1, labels);
+        var quality = new RetrievalQuality(
+            SampleRetrieval.CategoryAgreement(set, samples, built.Positions),
+            SampleRetrieval.CategoryAgreement(set, samples, built.RecentPositions),
+            SampleRetrieval.CategoryAgreement(set, samples, null));
+        return new EvaluationResult(metrics, stages, samples, built.Prompts, scores, quality, built.PcaExplainedVariance);
+    }
+
+    /// <summary>
+    /// Builds the prompts and requests of <paramref name="samples"/> as <see cref="Run"/> scores them: recent-K or
+    /// (<see cref="EvaluationOptions.Retrieval"/>) SUBR-K histories, ReLLa prompts with SPA markers when the scorer's
+    /// adapter has a projector, h_u and the CRM item embeddings the adapter needs, and every request checked against
+    /// the model (with SUBR, each sample's longest possible prompt is checked before any item is embedded).
+    /// </summary>
+    /// <param name="scorer">Its model embeds items and tokenizes; its adapter decides markers and vectors; its options the
+    /// template. Nothing is scored.</param>
+    /// <param name="set">The prepared dataset.</param>
+    /// <param name="samples">Samples of <paramref name="set"/> (any split, any order; at least one).</param>
+    /// <param name="crm">CRM features covering the samples and their items; required when the adapter has generators or a projector.</param>
+    /// <param name="options">K, retrieval, SUBR settings, cache; <see cref="EvaluationOptions.Split"/> and
+    /// <see cref="EvaluationOptions.Limit"/> are not used. Null for the defaults.</param>
+    /// <param name="progress">Stage progress (embed, retrieve).</param>
+    /// <param name="warn">Receives warnings (an unusable cache file, a capped PCA size).</param>
+    /// <param name="cancellationToken">Checked between samples and batches.</param>
+    /// <exception cref="ArgumentException">The adapter needs CRM features that are missing or of the wrong size, or a
+    /// prompt is too long (a <see cref="RecordException"/> naming the sample, with K and a K that fits).</exception>
+    public static CtrPromptSet BuildPrompts(CtrScorer scorer, SampleSet set, IReadOnlyList<ReLLaSample> samples, CrmFeatures? crm, EvaluationOptions? options = null,
+        IProgress<EvaluationProgress>? progress = null, Action<string>? warn = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(scorer);
+        ArgumentNullException.ThrowIfNull(set);
+        ArgumentNullException.ThrowIfNull(samples);
+        if (samples.Count == 0) throw new ArgumentException("there are no samples to build prompts for", nameof(samples));
+        var o = options ?? new EvaluationOptions();
+        ArgumentOutOfRangeException.ThrowIfLessThan(o.K, 1);
+        if (o.Retrieval == HistoryRetrieval.Subr) ArgumentOutOfRangeException.ThrowIfGreaterThan(o.K, SubrTopK.MaxK);
+        CheckCrm(scorer.Adapter, crm);
+        var sampleList = samples as List<ReLLaSample> ?? [.. samples];
         var stages = new List<StageTiming>();
+        var model = scorer.Model;
+        var adapter = scorer.Adapter;
         var cache = o.CacheDirectory is null ? null : new PipelineCache(o.CacheDirectory, warn);
         var builder = new ReLLaPromptBuilder(set, new PromptOptions
         {
@@ -135,8 +200,7 @@ public static class CtrEvaluation
             TargetToken = adapter?.Config.TargetToken ?? "[target]",
         });
         bool generators = adapter?.HasGenerators == true, spa = adapter?.Projector is not null;
-        using var scorer = new CtrScorer(model, adapter, o.Scoring);
-        int[][] recent = SampleRetrieval.Recent(set, samples, o.K);
+        int[][] recent = SampleRetrieval.Recent(set, sampleList, o.K);
         int[][] positions = recent;
         double? explained = null;
         if (o.Retrieval == HistoryRetrieval.Subr)
@@ -147,42 +211,39 @@ public static class CtrEvaluation
             var titleTokens = new int[set.Dataset.Items.Count];
             for (int j = 0; j < titleTokens.Length; j++)
                 titleTokens[j] = model.Tokenizer.Encode(set.Dataset.Items[j].Title, addSpecialTokens: false).Count;
-            for (int i = 0; i < samples.Count; i++)
+            for (int i = 0; i < sampleList.Count; i++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                var longest = LongestPositions(set, samples[i], o.K, titleTokens);
-                Validate(i, Request(i, builder.Build(samples[i], longest)), longest.Length < samples[i].HistoryLength ? titleTokens : null);
+                var longest = LongestPositions(set, sampleList[i], o.K, titleTokens);
+                Validate(i, Request(i, builder.Build(sampleList[i], longest)), longest.Length < sampleList[i].HistoryLength ? titleTokens : null);
             }
-            positions = Subr(model.Backend, model, set, samples, o, cache, stages, progress, warn, cancellationToken, out explained);
+            positions = Subr(model.Backend, model, set, sampleList, o, cache, stages, progress, warn, cancellationToken, out explained);
         }
 
         var clock = Stopwatch.StartNew();
-        var prompts = new ReLLaPrompt[samples.Count];
-        var requests = new CtrRequest[samples.Count];
-        for (int i = 0; i < samples.Count; i++) requests[i] = Request(i, prompts[i] = builder.Build(samples[i], positions[i]));
-        stages.Add(new StageTiming("prompts", clock.Elapsed.TotalSeconds, samples.Count, "prompts"));
+        var prompts = new ReLLaPrompt[sampleList.Count];
+        var requests = new CtrRequest[sampleList.Count];
+        for (int i = 0; i < sampleList.Count; i++) requests[i] = Request(i, prompts[i] = builder.Build(sampleList[i], positions[i]));
+        stages.Add(new StageTiming("prompts", clock.Elapsed.TotalSeconds, sampleList.Count, "prompts"));
 
         clock.Restart();
         long tokens = 0;
         for (int i = 0; i < requests.Length; i++) tokens += Validate(i, requests[i]);
-        stages.Add(new StageTiming("tokenize", clock.Elapsed.TotalSeconds, samples.Count, "prompts", tokens));
-
-        clock.Restart();
-        var scores = scorer.Score(requests, progress is null ? null : new Progress(progress, "forward", samples.Count), cancellationToken);
-        stages.Add(new StageTiming("forward", clock.Elapsed.TotalSeconds, samples.Count, "prompts", tokens));
+        stages.Add(new StageTiming("tokenize", clock.Elapsed.TotalSeconds, sampleList.Count, "prompts", tokens));
+        return new CtrPromptSet(sampleList, prompts, requests, positions, recent, tokens, stages, explained);
 
         CtrRequest Request(int i, ReLLaPrompt p)
         {
             try
             {
                 return new CtrRequest(p.Text,
-                    generators ? crm!.UserState(samples[i].Index).ToArray() : null,
+                    generators ? crm!.UserState(sampleList[i].Index).ToArray() : null,
                     spa ? p.HistoryItems.Select(item => crm!.ItemEmbedding(item).ToArray()).ToArray() : null,
                     spa ? crm!.ItemEmbedding(p.TargetItem).ToArray() : null);
             }
             catch (KeyNotFoundException e)
             {
-                throw new ArgumentException($"sample {samples[i].Index}: the CRM features do not cover it: {e.Message}", nameof(crm), e);
+                throw new ArgumentException($"sample {sampleList[i].Index}: the CRM features do not cover it: {e.Message}", nameof(crm), e);
             }
         }
 
@@ -193,20 +254,11 @@ public static class CtrEvaluation
             catch (ArgumentException e)
             {
                 bool tooLong = e is PromptTooLongException;
-                throw new RecordException("sample", samples[i].Index, null,
+                throw new RecordException("sample", sampleList[i].Index, null,
                     (tooLong && titleTokens is not null ? $"with its {o.K} longest history items (SUBR may list any {o.K}), " : "") + e.Message +
-                    (tooLong ? TooLongAdvice(scorer, builder, set, samples[i], o, titleTokens, r => Request(i, r)) : ""), e);
+                    (tooLong ? TooLongAdvice(scorer, builder, set, sampleList[i], o, titleTokens, r => Request(i, r)) : ""), e);
             }
         }
-
-        var p1 = scores.Select(s => s.PYes).ToArray();
-        var labels = samples.Select(s => s.Label).ToArray();
-        var metrics = CtrMetrics.Compute(p1, labels);
-        var quality = new RetrievalQuality(
-            SampleRetrieval.CategoryAgreement(set, samples, positions),
-            SampleRetrieval.CategoryAgreement(set, samples, recent),
-            SampleRetrieval.CategoryAgreement(set, samples, null));
-        return new EvaluationResult(metrics, stages, samples, prompts, scores, quality, explained);
     }
 
     /// <summary>What to change when <paramref name="sample"/>'s prompt is too long: the largest K whose prompt fits (its
@@ -225,7 +277,7 @@ public static class CtrEvaluation
             }
             catch (ArgumentException) { }
         }
-        var template = o.Scoring.Template;
+        var template = scorer.Options.Template;
         string templateAdvice = template.Name == PromptTemplate.None.Name ? ""
             : $"; --template none drops the {template.Name} template's {scorer.Model.Tokenizer.Encode(template.Apply(""), addSpecialTokens: false).Count} tokens";
         return $" (K = {o.K} history items per prompt; " + (fits > 0 ? $"K = {fits} fits this sample" : "even K = 1 does not fit") + templateAdvice + ")";

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using Rellax.Runtime;
 using System.Runtime.Intrinsics;
 using Rellax.Kernels;
 using Rellax.Kernels.Cpu;

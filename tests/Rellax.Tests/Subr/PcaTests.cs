@@ -3,6 +3,7 @@ using Rellax.Kernels;
 using Rellax.Kernels.Cpu;
 using Rellax.Kernels.Ilgpu;
 using Rellax.Rec;
+using Rellax.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 

@@ -8,7 +8,7 @@ namespace Rellax.Tests.Training;
 /// <summary>
 /// The training core (<c>Rellax.Runtime.Training</c>): AdamW and clipping against TorchSharp's <c>optim.AdamW</c> and
 /// <c>clip_grad_norm_</c>, SGD's exact step, the linear schedule's values, and the loop's early stopping, best-epoch
-/// restore, NaN stop (naming epoch and step) and cancellation, on scripted models.
+/// restore, step cap, validation every N steps, NaN stop (naming epoch and step) and cancellation, on scripted models.
 /// </summary>
 [TestFixture]
 public sealed class TrainingCoreTests
@@ -168,6 +168,18 @@ public sealed class TrainingCoreTests
     }
 
     [Test]
+    public void AnUpdateThatOverflowsStopsNamingTheParameterAndKeepsTheBest()
+    {
+        // SGD with lr = float.MaxValue and gradient 1: w = -3.4e38 after step 1 (finite, validated at the epoch end), -∞
+        // after step 2, whose loss was finite: the loop stops there, naming w, and restores step 1's value.
+        var model = new Scripted(1, [0.6, 0.7]);
+        var e = Assert.Throws<TrainingDivergedException>(() => new TrainingLoop(model, Sgd(3, 1, 0) with { LearningRate = float.MaxValue }).Run())!;
+        Assert.That((e.Epoch, e.Step, e.Parameter), Is.EqualTo((2, 1, "w")));
+        Assert.That(e.Message, Does.Contain("made w NaN or infinite"));
+        Assert.That(model.W.Value[0], Is.EqualTo(-float.MaxValue));
+    }
+
+    [Test]
     public void CancellationStopsBetweenStepsAndKeepsTheBest()
     {
         using var cts = new CancellationTokenSource();
@@ -179,6 +191,56 @@ public sealed class TrainingCoreTests
     }
 
     [Test]
+    public void MaxStepsEndsTheRunMidEpochWithAValidationAndTheScheduleSpansIt()
+    {
+        // 10 examples, batch 4: 3 steps per epoch; a cap of 5 steps ends epoch 2 after its second step.
+        var model = new Scripted(10, [0.6, 0.7, 0.8]);
+        var lrs = new List<float>();
+        var validated = new List<(int Step, bool End)>();
+        var loop = new TrainingLoop(model, Sgd(10, 4, 0) with { MaxSteps = 5, LinearDecay = true });
+        loop.StepCompleted += s => lrs.Add(s.LearningRate);
+        loop.Validated += v => validated.Add((v.GlobalStep, v.EpochEnd));
+        var result = loop.Run();
+        Assert.That((result.Steps, result.ReachedMaxSteps, result.StoppedEarly), Is.EqualTo((5, true, false)));
+        Assert.That(model.Steps, Is.EqualTo(5));
+        Assert.That(result.Epochs.Select(e => (e.Epoch, e.GlobalStep)), Is.EqualTo(new[] { (1, 3), (2, 5) }), "epoch 2 is partial");
+        Assert.That(validated, Is.EqualTo(new[] { (3, true), (5, true) }), "a validation at the cap");
+        Assert.That((result.BestEpoch, result.BestStep), Is.EqualTo((2, 5)));
+        // Linear decay to 0 over the 5 steps actually run, not over 10 epochs.
+        Assert.That(lrs, Is.EqualTo(new[] { 1f, 0.8f, 0.6f, 0.4f, 0.2f }).Within(1e-6f));
+        // lr decays, so the value is -(1 + 0.8 + 0.6 + 0.4 + 0.2).
+        Assert.That(model.W.Value[0], Is.EqualTo(-3f).Within(1e-5f));
+        // The last epoch's loss is the mean over the examples it saw (8 of 10).
+        Assert.That(result.Epochs[1].TrainLoss, Is.EqualTo(0.5));
+    }
+
+    [Test]
+    public void ValidateEveryKeepsTheBestStepAndPatienceCountsValidations()
+    {
+        // 10 examples, batch 2: 5 steps per epoch; validations at steps 2, 4, 5 (epoch end), 6, 8, 10 (epoch end).
+        var model = new Scripted(10, [0.6, 0.8, 0.7, 0.75, 0.65, 0.7]);
+        var bests = new List<int>();
+        var validated = new List<(int Epoch, int Step, bool End)>();
+        var loop = new TrainingLoop(model, Sgd(2, 2, 0) with { ValidateEvery = 2 });
+        loop.BestChanged += v => bests.Add(v.GlobalStep);
+        loop.Validated += v => validated.Add((v.Epoch, v.GlobalStep, v.EpochEnd));
+        var result = loop.Run();
+        Assert.That(validated, Is.EqualTo(new[] { (1, 2, false), (1, 4, false), (1, 5, true), (2, 6, false), (2, 8, false), (2, 10, true) }));
+        Assert.That(bests, Is.EqualTo(new[] { 2, 4 }));
+        Assert.That((result.BestEpoch, result.BestStep, result.Steps), Is.EqualTo((1, 4, 10)));
+        Assert.That(model.W.Value[0], Is.EqualTo(-4f), "the parameters after step 4");
+        Assert.That(result.Epochs.Select(e => e.IsBest), Is.EqualTo(new[] { false, false }), "neither epoch end was the best");
+
+        // Patience 2 counts validations: 0.65 (step 5) and 0.6 (step 6) after the best at step 4 stop the run mid-epoch 2.
+        var patient = new Scripted(10, [0.6, 0.7, 0.65, 0.6, 0.9, 0.9]);
+        var stopped = new TrainingLoop(patient, Sgd(3, 2, 2) with { ValidateEvery = 2 }).Run();
+        Assert.That((stopped.StoppedEarly, stopped.Steps, stopped.BestStep), Is.EqualTo((true, 6, 4)));
+        Assert.That(stopped.Epochs.Select(e => (e.Epoch, e.GlobalStep)), Is.EqualTo(new[] { (1, 5), (2, 6) }), "epoch 2 ends at the stop");
+        Assert.That(patient.Steps, Is.EqualTo(6));
+        Assert.That(patient.W.Value[0], Is.EqualTo(-4f));
+    }
+
+    [Test]
     public void BadOptionsAreRefusedNamingTheSetting()
     {
         var model = new Scripted(4, []);
@@ -186,7 +248,8 @@ public sealed class TrainingCoreTests
         {
             (Sgd(1, 4, 0) with { LearningRate = 0 }, "LearningRate"), (Sgd(1, 4, 0) with { LearningRate = float.NaN }, "LearningRate"),
             (Sgd(0, 4, 0), "Epochs"), (Sgd(1, 0, 0), "BatchSize"), (Sgd(1, 4, -1), "Patience"),
-            (Sgd(1, 4, 0) with { WeightDecay = -1 }, "WeightDecay"),
+            (Sgd(1, 4, 0) with { WeightDecay = -1 }, "WeightDecay"), (Sgd(1, 4, 0) with { MaxSteps = -1 }, "MaxSteps"),
+            (Sgd(1, 4, 0) with { ValidateEvery = -1 }, "ValidateEvery"),
         })
         {
             var e = Assert.Throws<ArgumentOutOfRangeException>(() => new TrainingLoop(model, options).Run())!;
