@@ -23,6 +23,7 @@ internal static class RellaxCli
         root.Add(ExportCommand.Create());
         root.Add(CrmCommand.Create());
         root.Add(DemoCommand.Create());
+        root.Add(SelftestCommand.Create());
         return root;
     }
 
