@@ -18,7 +18,6 @@ Usage: python3 check_torch.py DIR [--json OUT.json] [--no-torch]
 Exit status: 0 when every check passed (targets missed are reported, not failures), 1 otherwise, 2 on bad input.
 """
 import argparse
-import array
 import json
 import math
 import os
@@ -53,11 +52,9 @@ def read_safetensors(path):
 
 
 def to_list(t):
-    """A tensor's elements as a flat Python list (pure mode)."""
-    dtype, _, raw = t
-    a = array.array(DTYPES[dtype][0])
-    a.frombytes(raw)
-    return a.tolist()
+    """A tensor's elements as a flat Python list (pure mode; struct reads f16, which the array module cannot)."""
+    dtype, shape, raw = t
+    return list(struct.unpack(f"<{math.prod(shape)}{DTYPES[dtype][0]}", raw))
 
 
 class Torch:

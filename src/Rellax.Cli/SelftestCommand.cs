@@ -23,7 +23,7 @@ internal static class SelftestCommand
 
     /// <summary>Tokens generated per backend for the text comparison (the emulator makes the first <see cref="EmulatorTextTokens"/>:
     /// each of its kernel launches costs milliseconds, and the CI runs it on two cores).</summary>
-    private const int TextTokens = 40, EmulatorTextTokens = 12;
+    private const int TextTokens = 40, EmulatorTextTokens = 6;
 
     public static Command Create()
     {
