@@ -35,8 +35,9 @@ public enum SelftestStatus
 /// <param name="MaxRelError">Normwise: max |out − ref| / max |ref| (NaN when not run).</param>
 /// <param name="Tolerance">The pass criterion in words, e.g. <c>|err| ≤ 1e-5 + 1e-4·|ref|</c>.</param>
 /// <param name="MaxAbsVsCpu">max |out − cpu out| (0 for the CPU itself; NaN when not run or the CPU lacks the op).</param>
-/// <param name="Milliseconds">Wall time of the op's call on the backend, synchronized, first call (so it includes any
-/// lazy compilation); NaN when not run.</param>
+/// <param name="Milliseconds">Wall time of one call of the op on the backend, synchronized before and after: the first call
+/// (so it includes any lazy kernel compilation), except on the CPU, whose first call gives the comparison output and whose
+/// second is timed; NaN when not run.</param>
 /// <param name="Note">Why it failed or was not run, or an extra measure (e.g. the int8 cosine against exact attention).</param>
 public sealed record SelftestCheck(string Op, string Shape, string Backend, SelftestStatus Status, double MaxAbsError,
     double MaxRelError, string Tolerance, double MaxAbsVsCpu, double Milliseconds, string Note);
