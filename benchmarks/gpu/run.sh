@@ -30,30 +30,29 @@ export DOTNET_ROOT=/tmp/dotnet-rt DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 if [ ! -x "$DOTNET_ROOT/dotnet" ]; then mkdir -p "$DOTNET_ROOT"; tar -C "$DOTNET_ROOT" -xJf "$root/.device/dotnet.tar.xz"; fi
 nv=$(dirname "$(find /usr/local /opt /usr/lib /usr/lib64 -name 'libnvrtc.so*' 2>/dev/null | head -n 1)" 2>/dev/null || true)
 [ -n "$nv" ] && export LD_LIBRARY_PATH="$nv:${LD_LIBRARY_PATH:-}"
-rellax() { "$DOTNET_ROOT/dotnet" "$app" "$@"; }
 { nvidia-smi; nvidia-smi -q -d CLOCK,PERFORMANCE,POWER; } > "$out/nvidia-smi.txt" 2>&1 || true
 grep -m1 'model name' /proc/cpuinfo > "$out/cpu.txt" 2>/dev/null || true
 gpu=$(nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv,noheader 2>/dev/null | head -n 1)
 echo "GPU: ${gpu:-unknown}; $(cat "$out/cpu.txt" 2>/dev/null)"
 
 # ---- 1. every op on every backend, and the text (medium shapes: the blocked and multi-tile paths)
-timeout 100 "$DOTNET_ROOT/dotnet" "$app" selftest --backend all --size medium > "$out/selftest.txt" 2>&1
+timeout -k 10 100 "$DOTNET_ROOT/dotnet" "$app" selftest --backend all --size medium > "$out/selftest.txt" 2>&1
 rc=$?
 cat "$out/selftest.txt"
 last=$(tail -n 1 "$out/selftest.txt")
 case $rc in
   0) note "1 selftest --backend all --size medium: PASS ($last)" ;;
-  124) note "1 selftest: TIMEOUT after 100 s"; status=1 ;;
+  124|137) note "1 selftest: TIMEOUT after 100 s"; status=1 ;;
   *) note "1 selftest: FAIL, exit $rc ($last)"; status=1 ;;
 esac
 
 # ---- 2. the benchmark shapes on cuda, saved for the Python side
-timeout 170 "$DOTNET_ROOT/dotnet" "$app" selftest --backend cuda --bench --size large --output "$work/out" --json > "$out/bench.json" 2> "$out/bench.stderr.txt"
+timeout -k 10 170 "$DOTNET_ROOT/dotnet" "$app" selftest --backend cuda --bench --size large --output "$work/out" --json > "$out/bench.json" 2> "$out/bench.stderr.txt"
 rc=$?
 cp "$work/out/selftest.json" "$out/bench-manifest.json" 2>/dev/null || true
 case $rc in
   0) note "2 selftest --backend cuda --bench --size large --output: PASS" ;;
-  124) note "2 bench: TIMEOUT after 170 s"; status=1 ;;
+  124|137) note "2 bench: TIMEOUT after 170 s"; status=1 ;;
   *) note "2 bench: FAIL, exit $rc ($(tail -n 1 "$out/bench.stderr.txt"))"; status=1 ;;
 esac
 python3 - "$out/bench.json" <<'PY' || true
@@ -73,7 +72,7 @@ PY
 
 # ---- 3. the PyTorch side
 if [ -f "$work/out/selftest.json" ]; then
-  timeout 120 python3 benchmarks/gpu/check_torch.py "$work/out" --json "$out/check_torch.json" > "$out/check_torch.txt" 2>&1
+  timeout -k 10 120 python3 benchmarks/gpu/check_torch.py "$work/out" --json "$out/check_torch.json" > "$out/check_torch.txt" 2>&1
   rc=$?
   cat "$out/check_torch.txt"
   last=$(tail -n 1 "$out/check_torch.txt")
@@ -90,14 +89,14 @@ rm -rf "$work/out"
 # ---- 4. the CUDA self-tests
 ctest_log="$out/ctest.txt"
 if command -v cmake > /dev/null && command -v nvcc > /dev/null; then
-  timeout 90 bash -c "cmake -S . -B '$work/build' -DCMAKE_CUDA_ARCHITECTURES=native > '$ctest_log' 2>&1 &&
+  timeout -k 10 90 bash -c "cmake -S . -B '$work/build' -DCMAKE_CUDA_ARCHITECTURES=native > '$ctest_log' 2>&1 &&
     cmake --build '$work/build' -j \$(nproc) >> '$ctest_log' 2>&1 &&
     ctest --test-dir '$work/build' --output-on-failure >> '$ctest_log' 2>&1"
   rc=$?
   how="cmake/ctest"
 elif command -v nvcc > /dev/null; then
   # No CMake: the same executables, built one by one as CMakeLists.txt would.
-  timeout 90 bash -c "rc=0; for t in kernels/tests/*_test.cu; do n=\$(basename \$t .cu);
+  timeout -k 10 90 bash -c "rc=0; for t in kernels/tests/*_test.cu; do n=\$(basename \$t .cu);
       echo \"== \$n\"; nvcc -std=c++17 -arch=native -Ikernels -o '$work'/\$n \$t && '$work'/\$n || rc=1; done; exit \$rc" > "$ctest_log" 2>&1
   rc=$?
   how="nvcc (no cmake)"
@@ -109,7 +108,7 @@ fi
 tail -n 25 "$ctest_log"
 case $rc in
   0) note "4 CUDA self-tests via $how: PASS ($(grep -E 'tests passed|passed' "$ctest_log" | tail -n 1))" ;;
-  124) note "4 CUDA self-tests via $how: TIMEOUT after 90 s"; status=1 ;;
+  124|137) note "4 CUDA self-tests via $how: TIMEOUT after 90 s"; status=1 ;;
   127) note "4 CUDA self-tests: NOT RUN (no nvcc)"; status=1 ;;
   *) note "4 CUDA self-tests via $how: FAIL, exit $rc"; status=1 ;;
 esac
