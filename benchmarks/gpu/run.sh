@@ -78,7 +78,7 @@ if [ -f "$work/out/selftest.json" ]; then
   last=$(tail -n 1 "$out/check_torch.txt")
   case $rc in
     0) note "3 check_torch.py: PASS ($last)" ;;
-    124) note "3 check_torch.py: TIMEOUT after 120 s"; status=1 ;;
+    124|137) note "3 check_torch.py: TIMEOUT after 120 s"; status=1 ;;
     *) note "3 check_torch.py: FAIL, exit $rc ($last)"; status=1 ;;
   esac
 else
