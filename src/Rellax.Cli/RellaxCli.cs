@@ -24,6 +24,7 @@ internal static class RellaxCli
         root.Add(CrmCommand.Create());
         root.Add(TrainCommand.Create());
         root.Add(DemoCommand.Create());
+        root.Add(SelftestCommand.Create());
         return root;
     }
 
