@@ -24,8 +24,8 @@ internal static class PrefillAnchor
             _ => throw new ArgumentException($"--prefill-anchor: weights '{weights}' is not auto, f16, bf16 or int8"),
         };
         ScoringBenchmarks.EnsureModel(ScoringBenchmarks.ModelDir);
-        using var cpu = new CpuBackend(GemmBenchmarks.Threads);
-        using var model = LlamaModel.Load(ScoringBenchmarks.ModelDir, cpu, new ModelLoadOptions { Weights = format });
+        using var backend = new CpuBackend(GemmBenchmarks.Threads);
+        using var model = LlamaModel.Load(ScoringBenchmarks.ModelDir, backend, new ModelLoadOptions { Weights = format });
         var requests = ScoringBenchmarks.Prompts(model.Tokenizer, count);
         var ids = requests.Select(r => TorchScoringForward.PromptIds(model.Tokenizer, r.Prompt)).ToArray();
         if (idsPath is not null)
@@ -40,11 +40,16 @@ internal static class PrefillAnchor
         };
         using var scorer = new CtrScorer(model, null, options);
         scorer.Score(requests.Take(2).ToList());
+        var process = Process.GetCurrentProcess();
+        var cpu0 = process.TotalProcessorTime;
         var clock = Stopwatch.StartNew();
         var scores = scorer.Score(requests);
         double seconds = clock.Elapsed.TotalSeconds;
+        process.Refresh();
+        double cpuSeconds = (process.TotalProcessorTime - cpu0).TotalSeconds;
         long tokens = ids.Sum(x => (long)x.Length);
-        Console.WriteLine($"ours {weights}: {count} prompts, {tokens} tokens in {seconds:F2} s = {tokens / seconds:F1} tokens/s " +
+        Console.WriteLine($"ours {weights}: {count} prompts, {tokens} tokens in {seconds:F2} s = {tokens / seconds:F1} tokens/s; " +
+            $"CPU time {cpuSeconds:F2} s = {tokens / cpuSeconds:F1} tokens per CPU-second " +
             $"(threads {GemmBenchmarks.Threads}, batch {ScoringBenchmarks.BatchSize}; weights {model.WeightBytes / 1e6:F0} MB, " +
             $"converted in {model.WeightConversionTime.TotalSeconds:F1} s)");
         Console.WriteLine($"p_yes: {string.Join(" ", scores.Select(s => s.PYes.ToString("F4", System.Globalization.CultureInfo.InvariantCulture)))}");

@@ -6,8 +6,9 @@
 // PROMPTS.json is what `Rellax.Benchmarks --prefill-anchor` writes: {"yes": id, "no": id, "prompts": [[ids...], ...]} (BOS,
 // prompt and the answers' common prefix, exactly the ids our scorer evaluates). The first prompt is evaluated once untimed
 // (warm-up: pages the weights in, sizes the buffers); then each prompt is evaluated from an empty sequence and timed, with the
-// next-token probabilities at its last position. Prints tokens/s over the timed prompts and p_yes = P(yes) / (P(yes) + P(no))
-// per prompt (the same quantity our scorer computes, for checking that both sides run the same model).
+// next-token probabilities at its last position. Prints tokens/s over the timed prompts, the process CPU time of the timed part
+// (all threads, from getrusage; steadier than wall time on a shared machine, but it also counts ggml's spin-waiting), and
+// p_yes = P(yes) / (P(yes) + P(no)) per prompt (the quantity our scorer computes, to check that both sides run the same model).
 import fs from "node:fs";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 
@@ -34,11 +35,13 @@ async function evaluate(ids) {
 await evaluate(prompts[0]);
 let tokens = 0;
 const pYes = [];
+const cpu0 = process.cpuUsage();
 const start = process.hrtime.bigint();
 for (const ids of prompts) { pYes.push(await evaluate(ids)); tokens += ids.length; }
 const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+const cpu = process.cpuUsage(cpu0), cpuSeconds = (cpu.user + cpu.system) / 1e6; // all threads of the process (getrusage)
 console.log(`llama.cpp ${modelPath.split("/").pop()}: ${prompts.length} prompts, ${tokens} tokens in ${seconds.toFixed(2)} s = ` +
-  `${(tokens / seconds).toFixed(1)} tokens/s (threads ${threads}, batch ${batchSize}, ${llama.cpuMathCores ?? "?"} math cores)`);
+  `${(tokens / seconds).toFixed(1)} tokens/s; CPU time ${cpuSeconds.toFixed(2)} s = ${(tokens / cpuSeconds).toFixed(1)} tokens per CPU-second (threads ${threads}, batch ${batchSize}, ${llama.cpuMathCores ?? "?"} math cores)`);
 console.log(`llama.cpp ${llama.llamaCppRelease.repo} ${llama.llamaCppRelease.release}; ${llama.systemInfo}`);
 console.log(`p_yes: ${pYes.map((v) => v.toFixed(4)).join(" ")}`);
 await context.dispose();

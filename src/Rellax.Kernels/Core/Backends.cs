@@ -46,7 +46,8 @@ public static class Backends
         var cuda = CudaAvailability.Probe();
         return
         [
-            new("cpu", true, $"{Environment.ProcessorCount} threads, {(System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "Vector512" : "Vector256")}; {CpuBackend.Int8Paths}"),
+            new("cpu", true, $"{Environment.ProcessorCount} threads, {(System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "Vector512" : "Vector256")}; {CpuBackend.Int8Paths}; " +
+                $"{CpuInfo.Current}, fp32 GEMM blocking {CpuGemm.Blocking.Reason}"),
             new("ilgpu", best is not null, best?.ToString() ?? string.Join("; ", ilgpu.Problems)),
             new("cuda", cuda.Available, cuda.Available ? $"{cuda.DeviceName} (sm_{cuda.ComputeCapability?.Number})" : cuda.Reason),
         ];
