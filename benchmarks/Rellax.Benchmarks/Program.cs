@@ -60,6 +60,12 @@ if (args is ["--prefill-anchor", var anchorWeights, var anchorPrompts, ..])
     return;
 }
 
+if (args is ["--int8-diagnose", var diagnosePrompts])
+{
+    Int8Diagnosis.Run(int.Parse(diagnosePrompts));
+    return;
+}
+
 if (args is ["--subr-steady"])
 {
     SubrSteadyState.Run();
