@@ -13,6 +13,7 @@ namespace Rellax.Benchmarks;
 /// then times <see cref="CtrScorer"/> on N ~512-token prompts in batches of <see cref="ScoringBenchmarks.BatchSize"/> (template
 /// none, no adapter, fp32 attention) and prints tokens/s and p_yes per prompt. With PROMPTS.json it first writes the exact ids
 /// each prompt evaluates (BOS, prompt, the answers' common prefix) and the yes/no ids, for <c>benchmarks/llamacpp/prefill.mjs</c>.
+/// <c>RELLAX_INT8_THRESHOLD</c> sets the int8 outlier threshold (default 6).
 /// </summary>
 internal static class PrefillAnchor
 {
@@ -25,7 +26,9 @@ internal static class PrefillAnchor
         };
         ScoringBenchmarks.EnsureModel(ScoringBenchmarks.ModelDir);
         using var backend = new CpuBackend(GemmBenchmarks.Threads);
-        using var model = LlamaModel.Load(ScoringBenchmarks.ModelDir, backend, new ModelLoadOptions { Weights = format });
+        float threshold = Environment.GetEnvironmentVariable("RELLAX_INT8_THRESHOLD") is { Length: > 0 } t
+            ? float.Parse(t, System.Globalization.CultureInfo.InvariantCulture) : Primitives.DefaultOutlierThreshold;
+        using var model = LlamaModel.Load(ScoringBenchmarks.ModelDir, backend, new ModelLoadOptions { Weights = format, OutlierThreshold = threshold });
         var requests = ScoringBenchmarks.Prompts(model.Tokenizer, count);
         var ids = requests.Select(r => TorchScoringForward.PromptIds(model.Tokenizer, r.Prompt)).ToArray();
         if (idsPath is not null)
