@@ -32,20 +32,10 @@ public sealed class IlgpuInt8LinearTests
         _cpu.Dispose();
     }
 
-    private static readonly (int M, int K, int N)[] OddShapes =
-    [
-        (1, 1, 1), (1, 37, 15), (5, 3, 17), (6, 4, 16), (7, 259, 33), (13, 1031, 70), (40, 130, 49),
-    ];
+    // The CPU fixture's shapes (M 1..100, K 1..1031) and inputs (columns 2 and K/3 scaled to ±8: outliers at threshold 6).
+    private static (int M, int K, int N)[] OddShapes => Cpu.CpuInt8LinearTests.OddShapes;
 
-    /// <summary>Uniform [-1, 1] with columns 2 and k/3 scaled to ±8 (outliers at the default threshold 6).</summary>
-    private static float[] InputWithOutliers(int m, int k, int seed)
-    {
-        var x = RandomData.Uniform(m * k, seed);
-        if (k > 3)
-            foreach (int c in new[] { 2, k / 3 })
-                for (int t = 0; t < m; t++) x[t * k + c] *= 8f;
-        return x;
-    }
+    private static float[] InputWithOutliers(int m, int k, int seed) => Cpu.CpuInt8LinearTests.InputWithOutliers(m, k, seed);
 
     private static float[] Run(ComputeBackend backend, float[] x, float[] w, float[]? bias, int m, int k, int n, float threshold = Primitives.DefaultOutlierThreshold)
     {
