@@ -54,6 +54,18 @@ if (args is ["--int8-quick"])
     return;
 }
 
+if (args is ["--prefill-anchor", var anchorWeights, var anchorPrompts, ..])
+{
+    PrefillAnchor.Run(anchorWeights, int.Parse(anchorPrompts), args.Length > 3 ? args[3] : null);
+    return;
+}
+
+if (args is ["--int8-diagnose", var diagnosePrompts])
+{
+    Int8Diagnosis.Run(int.Parse(diagnosePrompts));
+    return;
+}
+
 if (args is ["--subr-steady"])
 {
     SubrSteadyState.Run();

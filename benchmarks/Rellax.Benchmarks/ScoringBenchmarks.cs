@@ -410,7 +410,7 @@ internal sealed class TorchScoringForward : IDisposable
     /// <summary>BOS + prompt tokens + the answers' common prefix (template none).</summary>
     public static int[] PromptIds(LlamaTokenizer tokenizer, string prompt) => [.. tokenizer.Encode(prompt), .. AnswerTokens(tokenizer, prompt).Prefix];
 
-    private static (int[] Prefix, int Yes, int No) AnswerTokens(LlamaTokenizer tokenizer, string prompt)
+    internal static (int[] Prefix, int Yes, int No) AnswerTokens(LlamaTokenizer tokenizer, string prompt)
     {
         int n = tokenizer.Encode(prompt).Count;
         int[] y = [.. tokenizer.Encode(prompt + " Yes").Skip(n)], no = [.. tokenizer.Encode(prompt + " No").Skip(n)];

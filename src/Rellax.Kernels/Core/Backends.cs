@@ -46,9 +46,10 @@ public static class Backends
         var cuda = CudaAvailability.Probe();
         return
         [
-            new("cpu", true, $"{Environment.ProcessorCount} threads, {(System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "Vector512" : "Vector256")}; {CpuBackend.Int8Paths}"),
-            new("ilgpu", best is not null, best?.ToString() ?? string.Join("; ", ilgpu.Problems)),
-            new("cuda", cuda.Available, cuda.Available ? $"{cuda.DeviceName} (sm_{cuda.ComputeCapability?.Number})" : cuda.Reason),
+            new("cpu", true, $"{Environment.ProcessorCount} threads, {(System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "Vector512" : "Vector256")}; {CpuBackend.Int8Paths}; " +
+                $"{CpuInfo.Current}, fp32 GEMM blocking {CpuGemm.Blocking.Reason}"),
+            new("ilgpu", best is not null, best is not null ? $"{best}; int8 linear: dp4a on CUDA devices, plain int32 elsewhere" : string.Join("; ", ilgpu.Problems)),
+            new("cuda", cuda.Available, cuda.Available ? $"{cuda.DeviceName} (sm_{cuda.ComputeCapability?.Number}); int8 linear: ILGPU kernel with PTX dp4a" : cuda.Reason),
         ];
     }
 }

@@ -17,10 +17,10 @@ namespace Rellax.Kernels.Cpu;
 /// max(threads, N/1024) parts) when N is wide enough, the M axis (into one part per thread) otherwise, so no two
 /// threads write the same element and no reduction is needed. Inside a part:
 /// <code>
-/// for jc in N by NC (2048)                     // B block of KC×NC floats (2 MiB) stays in L3
+/// for jc in N by NC (2048 on Zen)              // B block of KC×NC floats (2 MiB) stays in L3 (Zen) or L2 (Intel)
 ///   for pc in K by KC (256)
 ///     pack w[jc.., pc..]ᵀ into KC×NR column strips, NR = 32 (k-major; zero-padded past N)
-///     for ic in M by MC (128)                  // A block MC×KC (128 KiB) stays in L2
+///     for ic in M by MC (128 on Zen)           // A block MC×KC (128 KiB) stays in L2
 ///       pack x[ic.., pc..] into MR×KC row strips, MR = 8 (k-major; zero-padded past M)
 ///       for each NR strip (32 KiB, L1), for each MR strip:
 ///         microkernel: 8×32 tile of y in 16 zmm accumulators; per k: 2 vector loads of the w strip,
@@ -38,6 +38,11 @@ namespace Rellax.Kernels.Cpu;
 /// sources through the same loops and microkernel (struct type arguments, so the JIT specialises each pair).
 /// </para>
 /// <para>
+/// MC and NC are chosen per CPU family at start-up (<see cref="Blocking"/>, <see cref="GemmBlocking.For"/>, from
+/// <see cref="CpuInfo"/>): Zen keeps the w block in its large L3, Intel AVX-512 server cores keep both blocks in their
+/// 1 to 2 MiB private L2 (MC 512, NC 1024 on Sapphire Rapids). The microkernel is the same on both (see <see cref="GemmBlocking"/>).
+/// </para>
+/// <para>
 /// Without AVX-512 the same packing feeds a <c>Vector256</c> microkernel (2 rows × 32 columns per pass, 8 ymm
 /// accumulators).
 /// </para>
@@ -53,11 +58,11 @@ internal static unsafe partial class CpuGemm
     /// <summary>K extent of one packed block.</summary>
     internal const int KC = 256;
 
-    /// <summary>M extent of one packed x block.</summary>
-    internal const int MC = 128;
-
-    /// <summary>N extent of one packed w block.</summary>
-    internal const int NC = 2048;
+    /// <summary>
+    /// M and N extents of the packed x and w blocks, chosen for this CPU (<see cref="GemmBlocking.For"/>: 128 and 2048 on
+    /// Zen and unknown CPUs, from the L2 size on Intel AVX-512 cores); tests set it to exercise another family's blocking.
+    /// </summary>
+    internal static GemmBlocking Blocking { get; set; } = GemmBlocking.For(CpuInfo.Current, Vector512.IsHardwareAccelerated);
 
     /// <summary>Up to this many rows of x the product runs as a GEMV over unpacked w rows.</summary>
     internal const int GemvMaxRows = 4;
@@ -182,14 +187,16 @@ internal static unsafe partial class CpuGemm
     private static void Blocked<TX, TW>(in TX xs, in TW ws, float* y, int m0, int m1, int n0, int n1, int k, int ldy)
         where TX : struct, IPackSource where TW : struct, IPackSource
     {
-        float* packA = (t_packA ??= new PackBuffer()).Get((long)MC * KC);
-        float* packB = (t_packB ??= new PackBuffer()).Get((long)NC * KC);
+        var blocking = Blocking;
+        int mcBlock = blocking.Mc, ncBlock = blocking.Nc;
+        float* packA = (t_packA ??= new PackBuffer()).Get((long)mcBlock * KC);
+        float* packB = (t_packB ??= new PackBuffer()).Get((long)ncBlock * KC);
         bool v512 = UseVector512;
         var tile = stackalloc float[MR * NR];
 
-        for (int jc = n0; jc < n1; jc += NC)
+        for (int jc = n0; jc < n1; jc += ncBlock)
         {
-            int nc = Math.Min(NC, n1 - jc);
+            int nc = Math.Min(ncBlock, n1 - jc);
             int nStrips = (nc + NR - 1) / NR;
             for (int pc = 0; pc < k; pc += KC)
             {
@@ -198,9 +205,9 @@ internal static unsafe partial class CpuGemm
                 for (int s = 0; s < nStrips; s++)
                     ws.Pack(jc + s * NR, Math.Min(NR, nc - s * NR), pc, kc, packB + (long)s * kc * NR);
 
-                for (int ic = m0; ic < m1; ic += MC)
+                for (int ic = m0; ic < m1; ic += mcBlock)
                 {
-                    int mc = Math.Min(MC, m1 - ic);
+                    int mc = Math.Min(mcBlock, m1 - ic);
                     int mStrips = (mc + MR - 1) / MR;
                     for (int s = 0; s < mStrips; s++)
                         xs.Pack(ic + s * MR, Math.Min(MR, mc - s * MR), pc, kc, packA + (long)s * kc * MR);

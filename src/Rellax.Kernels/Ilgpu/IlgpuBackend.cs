@@ -23,6 +23,7 @@ public class IlgpuBackend : ComputeBackend
     private IlgpuCfloraKernels? _cflora;
     private ISubrKernels? _subr;
     private IAttentionKernels? _attention;
+    private IlgpuInt8Linear? _int8;
     private bool _disposed;
 
     /// <summary>Creates a backend on device <paramref name="deviceIndex"/> of <paramref name="kind"/> (see <see cref="ListDevices"/>).</summary>
@@ -148,6 +149,16 @@ public class IlgpuBackend : ComputeBackend
 
     /// <summary>Creates this backend's attention kernels; the CUDA backend returns its hand-written ones.</summary>
     private protected virtual IAttentionKernels CreateAttentionKernels() => new IlgpuAttentionKernels(this);
+
+    /// <summary>The int8 linear kernels (<see cref="IlgpuInt8Linear"/>; dp4a on CUDA), compiled on first use.</summary>
+    internal override IInt8LinearKernels Int8LinearKernels
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _int8 ??= new IlgpuInt8Linear(this);
+        }
+    }
 
     /// <inheritdoc/>
     public override DeviceBuffer Allocate(DType dtype, long length)

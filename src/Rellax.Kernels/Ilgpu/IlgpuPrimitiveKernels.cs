@@ -162,7 +162,7 @@ internal partial class IlgpuPrimitiveKernels : IPrimitiveKernels
     }
 
     /// <summary>The storage code (<see cref="IlgpuCfloraKernels.WeightF32"/>, ...) and both views of an f32/f16/bf16 tensor.</summary>
-    private (int Code, ArrayView<float> F32, ArrayView<ushort> Bits16) Typed(in Tensor t) => t.DType switch
+    internal (int Code, ArrayView<float> F32, ArrayView<ushort> Bits16) Typed(in Tensor t) => t.DType switch
     {
         DType.F32 => (IlgpuCfloraKernels.WeightF32, F(t), (ArrayView<ushort>)_dummy16.View),
         DType.F16 => (IlgpuCfloraKernels.WeightF16, _dummyF32.View, IlgpuBuffer.ViewOf<System.Half>(t).Cast<ushort>()),

@@ -111,8 +111,10 @@ internal sealed class LlamaWeights : IDisposable
             {
                 CheckShape(name, [rows, cols]);
                 var stored = checkpoint.Info(name).DType;
-                if (format == WeightFormat.Int8)
+                float? int8Threshold = format != WeightFormat.Int8 ? null : options.Int8Plan is { } plan ? plan(name) : options.OutlierThreshold;
+                if (int8Threshold is float threshold)
                 {
+                    Primitives.CheckOutlierThreshold(threshold);
                     var dense = Stored(name, rows, cols, track: false);
                     conversion.Start();
                     try
@@ -120,7 +122,7 @@ internal sealed class LlamaWeights : IDisposable
                         var q = backend.Primitives.QuantizeInt8(dense.AsTensor(rows, cols));
                         owned.Add(q);
                         held += q.SizeInBytes;
-                        return LinearWeight.Of(q, options.OutlierThreshold);
+                        return LinearWeight.Of(q, threshold);
                     }
                     catch (ArgumentException e)
                     {
@@ -130,6 +132,9 @@ internal sealed class LlamaWeights : IDisposable
                     {
                         conversion.Stop();
                         dense.Dispose();
+                        // Drop the F32 pages just read from the resident set: the load peaks near the int8 model plus one
+                        // tensor instead of the whole mapped file (they stay in the page cache).
+                        checkpoint.FileOf(name).ReleasePages(name);
                     }
                 }
                 DType? target = format switch { WeightFormat.F32 => DType.F32, WeightFormat.BF16 => DType.BF16, WeightFormat.F16 => DType.F16, _ => null };

@@ -31,6 +31,14 @@ public sealed record ModelLoadOptions
     /// fp32. Finite and &gt; 0; default <see cref="Primitives.DefaultOutlierThreshold"/> (6, as bitsandbytes).</summary>
     public float OutlierThreshold { get; init; } = Primitives.DefaultOutlierThreshold;
 
+    /// <summary>
+    /// Diagnostics (benchmarks and tests; not exposed on the CLI): with <see cref="WeightFormat.Int8"/>, for each matrix name
+    /// the outlier threshold to quantize it with, or null to keep that matrix as stored. Null (the default): every matrix at
+    /// <see cref="OutlierThreshold"/>. A tiny threshold sends every input column through the fp32 path, which leaves only the
+    /// weight quantization (W8A32); that is how <c>--int8-diagnose</c> separates weight from activation error.
+    /// </summary>
+    internal Func<string, float?>? Int8Plan { get; init; }
+
     /// <summary>The command-line spellings of <see cref="WeightFormat"/>, in the order shown to users.</summary>
     public static IReadOnlyList<string> WeightNames { get; } = ["auto", "f32", "bf16", "f16", "int8"];
 

@@ -20,7 +20,7 @@ namespace Rellax.Runtime;
 /// pointer; <see cref="Dispose"/> releases all three. Spans returned by <see cref="GetBytes"/> are
 /// valid only until <see cref="Dispose"/>. Reads are thread-safe; Dispose must not race with reads.
 /// </remarks>
-public sealed unsafe class SafeTensorsFile : IDisposable
+public sealed unsafe partial class SafeTensorsFile : IDisposable
 {
     /// <summary>Largest header accepted (100 MB), so a corrupt length can never cause a huge allocation.</summary>
     public const long MaxHeaderBytes = 100_000_000;
@@ -288,6 +288,30 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         ObjectDisposedException.ThrowIf(_base == null, this);
         return _base + info.DataOffset;
     }
+
+    /// <summary>
+    /// Tells the kernel that this process no longer needs the mapped pages of <paramref name="name"/> (Linux
+    /// <c>madvise(MADV_DONTNEED)</c> on the page-aligned range around it): they leave the resident set at once and stay in the
+    /// page cache, so a later read (of this tensor or of a neighbour sharing a boundary page) faults them back in unchanged;
+    /// the mapping is read-only, so nothing is lost. Used after quantizing a tensor at load, so that the load's peak resident
+    /// set is the quantized model plus about one tensor, not the whole file. A no-op elsewhere or where madvise fails.
+    /// </summary>
+    internal void ReleasePages(string name)
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        SafeTensorInfo info = Info(name);
+        ObjectDisposedException.ThrowIf(_base == null, this);
+        long page = Environment.SystemPageSize;
+        long start = (long)(_base + info.DataOffset) / page * page;
+        long end = ((long)(_base + info.DataOffset + info.ByteLength) + page - 1) / page * page;
+        try { _ = Madvise((void*)start, (nuint)(end - start), MadvDontNeed); }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { }
+    }
+
+    private const int MadvDontNeed = 4;
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "madvise")]
+    private static partial int Madvise(void* address, nuint length, int advice);
 
     /// <summary>
     /// Reads tensor <paramref name="name"/> into a new float32 array of <see cref="SafeTensorInfo.ElementCount"/>

@@ -21,13 +21,13 @@ public sealed class CpuInt8LinearTests
     [OneTimeSetUp] public void CreateBackend() => _backend = new CpuBackend(2);
     [OneTimeTearDown] public void DisposeBackend() => _backend.Dispose();
 
-    private static readonly (int M, int K, int N)[] OddShapes =
+    internal static readonly (int M, int K, int N)[] OddShapes =
     [
         (1, 1, 1), (1, 37, 15), (5, 3, 17), (6, 4, 16), (7, 259, 33), (13, 1031, 70), (100, 130, 49), (97, 513, 131),
     ];
 
     /// <summary>Random inputs in [-1, 1] with columns 2 and k/3 scaled to ±8 (outliers at the default threshold 6).</summary>
-    private static float[] InputWithOutliers(int m, int k, int seed)
+    internal static float[] InputWithOutliers(int m, int k, int seed)
     {
         var x = RandomData.Uniform(m * k, seed);
         if (m > 0 && k > 3)
