@@ -238,13 +238,13 @@ public sealed class CudaAttention
 /// <summary>
 /// The CUDA backend's attention kernels: int8 prefill, cache append and decode as <c>kernels/int8_attention.cu</c>
 /// (<see cref="CudaAttention"/>), launched on the backend's stream with the device addresses of its ILGPU buffers, so
-/// they are ordered with every other kernel and copy of the backend. Fp32-precision prefill is delegated to the ILGPU
-/// attention kernels (<paramref name="fp32"/>). Int8 prefill keeps its scratch (padding, key mean, quantized q and k
+/// they are ordered with every other kernel and copy of the backend. Fp32-precision prefill, and int8 prefill whose k/v
+/// hold more positions than q (Tq &lt; Tk), are delegated to the ILGPU attention kernels (<paramref name="fp32"/>). Int8 prefill keeps its scratch (padding, key mean, quantized q and k
 /// with their scales: about <c>(Hq + Hkv)·T·(Dp + 4)</c> bytes per sequence) cached and grows it on demand.
 /// </summary>
 /// <param name="backend">The CUDA backend.</param>
 /// <param name="library">Its loaded kernels (owned by the backend).</param>
-/// <param name="fp32">The ILGPU kernels that handle <see cref="AttentionPrecision.Fp32"/> prefill (disposed with this).</param>
+/// <param name="fp32">The ILGPU kernels that handle <see cref="AttentionPrecision.Fp32"/> prefill and Tq &lt; Tk (disposed with this).</param>
 internal sealed class CudaAttentionKernels(IlgpuBackend backend, CudaKernelLibrary library, IAttentionKernels fp32) : IAttentionKernels, IDisposable
 {
     private readonly CudaAttention _kernels = new(library);
@@ -281,7 +281,9 @@ internal sealed class CudaAttentionKernels(IlgpuBackend backend, CudaKernelLibra
     public void Prefill(Tensor q, Tensor k, Tensor v, Tensor o, AttentionShape shape, int[] lengths, float scale, bool causal,
         AttentionPrecision precision, bool smoothKeys)
     {
-        if (precision == AttentionPrecision.Fp32)
+        // Fp32, and int8 with fewer queries than keys (Tq < Tk: the .cu prefill indexes queries and keys by one T), run
+        // as the ILGPU kernels, which take both.
+        if (precision == AttentionPrecision.Fp32 || shape.KeyTokens != shape.Tokens)
         {
             fp32.Prefill(q, k, v, o, shape, lengths, scale, causal, precision, smoothKeys);
             return;
