@@ -140,9 +140,10 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
             Q = CpuBackend.Ptr<float>(q), K = CpuBackend.Ptr<float>(k), V = CpuBackend.Ptr<float>(v), O = CpuBackend.Ptr<float>(o), Lse = lse,
             Blocks = (tk + Block - 1) / Block,
         };
-        // Tiles of fewer than RepackRows rows (decoding: Tq = 1, the group's heads) score keys straight from k: packing
-        // would cost a read and a write of all of K for one pass over it.
-        job.RowMajorKeys = !job.Int8 && Math.Min(tq, Math.Max(1, Block / shape.Group)) * shape.Group < RepackRows;
+        // Queries that are the last few of many keys (decoding: Tq = 1, tiles of the group's heads, fewer than RepackRows
+        // rows) score keys straight from k: packing would cost a read and a write of all of K for one pass over it.
+        // Tq = Tk always packs (the prefill path as it was).
+        job.RowMajorKeys = !job.Int8 && tq < tk && Math.Min(tq, Math.Max(1, Block / shape.Group)) * shape.Group < RepackRows;
         job.First = new int[shape.Batch];
         for (int b = 0; b < shape.Batch; b++) job.First[b] = tk - lengths[b];
         float* kp = job.K;
