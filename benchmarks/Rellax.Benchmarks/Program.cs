@@ -11,6 +11,12 @@ if (args is ["--attention-accuracy"])
     return;
 }
 
+if (args is ["--decode-quick"])
+{
+    DecodeQuick.Run();
+    return;
+}
+
 if (args is ["--attention-quick"])
 {
     AttentionQuick.Run();
