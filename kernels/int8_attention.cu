@@ -16,7 +16,9 @@
 //      and optional int32 sums. One warp per row. Used for Q and K before prefill (dst_D = D rounded up to 32, the
 //      mma k-step) and for K and V appended to an Int8KvCache (dst_D = D, dst_start = the cache's count).
 //      Reads 4·D and writes D + 8 bytes per row: memory-bound, ~1/8 of prefill's traffic at T = 4096.
-//   3. rellax_attn_prefill_int8_d{64,128,256}: flash-style prefill. A block of 4 warps owns 64 query rows of one
+//   3. rellax_attn_prefill_int8_d{64,128,256}: flash-style prefill of T queries against Tk >= T keys (query row t
+//      sits at key position Tk - T + t: T = Tk for whole sequences, T < Tk for a chunk against cached keys; the
+//      causal and padding masks compare key positions). A block of 4 warps owns 64 query rows of one
 //      (b, query head); each warp owns 16 rows whose int8 Q fragments stay in registers. K tiles (KT = 64 keys, 32
 //      at D > 128) are staged in shared memory as int8 rows (padded by 16 bytes against bank conflicts), V tiles as
 //      f16, transposed ([D][KT + 8]). Per tile and warp: S = Q̂ K̂ᵀ with mma.sync.m16n8k32 s8·s8→s32 (exact int32),

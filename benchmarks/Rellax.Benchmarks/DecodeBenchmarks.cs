@@ -201,6 +201,42 @@ public unsafe class AttentionDecodeBenchmarks
     public void Flash() => _cpu!.Attention.Prefill(_q, _k, _v, default, _o, _options);
 
     /// <summary>
+    /// <c>--attention-decode-quick</c>: for every <see cref="Shape"/>, <c>RELLAX_DECODE_CALLS</c> (default 2000) calls of
+    /// <see cref="Legacy"/> and <see cref="Flash"/> alternated one by one (so load on a shared machine falls on both
+    /// alike), then each one's median and best time and the ratio of the medians, after checking they agree.
+    /// </summary>
+    public static void Interleaved()
+    {
+        int calls = Environment.GetEnvironmentVariable("RELLAX_DECODE_CALLS") is { Length: > 0 } c ? int.Parse(c) : 2000;
+        foreach (string shape in new[] { "8/4/8/256", "8/4/8/512", "16/4/64/2048", "16/4/64/4096" })
+        {
+            var bench = new AttentionDecodeBenchmarks { Shape = shape };
+            bench.Setup();
+            bench.Legacy();
+            var legacy = bench._o.ToArray<float>();
+            bench.Flash();
+            var flash = bench._o.ToArray<float>();
+            double worst = legacy.Zip(flash, (a, b) => Math.Abs(a - b)).Max();
+            var tl = new double[calls];
+            var tf = new double[calls];
+            for (int i = 0; i < calls; i++)
+            {
+                long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+                bench.Legacy();
+                long t1 = System.Diagnostics.Stopwatch.GetTimestamp();
+                bench.Flash();
+                long t2 = System.Diagnostics.Stopwatch.GetTimestamp();
+                tl[i] = (t1 - t0) * 1e6 / System.Diagnostics.Stopwatch.Frequency;
+                tf[i] = (t2 - t1) * 1e6 / System.Diagnostics.Stopwatch.Frequency;
+            }
+            bench.Cleanup();
+            double ml = tl.Order().ElementAt(calls / 2), mf = tf.Order().ElementAt(calls / 2);
+            Console.WriteLine($"Hq/Hkv/D/S {shape}: legacy {ml:F1} us median ({tl.Min():F1} best), flash {mf:F1} us median ({tf.Min():F1} best); " +
+                $"legacy/flash {ml / mf:F2}x; max |diff| {worst:E1}; {GemmBenchmarks.Threads} threads, {calls} alternated calls");
+        }
+    }
+
+    /// <summary>
     /// The CPU kernel of the removed <c>Primitives.Attention</c> (q [T, Hq, D], k/v [S, Hkv, D], query t at position
     /// S − T + t), as it was at commit 43b05eb: per (token, query head) item, scores, then exp and sum, then Σ p·v.
     /// </summary>
