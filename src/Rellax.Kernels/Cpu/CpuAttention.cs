@@ -13,7 +13,8 @@ namespace Rellax.Kernels.Cpu;
 /// <b>Work items.</b> One item is (sequence b, KV head, block of query tokens); its rows are the <c>group</c> query
 /// heads of that KV head for each token of the block, token-major (row r = token·group + g), at most
 /// <see cref="Block"/> rows (a single token when group &gt; 64), so every K/V block is read once for all the heads that
-/// share it (GQA). Query and key blocks both start at the sequence's first real token (its left padding), so padding
+/// share it (GQA); when there are fewer such items than threads (decoding with few KV heads), the group's query heads
+/// are split over up to threads / items items. Query and key blocks both start at the sequence's first real token (its left padding), so padding
 /// keys are never read, and each row's visible keys are a prefix <c>[first, hi_r)</c> of the key range with hi_r
 /// non-decreasing in r (causal: hi = position + 1). Only the key blocks below the item's largest hi are visited. Items
 /// are ordered head by head ((b, KV head): its K/V, up to 2·T·D·4 bytes, stay in L2/L3 while its items run; ordering
@@ -115,8 +116,11 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
         public Item[] Items = [];
     }
 
-    /// <summary>One work item: sequence, KV head, first query token and token count.</summary>
-    private readonly record struct Item(int B, int KvHead, int T0, int Tokens, long Cost);
+    /// <summary>
+    /// One work item: sequence, KV head, first query token and token count, and the query heads of the KV head's group
+    /// it takes (<see cref="Head0"/>, <see cref="Heads"/>: the whole group unless there are fewer items than threads).
+    /// </summary>
+    private readonly record struct Item(int B, int KvHead, int T0, int Tokens, long Cost, int Head0, int Heads);
 
     // ------------------------------------------------------------------------------------------------------------
     // Entry points
@@ -165,7 +169,7 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
                 job.KPackF = (float*)buffers.Get(2, packElems * 4);
                 PrepareFp32(job, kp);
             }
-            job.Items = MakeItems(job);
+            job.Items = MakeItems(job, _backend.Threads);
             Run(job);
             ZeroPaddingRows(job);
         }
@@ -223,7 +227,7 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
         job.QHat = (byte*)buffers.Get(0, (long)shape.Batch * shape.QueryHeads * tq * d);
         job.QScale = (float*)buffers.Get(1, (long)shape.Batch * shape.QueryHeads * tq * 4);
         QuantizeQueries(job);
-        job.Items = MakeItems(job);
+        job.Items = MakeItems(job, _backend.Threads);
         Run(job);
         ZeroPaddingRows(job);
     }
@@ -448,7 +452,13 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
     // ------------------------------------------------------------------------------------------------------------
     // Scheduling
 
-    private static Item[] MakeItems(Job job)
+    /// <summary>
+    /// The work items of a call. When there are fewer (sequence, KV head, token block) items than
+    /// <paramref name="threads"/> (decoding with few KV heads: MQA has one), each item's query heads are split into up to
+    /// threads / items parts, so every thread gets rows; each row is still computed by exactly one item with the same
+    /// arithmetic (rows never interact), so the output stays bitwise independent of the thread count.
+    /// </summary>
+    private static Item[] MakeItems(Job job, int threads)
     {
         int group = job.Group, tokensPerItem = Math.Max(1, Block / group);
         var items = new List<Item>();
@@ -462,13 +472,22 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
                     int n = Math.Min(tokensPerItem, job.QueryTokens - t0);
                     int hi = job.Causal ? t0 + n + job.QueryOffset : job.KeyEnd;
                     long keys = Math.Max(1, hi - job.First[b]);
-                    items.Add(new Item(b, h, t0, n, keys * n * group));
+                    items.Add(new Item(b, h, t0, n, keys * n * group, 0, group));
                 }
         }
         // Head by head (its K/V stay in the caches while its items run), the costliest (causal: last) query blocks of
         // each head first, so the cheap ones fill the end of the run and the threads finish together.
         items.Sort((a, c) => a.B != c.B ? a.B.CompareTo(c.B) : a.KvHead != c.KvHead ? a.KvHead.CompareTo(c.KvHead) : c.Cost.CompareTo(a.Cost));
-        return items.ToArray();
+        int parts = items.Count == 0 ? 1 : Math.Min(group, (threads + items.Count - 1) / items.Count);
+        if (parts <= 1) return items.ToArray();
+        var split = new List<Item>(items.Count * parts);
+        foreach (var it in items)
+            for (int p = 0; p < parts; p++)
+            {
+                int g0 = group * p / parts, g1 = group * (p + 1) / parts;
+                split.Add(it with { Head0 = g0, Heads = g1 - g0, Cost = it.Cost / group * (g1 - g0) });
+            }
+        return split.ToArray();
     }
 
     private void Run(Job job)
@@ -553,10 +572,10 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
     private static void RunItem(Job job, Item item, Scratch sc)
     {
         var s = job.Shape;
-        int d = job.D, group = job.Group, rows = item.Tokens * group, b = item.B, first = job.First[b];
+        int d = job.D, group = job.Group, heads = item.Heads, rows = item.Tokens * heads, b = item.B, first = job.First[b];
         for (int r = 0; r < rows; r++)
         {
-            int t = item.T0 + r / group, h = item.KvHead * group + r % group;
+            int t = item.T0 + r / heads, h = item.KvHead * group + item.Head0 + r % heads;
             long qRow = ((long)b * job.QueryHeads + h) * job.QueryTokens + t;
             if (job.Int8)
             {
@@ -621,7 +640,7 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
             // ln Σ_j exp(scale·q·k_j) = ln 2 · log2 Σ_j exp2(S_j) with S in base-2 units: M + log2 L.
             for (int r = 0; r < rows; r++)
             {
-                int t = item.T0 + r / group, h = item.KvHead * group + r % group;
+                int t = item.T0 + r / heads, h = item.KvHead * group + item.Head0 + r % heads;
                 job.Lse[((long)b * job.QueryHeads + h) * job.QueryTokens + t] = (float)((sc.M[r] + Math.Log2(sc.L[r])) * Math.Log(2));
             }
     }

@@ -180,13 +180,22 @@ public sealed class CpuAttentionTests
         Assert.That(worst, Is.LessThan(2e-5));
     }
 
-    [Test]
-    public void FewerQueriesThanKeysAreBitwiseTheSameForThreadsAndStrategies([Values] AttentionLayout layout)
+    /// <summary>Tq = 5 against Tk = 140 (the second sequence has 3 real keys, so its first 2 query rows are padding), GQA 3;
+    /// and an MQA decoding step (one KV head: its 8 query heads are split over the threads).</summary>
+    private static IEnumerable<TestCaseData> ChunkShapes()
     {
-        // Tq = 5 against Tk = 140 (the second sequence has 3 real keys, so its first 2 query rows are padding), GQA 3.
-        var s = new AttentionShape(2, 6, 2, 5, 140, 64, layout);
+        foreach (var layout in new[] { AttentionLayout.HeadMajor, AttentionLayout.TokenMajor })
+        {
+            yield return new TestCaseData(2, 6, 2, 5, 140, layout, new[] { 140, 3 }).SetArgDisplayNames($"Tq=5,Tk=140,{layout}");
+            yield return new TestCaseData(1, 8, 1, 1, 300, layout, new[] { 290 }).SetArgDisplayNames($"MQA,Tq=1,Tk=300,{layout}");
+        }
+    }
+
+    [TestCaseSource(nameof(ChunkShapes))]
+    public void FewerQueriesThanKeysAreBitwiseTheSameForThreadsAndStrategies(int batch, int hq, int hkv, int tq, int tk, AttentionLayout layout, int[] lengths)
+    {
+        var s = new AttentionShape(batch, hq, hkv, tq, tk, 64, layout);
         var (q, k, v) = Inputs(s, 57);
-        int[] lengths = [140, 3];
         foreach (var precision in new[] { AttentionPrecision.Fp32, AttentionPrecision.Int8 })
         {
             var options = new AttentionOptions { Precision = precision };
