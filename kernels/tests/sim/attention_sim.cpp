@@ -295,6 +295,11 @@ int main(int argc, char** argv) {
         std::printf(failures ? "attention_sim chunks: %d failed\n" : "attention_sim chunks: all passed\n", failures);
         return failures ? 1 : 0;
     }
+    if (argc > 1 && std::string(argv[1]) == "quick") {  // two whole-sequence (Tq = Tk) prefill shapes only
+        failures = check_prefill(2, 4, 2, 37, 64, {37, 20}) + check_prefill(2, 2, 2, 130, 64, {130, 129});
+        std::printf(failures ? "attention_sim quick: %d failed\n" : "attention_sim quick: all passed\n", failures);
+        return failures ? 1 : 0;
+    }
     failures += check_chunks();
     failures += check_prefill(1, 1, 1, 1, 64, {1});
     failures += check_prefill(2, 4, 2, 37, 64, {37, 20});
