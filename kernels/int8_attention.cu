@@ -16,7 +16,9 @@
 //      and optional int32 sums. One warp per row. Used for Q and K before prefill (dst_D = D rounded up to 32, the
 //      mma k-step) and for K and V appended to an Int8KvCache (dst_D = D, dst_start = the cache's count).
 //      Reads 4·D and writes D + 8 bytes per row: memory-bound, ~1/8 of prefill's traffic at T = 4096.
-//   3. rellax_attn_prefill_int8_d{64,128,256}: flash-style prefill. A block of 4 warps owns 64 query rows of one
+//   3. rellax_attn_prefill_int8_d{64,128,256}: flash-style prefill of T queries against Tk >= T keys (query row t
+//      sits at key position Tk - T + t: T = Tk for whole sequences, T < Tk for a chunk against cached keys; the
+//      causal and padding masks compare key positions). A block of 4 warps owns 64 query rows of one
 //      (b, query head); each warp owns 16 rows whose int8 Q fragments stay in registers. K tiles (KT = 64 keys, 32
 //      at D > 128) are staged in shared memory as int8 rows (padded by 16 bytes against bank conflicts), V tiles as
 //      f16, transposed ([D][KT + 8]). Per tile and warp: S = Q̂ K̂ᵀ with mma.sync.m16n8k32 s8·s8→s32 (exact int32),
@@ -261,14 +263,15 @@ template <int DMAX, int KT>
 __device__ __forceinline__ void rellax_attn_prefill(
     const signed char* qq,   // qq is (B, Hq, T, Dp) int8 queries (Dp = D rounded up to 32, zero-padded)
     const float* qs,         // qs is (B, Hq, T): query scales (softmax scale · log2 e folded in)
-    const signed char* kq,   // kq is (B, Hkv, T, Dp) int8 smoothed keys
-    const float* ks,         // ks is (B, Hkv, T)
-    const float* v,          // v is (B, Hkv, T, D) f32 through element strides
+    const signed char* kq,   // kq is (B, Hkv, Tk, Dp) int8 smoothed keys
+    const float* ks,         // ks is (B, Hkv, Tk)
+    const float* v,          // v is (B, Hkv, Tk, D) f32 through element strides
     long long v_bs, long long v_hs, long long v_ts,
     float* o,                // o is (B, Hq, T, D) f32 through element strides
     long long o_bs, long long o_hs, long long o_ts,
-    const int* padding,      // padding is (B)
-    int Hq, int Hkv, int T, int D, int Dp, int causal) {
+    const int* padding,      // padding is (B), in key positions
+    int Hq, int Hkv, int T, int Tk, int D, int Dp, int causal) {
+    // Query row r (of T) sits at key position r + shift (shift = Tk - T, 0 for a whole-sequence prefill).
     constexpr int KS = DMAX + 16;     // int8 key row stride in shared memory (bytes): conflict-free fragment loads
     constexpr int VS = KT + 8;        // f16 transposed value row stride (halves)
     constexpr int NT = KT / 8;        // n-tiles of keys per tile
@@ -282,7 +285,7 @@ __device__ __forceinline__ void rellax_attn_prefill(
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, qi = lane % 4;
     const int h = blockIdx.y, b = blockIdx.z, kvh = h / (Hq / Hkv);
     const int q0 = blockIdx.x * RELLAX_ATTN_ROWS, row0 = q0 + 16 * warp;
-    const int pad = padding[b];
+    const int pad = padding[b], shift = Tk - T;
     const int rA = row0 + g, rB = row0 + g + 8;
     const int nq = Dp / 32, nd = D / 8;
 
@@ -313,10 +316,11 @@ __device__ __forceinline__ void rellax_attn_prefill(
     const float NEG_INF = -__int_as_float(0x7f800000);
     float mA = NEG_INF, mB = NEG_INF, lA = 0.0f, lB = 0.0f;
 
-    const int kend = causal ? (q0 + RELLAX_ATTN_ROWS < T ? q0 + RELLAX_ATTN_ROWS : T) : T;  // keys [pad, kend)
-    const long long krow = ((long long)b * Hkv + kvh) * T;
+    const int kend = causal ? (q0 + RELLAX_ATTN_ROWS < T ? q0 + RELLAX_ATTN_ROWS : T) + shift : Tk;  // keys [pad, kend)
+    const long long krow = ((long long)b * Hkv + kvh) * Tk;
     const float* vbase = v + b * v_bs + kvh * v_hs;
-    const bool warp_live = row0 < T && row0 + 15 >= pad;  // some row of this warp is a real query
+    const int pos0 = row0 + shift;  // key position of the warp's first row
+    const bool warp_live = row0 < T && pos0 + 15 >= pad;  // some row of this warp is a real query
     for (int kt0 = pad; kt0 < kend; kt0 += KT) {
         __syncthreads();  // the previous tile is no longer read
         // Stage K̂ (int8 rows, 4 bytes per thread step), key scales and f16 Vᵀ; keys past kend are zero.
@@ -330,7 +334,7 @@ __device__ __forceinline__ void rellax_attn_prefill(
             v_tile[c * VS + jj] = j < kend ? rellax_attn_f32_to_f16(vbase[j * v_ts + c]) : (unsigned short)0;
         }
         __syncthreads();
-        if (!warp_live || (causal && kt0 > row0 + 15)) continue;  // every key of the tile is masked for this warp
+        if (!warp_live || (causal && kt0 > pos0 + 15)) continue;  // every key of the tile is masked for this warp
 
         // S = Q̂ K̂ᵀ (exact int32), then logits and the masked online softmax.
         float sc[NT][4];
@@ -349,7 +353,7 @@ __device__ __forceinline__ void rellax_attn_prefill(
             #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int jj = n * 8 + 2 * qi + (e & 1), j = kt0 + jj, row = e < 2 ? rA : rB;
-                const bool visible = j < kend && (!causal || j <= row);
+                const bool visible = j < kend && (!causal || j <= row + shift);
                 sc[n][e] = visible ? (float)s32[e] * (e < 2 ? qsA : qsB) * k_scale[jj] : NEG_INF;
             }
             tmA = fmaxf(tmA, fmaxf(sc[n][0], sc[n][1]));
@@ -382,8 +386,8 @@ __device__ __forceinline__ void rellax_attn_prefill(
         #pragma unroll
         for (int kk = 0; kk < KT / 16; kk++) {
             const int c0 = kt0 + kk * 16;
-            if (c0 >= kend || (causal && c0 > row0 + 15)) continue;  // warp-uniform
-            if (!causal || c0 + 15 <= row0) {
+            if (c0 >= kend || (causal && c0 > pos0 + 15)) continue;  // warp-uniform
+            if (!causal || c0 + 15 <= pos0) {
                 const unsigned pa[4] = {rellax_attn_pack_f16x2(sc[2 * kk][0], sc[2 * kk][1]),
                                         rellax_attn_pack_f16x2(sc[2 * kk][2], sc[2 * kk][3]),
                                         rellax_attn_pack_f16x2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
@@ -406,7 +410,7 @@ __device__ __forceinline__ void rellax_attn_prefill(
                 __syncwarp();
                 for (int k = 0; k < 16; k++) {
                     const int j = c0 + k;
-                    const bool seeA = j < kend && j <= rA, seeB = j < kend && j <= rB;
+                    const bool seeA = j < kend && j <= rA + shift, seeB = j < kend && j <= rB + shift;
                     if (!seeA && !seeB) continue;
                     const float pA = pw[g][k], pB = pw[g + 8][k];
                     #pragma unroll
@@ -429,8 +433,9 @@ __device__ __forceinline__ void rellax_attn_prefill(
         lA += __shfl_xor_sync(RELLAX_FULL_MASK, lA, off);
         lB += __shfl_xor_sync(RELLAX_FULL_MASK, lB, off);
     }
-    const float invA = rA >= pad && lA > 0.0f ? 1.0f / lA : 0.0f;
-    const float invB = rB >= pad && lB > 0.0f ? 1.0f / lB : 0.0f;
+    const bool realA = rA + shift >= pad, realB = rB + shift >= pad;
+    const float invA = realA && lA > 0.0f ? 1.0f / lA : 0.0f;
+    const float invB = realB && lB > 0.0f ? 1.0f / lB : 0.0f;
     float* oA = o + b * o_bs + h * o_hs + (long long)rA * o_ts;
     float* oB = o + b * o_bs + h * o_hs + (long long)rB * o_ts;
     #pragma unroll
@@ -438,36 +443,36 @@ __device__ __forceinline__ void rellax_attn_prefill(
         if (n < nd) {
             const int c = n * 8 + 2 * qi;
             if (rA < T) {
-                oA[c] = rA >= pad ? acc[n][0] * invA : 0.0f;
-                oA[c + 1] = rA >= pad ? acc[n][1] * invA : 0.0f;
+                oA[c] = realA ? acc[n][0] * invA : 0.0f;
+                oA[c + 1] = realA ? acc[n][1] * invA : 0.0f;
             }
             if (rB < T) {
-                oB[c] = rB >= pad ? acc[n][2] * invB : 0.0f;
-                oB[c + 1] = rB >= pad ? acc[n][3] * invB : 0.0f;
+                oB[c] = realB ? acc[n][2] * invB : 0.0f;
+                oB[c + 1] = realB ? acc[n][3] * invB : 0.0f;
             }
         }
     }
 }
 
-// Entry points: grid (ceil(T / 64), Hq, B), block 128. D <= the suffix; Dp = D rounded up to 32. Written out (no
-// macro) so that CudaKernelSources.FindEntryPoints sees them.
+// Entry points: grid (ceil(T / 64), Hq, B), block 128. D <= the suffix; Dp = D rounded up to 32; T query rows, the
+// last T of Tk >= T key positions. Written out (no macro) so that CudaKernelSources.FindEntryPoints sees them.
 extern "C" __global__ void __launch_bounds__(32 * RELLAX_ATTN_WARPS) rellax_attn_prefill_int8_d64(
     const signed char* qq, const float* qs, const signed char* kq, const float* ks, const float* v, long long v_bs,
     long long v_hs, long long v_ts, float* o, long long o_bs, long long o_hs, long long o_ts, const int* padding, int Hq,
-    int Hkv, int T, int D, int Dp, int causal) {
-    rellax_attn_prefill<64, 64>(qq, qs, kq, ks, v, v_bs, v_hs, v_ts, o, o_bs, o_hs, o_ts, padding, Hq, Hkv, T, D, Dp, causal);
+    int Hkv, int T, int Tk, int D, int Dp, int causal) {
+    rellax_attn_prefill<64, 64>(qq, qs, kq, ks, v, v_bs, v_hs, v_ts, o, o_bs, o_hs, o_ts, padding, Hq, Hkv, T, Tk, D, Dp, causal);
 }
 extern "C" __global__ void __launch_bounds__(32 * RELLAX_ATTN_WARPS) rellax_attn_prefill_int8_d128(
     const signed char* qq, const float* qs, const signed char* kq, const float* ks, const float* v, long long v_bs,
     long long v_hs, long long v_ts, float* o, long long o_bs, long long o_hs, long long o_ts, const int* padding, int Hq,
-    int Hkv, int T, int D, int Dp, int causal) {
-    rellax_attn_prefill<128, 64>(qq, qs, kq, ks, v, v_bs, v_hs, v_ts, o, o_bs, o_hs, o_ts, padding, Hq, Hkv, T, D, Dp, causal);
+    int Hkv, int T, int Tk, int D, int Dp, int causal) {
+    rellax_attn_prefill<128, 64>(qq, qs, kq, ks, v, v_bs, v_hs, v_ts, o, o_bs, o_hs, o_ts, padding, Hq, Hkv, T, Tk, D, Dp, causal);
 }
 extern "C" __global__ void __launch_bounds__(32 * RELLAX_ATTN_WARPS) rellax_attn_prefill_int8_d256(
     const signed char* qq, const float* qs, const signed char* kq, const float* ks, const float* v, long long v_bs,
     long long v_hs, long long v_ts, float* o, long long o_bs, long long o_hs, long long o_ts, const int* padding, int Hq,
-    int Hkv, int T, int D, int Dp, int causal) {
-    rellax_attn_prefill<256, 32>(qq, qs, kq, ks, v, v_bs, v_hs, v_ts, o, o_bs, o_hs, o_ts, padding, Hq, Hkv, T, D, Dp, causal);
+    int Hkv, int T, int Tk, int D, int Dp, int causal) {
+    rellax_attn_prefill<256, 32>(qq, qs, kq, ks, v, v_bs, v_hs, v_ts, o, o_bs, o_hs, o_ts, padding, Hq, Hkv, T, Tk, D, Dp, causal);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

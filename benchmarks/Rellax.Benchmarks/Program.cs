@@ -11,6 +11,18 @@ if (args is ["--attention-accuracy"])
     return;
 }
 
+if (args is ["--attention-decode-quick"])
+{
+    AttentionDecodeBenchmarks.Interleaved();
+    return;
+}
+
+if (args is ["--decode-quick"])
+{
+    DecodeQuick.Run();
+    return;
+}
+
 if (args is ["--attention-quick"])
 {
     AttentionQuick.Run();

@@ -169,37 +169,45 @@ public class ScoringBenchmarks
         return RellaxAdapter.Create(adapterConfig, targets, null, config, "scoring benchmark adapter");
     }
 
+    /// <summary>The scoring model's shape (<see cref="Hidden"/>, ...; MHA, 2048 positions).</summary>
+    public static RandomLlamaShape Shape { get; } = new(Hidden, Layers, Heads, Heads, HeadDim, Intermediate, Vocab, MaxPositions: 2048);
+
+    /// <summary>Writes the scoring model to <paramref name="dir"/> unless it is there (see <see cref="EnsureModel(string, RandomLlamaShape)"/>).</summary>
+    public static void EnsureModel(string dir) => EnsureModel(dir, Shape);
+
     /// <summary>
-    /// Writes the random model (config.json, F32 model.safetensors streamed tensor by tensor, stories260K's tokenizer files)
-    /// unless <paramref name="dir"/> already holds one of this shape. Weights are uniform with standard deviation 1/√fan_in
-    /// (norm gains 1, embeddings ±1).
+    /// Writes a random Llama model of <paramref name="model"/> (config.json, F32 model.safetensors streamed tensor by
+    /// tensor, stories260K's tokenizer files) unless <paramref name="dir"/> already holds one of this shape. Weights are
+    /// uniform with standard deviation 1/√fan_in (norm gains 1, embeddings ±1).
     /// </summary>
-    public static void EnsureModel(string dir)
+    public static void EnsureModel(string dir, RandomLlamaShape model)
     {
+        var (hidden, layers, heads, kvHeads, headDim, intermediate, vocab, maxPositions) = model;
         string configPath = Path.Combine(dir, "config.json"), weightsPath = Path.Combine(dir, "model.safetensors");
         string config = $$"""
-            {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": {{Hidden}}, "intermediate_size": {{Intermediate}},
-             "num_hidden_layers": {{Layers}}, "num_attention_heads": {{Heads}}, "num_key_value_heads": {{Heads}}, "head_dim": {{HeadDim}},
-             "vocab_size": {{Vocab}}, "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+            {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": {{hidden}}, "intermediate_size": {{intermediate}},
+             "num_hidden_layers": {{layers}}, "num_attention_heads": {{heads}}, "num_key_value_heads": {{kvHeads}}, "head_dim": {{headDim}},
+             "vocab_size": {{vocab}}, "max_position_embeddings": {{maxPositions}}, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
              "tie_word_embeddings": false, "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"}
             """;
         if (File.Exists(configPath) && File.ReadAllText(configPath) == config && File.Exists(weightsPath)) return;
         Directory.CreateDirectory(dir);
-        var tensors = new List<(string Name, int[] Shape, float Amplitude, float Offset)> { ("model.embed_tokens.weight", [Vocab, Hidden], 1, 0) };
+        var tensors = new List<(string Name, int[] Shape, float Amplitude, float Offset)> { ("model.embed_tokens.weight", [vocab, hidden], 1, 0) };
         float Fan(int fanIn) => (float)Math.Sqrt(3.0 / fanIn);
-        for (int l = 0; l < Layers; l++)
+        for (int l = 0; l < layers; l++)
         {
             string p = $"model.layers.{l}.";
-            tensors.Add((p + "input_layernorm.weight", [Hidden], 0, 1));
-            foreach (var m in new[] { "q_proj", "k_proj", "v_proj" }) tensors.Add((p + "self_attn." + m + ".weight", [Heads * HeadDim, Hidden], Fan(Hidden), 0));
-            tensors.Add((p + "self_attn.o_proj.weight", [Hidden, Heads * HeadDim], Fan(Heads * HeadDim), 0));
-            tensors.Add((p + "post_attention_layernorm.weight", [Hidden], 0, 1));
-            tensors.Add((p + "mlp.gate_proj.weight", [Intermediate, Hidden], Fan(Hidden), 0));
-            tensors.Add((p + "mlp.up_proj.weight", [Intermediate, Hidden], Fan(Hidden), 0));
-            tensors.Add((p + "mlp.down_proj.weight", [Hidden, Intermediate], Fan(Intermediate), 0));
+            tensors.Add((p + "input_layernorm.weight", [hidden], 0, 1));
+            foreach (var (m, n) in new[] { ("q_proj", heads), ("k_proj", kvHeads), ("v_proj", kvHeads) })
+                tensors.Add((p + "self_attn." + m + ".weight", [n * headDim, hidden], Fan(hidden), 0));
+            tensors.Add((p + "self_attn.o_proj.weight", [hidden, heads * headDim], Fan(heads * headDim), 0));
+            tensors.Add((p + "post_attention_layernorm.weight", [hidden], 0, 1));
+            tensors.Add((p + "mlp.gate_proj.weight", [intermediate, hidden], Fan(hidden), 0));
+            tensors.Add((p + "mlp.up_proj.weight", [intermediate, hidden], Fan(hidden), 0));
+            tensors.Add((p + "mlp.down_proj.weight", [hidden, intermediate], Fan(intermediate), 0));
         }
-        tensors.Add(("model.norm.weight", [Hidden], 0, 1));
-        tensors.Add(("lm_head.weight", [Vocab, Hidden], Fan(Hidden), 0));
+        tensors.Add(("model.norm.weight", [hidden], 0, 1));
+        tensors.Add(("lm_head.weight", [vocab, hidden], Fan(hidden), 0));
 
         var header = new StringBuilder("{");
         long offset = 0;
@@ -237,7 +245,8 @@ public class ScoringBenchmarks
         File.WriteAllText(configPath, config);
     }
 
-    private static string FindStories260K()
+    /// <summary>The embedded <c>models/stories260K</c> folder, found above the build output.</summary>
+    internal static string FindStories260K()
     {
         for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
         {
@@ -360,6 +369,9 @@ public class ScoringBenchmarks
         bench.Cleanup();
     }
 }
+
+/// <summary>The shape of a random Llama model written by <see cref="ScoringBenchmarks.EnsureModel(string, RandomLlamaShape)"/>.</summary>
+public sealed record RandomLlamaShape(int Hidden, int Layers, int Heads, int KvHeads, int HeadDim, int Intermediate, int Vocab, int MaxPositions);
 
 /// <summary>
 /// The scoring forward in TorchSharp float32 (the benchmark's baseline): HF Llama with left-padded batches, a boolean SDPA mask

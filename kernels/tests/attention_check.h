@@ -18,17 +18,25 @@ namespace attention_check {
 
 constexpr float kLog2E = 1.44269504088896341f;
 
-// Geometry of one call: B sequences, Hq query heads, Hkv KV heads, T tokens of D channels, head- or token-major.
+// Geometry of one call: B sequences, Hq query heads, Hkv KV heads, T query tokens of D channels, head- or token-major;
+// k and v hold Tk >= T positions (0 means T), query t sitting at key position Tk - T + t (AttentionShape's KeyTokens).
+// offset/strides with a head count H use T (shapes with Tk = T); k_offset/k_* address k and v with Tk.
 struct Shape {
     int B, Hq, Hkv, T, D;
     bool head_major;
+    int Tk = 0;
     int group() const { return Hq / Hkv; }
+    int keys() const { return Tk > 0 ? Tk : T; }
+    int shift() const { return keys() - T; }
     long long token_stride(int H) const { return head_major ? D : (long long)H * D; }
     long long head_stride(int H) const { return head_major ? (long long)T * D : D; }
     long long batch_stride(int H) const { return (long long)H * T * D; }
     long long offset(int H, int b, int h, int t) const {
         return b * batch_stride(H) + h * head_stride(H) + t * token_stride(H);
     }
+    long long k_head_stride() const { return head_major ? (long long)keys() * D : D; }
+    long long k_batch_stride() const { return (long long)Hkv * keys() * D; }
+    long long k_offset(int b, int h, int j) const { return b * k_batch_stride() + h * k_head_stride() + j * token_stride(Hkv); }
     int padded_d() const { return (D + 31) / 32 * 32; }
 };
 
@@ -48,11 +56,12 @@ inline float quantize_row(const float* x, int n, int8_t* q, float multiplier) {
     return m / 127.0f * multiplier;
 }
 
-// fp32 mean (accumulated in fp64) of rows [first, end) of (b, h) of a tensor with H heads.
+// fp32 mean (accumulated in fp64) of key rows [first, end) of (b, h) (H is Hkv, kept for the callers).
 inline std::vector<float> key_mean(const std::vector<float>& k, const Shape& s, int H, int b, int h, int first, int end) {
+    (void)H;
     std::vector<double> sum(s.D, 0.0);
     for (int j = first; j < end; j++)
-        for (int c = 0; c < s.D; c++) sum[c] += k[s.offset(H, b, h, j) + c];
+        for (int c = 0; c < s.D; c++) sum[c] += k[s.k_offset(b, h, j) + c];
     std::vector<float> mean(s.D, 0.0f);
     if (end > first)
         for (int c = 0; c < s.D; c++) mean[c] = (float)(sum[c] / (end - first));
@@ -75,26 +84,27 @@ inline void accumulate(const std::vector<double>& p, int first, int last, double
     for (int c = 0; c < D; c++) o[c] /= sum;
 }
 
-// AttentionReference.Exact: fp64 attention, padding query rows 0.
+// AttentionReference.Exact: fp64 attention, query t at key position Tk - T + t, padding query rows 0.
 inline std::vector<double> exact(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
                                  const Shape& s, const std::vector<int>& lengths, float scale, bool causal) {
-    std::vector<double> o(q.size(), 0.0), p(s.T);
+    const int tk = s.keys(), shift = s.shift();
+    std::vector<double> o(q.size(), 0.0), p(tk);
     for (int b = 0; b < s.B; b++) {
-        const int pad = s.T - lengths[b];
+        const int pad = tk - lengths[b];
         for (int h = 0; h < s.Hq; h++) {
             const int kvh = h / s.group();
-            for (int t = pad; t < s.T; t++) {
-                const int last = causal ? std::min(t, s.T - 1) : s.T - 1;
+            for (int t = std::max(0, pad - shift); t < s.T; t++) {
+                const int last = causal ? t + shift : tk - 1;
                 const long long qo = s.offset(s.Hq, b, h, t);
                 double max = -INFINITY;
                 for (int j = pad; j <= last; j++) {
-                    const long long ko = s.offset(s.Hkv, b, kvh, j);
+                    const long long ko = s.k_offset(b, kvh, j);
                     double dot = 0.0;
                     for (int c = 0; c < s.D; c++) dot += (double)q[qo + c] * k[ko + c];
                     p[j] = dot * scale;
                     max = std::max(max, p[j]);
                 }
-                accumulate(p, pad, last, max, [&](int j) { return &v[s.offset(s.Hkv, b, kvh, j)]; }, &o[qo], s.D, false);
+                accumulate(p, pad, last, max, [&](int j) { return &v[s.k_offset(b, kvh, j)]; }, &o[qo], s.D, false);
             }
         }
     }
@@ -105,23 +115,23 @@ inline std::vector<double> exact(const std::vector<float>& q, const std::vector<
 inline std::vector<double> int8_prefill(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
                                         const Shape& s, const std::vector<int>& lengths, float scale, bool causal,
                                         bool smooth = true) {
-    const int D = s.D;
-    std::vector<double> o(q.size(), 0.0), p(s.T);
-    std::vector<int8_t> qh((size_t)s.T * D), kh((size_t)s.T * D);
-    std::vector<float> qs(s.T), kscale(s.T), row(D);
+    const int D = s.D, tk = s.keys(), shift = s.shift();
+    std::vector<double> o(q.size(), 0.0), p(tk);
+    std::vector<int8_t> qh((size_t)s.T * D), kh((size_t)tk * D);
+    std::vector<float> qs(s.T), kscale(tk), row(D);
     for (int b = 0; b < s.B; b++) {
-        const int pad = s.T - lengths[b];
+        const int pad = tk - lengths[b], first_query = std::max(0, pad - shift);
         for (int kvh = 0; kvh < s.Hkv; kvh++) {
-            const std::vector<float> mean = smooth ? key_mean(k, s, s.Hkv, b, kvh, pad, s.T) : std::vector<float>(D, 0.0f);
-            for (int j = pad; j < s.T; j++) {
-                for (int c = 0; c < D; c++) row[c] = k[s.offset(s.Hkv, b, kvh, j) + c] - mean[c];
+            const std::vector<float> mean = smooth ? key_mean(k, s, s.Hkv, b, kvh, pad, tk) : std::vector<float>(D, 0.0f);
+            for (int j = pad; j < tk; j++) {
+                for (int c = 0; c < D; c++) row[c] = k[s.k_offset(b, kvh, j) + c] - mean[c];
                 kscale[j] = quantize_row(row.data(), D, &kh[(size_t)j * D], 1.0f);
             }
             for (int gi = 0; gi < s.group(); gi++) {
                 const int h = kvh * s.group() + gi;
-                for (int t = pad; t < s.T; t++) qs[t] = quantize_row(&q[s.offset(s.Hq, b, h, t)], D, &qh[(size_t)t * D], scale * kLog2E);
-                for (int t = pad; t < s.T; t++) {
-                    const int last = causal ? t : s.T - 1;
+                for (int t = first_query; t < s.T; t++) qs[t] = quantize_row(&q[s.offset(s.Hq, b, h, t)], D, &qh[(size_t)t * D], scale * kLog2E);
+                for (int t = first_query; t < s.T; t++) {
+                    const int last = causal ? t + shift : tk - 1;
                     double max = -INFINITY;
                     for (int j = pad; j <= last; j++) {
                         long long dot = 0;
@@ -129,7 +139,7 @@ inline std::vector<double> int8_prefill(const std::vector<float>& q, const std::
                         p[j] = (double)dot * (double)qs[t] * kscale[j];
                         max = (std::isnan(p[j]) || std::isnan(max)) ? NAN : std::max(max, p[j]);
                     }
-                    accumulate(p, pad, last, max, [&](int j) { return &v[s.offset(s.Hkv, b, kvh, j)]; },
+                    accumulate(p, pad, last, max, [&](int j) { return &v[s.k_offset(b, kvh, j)]; },
                                &o[s.offset(s.Hq, b, h, t)], D, true);
                 }
             }
@@ -230,14 +240,14 @@ inline std::vector<float> normal(size_t n, unsigned seed, float sigma = 1.0f) {
 
 // Keys whose every 16th channel carries a per-(sequence, head) bias of 20-40 (AttentionCheck.KeysWithOutliers).
 inline std::vector<float> keys_with_outliers(const Shape& s, unsigned seed) {
-    std::vector<float> k = normal((size_t)s.B * s.Hkv * s.T * s.D, seed);
+    std::vector<float> k = normal((size_t)s.B * s.Hkv * s.keys() * s.D, seed);
     std::mt19937 rng(seed + 1);
     std::uniform_real_distribution<float> u(0.0f, 1.0f);
     for (int b = 0; b < s.B; b++)
         for (int h = 0; h < s.Hkv; h++)
             for (int c = 0; c < s.D; c += 16) {
                 const float bias = 20.0f * (u(rng) < 0.5f ? -1.0f : 1.0f) * (1.0f + u(rng));
-                for (int t = 0; t < s.T; t++) k[s.offset(s.Hkv, b, h, t) + c] += bias;
+                for (int t = 0; t < s.keys(); t++) k[s.k_offset(b, h, t) + c] += bias;
             }
     return k;
 }
@@ -257,12 +267,12 @@ inline Accuracy measure(const std::vector<float>& a, const std::vector<double>& 
     return {na == 0 && ne == 0 ? 1.0 : dot / std::sqrt(na * ne), l1e == 0 ? l1 : l1 / l1e};
 }
 
-// Number of elements of padding query rows (t < T - lengths[b]) that are not exactly 0.
+// Number of elements of padding query rows (key position Tk - T + t < Tk - lengths[b]) that are not exactly 0.
 inline int nonzero_padding(const std::vector<float>& o, const Shape& s, const std::vector<int>& lengths) {
     int bad = 0;
     for (int b = 0; b < s.B; b++)
         for (int h = 0; h < s.Hq; h++)
-            for (int t = 0; t < s.T - lengths[b]; t++)
+            for (int t = 0; t < std::min(s.T, s.keys() - lengths[b] - s.shift()); t++)
                 for (int c = 0; c < s.D; c++) bad += o[s.offset(s.Hq, b, h, t) + c] != 0.0f;
     return bad;
 }

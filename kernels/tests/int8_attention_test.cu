@@ -54,47 +54,55 @@ struct Prefill {
     int Dp;
     float *q, *k, *v, *o, *mean, *qs, *ks;
     signed char *qq, *kq;
-    int* padding;
+    int *padding, *query_padding;
+    // q has T tokens, k and v Tk = s.keys() positions; padding in key positions, and in query rows for the quantizer.
     Prefill(const Shape& shape, const std::vector<float>& hq, const std::vector<float>& hk, const std::vector<float>& hv,
             const std::vector<int>& lengths)
         : s(shape), Dp(shape.padded_d()) {
-        std::vector<int> pad(s.B);
-        for (int b = 0; b < s.B; b++) pad[b] = s.T - lengths[b];
-        q = upload(hq); k = upload(hk); v = upload(hv); padding = upload(pad);
+        const int tk = s.keys();
+        std::vector<int> pad(s.B), qpad(s.B);
+        for (int b = 0; b < s.B; b++) {
+            pad[b] = tk - lengths[b];
+            qpad[b] = std::max(0, pad[b] - s.shift());
+        }
+        q = upload(hq); k = upload(hk); v = upload(hv); padding = upload(pad); query_padding = upload(qpad);
         o = alloc<float>(hq.size());
         mean = alloc<float>((size_t)s.B * s.Hkv * s.D);
         qq = alloc<signed char>((size_t)s.B * s.Hq * s.T * Dp); qs = alloc<float>((size_t)s.B * s.Hq * s.T);
-        kq = alloc<signed char>((size_t)s.B * s.Hkv * s.T * Dp); ks = alloc<float>((size_t)s.B * s.Hkv * s.T);
+        kq = alloc<signed char>((size_t)s.B * s.Hkv * tk * Dp); ks = alloc<float>((size_t)s.B * s.Hkv * tk);
     }
     ~Prefill() {
-        for (void* p : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)mean, (void*)qs, (void*)ks, (void*)qq, (void*)kq, (void*)padding})
+        for (void* p : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)mean, (void*)qs, (void*)ks, (void*)qq, (void*)kq, (void*)padding,
+                        (void*)query_padding})
             cudaFree(p);
     }
     void launch(float scale, bool causal, bool smooth) {
+        const int tk = s.keys();
         const long long qbs = s.batch_stride(s.Hq), qhs = s.head_stride(s.Hq), qts = s.token_stride(s.Hq);
-        const long long kbs = s.batch_stride(s.Hkv), khs = s.head_stride(s.Hkv), kts = s.token_stride(s.Hkv);
-        if (smooth) rellax_attn_key_mean<<<dim3(s.Hkv, s.B), 128>>>(k, kbs, khs, kts, padding, s.Hkv, s.T, s.D, mean);
+        const long long kbs = s.k_batch_stride(), khs = s.k_head_stride(), kts = s.token_stride(s.Hkv);
+        if (smooth) rellax_attn_key_mean<<<dim3(s.Hkv, s.B), 128>>>(k, kbs, khs, kts, padding, s.Hkv, tk, s.D, mean);
         rellax_attn_quantize_rows<<<blocks((long long)s.B * s.Hq * s.T, RELLAX_ATTN_QUANT_WARPS), 32 * RELLAX_ATTN_QUANT_WARPS>>>(
-            q, qbs, qhs, qts, nullptr, padding, s.B, s.Hq, s.T, s.D, scale * attention_check::kLog2E, qq, qs, nullptr, s.T, Dp, 0);
-        rellax_attn_quantize_rows<<<blocks((long long)s.B * s.Hkv * s.T, RELLAX_ATTN_QUANT_WARPS), 32 * RELLAX_ATTN_QUANT_WARPS>>>(
-            k, kbs, khs, kts, smooth ? mean : nullptr, padding, s.B, s.Hkv, s.T, s.D, 1.0f, kq, ks, nullptr, s.T, Dp, 0);
+            q, qbs, qhs, qts, nullptr, query_padding, s.B, s.Hq, s.T, s.D, scale * attention_check::kLog2E, qq, qs, nullptr, s.T, Dp, 0);
+        rellax_attn_quantize_rows<<<blocks((long long)s.B * s.Hkv * tk, RELLAX_ATTN_QUANT_WARPS), 32 * RELLAX_ATTN_QUANT_WARPS>>>(
+            k, kbs, khs, kts, smooth ? mean : nullptr, padding, s.B, s.Hkv, tk, s.D, 1.0f, kq, ks, nullptr, tk, Dp, 0);
         auto* kernel = s.D <= 64 ? rellax_attn_prefill_int8_d64 : s.D <= 128 ? rellax_attn_prefill_int8_d128 : rellax_attn_prefill_int8_d256;
         kernel<<<dim3(blocks(s.T, RELLAX_ATTN_ROWS), s.Hq, s.B), 32 * RELLAX_ATTN_WARPS>>>(
-            qq, qs, kq, ks, v, kbs, khs, kts, o, qbs, qhs, qts, padding, s.Hq, s.Hkv, s.T, s.D, Dp, causal ? 1 : 0);
+            qq, qs, kq, ks, v, kbs, khs, kts, o, qbs, qhs, qts, padding, s.Hq, s.Hkv, s.T, tk, s.D, Dp, causal ? 1 : 0);
         CUDA_CHECK(cudaGetLastError());
     }
 };
 
-static int check_prefill(int B, int Hq, int Hkv, int T, int D, const std::vector<int>& lengths) {
+// T query tokens against Tk key positions (0: Tk = T); lengths count real key positions.
+static int check_prefill(int B, int Hq, int Hkv, int T, int D, const std::vector<int>& lengths, int Tk = 0) {
     int failures = 0;
     for (bool head_major : {true, false})
         for (bool causal : {true, false})
             for (bool outliers : {false, true}) {
-                const Shape s{B, Hq, Hkv, T, D, head_major};
+                const Shape s{B, Hq, Hkv, T, D, head_major, Tk};
                 const unsigned seed = (unsigned)(T * 11 + D + (outliers ? 1000 : 0));
                 const std::vector<float> q = attention_check::normal((size_t)B * Hq * T * D, seed);
                 const std::vector<float> k = outliers ? attention_check::keys_with_outliers(s, seed + 1)
-                                                      : attention_check::normal((size_t)B * Hkv * T * D, seed + 1);
+                                                      : attention_check::normal((size_t)B * Hkv * s.keys() * D, seed + 1);
                 const std::vector<float> v = attention_check::normal(k.size(), seed + 2);
                 const float scale = 1.0f / std::sqrt((float)D);
                 Prefill p(s, q, k, v, lengths);
@@ -105,9 +113,9 @@ static int check_prefill(int B, int Hq, int Hkv, int T, int D, const std::vector
                 const Accuracy vs_exact = attention_check::measure(o, attention_check::exact(q, k, v, s, lengths, scale, causal));
                 const int pad_bad = attention_check::nonzero_padding(o, s, lengths);
                 const bool ok = vs_int8.rel_l1 < 1e-3 && vs_exact.meets_spec() && pad_bad == 0;
-                std::printf("%s prefill B=%d Hq=%d Hkv=%d T=%d D=%d %s %s%s: vs int8 ref relL1 %.2e; vs exact relL1 %.2e cos %.6f; "
+                std::printf("%s prefill B=%d Hq=%d Hkv=%d T=%d Tk=%d D=%d %s %s%s: vs int8 ref relL1 %.2e; vs exact relL1 %.2e cos %.6f; "
                             "padding nonzero %d\n",
-                            ok ? "ok  " : "FAIL", B, Hq, Hkv, T, D, head_major ? "head-major" : "token-major", causal ? "causal" : "full",
+                            ok ? "ok  " : "FAIL", B, Hq, Hkv, T, s.keys(), D, head_major ? "head-major" : "token-major", causal ? "causal" : "full",
                             outliers ? " outliers" : "", vs_int8.rel_l1, vs_exact.rel_l1, vs_exact.cosine, pad_bad);
                 failures += !ok;
             }
@@ -234,6 +242,12 @@ int main() {
     failures += check_prefill(1, 2, 1, 200, 256, {171});
     failures += check_prefill(1, 2, 2, 150, 96, {150});
     failures += check_prefill(1, 2, 1, 1024, 128, {1000});
+    // Fewer queries than keys (a chunk against a KV cache), as attention_sim's check_chunks.
+    failures += check_prefill(1, 4, 2, 1, 64, {300}, 300);
+    failures += check_prefill(2, 6, 2, 3, 24, {130, 70}, 130);
+    failures += check_prefill(3, 4, 1, 17, 8, {200, 17, 5}, 200);
+    failures += check_prefill(2, 8, 4, 1, 128, {65, 0}, 65);
+    failures += check_prefill(1, 2, 2, 70, 64, {150}, 150);
     failures += check_decode(1, 4, 4, 64, 40, 1);
     failures += check_decode(2, 8, 2, 128, 33, 5);
     failures += check_decode(3, 8, 4, 8, 20, 1);

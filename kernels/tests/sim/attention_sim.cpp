@@ -15,6 +15,7 @@
 // fragment layouts), so the fragment index arithmetic is what gets checked; ex2.approx is exp2f, cvt.rn.f16.f32 a
 // bit-exact host conversion.
 #include <chrono>
+#include <string>
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -39,47 +40,53 @@ unsigned blocks(long long items, int per_block) { return (unsigned)((items + per
 // The launch sequence of CudaAttention.Prefill (int8), on the simulator.
 std::vector<float> prefill(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v, const Shape& s,
                            const std::vector<int>& lengths, float scale, bool causal, bool smooth) {
-    const int Dp = s.padded_d();
-    std::vector<int> padding(s.B);
-    for (int b = 0; b < s.B; b++) padding[b] = s.T - lengths[b];
+    // q has T tokens, k and v Tk = s.keys() positions; padding is in key positions, and for the query quantizer in
+    // query rows (query t is key position Tk - T + t), as CudaAttentionKernels.Prefill uploads them.
+    const int Dp = s.padded_d(), tk = s.keys();
+    std::vector<int> padding(s.B), query_padding(s.B);
+    for (int b = 0; b < s.B; b++) {
+        padding[b] = tk - lengths[b];
+        query_padding[b] = std::max(0, padding[b] - s.shift());
+    }
     std::vector<float> mean((size_t)s.B * s.Hkv * s.D);
-    std::vector<signed char> qq((size_t)s.B * s.Hq * s.T * Dp, 77), kq((size_t)s.B * s.Hkv * s.T * Dp, 77);
-    std::vector<float> qs((size_t)s.B * s.Hq * s.T, 7.0f), ks((size_t)s.B * s.Hkv * s.T, 7.0f);
+    std::vector<signed char> qq((size_t)s.B * s.Hq * s.T * Dp, 77), kq((size_t)s.B * s.Hkv * tk * Dp, 77);
+    std::vector<float> qs((size_t)s.B * s.Hq * s.T, 7.0f), ks((size_t)s.B * s.Hkv * tk, 7.0f);
     std::vector<float> o(q.size(), 12345.0f);
-    const Strides qst = strides(s, s.Hq), kst = strides(s, s.Hkv);
+    const Strides qst = strides(s, s.Hq), kst{s.k_batch_stride(), s.k_head_stride(), s.token_stride(s.Hkv)};
     if (smooth)
         rellax_sim_launch({(unsigned)s.Hkv, (unsigned)s.B, 1}, {64, 1, 1}, [&] {
-            rellax_attn_key_mean(k.data(), kst.bs, kst.hs, kst.ts, padding.data(), s.Hkv, s.T, s.D, mean.data());
+            rellax_attn_key_mean(k.data(), kst.bs, kst.hs, kst.ts, padding.data(), s.Hkv, tk, s.D, mean.data());
         });
     rellax_sim_launch({blocks((long long)s.B * s.Hq * s.T, RELLAX_ATTN_QUANT_WARPS), 1, 1}, {32 * RELLAX_ATTN_QUANT_WARPS, 1, 1}, [&] {
-        rellax_attn_quantize_rows(q.data(), qst.bs, qst.hs, qst.ts, nullptr, padding.data(), s.B, s.Hq, s.T, s.D,
+        rellax_attn_quantize_rows(q.data(), qst.bs, qst.hs, qst.ts, nullptr, query_padding.data(), s.B, s.Hq, s.T, s.D,
                                   scale * attention_check::kLog2E, qq.data(), qs.data(), nullptr, s.T, Dp, 0);
     });
-    rellax_sim_launch({blocks((long long)s.B * s.Hkv * s.T, RELLAX_ATTN_QUANT_WARPS), 1, 1}, {32 * RELLAX_ATTN_QUANT_WARPS, 1, 1}, [&] {
-        rellax_attn_quantize_rows(k.data(), kst.bs, kst.hs, kst.ts, smooth ? mean.data() : nullptr, padding.data(), s.B, s.Hkv, s.T,
-                                  s.D, 1.0f, kq.data(), ks.data(), nullptr, s.T, Dp, 0);
+    rellax_sim_launch({blocks((long long)s.B * s.Hkv * tk, RELLAX_ATTN_QUANT_WARPS), 1, 1}, {32 * RELLAX_ATTN_QUANT_WARPS, 1, 1}, [&] {
+        rellax_attn_quantize_rows(k.data(), kst.bs, kst.hs, kst.ts, smooth ? mean.data() : nullptr, padding.data(), s.B, s.Hkv, tk,
+                                  s.D, 1.0f, kq.data(), ks.data(), nullptr, tk, Dp, 0);
     });
     auto* kernel = s.D <= 64 ? rellax_attn_prefill_int8_d64 : s.D <= 128 ? rellax_attn_prefill_int8_d128 : rellax_attn_prefill_int8_d256;
     rellax_sim_launch({blocks(s.T, RELLAX_ATTN_ROWS), (unsigned)s.Hq, (unsigned)s.B}, {32 * RELLAX_ATTN_WARPS, 1, 1}, [&] {
         kernel(qq.data(), qs.data(), kq.data(), ks.data(), v.data(), kst.bs, kst.hs, kst.ts, o.data(), qst.bs, qst.hs, qst.ts,
-               padding.data(), s.Hq, s.Hkv, s.T, s.D, Dp, causal ? 1 : 0);
+               padding.data(), s.Hq, s.Hkv, s.T, tk, s.D, Dp, causal ? 1 : 0);
     });
     return o;
 }
 
 std::vector<float> queries(const Shape& s, unsigned seed) { return attention_check::normal((size_t)s.B * s.Hq * s.T * s.D, seed); }
 
-int check_prefill(int B, int Hq, int Hkv, int T, int D, std::vector<int> lengths) {
+// T query tokens against Tk key positions (0: Tk = T); lengths count real key positions.
+int check_prefill(int B, int Hq, int Hkv, int T, int D, std::vector<int> lengths, int Tk = 0) {
     int failures = 0;
     for (bool head_major : {true, false})
         for (bool causal : {true, false})
             for (bool outliers : {false, true}) {
                 if (!causal && outliers) continue;
-                const Shape s{B, Hq, Hkv, T, D, head_major};
+                const Shape s{B, Hq, Hkv, T, D, head_major, Tk};
                 const unsigned seed = (unsigned)(T * 11 + D + (outliers ? 1000 : 0));
                 const std::vector<float> q = queries(s, seed);
                 const std::vector<float> k = outliers ? attention_check::keys_with_outliers(s, seed + 1)
-                                                      : attention_check::normal((size_t)B * Hkv * T * D, seed + 1);
+                                                      : attention_check::normal((size_t)B * Hkv * s.keys() * D, seed + 1);
                 const std::vector<float> v = attention_check::normal(k.size(), seed + 2);
                 const float scale = 1.0f / std::sqrt((float)D);
                 const auto start = std::chrono::steady_clock::now();
@@ -89,7 +96,7 @@ int check_prefill(int B, int Hq, int Hkv, int T, int D, std::vector<int> lengths
                 const Accuracy vs_exact = attention_check::measure(o, attention_check::exact(q, k, v, s, lengths, scale, causal));
                 const int pad_bad = attention_check::nonzero_padding(o, s, lengths);
                 const bool ok = vs_int8.rel_l1 < 1e-3 && vs_exact.meets_spec() && pad_bad == 0;
-                std::printf("%s prefill B=%d Hq=%d Hkv=%d T=%d D=%d %s %s%s lengths=", ok ? "ok  " : "FAIL", B, Hq, Hkv, T, D,
+                std::printf("%s prefill B=%d Hq=%d Hkv=%d T=%d Tk=%d D=%d %s %s%s lengths=", ok ? "ok  " : "FAIL", B, Hq, Hkv, T, s.keys(), D,
                             head_major ? "head-major" : "token-major", causal ? "causal" : "full", outliers ? " outliers" : "");
                 for (int l : lengths) std::printf("%d,", l);
                 std::printf(" vs int8 ref: relL1 %.2e cos %.7f; vs exact: relL1 %.2e cos %.6f; padding nonzero %d (%.0f ms)\n",
@@ -269,8 +276,31 @@ int check_decode(int B, int Hq, int Hkv, int D, int prompt, int steps) {
 
 }  // namespace
 
-int main() {
+// Fewer queries than keys (a chunk of new tokens against a KV cache): Tq 1, 3 and 17 against Tk up to 300, GQA,
+// sequences with fewer real keys than queries (their first query rows are padding) or none.
+int check_chunks() {
     int failures = 0;
+    failures += check_prefill(1, 4, 2, 1, 64, {300}, 300);
+    failures += check_prefill(2, 6, 2, 3, 24, {130, 70}, 130);
+    failures += check_prefill(3, 4, 1, 17, 8, {200, 17, 5}, 200);
+    failures += check_prefill(2, 8, 4, 1, 128, {65, 0}, 65);
+    failures += check_prefill(1, 2, 2, 70, 64, {150}, 150);  // two 64-row query tiles
+    return failures;
+}
+
+int main(int argc, char** argv) {
+    int failures = 0;
+    if (argc > 1 && std::string(argv[1]) == "chunks") {  // only the Tq < Tk prefill checks (a few minutes less)
+        failures = check_chunks();
+        std::printf(failures ? "attention_sim chunks: %d failed\n" : "attention_sim chunks: all passed\n", failures);
+        return failures ? 1 : 0;
+    }
+    if (argc > 1 && std::string(argv[1]) == "quick") {  // two whole-sequence (Tq = Tk) prefill shapes only
+        failures = check_prefill(2, 4, 2, 37, 64, {37, 20}) + check_prefill(2, 2, 2, 130, 64, {130, 129});
+        std::printf(failures ? "attention_sim quick: %d failed\n" : "attention_sim quick: all passed\n", failures);
+        return failures ? 1 : 0;
+    }
+    failures += check_chunks();
     failures += check_prefill(1, 1, 1, 1, 64, {1});
     failures += check_prefill(2, 4, 2, 37, 64, {37, 20});
     failures += check_prefill(3, 6, 2, 45, 128, {45, 1, 0});

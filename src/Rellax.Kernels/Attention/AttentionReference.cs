@@ -33,31 +33,34 @@ internal static class AttentionReference
     private static (int First, int Last) Visible(int padding, int keys, int position, bool causal) =>
         (padding, causal ? Math.Min(position, keys - 1) : keys - 1);
 
-    /// <summary>Exact fp64 prefill attention; padding query rows give 0.</summary>
+    /// <summary>
+    /// Exact fp64 prefill attention. Query t sits at key position <c>Tk − Tq + t</c>; <paramref name="lengths"/>[b] counts
+    /// the real key positions (the last ones of Tk); query rows whose position is padding give 0.
+    /// </summary>
     public static double[] Exact(float[] q, float[] k, float[] v, AttentionShape s, int[] lengths, float scale, bool causal)
     {
         var o = new double[q.Length];
-        var p = new double[s.Tokens];
+        var p = new double[s.KeyTokens];
         for (int b = 0; b < s.Batch; b++)
         {
-            int pad = s.Tokens - lengths[b];
+            int pad = s.KeyTokens - lengths[b];
             for (int h = 0; h < s.QueryHeads; h++)
             {
                 int kvh = h / s.Group;
-                for (int t = pad; t < s.Tokens; t++)
+                for (int t = Math.Max(0, pad - s.QueryStart); t < s.Tokens; t++)
                 {
-                    var (first, last) = Visible(pad, s.Tokens, t, causal);
-                    long qo = s.Offset(s.QueryHeads, b, h, t);
+                    var (first, last) = Visible(pad, s.KeyTokens, s.QueryStart + t, causal);
+                    long qo = s.QueryOffset(b, h, t);
                     double max = double.NegativeInfinity;
                     for (int j = first; j <= last; j++)
                     {
-                        long ko = s.Offset(s.KvHeads, b, kvh, j);
+                        long ko = s.KeyOffset(b, kvh, j);
                         double dot = 0;
                         for (int c = 0; c < s.HeadDim; c++) dot += (double)q[qo + c] * k[ko + c];
                         p[j] = dot * scale;
                         max = Math.Max(max, p[j]);
                     }
-                    Accumulate(p, first, last, max, j => Row(v, s.Offset(s.KvHeads, b, kvh, j), s.HeadDim), o.AsSpan((int)qo, s.HeadDim), useExp2: false);
+                    Accumulate(p, first, last, max, j => Row(v, s.KeyOffset(b, kvh, j), s.HeadDim), o.AsSpan((int)qo, s.HeadDim), useExp2: false);
                 }
             }
         }
@@ -73,6 +76,7 @@ internal static class AttentionReference
     public static (double[] Dq, double[] Dk, double[] Dv, double[] Lse) ExactBackward(float[] q, float[] k, float[] v, float[] dO,
         AttentionShape s, int[] lengths, float scale, bool causal)
     {
+        if (s.KeyTokens != s.Tokens) throw new ArgumentException($"the backward needs Tq == Tk; got Tq = {s.Tokens}, Tk = {s.KeyTokens}", nameof(s));
         int d = s.HeadDim;
         var dq = new double[q.Length];
         var dk = new double[k.Length];
@@ -90,11 +94,11 @@ internal static class AttentionReference
                 for (int t = pad; t < s.Tokens; t++)
                 {
                     var (first, last) = Visible(pad, s.Tokens, t, causal);
-                    long qo = s.Offset(s.QueryHeads, b, h, t);
+                    long qo = s.QueryOffset(b, h, t);
                     double max = double.NegativeInfinity;
                     for (int j = first; j <= last; j++)
                     {
-                        long ko = s.Offset(s.KvHeads, b, kvh, j);
+                        long ko = s.KeyOffset(b, kvh, j);
                         double dot = 0, dov = 0;
                         for (int c = 0; c < d; c++)
                         {
@@ -116,7 +120,7 @@ internal static class AttentionReference
                     }
                     for (int j = first; j <= last; j++)
                     {
-                        long ko = s.Offset(s.KvHeads, b, kvh, j);
+                        long ko = s.KeyOffset(b, kvh, j);
                         double ds = p[j] * (dp[j] - rowD);
                         for (int c = 0; c < d; c++)
                         {
@@ -135,42 +139,43 @@ internal static class AttentionReference
     /// The int8 prefill algorithm: smoothing (when <paramref name="smoothKeys"/>), then q and k quantized per block of
     /// <paramref name="queryBlock"/> / <paramref name="keyBlock"/> tokens per head (1, the kernels' choice: per token;
     /// larger blocks exist to compare with SageAttention's granularity), exact int dot products, fp64 softmax and P·V.
+    /// Queries and keys as in <see cref="Exact"/> (Tq ≤ Tk; the smoothing mean is over each sequence's real keys).
     /// </summary>
     public static double[] Int8Prefill(float[] q, float[] k, float[] v, AttentionShape s, int[] lengths, float scale, bool causal,
         bool smoothKeys = true, int queryBlock = 1, int keyBlock = 1)
     {
-        int d = s.HeadDim;
+        int d = s.HeadDim, tk = s.KeyTokens, tq = s.Tokens, start = s.QueryStart;
         var o = new double[q.Length];
-        var p = new double[s.Tokens];
-        var qHat = new sbyte[s.Tokens * d]; var qScale = new float[s.Tokens];
-        var kHat = new sbyte[s.Tokens * d]; var kScale = new float[s.Tokens];
-        var rows = new float[s.Tokens * d];
+        var p = new double[tk];
+        var qHat = new sbyte[tq * d]; var qScale = new float[tq];
+        var kHat = new sbyte[tk * d]; var kScale = new float[tk];
+        var rows = new float[Math.Max(tq, tk) * d];
         for (int b = 0; b < s.Batch; b++)
         {
-            int pad = s.Tokens - lengths[b];
+            int pad = tk - lengths[b], firstQuery = Math.Max(0, pad - start);
             for (int kvh = 0; kvh < s.KvHeads; kvh++)
             {
                 // Keys of this (sequence, head), smoothed, then quantized per block of valid tokens.
-                var mean = smoothKeys ? KeyMean(k, s, b, kvh, pad, s.Tokens) : new float[d];
-                for (int j = pad; j < s.Tokens; j++)
-                    for (int c = 0; c < d; c++) rows[j * d + c] = k[s.Offset(s.KvHeads, b, kvh, j) + c] - mean[c];
-                QuantizeBlocks(rows, pad, s.Tokens, d, keyBlock, 1f, kHat, kScale);
+                var mean = smoothKeys ? KeyMean(k, s, b, kvh, pad, tk) : new float[d];
+                for (int j = pad; j < tk; j++)
+                    for (int c = 0; c < d; c++) rows[j * d + c] = k[s.KeyOffset(b, kvh, j) + c] - mean[c];
+                QuantizeBlocks(rows, pad, tk, d, keyBlock, 1f, kHat, kScale);
                 for (int g = 0; g < s.Group; g++)
                 {
                     int h = kvh * s.Group + g;
-                    for (int t = pad; t < s.Tokens; t++) Row(q, s.Offset(s.QueryHeads, b, h, t), d).CopyTo(rows.AsSpan(t * d, d));
-                    QuantizeBlocks(rows, pad, s.Tokens, d, queryBlock, scale * Log2E, qHat, qScale);
-                    for (int t = pad; t < s.Tokens; t++)
+                    for (int t = firstQuery; t < tq; t++) Row(q, s.QueryOffset(b, h, t), d).CopyTo(rows.AsSpan(t * d, d));
+                    QuantizeBlocks(rows, firstQuery, tq, d, queryBlock, scale * Log2E, qHat, qScale);
+                    for (int t = firstQuery; t < tq; t++)
                     {
-                        var (first, last) = Visible(pad, s.Tokens, t, causal);
+                        var (first, last) = Visible(pad, tk, start + t, causal);
                         double max = double.NegativeInfinity;
                         for (int j = first; j <= last; j++)
                         {
                             p[j] = IntDot(qHat.AsSpan(t * d, d), kHat.AsSpan(j * d, d)) * (double)qScale[t] * kScale[j];
                             max = double.IsNaN(p[j]) || double.IsNaN(max) ? double.NaN : Math.Max(max, p[j]);
                         }
-                        Accumulate(p, first, last, max, j => Row(v, s.Offset(s.KvHeads, b, kvh, j), d),
-                            o.AsSpan((int)s.Offset(s.QueryHeads, b, h, t), d), useExp2: true);
+                        Accumulate(p, first, last, max, j => Row(v, s.KeyOffset(b, kvh, j), d),
+                            o.AsSpan((int)s.QueryOffset(b, h, t), d), useExp2: true);
                     }
                 }
             }
@@ -228,7 +233,7 @@ internal static class AttentionReference
                         cache.KeyScales[r] = 0; cache.KeySums[r] = 0; cache.ValueScales[r] = 0;
                         continue;
                     }
-                    long src = s.Offset(s.KvHeads, b, h, t);
+                    long src = s.KeyOffset(b, h, t);
                     for (int c = 0; c < d; c++) row[c] = k[src + c] - cache.KeyMean[(b * s.KvHeads + h) * d + c];
                     cache.KeyScales[r] = QuantizeRow(row, kHat);
                     int sum = 0;
@@ -259,7 +264,7 @@ internal static class AttentionReference
                 {
                     int position = keys - s.Tokens + t;
                     if (position < cache.Padding[b]) continue;
-                    long qo = s.Offset(s.QueryHeads, b, h, t);
+                    long qo = s.QueryOffset(b, h, t);
                     float qScale = QuantizeRow(Row(q, qo, d), qHat, scale * Log2E);
                     var (first, last) = Visible(cache.Padding[b], keys, position, causal);
                     double max = double.NegativeInfinity;
@@ -286,7 +291,7 @@ internal static class AttentionReference
         int d = s.HeadDim;
         var sum = new double[d];
         for (int j = first; j < end; j++)
-            for (int c = 0; c < d; c++) sum[c] += k[s.Offset(s.KvHeads, b, head, j) + c];
+            for (int c = 0; c < d; c++) sum[c] += k[s.KeyOffset(b, head, j) + c];
         var mean = new float[d];
         if (end > first)
             for (int c = 0; c < d; c++) mean[c] = (float)(sum[c] / (end - first));

@@ -6,11 +6,14 @@ namespace Rellax.Kernels;
 /// mask; and an int8 KV cache for decoding (<see cref="CreateKvCache"/>, <see cref="Decode"/>).
 /// </summary>
 /// <remarks>
-/// <para><b>Padding.</b> Sequence b holds <c>lengths[b]</c> real tokens at the right end of its T positions
-/// (left padding): positions <c>[T - lengths[b], T)</c>. Keys at padding positions are masked; query rows at padding
+/// <para><b>Queries and keys.</b> k and v hold Tk positions per sequence, q holds the last Tq ≤ Tk of them: query t
+/// sits at key position <c>Tk - Tq + t</c>. Tq = Tk is a prefill over whole sequences; Tq &lt; Tk is a chunk of new
+/// tokens (Tq = 1: one decoding step) attending to an fp32 KV cache that already holds the chunk's keys and values.</para>
+/// <para><b>Padding.</b> Sequence b holds <c>lengths[b]</c> real key positions at the right end of its Tk positions
+/// (left padding): positions <c>[Tk - lengths[b], Tk)</c>. Keys at padding positions are masked; query rows at padding
 /// positions attend to nothing and their output is 0.</para>
-/// <para><b>Masking.</b> Query t of sequence b sees the keys <c>j</c> with <c>T - lengths[b] ≤ j</c> and, when
-/// causal, <c>j ≤ t</c>.</para>
+/// <para><b>Masking.</b> Query t of sequence b sees the keys <c>j</c> with <c>Tk - lengths[b] ≤ j</c> and, when
+/// causal, <c>j ≤ Tk - Tq + t</c>.</para>
 /// <para><b>Int8 scores.</b> Keys are smoothed per (sequence, KV head): <c>k' = k - mean_j(k_j)</c> over the valid
 /// tokens (exact, softmax ignores a per-row constant). Each row x of q (times scale · log2 e) and of k' is quantized as
 /// <c>s = max|x| / 127</c>, <c>x̂ = round(x / s)</c> (half to even; s = 0 gives x̂ = 0), per token and head (finer
@@ -22,10 +25,12 @@ namespace Rellax.Kernels;
 /// </remarks>
 public sealed class FlashAttention
 {
-    /// <summary>The largest head dimension D supported; D must also be a multiple of <see cref="HeadDimMultiple"/>.</summary>
+    /// <summary>The largest head dimension D supported. Int8 scores (and the fp32 backward) also need D to be a multiple
+    /// of <see cref="HeadDimMultiple"/>; fp32 prefill takes any D from 1.</summary>
     public const int MaxHeadDim = 256;
 
-    /// <summary>D must be a multiple of this (int8 dot products run over groups of 4 channels, vectors over 8).</summary>
+    /// <summary>Int8 scores and the backward need D to be a multiple of this (int8 dot products run over groups of 4
+    /// channels, vectors over 8).</summary>
     public const int HeadDimMultiple = 8;
 
     private readonly ComputeBackend _backend;
@@ -37,10 +42,10 @@ public sealed class FlashAttention
     /// <summary>
     /// Prefill attention: <c>o = softmax(scale · q kᵀ + mask) v</c> for every sequence and query head.
     /// </summary>
-    /// <param name="q">Queries, f32 [B, Hq, T, D] (head-major) or [B, T, Hq, D] (token-major, <see cref="AttentionOptions.Layout"/>).</param>
-    /// <param name="k">Keys, f32 [B, Hkv, T, D] or [B, T, Hkv, D]; Hq a multiple of Hkv.</param>
+    /// <param name="q">Queries, f32 [B, Hq, Tq, D] (head-major) or [B, Tq, Hq, D] (token-major, <see cref="AttentionOptions.Layout"/>).</param>
+    /// <param name="k">Keys, f32 [B, Hkv, Tk, D] or [B, Tk, Hkv, D] with Tk ≥ Tq; Hq a multiple of Hkv.</param>
     /// <param name="v">Values, same shape as k.</param>
-    /// <param name="lengths">Real tokens of each sequence, B values in [0, T] (left padding); empty means all T.</param>
+    /// <param name="lengths">Real key positions of each sequence, B values in [0, Tk] (left padding); empty means all Tk.</param>
     /// <param name="o">Output, same shape as q; must not overlap q, k or v.</param>
     /// <param name="options">Precision, layout, scale and mask; null means <see cref="AttentionOptions.Default"/>.</param>
     /// <exception cref="ArgumentException">A shape, dtype, backend, head count, head dimension or length that does not fit;
@@ -48,9 +53,9 @@ public sealed class FlashAttention
     public void Prefill(Tensor q, Tensor k, Tensor v, ReadOnlySpan<int> lengths, Tensor o, AttentionOptions? options = null)
     {
         options ??= AttentionOptions.Default;
-        var shape = CheckQkv(q, k, v, o, options.Layout);
+        var shape = CheckQkv(q, k, v, o, options.Layout, options.Precision);
         float scale = CheckScale(options, shape.HeadDim);
-        var lens = CheckLengths(lengths, shape.Batch, shape.Tokens);
+        var lens = CheckLengths(lengths, shape.Batch, shape.KeyTokens);
         Check.NoOverlap(o, nameof(o), q, nameof(q)); Check.NoOverlap(o, nameof(o), k, nameof(k)); Check.NoOverlap(o, nameof(o), v, nameof(v));
         if (o.ElementCount == 0) return;
         K.Prefill(q, k, v, o, shape, lens, scale, options.Causal, options.Precision, options.SmoothKeys);
@@ -61,21 +66,21 @@ public sealed class FlashAttention
     /// <c>lse[b, h, t] = ln Σ_j exp(scale · q_t·k_j)</c> over its visible keys (natural log, −∞ for padding rows).
     /// Otherwise as <see cref="Prefill(Tensor, Tensor, Tensor, ReadOnlySpan{int}, Tensor, AttentionOptions?)"/>.
     /// </summary>
-    /// <param name="q">Queries, f32 [B, Hq, T, D] or [B, T, Hq, D].</param>
-    /// <param name="k">Keys, f32 [B, Hkv, T, D] or [B, T, Hkv, D].</param>
+    /// <param name="q">Queries, f32 [B, Hq, Tq, D] or [B, Tq, Hq, D].</param>
+    /// <param name="k">Keys, f32 [B, Hkv, Tk, D] or [B, Tk, Hkv, D], Tk ≥ Tq.</param>
     /// <param name="v">Values, same shape as k.</param>
-    /// <param name="lengths">Real tokens of each sequence (left padding); empty means all T.</param>
+    /// <param name="lengths">Real key positions of each sequence (left padding); empty means all Tk.</param>
     /// <param name="o">Output, same shape as q.</param>
-    /// <param name="lse">Output: f32 [B, Hq, T] in either layout.</param>
+    /// <param name="lse">Output: f32 [B, Hq, Tq] in either layout.</param>
     /// <param name="options">Layout, scale and mask; the precision must be fp32 (the backward is fp32).</param>
     public void Prefill(Tensor q, Tensor k, Tensor v, ReadOnlySpan<int> lengths, Tensor o, Tensor lse, AttentionOptions? options = null)
     {
         options ??= AttentionOptions.Default;
         if (options.Precision != AttentionPrecision.Fp32)
             throw new ArgumentException("the log-sum-exp is saved for the fp32 backward: use AttentionPrecision.Fp32", nameof(options));
-        var shape = CheckQkv(q, k, v, o, options.Layout);
+        var shape = CheckQkv(q, k, v, o, options.Layout, options.Precision);
         float scale = CheckScale(options, shape.HeadDim);
-        var lens = CheckLengths(lengths, shape.Batch, shape.Tokens);
+        var lens = CheckLengths(lengths, shape.Batch, shape.KeyTokens);
         CheckLse(lse, shape, q);
         Check.NoOverlap(o, nameof(o), q, nameof(q)); Check.NoOverlap(o, nameof(o), k, nameof(k)); Check.NoOverlap(o, nameof(o), v, nameof(v));
         foreach (var (t, name) in new[] { (q, nameof(q)), (k, nameof(k)), (v, nameof(v)), (o, nameof(o)) }) Check.NoOverlap(lse, nameof(lse), t, name);
@@ -88,6 +93,8 @@ public sealed class FlashAttention
     /// (FlashAttention-2 style: P is recomputed from the saved log-sum-exp, never stored): given the forward's q, k, v,
     /// its output o and lse, and dO = ∂loss/∂o, writes dq, dk, dv (overwritten; GQA: a KV head's gradients sum over its
     /// query heads; padding rows and keys get 0). Cost ≈ 2.5x the forward's FLOPs (five T×T×D products instead of two).
+    /// Only for q, k and v of the same T (Tq = Tk: training runs whole sequences) and D a multiple of
+    /// <see cref="HeadDimMultiple"/>.
     /// </summary>
     /// <param name="q">The forward's queries, f32 [B, Hq, T, D] or [B, T, Hq, D].</param>
     /// <param name="k">The forward's keys, f32 [B, Hkv, T, D] or [B, T, Hkv, D].</param>
@@ -107,7 +114,9 @@ public sealed class FlashAttention
         options ??= AttentionOptions.Default;
         if (options.Precision != AttentionPrecision.Fp32)
             throw new ArgumentException("the attention backward is fp32: use AttentionPrecision.Fp32 in the forward and here", nameof(options));
-        var shape = CheckQkv(q, k, v, o, options.Layout);
+        var shape = CheckQkv(q, k, v, o, options.Layout, AttentionPrecision.Int8); // the backward's D rule is int8's
+        if (shape.KeyTokens != shape.Tokens)
+            throw new ArgumentException($"the attention backward needs q and k of the same T; q {q} has {shape.Tokens} tokens, k {k} {shape.KeyTokens} ({options.Layout})", nameof(k));
         float scale = CheckScale(options, shape.HeadDim);
         var lens = CheckLengths(lengths, shape.Batch, shape.Tokens);
         CheckLse(lse, shape, q);
@@ -130,7 +139,7 @@ public sealed class FlashAttention
     {
         Check.F32(_backend, lse, nameof(lse), 3);
         if (lse.Dim(0) != shape.Batch || lse.Dim(1) != shape.QueryHeads || lse.Dim(2) != shape.Tokens)
-            throw new ArgumentException($"lse {lse} must be [B, Hq, T] = [{shape.Batch}, {shape.QueryHeads}, {shape.Tokens}] for q {q} ({shape.Layout})", nameof(lse));
+            throw new ArgumentException($"lse {lse} must be [B, Hq, Tq] = [{shape.Batch}, {shape.QueryHeads}, {shape.Tokens}] for q {q} ({shape.Layout})", nameof(lse));
     }
 
     /// <summary>
@@ -223,7 +232,7 @@ public sealed class FlashAttention
         K.Decode(q, cache, o, new AttentionShape(cache.Batch, heads, cache.KvHeads, tokens, cache.HeadDim, options.Layout), scale, options.Causal);
     }
 
-    private AttentionShape CheckQkv(in Tensor q, in Tensor k, in Tensor v, in Tensor o, AttentionLayout layout)
+    private AttentionShape CheckQkv(in Tensor q, in Tensor k, in Tensor v, in Tensor o, AttentionLayout layout, AttentionPrecision precision)
     {
         Check.F32(_backend, q, nameof(q), 4); Check.F32(_backend, k, nameof(k), 4);
         Check.F32(_backend, v, nameof(v), 4); Check.F32(_backend, o, nameof(o), 4);
@@ -232,18 +241,21 @@ public sealed class FlashAttention
         int hq = headMajor ? q.Dim(1) : q.Dim(2), hkv = headMajor ? k.Dim(1) : k.Dim(2);
         int t = headMajor ? q.Dim(2) : q.Dim(1), tk = headMajor ? k.Dim(2) : k.Dim(1);
         string names = headMajor ? "[B, H, T, D]" : "[B, T, H, D]";
-        if (q.Dim(0) != k.Dim(0) || t != tk || q.Dim(3) != k.Dim(3))
-            throw new ArgumentException($"q {q} and k {k} ({layout}, {names}) must agree on B, T and D", nameof(k));
+        if (q.Dim(0) != k.Dim(0) || t > tk || q.Dim(3) != k.Dim(3))
+            throw new ArgumentException($"q {q} and k {k} ({layout}, {names}) must agree on B and D, and k must hold at least q's T positions", nameof(k));
         if (hkv < 1 || hq % hkv != 0)
             throw new ArgumentException($"query heads ({hq}) must be a positive multiple of KV heads ({hkv}); q {q}, k {k} ({layout}, {names})", nameof(k));
-        CheckHeadDim(q.Dim(3), nameof(q));
-        return new AttentionShape(q.Dim(0), hq, hkv, t, q.Dim(3), layout);
+        if (precision == AttentionPrecision.Int8) CheckHeadDim(q.Dim(3), nameof(q));
+        else if (q.Dim(3) < 1 || q.Dim(3) > MaxHeadDim)
+            throw new ArgumentException($"head dimension D = {q.Dim(3)} is not supported: fp32 attention takes D from 1 to {MaxHeadDim}", nameof(q));
+        return new AttentionShape(q.Dim(0), hq, hkv, t, tk, q.Dim(3), layout);
     }
 
     private static void CheckHeadDim(int d, string name)
     {
         if (d < HeadDimMultiple || d > MaxHeadDim || d % HeadDimMultiple != 0)
-            throw new ArgumentException($"head dimension D = {d} is not supported: it must be a multiple of {HeadDimMultiple} from {HeadDimMultiple} to {MaxHeadDim}", name);
+            throw new ArgumentException($"head dimension D = {d} is not supported: it must be a multiple of {HeadDimMultiple} from {HeadDimMultiple} to {MaxHeadDim} " +
+                "(int8 scores and the backward; fp32 prefill takes any D)", name);
     }
 
     private static float CheckScale(AttentionOptions options, int d)
@@ -261,7 +273,7 @@ public sealed class FlashAttention
             throw new ArgumentException($"lengths has {lengths.Length} values for a batch of {batch} sequences", nameof(lengths));
         for (int b = 0; b < batch; b++)
             if ((uint)lengths[b] > (uint)tokens)
-                throw new ArgumentOutOfRangeException(nameof(lengths), lengths[b], $"lengths[{b}] = {lengths[b]} is outside [0, T = {tokens}]");
+                throw new ArgumentOutOfRangeException(nameof(lengths), lengths[b], $"lengths[{b}] = {lengths[b]} is outside [0, T = {tokens}] (key positions)");
         return lengths.ToArray();
     }
 

@@ -13,7 +13,8 @@ namespace Rellax.Kernels.Cpu;
 /// <b>Work items.</b> One item is (sequence b, KV head, block of query tokens); its rows are the <c>group</c> query
 /// heads of that KV head for each token of the block, token-major (row r = token·group + g), at most
 /// <see cref="Block"/> rows (a single token when group &gt; 64), so every K/V block is read once for all the heads that
-/// share it (GQA). Query and key blocks both start at the sequence's first real token (its left padding), so padding
+/// share it (GQA); when there are fewer such items than threads (decoding with few KV heads), the group's query heads
+/// are split over up to threads / items items. Query and key blocks both start at the sequence's first real token (its left padding), so padding
 /// keys are never read, and each row's visible keys are a prefix <c>[first, hi_r)</c> of the key range with hi_r
 /// non-decreasing in r (causal: hi = position + 1). Only the key blocks below the item's largest hi are visited. Items
 /// are ordered head by head ((b, KV head): its K/V, up to 2·T·D·4 bytes, stay in L2/L3 while its items run; ordering
@@ -104,7 +105,8 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
         public int KeyEnd;                       // keys per sequence: T (prefill) or cache Count (decode)
         public int QueryOffset;                  // query t is key position t + QueryOffset (decode: Count - Tq)
         public AttentionShape Shape;
-        public float* Q, V, O;                   // tensors (prefill V; decode V comes from the cache)
+        public float* Q, K, V, O;                // tensors (prefill K, V; decode K, V come from the cache)
+        public bool RowMajorKeys;                // fp32 prefill with small tiles (Tq·group < RepackRows): K read in place, not packed
         public float* Lse;                       // fp32 prefill for training: [B, Hq, T] natural log-sum-exp, or null
         public byte* QHat; public float* QScale; // int8: u8 q̂ + 128 [B, Hq, Tq, D], scales [B, Hq, Tq]
         public sbyte* KPack; public float* KScale; public int* KSum; // prefill int8: per (b, kvh) [Blocks][D/4][64][4], [Blocks·64]
@@ -114,8 +116,11 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
         public Item[] Items = [];
     }
 
-    /// <summary>One work item: sequence, KV head, first query token and token count.</summary>
-    private readonly record struct Item(int B, int KvHead, int T0, int Tokens, long Cost);
+    /// <summary>
+    /// One work item: sequence, KV head, first query token and token count, and the query heads of the KV head's group
+    /// it takes (<see cref="Head0"/>, <see cref="Heads"/>: the whole group unless there are fewer items than threads).
+    /// </summary>
+    private readonly record struct Item(int B, int KvHead, int T0, int Tokens, long Cost, int Head0, int Heads);
 
     // ------------------------------------------------------------------------------------------------------------
     // Entry points
@@ -130,37 +135,41 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
     private void Prefill(Tensor q, Tensor k, Tensor v, Tensor o, float* lse, AttentionShape shape, int[] lengths, float scale, bool causal,
         AttentionPrecision precision, bool smoothKeys)
     {
-        int d = shape.HeadDim, t = shape.Tokens;
+        int d = shape.HeadDim, tq = shape.Tokens, tk = shape.KeyTokens;
         var job = new Job
         {
-            D = d, Group = shape.Group, QueryHeads = shape.QueryHeads, KvHeads = shape.KvHeads, Batch = shape.Batch, QueryTokens = t,
+            D = d, Group = shape.Group, QueryHeads = shape.QueryHeads, KvHeads = shape.KvHeads, Batch = shape.Batch, QueryTokens = tq,
             Int8 = precision == AttentionPrecision.Int8, Causal = causal, LogitScale = scale * AttentionReference.Log2E,
-            KeyEnd = t, Shape = shape,
-            Q = CpuBackend.Ptr<float>(q), V = CpuBackend.Ptr<float>(v), O = CpuBackend.Ptr<float>(o), Lse = lse,
-            Blocks = (t + Block - 1) / Block,
+            KeyEnd = tk, QueryOffset = shape.QueryStart, Shape = shape,
+            Q = CpuBackend.Ptr<float>(q), K = CpuBackend.Ptr<float>(k), V = CpuBackend.Ptr<float>(v), O = CpuBackend.Ptr<float>(o), Lse = lse,
+            Blocks = (tk + Block - 1) / Block,
         };
+        // Queries that are the last few of many keys (decoding: Tq = 1, tiles of the group's heads, fewer than RepackRows
+        // rows) score keys straight from k: packing would cost a read and a write of all of K for one pass over it.
+        // Tq = Tk always packs (the prefill path as it was).
+        job.RowMajorKeys = !job.Int8 && tq < tk && Math.Min(tq, Math.Max(1, Block / shape.Group)) * shape.Group < RepackRows;
         job.First = new int[shape.Batch];
-        for (int b = 0; b < shape.Batch; b++) job.First[b] = t - lengths[b];
-        float* kp = CpuBackend.Ptr<float>(k);
+        for (int b = 0; b < shape.Batch; b++) job.First[b] = tk - lengths[b];
+        float* kp = job.K;
         long kvRows = (long)shape.Batch * shape.KvHeads;
         long packElems = kvRows * job.Blocks * Block * d;
         using (var buffers = new Buffers(this))
         {
             if (job.Int8)
             {
-                job.QHat = (byte*)buffers.Get(0, (long)shape.Batch * shape.QueryHeads * t * d);
-                job.QScale = (float*)buffers.Get(1, (long)shape.Batch * shape.QueryHeads * t * 4);
+                job.QHat = (byte*)buffers.Get(0, (long)shape.Batch * shape.QueryHeads * tq * d);
+                job.QScale = (float*)buffers.Get(1, (long)shape.Batch * shape.QueryHeads * tq * 4);
                 job.KPack = (sbyte*)buffers.Get(2, packElems);
                 job.KScale = (float*)buffers.Get(3, kvRows * job.Blocks * Block * 4);
                 job.KSum = (int*)buffers.Get(4, kvRows * job.Blocks * Block * 4);
                 PrepareInt8(job, kp, smoothKeys);
             }
-            else
+            else if (!job.RowMajorKeys)
             {
                 job.KPackF = (float*)buffers.Get(2, packElems * 4);
                 PrepareFp32(job, kp);
             }
-            job.Items = MakeItems(job);
+            job.Items = MakeItems(job, _backend.Threads);
             Run(job);
             ZeroPaddingRows(job);
         }
@@ -179,7 +188,7 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
         {
             int b = pair / hkv, h = pair % hkv;
             float* m = mean + (long)pair * d;
-            if (start == 0) KeyMean(kp, shape, hkv, b, h, padding[b], shape.Tokens, m);
+            if (start == 0) KeyMean(kp, shape, b, h, padding[b], shape.Tokens, m);
             float* row = stackalloc float[d];
             for (int tt = 0; tt < shape.Tokens; tt++)
             {
@@ -192,7 +201,7 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
                     kScales[r] = 0; kSums[r] = 0; vScales[r] = 0;
                     continue;
                 }
-                long src = shape.Offset(hkv, b, h, tt);
+                long src = shape.KeyOffset(b, h, tt);
                 Subtract(kp + src, m, row, d);
                 kScales[r] = QuantizeRow(row, kh, d, 1f);
                 kSums[r] = SumBytes(kh, d);
@@ -218,7 +227,7 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
         job.QHat = (byte*)buffers.Get(0, (long)shape.Batch * shape.QueryHeads * tq * d);
         job.QScale = (float*)buffers.Get(1, (long)shape.Batch * shape.QueryHeads * tq * 4);
         QuantizeQueries(job);
-        job.Items = MakeItems(job);
+        job.Items = MakeItems(job, _backend.Threads);
         Run(job);
         ZeroPaddingRows(job);
     }
@@ -292,24 +301,24 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
         QuantizeQueries(job);
         var s = job.Shape;
         int d = job.D, hkv = job.KvHeads, blocks = job.Blocks;
-        ParallelFor(job.Batch * hkv, (long)s.Tokens * d, pair =>
+        ParallelFor(job.Batch * hkv, (long)s.KeyTokens * d, pair =>
         {
             int b = pair / hkv, h = pair % hkv, first = job.First[b];
             float* mean = stackalloc float[d];
             float* row = stackalloc float[d];
             sbyte* hat = stackalloc sbyte[d];
-            if (smoothKeys) KeyMean(k, s, hkv, b, h, first, s.Tokens, mean);
+            if (smoothKeys) KeyMean(k, s, b, h, first, s.KeyTokens, mean);
             else new Span<float>(mean, d).Clear();
             long rowBase = (long)pair * blocks * Block;
             sbyte* pack = job.KPack + rowBase * d;
-            int used = (s.Tokens - first + Block - 1) / Block; // blocks this sequence fills; only they are read
+            int used = (s.KeyTokens - first + Block - 1) / Block; // blocks this sequence fills; only they are read
             new Span<sbyte>(pack, used * Block * d).Clear();
             new Span<float>(job.KScale + rowBase, used * Block).Clear();
             new Span<int>(job.KSum + rowBase, used * Block).Clear();
-            for (int j = first; j < s.Tokens; j++)
+            for (int j = first; j < s.KeyTokens; j++)
             {
                 int local = j - first, blk = local / Block, jj = local % Block;
-                Subtract(k + s.Offset(hkv, b, h, j), mean, row, d);
+                Subtract(k + s.KeyOffset(b, h, j), mean, row, d);
                 job.KScale[rowBase + local] = QuantizeRow(row, hat, d, 1f);
                 job.KSum[rowBase + local] = SumBytes(hat, d);
                 int* dst = (int*)(pack + (long)blk * Block * d) + jj;
@@ -322,16 +331,16 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
     {
         var s = job.Shape;
         int d = job.D, hkv = job.KvHeads, blocks = job.Blocks;
-        ParallelFor(job.Batch * hkv, (long)s.Tokens * d, pair =>
+        ParallelFor(job.Batch * hkv, (long)s.KeyTokens * d, pair =>
         {
             int b = pair / hkv, h = pair % hkv, first = job.First[b];
             float* pack = job.KPackF + (long)pair * blocks * Block * d;
-            int used = (s.Tokens - first + Block - 1) / Block; // blocks this sequence fills; only they are read
+            int used = (s.KeyTokens - first + Block - 1) / Block; // blocks this sequence fills; only they are read
             new Span<float>(pack, used * Block * d).Clear();
-            for (int j = first; j < s.Tokens; j++)
+            for (int j = first; j < s.KeyTokens; j++)
             {
                 int local = j - first;
-                float* src = k + s.Offset(hkv, b, h, j);
+                float* src = k + s.KeyOffset(b, h, j);
                 float* dst = pack + (long)(local / Block) * Block * d + local % Block;
                 for (int c = 0; c < d; c++) dst[c * Block] = src[c];
             }
@@ -351,7 +360,7 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
             {
                 long r = (long)pair * tq + t;
                 byte* dst = job.QHat + r * d;
-                job.QScale[r] = QuantizeRow(job.Q + s.Offset(hq, b, h, t), (sbyte*)dst, d, multiplier, 0x80);
+                job.QScale[r] = QuantizeRow(job.Q + s.QueryOffset(b, h, t), (sbyte*)dst, d, multiplier, 0x80);
             }
         });
     }
@@ -420,14 +429,14 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
     }
 
     /// <summary>The fp32 mean (fp64 sum) of key rows [first, end) of (b, head), into mean[0..d).</summary>
-    private static void KeyMean(float* k, AttentionShape s, int heads, int b, int head, int first, int end, float* mean)
+    private static void KeyMean(float* k, AttentionShape s, int b, int head, int first, int end, float* mean)
     {
         int d = s.HeadDim;
         double* sum = stackalloc double[d];
         new Span<double>(sum, d).Clear();
         for (int j = first; j < end; j++)
         {
-            float* row = k + s.Offset(heads, b, head, j);
+            float* row = k + s.KeyOffset(b, head, j);
             int c = 0;
             for (; c + 8 <= d; c += 8)
             {
@@ -443,7 +452,13 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
     // ------------------------------------------------------------------------------------------------------------
     // Scheduling
 
-    private static Item[] MakeItems(Job job)
+    /// <summary>
+    /// The work items of a call. When there are fewer (sequence, KV head, token block) items than
+    /// <paramref name="threads"/> (decoding with few KV heads: MQA has one), each item's query heads are split into up to
+    /// threads / items parts, so every thread gets rows; each row is still computed by exactly one item with the same
+    /// arithmetic (rows never interact), so the output stays bitwise independent of the thread count.
+    /// </summary>
+    private static Item[] MakeItems(Job job, int threads)
     {
         int group = job.Group, tokensPerItem = Math.Max(1, Block / group);
         var items = new List<Item>();
@@ -457,13 +472,22 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
                     int n = Math.Min(tokensPerItem, job.QueryTokens - t0);
                     int hi = job.Causal ? t0 + n + job.QueryOffset : job.KeyEnd;
                     long keys = Math.Max(1, hi - job.First[b]);
-                    items.Add(new Item(b, h, t0, n, keys * n * group));
+                    items.Add(new Item(b, h, t0, n, keys * n * group, 0, group));
                 }
         }
         // Head by head (its K/V stay in the caches while its items run), the costliest (causal: last) query blocks of
         // each head first, so the cheap ones fill the end of the run and the threads finish together.
         items.Sort((a, c) => a.B != c.B ? a.B.CompareTo(c.B) : a.KvHead != c.KvHead ? a.KvHead.CompareTo(c.KvHead) : c.Cost.CompareTo(a.Cost));
-        return items.ToArray();
+        int parts = items.Count == 0 ? 1 : Math.Min(group, (threads + items.Count - 1) / items.Count);
+        if (parts <= 1) return items.ToArray();
+        var split = new List<Item>(items.Count * parts);
+        foreach (var it in items)
+            for (int p = 0; p < parts; p++)
+            {
+                int g0 = group * p / parts, g1 = group * (p + 1) / parts;
+                split.Add(it with { Head0 = g0, Heads = g1 - g0, Cost = it.Cost / group * (g1 - g0) });
+            }
+        return split.ToArray();
     }
 
     private void Run(Job job)
@@ -495,7 +519,7 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
             for (int h = 0; h < job.QueryHeads; h++)
                 for (int t = 0; t < zeroUntil; t++)
                 {
-                    new Span<float>(job.O + s.Offset(job.QueryHeads, b, h, t), job.D).Clear();
+                    new Span<float>(job.O + s.QueryOffset(b, h, t), job.D).Clear();
                     if (job.Lse != null) job.Lse[((long)b * job.QueryHeads + h) * job.QueryTokens + t] = float.NegativeInfinity;
                 }
         }
@@ -548,18 +572,18 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
     private static void RunItem(Job job, Item item, Scratch sc)
     {
         var s = job.Shape;
-        int d = job.D, group = job.Group, rows = item.Tokens * group, b = item.B, first = job.First[b];
+        int d = job.D, group = job.Group, heads = item.Heads, rows = item.Tokens * heads, b = item.B, first = job.First[b];
         for (int r = 0; r < rows; r++)
         {
-            int t = item.T0 + r / group, h = item.KvHead * group + r % group;
+            int t = item.T0 + r / heads, h = item.KvHead * group + item.Head0 + r % heads;
             long qRow = ((long)b * job.QueryHeads + h) * job.QueryTokens + t;
             if (job.Int8)
             {
                 sc.QRows[r] = job.QHat + qRow * d;
                 sc.QScales[r] = job.QScale[qRow];
             }
-            else sc.QRows[r] = job.Q + s.Offset(job.QueryHeads, b, h, t);
-            sc.ORows[r] = job.O + s.Offset(job.QueryHeads, b, h, t);
+            else sc.QRows[r] = job.Q + s.QueryOffset(b, h, t);
+            sc.ORows[r] = job.O + s.QueryOffset(b, h, t);
             sc.Hi[r] = job.Causal ? t + job.QueryOffset + 1 : job.KeyEnd;
             sc.M[r] = float.NegativeInfinity;
             sc.L[r] = 0;
@@ -595,10 +619,11 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
             else
             {
                 long kRow = pair * job.Blocks * Block + (long)blk * Block;
+                vStride = s.KeyStrides.Token;
                 if (job.Int8) ScoresInt8(sc, rStart, rows, job.KPack + kRow * d, job.KScale + kRow, job.KSum + kRow, Block, d);
+                else if (job.RowMajorKeys) ScoresFp32RowMajor(sc, rStart, rows, job.K + s.KeyOffset(b, item.KvHead, j0), vStride, nk, d, job.LogitScale);
                 else ScoresFp32(sc, rStart, rows, job.KPackF + kRow * d, d, job.LogitScale);
-                v = job.V + s.Offset(job.KvHeads, b, item.KvHead, j0);
-                vStride = s.TokenStride(job.KvHeads);
+                v = job.V + s.KeyOffset(b, item.KvHead, j0);
             }
             Softmax(sc, rStart, rows, j0, nk, d);
             ProbabilitiesTimesValues(sc, rStart, rows, j0, nk, v, vStride, d);
@@ -615,7 +640,7 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
             // ln Σ_j exp(scale·q·k_j) = ln 2 · log2 Σ_j exp2(S_j) with S in base-2 units: M + log2 L.
             for (int r = 0; r < rows; r++)
             {
-                int t = item.T0 + r / group, h = item.KvHead * group + r % group;
+                int t = item.T0 + r / heads, h = item.KvHead * group + item.Head0 + r % heads;
                 job.Lse[((long)b * job.QueryHeads + h) * job.QueryTokens + t] = (float)((sc.M[r] + Math.Log2(sc.L[r])) * Math.Log(2));
             }
     }
@@ -857,6 +882,45 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
         var z = Vector256<int>.Zero;
         Logits(sc.S + (long)r * Block + half, sc.QScales[r], PairSums(a0), PairSums(a1), PairSums(a2), PairSums(a3), z, z, z, z,
             Vector256.Load(kScale + half), Vector256.Load(kScale + half + 8), Vector256.Load(kScale + half + 16), Vector256.Load(kScale + half + 24));
+    }
+
+    /// <summary>
+    /// Small tiles (decoding): S[r][j] = (q_r · k_j) · scale·log2 e for rows [r0, rows) and keys [0, nk) read in place
+    /// (key j at <c>k + j·kStride</c>), each key row loaded once for all the rows (they share it in L1); any D.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ScoresFp32RowMajor(Scratch sc, int r0, int rows, float* k, long kStride, int nk, int d, float logitScale)
+    {
+        bool v512 = CpuGemm.UseVector512;
+        for (int jj = 0; jj < nk; jj++)
+        {
+            float* kr = k + jj * kStride;
+            for (int r = r0; r < rows; r++)
+            {
+                float* q = (float*)sc.QRows[r];
+                int c = 0;
+                float dot = 0;
+                if (v512 && d >= 16)
+                {
+                    var a0 = Vector512<float>.Zero; var a1 = Vector512<float>.Zero;
+                    for (; c + 32 <= d; c += 32)
+                    {
+                        a0 = Vector512.FusedMultiplyAdd(Vector512.Load(q + c), Vector512.Load(kr + c), a0);
+                        a1 = Vector512.FusedMultiplyAdd(Vector512.Load(q + c + 16), Vector512.Load(kr + c + 16), a1);
+                    }
+                    for (; c + 16 <= d; c += 16) a0 = Vector512.FusedMultiplyAdd(Vector512.Load(q + c), Vector512.Load(kr + c), a0);
+                    dot = Vector512.Sum(a0 + a1);
+                }
+                else if (d >= 8)
+                {
+                    var a0 = Vector256<float>.Zero;
+                    for (; c + 8 <= d; c += 8) a0 = Vector256.FusedMultiplyAdd(Vector256.Load(q + c), Vector256.Load(kr + c), a0);
+                    dot = Vector256.Sum(a0);
+                }
+                for (; c < d; c++) dot = MathF.FusedMultiplyAdd(q[c], kr[c], dot);
+                sc.S[(long)r * Block + jj] = dot * logitScale;
+            }
+        }
     }
 
     /// <summary>S[r][j] = (q_r · k_j) · scale·log2 e for rows [r0, rows) against a block packed [D][Block].</summary>
@@ -1214,6 +1278,17 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
             }
             a0.Store(o0 + c); a1.Store(o1 + c); a2.Store(o2 + c); a3.Store(o3 + c);
         }
+        for (; c < d; c++) // fp32 head dimensions that are not a multiple of 8
+        {
+            float a0 = o0[c], a1 = o1[c], a2 = o2[c], a3 = o3[c];
+            float* vr = v + c;
+            for (int j = 0; j < n; j++, vr += vStride)
+            {
+                a0 = MathF.FusedMultiplyAdd(p0[j], *vr, a0); a1 = MathF.FusedMultiplyAdd(p1[j], *vr, a1);
+                a2 = MathF.FusedMultiplyAdd(p2[j], *vr, a2); a3 = MathF.FusedMultiplyAdd(p3[j], *vr, a3);
+            }
+            o0[c] = a0; o1[c] = a1; o2[c] = a2; o3[c] = a3;
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -1239,6 +1314,13 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
             float* vr = v + from * vStride + c;
             for (int j = from; j < to; j++, vr += vStride) a0 = Vector256.FusedMultiplyAdd(Vector256.Create(p[j]), Vector256.Load(vr), a0);
             a0.Store(o + c);
+        }
+        for (; c < d; c++)
+        {
+            float a0 = o[c];
+            float* vr = v + from * vStride + c;
+            for (int j = from; j < to; j++, vr += vStride) a0 = MathF.FusedMultiplyAdd(p[j], *vr, a0);
+            o[c] = a0;
         }
     }
 }

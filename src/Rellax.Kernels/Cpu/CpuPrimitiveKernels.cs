@@ -5,7 +5,7 @@ namespace Rellax.Kernels.Cpu;
 
 /// <summary>
 /// CPU implementation of the primitives: the blocked GEMM of <see cref="CpuGemm"/>, row-parallel norms and softmax,
-/// (token, head)-parallel RoPE and attention, chunk-parallel elementwise ops. Elementwise arithmetic uses
+/// (token, head)-parallel RoPE, chunk-parallel elementwise ops. Elementwise arithmetic uses
 /// <see cref="TensorPrimitives"/> (which picks Vector512 itself) or explicit Vector512/Vector256 loops.
 /// Checked against <see cref="PrimitivesReference"/> and TorchSharp in the tests.
 /// </summary>
@@ -158,37 +158,6 @@ internal sealed unsafe class CpuPrimitiveKernels(CpuBackend backend) : IPrimitiv
         TensorPrimitives.Exp(y, y);
         float sum = TensorPrimitives.Sum(y);
         TensorPrimitives.Multiply(y, 1f / sum, y);
-    }
-
-    public void Attention(Tensor q, Tensor k, Tensor v, Tensor o, float scale, bool causal)
-    {
-        int t = q.Dim(0), s = k.Dim(0), hq = q.Dim(1), hkv = k.Dim(1), d = q.Dim(2), group = hq / hkv;
-        nint qp = (nint)CpuBackend.Ptr<float>(q), kp = (nint)CpuBackend.Ptr<float>(k), vp = (nint)CpuBackend.Ptr<float>(v), op = (nint)CpuBackend.Ptr<float>(o);
-        // Work per (token, head) item: about 4·S·D multiply-adds (scores and weighted sum).
-        CpuSimd.ForChunks(_backend, t * hq, 4L * s * d, (i0, count) =>
-        {
-            float[] scores = new float[s];
-            for (int item = i0; item < i0 + count; item++)
-            {
-                int ti = item / hq, h = item % hq, kvh = h / group;
-                int keys = causal ? s - t + ti + 1 : s;
-                float* qRow = (float*)qp + (long)item * d;
-                float* oRow = (float*)op + (long)item * d;
-                // Pass 1: logits and their max. Pass 2: exp and sum. Pass 3: o = Σ p_j v_j / Σ p_j, fp32 throughout.
-                for (int j = 0; j < keys; j++)
-                    scores[j] = CpuSimd.Dot(qRow, (float*)kp + ((long)j * hkv + kvh) * d, d) * scale;
-                var p = scores.AsSpan(0, keys);
-                float max = TensorPrimitives.Max(p);
-                TensorPrimitives.Subtract(p, max, p);
-                TensorPrimitives.Exp(p, p);
-                float inv = 1f / TensorPrimitives.Sum(p);
-                var oSpan = new Span<float>(oRow, d);
-                oSpan.Clear();
-                for (int j = 0; j < keys; j++)
-                    TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>((float*)vp + ((long)j * hkv + kvh) * d, d), p[j], oSpan, oSpan);
-                TensorPrimitives.Multiply(oSpan, inv, oSpan);
-            }
-        });
     }
 
     /// <summary>y = x wᵀ (+ bias) with w in f32, f16 or bf16: <see cref="CpuCflora.Linear"/> (the fused CFLoRA GEMM with no adapter).</summary>

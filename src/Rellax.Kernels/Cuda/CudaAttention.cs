@@ -134,29 +134,31 @@ public sealed class CudaAttention
     /// <summary>
     /// Enqueues the int8 prefill for D ≤ the chosen instantiation: <c>o</c> for every sequence, query head and token from
     /// quantized q and k (<see cref="LaunchQuantize"/> with <c>dstHeadDim = </c><see cref="PaddedHeadDim"/>) and f32 v.
-    /// Padding query rows (t &lt; padding[b]) get 0.
+    /// Query t sits at key position <c>Tk − T + t</c>; padding query rows (position &lt; padding[b]) get 0.
     /// </summary>
     /// <param name="stream">A <c>CUstream</c> of the kernels' context.</param>
     /// <param name="qq">i8 (B, Hq, T, Dp) queries, Dp = <see cref="PaddedHeadDim"/>(D).</param>
     /// <param name="qs">f32 (B, Hq, T) query scales (softmax scale · log2 e folded in).</param>
-    /// <param name="kq">i8 (B, Hkv, T, Dp) smoothed keys.</param>
-    /// <param name="ks">f32 (B, Hkv, T) key scales.</param>
-    /// <param name="v">f32 (B, Hkv, T, D) values through <paramref name="vStrides"/>.</param>
+    /// <param name="kq">i8 (B, Hkv, Tk, Dp) smoothed keys.</param>
+    /// <param name="ks">f32 (B, Hkv, Tk) key scales.</param>
+    /// <param name="v">f32 (B, Hkv, Tk, D) values through <paramref name="vStrides"/>.</param>
     /// <param name="vStrides">Element strides of v: batch, head, token.</param>
     /// <param name="o">f32 (B, Hq, T, D) output through <paramref name="oStrides"/>.</param>
     /// <param name="oStrides">Element strides of o: batch, head, token.</param>
-    /// <param name="padding">i32 (B).</param>
+    /// <param name="padding">i32 (B), left padding in key positions.</param>
     /// <param name="batch">B, at most 65535 (0 launches nothing).</param>
     /// <param name="queryHeads">Hq, a multiple of <paramref name="kvHeads"/>, at most 65535.</param>
     /// <param name="kvHeads">Hkv.</param>
-    /// <param name="tokens">T.</param>
+    /// <param name="tokens">T, query tokens.</param>
+    /// <param name="keyTokens">Tk ≥ T, key positions.</param>
     /// <param name="headDim">D, a multiple of 8 up to 256.</param>
-    /// <param name="causal">Whether query t sees only keys ≤ t.</param>
+    /// <param name="causal">Whether query t sees only keys up to its position Tk − T + t.</param>
     public unsafe void LaunchPrefill(IntPtr stream, CUdeviceptr qq, CUdeviceptr qs, CUdeviceptr kq, CUdeviceptr ks, CUdeviceptr v,
         (long Batch, long Head, long Token) vStrides, CUdeviceptr o, (long Batch, long Head, long Token) oStrides, CUdeviceptr padding,
-        int batch, int queryHeads, int kvHeads, int tokens, int headDim, bool causal)
+        int batch, int queryHeads, int kvHeads, int tokens, int keyTokens, int headDim, bool causal)
     {
         CheckDims(batch, queryHeads, tokens, headDim);
+        ArgumentOutOfRangeException.ThrowIfLessThan(keyTokens, tokens);
         ArgumentOutOfRangeException.ThrowIfLessThan(kvHeads, 1);
         if (queryHeads % kvHeads != 0) throw new ArgumentException($"query heads ({queryHeads}) must be a multiple of KV heads ({kvHeads})", nameof(queryHeads));
         if (headDim % 8 != 0) throw new ArgumentException($"D = {headDim} must be a multiple of 8", nameof(headDim));
@@ -164,16 +166,16 @@ public sealed class CudaAttention
         if (batch == 0 || tokens == 0) return;
         int dp = PaddedHeadDim(headDim), causalFlag = causal ? 1 : 0;
         long vbs = vStrides.Batch, vhs = vStrides.Head, vts = vStrides.Token, obs = oStrides.Batch, ohs = oStrides.Head, ots = oStrides.Token;
-        var args = stackalloc IntPtr[19]
+        var args = stackalloc IntPtr[20]
         {
             (IntPtr)(&qq), (IntPtr)(&qs), (IntPtr)(&kq), (IntPtr)(&ks), (IntPtr)(&v), (IntPtr)(&vbs), (IntPtr)(&vhs), (IntPtr)(&vts),
             (IntPtr)(&o), (IntPtr)(&obs), (IntPtr)(&ohs), (IntPtr)(&ots), (IntPtr)(&padding), (IntPtr)(&queryHeads), (IntPtr)(&kvHeads),
-            (IntPtr)(&tokens), (IntPtr)(&headDim), (IntPtr)(&dp), (IntPtr)(&causalFlag),
+            (IntPtr)(&tokens), (IntPtr)(&keyTokens), (IntPtr)(&headDim), (IntPtr)(&dp), (IntPtr)(&causalFlag),
         };
         int index = 0;
         while (EntryPointsPrefill[index].MaxHeadDim < headDim) index++;
         uint tiles = (uint)((tokens + PrefillRows - 1) / PrefillRows);
-        _prefill[index].Launch((tiles, (uint)queryHeads, (uint)batch), (Block, 1, 1), 0, stream, new ReadOnlySpan<IntPtr>(args, 19));
+        _prefill[index].Launch((tiles, (uint)queryHeads, (uint)batch), (Block, 1, 1), 0, stream, new ReadOnlySpan<IntPtr>(args, 20));
     }
 
     /// <summary>
@@ -238,9 +240,9 @@ public sealed class CudaAttention
 /// <summary>
 /// The CUDA backend's attention kernels: int8 prefill, cache append and decode as <c>kernels/int8_attention.cu</c>
 /// (<see cref="CudaAttention"/>), launched on the backend's stream with the device addresses of its ILGPU buffers, so
-/// they are ordered with every other kernel and copy of the backend. Fp32-precision prefill is delegated to the ILGPU
-/// attention kernels (<paramref name="fp32"/>). Int8 prefill keeps its scratch (padding, key mean, quantized q and k
-/// with their scales: about <c>(Hq + Hkv)·T·(Dp + 4)</c> bytes per sequence) cached and grows it on demand.
+/// they are ordered with every other kernel and copy of the backend (int8 prefill takes Tq ≤ Tk). Fp32-precision prefill
+/// is delegated to the ILGPU attention kernels (<paramref name="fp32"/>). Int8 prefill keeps its scratch (padding, key mean, quantized q and k
+/// with their scales: about <c>(Hq·Tq + Hkv·Tk)·(Dp + 4)</c> bytes per sequence) cached and grows it on demand.
 /// </summary>
 /// <param name="backend">The CUDA backend.</param>
 /// <param name="library">Its loaded kernels (owned by the backend).</param>
@@ -248,7 +250,7 @@ public sealed class CudaAttention
 internal sealed class CudaAttentionKernels(IlgpuBackend backend, CudaKernelLibrary library, IAttentionKernels fp32) : IAttentionKernels, IDisposable
 {
     private readonly CudaAttention _kernels = new(library);
-    private DeviceBuffer? _padding, _mean, _qq, _qs, _kq, _ks;
+    private DeviceBuffer? _padding, _queryPadding, _mean, _qq, _qs, _kq, _ks;
     private bool _disposed;
 
     private IntPtr StreamHandle => ((CudaStream)backend.Stream).StreamPtr;
@@ -257,8 +259,6 @@ internal sealed class CudaAttentionKernels(IlgpuBackend backend, CudaKernelLibra
 
     /// <summary>Base address of a whole buffer (a one-element view: lengths past int.MaxValue need no tensor shape).</summary>
     private static CUdeviceptr Pointer(DeviceBuffer b) => Pointer(new Tensor(b, 0, 1));
-
-    private static (long, long, long) Strides(AttentionShape s, int heads) => (s.BatchStride(heads), s.HeadStride(heads), s.TokenStride(heads));
 
     /// <summary>A scratch buffer of at least <paramref name="length"/> elements from <paramref name="slot"/>, grown if too small.</summary>
     private DeviceBuffer Scratch(ref DeviceBuffer? slot, DType dtype, long length)
@@ -286,30 +286,38 @@ internal sealed class CudaAttentionKernels(IlgpuBackend backend, CudaKernelLibra
             fp32.Prefill(q, k, v, o, shape, lengths, scale, causal, precision, smoothKeys);
             return;
         }
-        int b = shape.Batch, hq = shape.QueryHeads, hkv = shape.KvHeads, t = shape.Tokens, d = shape.HeadDim;
+        int b = shape.Batch, hq = shape.QueryHeads, hkv = shape.KvHeads, tq = shape.Tokens, tk = shape.KeyTokens, d = shape.HeadDim;
         int dp = CudaAttention.PaddedHeadDim(d);
         var padding = Scratch(ref _padding, DType.I32, b);
+        var queryPadding = Scratch(ref _queryPadding, DType.I32, b);
         var mean = Scratch(ref _mean, DType.F32, (long)b * hkv * d);
-        var qq = Scratch(ref _qq, DType.I8, (long)b * hq * t * dp);
-        var qs = Scratch(ref _qs, DType.F32, (long)b * hq * t);
-        var kq = Scratch(ref _kq, DType.I8, (long)b * hkv * t * dp);
-        var ks = Scratch(ref _ks, DType.F32, (long)b * hkv * t);
+        var qq = Scratch(ref _qq, DType.I8, (long)b * hq * tq * dp);
+        var qs = Scratch(ref _qs, DType.F32, (long)b * hq * tq);
+        var kq = Scratch(ref _kq, DType.I8, (long)b * hkv * tk * dp);
+        var ks = Scratch(ref _ks, DType.F32, (long)b * hkv * tk);
+        // Padding in key positions, and the same in query rows (query t is key position Tk - Tq + t) for the quantizer.
         var pad = new int[b];
-        for (int i = 0; i < b; i++) pad[i] = t - lengths[i];
+        var queryPad = new int[b];
+        for (int i = 0; i < b; i++)
+        {
+            pad[i] = tk - lengths[i];
+            queryPad[i] = Math.Max(0, pad[i] - shape.QueryStart);
+        }
         padding.CopyFrom<int>(pad); // synchronous and ordered after the kernels already queued (which may read it)
+        queryPadding.CopyFrom<int>(queryPad);
 
         // The launches must see ILGPU's context current on this thread (a no-op scope when it already is).
         using var scope = CudaDriver.Enter(library.Context);
         var stream = StreamHandle;
-        var qStrides = Strides(shape, hq);
-        var kStrides = Strides(shape, hkv);
-        if (smoothKeys) _kernels.LaunchKeyMean(stream, Pointer(k), kStrides, Pointer(padding), b, hkv, t, d, Pointer(mean));
-        _kernels.LaunchQuantize(stream, Pointer(q), qStrides, default, Pointer(padding), b, hq, t, d, scale * AttentionReference.Log2E,
-            Pointer(qq), Pointer(qs), default, t, dp, 0);
-        _kernels.LaunchQuantize(stream, Pointer(k), kStrides, smoothKeys ? Pointer(mean) : default, Pointer(padding), b, hkv, t, d, 1f,
-            Pointer(kq), Pointer(ks), default, t, dp, 0);
+        var qStrides = shape.QueryStrides;
+        var kStrides = shape.KeyStrides;
+        if (smoothKeys) _kernels.LaunchKeyMean(stream, Pointer(k), kStrides, Pointer(padding), b, hkv, tk, d, Pointer(mean));
+        _kernels.LaunchQuantize(stream, Pointer(q), qStrides, default, Pointer(queryPadding), b, hq, tq, d, scale * AttentionReference.Log2E,
+            Pointer(qq), Pointer(qs), default, tq, dp, 0);
+        _kernels.LaunchQuantize(stream, Pointer(k), kStrides, smoothKeys ? Pointer(mean) : default, Pointer(padding), b, hkv, tk, d, 1f,
+            Pointer(kq), Pointer(ks), default, tk, dp, 0);
         _kernels.LaunchPrefill(stream, Pointer(qq), Pointer(qs), Pointer(kq), Pointer(ks), Pointer(v), kStrides, Pointer(o), qStrides,
-            Pointer(padding), b, hq, hkv, t, d, causal);
+            Pointer(padding), b, hq, hkv, tq, tk, d, causal);
     }
 
     /// <inheritdoc/>
@@ -319,7 +327,7 @@ internal sealed class CudaAttentionKernels(IlgpuBackend backend, CudaKernelLibra
         int b = shape.Batch, h = shape.KvHeads, t = shape.Tokens, d = shape.HeadDim;
         using var scope = CudaDriver.Enter(library.Context);
         var stream = StreamHandle;
-        var strides = Strides(shape, h);
+        var strides = shape.KeyStrides;
         var padding = Pointer(cache.Padding);
         var mean = Pointer(cache.KeyMean);
         if (start == 0) _kernels.LaunchKeyMean(stream, Pointer(k), strides, padding, b, h, t, d, mean);
@@ -334,7 +342,7 @@ internal sealed class CudaAttentionKernels(IlgpuBackend backend, CudaKernelLibra
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         using var scope = CudaDriver.Enter(library.Context);
-        _kernels.LaunchDecode(StreamHandle, Pointer(q), Strides(shape, shape.QueryHeads), Pointer(cache.Keys), Pointer(cache.KeyScales),
+        _kernels.LaunchDecode(StreamHandle, Pointer(q), shape.QueryStrides, Pointer(cache.Keys), Pointer(cache.KeyScales),
             Pointer(cache.Values), Pointer(cache.ValueScales), Pointer(cache.Padding), shape.Batch, shape.QueryHeads, shape.KvHeads,
             shape.Tokens, shape.HeadDim, cache.Capacity, cache.Count, scale, causal, Pointer(o));
     }
@@ -344,7 +352,7 @@ internal sealed class CudaAttentionKernels(IlgpuBackend backend, CudaKernelLibra
     {
         if (_disposed) return;
         _disposed = true;
-        foreach (var buffer in new[] { _padding, _mean, _qq, _qs, _kq, _ks }) buffer?.Dispose();
+        foreach (var buffer in new[] { _padding, _queryPadding, _mean, _qq, _qs, _kq, _ks }) buffer?.Dispose();
         (fp32 as IDisposable)?.Dispose();
     }
 }

@@ -189,17 +189,19 @@ internal sealed partial class IlgpuAttentionKernels
         return a0 + a1;
     }
 
-    // fp32 dot of two rows of d floats (d a multiple of 8): four interleaved accumulators.
+    // fp32 dot of two rows of d floats (any d): four interleaved accumulators, then the d % 4 last channels.
     private static float DotF32(ArrayView<float> a, long aBase, ArrayView<float> b, long bBase, int d)
     {
         float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
-        for (int c = 0; c < d; c += 4)
+        int c = 0;
+        for (; c + 4 <= d; c += 4)
         {
             s0 += a[aBase + c] * b[bBase + c];
             s1 += a[aBase + c + 1] * b[bBase + c + 1];
             s2 += a[aBase + c + 2] * b[bBase + c + 2];
             s3 += a[aBase + c + 3] * b[bBase + c + 3];
         }
+        for (; c < d; c++) s0 += a[aBase + c] * b[bBase + c];
         return (s0 + s1) + (s2 + s3);
     }
 

@@ -12,7 +12,8 @@ namespace Rellax.Kernels.Ilgpu;
 /// on <see cref="IlgpuBackend.Stream"/>; the device code and its roofline are in <c>IlgpuAttentionKernels.Device.cs</c>.
 /// </summary>
 /// <remarks>
-/// <para><b>Calls.</b> Prefill fp32: one attention launch on the f32 tensors. Prefill int8: quantize q (multiplier
+/// <para><b>Calls.</b> Prefill (q of Tq tokens, k/v of Tk ≥ Tq positions; query t at key position Tk − Tq + t) fp32:
+/// one attention launch on the f32 tensors. Prefill int8: quantize q (multiplier
 /// scale · log2 e) into scratch, the key mean (when smoothing), quantize k into scratch, then one attention launch with
 /// int8 scores and fp32 values. Append: the key mean into the cache (first append only), then k (mean subtracted, with
 /// key sums) and v into the cache's int8 rows. Decode: quantize q into scratch, then one attention launch on the cache's
@@ -131,23 +132,28 @@ internal sealed partial class IlgpuAttentionKernels : IAttentionKernels, IDispos
     private static int Rows(long rows, string what) =>
         rows <= int.MaxValue ? (int)rows : throw new NotSupportedException($"the ILGPU attention kernels index {what} rows with 32-bit ints; got {rows}");
 
-    private static QuantizeLaunch Source(AttentionShape s, int heads, int capacity, int dstStart, int positionStart, int flags, float multiplier) => new()
+    /// <summary>A quantize/mean launch over the query side (q: Hq heads, Tq tokens) or the key side (k/v: Hkv, Tk) of s.</summary>
+    private static QuantizeLaunch Source(AttentionShape s, bool queries, int capacity, int dstStart, int positionStart, int flags, float multiplier)
     {
-        Batch = s.Batch, Heads = heads, Tokens = s.Tokens, HeadDim = s.HeadDim, Capacity = capacity,
-        DstStart = dstStart, PositionStart = positionStart, Flags = flags, Multiplier = multiplier,
-        SrcBatch = s.BatchStride(heads), SrcHead = s.HeadStride(heads), SrcToken = s.TokenStride(heads),
-    };
+        var (bs, hs, ts) = queries ? s.QueryStrides : s.KeyStrides;
+        return new()
+        {
+            Batch = s.Batch, Heads = queries ? s.QueryHeads : s.KvHeads, Tokens = queries ? s.Tokens : s.KeyTokens, HeadDim = s.HeadDim,
+            Capacity = capacity, DstStart = dstStart, PositionStart = positionStart, Flags = flags, Multiplier = multiplier,
+            SrcBatch = bs, SrcHead = hs, SrcToken = ts,
+        };
+    }
 
     /// <inheritdoc/>
     public void Prefill(Tensor q, Tensor k, Tensor v, Tensor o, AttentionShape shape, int[] lengths, float scale, bool causal,
         AttentionPrecision precision, bool smoothKeys)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        int b = shape.Batch, hq = shape.QueryHeads, hkv = shape.KvHeads, t = shape.Tokens, d = shape.HeadDim;
+        int b = shape.Batch, hq = shape.QueryHeads, hkv = shape.KvHeads, tq = shape.Tokens, tk = shape.KeyTokens, d = shape.HeadDim;
         var padding = new int[b];
-        for (int i = 0; i < b; i++) padding[i] = t - lengths[i];
+        for (int i = 0; i < b; i++) padding[i] = tk - lengths[i];
         var pad = UploadPadding(padding);
-        var launch = Launch(shape, t, causal, capacity: t);
+        var launch = Launch(shape, tk, causal, capacity: tk);
         if (precision == AttentionPrecision.Fp32)
         {
             launch.Scale = scale * AttentionReference.Log2E;
@@ -155,19 +161,20 @@ internal sealed partial class IlgpuAttentionKernels : IAttentionKernels, IDispos
                 F(v), _dummyI8.View(4), _dummyF32.View(1), F(o), pad);
             return;
         }
-        long qRows = (long)b * hq * t, kRows = (long)b * hkv * t;
+        long qRows = (long)b * hq * tq, kRows = (long)b * hkv * tk;
         var qHat = _qHat.View(qRows * d); var qScale = _qScale.View(qRows);
         var kHat = _kHat.View(kRows * d); var kScale = _kScale.View(kRows);
+        // Query t is key position Tk - Tq + t (its padding test); int8 query rows are (b·Hq + h)·Tq + t, key rows (b·Hkv + kvh)·Tk + j.
         _quantize(Stream, Rows(qRows, "query"), F(q), _dummyF32.View(1), pad, qHat, qScale, _dummyI32.View(1),
-            Source(shape, hq, t, 0, 0, 0, scale * AttentionReference.Log2E));
+            Source(shape, queries: true, tq, 0, shape.QueryStart, 0, scale * AttentionReference.Log2E));
         var mean = _dummyF32.View(1);
         if (smoothKeys)
         {
             mean = _keyMean.View((long)b * hkv * d);
-            _mean(Stream, Rows((long)b * hkv * d, "mean"), F(k), pad, mean, Source(shape, hkv, t, 0, 0, 0, 1f));
+            _mean(Stream, Rows((long)b * hkv * d, "mean"), F(k), pad, mean, Source(shape, queries: false, tk, 0, 0, 0, 1f));
         }
         _quantize(Stream, Rows(kRows, "key"), F(k), mean, pad, kHat, kScale, _dummyI32.View(1),
-            Source(shape, hkv, t, 0, 0, smoothKeys ? FlagSubtractMean : 0, 1f));
+            Source(shape, queries: false, tk, 0, 0, smoothKeys ? FlagSubtractMean : 0, 1f));
         launch.Flags = FlagInt8Keys | Dp4aFlag;
         Attend(launch, _dummyF32.View(1), qHat.Cast<int>(), qScale, _dummyF32.View(1), kHat.Cast<int>(), kScale,
             F(v), _dummyI8.View(4), _dummyF32.View(1), F(o), pad);
@@ -181,12 +188,12 @@ internal sealed partial class IlgpuAttentionKernels : IAttentionKernels, IDispos
         var pad = Whole<int>(cache.Padding);
         var mean = Whole<float>(cache.KeyMean);
         if (start == 0)
-            _mean(Stream, Rows((long)cache.Batch * h * d, "mean"), F(k), pad, mean, Source(shape, h, cache.Capacity, start, start, 0, 1f));
+            _mean(Stream, Rows((long)cache.Batch * h * d, "mean"), F(k), pad, mean, Source(shape, queries: false, cache.Capacity, start, start, 0, 1f));
         int rows = Rows((long)cache.Batch * h * shape.Tokens, "key");
         _quantize(Stream, rows, F(k), mean, pad, Whole<sbyte>(cache.Keys), Whole<float>(cache.KeyScales), Whole<int>(cache.KeySums),
-            Source(shape, h, cache.Capacity, start, start, FlagSubtractMean | FlagWriteSums, 1f));
+            Source(shape, queries: false, cache.Capacity, start, start, FlagSubtractMean | FlagWriteSums, 1f));
         _quantize(Stream, rows, F(v), _dummyF32.View(1), pad, Whole<sbyte>(cache.Values), Whole<float>(cache.ValueScales), _dummyI32.View(1),
-            Source(shape, h, cache.Capacity, start, start, 0, 1f));
+            Source(shape, queries: false, cache.Capacity, start, start, 0, 1f));
     }
 
     /// <inheritdoc/>
@@ -198,7 +205,7 @@ internal sealed partial class IlgpuAttentionKernels : IAttentionKernels, IDispos
         var pad = Whole<int>(cache.Padding);
         var qHat = _qHat.View(qRows * d); var qScale = _qScale.View(qRows);
         _quantize(Stream, Rows(qRows, "query"), F(q), _dummyF32.View(1), pad, qHat, qScale, _dummyI32.View(1),
-            Source(shape, shape.QueryHeads, tq, 0, cache.Count - tq, 0, scale * AttentionReference.Log2E));
+            Source(shape, queries: true, tq, 0, cache.Count - tq, 0, scale * AttentionReference.Log2E));
         var launch = Launch(shape, cache.Count, causal, cache.Capacity);
         launch.Flags = FlagInt8Keys | FlagInt8Values | Dp4aFlag;
         Attend(launch, _dummyF32.View(1), qHat.Cast<int>(), qScale, _dummyF32.View(1), Whole<sbyte>(cache.Keys).Cast<int>(),
@@ -211,8 +218,8 @@ internal sealed partial class IlgpuAttentionKernels : IAttentionKernels, IDispos
     {
         Batch = s.Batch, QueryHeads = s.QueryHeads, KvHeads = s.KvHeads, QueryTokens = s.Tokens, Keys = keys,
         HeadDim = s.HeadDim, Capacity = capacity, Causal = causal ? 1 : 0, Lanes = _lanesPerRow,
-        QBatch = s.BatchStride(s.QueryHeads), QHead = s.HeadStride(s.QueryHeads), QToken = s.TokenStride(s.QueryHeads),
-        KvBatch = s.BatchStride(s.KvHeads), KvHead = s.HeadStride(s.KvHeads), KvToken = s.TokenStride(s.KvHeads),
+        QBatch = s.QueryStrides.Batch, QHead = s.QueryStrides.Head, QToken = s.QueryStrides.Token,
+        KvBatch = s.KeyStrides.Batch, KvHead = s.KeyStrides.Head, KvToken = s.KeyStrides.Token,
     };
 
     private void Attend(AttentionLaunch p, ArrayView<float> qF, ArrayView<int> qI, ArrayView<float> qS, ArrayView<float> kF,

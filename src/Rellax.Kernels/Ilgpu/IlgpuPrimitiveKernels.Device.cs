@@ -13,9 +13,6 @@ internal partial class IlgpuPrimitiveKernels
     /// <summary>Size of the shared scratch used by group reductions: the largest group any accelerator allows.</summary>
     internal const int MaxGroupSize = 1024;
 
-    /// <summary>Largest head dimension the attention kernel supports (q row and output accumulator live in shared memory).</summary>
-    internal const int MaxHeadDim = 256;
-
     // ---------------------------------------------------------------------------------------------------------
     // Group reductions: shared-memory tree over Group.DimX threads (a power of two <= MaxGroupSize).
     // Every thread of the group must call them (they contain barriers); every thread gets the result.
@@ -197,68 +194,6 @@ internal partial class IlgpuPrimitiveKernels
     {
         float v = x[i];
         y[i] = 0.5f * v * (1f + Erf(v * 0.707106781186547524f));
-    }
-
-    // Causal GQA attention, one group per (query t, query head h), online softmax over key chunks of G = group size:
-    // per chunk each thread scores one key (dot over D with the pre-scaled query in shared memory), the group
-    // reduces the chunk max and exp-sum, rescales the running output, and threads striding over D accumulate p·v.
-    // Query t sits at position S - T + t and (causal) sees keys 0..S-T+t; non-causal sees all S keys.
-    // Launch: grid T·Hq, group G = RowConfig(...); shared memory 2·MaxHeadDim + 2·MaxGroupSize floats (10 KiB).
-    // Roofline: 4·S·D FLOPs per (t, h) (S = visible keys); reads 2·S·D floats per (t, h) (K and V rows, shared by
-    // the Hq/Hkv heads of a group only through caches): memory-bound; a flash-attention kernel tiles K/V across queries.
-    private static void AttentionKernel(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> o,
-        int tokens, int keys, int qHeads, int kvHeads, int d, float scale, int causal)
-    {
-        var qs = SharedMemory.Allocate<float>(MaxHeadDim);
-        var acc = SharedMemory.Allocate<float>(MaxHeadDim);
-        var probs = SharedMemory.Allocate<float>(MaxGroupSize);
-        var scratch = SharedMemory.Allocate<float>(MaxGroupSize);
-
-        int tid = Group.IdxX, g = Group.DimX;
-        int t = Grid.IdxX / qHeads, h = Grid.IdxX % qHeads;
-        int kvh = h / (qHeads / kvHeads);
-        int visible = causal != 0 ? keys - tokens + t + 1 : keys;
-        long qBase = ((long)t * qHeads + h) * d;
-        for (int c = tid; c < d; c += g)
-        {
-            qs[c] = q[qBase + c] * scale;
-            acc[c] = 0f;
-        }
-        Group.Barrier();
-
-        float runningMax = float.NegativeInfinity, runningSum = 0f;
-        long kvStride = (long)kvHeads * d;
-        for (int start = 0; start < visible; start += g)
-        {
-            int j = start + tid;
-            float score = float.NegativeInfinity;
-            if (j < visible)
-            {
-                long kb = j * kvStride + (long)kvh * d;
-                float dot = 0f;
-                for (int c = 0; c < d; c++) dot += qs[c] * k[kb + c];
-                score = dot;
-            }
-            float newMax = XMath.Max(runningMax, GroupMax(scratch, score)); // finite: the chunk holds at least one key
-            float p = j < visible ? XMath.Exp(score - newMax) : 0f;
-            probs[tid] = p;
-            float chunkSum = GroupSum(scratch, p); // its barriers also publish probs
-            float alpha = runningMax == float.NegativeInfinity ? 0f : XMath.Exp(runningMax - newMax);
-            runningSum = runningSum * alpha + chunkSum;
-            runningMax = newMax;
-            int n = XMath.Min(g, visible - start);
-            for (int c = tid; c < d; c += g)
-            {
-                float a = acc[c] * alpha;
-                long vb = (long)start * kvStride + (long)kvh * d + c;
-                for (int jj = 0; jj < n; jj++) a += probs[jj] * v[vb + jj * kvStride];
-                acc[c] = a;
-            }
-            Group.Barrier(); // probs is rewritten by the next chunk
-        }
-
-        float inv = 1f / runningSum;
-        for (int c = tid; c < d; c += g) o[qBase + c] = acc[c] * inv;
     }
 
     // Embedding gather y[t, :] = table[ids[t], :], the table stored as `code` (IlgpuCfloraKernels.WeightF32/F16/Bf16:

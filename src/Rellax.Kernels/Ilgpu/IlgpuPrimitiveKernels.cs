@@ -23,8 +23,6 @@ internal partial class IlgpuPrimitiveKernels : IPrimitiveKernels
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, int> _rope;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> _swiGlu;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>> _gelu;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        int, int, int, int, int, float, int> _attention;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<int>, ArrayView<float>, ArrayView<ushort>, int, ArrayView<float>, int, int> _embedding;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int> _scatterRows;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>,
@@ -55,8 +53,6 @@ internal partial class IlgpuPrimitiveKernels : IPrimitiveKernels
         _rope = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, int>(RopeKernel);
         _swiGlu = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(SwiGluKernel);
         _gelu = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>>(GeluKernel);
-        _attention = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            int, int, int, int, int, float, int>(AttentionKernel);
         _embedding = acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<ushort>, int, ArrayView<float>, int, int>(EmbeddingKernel);
         _scatterRows = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(ScatterRowsKernel);
         _linear = acc.LoadKernel<ArrayView<float>, ArrayView<float>,
@@ -70,7 +66,7 @@ internal partial class IlgpuPrimitiveKernels : IPrimitiveKernels
     /// <summary>The backend whose accelerator and stream the kernels run on.</summary>
     protected IlgpuBackend Backend { get; }
 
-    /// <summary>Largest group of the row kernels (norms, softmax, attention): min(256, accelerator limit), a power of two.</summary>
+    /// <summary>Largest group of the row kernels (norms, softmax): min(256, accelerator limit), a power of two.</summary>
     internal int RowGroupSize { get; }
 
     /// <summary>Smallest group of the row kernels: one warp (a power of two, at most <see cref="RowGroupSize"/>).</summary>
@@ -149,16 +145,6 @@ internal partial class IlgpuPrimitiveKernels : IPrimitiveKernels
     {
         Count(x);
         _softmax(Stream, RowConfig(x.Rows, x.Dim(-1)), F(x), F(y), x.Dim(-1));
-    }
-
-    /// <inheritdoc/>
-    /// <exception cref="NotSupportedException">The head dimension exceeds <see cref="MaxHeadDim"/>.</exception>
-    public virtual void Attention(Tensor q, Tensor k, Tensor v, Tensor o, float scale, bool causal)
-    {
-        int t = q.Dim(0), hq = q.Dim(1), d = q.Dim(2), s = k.Dim(0), hkv = k.Dim(1);
-        if (d > MaxHeadDim) throw new NotSupportedException($"the ILGPU attention kernel supports head dimensions up to {MaxHeadDim}; q is {q}");
-        Count(q); Count(k);
-        _attention(Stream, RowConfig(t * hq, Math.Max(s, d)), F(q), F(k), F(v), F(o), t, s, hq, hkv, d, scale, causal ? 1 : 0);
     }
 
     /// <summary>The storage code (<see cref="IlgpuCfloraKernels.WeightF32"/>, ...) and both views of an f32/f16/bf16 tensor.</summary>

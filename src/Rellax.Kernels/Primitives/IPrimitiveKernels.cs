@@ -34,12 +34,6 @@ internal interface IPrimitiveKernels
     /// <summary>Row softmax over the last axis of x[R,N]. May run in place.</summary>
     void Softmax(Tensor x, Tensor y);
 
-    /// <summary>
-    /// o[T,Hq,D] = softmax(scale · q kᵀ) v per head; q[T,Hq,D], k and v [S,Hkv,D], query head h reads KV head
-    /// h / (Hq/Hkv). Query t sits at absolute position S - T + t; with <paramref name="causal"/> it sees keys 0..S-T+t.
-    /// </summary>
-    void Attention(Tensor q, Tensor k, Tensor v, Tensor o, float scale, bool causal);
-
     /// <summary>y[T,H] = table[ids[t], :] with ids i32[T]; table f32, f16 or bf16 (widened to f32).</summary>
     void Embedding(Tensor ids, Tensor table, Tensor y);
 

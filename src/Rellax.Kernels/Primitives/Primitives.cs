@@ -231,36 +231,6 @@ public sealed class Primitives
         K.Softmax(x, y);
     }
 
-    /// <summary>
-    /// Scaled dot-product attention in fp32 with grouped-query heads:
-    /// <c>o = softmax(scale · q kᵀ + mask) v</c> per query head, query head h reading KV head h / (Hq / Hkv).
-    /// The T queries are the last T of the S key positions (query t is at position S - T + t), which covers
-    /// prefill (S == T) and decoding against a KV cache (S &gt; T).
-    /// </summary>
-    /// <param name="q">Queries, f32 [T, Hq, D].</param>
-    /// <param name="k">Keys, f32 [S, Hkv, D] with S &gt;= T and Hq a multiple of Hkv.</param>
-    /// <param name="v">Values, f32 [S, Hkv, D].</param>
-    /// <param name="o">Output, f32 [T, Hq, D]; must not overlap q, k or v.</param>
-    /// <param name="scale">Logit scale, usually 1/√D; finite and &gt; 0.</param>
-    /// <param name="causal">Whether query t is masked from keys after its own position.</param>
-    public void Attention(Tensor q, Tensor k, Tensor v, Tensor o, float scale, bool causal = true)
-    {
-        Check.F32(_backend, q, nameof(q), 3); Check.F32(_backend, k, nameof(k), 3);
-        Check.F32(_backend, v, nameof(v), 3); Check.F32(_backend, o, nameof(o), 3);
-        Check.SameShape(q, nameof(q), o, nameof(o)); Check.SameShape(k, nameof(k), v, nameof(v));
-        if (q.Dim(2) != k.Dim(2))
-            throw new ArgumentException($"q {q} and k {k} must have the same head dimension", nameof(k));
-        if (k.Dim(1) == 0 || q.Dim(1) % k.Dim(1) != 0)
-            throw new ArgumentException($"query heads ({q.Dim(1)}) must be a positive multiple of KV heads ({k.Dim(1)}); q {q}, k {k}", nameof(k));
-        if (k.Dim(0) < q.Dim(0))
-            throw new ArgumentException($"k {k} must hold at least as many positions as q {q} has tokens", nameof(k));
-        if (!(scale > 0) || !float.IsFinite(scale))
-            throw new ArgumentOutOfRangeException(nameof(scale), scale, "attention scale must be finite and positive");
-        Check.NoOverlap(o, nameof(o), q, nameof(q)); Check.NoOverlap(o, nameof(o), k, nameof(k)); Check.NoOverlap(o, nameof(o), v, nameof(v));
-        if (o.ElementCount == 0) return;
-        K.Attention(q, k, v, o, scale, causal);
-    }
-
     /// <summary>Embedding gather: <c>y[t] = table[ids[t]]</c>.</summary>
     /// <param name="ids">Token ids, i32 [T]; each in [0, V) (checked on the device side where possible; the CPU backend throws).</param>
     /// <param name="table">Embedding table, f32, f16 or bf16 [V, H] (half-precision rows are widened to f32). Any row

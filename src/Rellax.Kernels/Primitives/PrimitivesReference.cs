@@ -177,35 +177,6 @@ public static class PrimitivesReference
         }
     }
 
-    /// <summary>fp32 GQA attention; q/o [T,Hq,D], k/v [S,Hkv,D]; query t at position S - T + t.</summary>
-    public static void Attention(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> o,
-        int t, int s, int hq, int hkv, int d, float scale, bool causal)
-    {
-        int group = hq / hkv;
-        var scores = new double[s];
-        for (int i = 0; i < t; i++)
-            for (int h = 0; h < hq; h++)
-            {
-                int kvh = h / group, last = causal ? s - t + i : s - 1;
-                double max = double.NegativeInfinity;
-                for (int j = 0; j <= last; j++)
-                {
-                    double dot = 0;
-                    for (int c = 0; c < d; c++) dot += (double)q[(i * hq + h) * d + c] * k[(j * hkv + kvh) * d + c];
-                    scores[j] = dot * scale;
-                    max = Math.Max(max, scores[j]);
-                }
-                double sum = 0;
-                for (int j = 0; j <= last; j++) { scores[j] = Math.Exp(scores[j] - max); sum += scores[j]; }
-                for (int c = 0; c < d; c++)
-                {
-                    double acc = 0;
-                    for (int j = 0; j <= last; j++) acc += scores[j] * v[(j * hkv + kvh) * d + c];
-                    o[(i * hq + h) * d + c] = (float)(acc / sum);
-                }
-            }
-    }
-
     /// <summary>y[t] = table[ids[t]] with rows of length h.</summary>
     public static void Embedding(ReadOnlySpan<int> ids, ReadOnlySpan<float> table, Span<float> y, int h)
     {

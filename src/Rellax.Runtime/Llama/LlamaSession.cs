@@ -15,8 +15,9 @@ namespace Rellax.Runtime;
 /// most <c>sliding_window</c> tokens are exact and longer ones are refused (<see cref="NotSupportedException"/>).</para>
 /// <para>The KV cache depends on <see cref="Attention"/>:</para>
 /// <list type="bullet">
-/// <item><see cref="AttentionPrecision.Fp32"/>: f32 keys and values, [maxPositions, Hkv·D] each per layer, read by
-/// <see cref="Primitives.Attention"/> (fp32 scores). <c>8·D</c> bytes per position and KV head.</item>
+/// <item><see cref="AttentionPrecision.Fp32"/>: f32 keys and values, [maxPositions, Hkv·D] each per layer (token-major,
+/// = [1, maxPositions, Hkv, D]); a chunk of t tokens after n cached ones runs <see cref="FlashAttention.Prefill(Tensor, Tensor, Tensor, ReadOnlySpan{int}, Tensor, AttentionOptions?)"/>
+/// with q [1, t, Hq, D] against cache rows [0, n + t) (fp32 scores). <c>8·D</c> bytes per position and KV head.</item>
 /// <item><see cref="AttentionPrecision.Int8"/>: an <see cref="Int8KvCache"/> per layer (B = 1, Hkv, D, capacity =
 /// maxPositions) filled by <see cref="FlashAttention.Append"/> and read by <see cref="FlashAttention.Decode"/>
 /// (SageAttention-style int8 q·kᵀ, fp32 softmax and P·V, SPEC §7). <c>2·D + 12</c> bytes per position and KV head
@@ -38,7 +39,7 @@ public sealed class LlamaSession : IDisposable
     private readonly Primitives _ops;
     private readonly DeviceBuffer[] _keyCache = [], _valueCache = [];
     private readonly Int8KvCache[] _int8Cache = [];
-    private readonly AttentionOptions _int8Options;
+    private readonly AttentionOptions _int8Options, _fp32Options;
     private readonly List<DeviceBuffer> _scratchBuffers = [];
     private Scratch? _scratch;
     private bool _faulted, _disposed;
@@ -55,6 +56,7 @@ public sealed class LlamaSession : IDisposable
         {
             Precision = AttentionPrecision.Int8, Layout = AttentionLayout.TokenMajor, Scale = 1f / MathF.Sqrt(c.HeadDim), Causal = true,
         };
+        _fp32Options = _int8Options with { Precision = AttentionPrecision.Fp32 };
         try
         {
             if (attention == AttentionPrecision.Int8)
@@ -178,7 +180,6 @@ public sealed class LlamaSession : IDisposable
         var up = new Tensor(s.Up, 0, t, c.IntermediateSize);
         var cos = w.RopeCos.AsTensor(c.MaxPositionEmbeddings, d / 2);
         var sin = w.RopeSin.AsTensor(c.MaxPositionEmbeddings, d / 2);
-        float scale = 1f / MathF.Sqrt(d);
 
         bool int8 = Attention == AttentionPrecision.Int8;
         w.Embedding.Gather(_ops, ids, x);
@@ -211,9 +212,9 @@ public sealed class LlamaSession : IDisposable
             if (int8)
                 Int8Attention(_int8Cache[l], q.Reshape(1, t, hq, d), kNew.Reshape(1, t, hkv, d), vNew.Reshape(1, t, hkv, d), attn.Reshape(1, t, hq, d));
             else
-                _ops.Attention(q.Reshape(t, hq, d),
-                    kCache.Slice(0, end).Reshape(end, hkv, d), vCache.Slice(0, end).Reshape(end, hkv, d),
-                    attn.Reshape(t, hq, d), scale, causal: true);
+                _model.Backend.Attention.Prefill(q.Reshape(1, t, hq, d),
+                    kCache.Slice(0, end).Reshape(1, end, hkv, d), vCache.Slice(0, end).Reshape(1, end, hkv, d),
+                    default, attn.Reshape(1, t, hq, d), _fp32Options);
             L.O.Apply(_ops, attn, L.OBias?.AsTensor(hidden), proj);
             _ops.Add(x, proj, x);
 

@@ -47,9 +47,10 @@ public sealed class AttentionArgumentTests
     [Test]
     public void MismatchedTokensDtypeRankAndOverlapAreRefused()
     {
+        // k may hold more positions than q (Tk ≥ Tq), never fewer.
         Assert.That(Assert.Throws<ArgumentException>(() =>
-            _cpu.Attention.Prefill(F32(1, 2, 4, 8), F32(1, 2, 5, 8), F32(1, 2, 5, 8), default, F32(1, 2, 4, 8)))!.Message,
-            Does.Contain("must agree on B, T and D"));
+            _cpu.Attention.Prefill(F32(1, 2, 5, 8), F32(1, 2, 4, 8), F32(1, 2, 4, 8), default, F32(1, 2, 5, 8)))!.Message,
+            Does.Contain("must agree on B and D, and k must hold at least q's T positions"));
         // Token-major reads T from axis 1: the same tensors are then a mismatch of T (2 vs 2) and heads (4 vs 5).
         Assert.That(Assert.Throws<ArgumentException>(() =>
             _cpu.Attention.Prefill(F32(1, 2, 4, 8), F32(1, 2, 5, 8), F32(1, 2, 5, 8), default, F32(1, 2, 4, 8),
@@ -64,6 +65,48 @@ public sealed class AttentionArgumentTests
             _cpu.Attention.Prefill(q, F32(1, 2, 4, 8), F32(1, 2, 4, 8), default, q))!.Message, Does.Contain("overlaps"));
         Assert.Throws<ArgumentOutOfRangeException>(() =>
             _cpu.Attention.Prefill(q, F32(1, 2, 4, 8), F32(1, 2, 4, 8), default, F32(1, 2, 4, 8), new AttentionOptions { Scale = float.NaN }));
+    }
+
+    private static void ThrowsNaming(string param, Action call)
+    {
+        var ex = Assert.Catch<ArgumentException>(() => call());
+        Assert.That(ex!.ParamName, Is.EqualTo(param), ex.Message);
+    }
+
+    // The argument checks of the former Primitives.Attention ([T, H, D] tensors), on fp32 FlashAttention (token-major B = 1).
+    private static readonly AttentionOptions Fp32 = new() { Precision = AttentionPrecision.Fp32, Layout = AttentionLayout.TokenMajor, Scale = 0.5f };
+    [Test] public void AttentionHeadsNotMultiple() => ThrowsNaming("k", () => _cpu.Attention.Prefill(F32(1, 1, 3, 4), F32(1, 2, 2, 4), F32(1, 2, 2, 4), default, F32(1, 1, 3, 4), Fp32));
+    [Test] public void AttentionFewerKeysThanQueries() => ThrowsNaming("k", () => _cpu.Attention.Prefill(F32(1, 3, 2, 4), F32(1, 2, 2, 4), F32(1, 2, 2, 4), default, F32(1, 3, 2, 4), Fp32));
+    [Test] public void AttentionBadScale() => ThrowsNaming("options", () => _cpu.Attention.Prefill(F32(1, 1, 2, 4), F32(1, 2, 2, 4), F32(1, 2, 2, 4), default, F32(1, 1, 2, 4), Fp32 with { Scale = 0f }));
+
+    [Test]
+    public void LengthsCountKeyPositions()
+    {
+        // q of 2 tokens against k of 6 positions: lengths range over [0, Tk].
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() =>
+            _cpu.Attention.Prefill(F32(1, 2, 2, 8), F32(1, 2, 6, 8), F32(1, 2, 6, 8), [7], F32(1, 2, 2, 8)));
+        Assert.That(ex!.Message, Does.Contain("lengths[0] = 7").And.Contain("T = 6"));
+        Assert.DoesNotThrow(() => _cpu.Attention.Prefill(F32(1, 2, 2, 8), F32(1, 2, 6, 8), F32(1, 2, 6, 8), [6], F32(1, 2, 2, 8)));
+    }
+
+    [Test]
+    public void BackwardNeedsQueriesAndKeysOfTheSameLength()
+    {
+        var o = F32(1, 2, 2, 8);
+        var ex = Assert.Throws<ArgumentException>(() => _cpu.Attention.Backward(F32(1, 2, 2, 8), F32(1, 2, 6, 8), F32(1, 2, 6, 8), o, F32(1, 2, 2, 8),
+            F32(1, 2, 2), default, F32(1, 2, 2, 8), F32(1, 2, 6, 8), F32(1, 2, 6, 8), new AttentionOptions { Precision = AttentionPrecision.Fp32 }));
+        Assert.That(ex!.Message, Does.Contain("same T"));
+        Assert.That(ex.ParamName, Is.EqualTo("k"));
+    }
+
+    [Test]
+    public void Fp32TakesAnyHeadDimensionUpTo256ButInt8DoesNot()
+    {
+        foreach (int d in new[] { 1, 4, 10, 12, 256 })
+            Assert.DoesNotThrow(() => _cpu.Attention.Prefill(F32(1, 2, 3, d), F32(1, 2, 3, d), F32(1, 2, 3, d), default, F32(1, 2, 3, d),
+                new AttentionOptions { Precision = AttentionPrecision.Fp32 }), $"fp32 D = {d}");
+        Assert.That(Assert.Throws<ArgumentException>(() => _cpu.Attention.Prefill(F32(1, 2, 3, 264), F32(1, 2, 3, 264), F32(1, 2, 3, 264), default,
+            F32(1, 2, 3, 264), new AttentionOptions { Precision = AttentionPrecision.Fp32 }))!.Message, Does.Contain("D = 264 is not supported"));
     }
 
     [Test]

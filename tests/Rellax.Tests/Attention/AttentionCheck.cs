@@ -59,53 +59,56 @@ internal static class AttentionCheck
     /// </summary>
     public static float[] KeysWithOutliers(AttentionShape s, int seed)
     {
-        var k = Normal(s.Batch * s.KvHeads * s.Tokens * s.HeadDim, seed);
+        var k = Normal(s.Batch * s.KvHeads * s.KeyTokens * s.HeadDim, seed);
         var rng = new Random(seed + 1);
         for (int b = 0; b < s.Batch; b++)
             for (int h = 0; h < s.KvHeads; h++)
             {
                 var bias = new float[s.HeadDim];
                 for (int c = 0; c < s.HeadDim; c += 16) bias[c] = 20f * (rng.Next(2) == 0 ? -1 : 1) * (1 + rng.NextSingle());
-                for (int t = 0; t < s.Tokens; t++)
+                for (int t = 0; t < s.KeyTokens; t++)
                 {
-                    long row = s.Offset(s.KvHeads, b, h, t);
+                    long row = s.KeyOffset(b, h, t);
                     for (int c = 0; c < s.HeadDim; c += 16) k[row + c] = bias[c] + k[row + c];
                 }
             }
         return k;
     }
 
-    /// <summary>Random q, k, v for a shape: N(0, 1) entries (keys with outliers when asked).</summary>
+    /// <summary>Random q, k, v for a shape (q of Tq tokens, k and v of Tk): N(0, 1) entries (keys with outliers when asked).</summary>
     public static (float[] Q, float[] K, float[] V) Inputs(AttentionShape s, int seed, bool outliers = false)
     {
-        int nq = s.Batch * s.QueryHeads * s.Tokens * s.HeadDim, nk = s.Batch * s.KvHeads * s.Tokens * s.HeadDim;
+        int nq = s.Batch * s.QueryHeads * s.Tokens * s.HeadDim, nk = s.Batch * s.KvHeads * s.KeyTokens * s.HeadDim;
         return (Normal(nq, seed), outliers ? KeysWithOutliers(s, seed + 7) : Normal(nk, seed + 7), Normal(nk, seed + 13));
     }
 
     /// <summary>
     /// TorchSharp's <c>scaled_dot_product_attention</c> (default scale 1/√D) on head-major inputs: GQA by repeating each
-    /// KV head, padding and causality through a boolean mask (key j is visible to query t when it is real and, if
-    /// causal, j ≤ t). Padding query rows see only their own position so torch stays finite there; their output is
-    /// not meaningful (ours is 0).
+    /// KV head, padding and causality through a boolean mask (key j is visible to query i, at key position
+    /// p = Tk − Tq + i, when it is real and, if causal, j ≤ p). Padding query rows see only their own position so torch
+    /// stays finite there; their output is not meaningful (ours is 0). With <paramref name="float64"/> the inputs are
+    /// widened and torch computes in double (the result is rounded to float at the end).
     /// </summary>
-    public static float[] TorchSdpa(float[] q, float[] k, float[] v, AttentionShape s, int[] lengths, bool causal)
+    public static float[] TorchSdpa(float[] q, float[] k, float[] v, AttentionShape s, int[] lengths, bool causal, bool float64 = false)
     {
         if (s.Layout != AttentionLayout.HeadMajor) throw new ArgumentException("TorchSdpa takes head-major inputs", nameof(s));
-        int t = s.Tokens;
-        var visible = new bool[s.Batch * t * t];
+        int tq = s.Tokens, tk = s.KeyTokens, start = s.QueryStart;
+        var visible = new bool[s.Batch * tq * tk];
         for (int b = 0; b < s.Batch; b++)
-            for (int i = 0; i < t; i++)
-                for (int j = 0; j < t; j++)
+            for (int i = 0; i < tq; i++)
+                for (int j = 0; j < tk; j++)
                 {
-                    int pad = t - lengths[b];
-                    visible[(b * t + i) * t + j] = (j >= pad && (!causal || j <= i)) || (i < pad && j == i);
+                    int pad = tk - lengths[b], p = start + i;
+                    visible[((long)b * tq + i) * tk + j] = (j >= pad && (!causal || j <= p)) || (p < pad && j == p);
                 }
         using var scope = TorchSharp.torch.NewDisposeScope();
-        var tq = TorchSharp.torch.tensor(q, [s.Batch, s.QueryHeads, t, s.HeadDim]);
-        var tk = TorchSharp.torch.tensor(k, [s.Batch, s.KvHeads, t, s.HeadDim]).repeat_interleave(s.Group, dim: 1);
-        var tv = TorchSharp.torch.tensor(v, [s.Batch, s.KvHeads, t, s.HeadDim]).repeat_interleave(s.Group, dim: 1);
-        var mask = TorchSharp.torch.tensor(visible, [s.Batch, 1, t, t]);
-        return TorchSharp.torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, mask).data<float>().ToArray();
+        var type = float64 ? TorchSharp.torch.ScalarType.Float64 : TorchSharp.torch.ScalarType.Float32;
+        var tQ = TorchSharp.torch.tensor(q, [s.Batch, s.QueryHeads, tq, s.HeadDim]).to_type(type);
+        var tK = TorchSharp.torch.tensor(k, [s.Batch, s.KvHeads, tk, s.HeadDim]).to_type(type).repeat_interleave(s.Group, dim: 1);
+        var tV = TorchSharp.torch.tensor(v, [s.Batch, s.KvHeads, tk, s.HeadDim]).to_type(type).repeat_interleave(s.Group, dim: 1);
+        var mask = TorchSharp.torch.tensor(visible, [s.Batch, 1, tq, tk]);
+        return TorchSharp.torch.nn.functional.scaled_dot_product_attention(tQ, tK, tV, mask).to_type(TorchSharp.torch.ScalarType.Float32)
+            .data<float>().ToArray();
     }
 
     /// <summary>Runs <see cref="FlashAttention.Prefill"/> on the backend and returns o.</summary>
@@ -114,11 +117,26 @@ internal static class AttentionCheck
     {
         using var qb = backend.Upload<float>(q); using var kb = backend.Upload<float>(k); using var vb = backend.Upload<float>(v);
         using var ob = backend.Allocate(DType.F32, q.Length);
-        int[] qs = s.ShapeOf(s.QueryHeads), ks = s.ShapeOf(s.KvHeads);
+        int[] qs = s.QueryShape, ks = s.KeyShape;
         var o = ob.AsTensor(qs);
         backend.Attention.Prefill(qb.AsTensor(qs), kb.AsTensor(ks), vb.AsTensor(ks), lengths, o, options with { Layout = s.Layout });
         backend.Synchronize();
         return o.ToArray<float>();
+    }
+
+    /// <summary>
+    /// Fp32 attention on [T, Hq, D] queries against [S, Hkv, D] keys and values (S ≥ T, query t at position S − T + t:
+    /// the form the old <c>Primitives.Attention</c> took, i.e. token-major B = 1), through <see cref="FlashAttention.Prefill"/>
+    /// with every position real; returns o and the fp64 reference <see cref="AttentionReference.Exact"/> rounded to float.
+    /// </summary>
+    public static (float[] Actual, float[] Expected) Fp32Sequence(ComputeBackend backend, float[] q, float[] k, float[] v,
+        int t, int s, int hq, int hkv, int d, float scale, bool causal)
+    {
+        var shape = new AttentionShape(1, hq, hkv, t, s, d, AttentionLayout.TokenMajor);
+        var actual = Prefill(backend, q, k, v, shape, [s],
+            new AttentionOptions { Precision = AttentionPrecision.Fp32, Scale = scale, Causal = causal });
+        var expected = AttentionReference.Exact(q, k, v, shape, [s], scale, causal).Select(x => (float)x).ToArray();
+        return (actual, expected);
     }
 
     /// <summary>Copies a backend cache into a host image, for comparing with <see cref="AttentionReference.QuantizeIntoCache"/>.</summary>

@@ -180,6 +180,76 @@ public sealed class CpuAttentionTests
         Assert.That(worst, Is.LessThan(2e-5));
     }
 
+    /// <summary>Tq = 5 against Tk = 140 (the second sequence has 3 real keys, so its first 2 query rows are padding), GQA 3;
+    /// and an MQA decoding step (one KV head: its 8 query heads are split over the threads).</summary>
+    private static IEnumerable<TestCaseData> ChunkShapes()
+    {
+        foreach (var layout in new[] { AttentionLayout.HeadMajor, AttentionLayout.TokenMajor })
+        {
+            yield return new TestCaseData(2, 6, 2, 5, 140, layout, new[] { 140, 3 }).SetArgDisplayNames($"Tq=5,Tk=140,{layout}");
+            yield return new TestCaseData(1, 8, 1, 1, 300, layout, new[] { 290 }).SetArgDisplayNames($"MQA,Tq=1,Tk=300,{layout}");
+        }
+    }
+
+    [TestCaseSource(nameof(ChunkShapes))]
+    public void FewerQueriesThanKeysAreBitwiseTheSameForThreadsAndStrategies(int batch, int hq, int hkv, int tq, int tk, AttentionLayout layout, int[] lengths)
+    {
+        var s = new AttentionShape(batch, hq, hkv, tq, tk, 64, layout);
+        var (q, k, v) = Inputs(s, 57);
+        foreach (var precision in new[] { AttentionPrecision.Fp32, AttentionPrecision.Int8 })
+        {
+            var options = new AttentionOptions { Precision = precision };
+            Assert.That(Run(2, s, q, k, v, lengths, options), Is.EqualTo(Run(1, s, q, k, v, lengths, options)), $"{precision}: 2 threads vs 1");
+        }
+        var scalar = With(CpuAttention.DotStrategy.Scalar, true, () => Run(2, s, q, k, v, lengths, new AttentionOptions()));
+        foreach (var strategy in SimdStrategies)
+            Assert.That(With(strategy, true, () => Run(2, s, q, k, v, lengths, new AttentionOptions())), Is.EqualTo(scalar), $"{strategy} vs scalar dots");
+    }
+
+    [TestCase(1, 1)]
+    [TestCase(1, 4)]
+    [TestCase(3, 2)]
+    public void Fp32DecodeScoresKeysInPlaceOnBothVectorWidths(int tq, int group)
+    {
+        // Tq·group < 8 rows per tile: keys are scored row-major straight from k (no packing); D = 20 leaves a tail of 4.
+        foreach (bool vector512 in new[] { true, false })
+            foreach (int d in new[] { 20, 64 })
+            {
+                var s = new AttentionShape(1, 2 * group, 2, tq, 333, d, AttentionLayout.TokenMajor);
+                var (q, k, v) = Inputs(s, tq + group + d);
+                int[] lengths = [300];
+                var actual = With(CpuAttention.Dots, vector512, () => Run(2, s, q, k, v, lengths, new AttentionOptions { Precision = AttentionPrecision.Fp32 }));
+                var expected = AttentionReference.Exact(q, k, v, s, lengths, 1f / MathF.Sqrt(d), causal: true);
+                Assert.That(MaxAbs(actual, expected), Is.LessThan(2e-5), $"Vector512 {vector512}, D = {d}");
+            }
+    }
+
+    [Test]
+    public void LogSumExpOfAChunkEqualsTheSameRowsOfAFullPrefill()
+    {
+        var full = new AttentionShape(2, 4, 2, 100, 16, AttentionLayout.HeadMajor);
+        var (q, k, v) = Inputs(full, 77);
+        int[] lengths = [100, 60];
+        using var cpu = new CpuBackend(2);
+        var options = new AttentionOptions { Precision = AttentionPrecision.Fp32 };
+        float[] Lse(AttentionShape s, float[] qs)
+        {
+            var lse = cpu.Zeros(s.Batch, s.QueryHeads, s.Tokens);
+            cpu.Attention.Prefill(cpu.Tensor(qs, s.QueryShape), cpu.Tensor(k, s.KeyShape), cpu.Tensor(v, s.KeyShape), lengths,
+                cpu.Zeros(s.QueryShape), lse, options);
+            return lse.ToArray<float>();
+        }
+        var whole = Lse(full, q);
+        const int tq = 9;
+        var chunk = new AttentionShape(2, 4, 2, tq, 100, 16, AttentionLayout.HeadMajor);
+        var qc = new float[2 * 4 * tq * 16];
+        for (int bh = 0; bh < 8; bh++) Array.Copy(q, (bh * 100 + 100 - tq) * 16, qc, bh * tq * 16, tq * 16);
+        var part = Lse(chunk, qc);
+        for (int bh = 0; bh < 8; bh++)
+            for (int t = 0; t < tq; t++)
+                Assert.That(part[bh * tq + t], Is.EqualTo(whole[bh * 100 + 100 - tq + t]).Within(1e-5), $"row {bh}, query {t}");
+    }
+
     [Test]
     public void Exp2IsAccurateAndHandlesTheEdges()
     {

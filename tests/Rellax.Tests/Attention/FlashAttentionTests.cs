@@ -8,7 +8,9 @@ namespace Rellax.Tests.Attention;
 /// <see cref="FlashAttention"/> on every backend of <see cref="TestBackends"/>: fp32 prefill against exact fp64
 /// attention; int8 prefill against the int8 reference (tight) and against exact attention (SPEC §7: cosine ≥ 0.999,
 /// relative L1 ≤ 0.02) on random inputs, keys with outlier channels, padding, GQA, T = 1, D in {8, 64, 128}, both
-/// layouts; the int8 KV cache (append, decode, chunked prefill) against the reference quantizer; and NaN propagation.
+/// layouts; queries that are the last Tq of Tk ≥ Tq keys (both precisions, against the references and TorchSharp's
+/// float64 <c>scaled_dot_product_attention</c>); the int8 KV cache (append, decode, chunked prefill) against the
+/// reference quantizer; and NaN propagation.
 /// The ILGPU emulator gets smaller problems (it is very slow).
 /// </summary>
 [TestFixtureSource(typeof(TestBackends), nameof(TestBackends.All))]
@@ -66,6 +68,71 @@ public sealed class FlashAttentionTests(BackendFactory factory)
                 Assert.That(againstExact.MeetsSpec, Is.True, $"{layout}, outliers {outliers}: against exact attention, {againstExact}");
                 AssertPaddingRowsAreZero(actual, s, lengths);
             }
+    }
+
+    /// <summary>
+    /// Fewer queries than keys: (B, Hq, Hkv, Tq, Tk, D, lengths of real key positions). Tq 1 (a decoding step), 3 and 17
+    /// against Tk up to 300, GQA, sequences whose real keys are fewer than Tq (their first query rows are padding) or
+    /// none, and Tq = Tk.
+    /// </summary>
+    private static IEnumerable<TestCaseData> ChunkShapes()
+    {
+        yield return new TestCaseData(1, 4, 2, 1, 300, 64, new[] { 300 }).SetArgDisplayNames("Tq=1,Tk=300,GQA2");
+        yield return new TestCaseData(2, 6, 2, 3, 130, 24, new[] { 130, 70 }).SetArgDisplayNames("Tq=3,Tk=130,GQA3,D=24,padded");
+        yield return new TestCaseData(3, 4, 1, 17, 200, 8, new[] { 200, 17, 5 }).SetArgDisplayNames("Tq=17,Tk=200,GQA4,D=8,len-17-and-5");
+        yield return new TestCaseData(2, 8, 4, 1, 65, 128, new[] { 65, 0 }).SetArgDisplayNames("Tq=1,Tk=65,D=128,len-0");
+        yield return new TestCaseData(1, 2, 2, 17, 17, 64, new[] { 12 }).SetArgDisplayNames("Tq=Tk=17");
+    }
+
+    [TestCaseSource(nameof(ChunkShapes))]
+    public void FewerQueriesThanKeysMatchTheReferencesAndTorch(int batch, int hq, int hkv, int tq, int tk, int d, int[] lengths)
+    {
+        float scale = 1f / MathF.Sqrt(d);
+        foreach (var layout in new[] { AttentionLayout.HeadMajor, AttentionLayout.TokenMajor })
+            foreach (bool causal in new[] { true, false })
+            {
+                var s = new AttentionShape(batch, hq, hkv, tq, tk, d, layout);
+                var (q, k, v) = Inputs(s, tq * 13 + tk + d);
+                string where = $"{layout}, causal {causal}";
+                var exact = AttentionReference.Exact(q, k, v, s, lengths, scale, causal);
+                if (layout == AttentionLayout.HeadMajor)
+                {
+                    // The reference itself against torch's float64 scaled_dot_product_attention with an explicit mask.
+                    var torch = TorchSdpa(q, k, v, s, lengths, causal, float64: true);
+                    AssertRealRowsClose(exact.Select(x => (float)x).ToArray(), torch, s, lengths, 1e-6, $"reference vs torch, {where}");
+                }
+
+                var fp32 = Prefill(_backend, q, k, v, s, lengths, new AttentionOptions { Precision = AttentionPrecision.Fp32, Causal = causal });
+                Assert.That(MaxAbs(fp32, exact), Is.LessThan(2e-5), $"fp32 against exact, {where}");
+                AssertPaddingRowsAreZero(fp32, s, lengths);
+
+                var int8 = Prefill(_backend, q, k, v, s, lengths, new AttentionOptions { Causal = causal });
+                var againstQuantized = Measure(int8, AttentionReference.Int8Prefill(q, k, v, s, lengths, scale, causal));
+                Assert.That(againstQuantized.RelativeL1, Is.LessThan(1e-3), $"int8 against the int8 reference, {where}: {againstQuantized}");
+                var againstExact = Measure(int8, exact);
+                Assert.That(againstExact.MeetsSpec, Is.True, $"int8 against exact, {where}: {againstExact}");
+                AssertPaddingRowsAreZero(int8, s, lengths);
+            }
+    }
+
+    [Test]
+    public void AChunkAttendingToCachedKeysEqualsTheSameRowsOfAFullPrefill([Values] AttentionPrecision precision)
+    {
+        // What LlamaSession does with its fp32 cache: the last Tq queries against all Tk keys give the last Tq rows of
+        // the causal prefill over Tk tokens (int8: the key mean and so the quantization are the same, both see all Tk keys).
+        var full = new AttentionShape(2, 4, 2, 150, 32, AttentionLayout.TokenMajor);
+        var (q, k, v) = Inputs(full, 31);
+        int[] lengths = [150, 90];
+        var options = new AttentionOptions { Precision = precision, Layout = AttentionLayout.TokenMajor };
+        var whole = Prefill(_backend, q, k, v, full, lengths, options);
+        foreach (int tq in new[] { 1, 7, 64 })
+        {
+            var chunk = new AttentionShape(2, 4, 2, tq, 150, 32, AttentionLayout.TokenMajor);
+            var o = Prefill(_backend, Slice(q, full, 4, 150 - tq, tq), k, v, chunk, lengths, options);
+            var expected = Slice(whole, full, 4, 150 - tq, tq);
+            for (int i = 0; i < o.Length; i++)
+                Assert.That(o[i], Is.EqualTo(expected[i]).Within(precision == AttentionPrecision.Fp32 ? 2e-6 : 1e-5), $"Tq = {tq}, element {i}");
+        }
     }
 
     [Test]
@@ -204,12 +271,26 @@ public sealed class FlashAttentionTests(BackendFactory factory)
             Array.Copy(chunk, (long)b * count * row, x, ((long)b * s.Tokens + start) * row, (long)count * row);
     }
 
+    /// <summary>Query rows whose key position (Tk − Tq + t) is padding are exactly 0.</summary>
     private static void AssertPaddingRowsAreZero(float[] o, AttentionShape s, int[] lengths)
     {
         for (int b = 0; b < s.Batch; b++)
             for (int h = 0; h < s.QueryHeads; h++)
-                for (int t = 0; t < s.Tokens - lengths[b]; t++)
-                    Assert.That(o.AsSpan((int)s.Offset(s.QueryHeads, b, h, t), s.HeadDim).ToArray(), Is.All.EqualTo(0f),
+                for (int t = 0; t < Math.Min(s.Tokens, s.KeyTokens - lengths[b] - s.QueryStart); t++)
+                    Assert.That(o.AsSpan((int)s.QueryOffset(b, h, t), s.HeadDim).ToArray(), Is.All.EqualTo(0f),
                         $"padding query row (b {b}, head {h}, token {t})");
+    }
+
+    /// <summary>|a − e| ≤ tolerance on the query rows whose position is real (head-major).</summary>
+    private static void AssertRealRowsClose(float[] actual, float[] expected, AttentionShape s, int[] lengths, double tolerance, string what)
+    {
+        for (int b = 0; b < s.Batch; b++)
+            for (int h = 0; h < s.QueryHeads; h++)
+                for (int t = Math.Max(0, s.KeyTokens - lengths[b] - s.QueryStart); t < s.Tokens; t++)
+                {
+                    int o = (int)s.QueryOffset(b, h, t);
+                    for (int c = 0; c < s.HeadDim; c++)
+                        Assert.That(actual[o + c], Is.EqualTo(expected[o + c]).Within(tolerance), $"{what}: (b {b}, head {h}, query {t}, channel {c})");
+                }
     }
 }

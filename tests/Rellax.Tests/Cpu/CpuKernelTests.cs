@@ -91,11 +91,9 @@ public sealed class CpuKernelTests
         PrimitivesReference.Rope(qExpected, pos, cos, sin, hq, d);
         RandomData.AssertClose(qt.ToArray<float>(), qExpected, 1e-6, 2e-6, "RoPE");
 
-        var o = backend.Zeros(t, hq, d);
-        backend.Primitives.Attention(qt, backend.Tensor(k, s, hkv, d), backend.Tensor(v, s, hkv, d), o, 0.125f);
-        var oExpected = new float[q.Length];
-        PrimitivesReference.Attention(qExpected, k, v, oExpected, t, s, hq, hkv, d, 0.125f, causal: true);
-        RandomData.AssertClose(o.ToArray<float>(), oExpected, 2e-6, 1e-5, "Attention");
+        // Attention on the roped q (formerly Primitives.Attention): fp32 FlashAttention, q [1, T, Hq, D], k/v [1, S, Hkv, D].
+        var (o, oExpected) = Rellax.Tests.Attention.AttentionCheck.Fp32Sequence(backend, qt.ToArray<float>(), k, v, t, s, hq, hkv, d, 0.125f, causal: true);
+        RandomData.AssertClose(o, oExpected, 2e-6, 1e-5, "Attention");
     });
 
     [Test]

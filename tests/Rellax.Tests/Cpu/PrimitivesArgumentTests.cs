@@ -44,9 +44,6 @@ public sealed class PrimitivesArgumentTests
     [Test] public void SwiGluShapeMismatch() => ThrowsNaming("up", () => _cpu.Primitives.SwiGlu(F32(2, 3), F32(3, 2), F32(2, 3)));
     [Test] public void GeluOtherBackend() => ThrowsNaming("x", () => _cpu.Primitives.Gelu(_other.Zeros(3), F32(3)));
     [Test] public void SoftmaxShapeMismatch() => ThrowsNaming("y", () => _cpu.Primitives.Softmax(F32(2, 3), F32(2, 4)));
-    [Test] public void AttentionHeadsNotMultiple() => ThrowsNaming("k", () => _cpu.Primitives.Attention(F32(1, 3, 4), F32(2, 2, 4), F32(2, 2, 4), F32(1, 3, 4), 0.5f));
-    [Test] public void AttentionFewerKeysThanQueries() => ThrowsNaming("k", () => _cpu.Primitives.Attention(F32(3, 2, 4), F32(2, 2, 4), F32(2, 2, 4), F32(3, 2, 4), 0.5f));
-    [Test] public void AttentionBadScale() => ThrowsNaming("scale", () => _cpu.Primitives.Attention(F32(1, 2, 4), F32(2, 2, 4), F32(2, 2, 4), F32(1, 2, 4), 0f));
     [Test] public void EmbeddingIdsDtype() => ThrowsNaming("ids", () => _cpu.Primitives.Embedding(F32(2), F32(4, 3), F32(2, 3)));
     [Test] public void EmbeddingOutputShape() => ThrowsNaming("y", () => _cpu.Primitives.Embedding(_cpu.Tensor(new int[2], 2), F32(4, 3), F32(2, 4)));
     [Test] public void AddShapeMismatch() => ThrowsNaming("b", () => _cpu.Primitives.Add(F32(4), F32(5), F32(4)));

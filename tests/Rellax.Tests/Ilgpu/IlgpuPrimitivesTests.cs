@@ -227,21 +227,20 @@ public sealed class IlgpuPrimitivesTests
     {
         var q = RandomArray(17, t * hq * d, -2, 2); var k = RandomArray(18, s * hkv * d, -2, 2); var v = RandomArray(19, s * hkv * d);
         float scale = 1f / MathF.Sqrt(d);
-        var want = new float[q.Length];
-        PrimitivesReference.Attention(q, k, v, want, t, s, hq, hkv, d, scale, causal);
-        using var qb = Up(q); using var kb = Up(k); using var vb = Up(v); using var ob = _backend.Allocate(DType.F32, t, hq, d);
-        P.Attention(qb.AsTensor(t, hq, d), kb.AsTensor(s, hkv, d), vb.AsTensor(s, hkv, d), ob.AsTensor(t, hq, d), scale, causal);
-        AssertClose(Down(ob.AsTensor(t, hq, d)), want, 1e-5, 1e-5, $"Attention T={t} S={s} Hq={hq} Hkv={hkv} D={d} causal={causal}");
+        // Formerly Primitives.Attention; now fp32 FlashAttention.Prefill with q [1, T, Hq, D] against k, v [1, S, Hkv, D].
+        var (actual, want) = Rellax.Tests.Attention.AttentionCheck.Fp32Sequence(_backend, q, k, v, t, s, hq, hkv, d, scale, causal);
+        AssertClose(actual, want, 1e-5, 1e-5, $"Attention T={t} S={s} Hq={hq} Hkv={hkv} D={d} causal={causal}");
     }
 
     [Test]
     public void AttentionRejectsHeadDimensionsBeyondTheKernelLimit()
     {
         const int d = 258;
-        using var qb = _backend.Allocate(DType.F32, 1, 1, d); using var kb = _backend.Allocate(DType.F32, 1, 1, d);
-        using var vb = _backend.Allocate(DType.F32, 1, 1, d); using var ob = _backend.Allocate(DType.F32, 1, 1, d);
-        Assert.Throws<NotSupportedException>(() =>
-            P.Attention(qb.AsTensor(1, 1, d), kb.AsTensor(1, 1, d), vb.AsTensor(1, 1, d), ob.AsTensor(1, 1, d), 0.1f));
+        using var qb = _backend.Allocate(DType.F32, 1, 1, 1, d); using var kb = _backend.Allocate(DType.F32, 1, 1, 1, d);
+        using var vb = _backend.Allocate(DType.F32, 1, 1, 1, d); using var ob = _backend.Allocate(DType.F32, 1, 1, 1, d);
+        var ex = Assert.Throws<ArgumentException>(() => _backend.Attention.Prefill(qb.AsTensor(1, 1, 1, d), kb.AsTensor(1, 1, 1, d),
+            vb.AsTensor(1, 1, 1, d), default, ob.AsTensor(1, 1, 1, d), new AttentionOptions { Precision = AttentionPrecision.Fp32, Scale = 0.1f }));
+        Assert.That(ex!.Message, Does.Contain("D = 258 is not supported"));
     }
 
     [TestCase(1, 1, 1)]

@@ -169,11 +169,9 @@ public sealed class PrimitivesOracleTests(BackendFactory factory)
     {
         float[] q = RandomData.Uniform(t * hq * d, 16), k = RandomData.Uniform(s * hkv * d, 17), v = RandomData.Uniform(s * hkv * d, 18);
         float scale = 1f / MathF.Sqrt(d);
-        var o = _backend.Zeros(t, hq, d);
-        P.Attention(_backend.Tensor(q, t, hq, d), _backend.Tensor(k, s, hkv, d), _backend.Tensor(v, s, hkv, d), o, scale, causal);
-        var expected = new float[q.Length];
-        PrimitivesReference.Attention(q, k, v, expected, t, s, hq, hkv, d, scale, causal);
-        Both(o.ToArray<float>(), expected, TorchOps.Attention(q, k, v, t, s, hq, hkv, d, scale, causal), 2e-6, 1e-5);
+        // Formerly Primitives.Attention: fp32 FlashAttention.Prefill, q [1, T, Hq, D] against k, v [1, S, Hkv, D].
+        var (o, expected) = Rellax.Tests.Attention.AttentionCheck.Fp32Sequence(_backend, q, k, v, t, s, hq, hkv, d, scale, causal);
+        Both(o, expected, TorchOps.Attention(q, k, v, t, s, hq, hkv, d, scale, causal), 2e-6, 1e-5);
     }
 
     [TestCase(1, 1, 1)]
