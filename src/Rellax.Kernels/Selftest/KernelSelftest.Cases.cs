@@ -204,19 +204,22 @@ public static partial class KernelSelftest
                 FixedF(() => { var y = new float[t * width]; PrimitivesReference.Embedding(ids, table, y, width); return y; }));
         }
         {
-            // The model runtime's fp32 GQA attention: T new queries against S cached positions.
+            // The model runtime's fp32 GQA attention for generation: T new queries against S cached positions
+            // (FlashAttention.Prefill with Tq < Tk, token-major B = 1, as LlamaSession's fp32 cache runs it).
             int t = Pick(5, 33, 65), s = Pick(23, 131, 517), hq = 4, hkv = 2, hd = Pick(16, 64, 128);
             var d = Rand();
             var q = d.Normal(t * hq * hd); var kk = d.Normal(s * hkv * hd); var v = d.Normal(s * hkv * hd);
             float scale = 1f / MathF.Sqrt(hd);
-            yield return new Case("attention.primitive", $"T={t} S={s} Hq={hq} Hkv={hkv} D={hd}", new Elementwise(2e-5, 1e-4),
+            var options = new AttentionOptions { Precision = AttentionPrecision.Fp32, Layout = AttentionLayout.TokenMajor, Scale = scale, Causal = true };
+            yield return new Case("attention.cached", $"T={t} S={s} Hq={hq} Hkv={hkv} D={hd}", new Elementwise(2e-5, 1e-4),
                 run =>
                 {
-                    var (qt, kt, vt, ot) = (run.Up(q, t, hq, hd), run.Up(kk, s, hkv, hd), run.Up(v, s, hkv, hd), run.Zeros(t, hq, hd));
-                    run.Time(() => run.Backend.Primitives.Attention(qt, kt, vt, ot, scale));
+                    var (qt, kt, vt, ot) = (run.Up(q, 1, t, hq, hd), run.Up(kk, 1, s, hkv, hd), run.Up(v, 1, s, hkv, hd), run.Zeros(1, t, hq, hd));
+                    run.Time(() => run.Backend.Attention.Prefill(qt, kt, vt, [s], ot, options));
                     return SelftestRun.Read(ot);
                 },
-                FixedF(() => { var o = new float[q.Length]; PrimitivesReference.Attention(q, kk, v, o, t, s, hq, hkv, hd, scale, true); return o; }));
+                FixedF(() => [.. AttentionReference.Exact(q, kk, v, new AttentionShape(1, hq, hkv, t, s, hd, AttentionLayout.TokenMajor), [s], scale, true)
+                    .Select(x => (float)x)]));
         }
 
         foreach (var c in AttentionCases(Pick, Rand)) yield return c;
