@@ -1,3 +1,4 @@
+using Rellax.Runtime;
 using System.Diagnostics;
 using Rellax.Rec;
 using Rellax.Runtime.Training;

@@ -1,3 +1,4 @@
+using Rellax.Runtime;
 using System.Globalization;
 using Rellax.Rec;
 

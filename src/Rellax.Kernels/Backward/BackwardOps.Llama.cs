@@ -27,6 +27,36 @@ public sealed partial class BackwardOps
     }
 
     /// <summary>
+    /// Input gradient of frozen linear layers that read the same x (q/k/v, gate/up; or one layer):
+    /// <c>dx = Σ_m dY_m · W_m</c> for y_m = x W_mᵀ (+ bias), with W_m in f32, f16 or bf16 (widened exactly, fp32
+    /// accumulation). No weight or bias gradient: the base model is frozen. 2·T·d_in·Σd_out FLOPs, one GEMM over the
+    /// K-concatenation <c>[dY_1 | … | dY_M] · [W_1; …; W_M]</c>, so dx is written once.
+    /// </summary>
+    /// <param name="terms">The layers: each its gradient dY_m f32 [T, d_out_m] and its weight W_m [d_out_m, d_in]; at least one.</param>
+    /// <param name="dx">Output f32 [T, d_in], overwritten; must not overlap any dY or W.</param>
+    /// <exception cref="ArgumentException">A dtype, shape, backend or overlap that does not fit (named).</exception>
+    public void LinearInput(ReadOnlySpan<FrozenLinearTerm> terms, Tensor dx)
+    {
+        if (terms.IsEmpty) throw new ArgumentException("at least one term is needed", nameof(terms));
+        Check.F32(_backend, dx, nameof(dx), 2);
+        for (int m = 0; m < terms.Length; m++)
+        {
+            var (dy, w) = (terms[m].DY, terms[m].W);
+            string p = $"terms[{m}].";
+            Check.F32(_backend, dy, p + "DY", 2);
+            Check.Floating(_backend, w, p + "W", 2);
+            if (w.Dim(1) != dx.Dim(1))
+                throw new ArgumentException($"{p}W {w} must be [d_out, d_in] with d_in = {dx.Dim(1)} from dx {dx}", p + "W");
+            if (dy.Dim(0) != dx.Dim(0) || dy.Dim(1) != w.Dim(0))
+                throw new ArgumentException($"{p}DY {dy} must be [T, d_out] = [{dx.Dim(0)}, {w.Dim(0)}] from dx {dx} and W {w}", p + "DY");
+            Check.NoOverlap(dx, nameof(dx), dy, p + "DY");
+            Check.NoOverlap(dx, nameof(dx), w, p + "W");
+        }
+        if (dx.ElementCount == 0) return;
+        K.LinearInput(terms, dx);
+    }
+
+    /// <summary>
     /// Backward of <see cref="Primitives.Rope"/>, in place: the rotation is orthogonal, so the gradient is rotated by
     /// the opposite angle, <c>(d1, d2) ← (d1·c + d2·s, d2·c − d1·s)</c> for each pair (i, i + D/2).
     /// </summary>

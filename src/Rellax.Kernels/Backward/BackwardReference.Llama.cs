@@ -25,6 +25,28 @@ public static partial class BackwardReference
     }
 
     /// <summary>
+    /// Input gradient of frozen linear layers, accumulated in double: dx[t, i] = Σ_m Σ_o dY_m[t, o] · W_m[o, i].
+    /// dY_m [T, d_out_m] and W_m [d_out_m, d_in] as f32 (callers widen f16/bf16 weights exactly); dx [T, d_in].
+    /// </summary>
+    public static void LinearInput(IReadOnlyList<(float[] DY, float[] W, int DOut)> terms, Span<float> dx, int dIn)
+    {
+        int rows = dIn == 0 ? 0 : dx.Length / dIn;
+        var acc = new double[dIn];
+        for (int t = 0; t < rows; t++)
+        {
+            Array.Clear(acc);
+            foreach (var (dy, w, dOut) in terms)
+                for (int o = 0; o < dOut; o++)
+                {
+                    double g = dy[t * dOut + o];
+                    if (g == 0) continue;
+                    for (int i = 0; i < dIn; i++) acc[i] += g * w[o * dIn + i];
+                }
+            for (int i = 0; i < dIn; i++) dx[t * dIn + i] = (float)acc[i];
+        }
+    }
+
+    /// <summary>
     /// RoPE backward: the rotation by the opposite angle, dx1 = dy1 cos + dy2 sin, dx2 = dy2 cos − dy1 sin, for each pair
     /// (i, i + d/2). dy, dx [T, H, d]; positions [T]; cos, sin [P, d/2].
     /// </summary>

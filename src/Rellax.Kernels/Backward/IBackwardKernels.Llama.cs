@@ -6,6 +6,9 @@ internal partial interface IBackwardKernels
     /// <summary>RMSNorm backward (weight frozen): dx from x [rows, N], weight [N], eps, dy (dx may be dy).</summary>
     void RmsNorm(Tensor x, Tensor weight, float eps, Tensor dy, Tensor dx);
 
+    /// <summary>dx = Σ_m dY_m · W_m over frozen f32/f16/bf16 weights (valid, non-empty).</summary>
+    void LinearInput(ReadOnlySpan<FrozenLinearTerm> terms, Tensor dx);
+
     /// <summary>RoPE backward in place on dy [T, H, D]: the inverse rotation (positions i32 [T], cos/sin [P, D/2]).</summary>
     void Rope(Tensor dy, Tensor positions, Tensor cos, Tensor sin);
 

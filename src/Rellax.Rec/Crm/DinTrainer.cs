@@ -1,3 +1,4 @@
+using Rellax.Runtime;
 using System.Numerics.Tensors;
 using Rellax.Kernels;
 using Rellax.Kernels.Cpu;

@@ -1,3 +1,4 @@
+using Rellax.Runtime;
 using System.Text.Json;
 using Rellax.Runtime.Training;
 

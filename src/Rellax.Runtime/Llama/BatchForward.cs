@@ -31,7 +31,7 @@ internal readonly record struct ForwardBatch(int Sequences, int Tokens, int[] Id
 /// Activations: B·T·(3·H + 2·I + 2·Hq·D + 2·Hkv·D)·4 bytes.</para>
 /// Not thread-safe; owns its scratch and the adapter's device copy.
 /// </summary>
-internal sealed class BatchForward : IDisposable
+internal sealed partial class BatchForward : IDisposable
 {
     private readonly LlamaModel _model;
     private readonly ComputeBackend _backend;
@@ -40,6 +40,7 @@ internal sealed class BatchForward : IDisposable
     private readonly AttentionOptions _attention;
     private readonly List<DeviceBuffer> _scratchBuffers = [];
     private Scratch? _scratch;
+    private BatchContext? _context;
     private bool _disposed;
 
     public BatchForward(LlamaModel model, RellaxAdapter? adapter, AttentionPrecision attention)
@@ -101,67 +102,80 @@ internal sealed class BatchForward : IDisposable
     }
 
     /// <summary>The residual stream [B·T, H] after every layer (not normed).</summary>
-    private Tensor Run(in ForwardBatch batch)
+    private Tensor Run(in ForwardBatch batch) => Run(batch, null);
+
+    /// <summary>
+    /// The residual stream [B·T, H] after every layer. With <paramref name="saved"/> (training) every layer keeps what its
+    /// backward needs (or, with recomputation, only its input), and the residual of each layer lives in its own buffer.
+    /// </summary>
+    private Tensor Run(in ForwardBatch batch, Activations? saved)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var c = _model.Config;
         var w = _model.Weights;
         int bs = batch.Sequences, t = batch.Tokens, rows = bs * t;
-        int hq = c.NumAttentionHeads, hkv = c.NumKeyValueHeads, d = c.HeadDim, hidden = c.HiddenSize, inter = c.IntermediateSize;
         var s = EnsureScratch(rows, bs);
+        var ctx = BatchContext.Create(this, batch, s);
+        _context?.Dispose();
+        _context = ctx;
 
-        var positions = new int[rows];
-        for (int b = 0; b < bs; b++)
-        {
-            int pad = t - batch.Lengths[b];
-            for (int i = pad; i < t; i++) positions[b * t + i] = i - pad;
-        }
-        s.Ids.CopyFrom<int>(batch.Ids);
-        s.Positions.CopyFrom<int>(positions);
-        var ids = new Tensor(s.Ids, 0, rows);
-        var pos = new Tensor(s.Positions, 0, rows);
-        var x = new Tensor(s.Residual, 0, rows, hidden);
-        var xn = new Tensor(s.Normed, 0, rows, hidden);
-        var q = new Tensor(s.Query, 0, rows, hq * d);
-        var k = new Tensor(s.Key, 0, rows, hkv * d);
-        var v = new Tensor(s.Value, 0, rows, hkv * d);
-        var attn = new Tensor(s.AttentionOut, 0, rows, hq * d);
-        var proj = new Tensor(s.Projected, 0, rows, hidden);
-        var gate = new Tensor(s.Gate, 0, rows, inter);
-        var up = new Tensor(s.Up, 0, rows, inter);
-        var cos = w.RopeCos.AsTensor(c.MaxPositionEmbeddings, d / 2);
-        var sin = w.RopeSin.AsTensor(c.MaxPositionEmbeddings, d / 2);
-
-        w.Embedding.Gather(_ops, ids, x);
-        if (batch.SlotRows.Length > 0) ScatterSlots(batch, x);
-
-        using var cfloraBatch = _adapter is null ? null : CfloraBatch.FromLengths(Enumerable.Repeat(t, bs).ToArray());
+        var x = saved is null ? new Tensor(s.Residual, 0, rows, c.HiddenSize) : saved.Residual(0, rows);
+        w.Embedding.Gather(_ops, ctx.Ids, x);
+        if (batch.SlotRows.Length > 0) ScatterSlots(batch, x, saved);
         _adapter?.PrepareInteractions(batch);
 
         for (int l = 0; l < w.Layers.Length; l++)
         {
-            var L = w.Layers[l];
-            _ops.RmsNorm(x, L.InputNorm.AsTensor(hidden), (float)c.RmsNormEps, xn);
-            Project(xn, l, cfloraBatch,
-                (LlamaModule.QProj, L.Q, L.QBias?.AsTensor(hq * d), q),
-                (LlamaModule.KProj, L.K, L.KBias?.AsTensor(hkv * d), k),
-                (LlamaModule.VProj, L.V, L.VBias?.AsTensor(hkv * d), v));
-            _ops.Rope(q.Reshape(rows, hq, d), pos, cos, sin);
-            _ops.Rope(k.Reshape(rows, hkv, d), pos, cos, sin);
-            _backend.Attention.Prefill(q.Reshape(bs, t, hq, d), k.Reshape(bs, t, hkv, d), v.Reshape(bs, t, hkv, d),
-                batch.Lengths, attn.Reshape(bs, t, hq, d), _attention);
-            Project(attn, l, cfloraBatch, (LlamaModule.OProj, L.O, L.OBias?.AsTensor(hidden), proj));
-            _ops.Add(x, proj, x);
-
-            _ops.RmsNorm(x, L.PostAttentionNorm.AsTensor(hidden), (float)c.RmsNormEps, xn);
-            Project(xn, l, cfloraBatch,
-                (LlamaModule.GateProj, L.Gate, null, gate),
-                (LlamaModule.UpProj, L.Up, null, up));
-            _ops.SwiGlu(gate, up, gate);
-            Project(gate, l, cfloraBatch, (LlamaModule.DownProj, L.Down, null, proj));
-            _ops.Add(x, proj, x);
+            if (saved is null)
+            {
+                ForwardLayer(l, ctx, x, x, x, LayerTensors.Of(s, rows, c), null, new Tensor(s.Gate, 0, rows, c.IntermediateSize));
+                continue;
+            }
+            var layer = saved.Layer(l, rows, ctx);
+            ForwardLayer(l, ctx, saved.Residual(l, rows), layer.Mid, saved.Residual(l + 1, rows), layer.Tensors, layer.Lse, saved.Hidden(rows));
         }
-        return x;
+        return saved is null ? x : saved.Residual(w.Layers.Length, rows);
+    }
+
+    /// <summary>
+    /// One decoder layer: <c>mid = xIn + o_proj(attn(rope(q, k), v))</c> over <c>rmsnorm(xIn)</c>, then
+    /// <c>xOut = mid + down(silu(gate) · up)</c> over <c>rmsnorm(mid)</c>. xIn, mid and xOut may be one buffer (inference)
+    /// or three (training, so the backward reads each). <paramref name="hidden"/> receives silu(gate) · up (it may be the
+    /// gate buffer itself when the gate need not be kept). With <paramref name="lse"/> attention saves its log-sum-exp.
+    /// </summary>
+    private void ForwardLayer(int l, BatchContext ctx, Tensor xIn, Tensor mid, Tensor xOut, LayerTensors a, Tensor? lse, Tensor hidden)
+    {
+        var c = _model.Config;
+        var L = _model.Weights.Layers[l];
+        var s = _scratch!;
+        int rows = ctx.Rows, bs = ctx.Sequences, t = ctx.Tokens, hq = c.NumAttentionHeads, hkv = c.NumKeyValueHeads, d = c.HeadDim, h = c.HiddenSize;
+        var xn = new Tensor(s.Normed, 0, rows, h);
+        var proj = new Tensor(s.Projected, 0, rows, h);
+        float eps = (float)c.RmsNormEps;
+
+        _ops.RmsNorm(xIn, L.InputNorm.AsTensor(h), eps, xn);
+        Project(xn, l, ctx.Cflora,
+            (LlamaModule.QProj, L.Q, L.QBias?.AsTensor(hq * d), a.Q),
+            (LlamaModule.KProj, L.K, L.KBias?.AsTensor(hkv * d), a.K),
+            (LlamaModule.VProj, L.V, L.VBias?.AsTensor(hkv * d), a.V));
+        _ops.Rope(a.Q.Reshape(rows, hq, d), ctx.Positions, ctx.Cos, ctx.Sin);
+        _ops.Rope(a.K.Reshape(rows, hkv, d), ctx.Positions, ctx.Cos, ctx.Sin);
+        if (lse is { } l2)
+            _backend.Attention.Prefill(a.Q.Reshape(bs, t, hq, d), a.K.Reshape(bs, t, hkv, d), a.V.Reshape(bs, t, hkv, d),
+                ctx.Lengths, a.O.Reshape(bs, t, hq, d), l2, _attention);
+        else
+            _backend.Attention.Prefill(a.Q.Reshape(bs, t, hq, d), a.K.Reshape(bs, t, hkv, d), a.V.Reshape(bs, t, hkv, d),
+                ctx.Lengths, a.O.Reshape(bs, t, hq, d), _attention);
+        Project(a.O, l, ctx.Cflora, (LlamaModule.OProj, L.O, L.OBias?.AsTensor(h), proj));
+        _ops.Add(xIn, proj, mid);
+
+        _ops.RmsNorm(mid, L.PostAttentionNorm.AsTensor(h), eps, xn);
+        Project(xn, l, ctx.Cflora,
+            (LlamaModule.GateProj, L.Gate, null, a.Gate),
+            (LlamaModule.UpProj, L.Up, null, a.Up));
+        _ops.SwiGlu(a.Gate, a.Up, hidden);
+        Project(hidden, l, ctx.Cflora, (LlamaModule.DownProj, L.Down, null, proj));
+        _ops.Add(mid, proj, xOut);
     }
 
     /// <summary>
@@ -191,20 +205,26 @@ internal sealed class BatchForward : IDisposable
         if (count > 0) _backend.Cflora.Forward(x, list.AsSpan(0, count), batch!);
     }
 
-    /// <summary>SPA: project the slots' CRM embeddings and write them over the slot rows of x.</summary>
-    private void ScatterSlots(in ForwardBatch batch, Tensor x)
+    /// <summary>
+    /// SPA: project the slots' CRM embeddings and write them over the slot rows of x. With <paramref name="saved"/> the
+    /// projector's input and pre-GELU activations are kept for its backward.
+    /// </summary>
+    private void ScatterSlots(in ForwardBatch batch, Tensor x, Activations? saved)
     {
         var projector = _adapter?.Projector ?? throw new InvalidOperationException("SPA slots without a projector (checked by the caller)");
         int n = batch.SlotRows.Length, e = projector.W1.Dim(1), h = x.Dim(1);
         using var inputs = _backend.Upload<float>(batch.SlotInputs);
         using var rows = _backend.Upload<int>(batch.SlotRows);
+        using var pre = _backend.Allocate(DType.F32, (long)n * h);
         using var mid = _backend.Allocate(DType.F32, (long)n * h);
         using var output = _backend.Allocate(DType.F32, (long)n * h);
+        var preT = pre.AsTensor(n, h);
         var midT = mid.AsTensor(n, h);
-        _ops.Linear(inputs.AsTensor(n, e), projector.W1, projector.B1, midT);
-        _ops.Gelu(midT, midT);
+        _ops.Linear(inputs.AsTensor(n, e), projector.W1, projector.B1, preT);
+        _ops.Gelu(preT, midT);
         _ops.Linear(midT, projector.W2, projector.B2, output.AsTensor(n, h));
         _ops.ScatterRows(output.AsTensor(n, h), rows.AsTensor(n), x);
+        saved?.KeepSlots(inputs.AsTensor(n, e), preT, batch.SlotRows);
     }
 
     /// <summary>Activation buffers for batches of up to <see cref="RowCapacity"/> rows.</summary>
@@ -249,126 +269,8 @@ internal sealed class BatchForward : IDisposable
         _disposed = true;
         foreach (var b in _scratchBuffers) b.Dispose();
         _scratchBuffers.Clear();
+        _context?.Dispose();
+        _training?.Dispose();
         _adapter?.Dispose();
     }
-}
-
-/// <summary>
-/// A <see cref="RellaxAdapter"/> on a backend: A and B of every target, the generators, the projector, and the
-/// per-batch interaction matrices G [B, r, r] (generated from the batch's h_u, or identity for plain LoRA).
-/// </summary>
-internal sealed class DeviceAdapter : IDisposable
-{
-    private readonly List<DeviceBuffer> _owned = [];
-    private readonly Dictionary<(int Layer, LlamaModule Module), Target> _targets = [];
-    private readonly int _rank;
-    private DeviceBuffer? _identity;          // [capacity, r, r] identity matrices (plain LoRA)
-    private int _capacity;
-
-    public DeviceAdapter(RellaxAdapter adapter, ComputeBackend backend)
-    {
-        Backend = backend;
-        _rank = adapter.Config.Rank;
-        InstanceDim = adapter.Config.InstanceDim ?? 0;
-        try
-        {
-            foreach (var t in adapter.Targets)
-            {
-                Generator? g = t.Generator is { } gw
-                    ? new Generator(Up(gw.LnWeight, gw.LnWeight.Length), Up(gw.LnBias, gw.LnBias.Length),
-                        Up(gw.W1, 2 * _rank * _rank, gw.LnWeight.Length), Up(gw.B1, 2 * _rank * _rank),
-                        Up(gw.W2, _rank * _rank, 2 * _rank * _rank), Up(gw.B2, _rank * _rank))
-                    : null;
-                _targets[(t.Layer, t.Module)] = new Target(this, Up(t.A, _rank, t.InFeatures), Up(t.B, t.OutFeatures, _rank), adapter.Config.Scale, g);
-            }
-            if (adapter.Projector is { } p)
-            {
-                int h = p.B1.Length, e = p.W1.Length / h;
-                Projector = new ProjectorTensors(Up(p.W1, h, e), Up(p.B1, h), Up(p.W2, h, h), Up(p.B2, h));
-            }
-        }
-        catch
-        {
-            Dispose();
-            throw;
-        }
-    }
-
-    public ComputeBackend Backend { get; }
-
-    /// <summary>d_h of the generators' input (0 without generators).</summary>
-    public int InstanceDim { get; }
-
-    public ProjectorTensors? Projector { get; }
-
-    public Target? Find(int layer, LlamaModule module) => _targets.GetValueOrDefault((layer, module));
-
-    private Tensor Up(float[] data, params ReadOnlySpan<int> shape)
-    {
-        var buffer = Backend.Upload<float>(data);
-        _owned.Add(buffer);
-        return buffer.AsTensor(shape);
-    }
-
-    /// <summary>Makes every target's G [B, r, r] for this batch: the generator applied to the batch's h_u, or identity.</summary>
-    public void PrepareInteractions(in ForwardBatch batch)
-    {
-        int b = batch.Sequences, r2 = _rank * _rank;
-        if (b > _capacity)
-        {
-            _capacity = Math.Max(b, 2 * _capacity);
-            foreach (var t in _targets.Values) t.Allocate(_capacity);
-            if (_identity is not null) { _owned.Remove(_identity); _identity.Dispose(); }
-            _identity = Backend.Upload<float>(CfloraInteractions.Identity(_capacity, _rank));
-            _owned.Add(_identity);
-        }
-        if (_targets.Values.Any(t => t.Generator is not null))
-        {
-            using var h = Backend.Upload<float>(batch.Instances);
-            var hT = h.AsTensor(b, InstanceDim);
-            foreach (var t in _targets.Values)
-            {
-                var g = t.Generator!;
-                Backend.Cflora.Generate(hT, g.LnWeight, g.LnBias, 1e-5f, g.W1, g.B1, g.W2, g.B2, t.G!.AsTensor(_capacity * r2).Slice(0, b * r2).Reshape(b, _rank, _rank));
-            }
-        }
-    }
-
-    public void Dispose()
-    {
-        foreach (var t in _targets.Values) t.G?.Dispose();
-        foreach (var b in _owned) b.Dispose();
-        _owned.Clear();
-    }
-
-    /// <summary>One adapted module on the device.</summary>
-    internal sealed class Target(DeviceAdapter owner, Tensor a, Tensor b, float scale, Generator? generator)
-    {
-        public Tensor A { get; } = a;
-        public Tensor B { get; } = b;
-        public float Scale { get; } = scale;
-        public Generator? Generator { get; } = generator;
-
-        /// <summary>This target's generated G [capacity, r, r] (CFLoRA only).</summary>
-        public DeviceBuffer? G { get; private set; }
-
-        public void Allocate(int capacity)
-        {
-            if (Generator is null) return;
-            G?.Dispose();
-            G = owner.Backend.Allocate(DType.F32, (long)capacity * owner._rank * owner._rank);
-        }
-
-        /// <summary>G for the first <paramref name="samples"/> samples of the current batch.</summary>
-        public Tensor InteractionsFor(int samples)
-        {
-            int r = owner._rank;
-            var source = G ?? owner._identity!;
-            return new Tensor(source, 0, samples, r, r);
-        }
-    }
-
-    internal sealed record Generator(Tensor LnWeight, Tensor LnBias, Tensor W1, Tensor B1, Tensor W2, Tensor B2);
-
-    internal sealed record ProjectorTensors(Tensor W1, Tensor B1, Tensor W2, Tensor B2);
 }

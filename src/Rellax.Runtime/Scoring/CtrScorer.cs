@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using Rellax.Kernels;
 
 namespace Rellax.Runtime;
@@ -65,8 +64,7 @@ public sealed record ScoringOptions
 public sealed class CtrScorer : IDisposable
 {
     private readonly BatchForward _forward;
-    private readonly string[] _markers;
-    private readonly int _maxTokens;
+    private readonly CtrPromptEncoder _encoder;
     private bool _disposed;
 
     /// <summary>Creates a scorer over <paramref name="model"/>, uploading <paramref name="adapter"/> to the model's backend.</summary>
@@ -86,13 +84,10 @@ public sealed class CtrScorer : IDisposable
         if (!Enum.IsDefined(options.Attention)) throw new ArgumentOutOfRangeException(nameof(options), options.Attention, "Attention must be Fp32 or Int8");
         if (string.IsNullOrEmpty(options.YesAnswer) || string.IsNullOrEmpty(options.NoAnswer) || options.YesAnswer == options.NoAnswer)
             throw new ArgumentException($"the yes and no answers must be non-empty and different; got '{options.YesAnswer}' and '{options.NoAnswer}'", nameof(options));
-        if (adapter is not null) CheckAdapterFits(adapter, model.Config);
+        _encoder = new CtrPromptEncoder(model, adapter, options.Template, options.YesAnswer, options.NoAnswer);
         Model = model;
         Adapter = adapter;
         Options = options;
-        _markers = adapter is null ? ["[hist]", "[target]"] : [adapter.Config.HistToken, adapter.Config.TargetToken];
-        var c = model.Config;
-        _maxTokens = c.SlidingWindow is int window ? Math.Min(window, c.MaxPositionEmbeddings) : c.MaxPositionEmbeddings;
         _forward = new BatchForward(model, adapter, options.Attention);
     }
 
@@ -115,7 +110,7 @@ public sealed class CtrScorer : IDisposable
     public int Validate(CtrRequest request)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        return Prepare(request).Ids.Length;
+        return _encoder.Prepare(request).Ids.Length;
     }
 
     /// <summary>Scores <paramref name="requests"/>; the result has one score per request, in the same order.</summary>
@@ -128,12 +123,12 @@ public sealed class CtrScorer : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(requests);
-        var prepared = new Prepared[requests.Count];
+        var prepared = new PreparedPrompt[requests.Count];
         for (int i = 0; i < prepared.Length; i++)
         {
             try
             {
-                prepared[i] = Prepare(requests[i] ?? throw new ArgumentException("the request is null"));
+                prepared[i] = _encoder.Prepare(requests[i] ?? throw new ArgumentException("the request is null"));
             }
             catch (ArgumentException e)
             {
@@ -160,180 +155,24 @@ public sealed class CtrScorer : IDisposable
         return scores;
     }
 
-    private void ScoreBatch(int[] members, Prepared[] prepared, int t, CtrScore[] scores)
+    private void ScoreBatch(int[] members, PreparedPrompt[] prepared, int t, CtrScore[] scores)
     {
-        int b = members.Length;
-        var ids = new int[b * t];
-        var lengths = new int[b];
-        var slotRows = new List<int>();
-        var slotInputs = new List<float>();
-        int dh = Adapter?.HasGenerators == true ? Adapter.Config.InstanceDim ?? 0 : 0;
-        var instances = new float[b * dh];
+        var batch = _encoder.Batch([.. members.Select(m => prepared[m])], t);
         var answerIds = new List<int>();
-        for (int j = 0; j < b; j++)
+        foreach (int m in members)
         {
-            var p = prepared[members[j]];
-            int pad = t - p.Ids.Length;
-            lengths[j] = p.Ids.Length;
-            int hist = 0;
-            for (int i = 0; i < p.Ids.Length; i++)
-            {
-                int id = p.Ids[i], row = j * t + pad + i;
-                if (id >= 0) { ids[row] = id; continue; }
-                slotRows.Add(row);
-                slotInputs.AddRange(id == HistSlot ? p.Request.HistEmbeddings![hist++] : p.Request.TargetEmbedding!);
-            }
-            if (dh > 0) p.Request.Instance.AsSpan().CopyTo(instances.AsSpan(j * dh, dh));
-            if (!answerIds.Contains(p.YesId)) answerIds.Add(p.YesId);
-            if (!answerIds.Contains(p.NoId)) answerIds.Add(p.NoId);
+            if (!answerIds.Contains(prepared[m].YesId)) answerIds.Add(prepared[m].YesId);
+            if (!answerIds.Contains(prepared[m].NoId)) answerIds.Add(prepared[m].NoId);
         }
-        var batch = new ForwardBatch(b, t, ids, lengths, [.. slotRows], [.. slotInputs], instances);
         var hidden = _forward.LastHidden(batch);
         var logits = _forward.Logits(hidden, [.. answerIds]);
         int n = answerIds.Count;
-        for (int j = 0; j < b; j++)
+        for (int j = 0; j < members.Length; j++)
         {
             var p = prepared[members[j]];
             float yes = logits[j * n + answerIds.IndexOf(p.YesId)], no = logits[j * n + answerIds.IndexOf(p.NoId)];
             scores[members[j]] = new CtrScore(1.0 / (1.0 + Math.Exp((double)no - yes)), yes, no);
         }
-    }
-
-    private const int HistSlot = -1, TargetSlot = -2;
-
-    /// <summary>
-    /// A validated request: token ids (negative for SPA slots) ending with the answers' common prefix, the two answer ids,
-    /// and the number of history and target slots.
-    /// </summary>
-    private sealed record Prepared(CtrRequest Request, int[] Ids, int YesId, int NoId, int Hist, int Target);
-
-    /// <summary>
-    /// Tokenizations of requests already validated by this scorer (keyed by reference; the template and markers are fixed
-    /// per scorer), so <see cref="Validate"/> followed by <see cref="Score"/> tokenizes each prompt once. The vector checks,
-    /// which are cheap and read arrays a caller could have changed, run again every time.
-    /// </summary>
-    private readonly ConditionalWeakTable<CtrRequest, Prepared> _prepared = new();
-
-    private Prepared Prepare(CtrRequest request)
-    {
-        ArgumentNullException.ThrowIfNull(request);
-        if (_prepared.TryGetValue(request, out var cached))
-        {
-            CheckVectors(request, cached.Hist, cached.Target);
-            return cached;
-        }
-        var prepared = Tokenize(request);
-        _prepared.AddOrUpdate(request, prepared);
-        return prepared;
-    }
-
-    private Prepared Tokenize(CtrRequest request)
-    {
-        if (request.Prompt is null) throw new ArgumentException("prompt is missing");
-        var tokenizer = Model.Tokenizer;
-        string text = Options.Template.Apply(request.Prompt);
-        // Tokenization stops once the prompt is certain to pass the context, so a huge prompt costs little.
-        var prefix = tokenizer.PrefixIds;
-        if (!tokenizer.TryEncodeWithMarkers(text, _markers, Math.Max(0, _maxTokens - prefix.Count), out int[] body, out long atLeast, addSpecialTokens: false))
-            throw new PromptTooLongException(prefix.Count + atLeast, exact: false, _maxTokens, ContextName());
-        int hist = body.Count(id => id == HistSlot), target = body.Count(id => id == TargetSlot);
-        CheckVectors(request, hist, target);
-
-        // Answers as they follow the prompt: tokenize the last piece (after the last marker) with and without each answer.
-        int lastMarker = -1, lastMarkerLength = 0;
-        foreach (var m in _markers)
-        {
-            int i = text.LastIndexOf(m, StringComparison.Ordinal);
-            if (i > lastMarker || (i == lastMarker && i >= 0 && m.Length > lastMarkerLength)) (lastMarker, lastMarkerLength) = (i, m.Length);
-        }
-        string lead = lastMarker < 0 ? "" : _markers[0];
-        string tail = lastMarker < 0 ? text : text[(lastMarker + lastMarkerLength)..];
-        int[] baseIds = tokenizer.EncodeWithMarkers(lead + tail, _markers, addSpecialTokens: false);
-        int[] yes = Continuation(lead + tail + Options.YesAnswer, baseIds, Options.YesAnswer);
-        int[] no = Continuation(lead + tail + Options.NoAnswer, baseIds, Options.NoAnswer);
-        int common = 0;
-        while (common < yes.Length && common < no.Length && yes[common] == no[common]) common++;
-        if (common == yes.Length || common == no.Length)
-            throw new ArgumentException($"the answers '{Options.YesAnswer}' and '{Options.NoAnswer}' tokenize to [{string.Join(", ", yes)}] and " +
-                $"[{string.Join(", ", no)}]: one is a prefix of the other, so no single token tells them apart");
-
-        var ids = new int[prefix.Count + body.Length + common];
-        for (int i = 0; i < prefix.Count; i++) ids[i] = prefix[i];
-        body.CopyTo(ids, prefix.Count);
-        yes.AsSpan(0, common).CopyTo(ids.AsSpan(prefix.Count + body.Length));
-        if (ids.Length > _maxTokens) throw new PromptTooLongException(ids.Length, exact: true, _maxTokens, ContextName());
-        return new Prepared(request, ids, yes[common], no[common], hist, target);
-
-        int[] Continuation(string withAnswer, int[] without, string answer)
-        {
-            int[] all = tokenizer.EncodeWithMarkers(withAnswer, _markers, addSpecialTokens: false);
-            if (all.Length <= without.Length || !all.AsSpan(0, without.Length).SequenceEqual(without))
-                throw new ArgumentException($"the answer '{answer}' merges with the end of the prompt when tokenized, so its tokens cannot be " +
-                    "told apart from the prompt's; end the prompt differently or choose other answers (--yes/--no)");
-            return all[without.Length..];
-        }
-    }
-
-    /// <summary>What bounds a prompt's length, for messages.</summary>
-    private string ContextName() =>
-        Model.Config.SlidingWindow is int w && w < Model.Config.MaxPositionEmbeddings
-            ? $"sliding window of {w} tokens (attention beyond the window is not implemented)"
-            : $"max_position_embeddings = {Model.Config.MaxPositionEmbeddings}";
-
-    private void CheckVectors(CtrRequest request, int hist, int target)
-    {
-        var cfg = Adapter?.Config;
-        if ((hist > 0 || target > 0) && Adapter?.Projector is null)
-            throw new ArgumentException($"the prompt has {hist} {_markers[0]} and {target} {_markers[1]} markers, but " +
-                (Adapter is null ? "there is no adapter" : "the adapter has no SPA projector") + " to turn CRM embeddings into soft tokens");
-        int histGiven = request.HistEmbeddings?.Count ?? 0;
-        if (hist != histGiven)
-            throw new ArgumentException(hist > histGiven
-                ? $"the prompt has {hist} {_markers[0]} markers but hist_embeddings has {histGiven} vectors"
-                : $"hist_embeddings has {histGiven} vectors but the prompt has only {hist} {_markers[0]} markers");
-        if (target > 0 && request.TargetEmbedding is null)
-            throw new ArgumentException($"the prompt has a {_markers[1]} marker but target_embedding is missing");
-        if (hist > 0 || target > 0)
-        {
-            int e = cfg!.CrmEmbedDim ?? 0;
-            for (int i = 0; i < hist; i++) CheckVector(request.HistEmbeddings![i], e, $"hist_embeddings[{i}]");
-            if (target > 0) CheckVector(request.TargetEmbedding!, e, "target_embedding");
-        }
-        if (Adapter?.HasGenerators == true)
-        {
-            if (request.Instance is null)
-                throw new ArgumentException($"the adapter has CFLoRA generators, so the request needs an instance vector h_u of length {cfg!.InstanceDim}; instance is missing");
-            CheckVector(request.Instance, cfg!.InstanceDim ?? 0, "instance");
-        }
-    }
-
-    private static void CheckVector(float[]? v, int length, string name)
-    {
-        if (v is null) throw new ArgumentException($"{name} is missing");
-        if (v.Length != length) throw new ArgumentException($"{name} has length {v.Length}, expected {length}");
-        for (int i = 0; i < v.Length; i++)
-            if (!float.IsFinite(v[i])) throw new ArgumentException($"{name}[{i}] is {v[i]}; vectors must be finite");
-    }
-
-    private static void CheckAdapterFits(RellaxAdapter adapter, LlamaConfig c)
-    {
-        foreach (var t in adapter.Targets)
-        {
-            if (t.Layer >= c.NumHiddenLayers)
-                throw new ArgumentException($"adapter '{adapter.Directory}' adapts layer {t.Layer} but the model has {c.NumHiddenLayers} layers", nameof(adapter));
-            var (din, dout) = t.Module switch
-            {
-                LlamaModule.QProj => (c.HiddenSize, c.NumAttentionHeads * c.HeadDim),
-                LlamaModule.KProj or LlamaModule.VProj => (c.HiddenSize, c.NumKeyValueHeads * c.HeadDim),
-                LlamaModule.OProj => (c.NumAttentionHeads * c.HeadDim, c.HiddenSize),
-                LlamaModule.GateProj or LlamaModule.UpProj => (c.HiddenSize, c.IntermediateSize),
-                _ => (c.IntermediateSize, c.HiddenSize),
-            };
-            if (t.InFeatures != din || t.OutFeatures != dout)
-                throw new ArgumentException($"adapter '{adapter.Directory}' has layer {t.Layer} {t.Module} for [{t.OutFeatures}, {t.InFeatures}] but the model's is [{dout}, {din}]", nameof(adapter));
-        }
-        if (adapter.Projector is { } p && p.B1.Length != c.HiddenSize)
-            throw new ArgumentException($"adapter '{adapter.Directory}' projects CRM embeddings to {p.B1.Length} but the model's hidden size is {c.HiddenSize}", nameof(adapter));
     }
 
     /// <summary>Frees the adapter and scratch memory on the backend.</summary>

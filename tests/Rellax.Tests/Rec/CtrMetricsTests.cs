@@ -1,3 +1,4 @@
+using Rellax.Runtime;
 using NUnit.Framework;
 using Rellax.Rec;
 

@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Rellax.Rec;
+namespace Rellax.Runtime;
 
 /// <summary>
 /// CTR metrics over predicted click probabilities and 0/1 labels (SPEC §1): AUC, LogLoss, accuracy at 0.5, in double
