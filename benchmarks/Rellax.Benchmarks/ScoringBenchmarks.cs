@@ -237,7 +237,7 @@ public class ScoringBenchmarks
         File.WriteAllText(configPath, config);
     }
 
-    private static string FindStories260K()
+    internal static string FindStories260K()
     {
         for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
         {

@@ -136,6 +136,12 @@ internal sealed class TorchLlamaOracle
     public ScalarType Precision { get; }
 
     /// <summary>
+    /// Attention through <c>scaled_dot_product_attention</c> with a boolean mask (the same mask) instead of the explicit
+    /// softmax(q·kᵀ/√D + mask)·v: for a Float32 baseline, where it is what a PyTorch user would run.
+    /// </summary>
+    public bool FusedAttention { get; init; }
+
+    /// <summary>
     /// Arrays (by reference) replaced by the given tensors of <see cref="Precision"/> and the array's length (any shape),
     /// or null: how trained tensors become autograd leaves.
     /// </summary>
@@ -183,13 +189,13 @@ internal sealed class TorchLlamaOracle
                 if (_projector is null) throw new ArgumentException("marker slot without a projector");
                 float[] e = s.Ids[i] == -1 ? s.HistEmbeddings![histUsed++] : s.TargetEmbedding!;
                 slotRows.Add(row);
-                slotValues.Add(Project(e));
+                slotValues.Add(AsTensor(e, e.Length));
             }
             if (s.HistEmbeddings is { } hist && histUsed != hist.Count)
                 throw new ArgumentException($"{hist.Count} history embeddings for {histUsed} history slots");
         }
         var h = Weight("model.embed_tokens.weight").index_select(0, torch.tensor(ids));                  // [B·T, H]
-        if (slotRows.Count > 0) h = h.index_copy(0, torch.tensor(slotRows.ToArray()), torch.stack(slotValues));
+        if (slotRows.Count > 0) h = h.index_copy(0, torch.tensor(slotRows.ToArray()), Project(torch.stack(slotValues)));
         h = h.view(b, t, hidden);
 
         var pad = torch.tensor(pads).unsqueeze(1);                                                        // [B, 1]
@@ -205,7 +211,7 @@ internal sealed class TorchLlamaOracle
         var causal = kj <= qi;
         if (_c.SlidingWindow is { } window) causal = causal & (qi - kj < window);
         var visible = (causal.unsqueeze(0) & (index >= pad).unsqueeze(1)) | torch.eye(t, t, ScalarType.Bool).unsqueeze(0); // [B, T, T]
-        var mask = torch.zeros(b, t, t, Precision).masked_fill(visible.logical_not(), double.NegativeInfinity).unsqueeze(1); // [B, 1, T, T]
+        var mask = FusedAttention ? null : torch.zeros(b, t, t, Precision).masked_fill(visible.logical_not(), double.NegativeInfinity).unsqueeze(1); // [B, 1, T, T]
         var instances = _lora.Values.Any(x => x.Generator is not null) ? torch.stack(batch.Select(Instance)) : null; // [B, d_h]
 
         for (int l = 0; l < _c.Layers; l++)
@@ -219,8 +225,10 @@ internal sealed class TorchLlamaOracle
             k = k * cos + RotateHalf(k) * sin;
             k = k.repeat_interleave(group, 1);
             v = v.repeat_interleave(group, 1);
-            var scores = q.matmul(k.transpose(2, 3)) / Math.Sqrt(d) + mask;                                   // [B, Hq, T, T]
-            var o = scores.softmax(-1).matmul(v).transpose(1, 2).reshape(b, t, _c.Heads * d);
+            var o = FusedAttention
+                ? torch.nn.functional.scaled_dot_product_attention(q, k, v, visible.unsqueeze(1))
+                : (q.matmul(k.transpose(2, 3)) / Math.Sqrt(d) + mask!).softmax(-1).matmul(v);                   // [B, Hq, T, D]
+            o = o.transpose(1, 2).reshape(b, t, _c.Heads * d);
             h = h + Linear(o, l, "o_proj", "self_attn.", instances);
             x = Rms(h, Weight(p + "post_attention_layernorm.weight"));
             var act = torch.nn.functional.silu(Linear(x, l, "gate_proj", "mlp.", instances)) * Linear(x, l, "up_proj", "mlp.", instances);
@@ -259,13 +267,13 @@ internal sealed class TorchLlamaOracle
         return torch.cat([-halves[1], halves[0]], -1);
     }
 
-    /// <summary>SPA projector on one CRM embedding [E]: [H].</summary>
-    private TorchTensor Project(float[] e)
+    /// <summary>SPA projector on CRM embeddings [S, E]: [S, H].</summary>
+    private TorchTensor Project(TorchTensor e)
     {
         var p = _projector!;
-        int hidden = p.B1.Length, crm = e.Length;
-        var z = AsTensor(p.W1, hidden, crm).matmul(AsTensor(e, crm)) + AsTensor(p.B1, hidden);
-        return AsTensor(p.W2, hidden, hidden).matmul(torch.nn.functional.gelu(z)) + AsTensor(p.B2, hidden);
+        int hidden = p.B1.Length, crm = (int)e.shape[1];
+        var z = e.matmul(AsTensor(p.W1, hidden, crm).t()) + AsTensor(p.B1, hidden);
+        return torch.nn.functional.gelu(z).matmul(AsTensor(p.W2, hidden, hidden).t()) + AsTensor(p.B2, hidden);
     }
 
     /// <summary>

@@ -77,11 +77,12 @@ internal sealed class TorchAdapterOracle
     /// <param name="targets">LoRA targets.</param>
     /// <param name="projector">The SPA projector, or null.</param>
     /// <param name="precision">Float64 for the oracle, Float32 for a baseline.</param>
+    /// <param name="fusedAttention">SDPA instead of the explicit softmax (<see cref="TorchLlamaOracle.FusedAttention"/>).</param>
     public TorchAdapterOracle(OracleConfig config, OracleWeights weights, AdapterConfig adapter, IReadOnlyList<LoraTarget> targets,
-        SpaProjectorWeights? projector, ScalarType precision = ScalarType.Float64)
+        SpaProjectorWeights? projector, ScalarType precision = ScalarType.Float64, bool fusedAttention = false)
     {
         if (adapter.UseRsLora) throw new NotSupportedException("the oracle's scale is alpha / r");
-        _model = new TorchLlamaOracle(config, weights, targets, projector, adapter.Alpha / adapter.Rank, precision);
+        _model = new TorchLlamaOracle(config, weights, targets, projector, adapter.Alpha / adapter.Rank, precision) { FusedAttention = fusedAttention };
         Adapter = adapter;
         _tensors = NamedTensors(targets, projector);
     }
@@ -222,9 +223,7 @@ internal sealed class TorchAdapterOracle
     public (double Loss, Dictionary<string, double[]> Grad) Gradients(IReadOnlyList<OracleExample> batch, CtrLoss loss, IEnumerable<string> trained)
     {
         using var scope = torch.NewDisposeScope();
-        var leaves = trained.ToDictionary(n => n, n => torch.tensor(_tensors[n]).to_type(_model.Precision).requires_grad_(true));
-        _model.Overrides = new(ReferenceEqualityComparer.Instance);
-        foreach (var (n, leaf) in leaves) _model.Overrides[_tensors[n]] = leaf;
+        var leaves = Train(trained);
         try
         {
             var value = LossTensor(batch, loss);
@@ -234,7 +233,30 @@ internal sealed class TorchAdapterOracle
                 : new double[_tensors[p.Key].Length]);                                          // not reached by the loss: zero
             return (value.to_type(ScalarType.Float64).item<double>(), grads);
         }
-        finally { _model.Overrides = null; }
+        finally
+        {
+            _model.Overrides = null;
+            foreach (var leaf in leaves.Values) leaf.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Makes the named tensors autograd leaves (copies of the arrays, of the oracle's precision, <c>requires_grad</c>) that
+    /// replace the arrays in every later forward, until <see cref="TorchLlamaOracle.Overrides"/> is reset; returns them
+    /// by name (for an optimizer).
+    /// </summary>
+    public Dictionary<string, TorchSharp.Modules.Parameter> Train(IEnumerable<string> names)
+    {
+        var leaves = new Dictionary<string, TorchSharp.Modules.Parameter>();
+        _model.Overrides = new(ReferenceEqualityComparer.Instance);
+        foreach (string n in names)
+        {
+            using (torch.NewDisposeScope())
+                leaves[n] = new TorchSharp.Modules.Parameter(torch.tensor(_tensors[n]).to_type(_model.Precision).DetachFromDisposeScope(), requires_grad: true);
+            leaves[n].DetachFromDisposeScope();
+            _model.Overrides[_tensors[n]] = leaves[n];
+        }
+        return leaves;
     }
 
     /// <summary>
