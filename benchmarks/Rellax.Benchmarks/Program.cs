@@ -54,6 +54,24 @@ if (args is ["--cflora-backward-phases"])
     return;
 }
 
+if (args is ["--training-steps", var trainingMode, ..])
+{
+    TrainingBenchmarks.PrintSteps(trainingMode, args.Length > 2 ? int.Parse(args[2]) : 2);
+    return;
+}
+
+if (args is ["--training-memory", var memorySide, var memoryMode])
+{
+    TrainingBenchmarks.PrintMemory(memorySide, memoryMode);
+    return;
+}
+
+if (args is ["--training-stories"])
+{
+    TrainingBenchmarks.PrintStories();
+    return;
+}
+
 if (args is ["--int8-accuracy"])
 {
     ScoringBenchmarks.Int8Accuracy();

@@ -1,4 +1,3 @@
-using NUnit.Framework;
 using Rellax.Runtime;
 
 namespace Rellax.Tests.Model;
@@ -13,23 +12,11 @@ internal readonly record struct OracleScore(double PYes, double LogitYes, double
 internal static class ScoringOracle
 {
     /// <summary>
-    /// The answer tokens as they follow <paramref name="templated"/>: encodes <c>templated + yes</c> and <c>templated + no</c>,
-    /// checks that <c>templated</c>'s own encoding is a prefix of both, and returns the tokens both continuations share
-    /// (appended to the prompt) and the first tokens where they differ.
+    /// The answer tokens as they follow <paramref name="templated"/> (<see cref="Training.OracleTokens.AnswerTokens"/>): the tokens
+    /// both continuations share (appended to the prompt) and the first tokens where they differ.
     /// </summary>
-    public static (int[] CommonPrefix, int Yes, int No) AnswerTokens(LlamaTokenizer tokenizer, string templated, string yes = " Yes", string no = " No")
-    {
-        var prompt = tokenizer.Encode(templated);
-        var withYes = tokenizer.Encode(templated + yes);
-        var withNo = tokenizer.Encode(templated + no);
-        Assert.That(withYes.Take(prompt.Count), Is.EqualTo(prompt), $"the prompt's tokens are a prefix of prompt + '{yes}'");
-        Assert.That(withNo.Take(prompt.Count), Is.EqualTo(prompt), $"the prompt's tokens are a prefix of prompt + '{no}'");
-        int[] y = [.. withYes.Skip(prompt.Count)], n = [.. withNo.Skip(prompt.Count)];
-        int common = 0;
-        while (common < y.Length && common < n.Length && y[common] == n[common]) common++;
-        Assert.That(common, Is.LessThan(Math.Min(y.Length, n.Length)), "the answers' encodings differ somewhere");
-        return (y[..common], y[common], n[common]);
-    }
+    public static (int[] CommonPrefix, int Yes, int No) AnswerTokens(LlamaTokenizer tokenizer, string templated, string yes = " Yes", string no = " No") =>
+        Training.OracleTokens.AnswerTokens(tokenizer, templated, yes, no);
 
     /// <summary>
     /// The oracle's score of <paramref name="request"/>: the templated prompt tokenized with its markers as slots

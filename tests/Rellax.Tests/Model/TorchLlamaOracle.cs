@@ -79,14 +79,21 @@ internal sealed record OracleConfig(int Hidden, int Layers, int Heads, int KvHea
 internal sealed record OracleSample(int[] Ids, float[]? Instance = null, IReadOnlyList<float[]>? HistEmbeddings = null, float[]? TargetEmbedding = null);
 
 /// <summary>
-/// An independent float64 TorchSharp implementation of the ReLLaX scoring forward over HF <c>LlamaForCausalLM</c> /
-/// <c>MistralForCausalLM</c> / <c>Qwen2ForCausalLM</c> weights, one unpadded prompt at a time:
+/// An independent TorchSharp implementation (float64 by default) of the ReLLaX scoring forward over HF
+/// <c>LlamaForCausalLM</c> / <c>MistralForCausalLM</c> / <c>Qwen2ForCausalLM</c> weights, on one prompt or on a left-padded
+/// batch of prompts (positions restart at 0 after each prompt's padding; padding keys are masked, a padding query sees
+/// itself only, so nothing is NaN and no real row sees a padding row):
 /// embeddings with SPA slots overwritten by <c>projector(e) = W2·GELU(W1·e + b1) + b2</c>; per layer RMSNorm,
 /// q/k/v (+ biases when the checkpoint has them) and every linear layer with its LoRA/CFLoRA term
-/// <c>y = W0·x + scale · B·(Gᵀ·(A·x))</c>, <c>G = reshape(W2·GELU(W1·LayerNorm(h_u) + b1) + b2, r, r)</c> (C = I without a
-/// generator), RoPE (rotate_half, rope_theta), causal GQA attention (and Mistral's sliding window), o_proj, SwiGLU MLP;
-/// final RMSNorm and lm_head (tied or not). GELU is exact (erf); LayerNorm eps is 1e-5.
+/// <c>y = W0·x + scale · B·(Gᵀ·(A·x))</c>, <c>G = reshape(W2·GELU(W1·LayerNorm(h_u) + b1) + b2, r, r)</c> per sample (G = I
+/// without a generator), RoPE (rotate_half, rope_theta), causal GQA attention (and Mistral's sliding window), o_proj,
+/// SwiGLU MLP; final RMSNorm and lm_head (tied or not). GELU is exact (erf); LayerNorm eps is 1e-5.
 /// </summary>
+/// <remarks>
+/// Every weight and adapter array enters the graph through one conversion (<see cref="Overrides"/> first): an array
+/// listed there is replaced by the given tensor, so a caller can make adapter tensors autograd leaves
+/// (<c>requires_grad</c>) or perturb them for finite differences without touching the arrays.
+/// </remarks>
 internal sealed class TorchLlamaOracle
 {
     private static readonly string[] Modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
@@ -102,8 +109,9 @@ internal sealed class TorchLlamaOracle
     /// <param name="targets">LoRA targets (A [r, d_in], B [d_out, r], optional CFLoRA generator), or none.</param>
     /// <param name="projector">The SPA projector, or null.</param>
     /// <param name="loraScale">alpha / r (computed by the caller from the adapter's own numbers).</param>
+    /// <param name="precision">Float64 (the oracle) or Float32 (a baseline of the same code).</param>
     public TorchLlamaOracle(OracleConfig config, OracleWeights weights, IEnumerable<LoraTarget>? targets = null,
-        SpaProjectorWeights? projector = null, double loraScale = 0)
+        SpaProjectorWeights? projector = null, double loraScale = 0, ScalarType precision = ScalarType.Float64)
     {
         _c = config;
         _w = weights;
@@ -111,6 +119,7 @@ internal sealed class TorchLlamaOracle
             _lora[(t.Layer, Modules[(int)t.Module])] = t;
         _projector = projector;
         _scale = loraScale;
+        Precision = precision;
     }
 
     /// <summary>The oracle over the model in <paramref name="directory"/> (config.json + model.safetensors), no adapter.</summary>
@@ -118,13 +127,31 @@ internal sealed class TorchLlamaOracle
 
     /// <summary>The same model with an adapter.</summary>
     public TorchLlamaOracle WithAdapter(IEnumerable<LoraTarget> targets, SpaProjectorWeights? projector, double loraScale) =>
-        new(_c, _w, targets, projector, loraScale) { _tensors = _tensors };
+        new(_c, _w, targets, projector, loraScale, Precision) { _tensors = _tensors };
+
+    /// <summary>The model's hyper-parameters.</summary>
+    public OracleConfig Config => _c;
+
+    /// <summary>The floating-point type of every tensor of the forward.</summary>
+    public ScalarType Precision { get; }
+
+    /// <summary>
+    /// Attention through <c>scaled_dot_product_attention</c> with a boolean mask (the same mask) instead of the explicit
+    /// softmax(q·kᵀ/√D + mask)·v: for a Float32 baseline, where it is what a PyTorch user would run.
+    /// </summary>
+    public bool FusedAttention { get; init; }
+
+    /// <summary>
+    /// Arrays (by reference) replaced by the given tensors of <see cref="Precision"/> and the array's length (any shape),
+    /// or null: how trained tensors become autograd leaves.
+    /// </summary>
+    public Dictionary<float[], TorchTensor>? Overrides { get; set; }
 
     /// <summary>Logits at every position of one prompt, [T][V], float64.</summary>
     public double[][] Logits(OracleSample sample)
     {
         using var scope = torch.NewDisposeScope();
-        var logits = Hidden(sample).matmul(Weight(_c.Tied && !_w.ContainsKey("lm_head.weight") ? "model.embed_tokens.weight" : "lm_head.weight").t());
+        var logits = Hidden(sample).matmul(LmHead().t()).to_type(ScalarType.Float64);
         var flat = logits.contiguous().data<double>().ToArray();
         int t = sample.Ids.Length;
         return [.. Enumerable.Range(0, t).Select(i => flat.AsSpan(i * _c.Vocab, _c.Vocab).ToArray())];
@@ -133,67 +160,100 @@ internal sealed class TorchLlamaOracle
     /// <summary>Logits at the last position, [V], float64.</summary>
     public double[] LastLogits(OracleSample sample) => Logits(sample)[^1];
 
-    /// <summary>Final-norm hidden states, [T, H] (a float64 tensor in the caller's dispose scope).</summary>
-    public TorchTensor Hidden(OracleSample sample)
-    {
-        int t = sample.Ids.Length, group = _c.Heads / _c.KvHeads, d = _c.HeadDim;
-        var ids = torch.tensor(sample.Ids.Select(i => (long)Math.Max(i, 0)).ToArray());
-        var h = Weight("model.embed_tokens.weight").index_select(0, ids);                         // [T, H]
-        int histUsed = 0;
-        for (int i = 0; i < t; i++)
-        {
-            if (sample.Ids[i] >= 0) continue;
-            if (_projector is null) throw new ArgumentException("marker slot without a projector");
-            float[] e = sample.Ids[i] == -1 ? sample.HistEmbeddings![histUsed++] : sample.TargetEmbedding!;
-            h[i].copy_(Project(e));
-        }
-        if (sample.HistEmbeddings is { } hist && histUsed != hist.Count)
-            throw new ArgumentException($"{hist.Count} history embeddings for {histUsed} history slots");
+    /// <summary>lm_head [V, H] (the embedding when tied), in the caller's dispose scope.</summary>
+    public TorchTensor LmHead() => Weight(_c.Tied && !_w.ContainsKey("lm_head.weight") ? "model.embed_tokens.weight" : "lm_head.weight");
 
-        var invFreq = torch.pow(_c.RopeTheta, -torch.arange(0, d, 2, ScalarType.Float64) / d);        // [D/2]
-        var angles = torch.outer(torch.arange(t, ScalarType.Float64), invFreq);                        // [T, D/2]
-        var cos = torch.cat([angles.cos(), angles.cos()], -1).unsqueeze(0);                            // [1, T, D]
-        var sin = torch.cat([angles.sin(), angles.sin()], -1).unsqueeze(0);
-        // Query i sees key j iff j <= i (and i - j < sliding_window, as HF Mistral).
+    /// <summary>Final-norm hidden states of one prompt, [T, H] (a tensor in the caller's dispose scope).</summary>
+    public TorchTensor Hidden(OracleSample sample) => Hidden([sample])[0];
+
+    /// <summary>
+    /// Final-norm hidden states of a left-padded batch, [B, T, H] with T the longest prompt; prompt j's tokens are rows
+    /// T - len_j .. T - 1 of batch row j (a tensor in the caller's dispose scope).
+    /// </summary>
+    public TorchTensor Hidden(IReadOnlyList<OracleSample> batch)
+    {
+        int b = batch.Count, t = batch.Max(s => s.Ids.Length), group = _c.Heads / _c.KvHeads, d = _c.HeadDim, hidden = _c.Hidden;
+        var ids = new long[b * t];
+        var pads = new long[b];
+        var slotRows = new List<long>();
+        var slotValues = new List<TorchTensor>();
+        for (int j = 0; j < b; j++)
+        {
+            var s = batch[j];
+            int padding = t - s.Ids.Length, histUsed = 0;
+            pads[j] = padding;
+            for (int i = 0; i < s.Ids.Length; i++)
+            {
+                int row = j * t + padding + i;
+                if (s.Ids[i] >= 0) { ids[row] = s.Ids[i]; continue; }
+                if (_projector is null) throw new ArgumentException("marker slot without a projector");
+                float[] e = s.Ids[i] == -1 ? s.HistEmbeddings![histUsed++] : s.TargetEmbedding!;
+                slotRows.Add(row);
+                slotValues.Add(AsTensor(e, e.Length));
+            }
+            if (s.HistEmbeddings is { } hist && histUsed != hist.Count)
+                throw new ArgumentException($"{hist.Count} history embeddings for {histUsed} history slots");
+        }
+        var h = Weight("model.embed_tokens.weight").index_select(0, torch.tensor(ids));                  // [B·T, H]
+        if (slotRows.Count > 0) h = h.index_copy(0, torch.tensor(slotRows.ToArray()), Project(torch.stack(slotValues)));
+        h = h.view(b, t, hidden);
+
+        var pad = torch.tensor(pads).unsqueeze(1);                                                        // [B, 1]
+        var index = torch.arange(t, ScalarType.Int64).unsqueeze(0);                                       // [1, T]
+        var positions = (index - pad).clamp_min(0).to_type(Precision);                                    // [B, T]
+        var invFreq = torch.pow(_c.RopeTheta, -torch.arange(0, d, 2, ScalarType.Float64) / d).to_type(Precision); // [D/2]
+        var angles = positions.unsqueeze(-1) * invFreq;                                                   // [B, T, D/2]
+        var cos = torch.cat([angles.cos(), angles.cos()], -1).unsqueeze(1);                               // [B, 1, T, D]
+        var sin = torch.cat([angles.sin(), angles.sin()], -1).unsqueeze(1);
+        // Query i sees key j iff j <= i, j is no padding (and i - j < sliding_window, as HF Mistral); padding queries see themselves.
         var qi = torch.arange(t, ScalarType.Int64).unsqueeze(1);
         var kj = torch.arange(t, ScalarType.Int64).unsqueeze(0);
-        var visible = kj <= qi;
-        if (_c.SlidingWindow is { } window) visible = visible & (qi - kj < window);
-        var mask = torch.zeros(t, t, ScalarType.Float64).masked_fill(visible.logical_not(), double.NegativeInfinity);
+        var causal = kj <= qi;
+        if (_c.SlidingWindow is { } window) causal = causal & (qi - kj < window);
+        var visible = (causal.unsqueeze(0) & (index >= pad).unsqueeze(1)) | torch.eye(t, t, ScalarType.Bool).unsqueeze(0); // [B, T, T]
+        var mask = FusedAttention ? null : torch.zeros(b, t, t, Precision).masked_fill(visible.logical_not(), double.NegativeInfinity).unsqueeze(1); // [B, 1, T, T]
+        var instances = _lora.Values.Any(x => x.Generator is not null) ? torch.stack(batch.Select(Instance)) : null; // [B, d_h]
 
         for (int l = 0; l < _c.Layers; l++)
         {
             string p = $"model.layers.{l}.";
             var x = Rms(h, Weight(p + "input_layernorm.weight"));
-            var q = Linear(x, l, "q_proj", "self_attn.", sample).view(t, _c.Heads, d).transpose(0, 1);      // [Hq, T, D]
-            var k = Linear(x, l, "k_proj", "self_attn.", sample).view(t, _c.KvHeads, d).transpose(0, 1);    // [Hkv, T, D]
-            var v = Linear(x, l, "v_proj", "self_attn.", sample).view(t, _c.KvHeads, d).transpose(0, 1);
+            var q = Linear(x, l, "q_proj", "self_attn.", instances).view(b, t, _c.Heads, d).transpose(1, 2);     // [B, Hq, T, D]
+            var k = Linear(x, l, "k_proj", "self_attn.", instances).view(b, t, _c.KvHeads, d).transpose(1, 2);   // [B, Hkv, T, D]
+            var v = Linear(x, l, "v_proj", "self_attn.", instances).view(b, t, _c.KvHeads, d).transpose(1, 2);
             q = q * cos + RotateHalf(q) * sin;
             k = k * cos + RotateHalf(k) * sin;
-            k = k.repeat_interleave(group, 0);
-            v = v.repeat_interleave(group, 0);
-            var scores = q.matmul(k.transpose(1, 2)) / Math.Sqrt(d) + mask;                             // [Hq, T, T]
-            var o = scores.softmax(-1).matmul(v).transpose(0, 1).reshape(t, _c.Heads * d);
-            h = h + Linear(o, l, "o_proj", "self_attn.", sample);
+            k = k.repeat_interleave(group, 1);
+            v = v.repeat_interleave(group, 1);
+            var o = FusedAttention
+                ? torch.nn.functional.scaled_dot_product_attention(q, k, v, visible.unsqueeze(1))
+                : (q.matmul(k.transpose(2, 3)) / Math.Sqrt(d) + mask!).softmax(-1).matmul(v);                   // [B, Hq, T, D]
+            o = o.transpose(1, 2).reshape(b, t, _c.Heads * d);
+            h = h + Linear(o, l, "o_proj", "self_attn.", instances);
             x = Rms(h, Weight(p + "post_attention_layernorm.weight"));
-            var act = torch.nn.functional.silu(Linear(x, l, "gate_proj", "mlp.", sample)) * Linear(x, l, "up_proj", "mlp.", sample);
-            h = h + Linear(act, l, "down_proj", "mlp.", sample);
+            var act = torch.nn.functional.silu(Linear(x, l, "gate_proj", "mlp.", instances)) * Linear(x, l, "up_proj", "mlp.", instances);
+            h = h + Linear(act, l, "down_proj", "mlp.", instances);
         }
         return Rms(h, Weight("model.norm.weight"));
     }
 
-    private TorchTensor Weight(string name) => F64(_w[name].Data, [.. _w[name].Shape.Select(s => (long)s)]);
+    private TorchTensor Instance(OracleSample s) =>
+        s.Instance is { } hu ? AsTensor(hu, hu.Length) : throw new ArgumentException("CFLoRA target without an instance vector");
+
+    private TorchTensor Weight(string name) => AsTensor(_w[name].Data, [.. _w[name].Shape.Select(s => (long)s)]);
 
     /// <summary>
-    /// <paramref name="data"/> as a float64 tensor of <paramref name="shape"/>, converted once per array and kept outside any
-    /// dispose scope (the oracle lives for one test; the arrays are not modified meanwhile).
+    /// <paramref name="data"/> as a tensor of <see cref="Precision"/> and <paramref name="shape"/>: its
+    /// <see cref="Overrides"/> entry when there is one, else converted once per array and kept outside any dispose scope
+    /// (the oracle lives for one test; the arrays are not modified meanwhile).
     /// </summary>
-    private TorchTensor F64(float[] data, params long[] shape)
+    private TorchTensor AsTensor(float[] data, params long[] shape)
     {
+        if (Overrides is { } o && o.TryGetValue(data, out var replaced)) return replaced.reshape(shape);
         if (!_tensors.TryGetValue(data, out var t))
         {
             using (torch.NewDisposeScope())
-                t = torch.tensor(data).to_type(ScalarType.Float64).DetachFromDisposeScope();
+                t = torch.tensor(data).to_type(Precision).DetachFromDisposeScope();
             _tensors.Add(data, t);
         }
         return t.reshape(shape);
@@ -207,33 +267,35 @@ internal sealed class TorchLlamaOracle
         return torch.cat([-halves[1], halves[0]], -1);
     }
 
-    /// <summary>SPA projector on one CRM embedding [E]: [H].</summary>
-    private TorchTensor Project(float[] e)
+    /// <summary>SPA projector on CRM embeddings [S, E]: [S, H].</summary>
+    private TorchTensor Project(TorchTensor e)
     {
         var p = _projector!;
-        int hidden = p.B1.Length, crm = e.Length;
-        var z = F64(p.W1, hidden, crm).matmul(F64(e, crm)) + F64(p.B1, hidden);
-        return F64(p.W2, hidden, hidden).matmul(torch.nn.functional.gelu(z)) + F64(p.B2, hidden);
+        int hidden = p.B1.Length, crm = (int)e.shape[1];
+        var z = e.matmul(AsTensor(p.W1, hidden, crm).t()) + AsTensor(p.B1, hidden);
+        return torch.nn.functional.gelu(z).matmul(AsTensor(p.W2, hidden, hidden).t()) + AsTensor(p.B2, hidden);
     }
 
-    /// <summary>x [T, d_in] through the named linear layer: W0 (+ bias) + the LoRA/CFLoRA term when adapted.</summary>
-    private TorchTensor Linear(TorchTensor x, int layer, string module, string prefix, OracleSample sample)
+    /// <summary>
+    /// x [B, T, d_in] through the named linear layer: W0 (+ bias) + the LoRA/CFLoRA term when adapted, with G per sample from
+    /// <paramref name="instances"/> [B, d_h].
+    /// </summary>
+    private TorchTensor Linear(TorchTensor x, int layer, string module, string prefix, TorchTensor? instances)
     {
         string name = $"model.layers.{layer}.{prefix}{module}";
         var y = x.matmul(Weight(name + ".weight").t());
         if (_w.ContainsKey(name + ".bias")) y = y + Weight(name + ".bias");
         if (!_lora.TryGetValue((layer, module), out var target)) return y;
         int r = target.A.Length / target.InFeatures;
-        var t = x.matmul(F64(target.A, r, target.InFeatures).t());                                  // [T, r] = A·x per row
+        var t = x.matmul(AsTensor(target.A, r, target.InFeatures).t());                                  // [B, T, r] = A·x per row
         if (target.Generator is { } gen)
         {
-            float[] hu = sample.Instance ?? throw new ArgumentException("CFLoRA target without an instance vector");
-            int dh = hu.Length;
-            var ln = torch.nn.functional.layer_norm(F64(hu, 1, dh), [dh], F64(gen.LnWeight, dh), F64(gen.LnBias, dh), 1e-5);
-            var hidden = torch.nn.functional.gelu(ln.matmul(F64(gen.W1, 2 * r * r, dh).t()) + F64(gen.B1, 2 * r * r));
-            var g = (hidden.matmul(F64(gen.W2, r * r, 2 * r * r).t()) + F64(gen.B2, r * r)).reshape(r, r);  // G[i][j] = g[i·r + j]
+            int dh = gen.LnWeight.Length;
+            var ln = torch.nn.functional.layer_norm(instances!, [dh], AsTensor(gen.LnWeight, dh), AsTensor(gen.LnBias, dh), 1e-5);
+            var hidden = torch.nn.functional.gelu(ln.matmul(AsTensor(gen.W1, 2 * r * r, dh).t()) + AsTensor(gen.B1, 2 * r * r));
+            var g = (hidden.matmul(AsTensor(gen.W2, r * r, 2 * r * r).t()) + AsTensor(gen.B2, r * r)).reshape(-1, r, r); // [B, r, r]: G[i][j] = g[i·r + j]
             t = t.matmul(g);                                                                          // t'_j = Σ_i t_i G[i][j]
         }
-        return y + _scale * t.matmul(F64(target.B, target.OutFeatures, r).t());
+        return y + _scale * t.matmul(AsTensor(target.B, target.OutFeatures, r).t());
     }
 }
