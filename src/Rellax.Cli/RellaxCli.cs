@@ -16,6 +16,7 @@ internal static class RellaxCli
         root.Add(ScoreCommand.Create());
         root.Add(EmbedCommand.Create());
         root.Add(BackendsCommand.Create());
+        root.Add(SelftestCommand.Create());
         root.Add(IndexCommand.Create());
         root.Add(RetrieveCommand.Create());
         root.Add(PrepareCommand.Create());
@@ -24,7 +25,6 @@ internal static class RellaxCli
         root.Add(CrmCommand.Create());
         root.Add(TrainCommand.Create());
         root.Add(DemoCommand.Create());
-        root.Add(SelftestCommand.Create());
         return root;
     }
 

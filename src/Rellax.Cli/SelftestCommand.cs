@@ -31,6 +31,7 @@ internal static class SelftestCommand
         var size = CommonOptions.Choice("--size", "Shapes of the checks: small (seconds, also on the ILGPU emulator), medium or large; with --bench, large times the GPU shapes of issue 20.", "small", "small", "medium", "large");
         var bench = new Option<bool>("--bench") { Description = "Also time the benchmark shapes (CFLoRA, SUBR, attention) and report GB/s or TFLOP/s against the device's peak." };
         var json = CommonOptions.Json();
+        var threads = CommonOptions.Threads();
         var output = new Option<string?>("--output") { HelpName = "DIR", Description = "Write the benchmark shapes' inputs and outputs as safetensors into DIR (implies --bench; DIR must be new, empty or an earlier selftest output)." };
         var cmd = new Command("selftest", """
         Check every kernel (GEMM/Linear per weight dtype, int8 linear, norms, RoPE, SwiGLU, GELU, softmax, embedding, flash attention, CFLoRA, SUBR, backward ops) on random odd shapes against the double-precision reference and the CPU backend, then compare stories260K's greedy text on each backend with the CPU's. Exits 0 when everything passes, 2 when a check fails; an op a backend does not implement is listed, not failed.
@@ -39,9 +40,9 @@ internal static class SelftestCommand
           rellax selftest
           rellax selftest --backend cuda --size medium
           rellax selftest --backend cuda --bench --size large --output /tmp/selftest-out --json
-        """) { backend, size, bench, json, output };
+        """) { backend, size, bench, json, output, threads };
         cmd.SetAction(r => CommonOptions.Guard(cancel => Run(r.GetValue(backend)!, ParseSize(r.GetValue(size)!), r.GetValue(bench),
-            r.GetValue(json), r.GetValue(output), Console.Out, cancel)));
+            r.GetValue(json), r.GetValue(output), Console.Out, cancel, r.GetValue(threads))));
         return cmd;
     }
 
@@ -67,10 +68,11 @@ internal static class SelftestCommand
     /// neither a pass nor a failure.</summary>
     private sealed record TextRow(string Backend, string Attention, string Text, bool SameAsCpu, int Tokens, double Milliseconds, string Note, bool Ran = true);
 
-    internal static int Run(string backendChoice, SelftestSize size, bool bench, bool json, string? outputDir, TextWriter log, CancellationToken cancel)
+    internal static int Run(string backendChoice, SelftestSize size, bool bench, bool json, string? outputDir, TextWriter log, CancellationToken cancel,
+        int threads = 0)
     {
         if (outputDir is not null) OutputFile.CheckFolder(outputDir, "--output", RefuseReason);
-        var entries = OpenBackends(backendChoice);
+        var entries = OpenBackends(backendChoice, threads);
         try
         {
             return Run(entries, size, bench, json, outputDir, log, cancel);
@@ -170,18 +172,19 @@ internal static class SelftestCommand
 
     /// <summary>The backends to check. An explicitly named backend that cannot run here is an error (exit 1); with
     /// <c>all</c>, one that is absent is listed as unavailable, and one the probe found but that fails to start is a failure.</summary>
-    private static List<Entry> OpenBackends(string choice)
+    private static List<Entry> OpenBackends(string choice, int threads)
     {
         var entries = new List<Entry>();
         try
         {
             if (choice != "all")
             {
-                var b = Backends.Create(choice);
+                var b = Backends.Create(choice, threads);
                 entries.Add(new Entry(choice, b, Describe(b), false));
                 return entries;
             }
-            entries.Add(new Entry("cpu", Backends.Create("cpu"), $"{Environment.ProcessorCount} threads; {Kernels.Cpu.CpuBackend.Int8Paths}", false));
+            var cpu = (Kernels.Cpu.CpuBackend)Backends.Create("cpu", threads);
+            entries.Add(new Entry("cpu", cpu, $"{cpu.Threads} threads; {Kernels.Cpu.CpuBackend.Int8Paths}", false));
             var probe = IlgpuBackend.Probe();
             if (probe.Devices.Count == 0) entries.Add(new Entry("ilgpu", null, string.Join("; ", probe.Problems), false));
             else entries.Add(TryOpen("ilgpu", IlgpuBackend.CreateBest));
