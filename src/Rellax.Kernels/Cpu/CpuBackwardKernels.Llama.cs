@@ -57,9 +57,8 @@ internal sealed unsafe partial class CpuBackwardKernels
                 parts[m] = new CpuGemm.KPart(new CpuCflora.TypedMatrix(CpuBackend.Ptr<float>(terms[m].DY), DType.F32, dout), dout);
                 parts[count + m] = new CpuGemm.KPart(new CpuCflora.TypedMatrix(terms[m].W), dout);
             }
-            int threads = (long)rows * k * din < 1 << 16 ? 1 : _backend.Threads;
             CpuGemm.Run(new CpuGemm.ConcatX(parts, count), new CpuGemm.ConcatTransposedW(parts + count, count),
-                CpuBackend.Ptr<float>(dx), rows, (int)k, din, threads, _backend.ParallelOptions);
+                CpuBackend.Ptr<float>(dx), rows, (int)k, din, CpuCflora.Threads(_backend, rows * k * din), _backend.ParallelOptions);
         }
         finally
         {

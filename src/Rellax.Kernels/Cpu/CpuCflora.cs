@@ -188,7 +188,7 @@ internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKern
         }
     }
 
-    private static int Threads(CpuBackend backend, long macs) => macs < SingleThreadMacs ? 1 : backend.Threads;
+    internal static int Threads(CpuBackend backend, long macs) => macs < SingleThreadMacs ? 1 : backend.Threads;
 
     public void Generate(Tensor h, Tensor lnWeight, Tensor lnBias, float lnEps, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor g)
     {

@@ -71,15 +71,13 @@ internal sealed class CtrPromptEncoder
     public int[] Continuation(PreparedPrompt prepared, string answer)
     {
         var (lead, tail) = LastPiece(_template.Apply(prepared.Request.Prompt));
-        var tokenizer = _model.Tokenizer;
-        int[] baseIds = tokenizer.EncodeWithMarkers(lead + tail, _markers, addSpecialTokens: false);
+        int[] baseIds = _model.Tokenizer.EncodeWithMarkers(lead + tail, _markers, addSpecialTokens: false);
         int[] all = ContinuationOf(lead + tail + answer, baseIds, answer);
-        int[] yes = ContinuationOf(lead + tail + _yes, baseIds, _yes), no = ContinuationOf(lead + tail + _no, baseIds, _no);
-        int common = 0;
-        while (common < yes.Length && common < no.Length && yes[common] == no[common]) common++;
-        if (all.Length <= common || !all.AsSpan(0, common).SequenceEqual(yes.AsSpan(0, common)))
-            throw new ArgumentException($"the answer '{answer}' does not start with the tokens the yes/no answers share ([{string.Join(", ", yes[..common])}])");
-        return all[common..];
+        // The answers' common prefix is already the last Common ids of the prompt.
+        var common = prepared.Ids.AsSpan(prepared.Ids.Length - prepared.Common);
+        if (all.Length <= common.Length || !all.AsSpan(0, common.Length).SequenceEqual(common))
+            throw new ArgumentException($"the answer '{answer}' does not start with the tokens the yes/no answers share ([{string.Join(", ", common.ToArray())}])");
+        return all[common.Length..];
     }
 
     /// <summary>

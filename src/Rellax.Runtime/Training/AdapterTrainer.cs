@@ -512,37 +512,34 @@ public sealed class AdapterTrainer : ITrainable, IDisposable
     private static Binding[] Bind(DeviceAdapter device, AdapterParts parts)
     {
         var list = new List<Binding>();
-        void Add(string name, Tensor value, Func<Tensor?> grad, bool decay)
-        {
-            var host = value.ToArray<float>();
-            var shape = value.Shape.ToArray();
-            list.Add(new Binding(new Parameter(name, shape, host, decay), value, grad));
-        }
+        // Every trained tensor takes weight decay, as one PyTorch AdamW parameter group does.
+        void Add(string name, Tensor value, Func<Tensor?> grad) =>
+            list.Add(new Binding(new Parameter(name, value.Shape.ToArray(), value.ToArray<float>()), value, grad));
         foreach (var t in device.Targets)
         {
             string N(AdapterTensorRole role) => AdapterTensorNames.Canonical(role, t.Layer, t.Module);
             if (parts.HasFlag(AdapterParts.Lora))
             {
-                Add(N(AdapterTensorRole.LoraA), t.A, () => t.DA, decay: true);
-                Add(N(AdapterTensorRole.LoraB), t.B, () => t.DB, decay: true);
+                Add(N(AdapterTensorRole.LoraA), t.A, () => t.DA);
+                Add(N(AdapterTensorRole.LoraB), t.B, () => t.DB);
             }
             if (parts.HasFlag(AdapterParts.Gate) && t.Generator is { } g)
             {
-                Add(N(AdapterTensorRole.GateLnWeight), g.LnWeight, () => t.GeneratorGrad!.LnWeight, decay: true);
-                Add(N(AdapterTensorRole.GateLnBias), g.LnBias, () => t.GeneratorGrad!.LnBias, decay: true);
-                Add(N(AdapterTensorRole.GateW1), g.W1, () => t.GeneratorGrad!.W1, decay: true);
-                Add(N(AdapterTensorRole.GateB1), g.B1, () => t.GeneratorGrad!.B1, decay: true);
-                Add(N(AdapterTensorRole.GateW2), g.W2, () => t.GeneratorGrad!.W2, decay: true);
-                Add(N(AdapterTensorRole.GateB2), g.B2, () => t.GeneratorGrad!.B2, decay: true);
+                Add(N(AdapterTensorRole.GateLnWeight), g.LnWeight, () => t.GeneratorGrad!.LnWeight);
+                Add(N(AdapterTensorRole.GateLnBias), g.LnBias, () => t.GeneratorGrad!.LnBias);
+                Add(N(AdapterTensorRole.GateW1), g.W1, () => t.GeneratorGrad!.W1);
+                Add(N(AdapterTensorRole.GateB1), g.B1, () => t.GeneratorGrad!.B1);
+                Add(N(AdapterTensorRole.GateW2), g.W2, () => t.GeneratorGrad!.W2);
+                Add(N(AdapterTensorRole.GateB2), g.B2, () => t.GeneratorGrad!.B2);
             }
         }
         if (parts.HasFlag(AdapterParts.Projector) && device.Projector is { } p)
         {
             string P(AdapterTensorRole role) => AdapterTensorNames.Canonical(role);
-            Add(P(AdapterTensorRole.ProjW1), p.W1, () => device.ProjectorGrad!.W1, decay: true);
-            Add(P(AdapterTensorRole.ProjB1), p.B1, () => device.ProjectorGrad!.B1, decay: true);
-            Add(P(AdapterTensorRole.ProjW2), p.W2, () => device.ProjectorGrad!.W2, decay: true);
-            Add(P(AdapterTensorRole.ProjB2), p.B2, () => device.ProjectorGrad!.B2, decay: true);
+            Add(P(AdapterTensorRole.ProjW1), p.W1, () => device.ProjectorGrad!.W1);
+            Add(P(AdapterTensorRole.ProjB1), p.B1, () => device.ProjectorGrad!.B1);
+            Add(P(AdapterTensorRole.ProjW2), p.W2, () => device.ProjectorGrad!.W2);
+            Add(P(AdapterTensorRole.ProjB2), p.B2, () => device.ProjectorGrad!.B2);
         }
         return [.. list];
     }
