@@ -36,9 +36,10 @@ internal static class CrmCommand
 
     public static Command Create()
     {
-        var crm = new Command("crm", "The conventional recommender (DIN): train one, or score a split with one.");
+        var crm = new Command("crm", "The conventional recommender (DIN): train one, or score a split with one; and the like-rate baseline.");
         crm.Add(CreateTrain());
         crm.Add(CreateScore());
+        crm.Add(CreateBaseline());
         return crm;
     }
 
@@ -198,6 +199,46 @@ internal static class CrmCommand
             Console.WriteLine($"wrote {ids.Length} scores to {outputPath}");
         }
         return 0;
+    }
+
+    private const string BaselineDescription = """
+        Fit the simplest click model worth beating on a prepared dataset and print its valid and test AUC, LogLoss and
+        accuracy: a logistic regression on two features, the user's like-rate over the last --k history events and the
+        item's like-rate on the train split (leave-one-out for train rows), both smoothed towards the train split's
+        positive rate. Fitted on the train split only; nothing is chosen on valid or test (--no-test: valid only).
+
+        Example:
+          rellax crm baseline --data ml100k --k 10
+        """;
+
+    private static Command CreateBaseline()
+    {
+        var data = new Option<string>("--data") { HelpName = "PREPARED_DIR", Description = "A prepared dataset folder (rellax prepare).", Required = true };
+        var k = CommonOptions.Int("--k", 1, 100_000, "History events behind the user's recent like-rate.", 10);
+        var noTest = new Option<bool>("--no-test") { Description = "Do not score the test split (for tuning runs)." };
+        var json = CommonOptions.Json();
+        var cmd = new Command("baseline", BaselineDescription) { data, k, noTest, json };
+        cmd.SetAction(r => CommonOptions.Guard(() =>
+        {
+            string dataDir = r.GetValue(data)!;
+            var set = PreparedDataset.Load(dataDir);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var result = LikeRateBaseline.Fit(set, r.GetValue(k), !r.GetValue(noTest));
+            if (r.GetValue(json))
+                Console.WriteLine(JsonSerializer.Serialize(new
+                {
+                    data = dataDir, k = r.GetValue(k), train_samples = result.TrainSamples, weights = result.Weights,
+                    valid = DinTraining.Metrics(result.Valid), test = DinTraining.Metrics(result.Test), seconds = clock.Elapsed.TotalSeconds,
+                }));
+            else
+            {
+                Console.WriteLine($"like-rate logistic regression (user's last {r.GetValue(k)} events, item's train like-rate) fitted on {result.TrainSamples} train samples");
+                Console.WriteLine($"valid: {Describe(result.Valid)}");
+                if (!r.GetValue(noTest)) Console.WriteLine($"test:  {Describe(result.Test)}");
+            }
+            return 0;
+        }));
+        return cmd;
     }
 
     /// <summary>The history length a model was trained with (its training.json), or null when unknown.</summary>

@@ -27,7 +27,8 @@ internal static class TrainCommand
             has a projector, h_u and item embeddings from --din DIN_DIR or --crm FILE; --train-size N draws N train rows
             with --seed; the valid split (--valid-size N of it) drives early stopping and the kept checkpoint, never the
             test split.
-        The adapter: --init-adapter DIR continues one; otherwise a new one from --r, --alpha, --target-modules, --cflora
+        The adapter: --init-adapter DIR continues one (with --cflora and/or --spa it gets new generators / a projector and
+        its LoRA A and B are kept: ReLLaX's second stage); otherwise a new one from --r, --alpha, --target-modules, --cflora
         (generators, d_h from the CRM or the input's "instance" vectors) and --spa (projector, E likewise), initialised as
         PEFT and the reference do (LoRA B = 0: training starts at the base model). --trainable picks what is trained
         (default: lora for a plain LoRA, gate,projector for an adapter with either, as the reference).
@@ -122,7 +123,7 @@ internal static class TrainCommand
                 ModelDir = r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), Input = r.GetValue(input), Valid = r.GetValue(valid), Data = r.GetValue(data),
                 K = r.GetValue(k), Retrieval = r.GetValue(retrieval)!, Din = r.GetValue(din), Crm = r.GetValue(crm), TrainSize = r.GetValue(trainSize),
                 ValidSize = r.GetValue(validSize), Output = r.GetValue(output)!, Overwrite = r.GetValue(overwrite), InitAdapter = r.GetValue(init),
-                NewAdapterOptionGiven = new[] { (Option)rank, alpha, targets, cflora, spa }.Where(Given).Select(o => o.Name).FirstOrDefault(),
+                NewAdapterOptionGiven = new[] { (Option)rank, alpha, targets }.Where(Given).Select(o => o.Name).FirstOrDefault(),
                 DataOptionGiven = new[] { (Option)k, retrieval }.Where(Given).Select(o => o.Name).FirstOrDefault(),
                 Init = new AdapterInitOptions { Rank = r.GetValue(rank), Alpha = r.GetValue(alpha), TargetModules = ParseModules(r.GetValue(targets)!).Modules!, Seed = r.GetValue(seed) },
                 Cflora = r.GetValue(cflora), Spa = r.GetValue(spa), Trainable = r.GetValue(trainable) is { } t ? ParseParts(t).Parts : null,
@@ -345,7 +346,18 @@ internal static class TrainCommand
 
     private static RellaxAdapter LoadOrCreateAdapter(Settings s, LlamaConfig config, int? stateDim, int? embedDim, string crmSource)
     {
-        if (s.InitAdapter is not null) return RellaxAdapter.Load(s.InitAdapter, config);
+        if (s.InitAdapter is not null)
+        {
+            var loaded = RellaxAdapter.Load(s.InitAdapter, config);
+            if (!s.Cflora && !s.Spa) return loaded;
+            // ReLLaX's second stage: the trained LoRA gets new generators and/or a projector (its A and B are kept).
+            if (s.Cflora && loaded.HasGenerators) throw new ArgumentException($"--cflora: adapter {s.InitAdapter} already has CFLoRA generators (lora_gate); omit --cflora to continue training them");
+            if (s.Spa && loaded.Projector is not null) throw new ArgumentException($"--spa: adapter {s.InitAdapter} already has an SPA projector; omit --spa to continue training it");
+            if (s.Cflora && stateDim is null) throw new ArgumentException($"--cflora needs the CRM's user-state size d_h, from {crmSource}");
+            if (s.Spa && embedDim is null) throw new ArgumentException($"--spa needs the CRM's item-embedding size E, from {crmSource}");
+            return AdapterInit.Extend(config, loaded, s.Cflora ? stateDim : null, s.Spa ? embedDim : null, s.Init.Seed,
+                $"{s.InitAdapter} with new {(s.Cflora && s.Spa ? "generators and projector" : s.Cflora ? "generators" : "projector")}");
+        }
         if (s.Cflora && stateDim is null)
             throw new ArgumentException($"--cflora needs the CRM's user-state size d_h, from {crmSource}" + (s.Input is not null ? " (no line has an \"instance\" vector)" : ""));
         if (s.Spa && embedDim is null)

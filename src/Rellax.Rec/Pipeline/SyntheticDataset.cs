@@ -23,6 +23,14 @@ public sealed record SyntheticDatasetOptions
     /// <summary>Chance that a rating event picks one of the user's two favourite categories.</summary>
     public double FavouriteShare { get; init; } = 0.7;
 
+    /// <summary>Share of items that are flops (everyone rates them about 1.6 stars lower) and, as many again, hits (about
+    /// 0.9 stars higher): a collaborative signal that only other users' ratings of the same item reveal (DIN's item
+    /// embedding, SPA's soft token), not the title. 0 to 0.5.</summary>
+    public double QualityShare { get; init; } = 0.2;
+
+    /// <summary>Standard deviation, in stars, of the Gaussian noise added to each rating before rounding (0: none).</summary>
+    public double RatingNoise { get; init; } = 0.7;
+
     /// <summary>The seed: the same options always give the same dataset.</summary>
     public int Seed { get; init; } = 7;
 }
@@ -33,9 +41,13 @@ public sealed record SyntheticDatasetOptions
 /// </summary>
 /// <remarks>
 /// Each item belongs to one category (its only genre) and has a title of simple words from that category
-/// (<c>The Brave Bear (1997)</c>). Each user has two favourite categories; each rating event picks a favourite category
-/// with probability <see cref="SyntheticDatasetOptions.FavouriteShare"/> (otherwise any category), then an unrated item
-/// of it. Favourite items mostly get 4 or 5 stars, others mostly 1 to 3, so labels (rating &gt; 3) follow the taste.
+/// (<c>The Brave Bear (1997)</c>); a seeded share of items are flops or hits
+/// (<see cref="SyntheticDatasetOptions.QualityShare"/>). Each user has two favourite categories; each rating event picks
+/// a favourite category with probability <see cref="SyntheticDatasetOptions.FavouriteShare"/> (otherwise any category),
+/// then an unrated item of it. The stars are round(4.4 for a favourite category, else 1.9; −1.6 for a flop, +0.9 for a
+/// hit; plus Gaussian noise of <see cref="SyntheticDatasetOptions.RatingNoise"/>), clamped to 1..5, so labels
+/// (rating &gt; 3) follow the taste by category (what SUBR surfaces: the user's stars for items like the target) and the
+/// item's quality (what DIN and SPA carry: other users' stars for the same item).
 /// Users start at different times and rate every few hours, so their events interleave in global time order (what the
 /// ReLLa split uses). Profiles are random (gender, an ML-1M age bucket, a job). Deterministic for a seed.
 /// </remarks>
@@ -63,6 +75,12 @@ public static class SyntheticDataset
     private static readonly string[] Ages = ["Under 18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+"];
     private static readonly string[] Jobs = ["teacher", "student", "artist", "doctor", "farmer", "writer", "engineer", "lawyer", "retired", "programmer"];
 
+    private const double FavouriteStars = 4.4, OtherStars = 1.9, FlopShift = -1.6, HitShift = 0.9;
+
+    /// <summary>A standard normal draw (Box-Muller).</summary>
+    private static double Gaussian(Random rng) =>
+        Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble());
+
     /// <summary>Generates the dataset.</summary>
     /// <exception cref="ArgumentException">An option out of range (named).</exception>
     public static RatingDataset Create(SyntheticDatasetOptions? options = null)
@@ -77,6 +95,8 @@ public static class SyntheticDataset
         if (o.MinRatingsPerUser < 1 || o.MaxRatingsPerUser < o.MinRatingsPerUser || o.MaxRatingsPerUser > itemCount)
             throw new ArgumentException($"ratings per user must satisfy 1 <= min <= max <= items ({itemCount}), got [{o.MinRatingsPerUser}, {o.MaxRatingsPerUser}]", nameof(options));
         if (!(o.FavouriteShare is >= 0 and <= 1)) throw new ArgumentException($"FavouriteShare must be in [0, 1], got {o.FavouriteShare}", nameof(options));
+        if (!(o.QualityShare is >= 0 and <= 0.5)) throw new ArgumentException($"QualityShare must be in [0, 0.5], got {o.QualityShare}", nameof(options));
+        if (!(o.RatingNoise is >= 0 and <= 10)) throw new ArgumentException($"RatingNoise must be in [0, 10], got {o.RatingNoise}", nameof(options));
 
         var rng = new Random(o.Seed);
         var items = new List<Item>(itemCount);
@@ -94,6 +114,14 @@ public static class SyntheticDataset
                 byCategory[c][i] = items.Count;
                 items.Add(new Item((items.Count + 1).ToString(CultureInfo.InvariantCulture), $"The {adjective} {noun} ({year})", [CategoryNames[c]]));
             }
+        }
+
+        // Item quality, drawn after the titles so that the titles of a seed do not depend on QualityShare.
+        var quality = new double[itemCount];
+        for (int i = 0; i < itemCount; i++)
+        {
+            double x = rng.NextDouble();
+            quality[i] = x < o.QualityShare ? FlopShift : x < 2 * o.QualityShare ? HitShift : 0;
         }
 
         var userKeys = new string[o.Users];
@@ -117,8 +145,8 @@ public static class SyntheticDataset
                 int item = pool[rng.Next(pool.Length)];
                 rated.Add(item);
                 bool favourite = c == first || c == second;
-                double x = rng.NextDouble();
-                int stars = favourite ? (x < 0.45 ? 5 : x < 0.85 ? 4 : 3) : (x < 0.25 ? 1 : x < 0.55 ? 2 : x < 0.85 ? 3 : 4);
+                double mean = (favourite ? FavouriteStars : OtherStars) + quality[item];
+                int stars = (int)Math.Clamp(Math.Round(mean + o.RatingNoise * Gaussian(rng)), 1, 5);
                 time += 600 + rng.Next(6 * 3600);
                 ratings.Add(new Rating(u, item, stars, time));
             }

@@ -76,30 +76,17 @@ public static class AdapterInit
         if (options.CrmEmbedDim is int ee && ee < 1) throw new ArgumentOutOfRangeException(nameof(options), ee, $"E (crm_embed_dim) must be at least 1, got {ee}");
 
         var rng = new GaussianSource(options.Seed);
-        int r2 = r * r;
         var targets = new List<LoraTarget>(layers.Length * modules.Count);
         foreach (int layer in layers)
             foreach (var module in modules.Order())
             {
                 var (outF, inF) = AdapterTensorNames.BaseShape(module, model);
                 float[] a = KaimingUniform(rng, r, inF);
-                CfloraGeneratorWeights? generator = null;
-                if (options.InstanceDim is int d)
-                {
-                    var lnWeight = new float[d];
-                    Array.Fill(lnWeight, 1f);
-                    generator = new CfloraGeneratorWeights(lnWeight, new float[d], KaimingUniform(rng, 2 * r2, d), new float[2 * r2],
-                        KaimingUniform(rng, r2, 2 * r2), new float[r2]);
-                }
+                var generator = options.InstanceDim is int d ? NewGenerator(rng, r, d) : null;
                 targets.Add(new LoraTarget(layer, module, inF, outF, a, new float[outF * r], generator));
             }
 
-        SpaProjectorWeights? projector = null;
-        if (options.CrmEmbedDim is int e)
-        {
-            int h = model.HiddenSize;
-            projector = new SpaProjectorWeights(XavierNormal(rng, h, e), new float[h], XavierNormal(rng, h, h), new float[h]);
-        }
+        var projector = options.CrmEmbedDim is int e ? NewProjector(rng, model.HiddenSize, e) : null;
         var config = new AdapterConfig
         {
             Rank = r, Alpha = options.Alpha, TargetModules = [.. modules.Order()],
@@ -109,6 +96,60 @@ public static class AdapterInit
         };
         return RellaxAdapter.Create(config, targets, projector, model, name);
     }
+
+    /// <summary>
+    /// ReLLaX's second stage (<c>finetune_rella_plus_new.py</c>): the adapter <paramref name="lora"/> with new, untrained
+    /// CFLoRA generators on every target (when <paramref name="instanceDim"/> is given) and a new SPA projector (when
+    /// <paramref name="crmEmbedDim"/> is given), initialised as <see cref="Create"/> initialises them; LoRA A and B are
+    /// kept as they are (the reference freezes them and trains only the new parts).
+    /// </summary>
+    /// <param name="model">The base model's config.</param>
+    /// <param name="lora">The trained adapter to extend; it must not have the parts asked for already.</param>
+    /// <param name="instanceDim">d_h, the CRM user-state length, to add generators; null to add none.</param>
+    /// <param name="crmEmbedDim">E, the CRM item-embedding length, to add a projector; null to add none.</param>
+    /// <param name="seed">The seed of the new parts (generators in target order, then the projector).</param>
+    /// <param name="name">What <see cref="RellaxAdapter.Directory"/> reports until the adapter is saved.</param>
+    /// <exception cref="ArgumentException">Neither part is asked for, a part is asked for that <paramref name="lora"/>
+    /// already has, or a size is below 1 (the message names it).</exception>
+    public static RellaxAdapter Extend(LlamaConfig model, RellaxAdapter lora, int? instanceDim, int? crmEmbedDim, int seed = 42, string name = "(extended adapter)")
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(lora);
+        ArgumentNullException.ThrowIfNull(name);
+        if (instanceDim is null && crmEmbedDim is null)
+            throw new ArgumentException("nothing to add: give d_h (generators) or E (projector)", nameof(instanceDim));
+        if (instanceDim is int dh && dh < 1) throw new ArgumentOutOfRangeException(nameof(instanceDim), dh, $"d_h (instance_dim) must be at least 1, got {dh}");
+        if (crmEmbedDim is int ee && ee < 1) throw new ArgumentOutOfRangeException(nameof(crmEmbedDim), ee, $"E (crm_embed_dim) must be at least 1, got {ee}");
+        if (instanceDim is not null && lora.HasGenerators)
+            throw new ArgumentException($"adapter '{lora.Directory}' already has CFLoRA generators (lora_gate)", nameof(instanceDim));
+        if (crmEmbedDim is not null && lora.Projector is not null)
+            throw new ArgumentException($"adapter '{lora.Directory}' already has an SPA projector (ctr_input_embedding_prj)", nameof(crmEmbedDim));
+        var rng = new GaussianSource(seed);
+        int r = lora.Config.Rank;
+        var targets = lora.Targets.Select(t => instanceDim is int d ? t with { Generator = NewGenerator(rng, r, d) } : t).ToArray();
+        var projector = crmEmbedDim is int e ? NewProjector(rng, model.HiddenSize, e) : lora.Projector;
+        var config = lora.Config with
+        {
+            InstanceDim = instanceDim ?? lora.Config.InstanceDim,
+            CrmEmbedDim = crmEmbedDim ?? lora.Config.CrmEmbedDim,
+        };
+        return RellaxAdapter.Create(config, targets, projector, model, name);
+    }
+
+    /// <summary>A generator as the reference initialises one: LayerNorm(d_h) weight 1, bias 0; Kaiming-uniform Linear
+    /// weights (fan_in d_h, then 2r²), zero biases. Draws W1 then W2 from <paramref name="rng"/>.</summary>
+    private static CfloraGeneratorWeights NewGenerator(GaussianSource rng, int r, int d)
+    {
+        int r2 = r * r;
+        var lnWeight = new float[d];
+        Array.Fill(lnWeight, 1f);
+        return new CfloraGeneratorWeights(lnWeight, new float[d], KaimingUniform(rng, 2 * r2, d), new float[2 * r2],
+            KaimingUniform(rng, r2, 2 * r2), new float[r2]);
+    }
+
+    /// <summary>A projector as SPEC §9 records the reference's init: Xavier-normal weights, zero biases. Draws W1 then W2.</summary>
+    private static SpaProjectorWeights NewProjector(GaussianSource rng, int h, int e) =>
+        new(XavierNormal(rng, h, e), new float[h], XavierNormal(rng, h, h), new float[h]);
 
     /// <summary><c>kaiming_uniform_(w, a=√5)</c> of a [rows, fanIn] weight: U(−1/√fanIn, 1/√fanIn), row-major.</summary>
     private static float[] KaimingUniform(GaussianSource rng, int rows, int fanIn)
