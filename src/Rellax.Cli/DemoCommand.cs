@@ -77,11 +77,11 @@ internal static class DemoCommand
         var users = CommonOptions.Int("--users", 2, 100_000, "Synthetic users (--fast: 32 unless given).", 48);
         var k = CommonOptions.Int("--k", 1, 30, "History items per prompt (recent-K and SUBR-K); stories260K's 512-token context fits about 6.", 3);
         var seed = CommonOptions.Seed(7, "Seed of the dataset, the DIN, the adapters and the row draws.");
-        var steps = CommonOptions.Int("--steps", 1, 100_000, "Optimizer steps per LLM arm, the same budget for every arm (--fast: 12 unless given).", 24);
+        var steps = CommonOptions.Int("--steps", 1, 100_000, "Optimizer steps per LLM arm, the same budget for every arm (--fast: 16 unless given).", 48);
         var trainRows = CommonOptions.Int("--train-rows", 0, int.MaxValue, "Train rows every LLM arm draws (0: steps × batch size, at most the train split).", 0);
         var limit = CommonOptions.Int("--limit", 0, int.MaxValue, "Score at most N test samples per arm (0: all; --fast: 64 unless given).", 0);
         var batch = CommonOptions.BatchSize(16, "Prompts per optimizer step.");
-        var lr = CommonOptions.Number("--lr", 0, true, 1, "AdamW learning rate of every LLM arm (linear decay).", 5e-3);
+        var lr = CommonOptions.Number("--lr", 0, true, 1, "AdamW learning rate of every LLM arm (constant: the budget is short).", 5e-3);
         var arms = new Option<string?>("--arms")
         {
             HelpName = "ARM,...",
@@ -91,7 +91,7 @@ internal static class DemoCommand
         {
             if (r.GetValueOrDefault<string>() is { } v && ParseArms(v).Error is { } error) r.AddError($"--arms: {error}");
         });
-        var fast = new Option<bool>("--fast") { Description = "A smaller run (32 users, 12 steps, 64 test samples, three arms): about a minute. Explicit options are honoured." };
+        var fast = new Option<bool>("--fast") { Description = "A smaller run (32 users, 16 steps, 64 test samples, three arms): about a minute. Explicit options are honoured." };
         var output = new Option<string?>("--output") { HelpName = "DIR", Description = "Keep everything the demo makes here (refused when it exists and is not an earlier demo output); default: a temporary folder, removed at the end." };
         var backend = CommonOptions.Choice("--backend", "Where kernels run: training runs on the CPU only for now, so auto means cpu.", "auto", "auto", "cpu");
         var threads = CommonOptions.Threads();
@@ -106,7 +106,7 @@ internal static class DemoCommand
             var s = new Settings
             {
                 ModelDir = r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), Users = Pick(users, 32), K = r.GetValue(k), Seed = r.GetValue(seed),
-                Steps = Pick(steps, 12), TrainRows = r.GetValue(trainRows), Limit = Pick(limit, 64), BatchSize = r.GetValue(batch), LearningRate = r.GetValue(lr),
+                Steps = Pick(steps, 16), TrainRows = r.GetValue(trainRows), Limit = Pick(limit, 64), BatchSize = r.GetValue(batch), LearningRate = r.GetValue(lr),
                 Arms = r.GetValue(arms) is { } a ? ParseArms(a).Arms! : isFast ? FastArms : AllArms,
                 Output = r.GetValue(output), Threads = r.GetValue(threads), Json = r.GetValue(json), Weights = weights.Parse(r),
             };
@@ -232,7 +232,7 @@ internal static class DemoCommand
         {
             K = s.K, TrainRows = rowsPerArm, TestLimit = s.Limit, Steps = s.Steps, BatchSize = s.BatchSize,
             LoraLearningRate = (float)s.LearningRate, AdapterLearningRate = (float)s.LearningRate,
-            ValidateEvery = Math.Max(1, s.Steps / 3), Seed = s.Seed, Evaluation = evaluation, LinearDecay = Environment.GetEnvironmentVariable("DECAY") != "0",
+            ValidateEvery = Math.Max(1, s.Steps / 3), Seed = s.Seed, Evaluation = evaluation, LinearDecay = false,
         };
         log.WriteLine($"[5/5] arms      {s.Arms.Length} LLM arms, each {rowsPerArm} train rows, {s.Steps} steps of {s.BatchSize} prompts (AdamW, lr {s.LearningRate.ToString(CultureInfo.InvariantCulture)}), " +
                       $"validated every {armOptions.ValidateEvery} steps on {set.CountOf(SampleSplit.Valid)} rows");

@@ -22,7 +22,9 @@ internal static class EvalCommand
         LLM's own item vectors, or --item-vectors FILE, PCA-reduced) or recent (the K most recent). Item vectors and SUBR results are cached in
         DATA/cache (or --cache DIR), so a second run skips them. An adapter with CFLoRA generators or an SPA projector
         needs the CRM's outputs: --crm FILE (user states by sample id and item embeddings by item id, safetensors) or
-        --din DIR (a DIN checkpoint run here).
+        --din DIR (a DIN checkpoint run here). An adapter folder written by rellax train or rellax demo records how its
+        training prompts were built (training.json: K, retrieval, template); eval uses those unless --k, --retrieval or
+        --template is given, and says so on stderr.
 
         Examples:
           rellax prepare --dataset movielens-100k --data ml-100k --output ml100k
@@ -63,9 +65,25 @@ internal static class EvalCommand
         cmd.SetAction(r => CommonOptions.Guard(cancel =>
         {
             string dataDir = r.GetValue(data)!;
+            // An adapter trained by rellax train or demo records its prompts' K, retrieval and template: use them unless given.
+            var trained = r.GetValue(adapter) is { } adapterDir && Directory.Exists(adapterDir) ? TrainedPromptSettings.Read(adapterDir) : null;
+            bool Given(Option o) => r.GetResult(o) is { Implicit: false };
+            var applied = new List<string>();
+            int kValue = r.GetValue(k);
+            if (!Given(k) && trained?.K is int trainedK) { kValue = trainedK; applied.Add($"--k {trainedK}"); }
+            var retrievalValue = r.GetValue(retrieval) == "recent" ? HistoryRetrieval.Recent : HistoryRetrieval.Subr;
+            if (!Given(retrieval) && trained?.EvaluationRetrieval is { } trainedRetrieval)
+            {
+                retrievalValue = trainedRetrieval;
+                applied.Add($"--retrieval {(trainedRetrieval == HistoryRetrieval.Recent ? "recent" : "subr")}");
+            }
+            var templateValue = PromptTemplate.Parse(r.GetValue(template)!);
+            if (!Given(template) && trained?.Template is { } trainedTemplate) { templateValue = PromptTemplate.Parse(trainedTemplate); applied.Add($"--template {trainedTemplate}"); }
+            if (applied.Count > 0)
+                Console.Error.WriteLine($"rellax: {string.Join(" ", applied)} from {Path.Combine(r.GetValue(adapter)!, TrainedPromptSettings.FileName)} (the adapter's training prompts; give an option to override)");
             var options = new EvaluationOptions
             {
-                K = r.GetValue(k), Retrieval = r.GetValue(retrieval) == "recent" ? HistoryRetrieval.Recent : HistoryRetrieval.Subr,
+                K = kValue, Retrieval = retrievalValue,
                 Order = r.GetValue(order) == "score" ? SubrOrder.Score : SubrOrder.Chronological,
                 PcaComponents = CommonOptions.PcaOrNull(r.GetValue(pca)),
                 Similarity = r.GetValue(similarity) == "dot" ? SubrSimilarity.Dot : SubrSimilarity.Cosine,
@@ -74,7 +92,7 @@ internal static class EvalCommand
                 CacheDirectory = r.GetValue(noCache) ? null : r.GetValue(cache) ?? Path.Combine(dataDir, "cache"),
                 Scoring = new ScoringOptions
                 {
-                    Template = PromptTemplate.Parse(r.GetValue(template)!), Attention = CommonOptions.ParseAttention(r.GetValue(attention)!), BatchSize = r.GetValue(batch),
+                    Template = templateValue, Attention = CommonOptions.ParseAttention(r.GetValue(attention)!), BatchSize = r.GetValue(batch),
                 },
             };
             return Run(r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), dataDir, r.GetValue(adapter), r.GetValue(crm), r.GetValue(din),

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
 using Rellax.Kernels;
+using Rellax.Rec;
 using Rellax.Runtime;
 
 namespace Rellax.Cli;
@@ -57,10 +58,23 @@ internal static class ScoreCommand
         json.Description = "Print a JSON summary (count, backend, attention, timings, tokens/s): on stdout with --output, else on stderr.";
         var cmd = new Command("score", Description) { model, adapter, template, attention, weights.Format, weights.Threshold, backend, threads, batch, maxTokens, yes, no, input, output, json };
         cmd.SetAction(r => CommonOptions.Guard(cancel => Run(new Settings(
-            r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(adapter), PromptTemplate.Parse(r.GetValue(template)!),
+            r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(adapter), TemplateFor(r, template, r.GetValue(adapter)),
             CommonOptions.ParseAttention(r.GetValue(attention)!), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(maxTokens),
             r.GetValue(yes)!, r.GetValue(no)!, r.GetValue(input)!, r.GetValue(output), r.GetValue(json), weights.Parse(r)), cancel)));
         return cmd;
+    }
+
+    /// <summary>--template as given; else the template the adapter was trained with (its training.json, said on stderr);
+    /// else the default.</summary>
+    private static PromptTemplate TemplateFor(ParseResult r, Option<string> template, string? adapterDir)
+    {
+        if (r.GetResult(template) is not { Implicit: false } && adapterDir is not null && Directory.Exists(adapterDir)
+            && TrainedPromptSettings.Read(adapterDir)?.Template is { } trained)
+        {
+            Console.Error.WriteLine($"rellax: --template {trained} from {Path.Combine(adapterDir, TrainedPromptSettings.FileName)} (the adapter's training prompts; give --template to override)");
+            return PromptTemplate.Parse(trained);
+        }
+        return PromptTemplate.Parse(r.GetValue(template)!);
     }
 
     private sealed record Settings(string ModelDir, string? AdapterDir, PromptTemplate Template, AttentionPrecision Attention,

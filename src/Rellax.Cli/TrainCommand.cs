@@ -317,7 +317,7 @@ internal static class TrainCommand
     };
 
     /// <summary>The summary file's name (settings and final numbers).</summary>
-    public const string SummaryFile = "training.json";
+    public const string SummaryFile = TrainedPromptSettings.FileName;
 
     /// <summary>Refuses option combinations that cannot mean anything, each in one line.</summary>
     private static void CheckCombinations(Settings s)

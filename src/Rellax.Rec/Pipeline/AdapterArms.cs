@@ -199,6 +199,14 @@ public static class AdapterArms
                 cancellationToken);
             result = trainer.ToAdapter(Name(arm));
         }
+        // What eval and score read to build the same prompts (TrainedPromptSettings), and the run's numbers.
+        File.WriteAllText(Path.Combine(directory, TrainedPromptSettings.FileName), System.Text.Json.JsonSerializer.Serialize(new
+        {
+            arm = Name(arm), trained, k = options.K, retrieval = arm switch { AdapterArm.LoraRecent => "recent", AdapterArm.ReiT => "mixed", _ => "subr" },
+            template = evaluation.Scoring.Template.Name, train_rows = trainSamples.Count, train_examples = train.Examples.Count, valid_examples = valid.Examples.Count,
+            steps = training.Loop.Steps, best_step = training.Loop.BestStep, batch_size = options.BatchSize, lr = loop.LearningRate, seed = options.Seed,
+            valid_auc = training.BestValid is { } b && double.IsFinite(b.Auc) ? b.Auc : (double?)null,
+        }, new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
         var test = CtrEvaluation.Run(model, result, set, armCrm, evaluation with { Split = SampleSplit.Test, Limit = options.TestLimit },
             null, warn, cancellationToken);
         return new AdapterArmResult(arm, trained, trainSamples.Count, train.Examples.Count, training, curve, test, clock.Elapsed.TotalSeconds, result);

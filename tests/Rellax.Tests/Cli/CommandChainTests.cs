@@ -198,11 +198,13 @@ public sealed partial class CommandChainTests
     [Test]
     public void DemoFastHonoursAnExplicitUserCountAndLimit()
     {
-        var (code, stdout, err) = Run("demo", "--fast", "--users", "20", "--limit", "3", "--json", "--backend", "cpu");
+        var (code, stdout, err) = Run("demo", "--fast", "--users", "20", "--limit", "12", "--steps", "2", "--arms", "lora-subr", "--json", "--backend", "cpu");
         Assert.That(code, Is.EqualTo(0), err);
         var root = JsonDocument.Parse(stdout).RootElement;
-        Assert.That(root.GetProperty("users").GetInt32(), Is.EqualTo(20), "--users given: honoured, not replaced by --fast's 16");
-        Assert.That(root.GetProperty("scored").GetInt32(), Is.EqualTo(3));
+        Assert.That(root.GetProperty("users").GetInt32(), Is.EqualTo(20), "--users given: honoured, not replaced by --fast's 32");
+        Assert.That(root.GetProperty("test_scored").GetInt32(), Is.EqualTo(12));
+        Assert.That(root.GetProperty("steps").GetInt32(), Is.EqualTo(2));
+        Assert.That(root.GetProperty("arms").EnumerateArray().Select(a => a.GetProperty("arm").GetString()), Is.EqualTo(new[] { "din", "zero-shot", "lora-subr" }));
     }
 
     [Test]

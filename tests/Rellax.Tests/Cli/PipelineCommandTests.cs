@@ -34,37 +34,74 @@ public sealed class PipelineCommandTests
 
     [OneTimeTearDown] public void Clean() { if (_dir is not null) Directory.Delete(_dir, recursive: true); }
 
+    /// <summary>The demo's JSON object of one arm.</summary>
+    private JsonElement Arm(string name) => _demoJson.GetProperty("arms").EnumerateArray().Single(a => a.GetProperty("arm").GetString() == name);
+
     [Test]
-    public void TheFastDemoRunsEveryStageAndReportsWhatItFound()
+    public void TheFastDemosJsonShapeIsStable()
     {
         var j = _demoJson;
-        Assert.That(j.GetProperty("scored").GetInt32(), Is.EqualTo(24));
-        Assert.That(j.GetProperty("stages").EnumerateArray().Select(s => s.GetProperty("stage").GetString()),
-            Is.EqualTo(new[] { "embed", "pca", "retrieve", "prompts", "tokenize", "forward" }));
-        var metrics = j.GetProperty("metrics");
-        Assert.That(metrics.GetProperty("count").GetInt32(), Is.EqualTo(24));
-        Assert.That(metrics.GetProperty("logloss").GetDouble(), Is.GreaterThan(0));
+        Assert.That(j.EnumerateObject().Select(p => p.Name), Is.SupersetOf(new[]
+        {
+            "model", "backend", "seed", "users", "items", "ratings", "samples", "k", "steps", "batch_size", "train_rows", "test_scored", "retrieval",
+            "arms", "winner", "output", "total_seconds",
+        }));
+        Assert.That(j.GetProperty("test_scored").GetInt32(), Is.EqualTo(64));
+        Assert.That(j.GetProperty("k").GetInt32(), Is.EqualTo(3));
+        var arms = j.GetProperty("arms").EnumerateArray().ToArray();
+        Assert.That(arms.Select(a => a.GetProperty("arm").GetString()), Is.EqualTo(new[] { "din", "zero-shot", "lora-recent", "lora-subr", "rellax" }));
+        foreach (var a in arms)
+        {
+            Assert.That(a.EnumerateObject().Select(p => p.Name), Is.SupersetOf(new[] { "arm", "trained", "train_rows", "seconds", "auc", "logloss", "accuracy", "count" }));
+            Assert.That(a.GetProperty("count").GetInt32(), Is.EqualTo(64), "every arm is scored on the same test samples");
+            Assert.That(a.GetProperty("auc").GetDouble(), Is.InRange(0.0, 1.0));
+            Assert.That(a.GetProperty("logloss").GetDouble(), Is.GreaterThan(0));
+            Assert.That(a.GetProperty("seconds").GetDouble(), Is.GreaterThan(0));
+        }
+        Assert.That(Arm("lora-subr").GetProperty("train_rows").GetInt32(), Is.EqualTo(j.GetProperty("train_rows").GetInt32()));
+        Assert.That(Arm("zero-shot").GetProperty("train_rows").GetInt32(), Is.EqualTo(0));
+        Assert.That(j.GetProperty("winner").GetString(), Is.AnyOf("din", "lora-recent", "lora-subr", "rellax"));
         var retrieval = j.GetProperty("retrieval");
         TestContext.Out.WriteLine($"category agreement: SUBR {retrieval.GetProperty("subr")}, recent {retrieval.GetProperty("recent")}, whole {retrieval.GetProperty("whole_history")}");
         // The synthetic users' tastes give retrieval something to find: SUBR's history shares the target's category more often.
         Assert.That(retrieval.GetProperty("subr").GetDouble(), Is.GreaterThan(retrieval.GetProperty("recent").GetDouble()));
-        Assert.That(j.GetProperty("note").GetString(), Does.Contain("not trained for recommendation"));
-        foreach (string f in new[] { "prepared/dataset.json", "prepared/items.jsonl", "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "crm.safetensors", "scores.jsonl" })
+        foreach (string f in new[] { "prepared/dataset.json", "prepared/items.jsonl", "din/config.json", "din/model.safetensors", "crm.safetensors",
+                     "arms/rellax/adapter_config.json", "arms/rellax/adapter_model.safetensors", "arms/rellax/training.json", "arms/rellax/training.jsonl",
+                     "arms/lora-subr/adapter_model.safetensors", "arms/lora-recent/scores.jsonl" })
             Assert.That(File.Exists(Path.Combine(_demo, f)), f);
-        Assert.That(File.ReadAllLines(Path.Combine(_demo, "scores.jsonl")), Has.Length.EqualTo(24));
+        Assert.That(File.ReadAllLines(Path.Combine(_demo, "arms", "rellax", "scores.jsonl")), Has.Length.EqualTo(64));
+        byte[] png = File.ReadAllBytes(Path.Combine(_demo, "curves.png"));
+        Assert.That(png.Take(8), Is.EqualTo(new byte[] { 0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A }), "curves.png is a PNG");
+    }
+
+    [Test]
+    public void TheTrainedArmsBeatTheUntrainedModelOnTheSyntheticTestSplit()
+    {
+        // Seeded (the demo's default seed), not timed: every trained arm ranks the 64 test samples better than the base
+        // model does (an untrained LoRA is the base model: B = 0), and the CRM beats it too.
+        double untrained = Arm("zero-shot").GetProperty("auc").GetDouble();
+        foreach (string arm in new[] { "din", "lora-recent", "lora-subr", "rellax" })
+        {
+            double auc = Arm(arm).GetProperty("auc").GetDouble();
+            TestContext.Out.WriteLine($"{arm}: test AUC {auc:F4} (untrained {untrained:F4})");
+            Assert.That(auc, Is.GreaterThan(untrained), arm);
+        }
     }
 
     [Test]
     public void EvalOnTheDemosOutputGivesTheDemosScoresAndUsesTheCacheTheSecondTime()
     {
         string scores = Path.Combine(_dir, "eval-scores.jsonl");
-        string[] args = ["eval", "--data", Path.Combine(_demo, "prepared"), "--adapter", Path.Combine(_demo, "adapter"), "--crm", Path.Combine(_demo, "crm.safetensors"),
-            "--k", "5", "--limit", "24", "--pca", "32", "--backend", "cpu", "--json", "--scores", scores];
+        // No --k, --retrieval or --template: eval takes them from the trained adapter's training.json, and says so.
+        string[] args = ["eval", "--data", Path.Combine(_demo, "prepared"), "--adapter", Path.Combine(_demo, "arms", "rellax"), "--crm", Path.Combine(_demo, "crm.safetensors"),
+            "--limit", "64", "--pca", "32", "--backend", "cpu", "--json", "--scores", scores];
         var (code, stdout, stderr) = Run(args);
         Assert.That(code, Is.EqualTo(0), stderr);
+        Assert.That(stderr, Does.Contain("--k 3 --retrieval subr --template none from").And.Contain("training.json"));
         var j = JsonDocument.Parse(stdout).RootElement;
-        Assert.That(j.GetProperty("metrics").GetProperty("auc").GetDouble(), Is.EqualTo(_demoJson.GetProperty("metrics").GetProperty("auc").GetDouble()).Within(1e-9));
-        Assert.That(P(scores), Is.EqualTo(P(Path.Combine(_demo, "scores.jsonl"))).Within(1e-9), "the demo and eval score the same prompts the same");
+        Assert.That(j.GetProperty("k").GetInt32(), Is.EqualTo(3));
+        Assert.That(j.GetProperty("metrics").GetProperty("auc").GetDouble(), Is.EqualTo(Arm("rellax").GetProperty("auc").GetDouble()).Within(1e-6));
+        Assert.That(P(scores), Is.EqualTo(P(Path.Combine(_demo, "arms", "rellax", "scores.jsonl"))).Within(1e-9), "the demo and eval score the same prompts the same");
         // The demo filled the cache in its folder; eval's default cache is DATA/cache, so a run there is computed once, then cached.
         var (code2, stdout2, stderr2) = Run(args);
         Assert.That(code2, Is.EqualTo(0), stderr2);
@@ -82,13 +119,13 @@ public sealed class PipelineCommandTests
         var (code, _, stderr) = Run("embed", "--items", Path.Combine(_demo, "prepared", "items.jsonl"), "--output", vectors, "--backend", "cpu");
         Assert.That(code, Is.EqualTo(0), stderr);
         string scores = Path.Combine(_dir, "given-scores.jsonl");
-        (code, var stdout, stderr) = Run("eval", "--data", Path.Combine(_demo, "prepared"), "--adapter", Path.Combine(_demo, "adapter"),
-            "--crm", Path.Combine(_demo, "crm.safetensors"), "--item-vectors", vectors, "--k", "5", "--limit", "24", "--pca", "32",
+        (code, var stdout, stderr) = Run("eval", "--data", Path.Combine(_demo, "prepared"), "--adapter", Path.Combine(_demo, "arms", "rellax"),
+            "--crm", Path.Combine(_demo, "crm.safetensors"), "--item-vectors", vectors, "--limit", "64", "--pca", "32",
             "--no-cache", "--backend", "cpu", "--json", "--scores", scores);
         Assert.That(code, Is.EqualTo(0), stderr);
         var stages = JsonDocument.Parse(stdout).RootElement.GetProperty("stages").EnumerateArray().Select(s => s.GetProperty("stage").GetString());
         Assert.That(stages, Is.EqualTo(new[] { "pca", "retrieve", "prompts", "tokenize", "forward" }));
-        Assert.That(P(scores), Is.EqualTo(P(Path.Combine(_demo, "scores.jsonl"))).Within(1e-6));
+        Assert.That(P(scores), Is.EqualTo(P(Path.Combine(_demo, "arms", "rellax", "scores.jsonl"))).Within(1e-6));
 
         // export takes the same vectors without a model.
         string reit = Path.Combine(_dir, "reit-given.jsonl");
@@ -103,7 +140,7 @@ public sealed class PipelineCommandTests
     {
         // export --format score --spa --crm writes the prompts with SPA markers and the vectors the CFLoRA + SPA adapter
         // needs; rellax score on that file must give exactly what eval scores in one command.
-        string prepared = Path.Combine(_demo, "prepared"), adapter = Path.Combine(_demo, "adapter"), crm = Path.Combine(_demo, "crm.safetensors");
+        string prepared = Path.Combine(_demo, "prepared"), adapter = Path.Combine(_demo, "arms", "rellax"), crm = Path.Combine(_demo, "crm.safetensors");
         string evalScores = Path.Combine(_dir, "eval-recent.jsonl"), requests = Path.Combine(_dir, "requests-crm.jsonl"), scores = Path.Combine(_dir, "score-crm.jsonl");
         var (code, _, stderr) = Run("eval", "--data", prepared, "--adapter", adapter, "--crm", crm, "--retrieval", "recent", "--k", "3", "--limit", "6",
             "--backend", "cpu", "--scores", evalScores);
@@ -132,13 +169,13 @@ public sealed class PipelineCommandTests
     [Test]
     public void EvalWithTheDemosDinComputesTheSameCrmFeatures()
     {
-        // The demo saved its random DIN; eval --din runs it on the same 24 test samples, so h_u and the item embeddings,
-        // and with them the scores, are the demo's.
+        // The demo saved the DIN it trained (as crm train does); eval --din runs it on the same 64 test samples, so h_u and
+        // the item embeddings, and with them the scores of the ReLLaX arm, are the demo's.
         string scores = Path.Combine(_dir, "din-scores.jsonl");
-        var (code, _, stderr) = Run("eval", "--data", Path.Combine(_demo, "prepared"), "--adapter", Path.Combine(_demo, "adapter"),
-            "--din", Path.Combine(_demo, "din"), "--k", "5", "--limit", "24", "--pca", "32", "--backend", "cpu", "--scores", scores);
+        var (code, _, stderr) = Run("eval", "--data", Path.Combine(_demo, "prepared"), "--adapter", Path.Combine(_demo, "arms", "rellax"),
+            "--din", Path.Combine(_demo, "din"), "--limit", "64", "--pca", "32", "--backend", "cpu", "--scores", scores);
         Assert.That(code, Is.EqualTo(0), stderr);
-        Assert.That(P(scores), Is.EqualTo(P(Path.Combine(_demo, "scores.jsonl"))).Within(1e-6));
+        Assert.That(P(scores), Is.EqualTo(P(Path.Combine(_demo, "arms", "rellax", "scores.jsonl"))).Within(1e-6));
     }
 
     [TestCase("generate"), TestCase("score"), TestCase("embed"), TestCase("index"), TestCase("retrieve"), TestCase("backends"),
@@ -155,7 +192,7 @@ public sealed class PipelineCommandTests
     {
         string prepared = Path.Combine(_demo, "prepared");
         string scores = Path.Combine(_dir, "never.jsonl");
-        var (code, _, stderr) = Run("eval", "--data", prepared, "--adapter", Path.Combine(_demo, "adapter"), "--k", "5", "--limit", "2", "--retrieval", "recent", "--scores", scores);
+        var (code, _, stderr) = Run("eval", "--data", prepared, "--adapter", Path.Combine(_demo, "arms", "rellax"), "--k", "5", "--limit", "2", "--retrieval", "recent", "--scores", scores);
         Assert.That(code, Is.EqualTo(1));
         Assert.That(stderr.Trim().Split('\n'), Has.Length.EqualTo(1));
         Assert.That(stderr, Does.StartWith("rellax: ").And.Contain("CRM"));
