@@ -2,6 +2,7 @@
 // load a model, embed the catalogue and build a SUBR index, retrieve each user's K most relevant past items for the
 // item to rank, score the click prompts with a ReLLaX adapter, and fine-tune the adapter for a few steps.
 //
+//   dotnet pack -c Release                                     # once: fills the local feed artifacts/packages
 //   dotnet run --project samples/Consumer -c Release -- [--model DIR]
 //
 // DIR is a Hugging Face Llama-family folder (config.json, model.safetensors, tokenizer.json); the default is the
@@ -39,7 +40,7 @@ static int Run(string modelDir)
                       $"{model.WeightBytes:N0} weight bytes, on {backend.Name}");
 
     // 2. The catalogue, embedded by the LLM, and a SUBR index over it (centred, as the rellax pipeline does).
-    Item[] catalogue =
+    CatalogueItem[] catalogue =
     [
         new(101, "The Dark Castle", "horror"), new(102, "Night of the Wolf", "horror"), new(103, "The Haunted Lake", "horror"),
         new(104, "Ghost Train", "horror"), new(105, "The Last Scream", "horror"), new(106, "Shadows Below", "horror"),
@@ -67,7 +68,7 @@ static int Run(string modelDir)
     for (int u = 0; u < users.Length; u++)
     {
         var history = users[u].History;
-        var chosen = new List<Item>();
+        var chosen = new List<CatalogueItem>();
         foreach (int position in top.PositionsOf(u)) chosen.Add(byId[history[position]]);
         Check(chosen.Count == Math.Min(k, history.Length), $"user {users[u].Id}: {chosen.Count} items retrieved, expected {Math.Min(k, history.Length)}");
         Console.WriteLine($"user {users[u].Id}: target \"{byId[users[u].Target].Title}\", SUBR-{k}: {string.Join("; ", chosen.Select(i => i.Title))}");
@@ -119,7 +120,7 @@ static int Run(string modelDir)
 }
 
 // A ReLLa-style click prompt from the retrieved history (short: stories260K's context is 512 tokens).
-static string Prompt(IEnumerable<Item> history, Item target) =>
+static string Prompt(IEnumerable<CatalogueItem> history, CatalogueItem target) =>
     $"The user watched: {string.Join(", ", history.Select(i => $"\"{i.Title}\" ({i.Genre})"))}. " +
     $"Will the user like \"{target.Title}\" ({target.Genre})? Answer:";
 
@@ -141,4 +142,4 @@ static string ParseModel(string[] args)
 }
 
 /// <summary>A catalogue entry: the service's item id, its title and genre.</summary>
-internal sealed record Item(long Id, string Title, string Genre);
+internal sealed record CatalogueItem(long Id, string Title, string Genre);
