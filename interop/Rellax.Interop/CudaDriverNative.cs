@@ -7,7 +7,7 @@ namespace Rellax.Interop;
 /// <c>CUfunction</c>, <c>CUstream</c>; <c>CUdevice</c> is an <see cref="int"/>. Prefer the checked wrappers in
 /// <see cref="CudaDriver"/>.
 /// </summary>
-public static unsafe partial class CudaDriverNative
+internal static unsafe partial class CudaDriverNative
 {
     static CudaDriverNative() => NativeLibraryResolver.EnsureRegistered();
 

@@ -33,7 +33,7 @@ public enum NvrtcResult
 }
 
 /// <summary>Raw NVRTC entry points. Prefer the checked wrappers in <see cref="Nvrtc"/>.</summary>
-public static unsafe partial class NvrtcNative
+internal static unsafe partial class NvrtcNative
 {
     static NvrtcNative() => NativeLibraryResolver.EnsureRegistered();
 

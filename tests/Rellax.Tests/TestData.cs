@@ -24,6 +24,15 @@ public static class TestData
         return null;
     }
 
+    /// <summary>The repository root: the first folder holding <c>Kernels.sln</c> at or above the test assembly's.</summary>
+    /// <exception cref="DirectoryNotFoundException">No such folder.</exception>
+    public static string RepoRoot()
+    {
+        for (DirectoryInfo? dir = new(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "Kernels.sln"))) return dir.FullName;
+        throw new DirectoryNotFoundException($"the repository root (Kernels.sln) was not found above '{AppContext.BaseDirectory}'");
+    }
+
     /// <summary>
     /// Full path of <paramref name="relative"/> (a file or folder under <c>shared/data</c>); marks the
     /// calling test ignored when it is absent.

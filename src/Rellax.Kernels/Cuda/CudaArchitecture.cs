@@ -32,7 +32,7 @@ public readonly record struct CudaArchitecture(int Major, int Minor) : IComparab
 }
 
 /// <summary>What NVRTC produces: PTX (JIT-compiled by the driver at load) or a cubin (native code, one architecture).</summary>
-public enum CudaImageKind
+internal enum CudaImageKind
 {
     /// <summary>PTX text for a virtual architecture (<c>compute_XY</c>); runs on that and newer GPUs.</summary>
     Ptx,
@@ -48,4 +48,4 @@ public enum CudaImageKind
 /// <param name="Bytes">The image (PTX text without NUL, or cubin bytes).</param>
 /// <param name="Log">NVRTC's log (warnings); empty when the image came from the cache.</param>
 /// <param name="FromCache">Whether the image came from the on-disk cache rather than NVRTC.</param>
-public sealed record CudaImage(string SourceName, CudaImageKind Kind, CudaArchitecture Architecture, byte[] Bytes, string Log, bool FromCache);
+internal sealed record CudaImage(string SourceName, CudaImageKind Kind, CudaArchitecture Architecture, byte[] Bytes, string Log, bool FromCache);

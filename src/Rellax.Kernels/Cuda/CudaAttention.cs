@@ -14,7 +14,7 @@ namespace Rellax.Kernels.Cuda;
 /// are addressed through element strides (batch, head, token) as <see cref="AttentionShape"/> defines them.
 /// All launches are asynchronous on the given stream.
 /// </summary>
-public sealed class CudaAttention
+internal sealed class CudaAttention
 {
     /// <summary>Entry point of the key mean.</summary>
     public const string EntryPointKeyMean = "rellax_attn_key_mean";

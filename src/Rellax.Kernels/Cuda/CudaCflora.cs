@@ -8,7 +8,7 @@ namespace Rellax.Kernels.Cuda;
 /// (<c>y = [x | v] · [W0 | B]ᵀ (+ bias)</c>, the adapter fused into the base GEMM's K loop).
 /// fp32 activations, f32/f16/bf16 weights widened in the kernels, fp32 accumulation.
 /// </summary>
-public sealed class CudaCflora
+internal sealed class CudaCflora
 {
     /// <summary>Entry point of the down-projection and interaction kernel.</summary>
     public const string DownEntryPoint = "rellax_cflora_down";

@@ -14,7 +14,7 @@ namespace Rellax.Kernels.Cuda;
 /// truncated or corrupt is deleted and treated as a miss, so it is rebuilt. The cache never makes a compilation
 /// fail: I/O errors only cost the cache.
 /// </remarks>
-public sealed class CudaKernelCache
+internal sealed class CudaKernelCache
 {
     private static ReadOnlySpan<byte> Magic => "RLXCUDA1"u8;
     private const int HeaderSize = 8 + 8 + 32; // magic, payload length, payload SHA-256

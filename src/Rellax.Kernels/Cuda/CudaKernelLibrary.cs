@@ -11,7 +11,7 @@ namespace Rellax.Kernels.Cuda;
 /// embedded source compiled by NVRTC for the context's device (cubin when NVRTC knows the architecture, else PTX),
 /// through the on-disk cache. Everything is compiled and loaded in <see cref="Load"/>, not on the first launch.
 /// </remarks>
-public sealed class CudaKernelLibrary : IDisposable
+internal sealed class CudaKernelLibrary : IDisposable
 {
     /// <summary>File name of the prebuilt fatbin looked for next to the assembly.</summary>
     public const string FatbinFileName = "rellax_kernels.fatbin";

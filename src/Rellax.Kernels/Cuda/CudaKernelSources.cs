@@ -8,7 +8,7 @@ namespace Rellax.Kernels.Cuda;
 /// The hand-written CUDA sources (<c>kernels/*.cu</c>) and shared headers (<c>kernels/*.cuh</c>) embedded in this
 /// assembly as resources named <c>kernels/&lt;file&gt;</c>.
 /// </summary>
-public static partial class CudaKernelSources
+internal static partial class CudaKernelSources
 {
     /// <summary>Prefix of the embedded resource names.</summary>
     public const string ResourcePrefix = "kernels/";

@@ -7,7 +7,7 @@ namespace Rellax.Kernels.Cuda;
 /// A module image (cubin, fatbin or PTX) loaded into a CUDA context, e.g. ILGPU's
 /// (<c>CudaAccelerator.NativePtr</c> is the <c>CUcontext</c> in ILGPU 1.5). Unloaded on dispose.
 /// </summary>
-public sealed class CudaModule : IDisposable
+internal sealed class CudaModule : IDisposable
 {
     private readonly CudaModuleHandle _handle;
     private readonly ConcurrentDictionary<string, CudaFunction> _functions = new(StringComparer.Ordinal);
@@ -70,7 +70,7 @@ public sealed class CudaModule : IDisposable
 /// <param name="Handle">The <c>CUfunction</c>.</param>
 /// <param name="Name">The kernel's name.</param>
 /// <param name="Context">The <c>CUcontext</c> its module lives in.</param>
-public sealed record CudaFunction(IntPtr Handle, string Name, IntPtr Context)
+internal sealed record CudaFunction(IntPtr Handle, string Name, IntPtr Context)
 {
     /// <summary>
     /// Launches the kernel asynchronously on <paramref name="stream"/>, making its context current for the call if

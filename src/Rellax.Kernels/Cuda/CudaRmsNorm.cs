@@ -7,7 +7,7 @@ namespace Rellax.Kernels.Cuda;
 /// <c>y[r, i] = x[r, i] / sqrt(mean_j x[r, j]^2 + eps) * weight[i]</c>, fp32 with fp32 accumulation,
 /// one block per row.
 /// </summary>
-public sealed class CudaRmsNorm
+internal sealed class CudaRmsNorm
 {
     /// <summary>The kernel's entry point.</summary>
     public const string EntryPoint = "rellax_rmsnorm_f32";

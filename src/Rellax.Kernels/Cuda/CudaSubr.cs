@@ -11,7 +11,7 @@ namespace Rellax.Kernels.Cuda;
 /// beyond <see cref="MaxGrid"/> samples), one warp per history row, selection in 16 KiB of shared memory; the B × L
 /// score matrix is never written. The kernel file's header gives the algorithm and its roofline.
 /// </summary>
-public sealed class CudaSubr
+internal sealed class CudaSubr
 {
     /// <summary>Entry point for f32 tables.</summary>
     public const string EntryPointF32 = "rellax_subr_topk_f32";

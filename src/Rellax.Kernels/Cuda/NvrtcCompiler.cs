@@ -11,7 +11,7 @@ namespace Rellax.Kernels.Cuda;
 /// NVRTC is found by <see cref="NativeLibraryResolver"/>: <c>RELLAX_NVRTC_PATH</c>, then common sonames.
 /// Without a GPU, <c>.ci/fetch-nvrtc.sh DIR</c> provides one (Debian's CUDA 11.8 NVRTC).
 /// </remarks>
-public sealed class NvrtcCompiler
+internal sealed class NvrtcCompiler
 {
     /// <summary>Options every compilation gets, before the architecture and any extra options.</summary>
     public static IReadOnlyList<string> DefaultOptions { get; } = ["-std=c++17"];
