@@ -79,8 +79,9 @@ internal static class EvalCommand
             }
             var templateValue = PromptTemplate.Parse(r.GetValue(template)!);
             if (!Given(template) && trained?.Template is { } trainedTemplate) { templateValue = PromptTemplate.Parse(trainedTemplate); applied.Add($"--template {trainedTemplate}"); }
-            if (applied.Count > 0)
-                Console.Error.WriteLine($"rellax: {string.Join(" ", applied)} from {Path.Combine(r.GetValue(adapter)!, TrainedPromptSettings.FileName)} (the adapter's training prompts; give an option to override)");
+            // Said once the evaluation has run, so that an error stays one line.
+            string? note = applied.Count == 0 ? null
+                : $"rellax: {string.Join(" ", applied)} from {Path.Combine(r.GetValue(adapter)!, TrainedPromptSettings.FileName)} (the adapter's training prompts; give an option to override)";
             var options = new EvaluationOptions
             {
                 K = kValue, Retrieval = retrievalValue,
@@ -96,13 +97,13 @@ internal static class EvalCommand
                 },
             };
             return Run(r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), dataDir, r.GetValue(adapter), r.GetValue(crm), r.GetValue(din),
-                r.GetValue(itemVectors), options, r.GetResult(pca) is { Implicit: false }, r.GetValue(scores), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json), weights.Parse(r), cancel);
+                r.GetValue(itemVectors), options, r.GetResult(pca) is { Implicit: false }, r.GetValue(scores), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(json), weights.Parse(r), note, cancel);
         }));
         return cmd;
     }
 
     private static int Run(string modelDir, string dataDir, string? adapterDir, string? crmPath, string? dinDir, string? itemVectorsPath, EvaluationOptions options,
-        bool pcaGiven, string? scoresPath, string backendName, int threads, bool json, ModelLoadOptions weights, CancellationToken cancel)
+        bool pcaGiven, string? scoresPath, string backendName, int threads, bool json, ModelLoadOptions weights, string? note, CancellationToken cancel)
     {
         if (crmPath is not null && dinDir is not null) throw new ArgumentException("give either --crm or --din, not both");
         if (scoresPath is not null) OutputFile.Check(scoresPath, "--scores", dataDir, modelDir, adapterDir, crmPath, dinDir, itemVectorsPath);
@@ -137,6 +138,7 @@ internal static class EvalCommand
             result = CtrEvaluation.Run(model, adapter, set, crm, options, progress, PipelineReport.Warn, cancel);
 
         if (scoresPath is not null) PipelineReport.WriteScores(scoresPath, result, cancel);
+        if (note is not null) Console.Error.WriteLine(note);
 
         var m = result.Metrics;
         string retrieval = options.Retrieval == HistoryRetrieval.Subr ? "subr" : "recent";

@@ -141,7 +141,16 @@ public static class SyntheticDataset
             {
                 int c = rng.NextDouble() < o.FavouriteShare ? (rng.Next(2) == 0 ? first : second) : rng.Next(o.Categories);
                 var pool = byCategory[c].Where(i => !rated.Contains(i)).ToArray();
-                if (pool.Length == 0) continue;
+                if (pool.Length == 0)
+                {
+                    // The drawn category is used up: another open category of the same kind (favourite or not) when there is
+                    // one, else any open category, so that generation always ends (count <= items) without redrawing forever.
+                    bool wantFavourite = c == first || c == second;
+                    var open = Enumerable.Range(0, o.Categories).Where(cc => byCategory[cc].Any(i => !rated.Contains(i))).ToArray();
+                    var sameKind = open.Where(cc => (cc == first || cc == second) == wantFavourite).ToArray();
+                    c = sameKind.Length > 0 ? sameKind[rng.Next(sameKind.Length)] : open[rng.Next(open.Length)];
+                    pool = byCategory[c].Where(i => !rated.Contains(i)).ToArray();
+                }
                 int item = pool[rng.Next(pool.Length)];
                 rated.Add(item);
                 bool favourite = c == first || c == second;

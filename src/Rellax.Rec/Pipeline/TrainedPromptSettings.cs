@@ -48,7 +48,7 @@ public sealed record TrainedPromptSettings(int? K, string? Retrieval, string? Te
             if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"'{path}': expected a JSON object");
             int? k = null;
             if (root.TryGetProperty("k", out var kv) && kv.ValueKind != JsonValueKind.Null)
-                k = kv.TryGetInt32(out int value) && value >= 1 ? value : throw new InvalidDataException($"'{path}': \"k\" must be an integer >= 1, got {kv.GetRawText()}");
+                k = kv.ValueKind == JsonValueKind.Number && kv.TryGetInt32(out int value) && value >= 1 ? value : throw new InvalidDataException($"'{path}': \"k\" must be an integer >= 1, got {kv.GetRawText()}");
             string? Text(string name, IReadOnlyList<string> allowed)
             {
                 if (!root.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;

@@ -101,7 +101,8 @@ internal static class PublicApiListing
             }
             var index = property.GetIndexParameters();
             string name = index.Length == 0 ? property.Name : $"this[{Parameters(index, nullability)}]";
-            string required = property.IsDefined(typeof(RequiredMemberAttribute), false) ? "required " : "";
+            // By name: ScottPlot (the CLI's chart library) ships its own public copy of the attribute, so the type name is ambiguous here.
+            string required = property.CustomAttributes.Any(a => a.AttributeType.FullName == "System.Runtime.CompilerServices.RequiredMemberAttribute") ? "required " : "";
             yield return $"{Access(any)}property {required}{Modifiers(any, type)}{TypeName(property.PropertyType, nullability.Create(property))} {name} {{ {string.Join(" ", parts)} }}";
         }
 

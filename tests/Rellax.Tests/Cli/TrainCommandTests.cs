@@ -199,6 +199,44 @@ public sealed class TrainCommandTests
     }
 
     [Test]
+    public void ReLLaXsSecondStageExtendsATrainedLoraAndEvalUsesItsTrainingPrompts()
+    {
+        // Stage 1: a LoRA on SUBR-K prompts. Stage 2 (ReLLaX): --init-adapter that LoRA with --cflora --spa adds new
+        // generators and a projector, trains only them (the reference's default), and keeps LoRA A and B bit for bit.
+        string lora = Out("stage1"), rellax = Out("stage2");
+        var r = Run("train", "--data", _data, "--k", "2", "--retrieval", "subr", "--train-size", "8", "--valid-size", "6", "--r", "2",
+            "--steps", "2", "--batch-size", "4", "--template", "none", "--threads", "1", "--output", lora);
+        Assert.That(r.Code, Is.EqualTo(0), r.Err);
+        r = Run("train", "--data", _data, "--din", _din, "--init-adapter", lora, "--cflora", "--spa", "--k", "2", "--retrieval", "subr", "--train-size", "8",
+            "--valid-size", "6", "--steps", "2", "--batch-size", "4", "--template", "none", "--threads", "1", "--output", rellax, "--json");
+        Assert.That(r.Code, Is.EqualTo(0), r.Err);
+        using (var summary = JsonDocument.Parse(r.Out))
+            Assert.That(summary.RootElement.GetProperty("trainable").GetString(), Is.EqualTo("gate,projector"));
+        var config = LlamaConfig.Load(Path.Combine(ModelPaths.Stories260K, "config.json"));
+        var before = RellaxAdapter.Load(lora, config);
+        var after = RellaxAdapter.Load(rellax, config);
+        Assert.That((after.HasGenerators, after.Projector is not null, after.Config.InstanceDim, after.Config.CrmEmbedDim),
+            Is.EqualTo((true, true, (int?)DinModel.Load(_din).StateDim, (int?)4)));
+        for (int t = 0; t < before.Targets.Count; t++)
+        {
+            Assert.That(after.Targets[t].A, Is.EqualTo(before.Targets[t].A), $"target {t}: LoRA A frozen");
+            Assert.That(after.Targets[t].B, Is.EqualTo(before.Targets[t].B), $"target {t}: LoRA B frozen");
+        }
+
+        // eval takes K, retrieval and template from the adapter's training.json when they are not given.
+        var e = Run("eval", "--data", _data, "--adapter", rellax, "--din", _din, "--split", "valid", "--limit", "4", "--backend", "cpu", "--no-cache", "--json");
+        Assert.That(e.Code, Is.EqualTo(0), e.Err);
+        Assert.That(e.Err, Does.Contain("--k 2 --retrieval subr --template none from"));
+        using (var doc = JsonDocument.Parse(e.Out)) Assert.That(doc.RootElement.GetProperty("k").GetInt32(), Is.EqualTo(2));
+
+        // Asking for a part the adapter already has is one line.
+        var again = Run("train", "--data", _data, "--din", _din, "--init-adapter", rellax, "--cflora", "--k", "2", "--steps", "1", "--output", Out("stage3"));
+        Assert.That(again.Code, Is.EqualTo(1));
+        Assert.That(again.Err.Trim(), Does.Contain("already has CFLoRA generators"));
+        Assert.That(Directory.Exists(Out("stage3")), Is.False);
+    }
+
+    [Test]
     public void ANonFiniteLossStopsNamingTheStepAndKeepsTheLastGoodCheckpoint()
     {
         // lr 1e30: the first AdamW step moves every trained weight by ~1e30, and a later step overflows (its loss, or the

@@ -74,6 +74,19 @@ public sealed class PipelineTests
         Assert.That(() => SyntheticDataset.Create(new SyntheticDatasetOptions { ItemsPerCategory = 500 }), Throws.ArgumentException.With.Message.Contains("ItemsPerCategory"));
         Assert.That(() => SyntheticDataset.Create(new SyntheticDatasetOptions { MinRatingsPerUser = 10, MaxRatingsPerUser = 5 }),
             Throws.ArgumentException.With.Message.Contains("ratings per user"));
+        Assert.That(() => SyntheticDataset.Create(new SyntheticDatasetOptions { QualityShare = 0.6 }), Throws.ArgumentException.With.Message.Contains("QualityShare"));
+        Assert.That(() => SyntheticDataset.Create(new SyntheticDatasetOptions { RatingNoise = double.NaN }), Throws.ArgumentException.With.Message.Contains("RatingNoise"));
+    }
+
+    [Test]
+    public void GenerationEndsWhenTheFavouriteCategoriesRunOut()
+    {
+        // Every event wants a favourite category, but a user rates more items than two categories hold: the rest come from
+        // other categories instead of drawing forever.
+        var data = SyntheticDataset.Create(new SyntheticDatasetOptions { Users = 3, ItemsPerCategory = 5, Categories = 4, MinRatingsPerUser = 14, MaxRatingsPerUser = 14, FavouriteShare = 1 });
+        Assert.That(data.Ratings, Has.Length.EqualTo(3 * 14));
+        foreach (var user in data.Ratings.ToArray().GroupBy(r => r.User))
+            Assert.That(user.Select(r => r.Item).Distinct().Count(), Is.EqualTo(14), "no item rated twice");
     }
 
     // ---- recent-K and SUBR-K over a sample set ----------------------------------------------------------------

@@ -172,4 +172,39 @@ public sealed class AdapterInitTests
             Assert.That(e.Message, Does.Contain(message));
         }
     }
+
+    [Test]
+    public void ExtendKeepsTheLoraAndAddsNewGeneratorsAndAProjectorInitialisedAsCreateDoes()
+    {
+        var model = AdapterKit.Tiny;
+        var lora = AdapterInit.Create(model, new AdapterInitOptions { Rank = 3, TargetModules = AllModules, Seed = 5 });
+        var rng = new Random(2);
+        // A trained-looking LoRA: B no longer zero.
+        var trained = RellaxAdapter.Create(lora.Config, [.. lora.Targets.Select(t => t with { B = [.. t.B.Select(_ => (float)rng.NextDouble() - 0.5f)] })], null, model, "trained");
+        var both = AdapterInit.Extend(model, trained, instanceDim: 6, crmEmbedDim: 4, seed: 9);
+        Assert.That((both.HasGenerators, both.Projector is not null, both.Config.InstanceDim, both.Config.CrmEmbedDim, both.Config.Rank),
+            Is.EqualTo((true, true, (int?)6, (int?)4, 3)));
+        for (int t = 0; t < trained.Targets.Count; t++)
+        {
+            Assert.That(both.Targets[t].A, Is.EqualTo(trained.Targets[t].A));
+            Assert.That(both.Targets[t].B, Is.EqualTo(trained.Targets[t].B));
+            var g = both.Targets[t].Generator!;
+            Assert.That(g.LnWeight, Is.All.EqualTo(1f));
+            Assert.That(g.LnBias.Concat(g.B1).Concat(g.B2), Is.All.EqualTo(0f));
+            Assert.That(g.W1.Select(Math.Abs), Is.All.LessThanOrEqualTo(1 / Math.Sqrt(6) + 1e-7), "Kaiming-uniform bound 1/sqrt(d_h)");
+            Assert.That(g.W2.Select(Math.Abs), Is.All.LessThanOrEqualTo(1 / Math.Sqrt(18) + 1e-7), "Kaiming-uniform bound 1/sqrt(2r^2)");
+        }
+        Assert.That(both.Projector!.B1.Concat(both.Projector.B2), Is.All.EqualTo(0f));
+        Assert.That(AdapterInit.Extend(model, trained, 6, 4, seed: 9).Targets[0].Generator!.W1, Is.EqualTo(both.Targets[0].Generator!.W1), "deterministic per seed");
+
+        var spaOnly = AdapterInit.Extend(model, trained, null, 4, seed: 9);
+        Assert.That((spaOnly.HasGenerators, spaOnly.Projector is not null), Is.EqualTo((false, true)));
+        var gatesOnly = AdapterInit.Extend(model, trained, 6, null, seed: 9);
+        Assert.That((gatesOnly.HasGenerators, gatesOnly.Projector is null), Is.EqualTo((true, true)));
+
+        Assert.That(() => AdapterInit.Extend(model, trained, null, null), Throws.ArgumentException.With.Message.Contains("nothing to add"));
+        Assert.That(() => AdapterInit.Extend(model, both, 6, null), Throws.ArgumentException.With.Message.Contains("already has CFLoRA generators"));
+        Assert.That(() => AdapterInit.Extend(model, spaOnly, null, 4), Throws.ArgumentException.With.Message.Contains("already has an SPA projector"));
+        Assert.That(() => AdapterInit.Extend(model, trained, 0, null), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Message.Contains("d_h"));
+    }
 }
