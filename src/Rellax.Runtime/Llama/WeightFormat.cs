@@ -14,7 +14,7 @@ public enum WeightFormat
     /// <summary>Converted to f16 at load (widened on the fly by the kernels).</summary>
     F16,
     /// <summary>
-    /// Quantized at load to int8, symmetric per output row (<see cref="Primitives.QuantizeInt8"/>): every linear layer, lm_head
+    /// Quantized at load to int8, symmetric per output row (<see cref="Primitives.QuantizeInt8(Tensor)"/>): every linear layer, lm_head
     /// and the embedding. Linear layers run LLM.int8()-style (<see cref="Primitives.LinearInt8"/>); adapters stay fp32.
     /// CPU backend only.
     /// </summary>
@@ -38,6 +38,10 @@ public sealed record ModelLoadOptions
     /// weight quantization (W8A32); that is how <c>--int8-diagnose</c> separates weight from activation error.
     /// </summary>
     internal Func<string, float?>? Int8Plan { get; init; }
+
+    /// <summary>Diagnostics (benchmarks and tests): the int8 activation group size (<see cref="Int8Weights.GroupSize"/>; default
+    /// <see cref="Primitives.DefaultInt8GroupSize"/>).</summary>
+    internal int Int8GroupSize { get; init; } = Primitives.DefaultInt8GroupSize;
 
     /// <summary>The command-line spellings of <see cref="WeightFormat"/>, in the order shown to users.</summary>
     public static IReadOnlyList<string> WeightNames { get; } = ["auto", "f32", "bf16", "f16", "int8"];
