@@ -56,7 +56,7 @@ public class Int8LinearBenchmarks
     public void Int8() => _cpu.Primitives.LinearInt8(_xt, _w8, null, _yt);
 
     /// <summary>A quick Stopwatch pass over every shape (best of 5), for development: fp32 and int8 at activation groups of
-    /// 32, 64, 128 (the default) and 256 columns, interleaved per shape.</summary>
+    /// 32, 64 (the default), 128 and 256 columns, interleaved per shape.</summary>
     public static void Quick()
     {
         Console.WriteLine($"CPU: {CpuBackend.Int8Paths}");
@@ -67,7 +67,7 @@ public class Int8LinearBenchmarks
             double Best(Action a) { a(); double best = double.MaxValue; for (int i = 0; i < 5; i++) { var sw = Stopwatch.StartNew(); a(); best = Math.Min(best, sw.Elapsed.TotalMilliseconds); } return best; }
             double f = Best(b.Fp32);
             var line = $"{shape}: fp32 {f:F1} ms ({shape.Flops / f / 1e6:F0} GFLOP/s)";
-            foreach (int group in new[] { 32, 64, Primitives.DefaultInt8GroupSize, 256 })
+            foreach (int group in new[] { 32, 64, 128, 256 })
             {
                 using var w8 = b._cpu.Primitives.QuantizeInt8(b._wt, group);
                 double q = Best(() => b._cpu.Primitives.LinearInt8(b._xt, w8, null, b._yt));

@@ -227,12 +227,26 @@ internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKern
         public readonly int Cols;
         public readonly int Rows;
 
+        /// <summary>Per-row scales of an int8 matrix (<see cref="DType.I8"/>: <see cref="Data"/> in the packed layout of
+        /// <see cref="CpuInt8Linear"/>), read as q · scale; null otherwise.</summary>
+        public readonly float* Scales;
+
         public TypedMatrix(in Tensor t)
         {
             Data = CpuBackend.Ptr<byte>(t);
             Type = t.DType;
             Cols = t.Dim(1);
             Rows = t.Dim(0);
+        }
+
+        /// <summary>An int8 weight read dequantized (q · scale_row, one f32 rounding, as the forward's fp32 columns).</summary>
+        public TypedMatrix(Int8Weights w)
+        {
+            Data = ((CpuBuffer)w.Values).Pointer;
+            Type = DType.I8;
+            Cols = w.Cols;
+            Rows = w.Rows;
+            Scales = (float*)((CpuBuffer)w.Scales).Pointer;
         }
 
         /// <summary>A matrix over raw memory: <paramref name="cols"/> elements of <paramref name="type"/> per row.</summary>
@@ -251,6 +265,7 @@ internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKern
             {
                 DType.F32 => ((float*)Data)[i],
                 DType.F16 => (float)((Half*)Data)[i],
+                DType.I8 => CpuInt8Linear.ValueAt((sbyte*)Data, Cols, row, col) * Scales[row],
                 _ => BitConverter.UInt32BitsToSingle((uint)((ushort*)Data)[i] << 16),
             };
         }
@@ -266,6 +281,7 @@ internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKern
                 case DType.F32: new ReadOnlySpan<float>((float*)Data + start, n).CopyTo(new Span<float>(dst, n)); break;
                 case DType.F16: TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>((Half*)Data + start, n), new Span<float>(dst, n)); break;
                 case DType.BF16: WidenBf16((ushort*)Data + start, n, dst); break;
+                case DType.I8: CpuInt8Linear.Dequantize((sbyte*)Data, Scales[row], Cols, row, col0, n, dst); break;
                 default: throw new NotSupportedException($"CFLoRA weights of dtype {Type}");
             }
         }

@@ -25,18 +25,21 @@ namespace Rellax.Kernels.Cpu;
 /// G·255·127 ≤ 8.3·10⁶ (G ≤ 256): exact in i32, and its unbiased sum (≤ G·127² &lt; 2²⁴) exact when converted to f32.
 /// </para>
 /// <para>
-/// <b>Microkernels</b> (tile 6 rows × 16 columns, one activation group of K at a time in registers; after each group the
-/// shared <see cref="AccumulateGroup"/> turns the i32 tile into <c>f += (float)(acc − 128·Σ_g w8) · s_x[t, g]</c> on an f32
-/// tile in L1, ~40 zmm operations per 12·G/4 dot instructions, about 10 % at G = 128):
+/// <b>Microkernels</b> (tile 6 rows × 16 columns, one activation group of K at a time in registers; after each group its
+/// i32 tile becomes <c>f += (float)(acc − 128·Σ_g w8) · s_x[t, g]</c> on an f32 tile in L1, multiply then add, no FMA: about
+/// 60 vector operations per 12·G/4 dot instructions, i.e. per 192 at the default G = 64; measured cost in
+/// <c>benchmarks/results/int8-weights.md</c>):
 /// <list type="bullet">
 /// <item>AVX-VNNI: per k-quad two ymm loads of the weight strip (16 columns × 4 k), six dword broadcasts of x and twelve
-/// <c>vpdpbusd</c> (12 ymm accumulators): 32 MACs per instruction, twice the 16 of a zmm fp32 FMA.</item>
+/// <c>vpdpbusd</c> (12 ymm accumulators): 32 MACs per instruction, twice the 16 of a zmm fp32 FMA; the group step runs
+/// on the accumulators in registers (<see cref="KernelVnniGroups"/>).</item>
 /// <item>AVX-512BW without VNNI: the weight quad-columns sign-extended to i16 (<c>vpmovsxbw</c>), the x quad zero-extended to
 /// four i16 (<c>pdep</c>) and broadcast, <c>vpmaddwd</c> + <c>vpaddd</c>. i16 × i16 pair sums are exact in i32. Not
 /// <c>vpmaddubsw</c>: with u8 up to 255 its i16 pair sum reaches 2·255·127 = 64 770 and saturates; the sign trick
 /// (|x8| × sign(x8)·w8, pair sums ≤ 2·127² = 32 258) needs a masked negation of the weights per x row, which costs as many
 /// instructions per MAC as the i16 path.</item>
-/// <item>Scalar: the same sums in plain loops.</item>
+/// <item>Scalar: the same sums in plain loops. These two write the group's i32 tile and the shared
+/// <see cref="AccumulateGroup"/> does the group step.</item>
 /// </list>
 /// All three produce the same i32 tile per group; the shared group step and one shared epilogue (<c>f·s_w</c>, plus the outlier
 /// terms and the bias) turn it into f32, so the three paths give bit-identical outputs.
@@ -197,12 +200,25 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
             for (int t = t0; t < t0 + count; t++)
             {
                 int j = ((int*)ip)[t];
-                float s = scales[j];
-                sbyte* strip = packed + (long)(j / NR) * kq * NR * 4 + (j % NR) * 4;
-                float* dst = (float*)yp + (long)t * h;
-                for (int p = 0; p < h; p++) dst[p] = strip[(long)(p >> 2) * NR * 4 + (p & 3)] * s;
+                Dequantize(packed, scales[j], h, j, 0, h, (float*)yp + (long)t * h);
             }
         });
+    }
+
+    /// <summary>q[row, col] of a packed weight with <paramref name="k"/> columns.</summary>
+    internal static sbyte ValueAt(sbyte* packed, int k, int row, int col) =>
+        packed[(long)(row / NR) * Quads(k) * NR * 4 + (row % NR) * 4 + (long)(col >> 2) * NR * 4 + (col & 3)];
+
+    /// <summary>dst[0..n) = q[row, col0 .. col0 + n) · scale (the dequantized row, one f32 rounding per element): the embedding
+    /// gather and the frozen-weight backward (<see cref="CpuCflora.TypedMatrix"/>) read int8 weights through it.</summary>
+    internal static void Dequantize(sbyte* packed, float scale, int k, int row, int col0, int n, float* dst)
+    {
+        sbyte* strip = packed + (long)(row / NR) * Quads(k) * NR * 4 + (row % NR) * 4;
+        for (int i = 0; i < n; i++)
+        {
+            int p = col0 + i;
+            dst[i] = strip[(long)(p >> 2) * NR * 4 + (p & 3)] * scale;
+        }
     }
 
     // ---------------------------------------------------------------- forward
@@ -454,6 +470,12 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
                     byte* a = job.A + sm * aStrip;
                     Vector512<float>.Zero.Store(acc); Vector512<float>.Zero.Store(acc + 16); Vector512<float>.Zero.Store(acc + 32);
                     Vector512<float>.Zero.Store(acc + 48); Vector512<float>.Zero.Store(acc + 64); Vector512<float>.Zero.Store(acc + 80);
+                    if (job.Dots == DotStrategy.AvxVnni)
+                    {
+                        KernelVnniGroups(job.Kq, job.GroupQuads, a, b, job.GroupSums + (long)sn * job.Groups * NR, job.Sx + (long)sm * job.Groups * MR, acc);
+                        Epilogue(job, acc, sm, sn);
+                        continue;
+                    }
                     for (int g = 0; g < job.Groups; g++)
                     {
                         int p0 = g * job.GroupQuads, quads = Math.Min(job.Kq, p0 + job.GroupQuads) - p0;
@@ -461,7 +483,6 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
                         sbyte* bg = b + (long)p0 * NR * 4;
                         switch (job.Dots)
                         {
-                            case DotStrategy.AvxVnni: KernelVnni(quads, ag, bg, tile); break;
                             case DotStrategy.Avx512BW: KernelAvx512BW(quads, ag, bg, tile); break;
                             default: KernelScalar(quads, ag, bg, tile); break;
                         }
@@ -525,38 +546,53 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
         }
     }
 
-    /// <summary>tile[i·16 + j] = Σ_k a[k, i]·b[k, j] (u8 × s8, i32) with AVX-VNNI: 12 ymm accumulators, 12 vpdpbusd per k-quad.</summary>
+    /// <summary>
+    /// The whole K of one 6 × 16 tile with AVX-VNNI, group by group (<paramref name="gq"/> k-quads each, the last one
+    /// shorter): the group's i32 sums in 12 ymm accumulators, then the group step of <see cref="AccumulateGroup"/> on ymm
+    /// halves in registers (no i32 tile round trip through memory), f[i, j] += (float)(acc + 128·negSums[j]) · sx[i]; the same
+    /// IEEE operations per element as <see cref="AccumulateGroup"/>, so bit-identical to the other strategies.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void KernelVnni(int kq, byte* a, sbyte* b, int* tile)
+    private static void KernelVnniGroups(int kq, int gq, byte* a, sbyte* b, short* negSums, float* sx, float* f)
     {
-        Vector256<int> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
-        Vector256<int> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
-        for (int p = 0; p < kq; p++, a += MR * 4, b += NR * 4)
+        for (int p0 = 0; p0 < kq; p0 += gq, negSums += NR, sx += MR)
         {
-            Vector256<sbyte> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 32);
-            Vector256<byte> av = Vector256.Create(*(int*)a).AsByte();
-            c00 = AvxVnni.MultiplyWideningAndAdd(c00, av, b0); c01 = AvxVnni.MultiplyWideningAndAdd(c01, av, b1);
-            av = Vector256.Create(*(int*)(a + 4)).AsByte();
-            c10 = AvxVnni.MultiplyWideningAndAdd(c10, av, b0); c11 = AvxVnni.MultiplyWideningAndAdd(c11, av, b1);
-            av = Vector256.Create(*(int*)(a + 8)).AsByte();
-            c20 = AvxVnni.MultiplyWideningAndAdd(c20, av, b0); c21 = AvxVnni.MultiplyWideningAndAdd(c21, av, b1);
-            av = Vector256.Create(*(int*)(a + 12)).AsByte();
-            c30 = AvxVnni.MultiplyWideningAndAdd(c30, av, b0); c31 = AvxVnni.MultiplyWideningAndAdd(c31, av, b1);
-            av = Vector256.Create(*(int*)(a + 16)).AsByte();
-            c40 = AvxVnni.MultiplyWideningAndAdd(c40, av, b0); c41 = AvxVnni.MultiplyWideningAndAdd(c41, av, b1);
-            av = Vector256.Create(*(int*)(a + 20)).AsByte();
-            c50 = AvxVnni.MultiplyWideningAndAdd(c50, av, b0); c51 = AvxVnni.MultiplyWideningAndAdd(c51, av, b1);
+            int p1 = Math.Min(kq, p0 + gq);
+            Vector256<int> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+            Vector256<int> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+            for (int p = p0; p < p1; p++, a += MR * 4, b += NR * 4)
+            {
+                Vector256<sbyte> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 32);
+                Vector256<byte> av = Vector256.Create(*(int*)a).AsByte();
+                c00 = AvxVnni.MultiplyWideningAndAdd(c00, av, b0); c01 = AvxVnni.MultiplyWideningAndAdd(c01, av, b1);
+                av = Vector256.Create(*(int*)(a + 4)).AsByte();
+                c10 = AvxVnni.MultiplyWideningAndAdd(c10, av, b0); c11 = AvxVnni.MultiplyWideningAndAdd(c11, av, b1);
+                av = Vector256.Create(*(int*)(a + 8)).AsByte();
+                c20 = AvxVnni.MultiplyWideningAndAdd(c20, av, b0); c21 = AvxVnni.MultiplyWideningAndAdd(c21, av, b1);
+                av = Vector256.Create(*(int*)(a + 12)).AsByte();
+                c30 = AvxVnni.MultiplyWideningAndAdd(c30, av, b0); c31 = AvxVnni.MultiplyWideningAndAdd(c31, av, b1);
+                av = Vector256.Create(*(int*)(a + 16)).AsByte();
+                c40 = AvxVnni.MultiplyWideningAndAdd(c40, av, b0); c41 = AvxVnni.MultiplyWideningAndAdd(c41, av, b1);
+                av = Vector256.Create(*(int*)(a + 20)).AsByte();
+                c50 = AvxVnni.MultiplyWideningAndAdd(c50, av, b0); c51 = AvxVnni.MultiplyWideningAndAdd(c51, av, b1);
+            }
+            var k0 = Vector256.ShiftLeft(Avx2.ConvertToVector256Int32(Vector128.Load(negSums)), 7);
+            var k1 = Vector256.ShiftLeft(Avx2.ConvertToVector256Int32(Vector128.Load(negSums + 8)), 7);
+            Step(f, c00, c01, k0, k1, sx[0]); Step(f + 16, c10, c11, k0, k1, sx[1]); Step(f + 32, c20, c21, k0, k1, sx[2]);
+            Step(f + 48, c30, c31, k0, k1, sx[3]); Step(f + 64, c40, c41, k0, k1, sx[4]); Step(f + 80, c50, c51, k0, k1, sx[5]);
         }
-        c00.Store(tile); c01.Store(tile + 8);
-        c10.Store(tile + 16); c11.Store(tile + 24);
-        c20.Store(tile + 32); c21.Store(tile + 40);
-        c30.Store(tile + 48); c31.Store(tile + 56);
-        c40.Store(tile + 64); c41.Store(tile + 72);
-        c50.Store(tile + 80); c51.Store(tile + 88);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static void Step(float* row, Vector256<int> lo, Vector256<int> hi, Vector256<int> k0, Vector256<int> k1, float s)
+        {
+            var sv = Vector256.Create(s);
+            (Vector256.Load(row) + Vector256.ConvertToSingle(lo + k0) * sv).Store(row);
+            (Vector256.Load(row + 8) + Vector256.ConvertToSingle(hi + k1) * sv).Store(row + 8);
+        }
     }
 
     /// <summary>
-    /// The same tile with AVX-512BW: weights sign-extended to i16 (8 columns × 4 k per zmm), the x quad zero-extended to
+    /// One group's 6 × 16 i32 tile with AVX-512BW: weights sign-extended to i16 (8 columns × 4 k per zmm), the x quad zero-extended to
     /// four i16 and broadcast, vpmaddwd (lane 2j: k0, k1 of column j; lane 2j + 1: k2, k3), pairs summed at the end.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -57,10 +57,10 @@ public sealed class Primitives
 
     /// <summary>
     /// Input columns per activation scale group of the int8 linear layer (<see cref="LinearInt8"/>): each row of x gets one int8
-    /// scale per 128 consecutive columns instead of one for the whole row (measured in
-    /// <c>benchmarks/results/int8-weights.md</c>: the per-row scale was the main p_yes error).
+    /// scale per 64 consecutive columns instead of one for the whole row (the per-row scale was the main p_yes error on the
+    /// scoring model's MLP; 64 measured best of 32/64/128/256, see <c>benchmarks/results/int8-weights.md</c>).
     /// </summary>
-    public const int DefaultInt8GroupSize = 128;
+    public const int DefaultInt8GroupSize = 64;
 
     /// <summary>Largest activation group size: each group's i32 sum must be exact in f32 and its weight sum fit in i16.</summary>
     public const int MaxInt8GroupSize = 256;

@@ -94,6 +94,17 @@ internal sealed class LinearWeight
     /// <summary>The dense matrix as a tensor [rows, cols]; for int8 weights, an error naming the caller's need.</summary>
     public Tensor Tensor => Dense?.AsTensor(Rows, Cols) ?? throw new NotSupportedException("this operation needs dense (f32/f16/bf16) weights, not int8");
 
+    /// <summary>This frozen weight's term of <see cref="BackwardOps.LinearInput"/> (dense, or int8 read dequantized).</summary>
+    /// <param name="dy">Gradient of the loss with respect to the layer's output, f32 [T, rows].</param>
+    public FrozenLinearTerm Frozen(Tensor dy) => Int8 is { } q ? new FrozenLinearTerm(dy, q) : new FrozenLinearTerm(dy, Tensor);
+
+    /// <summary>An adapted module's <see cref="CfloraBackwardModule"/> with this weight as its frozen W0 (dense, or
+    /// <see cref="CfloraBackwardModule.W0Int8"/>).</summary>
+    internal CfloraBackwardModule AdaptedBackward(Tensor a, Tensor b, Tensor? g, float scale, Tensor dy, Tensor? da, Tensor? db, Tensor? dg) =>
+        Int8 is { } q
+            ? new CfloraBackwardModule(default, a, b, g, scale, dy, da, db, dg) { W0Int8 = q }
+            : new CfloraBackwardModule(Tensor, a, b, g, scale, dy, da, db, dg);
+
     /// <summary>y = x Wᵀ (+ bias), through <see cref="Primitives.Linear"/> or <see cref="Primitives.LinearInt8"/>.</summary>
     public void Apply(Primitives ops, Tensor x, Tensor? bias, Tensor y)
     {

@@ -243,9 +243,11 @@ public sealed class CpuInt8LinearTests
             for (int i = 0; i < y.Length; i++) { num += Math.Pow(y[i] - fp32[i], 2); den += Math.Pow(fp32[i], 2); }
             return Math.Sqrt(num / den);
         }
-        double perRow = Error(k), group32 = Error(32), group128 = Error(Primitives.DefaultInt8GroupSize);
-        TestContext.Out.WriteLine($"relative L2 error to fp32: one scale per row {perRow:E3}, groups of 128 {group128:E3}, groups of 32 {group32:E3}");
+        double perRow = Error(k), group32 = Error(32), group128 = Error(128), groupDefault = Error(Primitives.DefaultInt8GroupSize);
+        TestContext.Out.WriteLine($"relative L2 error to fp32: one scale per row {perRow:E3}, groups of 128 {group128:E3}, " +
+            $"groups of {Primitives.DefaultInt8GroupSize} (default) {groupDefault:E3}, groups of 32 {group32:E3}");
         Assert.That(group128, Is.LessThan(perRow), "groups of 128 vs one scale per row");
+        Assert.That(groupDefault, Is.LessThan(perRow), "the default group size vs one scale per row");
         Assert.That(group32, Is.LessThan(0.75 * perRow), "groups of 32 vs one scale per row");
     }
 
