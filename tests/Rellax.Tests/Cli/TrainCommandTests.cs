@@ -144,8 +144,9 @@ public sealed class TrainCommandTests
 
     /// <summary>
     /// <c>--weights int8</c>: an adapter trains on the int8 base (QLoRA-style, issue 19), the load line names the format, the
-    /// steps' losses are finite and B moves from zero; scoring the valid lines with the same int8 base reproduces the run's
-    /// validation.
+    /// steps' losses are finite and B moves from zero; scoring the valid lines with the same int8 base gives the run's
+    /// validation LogLoss within 1e-2 (not 1e-4 as on an f32 base: LLM.int8() picks the outlier columns over all rows of a
+    /// call, so int8 scores depend on which prompts share a batch; measured 1.8e-3 apart here).
     /// </summary>
     [Test]
     public void TrainsOnAnInt8Base()
@@ -167,8 +168,8 @@ public sealed class TrainCommandTests
         Assert.That(s.Code, Is.EqualTo(0), s.Err);
         var p = File.ReadAllLines(scores).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("p_yes").GetDouble()).ToArray();
         var labels = File.ReadAllLines(_valid).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("label").GetInt32() == 1).ToArray();
-        Assert.That(CtrMetrics.Compute(p, labels).LogLoss, Is.EqualTo(summary.RootElement.GetProperty("valid").GetProperty("logloss").GetDouble()).Within(1e-4),
-            "score on the int8 base reproduces the run's validation");
+        Assert.That(CtrMetrics.Compute(p, labels).LogLoss, Is.EqualTo(summary.RootElement.GetProperty("valid").GetProperty("logloss").GetDouble()).Within(1e-2),
+            "score on the int8 base reproduces the run's validation up to the batch dependence of the outlier columns");
         AssertNoTemporaries();
     }
 
