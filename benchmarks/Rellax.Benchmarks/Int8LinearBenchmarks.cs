@@ -56,7 +56,8 @@ public class Int8LinearBenchmarks
     public void Int8() => _cpu.Primitives.LinearInt8(_xt, _w8, null, _yt);
 
     /// <summary>A quick Stopwatch pass over every shape (best of 5), for development: fp32 and int8 at activation groups of
-    /// 32, 64 (the default), 128 and 256 columns, interleaved per shape.</summary>
+    /// 32, 64 (the default), 128 and 256 columns, and W8A32 (every column an outlier column: the fp32 GEMM over the
+    /// dequantized weight, training's exact mode), interleaved per shape.</summary>
     public static void Quick()
     {
         Console.WriteLine($"CPU: {CpuBackend.Int8Paths}");
@@ -73,6 +74,8 @@ public class Int8LinearBenchmarks
                 double q = Best(() => b._cpu.Primitives.LinearInt8(b._xt, w8, null, b._yt));
                 line += $", int8 G{group} {q:F1} ms ({f / q:F2}x)";
             }
+            double a32 = Best(() => b._cpu.Primitives.LinearInt8(b._xt, b._w8, null, b._yt, 1e-30f));
+            line += $", int8 weights with fp32 activations (threshold 1e-30, W8A32) {a32:F1} ms ({f / a32:F2}x)";
             Console.WriteLine(line);
             b.Cleanup();
         }

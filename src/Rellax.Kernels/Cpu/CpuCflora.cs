@@ -175,10 +175,18 @@ internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKern
         Product(backend, xp, rows, din, new TypedMatrix(w), bp, yp, dout);
     }
 
-    /// <summary>y[M,N] = x[M,K] · w[N,K]ᵀ (+ bias): the GEMV paths for small M with AVX-512, the blocked path otherwise.</summary>
+    /// <summary>
+    /// y[M,N] = x[M,K] · (scale_row ⊙ W8)ᵀ (+ bias) in fp32: an int8 weight read dequantized while the blocked GEMM packs it
+    /// (W8A32; <see cref="CpuInt8Linear"/> runs it when every input column is an outlier column). K ≥ 1.
+    /// </summary>
+    internal static void LinearDequantized(CpuBackend backend, float* x, int rows, Int8Weights w, float* bias, float* y) =>
+        Product(backend, x, rows, w.Cols, new TypedMatrix(w), bias, y, w.Rows);
+
+    /// <summary>y[M,N] = x[M,K] · w[N,K]ᵀ (+ bias): the GEMV paths for small M with AVX-512 (not for int8 weights), the
+    /// blocked path otherwise.</summary>
     private static void Product(CpuBackend backend, float* x, int rows, int din, TypedMatrix w, float* bias, float* y, int dout)
     {
-        if (rows <= FusedGemvMaxRows && CpuGemm.UseVector512)
+        if (rows <= FusedGemvMaxRows && CpuGemm.UseVector512 && w.Type != DType.I8)
             Gemv(backend, x, rows, din, w, default, null, bias, y, dout);
         else
         {

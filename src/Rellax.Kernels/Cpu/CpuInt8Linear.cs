@@ -45,6 +45,10 @@ namespace Rellax.Kernels.Cpu;
 /// terms and the bias) turn it into f32, so the three paths give bit-identical outputs.
 /// </para>
 /// <para>
+/// <b>All columns outliers</b> (a threshold below every |x|, W8A32): the fp32 GEMM over the weight dequantized while packing
+/// (<see cref="CpuCflora.LinearDequantized"/>): the same function, another float summation order, fp32 GEMM speed.
+/// </para>
+/// <para>
 /// <b>Blocking and threads.</b> The output is cut into parts along N (strips of 16 columns, several parts per thread,
 /// handed out dynamically) or along M when N is narrow. Inside a part: for each chunk of <see cref="MC"/> = 96 rows
 /// (≈ 96·K bytes of packed x, L2) and each weight strip (16·K bytes, L1 up to K = 2048, else L2), every 6-row x strip runs
@@ -233,6 +237,14 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
 
         int[] outliers = OutlierColumns(xp, m, k, threshold, threads);
         int no = outliers.Length;
+        if (no == k && k > 0)
+        {
+            // Every column is an outlier column (a threshold below every |x|): y = x · dequant(W8)ᵀ in fp32, i.e. W8A32, the
+            // fp32 model with the dequantized weights (training's exact mode). The blocked fp32 GEMM dequantizes each packed
+            // k step, instead of the epilogue's column-by-column outlier path.
+            CpuCflora.LinearDequantized(_backend, xp, m, w, bp, yp);
+            return;
+        }
         long aBytes = (long)mStrips * kq * MR * 4;
         byte* a = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(aBytes, 64), 64);
         float* sx = (float*)NativeMemory.AlignedAlloc((nuint)(Math.Max((long)mStrips * groups * MR, 1) * sizeof(float)), 64);

@@ -92,8 +92,8 @@ public sealed record AdapterTrainingOptions
 /// CPU backend only (the backward ops have no GPU implementation yet). Base weights f32, f16, bf16 or int8 (QLoRA-style: the
 /// forward runs the int8 layers as scoring does, LLM.int8() W8A8; the backward reads the frozen int8 weights dequantized, so
 /// the gradient is the straight-through one, that of the fp32 model with the dequantized weights evaluated at the int8
-/// forward's activations; with <see cref="ModelLoadOptions.OutlierThreshold"/> below every |x| the forward is that fp32 model
-/// itself and the gradient exact).
+/// forward's activations; with <see cref="ModelLoadOptions.OutlierThreshold"/> below every |x|, e.g. 1e-30, the forward is
+/// that fp32 model itself, run as the fp32 GEMM over the dequantized weights, and the gradient exact).
 /// Not thread-safe; dispose to free the backend memory.
 /// </remarks>
 public sealed class AdapterTrainer : ITrainable, IDisposable

@@ -251,6 +251,34 @@ public sealed class CpuInt8LinearTests
         Assert.That(group32, Is.LessThan(0.75 * perRow), "groups of 32 vs one scale per row");
     }
 
+    /// <summary>
+    /// A threshold below every |x| sends every column to fp32 (W8A32): the CPU then runs the fp32 GEMM over the weight
+    /// dequantized while packing; it must equal the reference and fp32 <see cref="Primitives.Linear"/> on the dequantized
+    /// weight (small M takes the same blocked path: the GEMV has no int8 reader).
+    /// </summary>
+    [Test]
+    public void EveryColumnAnOutlierIsTheFp32LayerOnTheDequantizedWeight()
+    {
+        foreach (var (m, k, n) in new[] { (1, 37, 15), (3, 259, 33), (97, 513, 131) })
+        {
+            float[] x = RandomData.Uniform(m * k, 91 + m), w = RandomData.Uniform(n * k, 92 + k), bias = RandomData.Uniform(n, 93);
+            using var q = P.QuantizeInt8(_backend.Tensor(w, n, k));
+            var y = _backend.Zeros(m, n);
+            P.LinearInt8(_backend.Tensor(x, m, k), q, _backend.Tensor(bias, n), y, 1e-30f);
+            var expected = new float[m * n];
+            PrimitivesReference.LinearInt8(x, q.ReadValues(), q.ReadScales(), bias, expected, m, k, n, 1e-30f);
+            RandomData.AssertClose(y.ToArray<float>(), expected, 1e-5 * Math.Sqrt(k), 1e-5, $"W8A32 vs reference, [{m}, {k}, {n}]");
+            var values = q.ReadValues();
+            var scales = q.ReadScales();
+            var dequantized = new float[n * k];
+            for (int j = 0; j < n; j++)
+                for (int c = 0; c < k; c++) dequantized[j * k + c] = values[j * k + c] * scales[j];
+            var fp32 = _backend.Zeros(m, n);
+            P.Linear(_backend.Tensor(x, m, k), _backend.Tensor(dequantized, n, k), _backend.Tensor(bias, n), fp32);
+            RandomData.AssertClose(y.ToArray<float>(), fp32.ToArray<float>(), 1e-6 * Math.Sqrt(k), 1e-6, $"W8A32 vs fp32 Linear on the dequantized weight, [{m}, {k}, {n}]");
+        }
+    }
+
     [Test]
     public void GroupSizeOutsideItsRangeIsNamed()
     {
