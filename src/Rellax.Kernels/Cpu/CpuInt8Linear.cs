@@ -143,8 +143,7 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
                             continue;
                         }
                         sp[j] = scale;
-                        sbyte* strip = packed + (long)(j / NR) * kq * NR * 4 + (j % NR) * 4;
-                        for (int p = 0; p < k; p++) strip[(long)(p >> 2) * NR * 4 + (p & 3)] = q[p];
+                        for (int p = 0; p < k; p++) packed[Offset(k, j, p)] = q[p];
                         for (int g = 0; g < groups; g++)
                         {
                             int sum = 0;
@@ -178,20 +177,17 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
 
     public sbyte[] ReadValues(Int8Weights w)
     {
-        int n = w.Rows, k = w.Cols, kq = Quads(k);
+        int n = w.Rows, k = w.Cols;
         sbyte* packed = (sbyte*)((CpuBuffer)w.Values).Pointer;
         var result = new sbyte[(long)n * k];
         for (int j = 0; j < n; j++)
-        {
-            sbyte* strip = packed + (long)(j / NR) * kq * NR * 4 + (j % NR) * 4;
-            for (int p = 0; p < k; p++) result[(long)j * k + p] = strip[(long)(p >> 2) * NR * 4 + (p & 3)];
-        }
+            for (int p = 0; p < k; p++) result[(long)j * k + p] = packed[Offset(k, j, p)];
         return result;
     }
 
     public void Embedding(Tensor ids, Int8Weights table, Tensor y)
     {
-        int v = table.Rows, h = table.Cols, kq = Quads(h);
+        int v = table.Rows, h = table.Cols;
         var idSpan = CpuBackend.Span<int>(ids);
         foreach (int id in idSpan)
             if ((uint)id >= (uint)v)
@@ -209,20 +205,19 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
         });
     }
 
+    /// <summary>Where q[row, col] of a packed weight with <paramref name="k"/> columns lies: strip row / 16, k-quad col / 4,
+    /// lane row % 16, byte col % 4 (<c>[⌈N/16⌉][⌈K/4⌉][16][4]</c>).</summary>
+    private static long Offset(int k, int row, int col) =>
+        ((long)(row / NR) * Quads(k) + (col >> 2)) * NR * 4 + (row % NR) * 4 + (col & 3);
+
     /// <summary>q[row, col] of a packed weight with <paramref name="k"/> columns.</summary>
-    internal static sbyte ValueAt(sbyte* packed, int k, int row, int col) =>
-        packed[(long)(row / NR) * Quads(k) * NR * 4 + (row % NR) * 4 + (long)(col >> 2) * NR * 4 + (col & 3)];
+    internal static sbyte ValueAt(sbyte* packed, int k, int row, int col) => packed[Offset(k, row, col)];
 
     /// <summary>dst[0..n) = q[row, col0 .. col0 + n) · scale (the dequantized row, one f32 rounding per element): the embedding
     /// gather and the frozen-weight backward (<see cref="CpuCflora.TypedMatrix"/>) read int8 weights through it.</summary>
     internal static void Dequantize(sbyte* packed, float scale, int k, int row, int col0, int n, float* dst)
     {
-        sbyte* strip = packed + (long)(row / NR) * Quads(k) * NR * 4 + (row % NR) * 4;
-        for (int i = 0; i < n; i++)
-        {
-            int p = col0 + i;
-            dst[i] = strip[(long)(p >> 2) * NR * 4 + (p & 3)] * scale;
-        }
+        for (int i = 0; i < n; i++) dst[i] = packed[Offset(k, row, col0 + i)] * scale;
     }
 
     // ---------------------------------------------------------------- forward
@@ -418,19 +413,17 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
     /// <summary>wo[s][o][jj] = w8[16s + jj, outliers[o]] · s_w (0 past N): the fp32 weights of the outlier columns, per strip.</summary>
     private static void DequantizeOutlierColumns(Int8Weights w, int* outliers, int no, float* wo)
     {
-        int n = w.Rows, kq = Quads(w.Cols), strips = Strips(n);
+        int n = w.Rows, k = w.Cols, strips = Strips(n);
         sbyte* packed = (sbyte*)((CpuBuffer)w.Values).Pointer;
         float* sw = (float*)((CpuBuffer)w.Scales).Pointer;
         for (int s = 0; s < strips; s++)
             for (int o = 0; o < no; o++)
             {
-                int p = outliers[o];
-                sbyte* col = packed + ((long)s * kq + (p >> 2)) * NR * 4 + (p & 3);
                 float* dst = wo + ((long)s * no + o) * NR;
                 for (int jj = 0; jj < NR; jj++)
                 {
                     int j = s * NR + jj;
-                    dst[jj] = j < n ? col[jj * 4] * sw[j] : 0f;
+                    dst[jj] = j < n ? packed[Offset(k, j, outliers[o])] * sw[j] : 0f;
                 }
             }
     }
