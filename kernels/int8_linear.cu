@@ -2,7 +2,8 @@
 // with the semantics of PrimitivesReference.LinearInt8 (C#) and the same layout as the ILGPU kernels (IlgpuInt8Linear):
 //   W8  int   [N, Kq]  row-major, Kq = ceil(K/4), 4 signed bytes per int (byte 0 lowest), K padded with zeros
 //   sw  float [N]      per-row scale (max|w_j| / 127), rows quantized by rellax_int8_quantize_weights
-//   x8  int   [M, Kq]  per-token quantized activations with the outlier columns zeroed, sx float [M] their scales
+//   x8  int   [M, Kq]  activations quantized per token and group of G columns (G a multiple of 4 in [4, 256], so a group
+//                      owns whole ints) with the outlier columns zeroed, sx float [M, groups] their scales, groups = ceil(K/G)
 // Quantization of a row v: amax = max|v|, inv = 127 / amax (IEEE division: no fast math), q = clamp(rn(v·inv), ±127)
 // (cvt.rni: round half to even), scale = amax / 127; a non-finite value gives scale NaN and q = 0; a zero row scale 0.
 // These are the operations of the C# quantizer, so the integers agree with the CPU and ILGPU backends.
@@ -11,17 +12,20 @@
 //   rellax_int8_outlier_flags   grid ceil(K/256), block 256: flags[c] = max_t |x[t,c]| > threshold (NaN never counts)
 //   rellax_int8_compact         grid 1, block 32: list[0] = count, list[1..] = flagged columns ascending (lane 0 scans;
 //                               O(K) serial steps, ~K/1000 µs at K = 5632: small next to the GEMM, to be replaced by a scan)
-//   rellax_int8_quantize_rows   grid M, block 32: one warp per row (max by warp reduction, then quantize and pack)
+//   rellax_int8_quantize_rows   grid (groups, M), block 32: one warp per row and group (max by warp reduction, then
+//                               quantize and pack)
 //   rellax_int8_linear          grid (ceil(N/64), ceil(M/64)), block 256: the GEMM, below
 // plus rellax_int8_quantize_weights (grid N, block 32, f32/f16/bf16 source) at load and rellax_int8_embedding.
 //
 // GEMM (rellax_int8_linear): a block computes a 64 × 64 tile of y, each of its 256 threads a 4 × 4 sub-tile (rows
 // ty + 16·i, columns tx + 16·j). Per step of 16 ints (64 k values) the block stages x8[64][16] and W8[64][16] in shared
 // memory (4 ints per thread each, coalesced along Kq; rows padded to 17 ints against bank conflicts), then each thread
-// runs 4·4·16 = 256 dp4a from shared memory. Accumulation is exact in int32 (|acc| ≤ K·127² < 2^31 for K ≤ 131072).
-// Epilogue per output, in the C# kernels' order: v = (float)acc · (sx[t] · sw[j]); v += x[t,c] · ((float)q[j,c] · sw[j])
-// for each outlier column c ascending; v += bias[j]. (nvcc/NVRTC may contract these into FMAs: not bitwise equal to the
-// CPU, within float rounding.)
+// runs 4·4·16 = 256 dp4a from shared memory. Each activation group's sum is exact in int32 (|acc| ≤ G·127²); at the
+// group's last int (a block-uniform branch) every thread folds it into an f32 accumulator, f += (float)acc · sx[t, g], and
+// restarts acc at 0, as the C# kernels do group by group.
+// Epilogue per output, in the C# kernels' order: v = f · sw[j]; v += x[t,c] · ((float)q[j,c] · sw[j]) for each outlier
+// column c ascending; v += bias[j]. (nvcc/NVRTC may contract these into FMAs: not bitwise equal to the CPU, within float
+// rounding.)
 // Roofline: 2·M·N·K int ops (M·N·K/4 dp4a). Per 16-int step a thread makes 8 shared-memory loads for 16 dp4a, and a block
 // reads 2·64·64 bytes from global memory (L2) per 64·64·64 MACs, i.e. 64 MACs per byte: bound by dp4a issue (4 int8 MACs
 // per lane per instruction), roughly a quarter of what mma.sync s8 (m16n8k32, tensor cores) reaches; the mma path is the
@@ -115,27 +119,32 @@ extern "C" __global__ void rellax_int8_compact(const int* flags, int k, int* lis
     list[0] = count;
 }
 
-// x: [M, K]; flags: [K]; x8: [M, Kq]; sx: [M]. Grid M, block 32.
-extern "C" __global__ void rellax_int8_quantize_rows(const float* x, int m, int k, const int* flags, int* x8, float* sx) {
-    const int t = blockIdx.x;
-    if (t >= m) return;
-    const float s = rellax_int8_quantize_row_warp(x, RELLAX_INT8_DTYPE_F32, (long long)t * k, k, flags, x8 + (long long)t * ((k + 3) / 4));
-    if (threadIdx.x == 0) sx[t] = s;
+// x: [M, K]; flags: [K]; x8: [M, Kq]; sx: [M, groups], groups = ceil(K / group). Grid (groups, M), block 32: warp (g, t)
+// quantizes columns [g·group, min(K, (g+1)·group)) of row t.
+extern "C" __global__ void rellax_int8_quantize_rows(const float* x, int m, int k, int group, const int* flags, int* x8, float* sx) {
+    const int t = blockIdx.y, g = blockIdx.x, groups = (k + group - 1) / group;
+    if (t >= m || g >= groups) return;
+    const int c0 = g * group, len = (k < c0 + group ? k : c0 + group) - c0;
+    const float s = rellax_int8_quantize_row_warp(x, RELLAX_INT8_DTYPE_F32, (long long)t * k + c0, len, flags + c0,
+                                                  x8 + (long long)t * ((k + 3) / 4) + c0 / 4);
+    if (threadIdx.x == 0) sx[(long long)t * groups + g] = s;
 }
 
-// x8 [M, Kq], sx [M], w8 [N, Kq], sw [N], list [1 + count] (outlier columns), x [M, K] (f32, for the outlier columns),
-// bias [N] or null, y [M, N]. Grid (ceil(N/64), ceil(M/64)), block 256.
+// x8 [M, Kq], sx [M, groups], w8 [N, Kq], sw [N], list [1 + count] (outlier columns), x [M, K] (f32, for the outlier
+// columns), bias [N] or null, y [M, N]; group: activation columns per scale (a multiple of 4). Grid (ceil(N/64),
+// ceil(M/64)), block 256.
 extern "C" __global__ void __launch_bounds__(256) rellax_int8_linear(const int* x8, const float* sx, const int* w8, const float* sw,
                                                                     const int* list, const float* x, const float* bias, float* y,
-                                                                    int m, int n, int k) {
+                                                                    int m, int n, int k, int group) {
     __shared__ int xs[RELLAX_INT8_TILE][RELLAX_INT8_KSTEP + 1];
     __shared__ int ws[RELLAX_INT8_TILE][RELLAX_INT8_KSTEP + 1];
-    const int kq = (k + 3) / 4;
+    const int kq = (k + 3) / 4, gq = group / 4, groups = (k + group - 1) / group;
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     const int row0 = blockIdx.y * RELLAX_INT8_TILE, col0 = blockIdx.x * RELLAX_INT8_TILE;
     int acc[4][4];
+    float f[4][4];
     for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++) acc[i][j] = 0;
+        for (int j = 0; j < 4; j++) { acc[i][j] = 0; f[i][j] = 0.0f; }
     for (int p0 = 0; p0 < kq; p0 += RELLAX_INT8_KSTEP) {
         // Stage: element e = tid + 256·s of the 64 × 16 tile is (r = e / 16, q = e % 16): 16 consecutive ints per row.
         for (int s = 0; s < 4; s++) {
@@ -151,6 +160,15 @@ extern "C" __global__ void __launch_bounds__(256) rellax_int8_linear(const int* 
             for (int j = 0; j < 4; j++) b[j] = ws[tx + 16 * j][q];
             for (int i = 0; i < 4; i++)
                 for (int j = 0; j < 4; j++) acc[i][j] = rellax_dp4a(a[i], b[j], acc[i][j]);
+            const int p = p0 + q;
+            if (p < kq && ((p + 1) % gq == 0 || p + 1 == kq)) {  // the last int of group p / gq: the same p for the whole block
+                const int g = p / gq;
+                for (int i = 0; i < 4; i++) {
+                    const int t = row0 + ty + 16 * i;
+                    const float s = t < m ? sx[(long long)t * groups + g] : 0.0f;
+                    for (int j = 0; j < 4; j++) { f[i][j] += (float)acc[i][j] * s; acc[i][j] = 0; }
+                }
+            }
         }
         __syncthreads();
     }
@@ -162,7 +180,7 @@ extern "C" __global__ void __launch_bounds__(256) rellax_int8_linear(const int* 
             const int c0 = col0 + tx + 16 * j;
             if (c0 >= n) continue;
             const float s = sw[c0];
-            float v = (float)acc[i][j] * (sx[t] * s);
+            float v = f[i][j] * s;
             const signed char* wrow = (const signed char*)(w8 + (long long)c0 * kq);
             for (int o = 0; o < no; o++) {
                 const int c = list[1 + o];

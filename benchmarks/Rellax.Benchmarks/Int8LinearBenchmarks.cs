@@ -55,7 +55,9 @@ public class Int8LinearBenchmarks
     [Benchmark]
     public void Int8() => _cpu.Primitives.LinearInt8(_xt, _w8, null, _yt);
 
-    /// <summary>A quick Stopwatch pass over every shape (best of 5), for development.</summary>
+    /// <summary>A quick Stopwatch pass over every shape (best of 5), for development: fp32 and int8 at activation groups of
+    /// 32, 64 (the default), 128 and 256 columns, and W8A32 (every column an outlier column: the fp32 GEMM over the
+    /// dequantized weight, training's exact mode), interleaved per shape.</summary>
     public static void Quick()
     {
         Console.WriteLine($"CPU: {CpuBackend.Int8Paths}");
@@ -64,8 +66,17 @@ public class Int8LinearBenchmarks
             var b = new Int8LinearBenchmarks { Shape = shape };
             b.Setup();
             double Best(Action a) { a(); double best = double.MaxValue; for (int i = 0; i < 5; i++) { var sw = Stopwatch.StartNew(); a(); best = Math.Min(best, sw.Elapsed.TotalMilliseconds); } return best; }
-            double f = Best(b.Fp32), q = Best(b.Int8);
-            Console.WriteLine($"{shape}: fp32 {f:F1} ms ({shape.Flops / f / 1e6:F0} GFLOP/s), int8 {q:F1} ms ({shape.Flops / q / 1e6:F0} GOP/s), ratio {f / q:F2}x");
+            double f = Best(b.Fp32);
+            var line = $"{shape}: fp32 {f:F1} ms ({shape.Flops / f / 1e6:F0} GFLOP/s)";
+            foreach (int group in new[] { 32, 64, 128, 256 })
+            {
+                using var w8 = b._cpu.Primitives.QuantizeInt8(b._wt, group);
+                double q = Best(() => b._cpu.Primitives.LinearInt8(b._xt, w8, null, b._yt));
+                line += $", int8 G{group} {q:F1} ms ({f / q:F2}x)";
+            }
+            double a32 = Best(() => b._cpu.Primitives.LinearInt8(b._xt, b._w8, null, b._yt, 1e-30f));
+            line += $", int8 weights with fp32 activations (threshold 1e-30, W8A32) {a32:F1} ms ({f / a32:F2}x)";
+            Console.WriteLine(line);
             b.Cleanup();
         }
     }

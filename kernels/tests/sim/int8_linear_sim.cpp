@@ -1,9 +1,11 @@
 // int8_linear_sim.cpp: runs kernels/int8_linear.cu on the CPU through cuda_host_sim.h (dp4a by its C fallback in
 // rellax_common.cuh) and checks, per shape:
-//   - the quantized weights (f32, f16 and bf16 sources) and activations equal a host quantizer written from the C#
-//     definition (PrimitivesReference.QuantizeRowInt8: the same float operations, so the same integers), bit for bit;
+//   - the quantized weights (f32, f16 and bf16 sources) and activations (per row and group of G columns) equal a host
+//     quantizer written from the C# definition (PrimitivesReference.QuantizeRowInt8: the same float operations, so the same
+//     integers), bit for bit;
 //   - the GEMM's int32 sums are exact: with unit scales, no outlier columns and no bias, y equals the exact integer dot;
-//   - the layer equals a double-precision LLM.int8() reference (outlier columns in fp32) within float rounding;
+//   - the layer equals a double-precision reference (PrimitivesReference.LinearInt8: per-group activation scales, outlier
+//     columns in fp32) within float rounding, for several group sizes;
 //   - the embedding gather equals q · scale exactly.
 //   g++ -std=c++20 -O1 -pthread -I kernels kernels/tests/sim/int8_linear_sim.cpp -o /tmp/int8_linear_sim && /tmp/int8_linear_sim
 // Exits non-zero on any mismatch. Says nothing about speed or real warp schedules (see cuda_host_sim.h).
@@ -57,7 +59,7 @@ float from_bits16(uint16_t h, int dtype) {
     return dtype == RELLAX_INT8_DTYPE_F16 ? rellax_f16_to_f32(h) : rellax_bf16_to_f32(h);
 }
 
-void check(int m, int k, int n, int dtype, unsigned seed) {
+void check(int m, int k, int n, int dtype, int group, unsigned seed) {
     std::mt19937 rng(seed);
     std::uniform_real_distribution<float> u(-1.0f, 1.0f);
     const int kq = (k + 3) / 4;
@@ -97,12 +99,13 @@ void check(int m, int k, int n, int dtype, unsigned seed) {
     }
 
     // Activations: flags, list, quantized rows.
+    const int groups = (k + group - 1) / group;
     std::vector<int> flags(std::max(k, 1), -1), list(k + 1, -1), x8((size_t)m * kq, -1);
-    std::vector<float> sx(m, -1.0f);
+    std::vector<float> sx((size_t)m * groups, -1.0f);
     const float threshold = 6.0f;
     if (k > 0) rellax_sim_launch({(unsigned)((k + 255) / 256), 1, 1}, {256, 1, 1}, [&] { rellax_int8_outlier_flags(x.data(), m, k, threshold, flags.data()); });
     rellax_sim_launch({1, 1, 1}, {32, 1, 1}, [&] { rellax_int8_compact(flags.data(), k, list.data()); });
-    rellax_sim_launch({(unsigned)m, 1, 1}, {32, 1, 1}, [&] { rellax_int8_quantize_rows(x.data(), m, k, flags.data(), x8.data(), sx.data()); });
+    if (groups > 0) rellax_sim_launch({(unsigned)groups, (unsigned)m, 1}, {32, 1, 1}, [&] { rellax_int8_quantize_rows(x.data(), m, k, group, flags.data(), x8.data(), sx.data()); });
     std::vector<int> outlier(k, 0);
     for (int c = 0; c < k; c++)
         for (int t = 0; t < m; t++) if (std::fabs(x[(size_t)t * k + c]) > threshold) outlier[c] = 1;
@@ -112,8 +115,12 @@ void check(int m, int k, int n, int dtype, unsigned seed) {
     if (list[0] != expected_count) fail("outlier count", m, k, n, 0, list[0], expected_count);
     std::vector<int8_t> qx((size_t)m * k);
     for (int t = 0; t < m; t++) {
-        const float s = quantize_row(&x[(size_t)t * k], k, &outlier, &qx[(size_t)t * k]);
-        if (std::memcmp(&s, &sx[t], 4) != 0) fail("activation scale", m, k, n, t, sx[t], s);
+        for (int g = 0; g < groups; g++) {
+            const int c0 = g * group, len = std::min(k, c0 + group) - c0;
+            const std::vector<int> skip(outlier.begin() + c0, outlier.begin() + c0 + len);
+            const float s = quantize_row(&x[(size_t)t * k + c0], len, &skip, &qx[(size_t)t * k + c0]);
+            if (std::memcmp(&s, &sx[(size_t)t * groups + g], 4) != 0) fail("activation scale", m, k, n, (long long)t * groups + g, sx[(size_t)t * groups + g], s);
+        }
         for (int c = 0; c < k; c++)
             if (rellax_int8_byte(x8[(size_t)t * kq + c / 4], c) != qx[(size_t)t * k + c]) fail("activation value", m, k, n, (long long)t * k + c, rellax_int8_byte(x8[(size_t)t * kq + c / 4], c), qx[(size_t)t * k + c]);
     }
@@ -121,9 +128,9 @@ void check(int m, int k, int n, int dtype, unsigned seed) {
     const rellax_sim_dim3 grid{(unsigned)((n + 63) / 64), (unsigned)((m + 63) / 64), 1};
     // Exact int32 sums: unit scales, no outliers, no bias -> y = (float)Σ x8·w8 (exact for |Σ| < 2^24 at these K).
     {
-        std::vector<float> ones_m(m, 1.0f), ones_n(n, 1.0f), y((size_t)m * n, -1.0f);
+        std::vector<float> ones_m((size_t)m * groups, 1.0f), ones_n(n, 1.0f), y((size_t)m * n, -1.0f);
         std::vector<int> none{0};
-        rellax_sim_launch(grid, {256, 1, 1}, [&] { rellax_int8_linear(x8.data(), ones_m.data(), w8.data(), ones_n.data(), none.data(), x.data(), nullptr, y.data(), m, n, k); });
+        rellax_sim_launch(grid, {256, 1, 1}, [&] { rellax_int8_linear(x8.data(), ones_m.data(), w8.data(), ones_n.data(), none.data(), x.data(), nullptr, y.data(), m, n, k, group); });
         for (int t = 0; t < m; t++)
             for (int j = 0; j < n; j++) {
                 long long acc = 0;
@@ -135,17 +142,19 @@ void check(int m, int k, int n, int dtype, unsigned seed) {
     for (int with_bias = 0; with_bias < 2; with_bias++) {
         std::vector<float> y((size_t)m * n, -1.0f);
         rellax_sim_launch(grid, {256, 1, 1}, [&] {
-            rellax_int8_linear(x8.data(), sx.data(), w8.data(), sw.data(), list.data(), x.data(), with_bias ? bias.data() : nullptr, y.data(), m, n, k);
+            rellax_int8_linear(x8.data(), sx.data(), w8.data(), sw.data(), list.data(), x.data(), with_bias ? bias.data() : nullptr, y.data(), m, n, k, group);
         });
         for (int t = 0; t < m; t++)
             for (int j = 0; j < n; j++) {
-                long long acc = 0;
-                double fp = 0;
-                for (int c = 0; c < k; c++) {
-                    acc += (long long)qx[(size_t)t * k + c] * qw[(size_t)j * k + c];
-                    if (outlier[c]) fp += (double)x[(size_t)t * k + c] * qw[(size_t)j * k + c];
+                double sum = 0, fp = 0;
+                for (int g = 0; g < groups; g++) {
+                    long long acc = 0;
+                    for (int c = g * group; c < std::min(k, (g + 1) * group); c++) acc += (long long)qx[(size_t)t * k + c] * qw[(size_t)j * k + c];
+                    sum += (double)sx[(size_t)t * groups + g] * acc;
                 }
-                const double want = (double)sw[j] * ((double)sx[t] * acc + fp) + (with_bias ? bias[j] : 0.0);
+                for (int c = 0; c < k; c++)
+                    if (outlier[c]) fp += (double)x[(size_t)t * k + c] * qw[(size_t)j * k + c];
+                const double want = (double)sw[j] * (sum + fp) + (with_bias ? bias[j] : 0.0);
                 const double got = y[(size_t)t * n + j];
                 if (!(std::fabs(got - want) <= 1e-5 * std::sqrt((double)k) + 1e-5 * std::fabs(want))) fail("linear vs double reference", m, k, n, (long long)t * n + j, got, want);
             }
@@ -164,7 +173,7 @@ void check(int m, int k, int n, int dtype, unsigned seed) {
                 if (y[(size_t)t * k + c] != want) fail("embedding", m, k, n, (long long)t * k + c, y[(size_t)t * k + c], want);
             }
     }
-    std::printf("%s M=%d K=%d N=%d dtype=%d (%d outlier columns)\n", failures ? "FAIL" : "ok", m, k, n, dtype, list[0]);
+    std::printf("%s M=%d K=%d N=%d dtype=%d G=%d (%d outlier columns)\n", failures ? "FAIL" : "ok", m, k, n, dtype, group, list[0]);
 }
 
 }  // namespace
@@ -172,9 +181,10 @@ void check(int m, int k, int n, int dtype, unsigned seed) {
 int main() {
     const int shapes[][3] = {{1, 1, 1}, {5, 3, 17}, {6, 4, 16}, {7, 259, 33}, {70, 130, 65}, {13, 1031, 70}, {65, 64, 64}};
     unsigned seed = 1;
-    for (auto& s : shapes) check(s[0], s[1], s[2], RELLAX_INT8_DTYPE_F32, seed++);
-    check(9, 70, 20, RELLAX_INT8_DTYPE_F16, seed++);
-    check(9, 70, 20, RELLAX_INT8_DTYPE_BF16, seed++);
+    for (int group : {4, 36, 128, 256})
+        for (auto& s : shapes) check(s[0], s[1], s[2], RELLAX_INT8_DTYPE_F32, group, seed++);
+    check(9, 70, 20, RELLAX_INT8_DTYPE_F16, 128, seed++);
+    check(9, 70, 20, RELLAX_INT8_DTYPE_BF16, 36, seed++);
     if (failures) {
         std::fprintf(stderr, "int8_linear_sim: %d mismatch(es)\n", failures);
         return 1;

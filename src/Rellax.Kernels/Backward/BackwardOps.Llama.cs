@@ -29,10 +29,14 @@ public sealed partial class BackwardOps
     /// <summary>
     /// Input gradient of frozen linear layers that read the same x (q/k/v, gate/up; or one layer):
     /// <c>dx = Σ_m dY_m · W_m</c> for y_m = x W_mᵀ (+ bias), with W_m in f32, f16 or bf16 (widened exactly, fp32
-    /// accumulation). No weight or bias gradient: the base model is frozen. 2·T·d_in·Σd_out FLOPs, one GEMM over the
-    /// K-concatenation <c>[dY_1 | … | dY_M] · [W_1; …; W_M]</c>, so dx is written once.
+    /// accumulation) or int8 (<see cref="FrozenLinearTerm.W8"/>: read as <c>scale_row ⊙ W8</c>, dequantized block by block
+    /// while the GEMM packs it, so W is never held whole in f32). No weight or bias gradient: the base model is frozen.
+    /// 2·T·d_in·Σd_out FLOPs, one GEMM over the K-concatenation <c>[dY_1 | … | dY_M] · [W_1; …; W_M]</c>, so dx is written
+    /// once. For an int8 layer this is the straight-through gradient: that of the fp32 layer with the dequantized weight
+    /// (the forward's activation quantization is treated as the identity, as QLoRA treats its weight dequantization).
     /// </summary>
-    /// <param name="terms">The layers: each its gradient dY_m f32 [T, d_out_m] and its weight W_m [d_out_m, d_in]; at least one.</param>
+    /// <param name="terms">The layers: each its gradient dY_m f32 [T, d_out_m] and its weight W_m [d_out_m, d_in] (dense or
+    /// int8); at least one.</param>
     /// <param name="dx">Output f32 [T, d_in], overwritten; must not overlap any dY or W.</param>
     /// <exception cref="ArgumentException">A dtype, shape, backend or overlap that does not fit (named).</exception>
     public void LinearInput(ReadOnlySpan<FrozenLinearTerm> terms, Tensor dx)
@@ -44,13 +48,26 @@ public sealed partial class BackwardOps
             var (dy, w) = (terms[m].DY, terms[m].W);
             string p = $"terms[{m}].";
             Check.F32(_backend, dy, p + "DY", 2);
-            Check.Floating(_backend, w, p + "W", 2);
-            if (w.Dim(1) != dx.Dim(1))
-                throw new ArgumentException($"{p}W {w} must be [d_out, d_in] with d_in = {dx.Dim(1)} from dx {dx}", p + "W");
-            if (dy.Dim(0) != dx.Dim(0) || dy.Dim(1) != w.Dim(0))
-                throw new ArgumentException($"{p}DY {dy} must be [T, d_out] = [{dx.Dim(0)}, {w.Dim(0)}] from dx {dx} and W {w}", p + "DY");
+            int dout, din;
+            if (terms[m].W8 is { } w8)
+            {
+                ObjectDisposedException.ThrowIf(w8.IsDisposed, w8);
+                if (!ReferenceEquals(w8.Backend, _backend))
+                    throw new ArgumentException($"{p}W8 {w8} lives on backend '{w8.Backend.Name}', not '{_backend.Name}'", p + "W8");
+                (dout, din) = (w8.Rows, w8.Cols);
+            }
+            else
+            {
+                Check.Floating(_backend, w, p + "W", 2);
+                Check.NoOverlap(dx, nameof(dx), w, p + "W");
+                (dout, din) = (w.Dim(0), w.Dim(1));
+            }
+            string wText = terms[m].W8?.ToString() ?? w.ToString();
+            if (din != dx.Dim(1))
+                throw new ArgumentException($"{p}W {wText} must be [d_out, d_in] with d_in = {dx.Dim(1)} from dx {dx}", p + "W");
+            if (dy.Dim(0) != dx.Dim(0) || dy.Dim(1) != dout)
+                throw new ArgumentException($"{p}DY {dy} must be [T, d_out] = [{dx.Dim(0)}, {dout}] from dx {dx} and W {wText}", p + "DY");
             Check.NoOverlap(dx, nameof(dx), dy, p + "DY");
-            Check.NoOverlap(dx, nameof(dx), w, p + "W");
         }
         if (dx.ElementCount == 0) return;
         K.LinearInput(terms, dx);

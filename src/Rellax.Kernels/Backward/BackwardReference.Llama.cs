@@ -47,6 +47,28 @@ public static partial class BackwardReference
     }
 
     /// <summary>
+    /// Input gradient of frozen int8 linear layers, in double: dx[t, i] = Σ_m Σ_o dY_m[t, o] · Q_m[o, i] · scale_m[o], the
+    /// gradient of the fp32 layers with the dequantized weights (straight-through; see <see cref="BackwardOps.LinearInput"/>).
+    /// Q_m row-major [d_out_m, d_in] with its row scales [d_out_m]; dY_m [T, d_out_m]; dx [T, d_in].
+    /// </summary>
+    public static void LinearInputInt8(IReadOnlyList<(float[] DY, sbyte[] Q, float[] Scales, int DOut)> terms, Span<float> dx, int dIn)
+    {
+        int rows = dIn == 0 ? 0 : dx.Length / dIn;
+        var acc = new double[dIn];
+        for (int t = 0; t < rows; t++)
+        {
+            Array.Clear(acc);
+            foreach (var (dy, q, scales, dOut) in terms)
+                for (int o = 0; o < dOut; o++)
+                {
+                    double g = dy[t * dOut + o] * (double)scales[o];
+                    for (int i = 0; i < dIn; i++) acc[i] += g * q[o * dIn + i];
+                }
+            for (int i = 0; i < dIn; i++) dx[t * dIn + i] = (float)acc[i];
+        }
+    }
+
+    /// <summary>
     /// RoPE backward: the rotation by the opposite angle, dx1 = dy1 cos + dy2 sin, dx2 = dy2 cos − dy1 sin, for each pair
     /// (i, i + d/2). dy, dx [T, H, d]; positions [T]; cos, sin [P, d/2].
     /// </summary>

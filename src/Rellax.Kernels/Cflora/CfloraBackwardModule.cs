@@ -23,4 +23,12 @@ namespace Rellax.Kernels;
 /// <param name="DG">Output: gradient with respect to G, f32 [S, r, r] (overwritten; a sample with no rows gets zeros),
 /// or null when G is not trained (from which the generator's gradients follow).</param>
 public readonly record struct CfloraBackwardModule(Tensor W0, Tensor A, Tensor B, Tensor? G, float Scale, Tensor DY,
-    Tensor? DA = null, Tensor? DB = null, Tensor? DG = null);
+    Tensor? DA = null, Tensor? DB = null, Tensor? DG = null)
+{
+    /// <summary>An int8 frozen weight in place of <see cref="W0"/> (left default then): an int8 base model, read dequantized
+    /// (<c>scale_row ⊙ W8</c>) in the dX GEMM, the straight-through gradient of <see cref="BackwardOps.LinearInput"/>.</summary>
+    public Int8Weights? W0Int8 { get; init; }
+
+    /// <summary>d_out: rows of the frozen weight.</summary>
+    internal int DOut => W0Int8?.Rows ?? W0.Dim(0);
+}

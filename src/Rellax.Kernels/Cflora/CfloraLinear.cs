@@ -107,22 +107,32 @@ public sealed class CfloraLinear
     {
         string p = $"modules[{index}].";
         var (w0, a, b, dy) = (module.W0, module.A, module.B, module.DY);
-        Check.Floating(_backend, w0, p + "W0", 2);
+        if (module.W0Int8 is { } q)
+        {
+            ObjectDisposedException.ThrowIf(q.IsDisposed, q);
+            if (!ReferenceEquals(q.Backend, _backend))
+                throw new ArgumentException($"{p}W0Int8 {q} lives on backend '{q.Backend.Name}', not '{_backend.Name}'", p + "W0Int8");
+            if (_backend is not Cpu.CpuBackend)
+                throw new NotSupportedException($"{p}W0Int8: the CFLoRA backward reads int8 base weights on the cpu backend only, not '{_backend.Name}'");
+        }
+        else Check.Floating(_backend, w0, p + "W0", 2);
         Check.Floating(_backend, a, p + "A", 2);
         Check.Floating(_backend, b, p + "B", 2);
         Check.F32(_backend, dy, p + "DY", 2);
-        int din = x.Dim(1), dout = w0.Dim(0), r = a.Dim(0), s = batch.Samples;
-        if (w0.Dim(1) != din)
-            throw new ArgumentException($"{p}W0 {w0} must be [d_out, d_in] with d_in = {din} from x {x}", p + "W0");
+        string w0Text = module.W0Int8?.ToString() ?? w0.ToString();
+        int din = x.Dim(1), dout = module.DOut, r = a.Dim(0), s = batch.Samples;
+        if ((module.W0Int8?.Cols ?? w0.Dim(1)) != din)
+            throw new ArgumentException($"{p}W0 {w0Text} must be [d_out, d_in] with d_in = {din} from x {x}", p + "W0");
         if (r < 1) throw new ArgumentException($"{p}A {a} has rank r = 0; r must be at least 1", p + "A");
         if (a.Dim(1) != din) throw new ArgumentException($"{p}A {a} must be [r, d_in] with d_in = {din} from x {x}", p + "A");
         if (a.DType != b.DType) throw new ArgumentException($"{p}A {a} and {p}B {b} must have the same dtype", p + "B");
         if (b.Dim(0) != dout || b.Dim(1) != r)
-            throw new ArgumentException($"{p}B {b} must be [d_out, r] = [{dout}, {r}] from W0 {w0} and A {a}", p + "B");
+            throw new ArgumentException($"{p}B {b} must be [d_out, r] = [{dout}, {r}] from W0 {w0Text} and A {a}", p + "B");
         if (dy.Dim(0) != x.Dim(0) || dy.Dim(1) != dout)
-            throw new ArgumentException($"{p}DY {dy} must be [T, d_out] = [{x.Dim(0)}, {dout}] from x {x} and W0 {w0}", p + "DY");
+            throw new ArgumentException($"{p}DY {dy} must be [T, d_out] = [{x.Dim(0)}, {dout}] from x {x} and W0 {w0Text}", p + "DY");
         if (!float.IsFinite(module.Scale)) throw new ArgumentOutOfRangeException(p + "Scale", module.Scale, "adapter scale must be finite");
-        inputs.Add((w0, p + "W0")); inputs.Add((a, p + "A")); inputs.Add((b, p + "B")); inputs.Add((dy, p + "DY"));
+        if (module.W0Int8 is null) inputs.Add((w0, p + "W0"));
+        inputs.Add((a, p + "A")); inputs.Add((b, p + "B")); inputs.Add((dy, p + "DY"));
         if (module.G is { } g)
         {
             Check.F32(_backend, g, p + "G", 3);

@@ -40,7 +40,7 @@ public abstract class ComputeBackend : IDisposable
     /// <summary>This backend's attention kernels (unchecked; reached through <see cref="Attention"/>).</summary>
     internal virtual IAttentionKernels AttentionKernels => throw new NotSupportedException($"the {Name} backend has no attention kernels yet");
 
-    /// <summary>This backend's int8 linear kernels (unchecked; reached through <see cref="Primitives.QuantizeInt8"/> and the
+    /// <summary>This backend's int8 linear kernels (unchecked; reached through <see cref="Primitives.QuantizeInt8(Tensor)"/> and the
     /// int8 <see cref="Primitives.LinearInt8"/>).</summary>
     internal virtual IInt8LinearKernels Int8LinearKernels => throw new NotSupportedException($"the {Name} backend has no int8 linear kernels yet (use the cpu backend, or f32/f16/bf16 weights)");
 

@@ -40,22 +40,22 @@ internal sealed unsafe partial class CpuBackwardKernels
     /// <summary>
     /// dx = Σ_m dY_m · W_m as one blocked GEMM over the K-concatenation (<see cref="CpuGemm.ConcatX"/> of the dY parts
     /// against <see cref="CpuGemm.ConcatTransposedW"/> of the weights, widened while packing): the same path as the
-    /// CFLoRA backward's dX, without the adapter's K steps.
+    /// CFLoRA backward's dX, without the adapter's K steps. Int8 weights are dequantized per packed k step (q · scale_row).
     /// </summary>
     public void LinearInput(ReadOnlySpan<FrozenLinearTerm> terms, Tensor dx)
     {
         int count = terms.Length, rows = dx.Dim(0), din = dx.Dim(1);
         long k = 0;
-        foreach (var t in terms) k += t.W.Dim(0);
+        foreach (var t in terms) k += t.W8?.Rows ?? t.W.Dim(0);
         if (k > int.MaxValue) throw new NotSupportedException($"the layers' d_out sum to {k}: more than int.MaxValue");
         var parts = (CpuGemm.KPart*)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)(2 * count * sizeof(CpuGemm.KPart)));
         try
         {
             for (int m = 0; m < count; m++)
             {
-                int dout = terms[m].W.Dim(0);
+                int dout = terms[m].W8?.Rows ?? terms[m].W.Dim(0);
                 parts[m] = new CpuGemm.KPart(new CpuCflora.TypedMatrix(CpuBackend.Ptr<float>(terms[m].DY), DType.F32, dout), dout);
-                parts[count + m] = new CpuGemm.KPart(new CpuCflora.TypedMatrix(terms[m].W), dout);
+                parts[count + m] = new CpuGemm.KPart(terms[m].W8 is { } w8 ? new CpuCflora.TypedMatrix(w8) : new CpuCflora.TypedMatrix(terms[m].W), dout);
             }
             CpuGemm.Run(new CpuGemm.ConcatX(parts, count), new CpuGemm.ConcatTransposedW(parts + count, count),
                 CpuBackend.Ptr<float>(dx), rows, (int)k, din, CpuCflora.Threads(_backend, rows * k * din), _backend.ParallelOptions);

@@ -43,7 +43,7 @@ internal sealed unsafe partial class CpuCflora
         long kTotal = 0;
         foreach (var m in modules)
         {
-            int r = m.A.Dim(0), dout = m.W0.Dim(0);
+            int r = m.A.Dim(0), dout = m.DOut;
             maxR = Math.Max(maxR, r);
             maxDout = Math.Max(maxDout, dout);
             sumR += r;
@@ -62,12 +62,12 @@ internal sealed unsafe partial class CpuCflora
             for (int m = 0; m < count; m++)
             {
                 var mod = modules[m];
-                int r = mod.A.Dim(0), dout = mod.W0.Dim(0);
+                int r = mod.A.Dim(0), dout = mod.DOut;
                 BackwardModule(xp, rows, din, sp, samples, mod, duM, u, z, v, bT);
                 // K parts of the dX GEMM: dY_m's and W0_m's first (all modules), then du_m's and A_m's.
                 parts[m] = new CpuGemm.KPart(new TypedMatrix(CpuBackend.Ptr<float>(mod.DY), DType.F32, dout), dout);
                 parts[count + m] = new CpuGemm.KPart(new TypedMatrix(duM, DType.F32, r), r);
-                parts[2 * count + m] = new CpuGemm.KPart(new TypedMatrix(mod.W0), dout);
+                parts[2 * count + m] = new CpuGemm.KPart(mod.W0Int8 is { } w8 ? new TypedMatrix(w8) : new TypedMatrix(mod.W0), dout);
                 parts[3 * count + m] = new CpuGemm.KPart(new TypedMatrix(mod.A), r);
                 duM += (long)rows * r;
             }
@@ -89,7 +89,7 @@ internal sealed unsafe partial class CpuCflora
     private void BackwardModule(float* x, int rows, int din, int* sampleOfRow, int samples, in CfloraBackwardModule mod,
         float* du, float* u, float* z, float* v, float* bT)
     {
-        int r = mod.A.Dim(0), dout = mod.W0.Dim(0);
+        int r = mod.A.Dim(0), dout = mod.DOut;
         float scale = mod.Scale;
         float* dy = CpuBackend.Ptr<float>(mod.DY);
         float* g = mod.G is { } gt ? CpuBackend.Ptr<float>(gt) : null;

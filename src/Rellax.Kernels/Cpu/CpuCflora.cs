@@ -175,10 +175,18 @@ internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKern
         Product(backend, xp, rows, din, new TypedMatrix(w), bp, yp, dout);
     }
 
-    /// <summary>y[M,N] = x[M,K] · w[N,K]ᵀ (+ bias): the GEMV paths for small M with AVX-512, the blocked path otherwise.</summary>
+    /// <summary>
+    /// y[M,N] = x[M,K] · (scale_row ⊙ W8)ᵀ (+ bias) in fp32: an int8 weight read dequantized while the blocked GEMM packs it
+    /// (W8A32; <see cref="CpuInt8Linear"/> runs it when every input column is an outlier column). K ≥ 1.
+    /// </summary>
+    internal static void LinearDequantized(CpuBackend backend, float* x, int rows, Int8Weights w, float* bias, float* y) =>
+        Product(backend, x, rows, w.Cols, new TypedMatrix(w), bias, y, w.Rows);
+
+    /// <summary>y[M,N] = x[M,K] · w[N,K]ᵀ (+ bias): the GEMV paths for small M with AVX-512 (not for int8 weights), the
+    /// blocked path otherwise.</summary>
     private static void Product(CpuBackend backend, float* x, int rows, int din, TypedMatrix w, float* bias, float* y, int dout)
     {
-        if (rows <= FusedGemvMaxRows && CpuGemm.UseVector512)
+        if (rows <= FusedGemvMaxRows && CpuGemm.UseVector512 && w.Type != DType.I8)
             Gemv(backend, x, rows, din, w, default, null, bias, y, dout);
         else
         {
@@ -227,12 +235,26 @@ internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKern
         public readonly int Cols;
         public readonly int Rows;
 
+        /// <summary>Per-row scales of an int8 matrix (<see cref="DType.I8"/>: <see cref="Data"/> in the packed layout of
+        /// <see cref="CpuInt8Linear"/>), read as q · scale; null otherwise.</summary>
+        public readonly float* Scales;
+
         public TypedMatrix(in Tensor t)
         {
             Data = CpuBackend.Ptr<byte>(t);
             Type = t.DType;
             Cols = t.Dim(1);
             Rows = t.Dim(0);
+        }
+
+        /// <summary>An int8 weight read dequantized (q · scale_row, one f32 rounding, as the forward's fp32 columns).</summary>
+        public TypedMatrix(Int8Weights w)
+        {
+            Data = ((CpuBuffer)w.Values).Pointer;
+            Type = DType.I8;
+            Cols = w.Cols;
+            Rows = w.Rows;
+            Scales = (float*)((CpuBuffer)w.Scales).Pointer;
         }
 
         /// <summary>A matrix over raw memory: <paramref name="cols"/> elements of <paramref name="type"/> per row.</summary>
@@ -251,6 +273,7 @@ internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKern
             {
                 DType.F32 => ((float*)Data)[i],
                 DType.F16 => (float)((Half*)Data)[i],
+                DType.I8 => CpuInt8Linear.ValueAt((sbyte*)Data, Cols, row, col) * Scales[row],
                 _ => BitConverter.UInt32BitsToSingle((uint)((ushort*)Data)[i] << 16),
             };
         }
@@ -266,6 +289,7 @@ internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKern
                 case DType.F32: new ReadOnlySpan<float>((float*)Data + start, n).CopyTo(new Span<float>(dst, n)); break;
                 case DType.F16: TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>((Half*)Data + start, n), new Span<float>(dst, n)); break;
                 case DType.BF16: WidenBf16((ushort*)Data + start, n, dst); break;
+                case DType.I8: CpuInt8Linear.Dequantize((sbyte*)Data, Scales[row], Cols, row, col0, n, dst); break;
                 default: throw new NotSupportedException($"CFLoRA weights of dtype {Type}");
             }
         }

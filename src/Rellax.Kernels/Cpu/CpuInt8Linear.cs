@@ -6,36 +6,47 @@ using System.Runtime.Intrinsics.X86;
 namespace Rellax.Kernels.Cpu;
 
 /// <summary>
-/// The int8 linear layer on the CPU (LLM.int8()-style W8A8, <see cref="PrimitivesReference.LinearInt8"/> defines it):
-/// <c>y[t, j] = s_w[j] · (s_x[t] · Σ_{c∉O} x8[t, c] · w8[j, c] + Σ_{c∈O} x[t, c] · w8[j, c]) + bias[j]</c>, where O are
-/// the outlier input columns (largest |x| over the rows above the threshold), kept in fp32.
+/// The int8 linear layer on the CPU (LLM.int8()-style W8A8 with per-group activation scales,
+/// <see cref="PrimitivesReference.LinearInt8"/> defines it):
+/// <c>y[t, j] = s_w[j] · (Σ_g s_x[t, g] · Σ_{c∈g, c∉O} x8[t, c] · w8[j, c] + Σ_{c∈O} x[t, c] · w8[j, c]) + bias[j]</c>, where
+/// g runs over groups of G = <see cref="Int8Weights.GroupSize"/> input columns and O are the outlier input columns (largest
+/// |x| over the rows above the threshold), kept in fp32.
 /// <para>
 /// <b>Layouts.</b> Weights are packed once, at quantization, in strips of <see cref="NR"/> = 16 rows:
 /// <c>[⌈N/16⌉][⌈K/4⌉][16][4]</c> s8 (four consecutive k of one row form one dword; K and N padding is zero), which is the
-/// only copy kept (1 byte per weight plus 8 per row for the scale and row sum). Each call quantizes the activations into
-/// <c>[⌈M/6⌉][⌈K/4⌉][6][4]</c> u8 = x8 + 128 (outlier and padding columns hold 128, i.e. x8 = 0).
+/// only copy kept (1 byte per weight, 4 per row for the scale and 2 per row and group for the group sums
+/// <c>[⌈N/16⌉][⌈K/G⌉][16]</c> i16 = −Σ_{k∈g} w8). Each call quantizes the activations into <c>[⌈M/6⌉][⌈K/4⌉][6][4]</c> u8 =
+/// x8 + 128 (outlier and padding columns hold 128, i.e. x8 = 0) and their scales into <c>[⌈M/6⌉][⌈K/G⌉][6]</c> f32.
 /// </para>
 /// <para>
-/// <b>Exactness of the u8 × s8 products.</b> x8 + 128 ∈ [1, 255] is unsigned, so <c>Σ (x8 + 128)·w8 = Σ x8·w8 + 128·Σ w8</c>
-/// and the kernel subtracts <c>128 · rowsum_j</c> (over every column: outlier and padding columns add exactly 128·w8 or 0
-/// on both sides). All sums are in wrapping i32 arithmetic, so the result is exact whenever the true Σ x8·w8 fits in i32
-/// (|Σ| ≤ K·127², i.e. K ≤ 133 000), even if the biased partial sums wrap.
+/// <b>Exactness of the u8 × s8 products.</b> x8 + 128 ∈ [1, 255] is unsigned, so per group
+/// <c>Σ_g (x8 + 128)·w8 = Σ_g x8·w8 + 128·Σ_g w8</c> and the group step adds <c>128 · (−Σ_g w8)</c> (over every column of
+/// the group: outlier and padding columns add exactly 128·w8 or 0 on both sides). A group's biased sum is at most
+/// G·255·127 ≤ 8.3·10⁶ (G ≤ 256): exact in i32, and its unbiased sum (≤ G·127² &lt; 2²⁴) exact when converted to f32.
 /// </para>
 /// <para>
-/// <b>Microkernels</b> (tile 6 rows × 16 columns, the whole K in registers, no K blocking since i32 sums must not be
-/// rescaled between blocks):
+/// <b>Microkernels</b> (tile 6 rows × 16 columns, one activation group of K at a time in registers; after each group its
+/// i32 tile becomes <c>f += (float)(acc − 128·Σ_g w8) · s_x[t, g]</c> on an f32 tile in L1, multiply then add, no FMA: about
+/// 60 vector operations per 12·G/4 dot instructions, i.e. per 192 at the default G = 64; measured cost in
+/// <c>benchmarks/results/int8-weights.md</c>):
 /// <list type="bullet">
 /// <item>AVX-VNNI: per k-quad two ymm loads of the weight strip (16 columns × 4 k), six dword broadcasts of x and twelve
-/// <c>vpdpbusd</c> (12 ymm accumulators): 32 MACs per instruction, twice the 16 of a zmm fp32 FMA.</item>
+/// <c>vpdpbusd</c> (12 ymm accumulators): 32 MACs per instruction, twice the 16 of a zmm fp32 FMA; the group step runs
+/// on the accumulators in registers (<see cref="KernelVnniGroups"/>).</item>
 /// <item>AVX-512BW without VNNI: the weight quad-columns sign-extended to i16 (<c>vpmovsxbw</c>), the x quad zero-extended to
 /// four i16 (<c>pdep</c>) and broadcast, <c>vpmaddwd</c> + <c>vpaddd</c>. i16 × i16 pair sums are exact in i32. Not
 /// <c>vpmaddubsw</c>: with u8 up to 255 its i16 pair sum reaches 2·255·127 = 64 770 and saturates; the sign trick
 /// (|x8| × sign(x8)·w8, pair sums ≤ 2·127² = 32 258) needs a masked negation of the weights per x row, which costs as many
 /// instructions per MAC as the i16 path.</item>
-/// <item>Scalar: the same sums in plain loops.</item>
+/// <item>Scalar: the same sums in plain loops. These two write the group's i32 tile and the shared
+/// <see cref="AccumulateGroup"/> does the group step.</item>
 /// </list>
-/// All three produce the same i32 tile; one shared epilogue turns it into f32 (<c>(acc − 128·rowsum)·(s_x·s_w)</c>, plus the
-/// outlier terms and the bias), so the three paths give bit-identical outputs.
+/// All three produce the same i32 tile per group; the shared group step and one shared epilogue (<c>f·s_w</c>, plus the outlier
+/// terms and the bias) turn it into f32, so the three paths give bit-identical outputs.
+/// </para>
+/// <para>
+/// <b>All columns outliers</b> (a threshold below every |x|, W8A32): the fp32 GEMM over the weight dequantized while packing
+/// (<see cref="CpuCflora.LinearDequantized"/>): the same function, another float summation order, fp32 GEMM speed.
 /// </para>
 /// <para>
 /// <b>Blocking and threads.</b> The output is cut into parts along N (strips of 16 columns, several parts per thread,
@@ -101,18 +112,20 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
 
     // ---------------------------------------------------------------- weights
 
-    public Int8Weights Quantize(Tensor w)
+    private static int Groups(int k, int groupSize) => (k + groupSize - 1) / groupSize;
+
+    public Int8Weights Quantize(Tensor w, int groupSize)
     {
-        int n = w.Dim(0), k = w.Dim(1), kq = Quads(k);
+        int n = w.Dim(0), k = w.Dim(1), kq = Quads(k), groups = Groups(k, groupSize);
         var matrix = new CpuCflora.TypedMatrix(w);
         var values = _backend.Allocate(DType.I8, (long)Strips(n) * kq * NR * 4);
         var scales = _backend.Allocate(DType.F32, (long)n);
-        var sums = _backend.Allocate(DType.I32, (long)n);
+        var sums = _backend.Allocate(DType.I8, Math.Max(1, (long)Strips(n) * groups * NR * sizeof(short)));
         try
         {
             sbyte* packed = (sbyte*)((CpuBuffer)values).Pointer;
             float* sp = (float*)((CpuBuffer)scales).Pointer;
-            int* rp = (int*)((CpuBuffer)sums).Pointer;
+            short* rp = (short*)((CpuBuffer)sums).Pointer;
             int badRow = int.MaxValue;
             CpuSimd.ForChunks(_backend, n, k, (start, count) =>
             {
@@ -130,14 +143,13 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
                             continue;
                         }
                         sp[j] = scale;
-                        int sum = 0;
-                        sbyte* strip = packed + (long)(j / NR) * kq * NR * 4 + (j % NR) * 4;
-                        for (int p = 0; p < k; p++)
+                        for (int p = 0; p < k; p++) packed[Offset(k, j, p)] = q[p];
+                        for (int g = 0; g < groups; g++)
                         {
-                            sum += q[p];
-                            strip[(long)(p >> 2) * NR * 4 + (p & 3)] = q[p];
+                            int sum = 0;
+                            for (int p = g * groupSize; p < Math.Min(k, (g + 1) * groupSize); p++) sum += q[p];
+                            rp[((long)(j / NR) * groups + g) * NR + j % NR] = (short)-sum;
                         }
-                        rp[j] = sum;
                     }
                 }
                 finally
@@ -148,7 +160,7 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
             });
             if (badRow != int.MaxValue)
                 throw new ArgumentException($"w {w} row {badRow} holds a non-finite value; it cannot be quantized to int8", nameof(w));
-            return new Int8Weights(_backend, n, k, values, scales, sums);
+            return new Int8Weights(_backend, n, k, groupSize, values, scales, sums);
         }
         catch
         {
@@ -165,20 +177,17 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
 
     public sbyte[] ReadValues(Int8Weights w)
     {
-        int n = w.Rows, k = w.Cols, kq = Quads(k);
+        int n = w.Rows, k = w.Cols;
         sbyte* packed = (sbyte*)((CpuBuffer)w.Values).Pointer;
         var result = new sbyte[(long)n * k];
         for (int j = 0; j < n; j++)
-        {
-            sbyte* strip = packed + (long)(j / NR) * kq * NR * 4 + (j % NR) * 4;
-            for (int p = 0; p < k; p++) result[(long)j * k + p] = strip[(long)(p >> 2) * NR * 4 + (p & 3)];
-        }
+            for (int p = 0; p < k; p++) result[(long)j * k + p] = packed[Offset(k, j, p)];
         return result;
     }
 
     public void Embedding(Tensor ids, Int8Weights table, Tensor y)
     {
-        int v = table.Rows, h = table.Cols, kq = Quads(h);
+        int v = table.Rows, h = table.Cols;
         var idSpan = CpuBackend.Span<int>(ids);
         foreach (int id in idSpan)
             if ((uint)id >= (uint)v)
@@ -191,12 +200,24 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
             for (int t = t0; t < t0 + count; t++)
             {
                 int j = ((int*)ip)[t];
-                float s = scales[j];
-                sbyte* strip = packed + (long)(j / NR) * kq * NR * 4 + (j % NR) * 4;
-                float* dst = (float*)yp + (long)t * h;
-                for (int p = 0; p < h; p++) dst[p] = strip[(long)(p >> 2) * NR * 4 + (p & 3)] * s;
+                Dequantize(packed, scales[j], h, j, 0, h, (float*)yp + (long)t * h);
             }
         });
+    }
+
+    /// <summary>Where q[row, col] of a packed weight with <paramref name="k"/> columns lies: strip row / 16, k-quad col / 4,
+    /// lane row % 16, byte col % 4 (<c>[⌈N/16⌉][⌈K/4⌉][16][4]</c>).</summary>
+    private static long Offset(int k, int row, int col) =>
+        ((long)(row / NR) * Quads(k) + (col >> 2)) * NR * 4 + (row % NR) * 4 + (col & 3);
+
+    /// <summary>q[row, col] of a packed weight with <paramref name="k"/> columns.</summary>
+    internal static sbyte ValueAt(sbyte* packed, int k, int row, int col) => packed[Offset(k, row, col)];
+
+    /// <summary>dst[0..n) = q[row, col0 .. col0 + n) · scale (the dequantized row, one f32 rounding per element): the embedding
+    /// gather and the frozen-weight backward (<see cref="CpuCflora.TypedMatrix"/>) read int8 weights through it.</summary>
+    internal static void Dequantize(sbyte* packed, float scale, int k, int row, int col0, int n, float* dst)
+    {
+        for (int i = 0; i < n; i++) dst[i] = packed[Offset(k, row, col0 + i)] * scale;
     }
 
     // ---------------------------------------------------------------- forward
@@ -204,15 +225,24 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
     public void Linear(Tensor x, Int8Weights w, Tensor? bias, Tensor y, float threshold)
     {
         int m = x.Dim(0), k = x.Dim(1), n = w.Rows, kq = Quads(k), mStrips = (m + MR - 1) / MR, nStrips = Strips(n);
+        int groups = Groups(k, w.GroupSize);
         float* xp = CpuBackend.Ptr<float>(x), yp = CpuBackend.Ptr<float>(y);
         float* bp = bias is { } bt ? CpuBackend.Ptr<float>(bt) : null;
         int threads = (long)m * n * k < SingleThreadMacs ? 1 : _backend.Threads;
 
         int[] outliers = OutlierColumns(xp, m, k, threshold, threads);
         int no = outliers.Length;
+        if (no == k && k > 0)
+        {
+            // Every column is an outlier column (a threshold below every |x|): y = x · dequant(W8)ᵀ in fp32, i.e. W8A32, the
+            // fp32 model with the dequantized weights (training's exact mode). The blocked fp32 GEMM dequantizes each packed
+            // k step, instead of the epilogue's column-by-column outlier path.
+            CpuCflora.LinearDequantized(_backend, xp, m, w, bp, yp);
+            return;
+        }
         long aBytes = (long)mStrips * kq * MR * 4;
         byte* a = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(aBytes, 64), 64);
-        float* sx = (float*)NativeMemory.AlignedAlloc((nuint)(Math.Max(m, 1) * sizeof(float)), 64);
+        float* sx = (float*)NativeMemory.AlignedAlloc((nuint)(Math.Max((long)mStrips * groups * MR, 1) * sizeof(float)), 64);
         float* xo = no == 0 ? null : (float*)NativeMemory.AlignedAlloc((nuint)((long)m * no * sizeof(float)), 64);
         float* wo = no == 0 ? null : (float*)NativeMemory.AlignedAlloc((nuint)((long)nStrips * no * NR * sizeof(float)), 64);
         try
@@ -221,13 +251,13 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
             {
                 nint opp = (nint)op;
                 CpuSimd.ForChunks(_backend, mStrips, (long)MR * k,
-                    (start, count) => QuantizeStrips(xp, m, k, (int*)opp, no, a, sx, xo, start, count));
+                    (start, count) => QuantizeStrips(xp, m, k, w.GroupSize, (int*)opp, no, a, sx, xo, start, count));
                 if (no > 0) DequantizeOutlierColumns(w, op, no, wo);
             }
             var job = new Job
             {
-                A = a, W = (sbyte*)((CpuBuffer)w.Values).Pointer, Kq = kq, M = m, N = n,
-                Sx = sx, Sw = (float*)((CpuBuffer)w.Scales).Pointer, RowSums = (int*)((CpuBuffer)w.RowSums).Pointer,
+                A = a, W = (sbyte*)((CpuBuffer)w.Values).Pointer, Kq = kq, M = m, N = n, Groups = groups, GroupQuads = w.GroupSize / 4,
+                Sx = sx, Sw = (float*)((CpuBuffer)w.Scales).Pointer, GroupSums = (short*)((CpuBuffer)w.RowSums).Pointer,
                 Xo = xo, Wo = wo, No = no, Bias = bp, Y = yp, Dots = Effective,
             };
             Run(job, mStrips, nStrips, threads);
@@ -292,11 +322,12 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
 
     /// <summary>
     /// Quantizes x rows of strips [start, start + count) into the packed u8 layout (x8 + 128; outlier and padding columns
-    /// 128), their scales into sx, and copies the outlier columns into xo [M, no].
+    /// 128), one scale per row and group of <paramref name="groupSize"/> columns into sx [strip][group][6] (0 for padding rows),
+    /// and copies the outlier columns into xo [M, no].
     /// </summary>
-    private static void QuantizeStrips(float* x, int m, int k, int* outliers, int no, byte* a, float* sx, float* xo, int start, int count)
+    private static void QuantizeStrips(float* x, int m, int k, int groupSize, int* outliers, int no, byte* a, float* sx, float* xo, int start, int count)
     {
-        int kq = Quads(k);
+        int kq = Quads(k), groups = Groups(k, groupSize);
         float* row = (float*)NativeMemory.AlignedAlloc((nuint)(Math.Max(kq * 4, 16) * sizeof(float)), 64);
         sbyte* q = (sbyte*)NativeMemory.AlignedAlloc((nuint)Math.Max(kq * 4, 16), 64);
         try
@@ -310,6 +341,7 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
                     if (t >= m)
                     {
                         for (int p = 0; p < kq; p++) *(uint*)(strip + ((long)p * MR + i) * 4) = 0x80808080u;
+                        for (int g = 0; g < groups; g++) sx[((long)s * groups + g) * MR + i] = 0f;
                         continue;
                     }
                     float* xr = x + (long)t * k;
@@ -319,7 +351,11 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
                         xo[(long)t * no + o] = xr[outliers[o]];
                         row[outliers[o]] = 0f;
                     }
-                    sx[t] = QuantizeActivations(row, k, q);
+                    for (int g = 0; g < groups; g++)
+                    {
+                        int c0 = g * groupSize;
+                        sx[((long)s * groups + g) * MR + i] = QuantizeActivations(row + c0, Math.Min(k, c0 + groupSize) - c0, q + c0);
+                    }
                     for (int p = k; p < kq * 4; p++) q[p] = 0;
                     for (int p = 0; p < kq; p++)
                         *(uint*)(strip + ((long)p * MR + i) * 4) = *(uint*)(q + 4 * p) ^ 0x80808080u;
@@ -334,8 +370,8 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
     }
 
     /// <summary>
-    /// q[0..k) = x8 of one row (outlier columns already zeroed) as <see cref="PrimitivesReference.QuantizeActivationRowInt8"/>
-    /// defines it (same float operations, so the same integers); returns the row's scale.
+    /// q[0..k) = x8 of one row or group (outlier columns already zeroed) as <see cref="PrimitivesReference.QuantizeActivationRowInt8"/>
+    /// defines it (same float operations, so the same integers); returns its scale.
     /// </summary>
     private static float QuantizeActivations(float* row, int k, sbyte* q)
     {
@@ -377,19 +413,17 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
     /// <summary>wo[s][o][jj] = w8[16s + jj, outliers[o]] · s_w (0 past N): the fp32 weights of the outlier columns, per strip.</summary>
     private static void DequantizeOutlierColumns(Int8Weights w, int* outliers, int no, float* wo)
     {
-        int n = w.Rows, kq = Quads(w.Cols), strips = Strips(n);
+        int n = w.Rows, k = w.Cols, strips = Strips(n);
         sbyte* packed = (sbyte*)((CpuBuffer)w.Values).Pointer;
         float* sw = (float*)((CpuBuffer)w.Scales).Pointer;
         for (int s = 0; s < strips; s++)
             for (int o = 0; o < no; o++)
             {
-                int p = outliers[o];
-                sbyte* col = packed + ((long)s * kq + (p >> 2)) * NR * 4 + (p & 3);
                 float* dst = wo + ((long)s * no + o) * NR;
                 for (int jj = 0; jj < NR; jj++)
                 {
                     int j = s * NR + jj;
-                    dst[jj] = j < n ? col[jj * 4] * sw[j] : 0f;
+                    dst[jj] = j < n ? packed[Offset(k, j, outliers[o])] * sw[j] : 0f;
                 }
             }
     }
@@ -397,8 +431,8 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
     /// <summary>Everything one GEMM call reads and writes (pointers stay valid for the call).</summary>
     private struct Job
     {
-        public byte* A; public sbyte* W; public int Kq, M, N;
-        public float* Sx, Sw; public int* RowSums;
+        public byte* A; public sbyte* W; public int Kq, M, N, Groups, GroupQuads;
+        public float* Sx, Sw; public short* GroupSums;
         public float* Xo, Wo; public int No;
         public float* Bias, Y;
         public DotStrategy Dots;
@@ -428,6 +462,7 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
     {
         const int StripsPerChunk = MC / MR;
         int* tile = stackalloc int[MR * NR];
+        float* acc = stackalloc float[MR * NR];
         long aStrip = (long)job.Kq * MR * 4, wStrip = (long)job.Kq * NR * 4;
         for (int ic = m0; ic < m1; ic += StripsPerChunk)
         {
@@ -438,49 +473,71 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
                 for (int sm = ic; sm < icEnd; sm++)
                 {
                     byte* a = job.A + sm * aStrip;
-                    switch (job.Dots)
+                    Vector512<float>.Zero.Store(acc); Vector512<float>.Zero.Store(acc + 16); Vector512<float>.Zero.Store(acc + 32);
+                    Vector512<float>.Zero.Store(acc + 48); Vector512<float>.Zero.Store(acc + 64); Vector512<float>.Zero.Store(acc + 80);
+                    if (job.Dots == DotStrategy.AvxVnni)
                     {
-                        case DotStrategy.AvxVnni: KernelVnni(job.Kq, a, b, tile); break;
-                        case DotStrategy.Avx512BW: KernelAvx512BW(job.Kq, a, b, tile); break;
-                        default: KernelScalar(job.Kq, a, b, tile); break;
+                        KernelVnniGroups(job.Kq, job.GroupQuads, a, b, job.GroupSums + (long)sn * job.Groups * NR, job.Sx + (long)sm * job.Groups * MR, acc);
+                        Epilogue(job, acc, sm, sn);
+                        continue;
                     }
-                    Epilogue(job, tile, sm, sn);
+                    for (int g = 0; g < job.Groups; g++)
+                    {
+                        int p0 = g * job.GroupQuads, quads = Math.Min(job.Kq, p0 + job.GroupQuads) - p0;
+                        byte* ag = a + (long)p0 * MR * 4;
+                        sbyte* bg = b + (long)p0 * NR * 4;
+                        switch (job.Dots)
+                        {
+                            case DotStrategy.Avx512BW: KernelAvx512BW(quads, ag, bg, tile); break;
+                            default: KernelScalar(quads, ag, bg, tile); break;
+                        }
+                        AccumulateGroup(tile, job.GroupSums + ((long)sn * job.Groups + g) * NR, job.Sx + ((long)sm * job.Groups + g) * MR, acc);
+                    }
+                    Epilogue(job, acc, sm, sn);
                 }
             }
         }
     }
 
     /// <summary>
-    /// y[t, j] = (acc − 128·rowsum_j)·(s_x[t]·s_w[j]) + Σ_o xo[t, o]·wo[j, o] + bias[j] for the valid part of the tile.
-    /// The same arithmetic for every dot strategy (so their outputs are bit-identical).
+    /// One activation group's step: f[i, j] += (float)(tile[i, j] + 128·negSums[j]) · sx[i] for the 6 × 16 tile, where tile
+    /// holds the group's biased u8 × s8 sums, negSums = −Σ_{k∈g} w8 (i16) and sx the rows' group scales. The same arithmetic
+    /// for every dot strategy (multiply, then add: no FMA, as the ILGPU kernel), so their outputs are bit-identical.
     /// </summary>
-    private static void Epilogue(in Job job, int* tile, int sm, int sn)
+    private static void AccumulateGroup(int* tile, short* negSums, float* sx, float* f)
+    {
+        var correction = Vector512.ShiftLeft(Vector512.WidenLower(Vector512.Create(Vector256.Load(negSums), Vector256<short>.Zero)), 7);
+        for (int i = 0; i < MR; i++)
+        {
+            var exact = Vector512.Load(tile + i * NR) + correction;
+            (Vector512.Load(f + i * NR) + Vector512.ConvertToSingle(exact) * Vector512.Create(sx[i])).Store(f + i * NR);
+        }
+    }
+
+    /// <summary>
+    /// y[t, j] = f[t, j]·s_w[j] + Σ_o xo[t, o]·wo[j, o] + bias[j] for the valid part of the tile (f from
+    /// <see cref="AccumulateGroup"/>). The same arithmetic for every dot strategy (so their outputs are bit-identical).
+    /// </summary>
+    private static void Epilogue(in Job job, float* f, int sm, int sn)
     {
         int j0 = sn * NR, cols = Math.Min(NR, job.N - j0);
-        var rowSum = Vector512<int>.Zero;
-        var sw = Vector512<float>.Zero;
-        var bias = Vector512<float>.Zero;
-        int* rsTmp = stackalloc int[NR];
         float* swTmp = stackalloc float[NR];
         float* bTmp = stackalloc float[NR];
         float* outTmp = stackalloc float[NR];
         for (int jj = 0; jj < NR; jj++)
         {
             bool valid = jj < cols;
-            rsTmp[jj] = valid ? job.RowSums[j0 + jj] : 0;
             swTmp[jj] = valid ? job.Sw[j0 + jj] : 0f;
             bTmp[jj] = valid && job.Bias != null ? job.Bias[j0 + jj] : 0f;
         }
-        rowSum = Vector512.Load(rsTmp) * 128;
-        sw = Vector512.Load(swTmp);
-        bias = Vector512.Load(bTmp);
+        var sw = Vector512.Load(swTmp);
+        var bias = Vector512.Load(bTmp);
         float* wo = job.Wo + (long)sn * job.No * NR;
         for (int i = 0; i < MR; i++)
         {
             int t = sm * MR + i;
             if (t >= job.M) break;
-            var acc = Vector512.Load(tile + i * NR) - rowSum;
-            var v = Vector512.ConvertToSingle(acc) * (Vector512.Create(job.Sx[t]) * sw);
+            var v = Vector512.Load(f + i * NR) * sw;
             for (int o = 0; o < job.No; o++)
                 v += Vector512.Create(job.Xo[(long)t * job.No + o]) * Vector512.Load(wo + o * NR);
             if (job.Bias != null) v += bias;
@@ -494,38 +551,53 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
         }
     }
 
-    /// <summary>tile[i·16 + j] = Σ_k a[k, i]·b[k, j] (u8 × s8, i32) with AVX-VNNI: 12 ymm accumulators, 12 vpdpbusd per k-quad.</summary>
+    /// <summary>
+    /// The whole K of one 6 × 16 tile with AVX-VNNI, group by group (<paramref name="gq"/> k-quads each, the last one
+    /// shorter): the group's i32 sums in 12 ymm accumulators, then the group step of <see cref="AccumulateGroup"/> on ymm
+    /// halves in registers (no i32 tile round trip through memory), f[i, j] += (float)(acc + 128·negSums[j]) · sx[i]; the same
+    /// IEEE operations per element as <see cref="AccumulateGroup"/>, so bit-identical to the other strategies.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void KernelVnni(int kq, byte* a, sbyte* b, int* tile)
+    private static void KernelVnniGroups(int kq, int gq, byte* a, sbyte* b, short* negSums, float* sx, float* f)
     {
-        Vector256<int> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
-        Vector256<int> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
-        for (int p = 0; p < kq; p++, a += MR * 4, b += NR * 4)
+        for (int p0 = 0; p0 < kq; p0 += gq, negSums += NR, sx += MR)
         {
-            Vector256<sbyte> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 32);
-            Vector256<byte> av = Vector256.Create(*(int*)a).AsByte();
-            c00 = AvxVnni.MultiplyWideningAndAdd(c00, av, b0); c01 = AvxVnni.MultiplyWideningAndAdd(c01, av, b1);
-            av = Vector256.Create(*(int*)(a + 4)).AsByte();
-            c10 = AvxVnni.MultiplyWideningAndAdd(c10, av, b0); c11 = AvxVnni.MultiplyWideningAndAdd(c11, av, b1);
-            av = Vector256.Create(*(int*)(a + 8)).AsByte();
-            c20 = AvxVnni.MultiplyWideningAndAdd(c20, av, b0); c21 = AvxVnni.MultiplyWideningAndAdd(c21, av, b1);
-            av = Vector256.Create(*(int*)(a + 12)).AsByte();
-            c30 = AvxVnni.MultiplyWideningAndAdd(c30, av, b0); c31 = AvxVnni.MultiplyWideningAndAdd(c31, av, b1);
-            av = Vector256.Create(*(int*)(a + 16)).AsByte();
-            c40 = AvxVnni.MultiplyWideningAndAdd(c40, av, b0); c41 = AvxVnni.MultiplyWideningAndAdd(c41, av, b1);
-            av = Vector256.Create(*(int*)(a + 20)).AsByte();
-            c50 = AvxVnni.MultiplyWideningAndAdd(c50, av, b0); c51 = AvxVnni.MultiplyWideningAndAdd(c51, av, b1);
+            int p1 = Math.Min(kq, p0 + gq);
+            Vector256<int> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+            Vector256<int> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+            for (int p = p0; p < p1; p++, a += MR * 4, b += NR * 4)
+            {
+                Vector256<sbyte> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 32);
+                Vector256<byte> av = Vector256.Create(*(int*)a).AsByte();
+                c00 = AvxVnni.MultiplyWideningAndAdd(c00, av, b0); c01 = AvxVnni.MultiplyWideningAndAdd(c01, av, b1);
+                av = Vector256.Create(*(int*)(a + 4)).AsByte();
+                c10 = AvxVnni.MultiplyWideningAndAdd(c10, av, b0); c11 = AvxVnni.MultiplyWideningAndAdd(c11, av, b1);
+                av = Vector256.Create(*(int*)(a + 8)).AsByte();
+                c20 = AvxVnni.MultiplyWideningAndAdd(c20, av, b0); c21 = AvxVnni.MultiplyWideningAndAdd(c21, av, b1);
+                av = Vector256.Create(*(int*)(a + 12)).AsByte();
+                c30 = AvxVnni.MultiplyWideningAndAdd(c30, av, b0); c31 = AvxVnni.MultiplyWideningAndAdd(c31, av, b1);
+                av = Vector256.Create(*(int*)(a + 16)).AsByte();
+                c40 = AvxVnni.MultiplyWideningAndAdd(c40, av, b0); c41 = AvxVnni.MultiplyWideningAndAdd(c41, av, b1);
+                av = Vector256.Create(*(int*)(a + 20)).AsByte();
+                c50 = AvxVnni.MultiplyWideningAndAdd(c50, av, b0); c51 = AvxVnni.MultiplyWideningAndAdd(c51, av, b1);
+            }
+            var k0 = Vector256.ShiftLeft(Avx2.ConvertToVector256Int32(Vector128.Load(negSums)), 7);
+            var k1 = Vector256.ShiftLeft(Avx2.ConvertToVector256Int32(Vector128.Load(negSums + 8)), 7);
+            Step(f, c00, c01, k0, k1, sx[0]); Step(f + 16, c10, c11, k0, k1, sx[1]); Step(f + 32, c20, c21, k0, k1, sx[2]);
+            Step(f + 48, c30, c31, k0, k1, sx[3]); Step(f + 64, c40, c41, k0, k1, sx[4]); Step(f + 80, c50, c51, k0, k1, sx[5]);
         }
-        c00.Store(tile); c01.Store(tile + 8);
-        c10.Store(tile + 16); c11.Store(tile + 24);
-        c20.Store(tile + 32); c21.Store(tile + 40);
-        c30.Store(tile + 48); c31.Store(tile + 56);
-        c40.Store(tile + 64); c41.Store(tile + 72);
-        c50.Store(tile + 80); c51.Store(tile + 88);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static void Step(float* row, Vector256<int> lo, Vector256<int> hi, Vector256<int> k0, Vector256<int> k1, float s)
+        {
+            var sv = Vector256.Create(s);
+            (Vector256.Load(row) + Vector256.ConvertToSingle(lo + k0) * sv).Store(row);
+            (Vector256.Load(row + 8) + Vector256.ConvertToSingle(hi + k1) * sv).Store(row + 8);
+        }
     }
 
     /// <summary>
-    /// The same tile with AVX-512BW: weights sign-extended to i16 (8 columns × 4 k per zmm), the x quad zero-extended to
+    /// One group's 6 × 16 i32 tile with AVX-512BW: weights sign-extended to i16 (8 columns × 4 k per zmm), the x quad zero-extended to
     /// four i16 and broadcast, vpmaddwd (lane 2j: k0, k1 of column j; lane 2j + 1: k2, k3), pairs summed at the end.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -7,7 +7,7 @@ namespace Rellax.Kernels.Cuda;
 /// <summary>
 /// The CUDA backend: ILGPU's CUDA accelerator (its context, stream and device buffers) with the hand-written
 /// kernels of <c>kernels/*.cu</c> loaded into the same context and launched on the same stream wherever one
-/// exists (today: RMSNorm, the CFLoRA forward, SUBR top-K and int8 attention); every other primitive runs as the ILGPU kernel. The <c>.cu</c> sources are compiled
+/// exists (today: RMSNorm, the CFLoRA forward, SUBR top-K, int8 attention and the int8 linear layer); every other primitive runs as the ILGPU kernel. The <c>.cu</c> sources are compiled
 /// with NVRTC at construction (cached on disk), or taken from a CMake-built fatbin when one is present.
 /// </summary>
 public sealed class CudaBackend : IlgpuBackend
@@ -29,6 +29,10 @@ public sealed class CudaBackend : IlgpuBackend
 
     /// <summary>Where the hand-written kernels came from (fatbin path or NVRTC version and target).</summary>
     public string KernelOrigin => ((CudaPrimitiveKernels)IlgpuKernels).Library.Origin;
+
+    /// <summary>The int8 linear layer and gather run as <c>kernels/int8_linear.cu</c> (<see cref="CudaInt8LinearKernels"/>);
+    /// quantization at load is ILGPU's (the same layout).</summary>
+    private protected override IInt8LinearKernels CreateInt8LinearKernels() => new CudaInt8LinearKernels(this, ((CudaPrimitiveKernels)IlgpuKernels).Library);
 
     /// <summary>SUBR runs as <c>kernels/subr_topk.cu</c> (<see cref="CudaSubrKernels"/>), not as the ILGPU kernel.</summary>
     private protected override ISubrKernels CreateSubrKernels() => new CudaSubrKernels(this, ((CudaPrimitiveKernels)IlgpuKernels).Library);

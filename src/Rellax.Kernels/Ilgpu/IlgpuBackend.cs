@@ -23,7 +23,7 @@ public class IlgpuBackend : ComputeBackend
     private IlgpuCfloraKernels? _cflora;
     private ISubrKernels? _subr;
     private IAttentionKernels? _attention;
-    private IlgpuInt8Linear? _int8;
+    private IInt8LinearKernels? _int8;
     private bool _disposed;
 
     /// <summary>Creates a backend on device <paramref name="deviceIndex"/> of <paramref name="kind"/> (see <see cref="ListDevices"/>).</summary>
@@ -150,15 +150,19 @@ public class IlgpuBackend : ComputeBackend
     /// <summary>Creates this backend's attention kernels; the CUDA backend returns its hand-written ones.</summary>
     private protected virtual IAttentionKernels CreateAttentionKernels() => new IlgpuAttentionKernels(this);
 
-    /// <summary>The int8 linear kernels (<see cref="IlgpuInt8Linear"/>; dp4a on CUDA), compiled on first use.</summary>
+    /// <summary>The int8 linear kernels (<see cref="CreateInt8LinearKernels"/>), compiled on first use.</summary>
     internal override IInt8LinearKernels Int8LinearKernels
     {
         get
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            return _int8 ??= new IlgpuInt8Linear(this);
+            return _int8 ??= CreateInt8LinearKernels();
         }
     }
+
+    /// <summary>Creates this backend's int8 linear kernels (<see cref="IlgpuInt8Linear"/>); the CUDA backend returns its
+    /// hand-written ones.</summary>
+    private protected virtual IInt8LinearKernels CreateInt8LinearKernels() => new IlgpuInt8Linear(this);
 
     /// <inheritdoc/>
     public override DeviceBuffer Allocate(DType dtype, long length)

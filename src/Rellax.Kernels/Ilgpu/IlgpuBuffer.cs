@@ -46,6 +46,9 @@ public sealed class IlgpuBuffer : DeviceBuffer
     internal static ArrayView<T> ViewOf<T>(in Tensor tensor) where T : unmanaged =>
         ((IlgpuBuffer)tensor.Buffer).View<T>().SubView(tensor.Offset, tensor.ElementCount);
 
+    /// <summary>The device address of a whole buffer (its element 0).</summary>
+    internal static IntPtr DevicePointer(DeviceBuffer buffer) => ((IlgpuBuffer)buffer)._memory.NativePtr;
+
     /// <summary>Device address of <paramref name="tensor"/>'s first element (for launching hand-written CUDA kernels).</summary>
     internal static IntPtr DevicePointer(in Tensor tensor)
     {

@@ -12,7 +12,7 @@ internal sealed partial class IlgpuInt8Linear
     /// <summary>Scalars of one <see cref="LinearKernel"/> launch.</summary>
     internal struct LinearLaunch
     {
-        public int N, K, Kq, HasBias, UseDp4a;
+        public int N, K, Kq, GroupQuads, Groups, HasBias, UseDp4a;
     }
 
     /// <summary>Sign-extended byte <c>c &amp; 3</c> of a packed int (byte 0 the lowest).</summary>
@@ -70,16 +70,22 @@ internal sealed partial class IlgpuInt8Linear
         list[0] = count;
     }
 
-    // One thread per row t: the row with its outlier columns zeroed, quantized (QuantizeRowInt8: a non-finite value gives scale
-    // NaN and q = 0). Launch: auto-grouped over M. Roofline: reads the row twice, writes ⌈K/4⌉ ints.
-    private static void QuantizeRowsKernel(Index1D t, ArrayView<float> x, int k, ArrayView<int> list, ArrayView<int> x8, ArrayView<float> sx)
+    // One thread per (row t, group g) (index t·groups + g): columns [g·G, min(K, (g+1)·G)) of the row with the outlier columns
+    // zeroed, quantized (QuantizeRowInt8: a non-finite value gives scale NaN and q = 0) into x8 [M, Kq] (G is a multiple of 4,
+    // so a group owns whole ints) and sx [M, groups]. Launch: auto-grouped over M·groups. Roofline: reads the group twice,
+    // writes G/4 ints.
+    private static void QuantizeRowsKernel(Index1D index, ArrayView<float> x, int k, int groupSize, ArrayView<int> list, ArrayView<int> x8, ArrayView<float> sx)
     {
-        long row = (long)t.X * k;
+        int groups = (k + groupSize - 1) / groupSize, t = index.X / groups, g = index.X % groups;
+        int c0 = g * groupSize, c1 = XMath.Min(k, c0 + groupSize);
+        long row = (long)t * k;
         int kq = (k + 3) / 4, no = list[0];
+        int first = 0;
+        while (first < no && list[1 + first] < c0) first++;
         float amax = 0f;
         bool finite = true;
-        int o = 0;
-        for (int c = 0; c < k; c++)
+        int o = first;
+        for (int c = c0; c < c1; c++)
         {
             if (o < no && list[1 + o] == c) { o++; continue; }
             float v = x[row + c];
@@ -87,35 +93,42 @@ internal sealed partial class IlgpuInt8Linear
             amax = XMath.Max(amax, XMath.Abs(v));
         }
         float inv = !finite || amax == 0f ? 0f : 127f / amax;
-        o = 0;
-        for (int p = 0; p < kq; p++)
+        o = first;
+        for (int p = c0 / 4; p < (c1 + 3) / 4; p++)
         {
             int q0 = 0, q1 = 0, q2 = 0, q3 = 0;
             for (int e = 0; e < 4; e++)
             {
                 int c = 4 * p + e;
-                if (c >= k) break;
+                if (c >= c1) break;
                 if (o < no && list[1 + o] == c) { o++; continue; }
                 int q = finite ? QuantizeOne(x[row + c], inv) : 0;
                 if (e == 0) q0 = q; else if (e == 1) q1 = q; else if (e == 2) q2 = q; else q3 = q;
             }
-            x8[(long)t.X * kq + p] = Pack(q0, q1, q2, q3);
+            x8[(long)t * kq + p] = Pack(q0, q1, q2, q3);
         }
-        sx[t] = finite ? amax / 127f : float.NaN;
+        sx[index] = finite ? amax / 127f : float.NaN;
     }
 
-    // One thread per output (t, j): acc = Σ x8[t]·w8[j] exactly in int32 (K/4 dp4a), then the CPU kernel's float formula
-    // acc · (s_x · s_w) + Σ_o x[t, c_o] · (q[j, c_o] · s_w) (ascending c_o) + bias. Launch: auto-grouped over M·N.
+    // One thread per output (t, j): per activation group g, acc_g = Σ_{c∈g} x8[t]·w8[j] exactly in int32 (G/4 dp4a) and
+    // f += acc_g · s_x[t, g]; then the CPU kernel's float formula f · s_w + Σ_o x[t, c_o] · (q[j, c_o] · s_w) (ascending c_o)
+    // + bias. Launch: auto-grouped over M·N.
     private static void LinearKernel(Index1D index, ArrayView<float> x, ArrayView<int> x8, ArrayView<float> sx, ArrayView<int> w8,
         ArrayView<float> sw, ArrayView<int> list, ArrayView<float> bias, ArrayView<float> y, LinearLaunch p)
     {
         int t = index.X / p.N, j = index.X % p.N;
         long xb = (long)t * p.Kq, wb = (long)j * p.Kq;
         bool dp4a = p.UseDp4a != 0;
-        int acc = 0;
-        for (int q = 0; q < p.Kq; q++) acc = IlgpuAttentionKernels.Dot4(x8[xb + q], w8[wb + q], acc, dp4a);
+        float f = 0f;
+        for (int g = 0; g < p.Groups; g++)
+        {
+            int acc = 0;
+            int q1 = XMath.Min(p.Kq, (g + 1) * p.GroupQuads);
+            for (int q = g * p.GroupQuads; q < q1; q++) acc = IlgpuAttentionKernels.Dot4(x8[xb + q], w8[wb + q], acc, dp4a);
+            f += acc * sx[(long)t * p.Groups + g];
+        }
         float s = sw[j];
-        float v = acc * (sx[t] * s);
+        float v = f * s;
         int no = list[0];
         for (int o = 0; o < no; o++)
         {

@@ -55,6 +55,16 @@ public sealed class Primitives
     /// <summary>Most input columns (K) an int8 weight may have: K·127² must fit in i32 for the integer sums to be exact.</summary>
     public const int MaxInt8Columns = 131072;
 
+    /// <summary>
+    /// Input columns per activation scale group of the int8 linear layer (<see cref="LinearInt8"/>): each row of x gets one int8
+    /// scale per 64 consecutive columns instead of one for the whole row (the per-row scale was the main p_yes error on the
+    /// scoring model's MLP; 64 measured best of 32/64/128/256, see <c>benchmarks/results/int8-weights.md</c>).
+    /// </summary>
+    public const int DefaultInt8GroupSize = 64;
+
+    /// <summary>Largest activation group size: each group's i32 sum must be exact in f32 and its weight sum fit in i16.</summary>
+    public const int MaxInt8GroupSize = 256;
+
     /// <summary>Default LLM.int8() outlier threshold: input columns with some |x| above it stay in fp32 (as bitsandbytes).</summary>
     public const float DefaultOutlierThreshold = 6f;
 
@@ -67,24 +77,37 @@ public sealed class Primitives
     /// <exception cref="ArgumentException">w has the wrong dtype or rank, more than <see cref="MaxInt8Columns"/> columns, or a row
     /// holds NaN or infinity (the row is named).</exception>
     /// <exception cref="NotSupportedException">This backend has no int8 linear kernels (only the CPU backend has them so far).</exception>
-    public Int8Weights QuantizeInt8(Tensor w)
+    public Int8Weights QuantizeInt8(Tensor w) => QuantizeInt8(w, DefaultInt8GroupSize);
+
+    /// <summary>
+    /// <see cref="QuantizeInt8(Tensor)"/> with another activation group size: <see cref="LinearInt8"/> will quantize each row of
+    /// x with one scale per <paramref name="groupSize"/> consecutive input columns (smaller groups: finer activation steps, a
+    /// little more f32 work per group). Used by tests and the accuracy diagnosis.
+    /// </summary>
+    /// <param name="w">As in <see cref="QuantizeInt8(Tensor)"/>.</param>
+    /// <param name="groupSize">A multiple of 4 in [4, <see cref="MaxInt8GroupSize"/>].</param>
+    /// <returns>The quantized weight on this backend; the caller owns (disposes) it.</returns>
+    public Int8Weights QuantizeInt8(Tensor w, int groupSize)
     {
         Check.Floating(_backend, w, nameof(w), 2);
         if (w.Dim(1) > MaxInt8Columns)
             throw new ArgumentException($"w {w} has {w.Dim(1)} input columns; int8 sums are exact in i32 only up to {MaxInt8Columns}", nameof(w));
-        return _backend.Int8LinearKernels.Quantize(w);
+        if (groupSize < 4 || groupSize > MaxInt8GroupSize || groupSize % 4 != 0)
+            throw new ArgumentOutOfRangeException(nameof(groupSize), groupSize, $"the int8 activation group size must be a multiple of 4 in [4, {MaxInt8GroupSize}]");
+        return _backend.Int8LinearKernels.Quantize(w, groupSize);
     }
 
     /// <summary>
     /// Linear layer with int8 weights, LLM.int8()-style (W8A8 with outlier decomposition):
-    /// <c>y = x · dequant(w)ᵀ (+ bias)</c>, where each row of x is quantized to int8 with its own scale (max |x| / 127), the
-    /// int8 products are summed exactly in i32, and input columns whose largest |x| over the rows exceeds
+    /// <c>y = x · dequant(w)ᵀ (+ bias)</c>, where each row of x is quantized to int8 with one scale (max |x| / 127) per group of
+    /// <see cref="Int8Weights.GroupSize"/> consecutive input columns, the int8 products of each group are summed exactly in
+    /// i32 and rescaled in f32, and input columns whose largest |x| over the rows exceeds
     /// <paramref name="outlierThreshold"/> are left out of the int8 product and multiplied in fp32 with the dequantized
     /// weights. <see cref="PrimitivesReference.LinearInt8"/> is the exact definition. A row of x holding NaN outside the
     /// outlier columns gives a NaN output row.
     /// </summary>
     /// <param name="x">Input, f32 [M, K].</param>
-    /// <param name="w">Quantized weight [N, K] from <see cref="QuantizeInt8"/> on this backend.</param>
+    /// <param name="w">Quantized weight [N, K] from <see cref="QuantizeInt8(Tensor)"/> on this backend.</param>
     /// <param name="bias">Optional f32 bias [N], or <see langword="null"/>.</param>
     /// <param name="y">Output, f32 [M, N]; must not overlap x or bias.</param>
     /// <param name="outlierThreshold">Magnitude above which an input column goes through fp32; finite and &gt; 0
@@ -112,7 +135,7 @@ public sealed class Primitives
 
     /// <summary>Embedding gather from an int8 table: <c>y[t] = dequant(table)[ids[t]] = q[ids[t]] · scale[ids[t]]</c>.</summary>
     /// <param name="ids">Token ids (or any row indices), i32 [T]; each in [0, V) (the CPU backend throws on one outside).</param>
-    /// <param name="table">Quantized table [V, H] from <see cref="QuantizeInt8"/> on this backend.</param>
+    /// <param name="table">Quantized table [V, H] from <see cref="QuantizeInt8(Tensor)"/> on this backend.</param>
     /// <param name="y">Output, f32 [T, H].</param>
     public void EmbeddingInt8(Tensor ids, Int8Weights table, Tensor y)
     {

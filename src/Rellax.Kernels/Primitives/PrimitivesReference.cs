@@ -61,38 +61,50 @@ public static class PrimitivesReference
     public static sbyte QuantizeActivationInt8(float v, float inv) => (sbyte)Math.Clamp(MathF.Round(v * inv), -127f, 127f);
 
     /// <summary>
-    /// The int8 linear layer (LLM.int8()-style W8A8), y[M,N] from x[M,K], int8 weights q[N,K] (row-major) with row scales
-    /// s_w[N], optional bias[N]:
+    /// The int8 linear layer (LLM.int8()-style W8A8 with per-group activation scales), y[M,N] from x[M,K], int8 weights q[N,K]
+    /// (row-major) with row scales s_w[N], optional bias[N]:
     /// <list type="number">
     /// <item>outlier columns O = { c : max_t |x[t, c]| &gt; threshold };</item>
-    /// <item>per row t, x with the O columns zeroed is quantized by <see cref="QuantizeRowInt8"/> into x8[t], s_x[t];</item>
-    /// <item>y[t, j] = s_w[j] · (s_x[t] · Σ_c x8[t, c]·q[j, c] + Σ_{c∈O} x[t, c]·q[j, c]) + bias[j], in double (the integer
-    /// sum is exact).</item>
+    /// <item>the columns are cut into groups of <paramref name="groupSize"/> along K (group g = [g·G, min(K, (g+1)·G)), the
+    /// last one may be shorter); per row t and group g, x[t, g] with the O columns zeroed is quantized by
+    /// <see cref="QuantizeRowInt8"/> into x8[t, g], s_x[t, g];</item>
+    /// <item>y[t, j] = s_w[j] · (Σ_g s_x[t, g] · Σ_{c∈g} x8[t, c]·q[j, c] + Σ_{c∈O} x[t, c]·q[j, c]) + bias[j], in double (each
+    /// group's integer sum is exact).</item>
     /// </list>
+    /// A group's scale follows its own largest |x| rather than the whole row's, so a few large values (the heavy-tailed SwiGLU
+    /// product that feeds down_proj) coarsen only their own group. With G ≥ K this is LLM.int8()'s per-row scheme.
     /// </summary>
     public static void LinearInt8(ReadOnlySpan<float> x, ReadOnlySpan<sbyte> q, ReadOnlySpan<float> scales, ReadOnlySpan<float> bias,
-        Span<float> y, int m, int k, int n, float threshold)
+        Span<float> y, int m, int k, int n, float threshold, int groupSize = Primitives.DefaultInt8GroupSize)
     {
         var outlier = new bool[k];
         for (int t = 0; t < m; t++)
             for (int c = 0; c < k; c++)
                 if (Math.Abs(x[t * k + c]) > threshold) outlier[c] = true;
+        int groups = (k + groupSize - 1) / groupSize;
         var row = new float[k];
         var x8 = new sbyte[k];
+        var sx = new double[groups];
         for (int t = 0; t < m; t++)
         {
             for (int c = 0; c < k; c++) row[c] = outlier[c] ? 0f : x[t * k + c];
-            double sx = QuantizeRowInt8(row, x8);
+            for (int g = 0; g < groups; g++)
+            {
+                int c0 = g * groupSize, len = Math.Min(k, c0 + groupSize) - c0;
+                sx[g] = QuantizeRowInt8(row.AsSpan(c0, len), x8.AsSpan(c0, len));
+            }
             for (int j = 0; j < n; j++)
             {
-                long acc = 0;
-                double fp = 0;
-                for (int c = 0; c < k; c++)
+                double sum = 0, fp = 0;
+                for (int g = 0; g < groups; g++)
                 {
-                    acc += x8[c] * q[j * k + c];
-                    if (outlier[c]) fp += (double)x[t * k + c] * q[j * k + c];
+                    long acc = 0;
+                    for (int c = g * groupSize; c < Math.Min(k, (g + 1) * groupSize); c++) acc += x8[c] * q[j * k + c];
+                    sum += sx[g] * acc;
                 }
-                y[t * n + j] = (float)(scales[j] * (sx * acc + fp) + (bias.IsEmpty ? 0 : bias[j]));
+                for (int c = 0; c < k; c++)
+                    if (outlier[c]) fp += (double)x[t * k + c] * q[j * k + c];
+                y[t * n + j] = (float)(scales[j] * (sum + fp) + (bias.IsEmpty ? 0 : bias[j]));
             }
         }
     }

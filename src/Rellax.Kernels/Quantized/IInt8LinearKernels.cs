@@ -6,11 +6,12 @@ namespace Rellax.Kernels;
 /// </summary>
 internal interface IInt8LinearKernels
 {
-    /// <summary>Quantizes w (f32, f16 or bf16 [N, K], finite) per row into a new <see cref="Int8Weights"/>.</summary>
-    Int8Weights Quantize(Tensor w);
+    /// <summary>Quantizes w (f32, f16 or bf16 [N, K], finite) per row into a new <see cref="Int8Weights"/> whose activations
+    /// will be quantized in groups of <paramref name="groupSize"/> columns (a multiple of 4, checked).</summary>
+    Int8Weights Quantize(Tensor w, int groupSize);
 
     /// <summary>
-    /// y[M,N] = x[M,K] · dequant(w)ᵀ (+ bias[N]) with activations quantized per row and input columns whose largest
+    /// y[M,N] = x[M,K] · dequant(w)ᵀ (+ bias[N]) with activations quantized per row and group of w.GroupSize columns, and input columns whose largest
     /// |x| exceeds <paramref name="threshold"/> kept in fp32 (<see cref="PrimitivesReference.LinearInt8"/> defines it).
     /// </summary>
     void Linear(Tensor x, Int8Weights w, Tensor? bias, Tensor y, float threshold);

@@ -4,15 +4,15 @@ namespace Rellax.Kernels;
 /// A linear layer's weight quantized to int8, symmetric per output channel (LLM.int8()'s weight format): for row j of
 /// the [N, K] weight, <c>scale_j = max_k |w[j, k]| / 127</c> and <c>q[j, k] = round(w[j, k] / scale_j)</c> in [-127, 127]
 /// (round to nearest even; a zero row has scale 0). One f32 scale per row, one byte per element: a quarter of f32.
-/// Made by <see cref="Primitives.QuantizeInt8"/>, used by <see cref="Primitives.LinearInt8"/>.
+/// Made by <see cref="Primitives.QuantizeInt8(Tensor)"/>, used by <see cref="Primitives.LinearInt8"/>.
 /// The bytes live on the backend in the backend's own layout (the CPU keeps them packed for its int8 GEMM);
 /// <see cref="ReadValues"/> returns them row-major. Owns its buffers: dispose it.
 /// </summary>
 public sealed class Int8Weights : IDisposable
 {
-    internal Int8Weights(ComputeBackend backend, int rows, int cols, DeviceBuffer values, DeviceBuffer scales, DeviceBuffer rowSums)
+    internal Int8Weights(ComputeBackend backend, int rows, int cols, int groupSize, DeviceBuffer values, DeviceBuffer scales, DeviceBuffer rowSums)
     {
-        Backend = backend; Rows = rows; Cols = cols; Values = values; Scales = scales; RowSums = rowSums;
+        Backend = backend; Rows = rows; Cols = cols; GroupSize = groupSize; Values = values; Scales = scales; RowSums = rowSums;
     }
 
     /// <summary>The backend the buffers live on.</summary>
@@ -24,13 +24,22 @@ public sealed class Int8Weights : IDisposable
     /// <summary>K: input features (columns of the HF weight).</summary>
     public int Cols { get; }
 
+    /// <summary>
+    /// G: input columns per activation scale group (<see cref="Primitives.LinearInt8"/> quantizes each row of x with one scale
+    /// per G consecutive columns; <see cref="Primitives.DefaultInt8GroupSize"/>). The weights themselves keep one scale per row.
+    /// </summary>
+    public int GroupSize { get; }
+
     /// <summary>The int8 values in the backend's layout (CPU: see <c>CpuInt8Linear</c>).</summary>
     internal DeviceBuffer Values { get; }
 
     /// <summary>f32 [N]: the dequantization scale of each row.</summary>
     internal DeviceBuffer Scales { get; }
 
-    /// <summary>i32 [N]: Σ_k q[j, k], for the exact +128 correction of u8 × s8 products.</summary>
+    /// <summary>
+    /// Weight sums for the exact +128 correction of u8 × s8 products, in the backend's layout (CPU: −Σ_{k∈g} q[j, k] per
+    /// activation group, i16; ILGPU: i32 [N] whole-row sums, unused by its s8 × s8 dots).
+    /// </summary>
     internal DeviceBuffer RowSums { get; }
 
     /// <summary>Bytes held on the backend (values with the layout's padding, scales, row sums).</summary>

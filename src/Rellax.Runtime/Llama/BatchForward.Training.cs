@@ -126,9 +126,9 @@ internal sealed partial class BatchForward
         foreach (var (module, weight, dy) in inputs)
         {
             if (_adapter?.Find(layer, module) is { } target)
-                adapted.Add(new CfloraBackwardModule(weight.Tensor, target.A, target.B, target.BackwardInteractions(ctx.Sequences), target.Scale, dy,
+                adapted.Add(weight.AdaptedBackward(target.A, target.B, target.BackwardInteractions(ctx.Sequences), target.Scale, dy,
                     target.DA, target.DB, target.InteractionGradient(ctx.Sequences)));
-            else frozen.Add(new FrozenLinearTerm(dy, weight.Tensor));
+            else frozen.Add(weight.Frozen(dy));
         }
         if (adapted.Count > 0) _backend.Cflora.Backward(x, adapted.ToArray(), ctx.Cflora!, dx);
         if (frozen.Count == 0) return;

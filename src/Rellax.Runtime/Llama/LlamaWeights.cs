@@ -32,7 +32,7 @@ internal sealed class LlamaLayerWeights
 /// <remarks>
 /// <para><b>Dtypes.</b> With <see cref="WeightFormat.Auto"/> the embedding, lm_head and every linear weight keep the
 /// checkpoint's dtype (F32, F16 or BF16); <see cref="WeightFormat.F32"/>/<see cref="WeightFormat.BF16"/>/<see cref="WeightFormat.F16"/>
-/// convert them at load; <see cref="WeightFormat.Int8"/> quantizes all of them (<see cref="Primitives.QuantizeInt8"/>) and
+/// convert them at load; <see cref="WeightFormat.Int8"/> quantizes all of them (<see cref="Primitives.QuantizeInt8(Tensor)"/>) and
 /// copies the norms, so the checkpoint is closed after loading. Norms and biases are f32 (widened at load when the
 /// checkpoint stores them in half precision; they are vectors).</para>
 /// <para><b>Zero copy on the CPU backend.</b> A tensor whose dtype is kept and whose bytes in the memory-mapped file
@@ -119,7 +119,7 @@ internal sealed class LlamaWeights : IDisposable
                     conversion.Start();
                     try
                     {
-                        var q = backend.Primitives.QuantizeInt8(dense.AsTensor(rows, cols));
+                        var q = backend.Primitives.QuantizeInt8(dense.AsTensor(rows, cols), options.Int8GroupSize);
                         owned.Add(q);
                         held += q.SizeInBytes;
                         return LinearWeight.Of(q, threshold);

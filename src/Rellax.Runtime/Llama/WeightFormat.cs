@@ -14,7 +14,7 @@ public enum WeightFormat
     /// <summary>Converted to f16 at load (widened on the fly by the kernels).</summary>
     F16,
     /// <summary>
-    /// Quantized at load to int8, symmetric per output row (<see cref="Primitives.QuantizeInt8"/>): every linear layer, lm_head
+    /// Quantized at load to int8, symmetric per output row (<see cref="Primitives.QuantizeInt8(Tensor)"/>): every linear layer, lm_head
     /// and the embedding. Linear layers run LLM.int8()-style (<see cref="Primitives.LinearInt8"/>); adapters stay fp32.
     /// CPU backend only.
     /// </summary>
@@ -38,6 +38,10 @@ public sealed record ModelLoadOptions
     /// weight quantization (W8A32); that is how <c>--int8-diagnose</c> separates weight from activation error.
     /// </summary>
     internal Func<string, float?>? Int8Plan { get; init; }
+
+    /// <summary>Diagnostics (benchmarks and tests): the int8 activation group size (<see cref="Int8Weights.GroupSize"/>; default
+    /// <see cref="Primitives.DefaultInt8GroupSize"/>).</summary>
+    internal int Int8GroupSize { get; init; } = Primitives.DefaultInt8GroupSize;
 
     /// <summary>The command-line spellings of <see cref="WeightFormat"/>, in the order shown to users.</summary>
     public static IReadOnlyList<string> WeightNames { get; } = ["auto", "f32", "bf16", "f16", "int8"];
@@ -89,6 +93,17 @@ internal sealed class LinearWeight
 
     /// <summary>The dense matrix as a tensor [rows, cols]; for int8 weights, an error naming the caller's need.</summary>
     public Tensor Tensor => Dense?.AsTensor(Rows, Cols) ?? throw new NotSupportedException("this operation needs dense (f32/f16/bf16) weights, not int8");
+
+    /// <summary>This frozen weight's term of <see cref="BackwardOps.LinearInput"/> (dense, or int8 read dequantized).</summary>
+    /// <param name="dy">Gradient of the loss with respect to the layer's output, f32 [T, rows].</param>
+    public FrozenLinearTerm Frozen(Tensor dy) => Int8 is { } q ? new FrozenLinearTerm(dy, q) : new FrozenLinearTerm(dy, Tensor);
+
+    /// <summary>An adapted module's <see cref="CfloraBackwardModule"/> with this weight as its frozen W0 (dense, or
+    /// <see cref="CfloraBackwardModule.W0Int8"/>).</summary>
+    internal CfloraBackwardModule AdaptedBackward(Tensor a, Tensor b, Tensor? g, float scale, Tensor dy, Tensor? da, Tensor? db, Tensor? dg) =>
+        Int8 is { } q
+            ? new CfloraBackwardModule(default, a, b, g, scale, dy, da, db, dg) { W0Int8 = q }
+            : new CfloraBackwardModule(Tensor, a, b, g, scale, dy, da, db, dg);
 
     /// <summary>y = x Wᵀ (+ bias), through <see cref="Primitives.Linear"/> or <see cref="Primitives.LinearInt8"/>.</summary>
     public void Apply(Primitives ops, Tensor x, Tensor? bias, Tensor y)

@@ -89,7 +89,11 @@ public sealed record AdapterTrainingOptions
 /// backward about as much again for the frozen layers' input gradients (no weight gradients), 2.5x the forward for
 /// attention, and a few % for the adapter's gradients. <see cref="AdapterTrainingOptions.Recompute"/> adds one more
 /// forward of each layer. Memory: see <see cref="PeakActivationBytes"/>.</para>
-/// CPU backend only (the backward ops have no GPU implementation yet); base weights f32, f16 or bf16 (not int8).
+/// CPU backend only (the backward ops have no GPU implementation yet). Base weights f32, f16, bf16 or int8 (QLoRA-style: the
+/// forward runs the int8 layers as scoring does, LLM.int8() W8A8; the backward reads the frozen int8 weights dequantized, so
+/// the gradient is the straight-through one, that of the fp32 model with the dequantized weights evaluated at the int8
+/// forward's activations; with <see cref="ModelLoadOptions.OutlierThreshold"/> below every |x|, e.g. 1e-30, the forward is
+/// that fp32 model itself, run as the fp32 GEMM over the dequantized weights, and the gradient exact).
 /// Not thread-safe; dispose to free the backend memory.
 /// </remarks>
 public sealed class AdapterTrainer : ITrainable, IDisposable
@@ -121,7 +125,7 @@ public sealed class AdapterTrainer : ITrainable, IDisposable
     /// <exception cref="ArgumentException">The adapter does not fit the model, a part to train is missing from it, the
     /// training set is empty or single-class, or an example is invalid (a <see cref="RecordException"/> naming the
     /// example by its split (<see cref="RecordException.RecordKind"/> <c>train</c> or <c>valid</c>) and <see cref="RecordException.Record"/> index).</exception>
-    /// <exception cref="NotSupportedException">The backend is not the CPU, the base weights are int8, or attention is not fp32.</exception>
+    /// <exception cref="NotSupportedException">The backend is not the CPU, or attention is not fp32.</exception>
     public AdapterTrainer(LlamaModel model, RellaxAdapter adapter, IReadOnlyList<CtrExample> train, IReadOnlyList<CtrExample>? valid,
         AdapterTrainingOptions? options = null)
     {
@@ -132,8 +136,6 @@ public sealed class AdapterTrainer : ITrainable, IDisposable
         var scoring = options.Scoring ?? throw new ArgumentException("Scoring options are required", nameof(options));
         if (model.Backend is not CpuBackend)
             throw new NotSupportedException($"adapter training runs on the CPU backend only (the backward ops have no {model.Backend.Name} implementation yet)");
-        if (model.WeightFormat == WeightFormat.Int8)
-            throw new NotSupportedException("adapter training needs f32, f16 or bf16 base weights; an int8 base (--weights int8) has no backward yet");
         if (scoring.Attention != AttentionPrecision.Fp32)
             throw new NotSupportedException("adapter training uses fp32 attention (its backward is fp32); int8 attention is for scoring only");
         if (scoring.BatchSize < 1 || scoring.MaxBatchTokens < 1)
@@ -386,7 +388,7 @@ public sealed class AdapterTrainer : ITrainable, IDisposable
             var c = owner._model.Config;
             int n = rows.Length, h = c.HiddenSize;
             using var d = _backend.Upload<float>(dLogits);
-            _backend.Backward.LinearInput([new FrozenLinearTerm(d.AsTensor(n, c.VocabSize), owner._model.Weights.LmHead.Tensor)], Normed.AsTensor(n, h));
+            _backend.Backward.LinearInput([owner._model.Weights.LmHead.Frozen(d.AsTensor(n, c.VocabSize))], Normed.AsTensor(n, h));
             Finish(dFinal, n, h);
         }
 

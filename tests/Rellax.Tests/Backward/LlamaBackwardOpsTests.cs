@@ -170,6 +170,61 @@ public sealed class LlamaBackwardOpsTests
         }
     }
 
+    /// <summary>
+    /// Frozen int8 weights (an int8 base, issue 19): dx = Σ_m dY_m · (scale_m ⊙ Q_m), the straight-through gradient. The
+    /// double reference against TorchSharp float64 autograd of <c>linear(x, Q · scale)</c>, and the CPU kernel (the weight
+    /// dequantized while the GEMM packs it) against the reference, alone and next to a dense term in the same call.
+    /// </summary>
+    [TestCase(7, 37, new[] { 45, 3, 17 }, 2)]
+    [TestCase(130, 264, new[] { 300 }, 2)]
+    [TestCase(33, 96, new[] { 96, 24, 24 }, 1)]
+    public void LinearInputInt8(int rows, int din, int[] douts, int threads)
+    {
+        using var backend = new CpuBackend(threads);
+        var q8 = new List<Int8Weights>();
+        try
+        {
+            var terms = douts.Select((dout, m) =>
+            {
+                var q = backend.Primitives.QuantizeInt8(backend.Tensor(RandomData.Uniform(dout * din, 10 * m + din, -1, 1), dout, din));
+                q8.Add(q);
+                return (Dy: RandomData.Uniform(rows * dout, 10 * m + rows), Q: q.ReadValues(), Scales: q.ReadScales(), Dout: dout);
+            }).ToArray();
+            var expected = new float[rows * din];
+            BackwardReference.LinearInputInt8(terms, expected, din);
+            using (var scope = torch.NewDisposeScope())
+            {
+                var tx = torch.zeros(rows, din, float64).requires_grad_();
+                var loss = torch.zeros(1, float64);
+                foreach (var (dy, q, scales, dout) in terms)
+                {
+                    var w = torch.tensor(q.Select(v => (double)v).ToArray(), [dout, din], float64) * D64(scales, dout, 1);
+                    loss = loss + (nn.functional.linear(tx, w) * D64(dy, rows, dout)).sum();
+                }
+                loss.backward();
+                RandomData.AssertClose(expected, Grad(tx), 1e-9, 1e-7, "int8 reference vs autograd");
+            }
+
+            var dx = backend.Zeros(rows, din);
+            backend.Backward.LinearInput([.. terms.Select((t, m) => new FrozenLinearTerm(backend.Tensor(t.Dy, rows, t.Dout), q8[m]))], dx);
+            AssertKernel(dx.ToArray<float>(), expected, douts.Sum(), "cpu LinearInput (int8)");
+
+            // Next to a dense f32 term: the sum of both references.
+            var wDense = RandomData.Uniform(5 * din, din + 7);
+            var dyDense = RandomData.Uniform(rows * 5, rows + 7);
+            var dense = new float[rows * din];
+            BackwardReference.LinearInput([(dyDense, wDense, 5)], dense, din);
+            var mixed = backend.Zeros(rows, din);
+            backend.Backward.LinearInput([new FrozenLinearTerm(backend.Tensor(dyDense, rows, 5), backend.Tensor(wDense, 5, din)),
+                .. terms.Select((t, m) => new FrozenLinearTerm(backend.Tensor(t.Dy, rows, t.Dout), q8[m]))], mixed);
+            AssertKernel(mixed.ToArray<float>(), [.. expected.Zip(dense, (a, b) => a + b)], douts.Sum() + 5, "cpu LinearInput (dense + int8)");
+        }
+        finally
+        {
+            foreach (var q in q8) q.Dispose();
+        }
+    }
+
     [Test]
     public void BadArgumentsNameTheArgument()
     {
@@ -193,5 +248,11 @@ public sealed class LlamaBackwardOpsTests
         ex = Assert.Throws<ArgumentException>(() => backend.Backward.LinearInput([new FrozenLinearTerm(dyBuffer, backend.Zeros(8, 8))], dyBuffer));
         Assert.That(ex!.ParamName, Is.EqualTo("dx"));
         Assert.Throws<ArgumentException>(() => backend.Backward.LinearInput([], backend.Zeros(2, 8)));
+        using var w8 = backend.Primitives.QuantizeInt8(backend.Zeros(4, 7));
+        ex = Assert.Throws<ArgumentException>(() => backend.Backward.LinearInput([new FrozenLinearTerm(backend.Zeros(2, 4), w8)], backend.Zeros(2, 8)));
+        Assert.That(ex!.ParamName, Is.EqualTo("terms[0].W"));
+        Assert.That(ex.Message, Does.Contain("int8[4, 7]"));
+        ex = Assert.Throws<ArgumentException>(() => backend.Backward.LinearInput([new FrozenLinearTerm(backend.Zeros(2, 5), w8)], backend.Zeros(2, 7)));
+        Assert.That(ex!.ParamName, Is.EqualTo("terms[0].DY"));
     }
 }

@@ -7,7 +7,7 @@ using TorchSharp;
 namespace Rellax.Tests.Cpu;
 
 /// <summary>
-/// The CPU int8 linear layer (<see cref="Primitives.QuantizeInt8"/> and <see cref="Primitives.LinearInt8"/>) on each dot strategy (AVX-VNNI, AVX-512BW, scalar) against
+/// The CPU int8 linear layer (<see cref="Primitives.QuantizeInt8(Tensor)"/> and <see cref="Primitives.LinearInt8"/>) on each dot strategy (AVX-VNNI, AVX-512BW, scalar) against
 /// <see cref="PrimitivesReference.LinearInt8"/> and a TorchSharp float64 transcription of LLM.int8(); the strategies
 /// bit-for-bit against each other; accuracy against the fp32 layer with injected outlier columns; argument errors.
 /// </summary>
@@ -36,9 +36,10 @@ public sealed class CpuInt8LinearTests
         return x;
     }
 
-    private float[] RunInt8(float[] x, float[] w, float[]? bias, int m, int k, int n, float threshold, DType dtype = DType.F32)
+    private float[] RunInt8(float[] x, float[] w, float[]? bias, int m, int k, int n, float threshold, DType dtype = DType.F32,
+        int groupSize = Primitives.DefaultInt8GroupSize)
     {
-        using var q = P.QuantizeInt8(LinearOracleTests.Upload(_backend, dtype, w, n, k));
+        using var q = P.QuantizeInt8(LinearOracleTests.Upload(_backend, dtype, w, n, k), groupSize);
         var y = _backend.Zeros(m, n);
         P.LinearInt8(_backend.Tensor(x, m, k), q, bias is null ? null : _backend.Tensor(bias, n), y, threshold);
         return y.ToArray<float>();
@@ -80,6 +81,18 @@ public sealed class CpuInt8LinearTests
         var y = new float[2];
         PrimitivesReference.LinearInt8([1f, 10f], [127, 1, -127, 2], [1f, 1f], [0.5f, -0.5f], y, 1, 2, 2, 6f);
         Assert.That(y, Is.EqualTo(new[] { 137.5f, -107.5f }).Within(1e-5f));
+
+        // Activation groups of 4: x = [1, 0, 0, 0 | 0.01, 0, 0, 0.004] gets scales 1/127 and 0.01/127, so 0.01 → 127 and
+        // 0.004 → round(50.8) = 51 in its own group; w row 0 = [1, 0, 0, 0, 1, 0, 0, 0], row 1 = [0, 0, 0, 0, 0, 0, 0, 2],
+        // scale 1: y = [1/127·127 + 0.01/127·127, 0.01/127·51·2] = [1.01, 0.0080315]. One scale for the whole row (groups
+        // of 8) would round 0.01 to 1 and 0.004 to 1: y = [1 + 1/127, 2/127] = [1.007874, 0.015748].
+        var grouped = new float[2];
+        sbyte[] wq = [1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+        float[] xg = [1f, 0f, 0f, 0f, 0.01f, 0f, 0f, 0.004f];
+        PrimitivesReference.LinearInt8(xg, wq, [1f, 1f], [], grouped, 1, 8, 2, 6f, groupSize: 4);
+        Assert.That(grouped, Is.EqualTo(new[] { 1.01f, 0.01f / 127f * 51f * 2f }).Within(1e-6f));
+        PrimitivesReference.LinearInt8(xg, wq, [1f, 1f], [], grouped, 1, 8, 2, 6f, groupSize: 8);
+        Assert.That(grouped, Is.EqualTo(new[] { 1f + 1f / 127f, 2f / 127f }).Within(1e-6f));
     }
 
     [Test]
@@ -104,7 +117,8 @@ public sealed class CpuInt8LinearTests
     }
 
     [Test]
-    public void MatchesReferenceOnOddShapes([Values("AvxVnni", "Avx512BW", "Scalar")] string name)
+    public void MatchesReferenceOnOddShapes([Values("AvxVnni", "Avx512BW", "Scalar")] string name,
+        [Values(4, 36, Primitives.DefaultInt8GroupSize, Primitives.MaxInt8GroupSize)] int groupSize)
     {
         var strategy = Enum.Parse<CpuInt8Linear.DotStrategy>(name);
         RequireStrategy(strategy);
@@ -115,11 +129,12 @@ public sealed class CpuInt8LinearTests
                 {
                     float[] x = InputWithOutliers(m, k, 11 + m), w = RandomData.Uniform(n * k, 12 + k);
                     float[]? bias = withBias ? RandomData.Uniform(n, 13) : null;
-                    var actual = RunInt8(x, w, bias, m, k, n, Primitives.DefaultOutlierThreshold);
-                    using var q = P.QuantizeInt8(_backend.Tensor(w, n, k));
+                    var actual = RunInt8(x, w, bias, m, k, n, Primitives.DefaultOutlierThreshold, groupSize: groupSize);
+                    using var q = P.QuantizeInt8(_backend.Tensor(w, n, k), groupSize);
+                    Assert.That(q.GroupSize, Is.EqualTo(groupSize));
                     var expected = new float[m * n];
-                    PrimitivesReference.LinearInt8(x, q.ReadValues(), q.ReadScales(), bias ?? [], expected, m, k, n, Primitives.DefaultOutlierThreshold);
-                    RandomData.AssertClose(actual, expected, 1e-5 * Math.Sqrt(k), 1e-5, $"{strategy} M = {m}, K = {k}, N = {n}, bias = {withBias}");
+                    PrimitivesReference.LinearInt8(x, q.ReadValues(), q.ReadScales(), bias ?? [], expected, m, k, n, Primitives.DefaultOutlierThreshold, groupSize);
+                    RandomData.AssertClose(actual, expected, 1e-5 * Math.Sqrt(k), 1e-5, $"{strategy} G = {groupSize}, M = {m}, K = {k}, N = {n}, bias = {withBias}");
                 }
         });
     }
@@ -127,6 +142,7 @@ public sealed class CpuInt8LinearTests
     [Test]
     public void StrategiesAreBitIdentical()
     {
+        foreach (int groupSize in new[] { 4, Primitives.DefaultInt8GroupSize })
         foreach (var (m, k, n) in OddShapes.Append((64, 2048, 96)))
         {
             float[] x = InputWithOutliers(m, k, 21 + k), w = RandomData.Uniform(n * k, 22 + n), bias = RandomData.Uniform(n, 23);
@@ -135,11 +151,11 @@ public sealed class CpuInt8LinearTests
             foreach (var s in new[] { CpuInt8Linear.DotStrategy.Scalar, CpuInt8Linear.DotStrategy.Avx512BW, CpuInt8Linear.DotStrategy.AvxVnni })
             {
                 float[] y = [];
-                WithStrategy(s, () => y = RunInt8(x, w, bias, m, k, n, Primitives.DefaultOutlierThreshold));
+                WithStrategy(s, () => y = RunInt8(x, w, bias, m, k, n, Primitives.DefaultOutlierThreshold, groupSize: groupSize));
                 if (first is null) { first = y; firstName = s.ToString(); continue; }
                 for (int i = 0; i < y.Length; i++)
                     if (BitConverter.SingleToInt32Bits(y[i]) != BitConverter.SingleToInt32Bits(first[i]))
-                        Assert.Fail($"M = {m}, K = {k}, N = {n}: {s} gives {y[i]:R} at {i}, {firstName} {first[i]:R}");
+                        Assert.Fail($"G = {groupSize}, M = {m}, K = {k}, N = {n}: {s} gives {y[i]:R} at {i}, {firstName} {first[i]:R}");
             }
         }
         TestContext.Out.WriteLine($"compared on a CPU with {CpuInt8Linear.Describe()} (unsupported strategies fall back to scalar)");
@@ -148,21 +164,23 @@ public sealed class CpuInt8LinearTests
     [Test]
     public void MatchesTorchTranscriptionOfLlmInt8()
     {
+        foreach (int groupSize in new[] { 36, Primitives.DefaultInt8GroupSize })
         foreach (var (m, k, n) in new[] { (7, 259, 33), (100, 130, 49), (13, 1031, 70) })
         {
             float[] x = InputWithOutliers(m, k, 31 + m), w = RandomData.Uniform(n * k, 32 + k), bias = RandomData.Uniform(n, 33);
-            var actual = RunInt8(x, w, bias, m, k, n, Primitives.DefaultOutlierThreshold);
-            var expected = TorchLlmInt8(x, w, bias, m, k, n, Primitives.DefaultOutlierThreshold);
-            RandomData.AssertClose(actual, expected, 1e-5 * Math.Sqrt(k), 1e-5, $"torch M = {m}, K = {k}, N = {n}");
+            var actual = RunInt8(x, w, bias, m, k, n, Primitives.DefaultOutlierThreshold, groupSize: groupSize);
+            var expected = TorchLlmInt8(x, w, bias, m, k, n, Primitives.DefaultOutlierThreshold, groupSize);
+            RandomData.AssertClose(actual, expected, 1e-5 * Math.Sqrt(k), 1e-5, $"torch G = {groupSize}, M = {m}, K = {k}, N = {n}");
         }
     }
 
     /// <summary>
-    /// LLM.int8() written with torch ops (as bitsandbytes' MatMul8bitLt computes it, with our rounding): weight rows and
-    /// activation rows quantized absmax/127 in float32, the outlier columns' fp32 product with the dequantized weight,
-    /// integer products summed in float64 (exact).
+    /// LLM.int8() written with torch ops (as bitsandbytes' MatMul8bitLt computes it, with our rounding and per-group
+    /// activation scales): weight rows quantized absmax/127 in float32, activations absmax/127 per row and group of G
+    /// columns (x zero-padded to whole groups and viewed [M, groups, G]), the outlier columns' fp32 product with the
+    /// dequantized weight, the scaled integer products summed in float64.
     /// </summary>
-    private static float[] TorchLlmInt8(float[] x, float[] w, float[] bias, int m, int k, int n, float threshold)
+    private static float[] TorchLlmInt8(float[] x, float[] w, float[] bias, int m, int k, int n, float threshold, int groupSize)
     {
         using var scope = torch.NewDisposeScope();
         var xt = TorchOps.T(x, m, k);
@@ -172,12 +190,15 @@ public sealed class CpuInt8LinearTests
         var sw = (wmax / 127f).to(torch.float64);
         var outlier = xt.abs().amax([0L], keepdim: true) > threshold;
         var xi = xt.masked_fill(outlier, 0f);
-        var xmax = xi.abs().amax([1L], keepdim: true);
-        var xq = torch.where(xmax > 0, (xi * (127f / xmax)).round().clamp(-127, 127), torch.zeros_like(xi));
+        long groups = (k + groupSize - 1) / groupSize;
+        var xg = torch.nn.functional.pad(xi, [0, groups * groupSize - k]).view(m, groups, groupSize);
+        var xmax = xg.abs().amax([2L], keepdim: true);
+        var xq = torch.where(xmax > 0, (xg * (127f / xmax)).round().clamp(-127, 127), torch.zeros_like(xg));
         var sx = (xmax / 127f).to(torch.float64);
-        var acc = xq.to(torch.float64).mm(wq.to(torch.float64).t());
+        var scaled = (xq.to(torch.float64) * sx).view(m, groups * groupSize).narrow(1, 0, k);
+        var acc = scaled.mm(wq.to(torch.float64).t());
         var fp = (xt - xi).to(torch.float64).mm(wq.to(torch.float64).t());
-        var y = (sx * acc + fp) * sw.t() + TorchOps.T(bias, n).to(torch.float64);
+        var y = (acc + fp) * sw.t() + TorchOps.T(bias, n).to(torch.float64);
         return TorchOps.Data(y.to(torch.float32));
     }
 
@@ -199,6 +220,75 @@ public sealed class CpuInt8LinearTests
         TestContext.Out.WriteLine($"cosine to fp32: {with:F6} with outlier decomposition, {without:F6} without");
         Assert.That(with, Is.GreaterThanOrEqualTo(0.999), "per-layer cosine with outlier decomposition");
         Assert.That(without, Is.LessThan(with), "the outlier columns must be what int8 alone loses");
+    }
+
+    [Test]
+    public void GroupScalesFollowHeavyTailedRows()
+    {
+        // down_proj's input is a SwiGLU product: dense, heavy-tailed, no systematic outlier column. Rows of |x| ≲ 0.3 with a
+        // few scattered values of 2 to 5 (below the threshold, at random columns): one scale per row makes their step coarse
+        // for the whole row; groups of 32 confine it to the group that holds the spike.
+        const int m = 48, k = 256, n = 64;
+        var x = RandomData.Uniform(m * k, 81, -0.3f, 0.3f);
+        var rng = new Random(82);
+        for (int t = 0; t < m; t++)
+            for (int s = 0; s < 2; s++) x[t * k + rng.Next(k)] = (float)(2 + 3 * rng.NextDouble()) * (rng.Next(2) * 2 - 1);
+        var w = RandomData.Uniform(n * k, 83, -0.05f, 0.05f);
+        var fp32 = new float[m * n];
+        PrimitivesReference.Linear(x, w, [], fp32, m, k, n);
+        double Error(int groupSize)
+        {
+            var y = RunInt8(x, w, null, m, k, n, Primitives.DefaultOutlierThreshold, groupSize: groupSize);
+            double num = 0, den = 0;
+            for (int i = 0; i < y.Length; i++) { num += Math.Pow(y[i] - fp32[i], 2); den += Math.Pow(fp32[i], 2); }
+            return Math.Sqrt(num / den);
+        }
+        double perRow = Error(k), group32 = Error(32), group128 = Error(128), groupDefault = Error(Primitives.DefaultInt8GroupSize);
+        TestContext.Out.WriteLine($"relative L2 error to fp32: one scale per row {perRow:E3}, groups of 128 {group128:E3}, " +
+            $"groups of {Primitives.DefaultInt8GroupSize} (default) {groupDefault:E3}, groups of 32 {group32:E3}");
+        Assert.That(group128, Is.LessThan(perRow), "groups of 128 vs one scale per row");
+        Assert.That(groupDefault, Is.LessThan(perRow), "the default group size vs one scale per row");
+        Assert.That(group32, Is.LessThan(0.75 * perRow), "groups of 32 vs one scale per row");
+    }
+
+    /// <summary>
+    /// A threshold below every |x| sends every column to fp32 (W8A32): the CPU then runs the fp32 GEMM over the weight
+    /// dequantized while packing; it must equal the reference and fp32 <see cref="Primitives.Linear"/> on the dequantized
+    /// weight (small M takes the same blocked path: the GEMV has no int8 reader).
+    /// </summary>
+    [Test]
+    public void EveryColumnAnOutlierIsTheFp32LayerOnTheDequantizedWeight()
+    {
+        foreach (var (m, k, n) in new[] { (1, 37, 15), (3, 259, 33), (97, 513, 131) })
+        {
+            float[] x = RandomData.Uniform(m * k, 91 + m), w = RandomData.Uniform(n * k, 92 + k), bias = RandomData.Uniform(n, 93);
+            using var q = P.QuantizeInt8(_backend.Tensor(w, n, k));
+            var y = _backend.Zeros(m, n);
+            P.LinearInt8(_backend.Tensor(x, m, k), q, _backend.Tensor(bias, n), y, 1e-30f);
+            var expected = new float[m * n];
+            PrimitivesReference.LinearInt8(x, q.ReadValues(), q.ReadScales(), bias, expected, m, k, n, 1e-30f);
+            RandomData.AssertClose(y.ToArray<float>(), expected, 1e-5 * Math.Sqrt(k), 1e-5, $"W8A32 vs reference, [{m}, {k}, {n}]");
+            var values = q.ReadValues();
+            var scales = q.ReadScales();
+            var dequantized = new float[n * k];
+            for (int j = 0; j < n; j++)
+                for (int c = 0; c < k; c++) dequantized[j * k + c] = values[j * k + c] * scales[j];
+            var fp32 = _backend.Zeros(m, n);
+            P.Linear(_backend.Tensor(x, m, k), _backend.Tensor(dequantized, n, k), _backend.Tensor(bias, n), fp32);
+            RandomData.AssertClose(y.ToArray<float>(), fp32.ToArray<float>(), 1e-6 * Math.Sqrt(k), 1e-6, $"W8A32 vs fp32 Linear on the dequantized weight, [{m}, {k}, {n}]");
+        }
+    }
+
+    [Test]
+    public void GroupSizeOutsideItsRangeIsNamed()
+    {
+        var w = _backend.Tensor(RandomData.Uniform(6 * 5, 1), 6, 5);
+        foreach (int bad in new[] { 0, 2, 6, Primitives.MaxInt8GroupSize + 4 })
+        {
+            var e = Assert.Throws<ArgumentOutOfRangeException>(() => P.QuantizeInt8(w, bad))!;
+            Assert.That(e.ParamName, Is.EqualTo("groupSize"));
+            Assert.That(e.Message, Does.Contain("multiple of 4"));
+        }
     }
 
     private static double Cosine(float[] a, float[] b)

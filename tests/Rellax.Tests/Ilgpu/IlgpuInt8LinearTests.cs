@@ -37,9 +37,10 @@ public sealed class IlgpuInt8LinearTests
 
     private static float[] InputWithOutliers(int m, int k, int seed) => Cpu.CpuInt8LinearTests.InputWithOutliers(m, k, seed);
 
-    private static float[] Run(ComputeBackend backend, float[] x, float[] w, float[]? bias, int m, int k, int n, float threshold = Primitives.DefaultOutlierThreshold)
+    private static float[] Run(ComputeBackend backend, float[] x, float[] w, float[]? bias, int m, int k, int n, float threshold = Primitives.DefaultOutlierThreshold,
+        int groupSize = Primitives.DefaultInt8GroupSize)
     {
-        using var q = backend.Primitives.QuantizeInt8(backend.Tensor(w, n, k));
+        using var q = backend.Primitives.QuantizeInt8(backend.Tensor(w, n, k), groupSize);
         var y = backend.Zeros(m, n);
         backend.Primitives.LinearInt8(backend.Tensor(x, m, k), q, bias is null ? null : backend.Tensor(bias, n), y, threshold);
         return y.ToArray<float>();
@@ -70,20 +71,20 @@ public sealed class IlgpuInt8LinearTests
     }
 
     [Test]
-    public void MatchesReferenceAndTheCpuKernelOnOddShapes()
+    public void MatchesReferenceAndTheCpuKernelOnOddShapes([Values(4, 36, Primitives.DefaultInt8GroupSize)] int groupSize)
     {
         foreach (var (m, k, n) in OddShapes)
             foreach (bool withBias in new[] { false, true })
             {
                 float[] x = InputWithOutliers(m, k, 11 + m), w = RandomData.Uniform(n * k, 12 + k);
                 float[]? bias = withBias ? RandomData.Uniform(n, 13) : null;
-                var actual = Run(_emulator, x, w, bias, m, k, n);
+                var actual = Run(_emulator, x, w, bias, m, k, n, groupSize: groupSize);
                 using var q = _cpu.Primitives.QuantizeInt8(_cpu.Tensor(w, n, k));
                 var expected = new float[m * n];
-                PrimitivesReference.LinearInt8(x, q.ReadValues(), q.ReadScales(), bias ?? [], expected, m, k, n, Primitives.DefaultOutlierThreshold);
-                string what = $"M = {m}, K = {k}, N = {n}, bias = {withBias}";
+                PrimitivesReference.LinearInt8(x, q.ReadValues(), q.ReadScales(), bias ?? [], expected, m, k, n, Primitives.DefaultOutlierThreshold, groupSize);
+                string what = $"G = {groupSize}, M = {m}, K = {k}, N = {n}, bias = {withBias}";
                 RandomData.AssertClose(actual, expected, 1e-5 * Math.Sqrt(k), 1e-5, what);
-                var cpu = Run(_cpu, x, w, bias, m, k, n);
+                var cpu = Run(_cpu, x, w, bias, m, k, n, groupSize: groupSize);
                 for (int i = 0; i < cpu.Length; i++)
                     if (BitConverter.SingleToInt32Bits(actual[i]) != BitConverter.SingleToInt32Bits(cpu[i]))
                         Assert.Fail($"{what}: ILGPU {actual[i]:R} at {i}, CPU {cpu[i]:R}");

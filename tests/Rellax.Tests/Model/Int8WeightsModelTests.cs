@@ -99,10 +99,13 @@ public sealed class Int8WeightsModelTests
     /// Tiny random synthetic models (uniform weights, untrained: p_yes is far more sensitive than in a trained model).
     /// Two comparisons: (1) the int8 model against an fp32 model whose matrices are the int8 weights dequantized, so only
     /// the per-token activation quantization (with its outlier columns) differs; (2) against the original fp32 weights.
-    /// Measured (seed 5, 5 prompts): qwen2 7.1e-3 and 1.1e-2; llama (H = 64, I = 176) 3.7e-2 and 1.9e-2: its activations
-    /// are heavy-tailed below the threshold (per-token absmax then rounds the typical elements coarsely), which the issue's
-    /// 1e-2 does not hold for. The bounds are those measurements with a margin (a wrong scale or a lost outlier column
-    /// moves p_yes by tenths); stories260K, a trained model, is held to 1e-2 above.
+    /// Measured (seed 5, 5 prompts) with one activation scale per row: qwen2 7.1e-3 and 1.1e-2; llama (H = 64, I = 176)
+    /// 3.7e-2 and 1.9e-2: its activations are heavy-tailed below the threshold (per-token absmax then rounds the typical
+    /// elements coarsely), which the issue's 1e-2 does not hold for. With activation groups of 64 (issue 19's fix; K = 64
+    /// is one group, so only the MLP's down_proj changes): qwen2 9.2e-3 and 1.58e-2, llama 4.0e-2 and 2.0e-2. On these
+    /// untrained models the int8 p_yes error is a draw from the quantization noise (any change of rounding, even the float
+    /// order of the rescale, redraws it; see <c>int8-weights.md</c>), so the bounds are those measurements with a margin
+    /// (a wrong scale or a lost outlier column moves p_yes by tenths); stories260K, a trained model, is held to 1e-2 above.
     /// </summary>
     [Test]
     public void SyntheticModelsScoreCloseToFp32([Values("llama", "qwen2")] string family)
@@ -139,7 +142,7 @@ public sealed class Int8WeightsModelTests
             var p8 = PYes(int8);
             bool qwen = family == "qwen2";
             AssertPYesClose(p8, PYes(fp32Rounded), family + " vs fp32 on the dequantized weights", qwen ? 1e-2 : 5e-2);
-            AssertPYesClose(p8, PYes(fp32), family + " vs the original fp32 weights", qwen ? 1.5e-2 : 3e-2);
+            AssertPYesClose(p8, PYes(fp32), family + " vs the original fp32 weights", qwen ? 2e-2 : 3e-2);
         }
         finally
         {

@@ -18,13 +18,13 @@ internal sealed class TrainingSetup : IDisposable
     private readonly CpuBackend _backend;
 
     private TrainingSetup(string dir, string? tempDir, OracleWeights weights, LlamaModule[] modules, int rank, int? instanceDim, int? crmDim,
-        int count, int seed)
+        int count, int seed, ModelLoadOptions? load = null)
     {
         _tempDir = tempDir;
         _backend = new CpuBackend(threads: 2);
         try
         {
-            Model = LlamaModel.Load(dir, _backend);
+            Model = LlamaModel.Load(dir, _backend, load);
             var (config, targets, projector) = ScoringOracle.RandomAdapter(Model.Config, seed, modules, rank, instanceDim, crmDim);
             Adapter = RellaxAdapter.Create(config, targets, projector, Model.Config);
             Oracle = new TorchAdapterOracle(OracleConfig.Read(dir), weights, config, targets, projector);
@@ -43,6 +43,35 @@ internal sealed class TrainingSetup : IDisposable
     {
         string dir = ModelPaths.Stories260KOrIgnore();
         return new TrainingSetup(dir, null, OracleWeights.Read(dir), [.. modules], rank, instanceDim, crmDim, count, seed);
+    }
+
+    /// <summary>
+    /// stories260K loaded with <c>--weights int8</c> at <paramref name="threshold"/>, and the oracle on the dequantized weights
+    /// (every matrix, embedding included, replaced by q · scale_row with the int8 quantizer's q and scale, rounded to f32 as
+    /// the kernels read them): the model whose gradient the int8 base's straight-through backward is.
+    /// </summary>
+    public static TrainingSetup StoriesInt8(IReadOnlyList<LlamaModule> modules, int rank, int? instanceDim, int? crmDim, float threshold,
+        int count = 5, int seed = 11)
+    {
+        string dir = ModelPaths.Stories260KOrIgnore();
+        var weights = OracleWeights.Read(dir);
+        var dequantized = new OracleWeights();
+        foreach (var (name, (shape, data)) in weights)
+        {
+            var copy = (float[])data.Clone();
+            if (shape.Length == 2)
+            {
+                var q = new sbyte[shape[1]];
+                for (int r = 0; r < shape[0]; r++)
+                {
+                    float scale = PrimitivesReference.QuantizeRowInt8(data.AsSpan(r * shape[1], shape[1]), q);
+                    for (int c = 0; c < shape[1]; c++) copy[r * shape[1] + c] = q[c] * scale;
+                }
+            }
+            dequantized[name] = (shape, copy);
+        }
+        return new TrainingSetup(dir, null, dequantized, [.. modules], rank, instanceDim, crmDim, count, seed,
+            new ModelLoadOptions { Weights = WeightFormat.Int8, OutlierThreshold = threshold });
     }
 
     /// <summary>A synthetic model of <paramref name="spec"/> with weights in <paramref name="dtype"/> (F32, F16, BF16).</summary>
