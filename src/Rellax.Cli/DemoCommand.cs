@@ -208,8 +208,6 @@ internal static class DemoCommand
         // 3. The base model zero-shot on SUBR-K prompts: item vectors, PCA and SUBR run (and are cached) here.
         using var backend = CommonOptions.CreateBackend("cpu", s.Threads);
         using var llm = CommonOptions.LoadModel(s.ModelDir, backend, s.Weights);
-        if (llm.WeightFormat == WeightFormat.Int8)
-            throw new NotSupportedException("--weights int8: the demo trains adapters, and training needs f32, f16 or bf16 base weights (an int8 base has no backward yet)");
         var evaluation = new EvaluationOptions
         {
             K = s.K, Retrieval = HistoryRetrieval.Subr, Split = SampleSplit.Test, Limit = s.Limit, PcaComponents = Math.Min(32, llm.Config.HiddenSize),
