@@ -182,15 +182,16 @@ public sealed class LlamaSession : IDisposable
         var input = new LayerInput(t, new Tensor(s.Positions, 0, t),
             w.RopeCos.AsTensor(c.MaxPositionEmbeddings, d / 2), w.RopeSin.AsTensor(c.MaxPositionEmbeddings, d / 2), null);
 
+        bool int8 = Attention == AttentionPrecision.Int8;
         w.Embedding.Gather(_ops, ids, x);
         for (int l = 0; l < w.Layers.Length; l++)
         {
             // fp32: the K and V projections write straight into the cache rows of the new positions.
             // int8: they go to scratch [t, Hkv·D] (= [1, t, Hkv, D], token-major), which Append quantizes into the cache.
-            var a = new LayerTensors(new Tensor(s.Query, 0, t, hq * d),
-                Attention == AttentionPrecision.Int8 ? new Tensor(s.KeyNew!, 0, t, hkv * d) : _keyCache[l].AsTensor(MaxPositions, hkv * d).Slice(start, t),
-                Attention == AttentionPrecision.Int8 ? new Tensor(s.ValueNew!, 0, t, hkv * d) : _valueCache[l].AsTensor(MaxPositions, hkv * d).Slice(start, t),
-                new Tensor(s.AttentionOut, 0, t, hq * d), gate, new Tensor(s.Up, 0, t, c.IntermediateSize));
+            var (k, v) = int8
+                ? (new Tensor(s.KeyNew!, 0, t, hkv * d), new Tensor(s.ValueNew!, 0, t, hkv * d))
+                : (_keyCache[l].AsTensor(MaxPositions, hkv * d).Slice(start, t), _valueCache[l].AsTensor(MaxPositions, hkv * d).Slice(start, t));
+            var a = new LayerTensors(new Tensor(s.Query, 0, t, hq * d), k, v, new Tensor(s.AttentionOut, 0, t, hq * d), gate, new Tensor(s.Up, 0, t, c.IntermediateSize));
             _layer.Forward(l, input, x, x, x, a, xn, proj, gate, new CachedAttention(this, end));
         }
         Position = end;
