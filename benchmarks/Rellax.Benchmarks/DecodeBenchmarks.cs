@@ -100,7 +100,8 @@ public class DecodeBenchmarks
 /// <summary>
 /// <c>--decode-quick</c>: <see cref="DecodeBenchmarks"/>' two cases timed with a Stopwatch in one process (for running the
 /// builds before and after a change alternately on a shared machine): stories260K greedy tokens/s (best and median of
-/// <c>RELLAX_DECODE_REPS</c>, default 7, runs of <see cref="DecodeBenchmarks.GreedyTokens"/> tokens), the mid-size
+/// <c>RELLAX_DECODE_REPS</c>, default 7, runs of <see cref="DecodeBenchmarks.GreedyTokens"/> tokens), stories260K prefill
+/// tokens/s (as many one-pass prompts of its whole 512-token context, pseudo-random ids), the mid-size
 /// model's 2048-token prefill, and the median and best of 64 one-token decode steps after it.
 /// </summary>
 public static class DecodeQuick
@@ -116,6 +117,21 @@ public static class DecodeQuick
         bench.Cleanup();
         Console.WriteLine($"stories260K greedy: {DecodeBenchmarks.GreedyTokens / greedy.Min():F0} tokens/s best, " +
             $"{DecodeBenchmarks.GreedyTokens / Median(greedy):F0} median ({reps} runs of {DecodeBenchmarks.GreedyTokens} tokens, {GemmBenchmarks.Threads} threads)");
+
+        using (var cpu = new CpuBackend(GemmBenchmarks.Threads))
+        using (var model = LlamaModel.Load(ScoringBenchmarks.FindStories260K(), cpu))
+        using (var session = model.CreateSession())
+        {
+            // One prefill pass of the whole context (fixed pseudo-random ids), logits of the last token included.
+            int n = model.Config.MaxPositionEmbeddings;
+            var rng = new Random(11);
+            var prompt = Enumerable.Range(0, n).Select(_ => rng.Next(3, model.Config.VocabSize)).ToArray();
+            void Prefill() { session.Reset(); session.Forward(prompt); }
+            Prefill();
+            var prefill = Times(reps, Prefill);
+            Console.WriteLine($"stories260K prefill: {n / prefill.Min():F0} tokens/s best, {n / Median(prefill):F0} median " +
+                $"({reps} prompts of {n} tokens, {GemmBenchmarks.Threads} threads)");
+        }
 
         var watch = System.Diagnostics.Stopwatch.StartNew();
         bench.SetupMid();

@@ -193,6 +193,9 @@ internal sealed partial class BatchForward
         public required int[] Lengths;
         public required CfloraBatch? Cflora;
 
+        /// <summary>What every layer reads: rows, positions, RoPE tables and the CFLoRA row map.</summary>
+        public LayerInput Layer => new(Rows, Positions, Cos, Sin, Cflora);
+
         public static BatchContext Create(BatchForward owner, in ForwardBatch batch, Scratch s)
         {
             var c = owner._model.Config;
@@ -219,18 +222,6 @@ internal sealed partial class BatchForward
         }
 
         public void Dispose() => Cflora?.Dispose();
-    }
-
-    /// <summary>One layer's projections and attention output, [rows, width] each.</summary>
-    private readonly record struct LayerTensors(Tensor Q, Tensor K, Tensor V, Tensor O, Tensor Gate, Tensor Up)
-    {
-        public static LayerTensors Of(Scratch s, int rows, LlamaConfig c) => new(
-            new Tensor(s.Query, 0, rows, c.NumAttentionHeads * c.HeadDim),
-            new Tensor(s.Key, 0, rows, c.NumKeyValueHeads * c.HeadDim),
-            new Tensor(s.Value, 0, rows, c.NumKeyValueHeads * c.HeadDim),
-            new Tensor(s.AttentionOut, 0, rows, c.NumAttentionHeads * c.HeadDim),
-            new Tensor(s.Gate, 0, rows, c.IntermediateSize),
-            new Tensor(s.Up, 0, rows, c.IntermediateSize));
     }
 
     /// <summary>A layer's saved activations as views for the current batch.</summary>

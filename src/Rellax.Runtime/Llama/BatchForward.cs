@@ -15,8 +15,10 @@ namespace Rellax.Runtime;
 internal readonly record struct ForwardBatch(int Sequences, int Tokens, int[] Ids, int[] Lengths, int[] SlotRows, float[] SlotInputs, float[] Instances);
 
 /// <summary>
-/// The batched, cache-free forward pass of a Llama-family model with an optional ReLLaX adapter, for scoring and
-/// embedding (prefill only). Per layer:
+/// The batched, cache-free forward pass of a Llama-family model with an optional ReLLaX adapter, for scoring,
+/// embedding and training (prefill only). Each layer is the runtime's one <see cref="LlamaLayer"/> (generation's too)
+/// with <see cref="FlashAttention.Prefill(Tensor, Tensor, Tensor, ReadOnlySpan{int}, Tensor, AttentionOptions?)"/> over
+/// the batch as its attention step:
 /// <code>
 /// xn = rmsnorm(x);  q, k, v = xn Wᵀ (+ b) (+ scale · B G_sᵀ A xn on adapted modules);  rope(q, k)
 /// x += o_proj(FlashAttention.Prefill(q, k, v, lengths, causal))                       (token-major, left padding masked)
@@ -37,6 +39,7 @@ internal sealed partial class BatchForward : IDisposable
     private readonly ComputeBackend _backend;
     private readonly Primitives _ops;
     private readonly DeviceAdapter? _adapter;
+    private readonly LlamaLayer _layer;
     private readonly AttentionOptions _attention;
     private readonly List<DeviceBuffer> _scratchBuffers = [];
     private Scratch? _scratch;
@@ -57,6 +60,7 @@ internal sealed partial class BatchForward : IDisposable
             Precision = attention, Layout = AttentionLayout.TokenMajor, Scale = 1f / MathF.Sqrt(c.HeadDim), Causal = true,
         };
         _adapter = adapter is null ? null : new DeviceAdapter(adapter, _backend);
+        _layer = new LlamaLayer(model, _adapter);
     }
 
     /// <summary>
@@ -128,7 +132,7 @@ internal sealed partial class BatchForward : IDisposable
         {
             if (saved is null)
             {
-                ForwardLayer(l, ctx, x, x, x, LayerTensors.Of(s, rows, c), null, new Tensor(s.Gate, 0, rows, c.IntermediateSize));
+                ForwardLayer(l, ctx, x, x, x, ScratchTensors(s, rows), null, new Tensor(s.Gate, 0, rows, c.IntermediateSize));
                 continue;
             }
             var layer = saved.Layer(l, rows, ctx);
@@ -138,71 +142,35 @@ internal sealed partial class BatchForward : IDisposable
     }
 
     /// <summary>
-    /// One decoder layer: <c>mid = xIn + o_proj(attn(rope(q, k), v))</c> over <c>rmsnorm(xIn)</c>, then
-    /// <c>xOut = mid + down(silu(gate) · up)</c> over <c>rmsnorm(mid)</c>. xIn, mid and xOut may be one buffer (inference)
-    /// or three (training, so the backward reads each). <paramref name="hidden"/> receives silu(gate) · up (it may be the
-    /// gate buffer itself when the gate need not be kept). With <paramref name="lse"/> attention saves its log-sum-exp.
+    /// Layer <paramref name="l"/> of the batch (<see cref="LlamaLayer.Forward"/> with <see cref="PrefillAttention"/>). xIn,
+    /// mid and xOut may be one buffer (inference) or three (training, so the backward reads each).
+    /// <paramref name="hidden"/> receives silu(gate) · up (it may be the gate buffer itself when the gate need not be kept).
+    /// With <paramref name="lse"/> attention saves its log-sum-exp.
     /// </summary>
     private void ForwardLayer(int l, BatchContext ctx, Tensor xIn, Tensor mid, Tensor xOut, LayerTensors a, Tensor? lse, Tensor hidden)
     {
-        var c = _model.Config;
-        var L = _model.Weights.Layers[l];
-        var s = _scratch!;
-        int rows = ctx.Rows, bs = ctx.Sequences, t = ctx.Tokens, hq = c.NumAttentionHeads, hkv = c.NumKeyValueHeads, d = c.HeadDim, h = c.HiddenSize;
-        var xn = new Tensor(s.Normed, 0, rows, h);
-        var proj = new Tensor(s.Projected, 0, rows, h);
-        float eps = (float)c.RmsNormEps;
-
-        _ops.RmsNorm(xIn, L.InputNorm.AsTensor(h), eps, xn);
-        Project(xn, l, ctx.Cflora,
-            (LlamaModule.QProj, L.Q, L.QBias?.AsTensor(hq * d), a.Q),
-            (LlamaModule.KProj, L.K, L.KBias?.AsTensor(hkv * d), a.K),
-            (LlamaModule.VProj, L.V, L.VBias?.AsTensor(hkv * d), a.V));
-        _ops.Rope(a.Q.Reshape(rows, hq, d), ctx.Positions, ctx.Cos, ctx.Sin);
-        _ops.Rope(a.K.Reshape(rows, hkv, d), ctx.Positions, ctx.Cos, ctx.Sin);
-        if (lse is { } l2)
-            _backend.Attention.Prefill(a.Q.Reshape(bs, t, hq, d), a.K.Reshape(bs, t, hkv, d), a.V.Reshape(bs, t, hkv, d),
-                ctx.Lengths, a.O.Reshape(bs, t, hq, d), l2, _attention);
-        else
-            _backend.Attention.Prefill(a.Q.Reshape(bs, t, hq, d), a.K.Reshape(bs, t, hkv, d), a.V.Reshape(bs, t, hkv, d),
-                ctx.Lengths, a.O.Reshape(bs, t, hq, d), _attention);
-        Project(a.O, l, ctx.Cflora, (LlamaModule.OProj, L.O, L.OBias?.AsTensor(h), proj));
-        _ops.Add(xIn, proj, mid);
-
-        _ops.RmsNorm(mid, L.PostAttentionNorm.AsTensor(h), eps, xn);
-        Project(xn, l, ctx.Cflora,
-            (LlamaModule.GateProj, L.Gate, null, a.Gate),
-            (LlamaModule.UpProj, L.Up, null, a.Up));
-        _ops.SwiGlu(a.Gate, a.Up, hidden);
-        Project(hidden, l, ctx.Cflora, (LlamaModule.DownProj, L.Down, null, proj));
-        _ops.Add(mid, proj, xOut);
+        int rows = ctx.Rows, h = _model.Config.HiddenSize;
+        _layer.Forward(l, ctx.Layer, xIn, mid, xOut, a, new Tensor(_scratch!.Normed, 0, rows, h), new Tensor(_scratch.Projected, 0, rows, h),
+            hidden, new PrefillAttention(this, ctx, lse));
     }
 
     /// <summary>
-    /// Linear layers that read the same input: the adapted ones in one fused <see cref="CfloraLinear"/> call (x read
-    /// once), the others through <see cref="Primitives.Linear"/>. With int8 base weights an adapted module runs the int8
-    /// layer (<see cref="Primitives.LinearInt8"/>), then adds the fp32 adapter term (<see cref="CfloraLinear.AddAdapter"/>).
+    /// The batch's attention step: causal <see cref="FlashAttention.Prefill(Tensor, Tensor, Tensor, ReadOnlySpan{int}, Tensor, AttentionOptions?)"/>
+    /// over [B, T] with left padding masked by the lengths; with a log-sum-exp buffer [B, Hq, T] (training) it is saved.
     /// </summary>
-    private void Project(Tensor x, int layer, CfloraBatch? batch, params ReadOnlySpan<(LlamaModule Module, LinearWeight W, Tensor? Bias, Tensor Y)> outputs)
+    private readonly struct PrefillAttention(BatchForward owner, BatchContext ctx, Tensor? lse) : ILayerAttention
     {
-        CfloraModule[]? list = null;
-        int count = 0;
-        foreach (var (module, weight, bias, y) in outputs)
+        public void Attend(int layer, Tensor q, Tensor k, Tensor v, Tensor o)
         {
-            var target = _adapter?.Find(layer, module);
-            if (target is null || weight.Int8 is not null)
-            {
-                weight.Apply(_ops, x, bias, y);
-                if (target is not null)
-                    _backend.Cflora.AddAdapter(x, target.A, target.B, target.InteractionsFor(batch!.Samples), target.Scale, batch, y);
-            }
+            int bs = ctx.Sequences, t = ctx.Tokens, hq = q.Dim(1), hkv = k.Dim(1), d = q.Dim(2);
+            var attention = owner._backend.Attention;
+            if (lse is { } saved)
+                attention.Prefill(q.Reshape(bs, t, hq, d), k.Reshape(bs, t, hkv, d), v.Reshape(bs, t, hkv, d), ctx.Lengths,
+                    o.Reshape(bs, t, hq, d), saved, owner._attention);
             else
-            {
-                list ??= new CfloraModule[outputs.Length];
-                list[count++] = new CfloraModule(weight.Tensor, bias, target.A, target.B, target.InteractionsFor(batch!.Samples), target.Scale, y);
-            }
+                attention.Prefill(q.Reshape(bs, t, hq, d), k.Reshape(bs, t, hkv, d), v.Reshape(bs, t, hkv, d), ctx.Lengths,
+                    o.Reshape(bs, t, hq, d), owner._attention);
         }
-        if (count > 0) _backend.Cflora.Forward(x, list.AsSpan(0, count), batch!);
     }
 
     /// <summary>
@@ -232,6 +200,18 @@ internal sealed partial class BatchForward : IDisposable
     {
         public required int RowCapacity { get; init; }
         public required DeviceBuffer Ids, Positions, Rows, Residual, Normed, Query, Key, Value, AttentionOut, Projected, Gate, Up;
+    }
+
+    /// <summary>The scratch projections of an inference pass as one layer's tensors.</summary>
+    private LayerTensors ScratchTensors(Scratch s, int rows)
+    {
+        var c = _model.Config;
+        return new(new Tensor(s.Query, 0, rows, c.NumAttentionHeads * c.HeadDim),
+            new Tensor(s.Key, 0, rows, c.NumKeyValueHeads * c.HeadDim),
+            new Tensor(s.Value, 0, rows, c.NumKeyValueHeads * c.HeadDim),
+            new Tensor(s.AttentionOut, 0, rows, c.NumAttentionHeads * c.HeadDim),
+            new Tensor(s.Gate, 0, rows, c.IntermediateSize),
+            new Tensor(s.Up, 0, rows, c.IntermediateSize));
     }
 
     private Scratch EnsureScratch(int rows, int sequences)

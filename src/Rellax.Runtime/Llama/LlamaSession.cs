@@ -8,6 +8,9 @@ namespace Rellax.Runtime;
 /// prefill then one-token decoding costs O(n) layer passes, not O(n²). Not thread-safe; dispose to free its device memory.
 /// </summary>
 /// <remarks>
+/// <para>Each layer is the runtime's one <see cref="LlamaLayer"/>, the code scoring, embedding and training run too; the
+/// session supplies only its attention step (the KV cache below) and its buffers: in f32 the layer's K and V
+/// projections write straight into the cache rows of the new positions.</para>
 /// <para>Every projection goes through <see cref="Primitives.Linear"/> (f32, f16 or bf16 weights, q/k/v/o biases when the
 /// model has them) and the embedding gather reads the table in its dtype, so any checkpoint dtype generates.
 /// Sliding-window attention (Mistral's <c>sliding_window</c>, Qwen2's with <c>use_sliding_window</c>) is not
@@ -40,6 +43,7 @@ public sealed class LlamaSession : IDisposable
     private readonly DeviceBuffer[] _keyCache = [], _valueCache = [];
     private readonly Int8KvCache[] _int8Cache = [];
     private readonly AttentionOptions _int8Options, _fp32Options;
+    private readonly LlamaLayer _layer;
     private readonly List<DeviceBuffer> _scratchBuffers = [];
     private Scratch? _scratch;
     private bool _faulted, _disposed;
@@ -48,6 +52,7 @@ public sealed class LlamaSession : IDisposable
     {
         _model = model;
         _ops = model.Backend.Primitives;
+        _layer = new LlamaLayer(model, adapter: null);
         MaxPositions = maxPositions;
         Attention = attention;
         var c = model.Config;
@@ -170,61 +175,24 @@ public sealed class LlamaSession : IDisposable
         s.Positions.CopyFrom<int>(positions);
 
         var ids = new Tensor(s.Ids, 0, t);
-        var pos = new Tensor(s.Positions, 0, t);
         var x = new Tensor(s.Residual, 0, t, hidden);
         var xn = new Tensor(s.Normed, 0, t, hidden);
-        var q = new Tensor(s.Query, 0, t, hq * d);
-        var attn = new Tensor(s.AttentionOut, 0, t, hq * d);
         var proj = new Tensor(s.Projected, 0, t, hidden);
         var gate = new Tensor(s.Gate, 0, t, c.IntermediateSize);
-        var up = new Tensor(s.Up, 0, t, c.IntermediateSize);
-        var cos = w.RopeCos.AsTensor(c.MaxPositionEmbeddings, d / 2);
-        var sin = w.RopeSin.AsTensor(c.MaxPositionEmbeddings, d / 2);
+        var input = new LayerInput(t, new Tensor(s.Positions, 0, t),
+            w.RopeCos.AsTensor(c.MaxPositionEmbeddings, d / 2), w.RopeSin.AsTensor(c.MaxPositionEmbeddings, d / 2), null);
 
         bool int8 = Attention == AttentionPrecision.Int8;
         w.Embedding.Gather(_ops, ids, x);
         for (int l = 0; l < w.Layers.Length; l++)
         {
-            var L = w.Layers[l];
             // fp32: the K and V projections write straight into the cache rows of the new positions.
             // int8: they go to scratch [t, Hkv·D] (= [1, t, Hkv, D], token-major), which Append quantizes into the cache.
-            Tensor kCache = default, vCache = default, kNew, vNew;
-            if (int8)
-            {
-                kNew = new Tensor(s.KeyNew!, 0, t, hkv * d);
-                vNew = new Tensor(s.ValueNew!, 0, t, hkv * d);
-            }
-            else
-            {
-                kCache = _keyCache[l].AsTensor(MaxPositions, hkv * d);
-                vCache = _valueCache[l].AsTensor(MaxPositions, hkv * d);
-                kNew = kCache.Slice(start, t);
-                vNew = vCache.Slice(start, t);
-            }
-
-            // Attention block: x += o_proj(attention(rope(q), rope(k), v)) of rmsnorm(x).
-            _ops.RmsNorm(x, L.InputNorm.AsTensor(hidden), (float)c.RmsNormEps, xn);
-            L.Q.Apply(_ops, xn, L.QBias?.AsTensor(hq * d), q);
-            L.K.Apply(_ops, xn, L.KBias?.AsTensor(hkv * d), kNew);
-            L.V.Apply(_ops, xn, L.VBias?.AsTensor(hkv * d), vNew);
-            _ops.Rope(q.Reshape(t, hq, d), pos, cos, sin);
-            _ops.Rope(kNew.Reshape(t, hkv, d), pos, cos, sin);
-            if (int8)
-                Int8Attention(_int8Cache[l], q.Reshape(1, t, hq, d), kNew.Reshape(1, t, hkv, d), vNew.Reshape(1, t, hkv, d), attn.Reshape(1, t, hq, d));
-            else
-                _model.Backend.Attention.Prefill(q.Reshape(1, t, hq, d),
-                    kCache.Slice(0, end).Reshape(1, end, hkv, d), vCache.Slice(0, end).Reshape(1, end, hkv, d),
-                    default, attn.Reshape(1, t, hq, d), _fp32Options);
-            L.O.Apply(_ops, attn, L.OBias?.AsTensor(hidden), proj);
-            _ops.Add(x, proj, x);
-
-            // MLP block: x += down(silu(gate(xn)) * up(xn)) with xn = rmsnorm(x).
-            _ops.RmsNorm(x, L.PostAttentionNorm.AsTensor(hidden), (float)c.RmsNormEps, xn);
-            L.Gate.Apply(_ops, xn, null, gate);
-            L.Up.Apply(_ops, xn, null, up);
-            _ops.SwiGlu(gate, up, gate);
-            L.Down.Apply(_ops, gate, null, proj);
-            _ops.Add(x, proj, x);
+            var (k, v) = int8
+                ? (new Tensor(s.KeyNew!, 0, t, hkv * d), new Tensor(s.ValueNew!, 0, t, hkv * d))
+                : (_keyCache[l].AsTensor(MaxPositions, hkv * d).Slice(start, t), _valueCache[l].AsTensor(MaxPositions, hkv * d).Slice(start, t));
+            var a = new LayerTensors(new Tensor(s.Query, 0, t, hq * d), k, v, new Tensor(s.AttentionOut, 0, t, hq * d), gate, new Tensor(s.Up, 0, t, c.IntermediateSize));
+            _layer.Forward(l, input, x, x, x, a, xn, proj, gate, new CachedAttention(this, end));
         }
         Position = end;
 
@@ -238,6 +206,31 @@ public sealed class LlamaSession : IDisposable
         var lastNormed = xn.Slice(0, 1);
         _ops.RmsNorm(lastRow, finalNorm, (float)c.RmsNormEps, lastNormed);
         return lastNormed;
+    }
+
+    /// <summary>
+    /// The session's attention step for a chunk of t new tokens (positions [Position, <paramref name="end"/>)), whose
+    /// keys and values the layer has just projected: f32, they already sit in the cache rows, and the t queries attend
+    /// causally to the cache's first <paramref name="end"/> rows through <see cref="FlashAttention.Prefill(Tensor, Tensor, Tensor, ReadOnlySpan{int}, Tensor, AttentionOptions?)"/>
+    /// with Tq = t &lt; Tk = end; int8, <see cref="Int8Attention"/> appends them to the layer's cache, then the queries
+    /// attend to every cached position through <see cref="FlashAttention.Decode"/>.
+    /// </summary>
+    private readonly struct CachedAttention(LlamaSession session, int end) : ILayerAttention
+    {
+        public void Attend(int layer, Tensor q, Tensor k, Tensor v, Tensor o)
+        {
+            int t = q.Dim(0), hq = q.Dim(1), hkv = k.Dim(1), d = q.Dim(2);
+            var attention = session._model.Backend.Attention;
+            if (session.Attention == AttentionPrecision.Fp32)
+            {
+                var keys = session._keyCache[layer].AsTensor(session.MaxPositions, hkv * d).Slice(0, end).Reshape(1, end, hkv, d);
+                var values = session._valueCache[layer].AsTensor(session.MaxPositions, hkv * d).Slice(0, end).Reshape(1, end, hkv, d);
+                attention.Prefill(q.Reshape(1, t, hq, d), keys, values, default, o.Reshape(1, t, hq, d), session._fp32Options);
+                return;
+            }
+            session.Int8Attention(session._int8Cache[layer], q.Reshape(1, t, hq, d), k.Reshape(1, t, hkv, d), v.Reshape(1, t, hkv, d),
+                o.Reshape(1, t, hq, d));
+        }
     }
 
     /// <summary>
