@@ -57,28 +57,30 @@ internal static class ScoreCommand
         var weights = CommonOptions.Weights();
         json.Description = "Print a JSON summary (count, backend, attention, timings, tokens/s): on stdout with --output, else on stderr.";
         var cmd = new Command("score", Description) { model, adapter, template, attention, weights.Format, weights.Threshold, backend, threads, batch, maxTokens, yes, no, input, output, json };
-        cmd.SetAction(r => CommonOptions.Guard(cancel => Run(new Settings(
-            r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(adapter), TemplateFor(r, template, r.GetValue(adapter)),
-            CommonOptions.ParseAttention(r.GetValue(attention)!), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(maxTokens),
-            r.GetValue(yes)!, r.GetValue(no)!, r.GetValue(input)!, r.GetValue(output), r.GetValue(json), weights.Parse(r)), cancel)));
+        cmd.SetAction(r => CommonOptions.Guard(cancel =>
+        {
+            var (chosen, note) = TemplateFor(r, template, r.GetValue(adapter));
+            return Run(new Settings(
+                r.GetValue(model) ?? CommonOptions.DefaultModelDirectory(), r.GetValue(adapter), chosen,
+                CommonOptions.ParseAttention(r.GetValue(attention)!), r.GetValue(backend)!, r.GetValue(threads), r.GetValue(batch), r.GetValue(maxTokens),
+                r.GetValue(yes)!, r.GetValue(no)!, r.GetValue(input)!, r.GetValue(output), r.GetValue(json), weights.Parse(r), note), cancel);
+        }));
         return cmd;
     }
 
-    /// <summary>--template as given; else the template the adapter was trained with (its training.json, said on stderr);
-    /// else the default.</summary>
-    private static PromptTemplate TemplateFor(ParseResult r, Option<string> template, string? adapterDir)
+    /// <summary>--template as given; else the template the adapter was trained with (its training.json), with the note
+    /// that says so (printed once scoring has succeeded, so that an error stays one line); else the default.</summary>
+    private static (PromptTemplate Template, string? Note) TemplateFor(ParseResult r, Option<string> template, string? adapterDir)
     {
         if (r.GetResult(template) is not { Implicit: false } && adapterDir is not null && Directory.Exists(adapterDir)
             && TrainedPromptSettings.Read(adapterDir)?.Template is { } trained)
-        {
-            Console.Error.WriteLine($"rellax: --template {trained} from {Path.Combine(adapterDir, TrainedPromptSettings.FileName)} (the adapter's training prompts; give --template to override)");
-            return PromptTemplate.Parse(trained);
-        }
-        return PromptTemplate.Parse(r.GetValue(template)!);
+            return (PromptTemplate.Parse(trained),
+                $"rellax: --template {trained} from {Path.Combine(adapterDir, TrainedPromptSettings.FileName)} (the adapter's training prompts; give --template to override)");
+        return (PromptTemplate.Parse(r.GetValue(template)!), null);
     }
 
     private sealed record Settings(string ModelDir, string? AdapterDir, PromptTemplate Template, AttentionPrecision Attention,
-        string BackendName, int Threads, int BatchSize, int MaxBatchTokens, string Yes, string No, string InputPath, string? OutputPath, bool Json, ModelLoadOptions Weights);
+        string BackendName, int Threads, int BatchSize, int MaxBatchTokens, string Yes, string No, string InputPath, string? OutputPath, bool Json, ModelLoadOptions Weights, string? Note);
 
     /// <summary>Most requests held in memory at once (one chunk of pass 2); 0: <see cref="ScoringOptions.BatchSize"/> · 64.
     /// Tests set it small to exercise several chunks on a short file.</summary>
@@ -207,6 +209,7 @@ internal static class ScoreCommand
                 $"load {loadMs:F0} ms, check {validateMs:F0} ms, score {scoreMs:F0} ms ({tokensPerSecond:F0} tokens/s)" +
                 (s.OutputPath is null ? "" : $" → {s.OutputPath}"));
         }
+        if (s.Note is not null) Console.Error.WriteLine(s.Note);
         return 0;
     }
 

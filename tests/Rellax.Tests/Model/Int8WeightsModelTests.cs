@@ -114,21 +114,7 @@ public sealed class Int8WeightsModelTests
             ? new SyntheticModelSpec("LlamaForCausalLM", "llama", 64, 4, 2, 16, 176, 2, 10000, Tied: false)
             : SyntheticModelSpec.Qwen2;
         var weights = SyntheticModel.RandomWeights(spec, 5);
-        var dequantized = new OracleWeights();
-        foreach (var (name, (shape, data)) in weights)
-        {
-            var copy = (float[])data.Clone();
-            if (shape.Length == 2)
-            {
-                var q = new sbyte[shape[1]];
-                for (int r = 0; r < shape[0]; r++)
-                {
-                    float scale = PrimitivesReference.QuantizeRowInt8(data.AsSpan(r * shape[1], shape[1]), q);
-                    for (int c = 0; c < shape[1]; c++) copy[r * shape[1] + c] = q[c] * scale;
-                }
-            }
-            dequantized[name] = (shape, copy);
-        }
+        var dequantized = weights.Dequantized();
         string original = Directory.CreateTempSubdirectory("rellax-int8-" + family).FullName;
         string rounded = Directory.CreateTempSubdirectory("rellax-int8-dq-" + family).FullName;
         try

@@ -46,6 +46,30 @@ internal sealed class OracleWeights : Dictionary<string, (int[] Shape, float[] D
         }
         return weights;
     }
+
+    /// <summary>
+    /// A copy with every matrix (2-D tensor, embedding included) replaced by q · scale_row, the int8 weight quantizer's
+    /// q and per-row scale rounded to f32 as the kernels read them: the model an int8 base computes with fp32 activations.
+    /// </summary>
+    public OracleWeights Dequantized()
+    {
+        var result = new OracleWeights();
+        foreach (var (name, (shape, data)) in this)
+        {
+            var copy = (float[])data.Clone();
+            if (shape.Length == 2)
+            {
+                var q = new sbyte[shape[1]];
+                for (int r = 0; r < shape[0]; r++)
+                {
+                    float scale = Rellax.Kernels.PrimitivesReference.QuantizeRowInt8(data.AsSpan(r * shape[1], shape[1]), q);
+                    for (int c = 0; c < shape[1]; c++) copy[r * shape[1] + c] = q[c] * scale;
+                }
+            }
+            result[name] = (shape, copy);
+        }
+        return result;
+    }
 }
 
 /// <summary>The model hyper-parameters the oracle needs, read from <c>config.json</c> with its own JSON code.</summary>

@@ -55,21 +55,7 @@ internal sealed class TrainingSetup : IDisposable
     {
         string dir = ModelPaths.Stories260KOrIgnore();
         var weights = OracleWeights.Read(dir);
-        var dequantized = new OracleWeights();
-        foreach (var (name, (shape, data)) in weights)
-        {
-            var copy = (float[])data.Clone();
-            if (shape.Length == 2)
-            {
-                var q = new sbyte[shape[1]];
-                for (int r = 0; r < shape[0]; r++)
-                {
-                    float scale = PrimitivesReference.QuantizeRowInt8(data.AsSpan(r * shape[1], shape[1]), q);
-                    for (int c = 0; c < shape[1]; c++) copy[r * shape[1] + c] = q[c] * scale;
-                }
-            }
-            dequantized[name] = (shape, copy);
-        }
+        var dequantized = weights.Dequantized();
         return new TrainingSetup(dir, null, dequantized, [.. modules], rank, instanceDim, crmDim, count, seed,
             new ModelLoadOptions { Weights = WeightFormat.Int8, OutlierThreshold = threshold });
     }
