@@ -192,7 +192,7 @@ internal static class DemoCommand
         Directory.CreateDirectory(dinDir);
         var dinOptions = new DinTrainingOptions
         {
-            EmbedDim = 16, Threads = s.Threads,
+            EmbedDim = 16, Threads = s.Threads, Dropout = 0.3f,
             Loop = new TrainingOptions { Epochs = 30, BatchSize = 64, LearningRate = 1e-3f, Patience = 4, Seed = s.Seed },
         };
         var dinRun = DinTraining.Train(set, dinOptions, dinDir, cancellationToken: cancel);
