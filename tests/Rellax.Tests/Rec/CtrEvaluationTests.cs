@@ -29,7 +29,7 @@ public sealed class CtrEvaluationTests
             var set = ReLLaSamples.Build(data);
             var din = DinModel.CreateRandom(DinConfig.For(data, embedDim: 8), seed: 5);
             var test = set.InSplit(SampleSplit.Test).Take(Limit).ToList();
-            var crm = din.Featurize(set, test);
+            var crm = din.Featurize(backend, set, test);
             var adapter = RandomAdapter.Create(model.Config, rank: 4, din.StateDim, din.EmbedDim, seed: 9);
             var options = new EvaluationOptions { K = K, Limit = Limit, PcaComponents = 16, CacheDirectory = cacheDir };
 
