@@ -22,8 +22,8 @@ namespace Rellax.Rec;
 /// </remarks>
 internal sealed class DinRunner : IDisposable
 {
-    /// <summary>Samples per chunk: at 30 history events, about 15k history rows (a few MB of scratch per worker at E = 32,
-    /// about 40 MB at E = 64 with 256-wide attention).</summary>
+    /// <summary>Samples per chunk: at 30 history events, about 15k history rows (a few MB of scratch at E = 32, about
+    /// 40 MB at E = 64 with 256-wide attention). Not thread-safe: one runner per thread.</summary>
     public const int ChunkSamples = 512;
 
     private readonly ComputeBackend _backend;
