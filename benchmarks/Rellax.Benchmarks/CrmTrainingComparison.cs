@@ -1,3 +1,4 @@
+using Rellax.Kernels.Cpu;
 using Rellax.Runtime;
 using System.Diagnostics;
 using Rellax.Rec;
@@ -31,7 +32,8 @@ public static class CrmTrainingComparison
         var test = DinTraining.Encode(encoding, set, SampleSplit.Test, k);
         Console.WriteLine($"CPU: {Cpu()}; threads {threads}; {train.Count} train samples, batch {batchSize}, K {k}, E 32, lr {lr}, {epochs} epochs");
 
-        using var ours = new DinTrainer(config, train, null, batchSize, seed: 42, threads: threads, embeddingInitStd: initStd);
+        using var cpu = new CpuBackend(threads);
+        using var ours = new DinTrainer(cpu, config, train, null, batchSize, seed: 42, embeddingInitStd: initStd);
         var initial = ours.Parameters.ToDictionary(p => p.Name, p => (float[])p.Value.Clone());
         var options = new TrainingOptions { Epochs = epochs, BatchSize = batchSize, LearningRate = lr, Patience = 0, Seed = 42 };
         var loop = new TrainingLoop(ours, options);
@@ -131,7 +133,8 @@ public static class CrmTrainingComparison
         var labels = new float[samples];
         for (int s = 0; s < samples; s++) labels[s] = random.Next(2);
         var data = new DinEncodedSamples(samples, fieldRows, starts, itemRows, ratingRows, labels, [.. Enumerable.Range(0, samples)]);
-        using var trainer = new DinTrainer(config, data, null, batchSize, seed: 1, threads: threads);
+        using var cpu = new CpuBackend(threads);
+        using var trainer = new DinTrainer(cpu, config, data, null, batchSize, seed: 1);
         var loop = new TrainingLoop(trainer, new TrainingOptions { Epochs = 1, BatchSize = batchSize, Patience = 0 });
         double seconds = 0;
         loop.EpochCompleted += r => seconds = r.Seconds;

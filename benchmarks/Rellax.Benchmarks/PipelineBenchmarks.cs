@@ -85,7 +85,7 @@ public class PipelineBenchmarks
 
     /// <summary>DIN h_u for the 9,529 test samples (30-event histories) plus every item's embedding.</summary>
     [Benchmark]
-    public int DinFeaturizeTestSplit() => _din.Featurize(_set, _test).StateDim;
+    public int DinFeaturizeTestSplit() => _din.Featurize(_backend, _set, _test).StateDim;
 
     private static string SharedData()
     {

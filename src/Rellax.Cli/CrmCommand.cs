@@ -81,9 +81,9 @@ internal static class CrmCommand
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
         var cmd = new Command("train", TrainDescription) { data, output, overwrite, k, embed, epochs, batch, lr, wd, patience, seed, initStd, dropout, dropFields, lrDecay, noTest, threads, json };
-        cmd.SetAction(r => CommonOptions.Guard(cancel => Train(r.GetValue(data)!, r.GetValue(output)!, r.GetValue(overwrite), new DinTrainingOptions
+        cmd.SetAction(r => CommonOptions.Guard(cancel => Train(r.GetValue(data)!, r.GetValue(output)!, r.GetValue(overwrite), r.GetValue(threads), new DinTrainingOptions
         {
-            K = r.GetValue(k), EmbedDim = r.GetValue(embed), Threads = r.GetValue(threads), EmbeddingInitStd = r.GetValue(initStd),
+            K = r.GetValue(k), EmbedDim = r.GetValue(embed), EmbeddingInitStd = r.GetValue(initStd),
             Dropout = (float)r.GetValue(dropout),
             DropFields = r.GetValue(dropFields) is { } d ? [.. d.Split(',').Select(n => n.Trim()).Distinct()] : [], EvaluateTest = !r.GetValue(noTest),
             Loop = new TrainingOptions
@@ -95,17 +95,19 @@ internal static class CrmCommand
         return cmd;
     }
 
-    private static int Train(string dataDir, string outputDir, bool overwrite, DinTrainingOptions options, bool json, CancellationToken cancel)
+    private static int Train(string dataDir, string outputDir, bool overwrite, int threads, DinTrainingOptions options, bool json, CancellationToken cancel)
     {
         Func<string, string?> refuse = _ => overwrite ? null : "already exists (pass --overwrite to replace it)";
         OutputFile.CheckFolder(outputDir, "--output", refuse, dataDir);
         var set = PreparedDataset.Load(dataDir);
+        // DIN training runs on the CPU backend only; --threads is its thread count.
+        using var backend = CommonOptions.CreateBackend("cpu", threads);
         TerminalProgress? progress = null;
         double running = double.NaN;
         TrainingOutput.Outcome<DinTrainingResult> outcome;
         try
         {
-            outcome = TrainingOutput.Write(outputDir, refuse, temp => DinTraining.Train(set, options, temp,
+            outcome = TrainingOutput.Write(outputDir, refuse, temp => DinTraining.Train(backend, set, options, temp,
                 s =>
                 {
                     if (s.Step == 1) { progress?.Dispose(); progress = new TerminalProgress($"epoch {s.Epoch}", s.StepsPerEpoch); }
@@ -137,7 +139,7 @@ internal static class CrmCommand
             {
                 data = dataDir, output = outputDir, k = options.K, embed_dim = options.EmbedDim, best_epoch = done.Loop.BestEpoch,
                 epochs_run = done.Loop.Epochs.Count, stopped_early = done.Loop.StoppedEarly, selected_on = done.Loop.SelectedOn,
-                train_samples = done.TrainSamples, drop_fields = options.DropFields, valid = DinTraining.Metrics(done.Valid), test = DinTraining.Metrics(done.Test),
+                train_samples = done.TrainSamples, drop_fields = options.DropFields, valid = MetricsJson(done.Valid), test = MetricsJson(done.Test),
                 epoch_seconds = done.Loop.Epochs.Select(e => e.Seconds).ToArray(), seconds = done.Seconds,
             }));
         else
@@ -152,6 +154,12 @@ internal static class CrmCommand
         }
         return 0;
     }
+
+    /// <summary>The metrics as the commands' JSON writes them, as <c>training.json</c> does (AUC null when undefined;
+    /// null for no metrics).</summary>
+    private static object? MetricsJson(CtrMetrics? m) => m is { } v
+        ? new { auc = double.IsFinite(v.Auc) ? v.Auc : (double?)null, logloss = v.LogLoss, accuracy = v.Accuracy, count = v.Count, positives = v.Positives }
+        : null;
 
     private static string Describe(CtrMetrics? m) => m is { } v
         ? $"AUC {(double.IsFinite(v.Auc) ? v.Auc.ToString("F4") : "undefined (one class)")}, LogLoss {v.LogLoss:F4}, accuracy {v.Accuracy:F4} ({v.Count} samples)"
@@ -168,20 +176,22 @@ internal static class CrmCommand
         var split = CommonOptions.Split("test");
         var output = new Option<string>("--output") { HelpName = "FILE.jsonl", Description = "The scores to write, atomically.", Required = true };
         var k = CommonOptions.OptionalInt("--k", 1, 1000, "History length (default: the model's training.json, else 30).");
+        var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
-        var cmd = new Command("score", ScoreDescription) { din, data, split, output, k, json };
+        var cmd = new Command("score", ScoreDescription) { din, data, split, output, k, threads, json };
         cmd.SetAction(r => CommonOptions.Guard(cancel => Score(r.GetValue(din)!, r.GetValue(data)!, CommonOptions.ParseSplit(r.GetValue(split)!),
-            r.GetValue(output)!, r.GetValue(k), r.GetValue(json), cancel)));
+            r.GetValue(output)!, r.GetValue(k), r.GetValue(threads), r.GetValue(json), cancel)));
         return cmd;
     }
 
-    private static int Score(string dinDir, string dataDir, SampleSplit split, string outputPath, int? k, bool json, CancellationToken cancel)
+    private static int Score(string dinDir, string dataDir, SampleSplit split, string outputPath, int? k, int threads, bool json, CancellationToken cancel)
     {
         OutputFile.Check(outputPath, "--output", dinDir, dataDir);
         var set = PreparedDataset.Load(dataDir);
         var model = DinModel.Load(dinDir, set.Dataset);
         int history = k ?? TrainedK(dinDir) ?? 30;
-        var (ids, labels, p) = DinTraining.Score(model, set, split, history);
+        using var backend = CommonOptions.CreateBackend("cpu", threads);
+        var (ids, labels, p) = DinTraining.Score(backend, model, set, split, history);
         if (ids.Length == 0) throw new ArgumentException($"the {SampleSet.NameOf(split)} split of '{dataDir}' is empty");
         cancel.ThrowIfCancellationRequested();
         OutputFile.Write(outputPath, stream =>
@@ -192,7 +202,7 @@ internal static class CrmCommand
         }, cancel);
         var m = CtrMetrics.Compute(p, labels);
         if (json)
-            Console.WriteLine(JsonSerializer.Serialize(new { din = dinDir, data = dataDir, split = SampleSet.NameOf(split), k = history, output = outputPath, metrics = DinTraining.Metrics(m) }));
+            Console.WriteLine(JsonSerializer.Serialize(new { din = dinDir, data = dataDir, split = SampleSet.NameOf(split), k = history, output = outputPath, metrics = MetricsJson(m) }));
         else
         {
             Console.WriteLine($"{SampleSet.NameOf(split)}: {Describe(m)}");
@@ -228,7 +238,7 @@ internal static class CrmCommand
                 Console.WriteLine(JsonSerializer.Serialize(new
                 {
                     data = dataDir, k = r.GetValue(k), train_samples = result.TrainSamples, weights = result.Weights,
-                    valid = DinTraining.Metrics(result.Valid), test = DinTraining.Metrics(result.Test), seconds = clock.Elapsed.TotalSeconds,
+                    valid = MetricsJson(result.Valid), test = MetricsJson(result.Test), seconds = clock.Elapsed.TotalSeconds,
                 }));
             else
             {

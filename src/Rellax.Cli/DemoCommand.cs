@@ -190,26 +190,27 @@ internal static class DemoCommand
         clock.Restart();
         string dinDir = Path.Combine(work, "din");
         Directory.CreateDirectory(dinDir);
+        // One CPU backend with --threads runs everything: DIN here, then the LLM arms.
+        using var backend = CommonOptions.CreateBackend("cpu", s.Threads);
         var dinOptions = new DinTrainingOptions
         {
-            EmbedDim = 16, Threads = s.Threads, Dropout = 0.3f,
+            EmbedDim = 16, Dropout = 0.3f,
             Loop = new TrainingOptions { Epochs = 30, BatchSize = 64, LearningRate = 1e-3f, Patience = 4, Seed = s.Seed },
         };
-        var dinRun = DinTraining.Train(set, dinOptions, dinDir, cancellationToken: cancel);
+        var dinRun = DinTraining.Train(backend, set, dinOptions, dinDir, cancellationToken: cancel);
         var din = DinModel.Load(dinDir, dataset);
-        var crm = din.Featurize(set, set.Samples);
+        var crm = din.Featurize(backend, set, set.Samples);
         var dinCurve = dinRun.Loop.Epochs.Where(e => e.Valid is not null)
             .Select(e => ((double)e.Epoch / dinRun.Loop.Epochs.Count, e.Valid!.Value.Auc)).ToList();
         var dinTest = dinRun.Test ?? throw new InvalidOperationException("the DIN run scored no test split");
         var rows = new List<Row>
         {
-            new("din", "DIN (CRM alone)", trainCount, dinRun.Seconds, Limited(dinTest, set, din, s.Limit, dinOptions.K), dinRun.Valid?.Auc, dinCurve),
+            new("din", "DIN (CRM alone)", trainCount, dinRun.Seconds, Limited(backend, dinTest, set, din, s.Limit, dinOptions.K), dinRun.Valid?.Auc, dinCurve),
         };
         log.WriteLine($"[3/5] CRM       DIN trained on {trainCount} rows, {dinRun.Loop.Epochs.Count} epochs (kept {dinRun.Loop.BestEpoch}): valid AUC {PipelineReport.Metric(dinRun.Valid?.Auc ?? double.NaN)}, " +
                       $"{dinRun.Seconds:F1} s; features (E = {din.EmbedDim}, h_u = {din.StateDim}) for {set.Samples.Count} samples");
 
         // 3. The base model zero-shot on SUBR-K prompts: item vectors, PCA and SUBR run (and are cached) here.
-        using var backend = CommonOptions.CreateBackend("cpu", s.Threads);
         using var llm = CommonOptions.LoadModel(s.ModelDir, backend, s.Weights);
         var evaluation = new EvaluationOptions
         {
@@ -304,10 +305,10 @@ internal static class DemoCommand
     }
 
     /// <summary>DIN's test metrics over the same test samples the LLM arms score (the first <paramref name="limit"/>).</summary>
-    private static CtrMetrics Limited(CtrMetrics all, SampleSet set, DinModel din, int limit, int k)
+    private static CtrMetrics Limited(ComputeBackend backend, CtrMetrics all, SampleSet set, DinModel din, int limit, int k)
     {
         if (limit <= 0 || limit >= set.CountOf(SampleSplit.Test)) return all;
-        var (_, labels, p) = DinTraining.Score(din, set, SampleSplit.Test, k);
+        var (_, labels, p) = DinTraining.Score(backend, din, set, SampleSplit.Test, k);
         return CtrMetrics.Compute([.. p.Take(limit)], [.. labels.Take(limit)]);
     }
 

@@ -60,7 +60,7 @@ internal static class EmbedCommand
         AttentionPrecision attention, string backendName, int threads, int batchSize, bool json, ModelLoadOptions weights, CancellationToken cancel)
     {
         List<EmbedItemsFile.Item> items;
-        using (var reader = LineReader.Open(itemsPath, "items file"))
+        using (var reader = JsonLinesReader.Open(itemsPath, "items file"))
         {
             OutputFile.Check(outputPath, "--output", itemsPath, modelDir);
             items = EmbedItemsFile.Read(reader);
@@ -155,12 +155,12 @@ internal static class EmbedItemsFile
 
     /// <summary>Reads every non-blank line (blank lines are skipped but counted; 16 MiB per line at most).</summary>
     /// <exception cref="RecordException">A malformed line or a repeated id: <c>FILE:LINE: what</c> (a repeated id names both lines).</exception>
-    public static List<Item> Read(LineReader reader)
+    public static List<Item> Read(JsonLinesReader reader)
     {
         ArgumentNullException.ThrowIfNull(reader);
         var items = new List<Item>();
         var lineOf = new Dictionary<long, long>();
-        foreach (var (line, root) in JsonLines.Objects(reader))
+        foreach (var (line, root) in reader.ReadObjects())
         {
             RecordException Fail(string reason) => new(reader.FileName, line, reason);
             if (!root.TryGetProperty("id", out var id) || id.ValueKind != JsonValueKind.Number || !id.TryGetInt64(out long value))

@@ -129,7 +129,7 @@ internal static class EvalCommand
         {
             var din = DinModel.Load(dinDir);
             var samples = set.InSplit(options.Split).Take(options.Limit > 0 ? options.Limit : int.MaxValue).ToList();
-            crm = din.Featurize(set, samples);
+            crm = din.Featurize(backend, set, samples);
         }
         double crmMs = clock.Elapsed.TotalMilliseconds;
 

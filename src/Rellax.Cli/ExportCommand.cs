@@ -115,8 +115,11 @@ internal static class ExportCommand
                         options.ItemVectors is null ? "hidden size" : "dimension");
                 int[][] positions;
                 using (var progress = new StageProgress())
-                    positions = CtrEvaluation.Subr(backend, llm, set, chosen, options, new PipelineCache(options.CacheDirectory!, PipelineReport.Warn),
-                        stages, progress, PipelineReport.Warn, cancel, out _);
+                {
+                    var retrieved = CtrEvaluation.RetrieveSubr(backend, llm, set, chosen, options, progress, PipelineReport.Warn, cancel);
+                    positions = retrieved.Positions;
+                    stages.AddRange(retrieved.Stages);
+                }
                 subr = new Dictionary<int, int[]>(chosen.Count);
                 for (int i = 0; i < chosen.Count; i++) subr[chosen[i].Index] = positions[i];
             }
@@ -211,8 +214,9 @@ internal static class RetrievedFile
         var wanted = new Dictionary<int, int>(needed.Count);
         foreach (var s in needed) wanted[s.Index] = s.HistoryLength;
         var found = new Dictionary<int, int[]>(needed.Count);
-        // One bounded line reader for every JSONL input; errors are RecordExceptions naming FILE:LINE.
-        foreach (var (line, root) in JsonLines.Objects(path, "--retrieved file"))
+        // The library's bounded JSONL reader, as for every JSONL input; errors are RecordExceptions naming FILE:LINE.
+        using var reader = JsonLinesReader.Open(path, "--retrieved file");
+        foreach (var (line, root) in reader.ReadObjects())
         {
             RecordException Fail(string reason) => new(path, line, reason);
             if (!root.TryGetProperty("id", out var id) || id.ValueKind != JsonValueKind.Number || !id.TryGetInt32(out int sample))

@@ -70,7 +70,7 @@ internal static class PrepareCommand
         if (!DatasetReader.Names.Contains(datasetName, StringComparer.OrdinalIgnoreCase))
             throw new ArgumentException($"--dataset: unknown dataset '{datasetName}'; expected one of {string.Join(", ", DatasetReader.Names)}");
         var kind = DatasetReader.ParseKind(datasetName);
-        Runtime.InputPaths.RequireDirectory(dataDir, "--data folder");
+        CliPaths.RequireDirectory(dataDir, "--data folder");
         PreparedDataset.CheckTarget(outputDir, dataDir);
         bool interactive = !Console.IsErrorRedirected;
         void Stage(string text) { if (interactive) Console.Error.WriteLine(text); }

@@ -51,7 +51,7 @@ internal static class RetrieveCommand
         string? outputPath, int batchSize, bool withScores, string backendName, int threads, bool json, CancellationToken cancel)
     {
         if ((samplesPath is null) == (dataDir is null)) throw new ArgumentException("give either --samples FILE or --data DIR (a prepared dataset)");
-        if (samplesPath is not null) InputPaths.RequireFile(samplesPath, "samples file");
+        if (samplesPath is not null) CliPaths.RequireFile(samplesPath, "samples file");
         if (outputPath is not null) OutputFile.Check(outputPath, "--output", indexPath, samplesPath, dataDir);
         using var backend = CommonOptions.CreateBackend(backendName, threads);
         var clock = Stopwatch.StartNew();

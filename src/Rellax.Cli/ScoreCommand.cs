@@ -99,8 +99,8 @@ internal static class ScoreCommand
         // regular file is still replaced only at the end).
         var clock = Stopwatch.StartNew();
         MostRequestsHeld = 0;
-        using var input = LineReader.Open(s.InputPath, "input file");
-        bool twoPasses = OutputFile.IsRegularFile(s.InputPath);
+        using var input = JsonLinesReader.Open(s.InputPath, "input file");
+        bool twoPasses = input.IsRegularFile;
         if (s.OutputPath is not null) OutputFile.Check(s.OutputPath, "--output", s.InputPath, s.ModelDir, s.AdapterDir);
         double openMs = clock.Elapsed.TotalMilliseconds;
 
@@ -135,7 +135,7 @@ internal static class ScoreCommand
         var progress = twoPasses && count > 0 ? new TerminalProgress("scoring", (int)Math.Min(count, int.MaxValue)) : null;
         void ScoreAll(Stream output)
         {
-            using var again = twoPasses ? LineReader.Open(s.InputPath, "input file") : null;
+            using var again = twoPasses ? JsonLinesReader.Open(s.InputPath, "input file") : null;
             var chunk = new List<ScoreRequestsFile.Entry>(Math.Min(chunkSize, 4096));
             foreach (var entry in ScoreRequestsFile.Read(again ?? input))
             {

@@ -8,8 +8,8 @@ namespace Rellax.Cli;
 /// <c>{"id": any JSON value, "prompt": "...", "instance": [d_h floats], "hist_embeddings": [[E floats], ...],
 /// "target_embedding": [E floats]}</c>. Only <c>id</c> and <c>prompt</c> are required; the vectors may be absent or
 /// <c>null</c>; other fields (a label, say) are ignored. Blank lines (empty or white space only) are skipped but still
-/// counted, so line numbers in messages are the editor's line numbers. Read through the library's one JSONL reader
-/// (<see cref="JsonLines"/>): a line longer than 16 MiB is refused naming the file and line.
+/// counted, so line numbers in messages are the editor's line numbers. Read through the library's JSONL reader
+/// (<see cref="JsonLinesReader"/>): a line longer than 16 MiB is refused naming the file and line.
 /// </summary>
 /// <remarks>Sizes are not checked here (the reader does not know d_h or E): <see cref="CtrScorer.Validate"/> does that
 /// against the adapter. <see cref="ReadLabelled"/> reads the same lines with a required <c>"label"</c> (0 or 1) for
@@ -24,13 +24,13 @@ internal static class ScoreRequestsFile
     public readonly record struct Entry(CtrRequest Request, string RawId, long Line);
 
     /// <summary>Parses every non-blank line of <paramref name="reader"/>, lazily (lines are capped at
-    /// <see cref="LineReader.MaxLineBytes"/>, 16 MiB by default).</summary>
+    /// <see cref="JsonLinesReader.MaxLineBytes"/>, 16 MiB by default).</summary>
     /// <param name="reader">The JSONL input; its file name starts every error.</param>
     /// <exception cref="RecordException">A malformed line: <c>FILE:LINE: what is wrong</c>.</exception>
-    public static IEnumerable<Entry> Read(LineReader reader)
+    public static IEnumerable<Entry> Read(JsonLinesReader reader)
     {
         ArgumentNullException.ThrowIfNull(reader);
-        foreach (var (line, root) in JsonLines.Objects(reader))
+        foreach (var (line, root) in reader.ReadObjects())
             yield return Parse(root, new Where(reader.FileName, line));
     }
 
@@ -39,10 +39,10 @@ internal static class ScoreRequestsFile
     /// (<c>rellax train</c>'s input).
     /// </summary>
     /// <exception cref="RecordException">A malformed line, or a label that is missing or not 0/1: <c>FILE:LINE: what is wrong</c>.</exception>
-    public static IEnumerable<(Entry Entry, int Label)> ReadLabelled(LineReader reader)
+    public static IEnumerable<(Entry Entry, int Label)> ReadLabelled(JsonLinesReader reader)
     {
         ArgumentNullException.ThrowIfNull(reader);
-        foreach (var (line, root) in JsonLines.Objects(reader))
+        foreach (var (line, root) in reader.ReadObjects())
         {
             var where = new Where(reader.FileName, line);
             var entry = Parse(root, where);
@@ -88,19 +88,19 @@ internal static class ScoreRequestsFile
     {
         if (!root.TryGetProperty("id", out var id)) throw where.Fail("missing \"id\" (any JSON value)");
         if (!root.TryGetProperty("prompt", out var prompt) || prompt.ValueKind != JsonValueKind.String)
-            throw where.Fail("\"prompt\" must be a string" + (prompt.ValueKind == JsonValueKind.Undefined ? " (missing)" : $", got {JsonLines.Kind(prompt)}"));
+            throw where.Fail("\"prompt\" must be a string" + (prompt.ValueKind == JsonValueKind.Undefined ? " (missing)" : $", got {Kind(prompt)}"));
         float[]? instance = Vector(root, "instance", where);
         float[]? target = Vector(root, "target_embedding", where);
         List<float[]>? hist = null;
         if (root.TryGetProperty("hist_embeddings", out var h) && h.ValueKind != JsonValueKind.Null)
         {
             if (h.ValueKind != JsonValueKind.Array)
-                throw where.Fail($"\"hist_embeddings\" must be an array of float arrays, got {JsonLines.Kind(h)}");
+                throw where.Fail($"\"hist_embeddings\" must be an array of float arrays, got {Kind(h)}");
             hist = new List<float[]>(h.GetArrayLength());
             foreach (var row in h.EnumerateArray())
             {
                 string field = $"hist_embeddings[{hist.Count}]";
-                if (row.ValueKind != JsonValueKind.Array) throw where.Fail($"\"{field}\" must be an array of floats, got {JsonLines.Kind(row)}");
+                if (row.ValueKind != JsonValueKind.Array) throw where.Fail($"\"{field}\" must be an array of floats, got {Kind(row)}");
                 hist.Add(Floats(row, field, where));
             }
         }
@@ -110,7 +110,7 @@ internal static class ScoreRequestsFile
     private static float[]? Vector(JsonElement root, string name, Where where)
     {
         if (!root.TryGetProperty(name, out var e) || e.ValueKind == JsonValueKind.Null) return null;
-        if (e.ValueKind != JsonValueKind.Array) throw where.Fail($"\"{name}\" must be an array of floats, got {JsonLines.Kind(e)}");
+        if (e.ValueKind != JsonValueKind.Array) throw where.Fail($"\"{name}\" must be an array of floats, got {Kind(e)}");
         return Floats(e, name, where);
     }
 
@@ -126,6 +126,18 @@ internal static class ScoreRequestsFile
         }
         return values;
     }
+
+    /// <summary>A JSON value's kind as a message says it: <c>an object</c>, <c>an array</c>, <c>a string</c>, ...</summary>
+    internal static string Kind(JsonElement e) => e.ValueKind switch
+    {
+        JsonValueKind.Object => "an object",
+        JsonValueKind.Array => "an array",
+        JsonValueKind.String => "a string",
+        JsonValueKind.Number => "a number",
+        JsonValueKind.True or JsonValueKind.False => "a boolean",
+        JsonValueKind.Null => "null",
+        _ => e.ValueKind.ToString(),
+    };
 
     private static string Shorten(string raw) => raw.Length <= 40 ? raw : raw[..37] + "...";
 }

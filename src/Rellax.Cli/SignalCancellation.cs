@@ -44,11 +44,15 @@ internal static class TestHooks
 {
     private const string Variable = "RELLAX_TEST_HOLD";
 
+    /// <summary>The <see cref="AppContext"/> data slot that <see cref="Runtime.OutputFile"/> calls just before it renames a
+    /// temporary file or folder into place (a test seam of the library, not its API).</summary>
+    private const string BeforeCommitData = "Rellax.Runtime.OutputFile.BeforeCommit";
+
     /// <summary>Arms the <c>output</c> point on <see cref="Runtime.OutputFile"/> when asked for.</summary>
     public static void Install(CancellationToken token)
     {
         if (Environment.GetEnvironmentVariable(Variable) == "output")
-            Runtime.OutputFile.BeforeCommit = (path, writeToken) => Wait("output", token);
+            AppContext.SetData(BeforeCommitData, (Action<string, CancellationToken>)((path, writeToken) => Wait("output", token)));
     }
 
     /// <summary>Waits at <paramref name="point"/> when <c>RELLAX_TEST_HOLD</c> names it; returns at once otherwise.</summary>

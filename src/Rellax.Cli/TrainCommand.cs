@@ -304,7 +304,7 @@ internal static class TrainCommand
     {
         model = s.ModelDir, input = s.Input, valid_input = s.Valid, data = s.Data, k = s.Data is null ? (int?)null : s.K, retrieval = s.Data is null ? null : s.Retrieval,
         output = s.Output, init_adapter = s.InitAdapter, r = adapter.Config.Rank, alpha = adapter.Config.Alpha,
-        target_modules = adapter.Config.TargetModules.Select(AdapterTensorNames.ModuleName).ToArray(), cflora = adapter.HasGenerators, spa = adapter.Projector is not null,
+        target_modules = adapter.Config.TargetModules.Select(LlamaModules.PeftName).ToArray(), cflora = adapter.HasGenerators, spa = adapter.Projector is not null,
         trainable = PartsText(parts), loss = s.Loss == CtrLoss.Lm ? "lm" : "bce", template = s.Template.Name, optimizer = s.Loop.Optimizer, lr = s.Loop.LearningRate,
         weight_decay = s.Loop.WeightDecay, lr_schedule = s.Loop.LinearDecay ? "linear" : "constant", warmup = s.Loop.WarmupSteps, clip_norm = s.Loop.ClipNorm,
         epochs = s.Loop.Epochs, steps = s.Loop.MaxSteps > 0 ? s.Loop.MaxSteps : (int?)null, batch_size = s.BatchSize, accumulate = s.Accumulate, seed = s.Loop.Seed,
@@ -382,7 +382,7 @@ internal static class TrainCommand
 
     private static List<(ScoreRequestsFile.Entry Entry, int Label)> ReadLabelled(string path, string what, CancellationToken cancel)
     {
-        using var reader = LineReader.Open(path, what);
+        using var reader = JsonLinesReader.Open(path, what);
         var lines = new List<(ScoreRequestsFile.Entry, int)>();
         foreach (var line in ScoreRequestsFile.ReadLabelled(reader))
         {
@@ -417,7 +417,7 @@ internal static class TrainCommand
         if (trainSamples.Count == 0) throw new ArgumentException($"the train split of '{s.Data}' is empty: there is nothing to train on");
         if (validSamples.Count == 0)
             PipelineReport.Warn($"the valid split of '{s.Data}' is empty: nothing is validated, the last parameters are kept");
-        if (din is not null) features = din.Featurize(set, [.. trainSamples, .. validSamples]);
+        if (din is not null) features = din.Featurize(scorer.Model.Backend, set, [.. trainSamples, .. validSamples]);
         bool mixed = s.Retrieval == "mixed";
         var options = new EvaluationOptions
         {
@@ -477,8 +477,8 @@ internal static class TrainCommand
         foreach (string raw in value.Split(','))
         {
             string name = raw.Trim();
-            if (!AdapterTensorNames.TryParseModule(name, out var module))
-                return (null, $"'{name}' is not a module; expected a comma list of {string.Join(", ", Enum.GetValues<LlamaModule>().Select(AdapterTensorNames.ModuleName))}");
+            if (!LlamaModules.TryParse(name, out var module))
+                return (null, $"'{name}' is not a module; expected a comma list of {string.Join(", ", Enum.GetValues<LlamaModule>().Select(LlamaModules.PeftName))}");
             if (modules.Contains(module)) return (null, $"'{name}' is listed twice");
             modules.Add(module);
         }

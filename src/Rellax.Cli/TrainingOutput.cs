@@ -33,7 +33,7 @@ internal static class TrainingOutput
         try
         {
             // The token is None: a stopped run with a complete checkpoint is still committed. The commands' Ctrl+C reaches
-            // training through its own token, and the test hold point through OutputFile.BeforeCommit.
+            // training through its own token, and the test hold point through OutputFile's AppContext hook (TestHooks).
             OutputFile.WriteFolder(outputDir, refuse, temp =>
             {
                 try

@@ -1,13 +1,17 @@
 using System.Runtime.InteropServices;
 using System.Text;
+using Rellax.Kernels;
 using Rellax.Runtime;
 
 namespace Rellax.Rec;
 
 /// <summary>
-/// DIN (SPEC §5), run on the CPU from a safetensors checkpoint whose tensor names follow the reference code's
-/// <c>ctr_base</c> DIN. It produces what SPA and CFLoRA take: item embeddings and the user state h_u (the last hidden
-/// layer of the MLP tower).
+/// DIN (SPEC §5), from a safetensors checkpoint whose tensor names follow the reference code's <c>ctr_base</c> DIN. It
+/// produces what SPA and CFLoRA take: item embeddings and the user state h_u (the last hidden layer of the MLP tower).
+/// The model holds its weights on the host; <see cref="Forward"/> and <see cref="Featurize"/> run on the
+/// <see cref="ComputeBackend"/> the caller passes (its matrix products; the gathers and elementwise steps run on the
+/// calling thread), as <see cref="Pca"/> and <see cref="SubrIndex.Build"/> do: on a <see cref="Kernels.Cpu.CpuBackend"/>
+/// its <see cref="Kernels.Cpu.CpuBackend.Threads"/> bound the work. The backend stays the caller's (never disposed).
 /// </summary>
 /// <remarks>
 /// <para><b>Architecture</b> (the reference's <c>ctr_base/models.py</c> <c>DIN</c> with <c>enable_hist_embed</c> and
@@ -267,8 +271,9 @@ public sealed class DinModel
     /// <summary>
     /// Runs the model on inputs already encoded as table rows: the reference's <c>X</c> (offsets added),
     /// <c>hist_ids</c>/<c>hist_ratings</c> (offsets added) and <c>hist_mask</c>, with the padding dropped (the histories are
-    /// ragged). Batched over the samples, on the CPU.
+    /// ragged). Batched over the samples, in chunks of 512 samples.
     /// </summary>
+    /// <param name="backend">Runs the matrix products (any backend; the caller's, not disposed).</param>
     /// <param name="fieldRows">[B, F] row-major: the table row of each field of each sample.</param>
     /// <param name="historyStarts">[B + 1]: sample b's history is positions [historyStarts[b], historyStarts[b + 1]) of the
     /// two history arrays; starts at 0, non-decreasing, ends at P.</param>
@@ -278,9 +283,10 @@ public sealed class DinModel
     /// <param name="logits">[B] output: the click logit per sample.</param>
     /// <exception cref="ArgumentException">Lengths that disagree, or a row outside the table (naming the input and
     /// position).</exception>
-    public void Forward(ReadOnlySpan<int> fieldRows, ReadOnlySpan<int> historyStarts, ReadOnlySpan<int> historyItemRows,
+    public void Forward(ComputeBackend backend, ReadOnlySpan<int> fieldRows, ReadOnlySpan<int> historyStarts, ReadOnlySpan<int> historyItemRows,
         ReadOnlySpan<int> historyRatingRows, Span<float> states, Span<float> logits)
     {
+        ArgumentNullException.ThrowIfNull(backend);
         int fields = Config.Fields.Count;
         if (historyStarts.Length < 1) throw new ArgumentException("historyStarts needs B + 1 entries", nameof(historyStarts));
         int batch = historyStarts.Length - 1;
@@ -302,24 +308,17 @@ public sealed class DinModel
         CheckRows(historyItemRows, nameof(historyItemRows));
         CheckRows(historyRatingRows, nameof(historyRatingRows));
 
-        int chunks = (batch + DinRunner.ChunkSamples - 1) / DinRunner.ChunkSamples;
-        // Spans cannot enter the parallel workers: copy the inputs to arrays (the outputs are gathered the same way).
-        int[] fieldArray = fieldRows.ToArray(), startArray = historyStarts.ToArray();
-        int[] itemArray = historyItemRows.ToArray(), ratingArray = historyRatingRows.ToArray();
-        var stateArray = new float[states.Length];
-        var logitArray = new float[logits.Length];
         int dh = StateDim;
-        DinRunner.ForEachChunk(this, chunks, (runner, chunk) =>
+        using var runner = new DinRunner(this, backend);
+        var localStarts = new int[Math.Min(batch, DinRunner.ChunkSamples) + 1];
+        for (int first = 0; first < batch; first += DinRunner.ChunkSamples)
         {
-            int first = chunk * DinRunner.ChunkSamples, count = Math.Min(DinRunner.ChunkSamples, batch - first);
-            int p0 = startArray[first], p1 = startArray[first + count];
-            var starts = new int[count + 1];
-            for (int b = 0; b <= count; b++) starts[b] = startArray[first + b] - p0;
-            runner.Run(fieldArray.AsSpan(first * fields, count * fields), starts, itemArray.AsSpan(p0, p1 - p0), ratingArray.AsSpan(p0, p1 - p0),
-                stateArray.AsSpan(first * dh, count * dh), logitArray.AsSpan(first, count));
-        });
-        stateArray.CopyTo(states);
-        logitArray.CopyTo(logits);
+            int count = Math.Min(DinRunner.ChunkSamples, batch - first);
+            int p0 = historyStarts[first], p1 = historyStarts[first + count];
+            for (int b = 0; b <= count; b++) localStarts[b] = historyStarts[first + b] - p0;
+            runner.Run(fieldRows.Slice(first * fields, count * fields), localStarts.AsSpan(0, count + 1), historyItemRows[p0..p1], historyRatingRows[p0..p1],
+                states.Slice(first * dh, count * dh), logits.Slice(first, count));
+        }
     }
 
     private void CheckRows(ReadOnlySpan<int> rows, string name)
@@ -336,13 +335,15 @@ public sealed class DinModel
     /// and returns their user states (sample id = <see cref="ReLLaSample.Index"/>), with the embeddings of every item of
     /// the dataset (item id = dataset item index, embedding = its table row in the item field).
     /// </summary>
+    /// <param name="backend">Runs the matrix products (any backend; the caller's, not disposed).</param>
     /// <param name="set">The sample set; its dataset must fit the config (<see cref="DinConfig.CheckFits"/>).</param>
     /// <param name="samples">Samples of <paramref name="set"/>, each once.</param>
     /// <param name="maxHistory">History events per sample, at least 0 (the reference trains with its K, e.g. 30).</param>
     /// <exception cref="ArgumentException">The vocabulary does not fit the dataset, a sample is not one of the set's, or a
     /// sample appears twice.</exception>
-    public CrmFeatures Featurize(SampleSet set, IReadOnlyList<ReLLaSample> samples, int maxHistory = 30)
+    public CrmFeatures Featurize(ComputeBackend backend, SampleSet set, IReadOnlyList<ReLLaSample> samples, int maxHistory = 30)
     {
+        ArgumentNullException.ThrowIfNull(backend);
         ArgumentNullException.ThrowIfNull(set);
         ArgumentNullException.ThrowIfNull(samples);
         ArgumentOutOfRangeException.ThrowIfNegative(maxHistory);
@@ -393,31 +394,30 @@ public sealed class DinModel
             }
         }
 
-        // Pass 2: the history embedding h of each distinct pair, once ([Q, E]).
+        // Pass 2: the history embedding h of each distinct pair, once ([Q, E]); one runner (the weights on the backend) for
+        // passes 2 and 3.
+        using var runner = new DinRunner(this, backend);
         var pairTable = new float[(long)pairItems.Count * e];
-        using (var mapper = new DinRunner(this))
+        const int block = 16384;
+        for (int first = 0; first < pairItems.Count; first += block)
         {
-            const int block = 16384;
-            for (int first = 0; first < pairItems.Count; first += block)
-            {
-                int count = Math.Min(block, pairItems.Count - first);
-                mapper.MapHistory(CollectionsMarshal.AsSpan(pairItems).Slice(first, count), CollectionsMarshal.AsSpan(pairRatings).Slice(first, count),
-                    pairTable.AsSpan(first * e, count * e));
-            }
+            int count = Math.Min(block, pairItems.Count - first);
+            runner.MapHistory(CollectionsMarshal.AsSpan(pairItems).Slice(first, count), CollectionsMarshal.AsSpan(pairRatings).Slice(first, count),
+                pairTable.AsSpan(first * e, count * e));
         }
 
-        // Pass 3: attention and tower, chunks of samples on parallel workers.
+        // Pass 3: attention and tower, chunk by chunk.
         var states = new float[(long)samples.Count * dh];
-        int chunks = (samples.Count + DinRunner.ChunkSamples - 1) / DinRunner.ChunkSamples;
-        DinRunner.ForEachChunk(this, chunks, (runner, chunk) =>
+        var local = new int[Math.Min(samples.Count, DinRunner.ChunkSamples) + 1];
+        var logits = new float[Math.Min(samples.Count, DinRunner.ChunkSamples)];
+        for (int first = 0; first < samples.Count; first += DinRunner.ChunkSamples)
         {
-            int first = chunk * DinRunner.ChunkSamples, count = Math.Min(DinRunner.ChunkSamples, samples.Count - first);
+            int count = Math.Min(DinRunner.ChunkSamples, samples.Count - first);
             long p0 = starts[first];
-            var local = new int[count + 1];
             for (int b = 0; b <= count; b++) local[b] = (int)(starts[first + b] - p0);
-            runner.RunWithPairs(fieldRows.AsSpan(first * fields, count * fields), local, pairOf.AsSpan((int)p0, local[count]), pairTable,
-                states.AsSpan(first * dh, count * dh), new float[count]);
-        });
+            runner.RunWithPairs(fieldRows.AsSpan(first * fields, count * fields), local.AsSpan(0, count + 1), pairOf.AsSpan((int)p0, local[count]), pairTable,
+                states.AsSpan(first * dh, count * dh), logits.AsSpan(0, count));
+        }
         int items = set.Dataset.Items.Count;
         var itemIds = new long[items];
         var embeddings = new float[(long)items * e];

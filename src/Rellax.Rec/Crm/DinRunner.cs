@@ -6,10 +6,12 @@ using Tensor = Rellax.Kernels.Tensor;
 namespace Rellax.Rec;
 
 /// <summary>
-/// The batched DIN forward of <see cref="DinModel"/> on the CPU: gathers and elementwise work on host arrays with
-/// <see cref="TensorPrimitives"/>, every matrix product through <see cref="Primitives.Linear"/> of a
-/// <see cref="CpuBackend"/> (the hand-written SIMD GEMM, multi-threaded). One chunk of samples at a time; scratch arrays
-/// grow to the largest chunk and are reused.
+/// The batched DIN forward of <see cref="DinModel"/>: gathers and elementwise work on host arrays with
+/// <see cref="TensorPrimitives"/>, every matrix product through <see cref="Primitives.Linear"/> of the caller's
+/// <see cref="ComputeBackend"/> (on a <see cref="CpuBackend"/>, the hand-written SIMD GEMM over its threads; on a GPU
+/// backend, each product's input and output are copied to and from the device). The runner uploads the model's weights
+/// to that backend and frees them on <see cref="Dispose"/>; it never owns or disposes the backend. One chunk of samples
+/// at a time; scratch arrays grow to the largest chunk and are reused.
 /// </summary>
 /// <remarks>
 /// The first attention layer is not applied to the concatenation [t; h; t - h; t * h] [P, 4E] as written. With its weight
@@ -20,33 +22,11 @@ namespace Rellax.Rec;
 /// </remarks>
 internal sealed class DinRunner : IDisposable
 {
-    /// <summary>Samples per chunk: at 30 history events, about 15k history rows (a few MB of scratch per worker at E = 32,
-    /// about 40 MB at E = 64 with 256-wide attention).</summary>
+    /// <summary>Samples per chunk: at 30 history events, about 15k history rows (a few MB of scratch at E = 32, about
+    /// 40 MB at E = 64 with 256-wide attention). Not thread-safe: one runner per thread.</summary>
     public const int ChunkSamples = 512;
 
-    /// <summary>
-    /// Runs <paramref name="chunks"/> independent chunks on parallel workers, each with its own runner (whose GEMM is
-    /// single-threaded when there are several workers: the chunks, not the products, are split over the cores, so the
-    /// gathers and elementwise steps run in parallel too). <paramref name="body"/> gets the worker's runner and the chunk
-    /// index, and must write only that chunk's outputs.
-    /// </summary>
-    public static void ForEachChunk(DinModel model, int chunks, Action<DinRunner, int> body)
-    {
-        int workers = Math.Clamp(Math.Min(Environment.ProcessorCount, chunks), 1, 8);
-        if (workers == 1)
-        {
-            using var runner = new DinRunner(model);
-            for (int c = 0; c < chunks; c++) body(runner, c);
-            return;
-        }
-        Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, w =>
-        {
-            using var runner = new DinRunner(model, threads: 1);
-            for (int c = w; c < chunks; c += workers) body(runner, c);
-        });
-    }
-
-    private readonly CpuBackend _backend;
+    private readonly ComputeBackend _backend;
     private readonly List<DeviceBuffer> _owned = [];
     private readonly float[] _table;
     private readonly int _e, _fields, _itemField, _towerIn, _dh;
@@ -58,12 +38,14 @@ internal sealed class DinRunner : IDisposable
     private DeviceBuffer? _x, _y;
     private float[] _targets = [], _towerInput = [], _histIn = [], _hist = [], _z = [], _a = [], _a2 = [], _c = [], _t1 = [], _t2 = [];
 
-    /// <summary>Uploads the model's weights (the first attention layer split as in the remarks) to a new CPU backend.</summary>
+    /// <summary>Uploads the model's weights (the first attention layer split as in the remarks) to <paramref name="backend"/>.</summary>
     /// <param name="model">The model whose weights the runner uploads.</param>
-    /// <param name="threads">Threads of the runner's GEMM (0: one per core).</param>
-    public DinRunner(DinModel model, int threads = 0)
+    /// <param name="backend">Runs the products; the caller's, not disposed by the runner.</param>
+    public DinRunner(DinModel model, ComputeBackend backend)
     {
-        _backend = new CpuBackend(threads);
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(backend);
+        _backend = backend;
         var config = model.Config;
         _e = config.EmbedDim;
         _fields = config.Fields.Count;
@@ -289,13 +271,12 @@ internal sealed class DinRunner : IDisposable
         for (int b = 0; b < batch; b++) logits[b] = TensorPrimitives.Dot(input.Slice(b * _dh, _dh), _outW) + _outB;
     }
 
-    /// <summary>Frees the uploaded weights, the scratch buffers and the backend.</summary>
+    /// <summary>Frees the uploaded weights and the scratch buffers (not the backend, which is the caller's).</summary>
     public void Dispose()
     {
         _x?.Dispose();
         _y?.Dispose();
         foreach (var buffer in _owned) buffer.Dispose();
         _owned.Clear();
-        _backend.Dispose();
     }
 }

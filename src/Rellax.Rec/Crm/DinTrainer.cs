@@ -9,8 +9,10 @@ namespace Rellax.Rec;
 
 /// <summary>
 /// Trains a <see cref="DinModel"/> (SPEC §5, ReLU activations) with the mean sigmoid-BCE of its click logit: the batched
-/// forward with saved activations and its backward on a <see cref="CpuBackend"/> (the GEMMs and backward ops of
-/// <see cref="BackwardOps"/>, multi-threaded inside each op), plugged into the shared <see cref="TrainingLoop"/>.
+/// forward with saved activations and its backward on the caller's <see cref="CpuBackend"/> (the GEMMs and backward ops of
+/// <see cref="BackwardOps"/>, parallel inside each op over the backend's <see cref="CpuBackend.Threads"/>), plugged into
+/// the shared <see cref="TrainingLoop"/>. CPU only: the trainer wraps its host arrays as tensors
+/// (<see cref="CpuBackend.Wrap(float[])"/>). The backend stays the caller's (never disposed).
 /// </summary>
 /// <remarks>
 /// <para><b>Parameters</b> are the tensors of <see cref="DinModel.TensorShapes"/> (the checkpoint's names), held as
@@ -28,6 +30,16 @@ namespace Rellax.Rec;
 internal sealed class DinTrainer : ITrainable, IDisposable
 {
     private readonly CpuBackend _backend;
+
+    /// <summary>The backend argument as a <see cref="CpuBackend"/>, or an error naming the argument.</summary>
+    /// <exception cref="ArgumentException"><paramref name="backend"/> is another backend.</exception>
+    internal static CpuBackend RequireCpu(ComputeBackend backend, string paramName)
+    {
+        ArgumentNullException.ThrowIfNull(backend, paramName);
+        return backend as CpuBackend ?? throw new ArgumentException(
+            $"{paramName}: DIN training runs on the CPU backend only (it wraps its host arrays as tensors), got the '{backend.Name}' backend; " +
+            "pass a CpuBackend (Backends.Create(\"cpu\"))", paramName);
+    }
     private readonly List<DeviceBuffer> _owned = [];
     private readonly Dictionary<string, Parameter> _byName = new(StringComparer.Ordinal);
     private readonly Dictionary<object, DeviceBuffer> _buffers = new(ReferenceEqualityComparer.Instance);
@@ -47,18 +59,20 @@ internal sealed class DinTrainer : ITrainable, IDisposable
     private readonly int[] _fieldRows, _starts, _targetRows, _histRows;
 
     /// <summary>Prepares training on <paramref name="train"/> with validation on <paramref name="valid"/>.</summary>
+    /// <param name="backend">A <see cref="CpuBackend"/> (its threads run the ops); the caller's, not disposed.</param>
     /// <param name="config">The model's shape (its layout must be the samples' encoding).</param>
     /// <param name="train">Encoded training samples (at least one).</param>
     /// <param name="valid">Encoded validation samples, or null.</param>
     /// <param name="maxBatch">The largest batch <see cref="ComputeGradients"/> gets.</param>
     /// <param name="seed">Seed of the initialisation.</param>
-    /// <param name="threads">Threads of the kernels (0: one per core).</param>
     /// <param name="embeddingInitStd">Standard deviation of the table's normal initialisation (1: PyTorch's and the
     /// reference's).</param>
     /// <param name="dropout">Dropout probability after each tower layer during training (0: none; evaluation never drops).</param>
-    public DinTrainer(DinConfig config, DinEncodedSamples train, DinEncodedSamples? valid, int maxBatch, int seed, int threads = 0,
+    /// <exception cref="ArgumentException"><paramref name="backend"/> is not a <see cref="CpuBackend"/>.</exception>
+    public DinTrainer(ComputeBackend backend, DinConfig config, DinEncodedSamples train, DinEncodedSamples? valid, int maxBatch, int seed,
         double embeddingInitStd = 1, float dropout = 0)
     {
+        _backend = RequireCpu(backend, nameof(backend));
         if (!(dropout >= 0 && dropout < 1)) throw new ArgumentOutOfRangeException(nameof(dropout), dropout, "dropout must be in [0, 1)");
         _dropout = dropout;
         _dropRandom = new Random(seed + 1);
@@ -76,7 +90,6 @@ internal sealed class DinTrainer : ITrainable, IDisposable
         int longest = 0;
         for (int s = 0; s < train.Count; s++) longest = Math.Max(longest, train.Starts[s + 1] - train.Starts[s]);
         _maxPositions = Math.Max(1, checked(_maxBatch * longest));
-        _backend = new CpuBackend(threads);
 
         var random = new Random(seed);
         var parameters = new List<Parameter>();
@@ -409,7 +422,7 @@ internal sealed class DinTrainer : ITrainable, IDisposable
     {
         var logits = new float[samples.Count];
         var states = new float[(long)samples.Count * Config.StateDim];
-        Model.Forward(samples.FieldRows, samples.Starts, samples.ItemRows, samples.RatingRows, states, logits);
+        Model.Forward(_backend, samples.FieldRows, samples.Starts, samples.ItemRows, samples.RatingRows, states, logits);
         var p = new double[samples.Count];
         for (int i = 0; i < p.Length; i++) p[i] = DinTraining.Sigmoid(logits[i]);
         return p;
@@ -432,11 +445,10 @@ internal sealed class DinTrainer : ITrainable, IDisposable
         return new ValidationResult(m.Auc, m.LogLoss, m.Accuracy);
     }
 
-    /// <summary>Frees the wrapped buffers and the backend.</summary>
+    /// <summary>Frees the wrapped buffers (not the backend, which is the caller's).</summary>
     public void Dispose()
     {
         foreach (var b in _owned) b.Dispose();
         _owned.Clear();
-        _backend.Dispose();
     }
 }

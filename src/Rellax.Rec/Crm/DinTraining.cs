@@ -1,3 +1,4 @@
+using Rellax.Kernels;
 using Rellax.Runtime;
 using System.Text.Json;
 using Rellax.Runtime.Training;
@@ -13,8 +14,6 @@ public sealed record DinTrainingOptions
     public int EmbedDim { get; init; } = 32;
     /// <summary>The loop's settings (epochs, batch size, learning rate, weight decay, patience, seed).</summary>
     public TrainingOptions Loop { get; init; } = new() { Epochs = 10, BatchSize = 256, LearningRate = 1e-3f, Patience = 2 };
-    /// <summary>Kernel threads (0: one per core).</summary>
-    public int Threads { get; init; }
     /// <summary>Standard deviation σ of the embedding table's N(0, σ²) initialisation (1: PyTorch's <c>nn.Embedding</c>
     /// default, which the reference keeps).</summary>
     public double EmbeddingInitStd { get; init; } = 1;
@@ -33,7 +32,6 @@ public sealed record DinTrainingOptions
     {
         if (K < 1) throw new ArgumentOutOfRangeException(nameof(K), K, "the history length must be at least 1");
         if (EmbedDim < 1) throw new ArgumentOutOfRangeException(nameof(EmbedDim), EmbedDim, "the embedding size must be at least 1");
-        if (Threads < 0) throw new ArgumentOutOfRangeException(nameof(Threads), Threads, "threads must be >= 0");
         if (!(Dropout >= 0 && Dropout < 1)) throw new ArgumentOutOfRangeException(nameof(Dropout), Dropout, "dropout must be in [0, 1)");
         if (!(EmbeddingInitStd > 0) || !double.IsFinite(EmbeddingInitStd))
             throw new ArgumentOutOfRangeException(nameof(EmbeddingInitStd), EmbeddingInitStd, "the embedding init std must be finite and > 0");
@@ -74,18 +72,22 @@ public static class DinTraining
     /// epoch that improves the valid score, so when training stops early (a NaN loss, cancellation) the folder holds the
     /// last good checkpoint, or no checkpoint when no epoch finished.
     /// </summary>
+    /// <param name="backend">A <see cref="Kernels.Cpu.CpuBackend"/>: DIN training runs on the CPU only (its threads bound the
+    /// work). The caller's, not disposed.</param>
     /// <param name="set">The prepared dataset.</param>
     /// <param name="options">The settings.</param>
     /// <param name="directory">The output folder.</param>
     /// <param name="onStep">Called after every step (progress).</param>
     /// <param name="onEpoch">Called after every epoch's validation.</param>
     /// <param name="cancellationToken">Checked between steps.</param>
-    /// <exception cref="ArgumentException">An empty train split, or one whose labels are all one class.</exception>
+    /// <exception cref="ArgumentException"><paramref name="backend"/> is not the CPU backend; an empty train split, or one
+    /// whose labels are all one class.</exception>
     /// <exception cref="TrainingDivergedException">The loss became NaN or ∞.</exception>
     /// <exception cref="OperationCanceledException">Cancelled.</exception>
-    public static DinTrainingResult Train(SampleSet set, DinTrainingOptions options, string directory,
+    public static DinTrainingResult Train(ComputeBackend backend, SampleSet set, DinTrainingOptions options, string directory,
         Action<StepRecord>? onStep = null, Action<EpochRecord>? onEpoch = null, CancellationToken cancellationToken = default)
     {
+        DinTrainer.RequireCpu(backend, nameof(backend));
         ArgumentNullException.ThrowIfNull(set);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
@@ -100,7 +102,7 @@ public static class DinTraining
         if (positives == 0 || positives == train.Count)
             throw new ArgumentException($"the train split's {train.Count} samples are all {(positives == 0 ? "negative" : "positive")}: a click model needs both classes");
 
-        using var trainer = new DinTrainer(config, train, valid.Count > 0 ? valid : null, Math.Min(options.Loop.BatchSize, train.Count), options.Loop.Seed, options.Threads, options.EmbeddingInitStd, options.Dropout);
+        using var trainer = new DinTrainer(backend, config, train, valid.Count > 0 ? valid : null, Math.Min(options.Loop.BatchSize, train.Count), options.Loop.Seed, options.EmbeddingInitStd, options.Dropout);
         string logPath = Path.Combine(directory, LogFile);
         using var log = new StreamWriter(logPath, append: false, new System.Text.UTF8Encoding(false));
         var loop = new TrainingLoop(trainer, options.Loop);
@@ -156,19 +158,22 @@ public static class DinTraining
     /// Scores the samples of <paramref name="split"/> with a trained model: one click probability per sample, in split
     /// order, with the sample ids and labels.
     /// </summary>
+    /// <param name="backend">Runs the model's matrix products (any backend; see <see cref="DinModel.Forward"/>). The
+    /// caller's, not disposed.</param>
     /// <param name="model">The model (its layout must fit the dataset: <see cref="DinModel.Load(string, RatingDataset)"/>).</param>
     /// <param name="set">The prepared dataset.</param>
     /// <param name="split">Which split.</param>
     /// <param name="k">History events per sample (the K the model was trained with).</param>
-    public static (int[] SampleIds, bool[] Labels, double[] Probabilities) Score(DinModel model, SampleSet set, SampleSplit split, int k)
+    public static (int[] SampleIds, bool[] Labels, double[] Probabilities) Score(ComputeBackend backend, DinModel model, SampleSet set, SampleSplit split, int k)
     {
+        ArgumentNullException.ThrowIfNull(backend);
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(set);
         ArgumentOutOfRangeException.ThrowIfLessThan(k, 1);
         var samples = Encode(DinEncoding.Create(model.Config, set.Dataset), set, split, k);
         var logits = new float[samples.Count];
         var states = new float[(long)samples.Count * model.StateDim];
-        model.Forward(samples.FieldRows, samples.Starts, samples.ItemRows, samples.RatingRows, states, logits);
+        model.Forward(backend, samples.FieldRows, samples.Starts, samples.ItemRows, samples.RatingRows, states, logits);
         var p = new double[samples.Count];
         for (int i = 0; i < p.Length; i++) p[i] = Sigmoid(logits[i]);
         return (samples.SampleIds, [.. samples.Labels.Select(l => l > 0)], p);

@@ -84,6 +84,13 @@ public readonly record struct EvaluationProgress(string Stage, int Done, int Tot
 public sealed record EvaluationResult(CtrMetrics Metrics, IReadOnlyList<StageTiming> Stages, IReadOnlyList<ReLLaSample> Samples,
     IReadOnlyList<ReLLaPrompt> Prompts, IReadOnlyList<CtrScore> Scores, RetrievalQuality Quality, double? PcaExplainedVariance);
 
+/// <summary>What <see cref="CtrEvaluation.RetrieveSubr"/> returns.</summary>
+/// <param name="Positions">Per sample, in the order given, the positions in its history (0 = its oldest event) of the K
+/// events SUBR lists (fewer when the history is shorter), in <see cref="EvaluationOptions.Order"/>.</param>
+/// <param name="Stages">Timings of the stages run: embed (not with given item vectors), pca, retrieve.</param>
+/// <param name="PcaExplainedVariance">Share of the item vectors' variance the PCA kept (null without PCA).</param>
+public sealed record SubrRetrieval(int[][] Positions, IReadOnlyList<StageTiming> Stages, double? PcaExplainedVariance);
+
 /// <summary>
 /// Retrieval quality a user can see: the share of listed history events whose category (first genre) is the target's.
 /// </summary>
@@ -317,6 +324,45 @@ public static class CtrEvaluation
             if (crm.EmbedDim != adapter.Config.CrmEmbedDim)
                 throw new ArgumentException($"the CRM item embeddings have {crm.EmbedDim} values, but adapter '{adapter.Directory}' expects crm_embed_dim = {adapter.Config.CrmEmbedDim}", nameof(crm));
         }
+    }
+
+    /// <summary>
+    /// The SUBR-K histories of <paramref name="samples"/> alone, chosen as <see cref="Run"/> and <see cref="BuildPrompts"/>
+    /// choose them (SPEC §2): the item vectors (<see cref="EvaluationOptions.ItemVectors"/>, or the LLM's embedding of
+    /// every item's sentence), PCA to <see cref="EvaluationOptions.PcaComponents"/> (capped, with a warning), a centred
+    /// cosine or dot index, and each sample's K history events most similar to its target. Item vectors and positions are
+    /// read from and written to <see cref="EvaluationOptions.CacheDirectory"/> when it is set. For a service that builds
+    /// its own prompts (or exports them) from the retrieved histories; no prompt is built or checked here.
+    /// </summary>
+    /// <param name="backend">Runs the PCA and the index.</param>
+    /// <param name="model">Embeds the items when <see cref="EvaluationOptions.ItemVectors"/> is null (on its own backend);
+    /// null when the vectors are given.</param>
+    /// <param name="set">The prepared dataset.</param>
+    /// <param name="samples">Samples of <paramref name="set"/> (any split, any order; at least one).</param>
+    /// <param name="options">K, order, similarity, PCA, item template, item vectors, cache; the split, limit and scoring
+    /// settings other than the attention precision are not used. Null for the defaults.</param>
+    /// <param name="progress">Stage progress (embed, retrieve).</param>
+    /// <param name="warn">Receives warnings (one line each): an unusable cache file, a capped PCA size.</param>
+    /// <param name="cancellationToken">Checked between batches and samples.</param>
+    /// <returns>Per sample, in the order given, the positions in its history of the events SUBR lists.</returns>
+    /// <exception cref="ArgumentException">No samples; K outside [1, <see cref="SubrTopK.MaxK"/>]; no model and no item
+    /// vectors; item vectors whose rows are not the dataset's items.</exception>
+    public static SubrRetrieval RetrieveSubr(ComputeBackend backend, LlamaModel? model, SampleSet set, IReadOnlyList<ReLLaSample> samples,
+        EvaluationOptions? options = null, IProgress<EvaluationProgress>? progress = null, Action<string>? warn = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(backend);
+        ArgumentNullException.ThrowIfNull(set);
+        ArgumentNullException.ThrowIfNull(samples);
+        if (samples.Count == 0) throw new ArgumentException("there are no samples to retrieve histories for", nameof(samples));
+        var o = options ?? new EvaluationOptions();
+        if (o.K < 1 || o.K > SubrTopK.MaxK)
+            throw new ArgumentException($"K = {o.K} must be in [1, {SubrTopK.MaxK}]", nameof(options));
+        var stages = new List<StageTiming>();
+        var cache = o.CacheDirectory is null ? null : new PipelineCache(o.CacheDirectory, warn);
+        var positions = Subr(backend, model, set, samples as List<ReLLaSample> ?? [.. samples], o, cache, stages, progress, warn, cancellationToken,
+            out double? explained);
+        return new SubrRetrieval(positions, stages, explained);
     }
 
     /// <summary>The SUBR stages: item vectors (cached), PCA + index, retrieval (cached); appends their timings to <paramref name="stages"/>.</summary>

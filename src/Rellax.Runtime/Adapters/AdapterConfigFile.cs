@@ -128,9 +128,9 @@ internal static class AdapterConfigFile
             if (e.ValueKind != JsonValueKind.String)
                 throw f.Invalid("target_modules", $"entries must be strings, got {e.GetRawText()}.");
             string name = e.GetString()!;
-            if (!AdapterTensorNames.TryParseModule(name, out LlamaModule m))
+            if (!LlamaModules.TryParse(name, out LlamaModule m))
                 throw f.Unsupported("target_modules",
-                    $"'{name}' is not a module this runtime adapts; supported: {string.Join(", ", Enum.GetValues<LlamaModule>().Select(AdapterTensorNames.ModuleName))}.");
+                    $"'{name}' is not a module this runtime adapts; supported: {string.Join(", ", Enum.GetValues<LlamaModule>().Select(LlamaModules.PeftName))}.");
             set.Add(m);
         }
         return set.ToArray();
@@ -173,7 +173,7 @@ internal static class AdapterConfigFile
             w.WriteNumber("lora_alpha", config.Alpha);
             w.WriteBoolean("use_rslora", config.UseRsLora);
             w.WriteStartArray("target_modules");
-            foreach (LlamaModule m in config.TargetModules) w.WriteStringValue(AdapterTensorNames.ModuleName(m));
+            foreach (LlamaModule m in config.TargetModules) w.WriteStringValue(LlamaModules.PeftName(m));
             w.WriteEndArray();
             if (config.LayersToTransform is null) w.WriteNull("layers_to_transform");
             else

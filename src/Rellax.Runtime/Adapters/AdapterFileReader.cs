@@ -96,13 +96,13 @@ internal static class AdapterFileReader
             string where = $"Adapter weights '{path}': tensor '{name}'";
             if (!key.IsProjector)
             {
-                string module = AdapterTensorNames.ModuleName(key.Module);
+                string module = LlamaModules.PeftName(key.Module);
                 if (key.Layer >= model.NumHiddenLayers)
                     throw new InvalidDataException($"{where} is for layer {key.Layer}, but the base model '{model.SourceName}' has "
                         + $"num_hidden_layers = {model.NumHiddenLayers} (layers 0..{model.NumHiddenLayers - 1}).");
                 if (!config.TargetModules.Contains(key.Module))
                     throw new InvalidDataException($"{where} adapts {module}, which target_modules in '{configPath}' does not list "
-                        + $"[{string.Join(", ", config.TargetModules.Select(AdapterTensorNames.ModuleName))}].");
+                        + $"[{string.Join(", ", config.TargetModules.Select(LlamaModules.PeftName))}].");
                 if (config.LayersToTransform is { } layers && !layers.Contains(key.Layer))
                     throw new InvalidDataException($"{where} is for layer {key.Layer}, which layers_to_transform in '{configPath}' does not list "
                         + $"[{string.Join(", ", layers)}].");

@@ -66,7 +66,7 @@ public static class AdapterInit
         var modules = options.TargetModules ?? throw new ArgumentException("the target modules are null", nameof(options));
         if (modules.Count == 0) throw new ArgumentException("at least one target module is needed (e.g. q_proj, v_proj)", nameof(options));
         if (modules.Distinct().Count() != modules.Count)
-            throw new ArgumentException($"a target module is listed twice: {string.Join(", ", modules.Select(AdapterTensorNames.ModuleName))}", nameof(options));
+            throw new ArgumentException($"a target module is listed twice: {string.Join(", ", modules.Select(LlamaModules.PeftName))}", nameof(options));
         int[] layers = options.Layers is { } given ? [.. given.Distinct().Order()] : [.. Enumerable.Range(0, model.NumHiddenLayers)];
         if (layers.Length == 0) throw new ArgumentException("at least one layer is needed", nameof(options));
         foreach (int l in layers)

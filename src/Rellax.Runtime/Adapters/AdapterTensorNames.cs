@@ -62,34 +62,6 @@ internal readonly record struct AdapterTensorKey(AdapterTensorRole Role, int Lay
 /// </summary>
 internal static partial class AdapterTensorNames
 {
-    /// <summary>The PEFT module name of <paramref name="module"/>, e.g. <c>q_proj</c>.</summary>
-    public static string ModuleName(LlamaModule module) => module switch
-    {
-        LlamaModule.QProj => "q_proj",
-        LlamaModule.KProj => "k_proj",
-        LlamaModule.VProj => "v_proj",
-        LlamaModule.OProj => "o_proj",
-        LlamaModule.GateProj => "gate_proj",
-        LlamaModule.UpProj => "up_proj",
-        LlamaModule.DownProj => "down_proj",
-        _ => throw new ArgumentOutOfRangeException(nameof(module), module, "Unknown module."),
-    };
-
-    /// <summary>Parses a PEFT module name (<c>q_proj</c> ... <c>down_proj</c>).</summary>
-    public static bool TryParseModule(string name, out LlamaModule module)
-    {
-        foreach (LlamaModule m in Enum.GetValues<LlamaModule>())
-        {
-            if (ModuleName(m) == name)
-            {
-                module = m;
-                return true;
-            }
-        }
-        module = default;
-        return false;
-    }
-
     /// <summary><c>self_attn</c> for q/k/v/o, <c>mlp</c> for gate/up/down.</summary>
     public static string Section(LlamaModule module) => module <= LlamaModule.OProj ? "self_attn" : "mlp";
 
@@ -124,7 +96,7 @@ internal static partial class AdapterTensorNames
             LlamaModule.GateProj or LlamaModule.UpProj => (i, h),
             _ => (h, i),
         };
-        return $"{ModuleName(module)} of the base model '{model.SourceName}' is [d_out, d_in] = [{o}, {n}]";
+        return $"{LlamaModules.PeftName(module)} of the base model '{model.SourceName}' is [d_out, d_in] = [{o}, {n}]";
     }
 
     /// <summary>The name this runtime writes for <paramref name="key"/> (no <c>.default</c>, no <c>LM.</c>).</summary>
@@ -140,7 +112,7 @@ internal static partial class AdapterTensorNames
                 _ => "ctr_input_embedding_prj.2.bias",
             };
         }
-        string prefix = $"base_model.model.model.layers.{key.Layer.ToString(CultureInfo.InvariantCulture)}.{Section(key.Module)}.{ModuleName(key.Module)}.";
+        string prefix = $"base_model.model.model.layers.{key.Layer.ToString(CultureInfo.InvariantCulture)}.{Section(key.Module)}.{LlamaModules.PeftName(key.Module)}.";
         return prefix + key.Role switch
         {
             AdapterTensorRole.LoraA => "lora_A.weight",
@@ -187,7 +159,7 @@ internal static partial class AdapterTensorNames
         }
         Match m = LayerRegex().Match(name);
         if (!m.Success) return false;
-        if (!TryParseModule(m.Groups["module"].Value, out LlamaModule module)) return false;
+        if (!LlamaModules.TryParse(m.Groups["module"].Value, out LlamaModule module)) return false;
         if (m.Groups["section"].Value != Section(module)) return false;
         AdapterTensorRole r;
         if (m.Groups["lora"].Success)

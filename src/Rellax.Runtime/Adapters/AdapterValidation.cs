@@ -33,7 +33,7 @@ internal static class AdapterValidation
         foreach (LlamaModule m in config.TargetModules)
         {
             if (!Enum.IsDefined(m)) throw fail($"field 'target_modules' holds an undefined module value {(int)m}.");
-            if (!seen.Add(m)) throw fail($"field 'target_modules' lists {AdapterTensorNames.ModuleName(m)} twice.");
+            if (!seen.Add(m)) throw fail($"field 'target_modules' lists {LlamaModules.PeftName(m)} twice.");
         }
         if (config.InstanceDim is < 1) throw fail($"field 'rellax.instance_dim' must be at least 1, got {config.InstanceDim}.");
         if (config.CrmEmbedDim is < 1) throw fail($"field 'rellax.crm_embed_dim' must be at least 1, got {config.CrmEmbedDim}.");
@@ -78,13 +78,13 @@ internal static class AdapterValidation
             LoraTarget target = targets[t] ?? throw fail($"target {t} is null.");
             LlamaModule m = target.Module;
             if (!Enum.IsDefined(m)) throw fail($"target {t} has an undefined module value {(int)m}.");
-            string label = $"target layer {target.Layer} {AdapterTensorNames.ModuleName(m)}";
+            string label = $"target layer {target.Layer} {LlamaModules.PeftName(m)}";
             if (target.Layer < 0 || target.Layer >= model.NumHiddenLayers)
                 throw fail($"{label}: layer index {target.Layer} is out of range for the base model '{model.SourceName}' "
                     + $"(num_hidden_layers = {model.NumHiddenLayers}).");
             if (!config.TargetModules.Contains(m))
-                throw fail($"{label}: {AdapterTensorNames.ModuleName(m)} is not in target_modules "
-                    + $"[{string.Join(", ", config.TargetModules.Select(AdapterTensorNames.ModuleName))}].");
+                throw fail($"{label}: {LlamaModules.PeftName(m)} is not in target_modules "
+                    + $"[{string.Join(", ", config.TargetModules.Select(LlamaModules.PeftName))}].");
             if (config.LayersToTransform is { } layers && !layers.Contains(target.Layer))
                 throw fail($"{label}: layer {target.Layer} is not in layers_to_transform [{string.Join(", ", layers)}].");
             if (!byKey.TryAdd((target.Layer, m), target)) throw fail($"{label} appears twice.");
@@ -117,9 +117,9 @@ internal static class AdapterValidation
 
         if (withGenerator is not null && withoutGenerator is not null)
             throw fail("CFLoRA generators must be on every LoRA target or on none: "
-                + $"layer {withGenerator.Layer} {AdapterTensorNames.ModuleName(withGenerator.Module)} has one "
+                + $"layer {withGenerator.Layer} {LlamaModules.PeftName(withGenerator.Module)} has one "
                 + $"({Name(AdapterTensorRole.GateW1, withGenerator)}), layer {withoutGenerator.Layer} "
-                + $"{AdapterTensorNames.ModuleName(withoutGenerator.Module)} has none (no {Name(AdapterTensorRole.GateW1, withoutGenerator)}).");
+                + $"{LlamaModules.PeftName(withoutGenerator.Module)} has none (no {Name(AdapterTensorRole.GateW1, withoutGenerator)}).");
         if (withGenerator is null && config.InstanceDim is int d)
             throw fail($"rellax.instance_dim = {d} says the adapter is CFLoRA, but there are no generator (lora_gate) tensors.");
 
@@ -132,7 +132,7 @@ internal static class AdapterValidation
             string which = missing.Length == adaptedLayers.Count()
                 ? "has no tensors at all"
                 : $"is missing in layer(s) {string.Join(", ", missing.Take(10))}{(missing.Length > 10 ? ", ..." : "")}";
-            throw fail($"target_modules lists {AdapterTensorNames.ModuleName(m)}, but it {which} "
+            throw fail($"target_modules lists {LlamaModules.PeftName(m)}, but it {which} "
                 + $"(expected e.g. '{AdapterTensorNames.Canonical(AdapterTensorRole.LoraA, missing[0], m)}' and its lora_B); "
                 + "every listed module must be adapted in every layer (or in every layer of layers_to_transform).");
         }

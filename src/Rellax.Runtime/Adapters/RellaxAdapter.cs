@@ -20,6 +20,47 @@ public enum LlamaModule
 }
 
 /// <summary>
+/// The PEFT names of <see cref="LlamaModule"/> (<c>q_proj</c>, <c>k_proj</c>, <c>v_proj</c>, <c>o_proj</c>,
+/// <c>gate_proj</c>, <c>up_proj</c>, <c>down_proj</c>): the spelling of <c>adapter_config.json</c>'s
+/// <c>target_modules</c> and of the adapter tensor names, for a service that reads or writes target modules as text.
+/// </summary>
+public static class LlamaModules
+{
+    /// <summary>The PEFT name of <paramref name="module"/>, e.g. <c>q_proj</c> for <see cref="LlamaModule.QProj"/>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="module"/> is not a defined value.</exception>
+    public static string PeftName(LlamaModule module) => module switch
+    {
+        LlamaModule.QProj => "q_proj",
+        LlamaModule.KProj => "k_proj",
+        LlamaModule.VProj => "v_proj",
+        LlamaModule.OProj => "o_proj",
+        LlamaModule.GateProj => "gate_proj",
+        LlamaModule.UpProj => "up_proj",
+        LlamaModule.DownProj => "down_proj",
+        _ => throw new ArgumentOutOfRangeException(nameof(module), module, "Unknown module."),
+    };
+
+    /// <summary>Parses a PEFT module name, exactly as <see cref="PeftName"/> writes it (case-sensitive, no
+    /// <c>self_attn.</c>/<c>mlp.</c> prefix).</summary>
+    /// <param name="peftName">The name, e.g. <c>v_proj</c>; null is not a name.</param>
+    /// <param name="module">The module, or <see cref="LlamaModule.QProj"/> when the name is not one.</param>
+    /// <returns>Whether <paramref name="peftName"/> names a module.</returns>
+    public static bool TryParse(string? peftName, out LlamaModule module)
+    {
+        foreach (LlamaModule m in Enum.GetValues<LlamaModule>())
+        {
+            if (PeftName(m) == peftName)
+            {
+                module = m;
+                return true;
+            }
+        }
+        module = default;
+        return false;
+    }
+}
+
+/// <summary>
 /// The parsed <c>adapter_config.json</c> (SPEC §6): PEFT LoRA fields plus the ReLLaX additions in its
 /// <c>"rellax"</c> object.
 /// </summary>

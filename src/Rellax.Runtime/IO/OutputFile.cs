@@ -21,9 +21,16 @@ namespace Rellax.Runtime;
 /// pipeline caches) and of the CLI goes through this type; it is safe to call from several threads on different paths.</remarks>
 public static partial class OutputFile
 {
-    /// <summary>A hook called just before a temporary file or folder is renamed into place, with the final path: the CLI's
-    /// tests use it (through an environment variable) to hold a command at that point and interrupt it.</summary>
-    internal static Action<string, CancellationToken>? BeforeCommit { get; set; }
+    /// <summary>
+    /// The name of the <see cref="AppContext"/> data slot that may hold an <c>Action&lt;string, CancellationToken&gt;</c>
+    /// called just before a temporary file or folder is renamed into place, with the final path. It is a test seam, not
+    /// an API: the <c>rellax</c> command fills it only when its tests ask (<c>RELLAX_TEST_HOLD=output</c>), to hold a
+    /// command at that point and interrupt it. It is read at each commit; nothing else of the library reads or sets it.
+    /// </summary>
+    internal const string BeforeCommitData = "Rellax.Runtime.OutputFile.BeforeCommit";
+
+    /// <summary>The hook in <see cref="BeforeCommitData"/>, or null (the normal case).</summary>
+    private static Action<string, CancellationToken>? BeforeCommit => AppContext.GetData(BeforeCommitData) as Action<string, CancellationToken>;
 
     /// <summary>What sits at a path, after following symbolic links.</summary>
     private enum Kind { Missing, Regular, Directory, CharacterDevice, Fifo, Other }

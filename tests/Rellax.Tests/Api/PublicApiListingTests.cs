@@ -54,6 +54,23 @@ public sealed class PublicApiListingTests
                     $"  {UpdateVariable}=1 dotnet test tests/Rellax.Tests -c Release --filter FullyQualifiedName~PublicApiListingTests");
     }
 
+    /// <summary>
+    /// The rellax command compiles against the public API only (issue 21): no library grants it its internals, so what
+    /// the CLI needs, a service can have too. The libraries still open their internals to the tests and benchmarks
+    /// (checked here too, so the attribute this test reads is the one the build emits).
+    /// </summary>
+    [TestCaseSource(nameof(Assemblies))]
+    public void NoLibraryOpensItsInternalsToTheCli(Assembly assembly)
+    {
+        var friends = assembly.GetCustomAttributes<System.Runtime.CompilerServices.InternalsVisibleToAttribute>()
+            .Select(a => a.AssemblyName.Split(',')[0].Trim()).ToList();
+        string cli = typeof(Rellax.Cli.RellaxCli).Assembly.GetName().Name!;
+        Assert.That(cli, Is.EqualTo("rellax"));
+        Assert.That(friends, Has.None.EqualTo(cli), $"{assembly.GetName().Name} grants InternalsVisibleTo(\"{cli}\")");
+        if (assembly.GetName().Name is "Rellax.Kernels" or "Rellax.Runtime" or "Rellax.Rec")
+            Assert.That(friends, Does.Contain("Rellax.Tests"), "the tests' grant is visible, so the attribute is read");
+    }
+
     /// <summary>The renderer itself: a sample of the lines it must produce for known members (keywords, nullability,
     /// defaults, init accessors, enums), so a listing that silently drops members cannot pass.</summary>
     [Test]

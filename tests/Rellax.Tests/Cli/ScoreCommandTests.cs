@@ -103,7 +103,7 @@ public sealed class ScoreCommandTests
         using var model = LlamaModel.Load(_model, cpu);
         var adapter = adapterDir is null ? null : RellaxAdapter.Load(adapterDir, model.Config);
         using var scorer = new CtrScorer(model, adapter, new ScoringOptions { Template = PromptTemplate.Parse(template), Attention = attention });
-        using var reader = LineReader.Open(input, "input file");
+        using var reader = JsonLinesReader.Open(input, "input file");
         var requests = Rellax.Cli.ScoreRequestsFile.Read(reader).Select(e => e.Request).ToList();
         return scorer.Score(requests);
     }

@@ -11,8 +11,8 @@ namespace Rellax.Tests.Cli;
 [TestFixture]
 public sealed class ScoreInputTests
 {
-    /// <summary>A line reader over <paramref name="text"/> in UTF-8, named <paramref name="name"/>.</summary>
-    internal static LineReader Lines(string text, string name) => new(new MemoryStream(System.Text.Encoding.UTF8.GetBytes(text)), name);
+    /// <summary>A JSON Lines reader over <paramref name="text"/> in UTF-8, named <paramref name="name"/>.</summary>
+    internal static JsonLinesReader Lines(string text, string name) => new(new MemoryStream(System.Text.Encoding.UTF8.GetBytes(text)), name);
 
     private static List<ScoreRequestsFile.Entry> ReadScore(string text) =>
         ScoreRequestsFile.Read(Lines(text, "in.jsonl")).ToList();

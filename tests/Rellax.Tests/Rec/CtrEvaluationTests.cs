@@ -29,7 +29,7 @@ public sealed class CtrEvaluationTests
             var set = ReLLaSamples.Build(data);
             var din = DinModel.CreateRandom(DinConfig.For(data, embedDim: 8), seed: 5);
             var test = set.InSplit(SampleSplit.Test).Take(Limit).ToList();
-            var crm = din.Featurize(set, test);
+            var crm = din.Featurize(backend, set, test);
             var adapter = RandomAdapter.Create(model.Config, rank: 4, din.StateDim, din.EmbedDim, seed: 9);
             var options = new EvaluationOptions { K = K, Limit = Limit, PcaComponents = 16, CacheDirectory = cacheDir };
 
@@ -108,5 +108,44 @@ public sealed class CtrEvaluationTests
             Throws.ArgumentException.With.Message.StartsWith($"sample {first}: the CRM features do not cover it"));
         Assert.That(() => CtrEvaluation.Run(model, null, set, null, new EvaluationOptions { Split = SampleSplit.Valid, Limit = 1, K = 3, Retrieval = HistoryRetrieval.Recent }),
             Throws.Nothing, "no adapter needs no CRM");
+    }
+
+    [Test]
+    public void RetrieveSubrListsThePositionsTheEvaluationsPromptsUseAndNamesWhatIsMissing()
+    {
+        string modelDir = ModelPaths.Stories260KOrIgnore();
+        using var backend = new CpuBackend(threads: 2);
+        using var model = LlamaModel.Load(modelDir, backend);
+        var set = ReLLaSamples.Build(SyntheticDataset.Create(new SyntheticDatasetOptions { Users = 10, Seed = 6 }));
+        var samples = set.InSplit(SampleSplit.Test).Take(6).ToList();
+        var options = new EvaluationOptions { K = 3, PcaComponents = 8 };
+
+        // The SUBR stage alone gives the histories BuildPrompts lists (the same stage, the same order).
+        var alone = CtrEvaluation.RetrieveSubr(backend, model, set, samples, options);
+        using (var scorer = new CtrScorer(model, null, options.Scoring))
+        {
+            var built = CtrEvaluation.BuildPrompts(scorer, set, samples, null, options);
+            Assert.That(alone.Positions, Is.EqualTo(built.Positions));
+        }
+        Assert.That(alone.Stages.Select(s => s.Stage), Is.EqualTo(new[] { "embed", "pca", "retrieve" }));
+        Assert.That(alone.PcaExplainedVariance, Is.InRange(0.0, 1.0 + 1e-9));
+        for (int i = 0; i < samples.Count; i++)
+        {
+            Assert.That(alone.Positions[i], Has.Length.EqualTo(Math.Min(3, samples[i].HistoryLength)), $"sample {samples[i].Index}");
+            Assert.That(alone.Positions[i], Is.All.InRange(0, samples[i].HistoryLength - 1), "positions in the history");
+            Assert.That(alone.Positions[i], Is.Ordered, "chronological order (the default)");
+        }
+
+        // Given vectors need no model; their rows must be the dataset's items. No vectors and no model is refused.
+        var vectors = new ItemVectors(new float[set.Dataset.Items.Count * 4].Select((_, j) => (float)Math.Sin(j)).ToArray(), 4);
+        var given = CtrEvaluation.RetrieveSubr(backend, null, set, samples, options with { ItemVectors = vectors, PcaComponents = null });
+        Assert.That(given.Stages.Select(s => s.Stage), Is.EqualTo(new[] { "pca", "retrieve" }));
+        Assert.That(given.Positions, Has.Length.EqualTo(samples.Count));
+        Assert.That(() => CtrEvaluation.RetrieveSubr(backend, null, set, samples, options),
+            Throws.ArgumentException.With.Property(nameof(ArgumentException.ParamName)).EqualTo("model"));
+        Assert.That(() => CtrEvaluation.RetrieveSubr(backend, model, set, [], options),
+            Throws.ArgumentException.With.Property(nameof(ArgumentException.ParamName)).EqualTo("samples"));
+        Assert.That(() => CtrEvaluation.RetrieveSubr(backend, model, set, samples, options with { K = 0 }),
+            Throws.ArgumentException.With.Message.StartsWith("K = 0 must be in [1, "));
     }
 }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using NUnit.Framework;
+using Rellax.Kernels.Cpu;
 using Rellax.Rec;
 using Rellax.Runtime;
 using Rellax.Tests.Model;
@@ -22,12 +23,21 @@ public sealed class DinTests
 {
     private const double Tolerance = 1e-4;
     private string _dir = null!;
+    private CpuBackend _cpu = null!;
 
     [OneTimeSetUp]
-    public void Create() => _dir = Directory.CreateTempSubdirectory("rellax-din-").FullName;
+    public void Create()
+    {
+        _dir = Directory.CreateTempSubdirectory("rellax-din-").FullName;
+        _cpu = new CpuBackend(threads: 2);
+    }
 
     [OneTimeTearDown]
-    public void Delete() => Directory.Delete(_dir, recursive: true);
+    public void Delete()
+    {
+        _cpu.Dispose();
+        Directory.Delete(_dir, recursive: true);
+    }
 
     private string NewDir(string name)
     {
@@ -146,7 +156,7 @@ public sealed class DinTests
         }
         var states = new float[batch * 10];
         var logits = new float[batch];
-        model.Forward(fieldRows, starts, items.ToArray(), ratings.ToArray(), states, logits);
+        model.Forward(_cpu, fieldRows, starts, items.ToArray(), ratings.ToArray(), states, logits);
 
         var (expectedStates, expectedLogits) = RunOracle(oracle, fieldRows, 4, starts, [.. items], [.. ratings], SmallRows, random);
         AssertClose(states, expectedStates, "h_u");
@@ -166,7 +176,7 @@ public sealed class DinTests
         int[] fields = [0, 5, 18, 21, 4, 17, 20, 25, 2, 11, 19, 23];
         var states = new float[30];
         var logits = new float[3];
-        model.Forward(fields, [0, 0, 0, 0], [], [], states, logits);
+        model.Forward(_cpu, fields, [0, 0, 0, 0], [], [], states, logits);
         var (expectedStates, expectedLogits) = RunOracle(oracle, fields, 4, [0, 0, 0, 0], [], [], SmallRows, new Random(2));
         AssertClose(states, expectedStates, "h_u");
         AssertClose(logits, expectedLogits, "logit");
@@ -183,10 +193,10 @@ public sealed class DinTests
         int[] rates = [26, 30, 28, 27, 29];
         var both = new float[20];
         var bothLogits = new float[2];
-        model.Forward(fields, [0, 3, 5], items, rates, both, bothLogits);
+        model.Forward(_cpu, fields, [0, 3, 5], items, rates, both, bothLogits);
         var second = new float[10];
         var secondLogit = new float[1];
-        model.Forward(fields[4..], [0, 2], items[3..], rates[3..], second, secondLogit);
+        model.Forward(_cpu, fields[4..], [0, 2], items[3..], rates[3..], second, secondLogit);
         Assert.That(second, Is.EqualTo(both[10..]).Within(1e-6));
         Assert.That(secondLogit[0], Is.EqualTo(bothLogits[1]).Within(1e-6));
     }
@@ -301,7 +311,7 @@ public sealed class DinTests
         var oracle = Oracle(dir, fields: 6, itemField: 1, embed: 6, attention: [10], tower: [14, 12, 9]);
 
         const int maxHistory = 3;
-        var features = model.Featurize(set, set.Samples, maxHistory);
+        var features = model.Featurize(_cpu, set, set.Samples, maxHistory);
         Assert.That(features.SampleIds, Is.EqualTo(Enumerable.Range(0, set.Samples.Count).Select(i => (long)i)));
         Assert.That((features.EmbedDim, features.StateDim), Is.EqualTo((6, 9)));
 
@@ -407,7 +417,7 @@ public sealed class DinTests
                 torch.tensor(t["hist_ratings"].Data, [count, 3]), torch.tensor(t["hist_mask"].Data, [count, 3]).to(float64));
             expected = states.contiguous().data<double>().ToArray();
         }
-        AssertClose(model.Featurize(set, set.Samples, 3).UserStates, expected, "h_u");
+        AssertClose(model.Featurize(_cpu, set, set.Samples, 3).UserStates, expected, "h_u");
     }
 
     [Test]
@@ -416,16 +426,37 @@ public sealed class DinTests
         var dataset = HandMade();
         var set = SamplesOf(dataset, minHistory: 1);
         var model = DinModel.CreateRandom(DinConfig.For(dataset, 4), seed: 2);
-        var all = model.Featurize(set, set.Samples);
+        var all = model.Featurize(_cpu, set, set.Samples);
         var some = new[] { set.Samples[7], set.Samples[2], set.Samples[11] };
-        var part = model.Featurize(set, some);
+        var part = model.Featurize(_cpu, set, some);
         Assert.That(part.SampleIds, Is.EqualTo(new long[] { 7, 2, 11 }));
         Assert.That(part.UserStates.Length, Is.EqualTo(3 * model.StateDim));
         foreach (var s in some)
             Assert.That(part.UserState(s.Index).ToArray(), Is.EqualTo(all.UserState(s.Index).ToArray()).Within(1e-6), $"sample {s.Index}");
-        Assert.That(() => model.Featurize(set, [set.Samples[3], set.Samples[3]]), Throws.ArgumentException.With.Message.Contains("sample id 3 appears twice"));
+        Assert.That(() => model.Featurize(_cpu, set, [set.Samples[3], set.Samples[3]]), Throws.ArgumentException.With.Message.Contains("sample id 3 appears twice"));
         var foreign = set.Samples[0] with { Item = 5 };
-        Assert.That(() => model.Featurize(set, [foreign]), Throws.ArgumentException.With.Message.Contains("not a sample of this set"));
+        Assert.That(() => model.Featurize(_cpu, set, [foreign]), Throws.ArgumentException.With.Message.Contains("not a sample of this set"));
+    }
+
+    [Test]
+    public void FeaturizeRunsOnTheCallersBackendOfAnyKindAndLeavesItUsable()
+    {
+        // The DIN ops are backend-generic (uploads, copies, Linear): the ILGPU CPU emulator gives the CPU backend's
+        // states up to float rounding, and a one-thread CPU backend the same states as the fixture's two-thread one.
+        var dataset = HandMade();
+        var set = SamplesOf(dataset, minHistory: 1);
+        var model = DinModel.CreateRandom(DinConfig.For(dataset, 4), seed: 2);
+        var onCpu = model.Featurize(_cpu, set, set.Samples).UserStates.ToArray();
+        using (var emulator = new Kernels.Ilgpu.IlgpuBackend(Kernels.Ilgpu.IlgpuDeviceKind.CpuEmulator))
+        {
+            var onEmulator = model.Featurize(emulator, set, set.Samples).UserStates.ToArray();
+            Assert.That(onEmulator, Is.EqualTo(onCpu).Within(1e-5), "ILGPU emulator vs CPU");
+            using var after = emulator.Upload<float>([1f]);
+            Assert.That(after.Length, Is.EqualTo(1), "the emulator is still usable: the model did not dispose it");
+        }
+        using var single = new CpuBackend(threads: 1);
+        Assert.That(model.Featurize(single, set, set.Samples).UserStates.ToArray(), Is.EqualTo(onCpu).Within(1e-6), "1 thread vs 2");
+        Assert.That(() => model.Featurize(null!, set, set.Samples), Throws.ArgumentNullException.With.Property(nameof(ArgumentException.ParamName)).EqualTo("backend"));
     }
 
     [Test]
@@ -453,7 +484,7 @@ public sealed class DinTests
         model.Save(dir);
         var loaded = DinModel.Load(dir, dataset);
         Assert.That(loaded.Config.ToJson(), Is.EqualTo(model.Config.ToJson()));
-        Assert.That(loaded.Featurize(set, set.Samples).UserStates.ToArray(), Is.EqualTo(model.Featurize(set, set.Samples).UserStates.ToArray()));
+        Assert.That(loaded.Featurize(_cpu, set, set.Samples).UserStates.ToArray(), Is.EqualTo(model.Featurize(_cpu, set, set.Samples).UserStates.ToArray()));
         Assert.That(Directory.GetFiles(dir).Select(Path.GetFileName).Order(), Is.EqualTo(new[] { "config.json", "model.safetensors" }), "no temporary file is left");
         using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "config.json")));
         var root = doc.RootElement;
@@ -484,7 +515,7 @@ public sealed class DinTests
         var set = SamplesOf(dataset, minHistory: 5);
         var model = DinModel.CreateRandom(config with { TowerSizes = [32, 32, 32] }, seed: 1);
         var test = set.Samples.Skip(set.Samples.Count - 3000).ToArray();
-        var features = model.Featurize(set, test, maxHistory: 30);
+        var features = model.Featurize(_cpu, set, test, maxHistory: 30);
         Assert.That(features.SampleIds.Count, Is.EqualTo(3000));
         Assert.That(features.UserStates.Length, Is.EqualTo(3000 * 32));
         Assert.That(features.ItemIds.Count, Is.EqualTo(1682));
@@ -510,9 +541,9 @@ public sealed class DinTests
         foreach (var (embed, attention, tower) in new[] { (32, new[] { 64 }, new[] { 128, 128, 128 }), (64, new[] { 256 }, new[] { 256, 256, 256 }) })
         {
             var model = DinModel.CreateRandom(DinConfig.For(dataset, embed) with { AttentionSizes = attention, TowerSizes = tower }, 1);
-            model.Featurize(set, samples.Take(3000).ToArray());
+            model.Featurize(_cpu, set, samples.Take(3000).ToArray());
             var clock = Stopwatch.StartNew();
-            var features = model.Featurize(set, samples, 30);
+            var features = model.Featurize(_cpu, set, samples, 30);
             TestContext.Out.WriteLine($"E={embed} attention [{string.Join(",", attention)}] tower [{string.Join(",", tower)}]: " +
                 $"{samples.Length} samples x 30 history in {clock.Elapsed.TotalSeconds:F2} s ({samples.Length / clock.Elapsed.TotalSeconds:F0} samples/s)");
             Assert.That(features.SampleIds.Count, Is.EqualTo(samples.Length));
@@ -649,7 +680,7 @@ public sealed class DinTests
         // A field the dataset cannot fill, and Featurize refusing the same way.
         var zip = config with { Fields = [.. config.Fields, new DinField("zipcode", 7)] };
         var model = DinModel.CreateRandom(zip, 1);
-        Assert.That(() => model.Featurize(SamplesOf(dataset, 2), []), Throws.ArgumentException.With.Message.Contains("field 'zipcode' is not one the feature layout can fill"));
+        Assert.That(() => model.Featurize(_cpu, SamplesOf(dataset, 2), []), Throws.ArgumentException.With.Message.Contains("field 'zipcode' is not one the feature layout can fill"));
     }
 
     [Test]
@@ -673,9 +704,9 @@ public sealed class DinTests
         var model = DinModel.CreateRandom(SmallConfig(), 1);
         var states = new float[10];
         var logits = new float[1];
-        Assert.That(() => model.Forward([0, 5, 18, 21], [0, 1], [31], [26], states, logits),
+        Assert.That(() => model.Forward(_cpu, [0, 5, 18, 21], [0, 1], [31], [26], states, logits),
             Throws.ArgumentException.With.Message.Contains("historyItemRows[0] = 31 is outside the embedding table [0, 31)"));
-        Assert.That(() => model.Forward([0, 5, 18], [0, 1], [6], [26], states, logits),
+        Assert.That(() => model.Forward(_cpu, [0, 5, 18], [0, 1], [6], [26], states, logits),
             Throws.ArgumentException.With.Message.Contains("fieldRows has 3 entries, but [B, F] = [1, 4] needs 4"));
     }
 }

@@ -1,5 +1,7 @@
 using Rellax.Runtime;
 using NUnit.Framework;
+using Rellax.Kernels.Cpu;
+using Rellax.Kernels.Ilgpu;
 using Rellax.Rec;
 using Rellax.Runtime.Training;
 using TorchSharp;
@@ -18,6 +20,15 @@ namespace Rellax.Tests.Rec;
 [TestFixture]
 public sealed class DinTrainerTests
 {
+    /// <summary>The caller's backend every test passes (two threads); the trainer never disposes it.</summary>
+    private CpuBackend _cpu = null!;
+
+    [OneTimeSetUp]
+    public void CreateBackend() => _cpu = new CpuBackend(threads: 2);
+
+    [OneTimeTearDown]
+    public void DisposeBackend() => _cpu.Dispose();
+
     /// <summary>E = 7, attention [13, 6], tower [11, 9, 5]; fields user 5, item 13, gender 3, genre 5, ratings 1..5 (V = 31).</summary>
     private static DinConfig Config() => new()
     {
@@ -108,7 +119,7 @@ public sealed class DinTrainerTests
         using var scope = torch.NewDisposeScope();
         var data = Samples(23, 1);
         int[] batch = [4, 0, 17, 9, 22, 3, 11, 1, 12, 8, 19];   // scrambled, includes the empty history
-        using var trainer = new DinTrainer(Config(), data, null, maxBatch: 16, seed: 7, threads: 2);
+        using var trainer = new DinTrainer(_cpu, Config(), data, null, maxBatch: 16, seed: 7);
         double loss = trainer.ComputeGradients(batch);
         var oracle = Oracle(trainer);
         double expected = OracleLossAndBackward(oracle, data, batch);
@@ -145,7 +156,7 @@ public sealed class DinTrainerTests
         using var scope = torch.NewDisposeScope();
         var data = Samples(23, 4);
         int[] batch = [3, 7, 1, 0, 15, 22, 9, 12];
-        using var trainer = new DinTrainer(Config(), data, null, maxBatch: 8, seed: 7, threads: 2, dropout: 0.3f);
+        using var trainer = new DinTrainer(_cpu, Config(), data, null, maxBatch: 8, seed: 7, dropout: 0.3f);
         double loss = trainer.ComputeGradients(batch);
         var masks = trainer.DropoutMasks;
         Assert.That(masks[0].Take(8 * 11).Count(m => m == 0), Is.InRange(5, 50), "some units dropped");
@@ -198,10 +209,10 @@ public sealed class DinTrainerTests
     {
         var data = Samples(9, 2);
         int[] all = [.. Enumerable.Range(0, 9)];
-        using var reference = new DinTrainer(Config(), data, null, maxBatch: 9, seed: 3);
+        using var reference = new DinTrainer(_cpu, Config(), data, null, maxBatch: 9, seed: 3);
         var before = reference.Parameters.ToDictionary(p => p.Name, p => (float[])p.Value.Clone());
         reference.ComputeGradients(all);    // the loop shuffles, but one batch of everything has the same mean gradient up to rounding
-        using var trained = new DinTrainer(Config(), data, null, maxBatch: 9, seed: 3);
+        using var trained = new DinTrainer(_cpu, Config(), data, null, maxBatch: 9, seed: 3);
         new TrainingLoop(trained, new TrainingOptions { Epochs = 1, BatchSize = 9, LearningRate = 1, Optimizer = "sgd", Patience = 0 }).Run();
         foreach (var p in trained.Parameters)
         {
@@ -224,7 +235,7 @@ public sealed class DinTrainerTests
     public void TrainingForwardLossMatchesDinModelForward()
     {
         var data = Samples(40, 3);
-        using var trainer = new DinTrainer(Config(), data, null, maxBatch: 40, seed: 9, threads: 2);
+        using var trainer = new DinTrainer(_cpu, Config(), data, null, maxBatch: 40, seed: 9);
         int[] all = [.. Enumerable.Range(0, 40)];
         double loss = trainer.ComputeGradients(all);
         var p = trainer.Predict(data);
@@ -245,15 +256,15 @@ public sealed class DinTrainerTests
         {
             var options = new DinTrainingOptions
             {
-                K = 10, EmbedDim = 8, Threads = 2,
+                K = 10, EmbedDim = 8,
                 Loop = new TrainingOptions { Epochs = 2, BatchSize = 32, LearningRate = 3e-3f, Patience = 0, Seed = 1 },
             };
-            var result = DinTraining.Train(set, options, dir);
+            var result = DinTraining.Train(_cpu, set, options, dir);
             Assert.That(File.Exists(Path.Combine(dir, DinTraining.LogFile)), Is.True);
             var lines = File.ReadAllLines(Path.Combine(dir, DinTraining.LogFile)).Where(l => l.Contains("valid_auc")).ToList();
             Assert.That(lines, Has.Count.EqualTo(2), "one epoch line per epoch");
             var model = DinModel.Load(dir, set.Dataset);
-            var (ids, labels, p) = DinTraining.Score(model, set, SampleSplit.Test, 10);
+            var (ids, labels, p) = DinTraining.Score(_cpu, model, set, SampleSplit.Test, 10);
             var m = CtrMetrics.Compute(p, labels);
             Assert.That(result.Test, Is.Not.Null);
             Assert.That(ids, Is.EqualTo(set.InSplit(SampleSplit.Test).Select(s => s.Index).ToArray()));
@@ -285,14 +296,14 @@ public sealed class DinTrainerTests
             var config = DinConfig.For(set.Dataset, 16);
             var encoding = DinEncoding.Create(config, set.Dataset);
             var valid = DinTraining.Encode(encoding, set, SampleSplit.Valid, 20);
-            using (var untrained = new DinTrainer(config, DinTraining.Encode(encoding, set, SampleSplit.Train, 20), valid, 64, seed: 2, embeddingInitStd: 0.01))
+            using (var untrained = new DinTrainer(_cpu, config, DinTraining.Encode(encoding, set, SampleSplit.Train, 20), valid, 64, seed: 2, embeddingInitStd: 0.01))
                 TestContext.Out.WriteLine($"untrained valid AUC {untrained.Evaluate(valid).Auc:F3}");
             var options = new DinTrainingOptions
             {
-                K = 20, EmbedDim = 16, Threads = 2, EmbeddingInitStd = 0.01,
+                K = 20, EmbedDim = 16, EmbeddingInitStd = 0.01,
                 Loop = new TrainingOptions { Epochs = 3, BatchSize = 64, LearningRate = 3e-3f, Patience = 0, Seed = 2 },
             };
-            var result = DinTraining.Train(set, options, dir);
+            var result = DinTraining.Train(_cpu, set, options, dir);
             TestContext.Out.WriteLine($"valid AUC per epoch: {string.Join(", ", result.Loop.Epochs.Select(e => e.Valid!.Value.Auc.ToString("F3")))}");
             Assert.That(result.Valid!.Value.Auc, Is.GreaterThan(0.65), "well above chance");
         }
@@ -311,8 +322,34 @@ public sealed class DinTrainerTests
         string dir = Directory.CreateTempSubdirectory("rellax-din-train-").FullName;
         try
         {
-            var e = Assert.Throws<ArgumentException>(() => DinTraining.Train(onlyPositive, new DinTrainingOptions(), dir))!;
+            var e = Assert.Throws<ArgumentException>(() => DinTraining.Train(_cpu, onlyPositive, new DinTrainingOptions(), dir))!;
             Assert.That(e.Message, Does.Contain("all positive"));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Test]
+    public void TrainingRefusesAnotherBackendNamingTheArgumentAndLeavesTheCallersBackendUsable()
+    {
+        var set = Synthetic(20, 5);
+        string dir = Directory.CreateTempSubdirectory("rellax-din-train-").FullName;
+        try
+        {
+            using var emulator = new IlgpuBackend(IlgpuDeviceKind.CpuEmulator);
+            var e = Assert.Throws<ArgumentException>(() => DinTraining.Train(emulator, set, new DinTrainingOptions(), dir))!;
+            Assert.That(e.ParamName, Is.EqualTo("backend"));
+            Assert.That(ExceptionText.OneLine(e), Does.StartWith("backend: DIN training runs on the CPU backend only").And.Contain($"'{emulator.Name}'"));
+            Assert.That(Directory.EnumerateFileSystemEntries(dir), Is.Empty, "nothing written");
+            Assert.That(() => new DinTrainer(emulator, Config(), Samples(4, 1), null, maxBatch: 4, seed: 1),
+                Throws.ArgumentException.With.Property(nameof(ArgumentException.ParamName)).EqualTo("backend"));
+
+            // A trainer on the caller's CPU backend leaves it usable after it is disposed.
+            using (var trainer = new DinTrainer(_cpu, Config(), Samples(4, 1), null, maxBatch: 4, seed: 1)) trainer.Predict(Samples(4, 1));
+            using var buffer = _cpu.Upload<float>([1f, 2f]);
+            Assert.That(buffer.Length, Is.EqualTo(2));
         }
         finally
         {

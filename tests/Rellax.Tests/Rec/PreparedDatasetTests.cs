@@ -135,7 +135,7 @@ public sealed class PreparedDatasetTests
         }
         // items.jsonl as `rellax embed --items` reads it: int64 id and the SUBR sentence as text.
         List<Rellax.Cli.EmbedItemsFile.Item> embedItems;
-        using (var reader = LineReader.Open(Path.Combine(folder, "items.jsonl"), "items file")) embedItems = Rellax.Cli.EmbedItemsFile.Read(reader);
+        using (var reader = JsonLinesReader.Open(Path.Combine(folder, "items.jsonl"), "items file")) embedItems = Rellax.Cli.EmbedItemsFile.Read(reader);
         Assert.That(embedItems.Select(i => i.Id), Is.EqualTo(new long[] { 0, 1, 2 }));
         Assert.That(embedItems[0].Text, Is.EqualTo("Here is a book. Its title is Señor Café: \"quoted\" \\ title. ISBN of the book is 0312982518. " +
             "The author of the book is A. Author. The publication year of the book is 2001. Its publisher is Pocket."));

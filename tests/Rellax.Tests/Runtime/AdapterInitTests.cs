@@ -41,7 +41,7 @@ public sealed class AdapterInitTests
         Assert.That(adapter.Targets, Has.Count.EqualTo(2 * 7));
         foreach (var t in adapter.Targets)
         {
-            string module = AdapterTensorNames.ModuleName(t.Module);
+            string module = LlamaModules.PeftName(t.Module);
             var (_, dout, din) = AdapterKit.TinyModules[module];
             string at = $"layer {t.Layer} {module}";
             Assert.That((t.InFeatures, t.OutFeatures), Is.EqualTo((din, dout)), at);
