@@ -341,11 +341,16 @@ public sealed class DinModel
     /// <param name="maxHistory">History events per sample, at least 0 (the reference trains with its K, e.g. 30).</param>
     /// <exception cref="ArgumentException">The vocabulary does not fit the dataset, a sample is not one of the set's, or a
     /// sample appears twice.</exception>
-    public CrmFeatures Featurize(SampleSet set, IReadOnlyList<ReLLaSample> samples, int maxHistory = 30)
+    /// <param name="progress">Receives <c>("featurize", samples done, samples.Count)</c> after each chunk of samples (one
+    /// report at a time, possibly from a worker thread).</param>
+    /// <param name="cancellationToken">Checked between the passes and before each chunk of samples.</param>
+    public CrmFeatures Featurize(SampleSet set, IReadOnlyList<ReLLaSample> samples, int maxHistory = 30,
+        IProgress<WorkProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(set);
         ArgumentNullException.ThrowIfNull(samples);
         ArgumentOutOfRangeException.ThrowIfNegative(maxHistory);
+        cancellationToken.ThrowIfCancellationRequested();
         var encoding = DinEncoding.Create(Config, set.Dataset);
         int fields = Config.Fields.Count, e = EmbedDim, dh = StateDim;
         var sampleIds = new long[samples.Count];
@@ -393,6 +398,7 @@ public sealed class DinModel
             }
         }
 
+        cancellationToken.ThrowIfCancellationRequested();
         // Pass 2: the history embedding h of each distinct pair, once ([Q, E]).
         var pairTable = new float[(long)pairItems.Count * e];
         using (var mapper = new DinRunner(this))
@@ -400,6 +406,7 @@ public sealed class DinModel
             const int block = 16384;
             for (int first = 0; first < pairItems.Count; first += block)
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 int count = Math.Min(block, pairItems.Count - first);
                 mapper.MapHistory(CollectionsMarshal.AsSpan(pairItems).Slice(first, count), CollectionsMarshal.AsSpan(pairRatings).Slice(first, count),
                     pairTable.AsSpan(first * e, count * e));
@@ -409,15 +416,25 @@ public sealed class DinModel
         // Pass 3: attention and tower, chunks of samples on parallel workers.
         var states = new float[(long)samples.Count * dh];
         int chunks = (samples.Count + DinRunner.ChunkSamples - 1) / DinRunner.ChunkSamples;
+        var gate = new object();
+        int done = 0;
         DinRunner.ForEachChunk(this, chunks, (runner, chunk) =>
         {
+            if (cancellationToken.IsCancellationRequested) return;   // skip the rest; thrown below, on the calling thread
             int first = chunk * DinRunner.ChunkSamples, count = Math.Min(DinRunner.ChunkSamples, samples.Count - first);
             long p0 = starts[first];
             var local = new int[count + 1];
             for (int b = 0; b <= count; b++) local[b] = (int)(starts[first + b] - p0);
             runner.RunWithPairs(fieldRows.AsSpan(first * fields, count * fields), local, pairOf.AsSpan((int)p0, local[count]), pairTable,
                 states.AsSpan(first * dh, count * dh), new float[count]);
+            if (progress is null) return;
+            lock (gate)
+            {
+                done += count;
+                progress.Report(new WorkProgress("featurize", done, samples.Count));
+            }
         });
+        cancellationToken.ThrowIfCancellationRequested();
         int items = set.Dataset.Items.Count;
         var itemIds = new long[items];
         var embeddings = new float[(long)items * e];

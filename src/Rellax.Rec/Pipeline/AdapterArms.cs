@@ -137,7 +137,8 @@ public static class AdapterArms
     /// <param name="onStep">Called after every optimizer step with (step, loss) (progress).</param>
     /// <param name="warn">Warnings (one line each).</param>
     /// <param name="progress">Stage progress: the training data's <c>embed</c> and <c>retrieve</c> (SUBR arms, when not
-    /// cached), then <c>train</c> (optimizer steps, to <see cref="AdapterArmOptions.Steps"/>).</param>
+    /// cached), then <c>train</c> (optimizer steps, to <see cref="AdapterArmOptions.Steps"/>), then the test scoring's stages
+    /// (<see cref="CtrEvaluation.Run"/>: <c>forward</c> last).</param>
     /// <param name="cancellationToken">Checked between steps and batches.</param>
     /// <exception cref="ArgumentException">A ReLLaX arm without <paramref name="lora"/> or <paramref name="crm"/>, a LoRA
     /// arm given <paramref name="lora"/>, or what <see cref="CtrTrainingData.Build"/> refuses.</exception>
@@ -211,7 +212,7 @@ public static class AdapterArms
             valid_auc = training.BestValid is { } b && double.IsFinite(b.Auc) ? b.Auc : (double?)null,
         }, new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
         var test = CtrEvaluation.Run(model, result, set, armCrm, evaluation with { Split = SampleSplit.Test, Limit = options.TestLimit },
-            null, warn, cancellationToken);
+            progress, warn, cancellationToken);
         return new AdapterArmResult(arm, trained, trainSamples.Count, train.Examples.Count, training, curve, test, clock.Elapsed.TotalSeconds, result);
     }
 }

@@ -9,8 +9,8 @@ namespace Rellax.Runtime;
 /// <remarks>
 /// Within one stage, reports come in order with <paramref name="Done"/> rising (never falling) and
 /// <paramref name="Total"/> fixed; a stage that finishes reports <c>Done == Total</c> last. A call with several stages
-/// (the evaluation pipeline: embed, retrieve, forward) reports them one after another. Reports are synchronous, on the
-/// calling thread, between units of work: a handler may cancel the call's token and the call throws
+/// (the evaluation pipeline: embed, retrieve, forward) reports them one after another. Reports are synchronous and one at a
+/// time (on the calling thread, or where a call says so on one of its worker threads), between units of work: a handler may cancel the call's token and the call throws
 /// <see cref="OperationCanceledException"/> at its next check. A training run that early stopping ends
 /// (patience) reports its last step and stops short of the total (see <see cref="Training.TrainingLoop.Run"/>).
 /// </remarks>
