@@ -217,6 +217,36 @@ public sealed class CancellationTests
         finally { Directory.Delete(root, recursive: true); }
     }
 
+    /// <summary>Read has no progress to cancel from, so its in-loop checks are driven directly: with the reader's token
+    /// cancelled, both line sources stop at line 4096 (<see cref="DatasetReader.CancelCheckLines"/>) of a longer file.</summary>
+    [Test]
+    public void DatasetReadChecksTheTokenEvery4096Lines()
+    {
+        string dir = NewDir("lines");
+        try
+        {
+            string path = Path.Combine(dir, "lines.csv");
+            File.WriteAllLines(path, Enumerable.Range(0, 3 * DatasetReader.CancelCheckLines).Select(i => $"{i},x"));
+            using var cancelled = new CancellationTokenSource();
+            cancelled.Cancel();
+            int lines = 0, records = 0;
+            DatasetReader.Cancellation = cancelled.Token;
+            try
+            {
+                Assert.That(() => { foreach (var _ in DatasetReader.SourceLines(path, System.Text.Encoding.UTF8)) lines++; },
+                    Throws.InstanceOf<OperationCanceledException>());
+                using var csv = new CsvRecordReader(path, System.Text.Encoding.UTF8);
+                Assert.That(() => { while (csv.Read()) records++; }, Throws.InstanceOf<OperationCanceledException>());
+            }
+            finally { DatasetReader.Cancellation = default; }
+            Assert.That((lines, records), Is.EqualTo((DatasetReader.CancelCheckLines - 1, DatasetReader.CancelCheckLines - 1)));
+            lines = 0;
+            foreach (var _ in DatasetReader.SourceLines(path, System.Text.Encoding.UTF8)) lines++;
+            Assert.That(lines, Is.EqualTo(3 * DatasetReader.CancelCheckLines), "outside a cancelled Read, every line");
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
     // ---- Rellax.Rec: SUBR -----------------------------------------------------------------------------------------------
 
     private float[] RandomVectors(int rows, int dim)
