@@ -1,8 +1,8 @@
 // Checks the packages `dotnet pack` wrote (issue 21 item 1). From the repository root, as .ci/run does:
 //   dotnet run .ci/check-packages.cs -- FEED_DIR VERSION
 // It checks that
-// each of the five exists with its symbols package, its .nuspec carries a description, the README, the repository type
-// and commit, and NO dependency on TorchSharp or libtorch in any group (TorchSharp is the tests' oracle, never a
+// each of the five exists with its symbols package, its .nuspec carries a description, the README, the licence expression MIT,
+// the repository type and commit, and NO dependency on TorchSharp or libtorch in any group (TorchSharp is the tests' oracle, never a
 // dependency); each library has its XML docs; Rellax.Kernels embeds every kernels/*.cu and *.cuh; the rellax tool
 // carries the command, its settings and the embedded stories260K model, and its deps.json names no torch assembly.
 // Prints one line per package and exits 1 naming every problem found.
@@ -42,6 +42,9 @@ foreach (string id in libraries.Append("rellax"))
     if (string.IsNullOrWhiteSpace(Meta("description"))) Problem(id, "no description");
     string? readme = Meta("readme");
     if (readme is null || !files.Contains(readme)) Problem(id, $"no package README (readme '{readme}')");
+    var license = meta.Elements().FirstOrDefault(e => e.Name.LocalName == "license");
+    if (license?.Attribute("type")?.Value != "expression" || license.Value != "MIT")
+        Problem(id, $"the licence is not the expression MIT: {license?.ToString() ?? "(none)"}");
     var repository = meta.Elements().FirstOrDefault(e => e.Name.LocalName == "repository");
     if (repository?.Attribute("type")?.Value != "git" || !Regex.IsMatch(repository.Attribute("commit")?.Value ?? "", "^[0-9a-f]{40}$"))
         Problem(id, $"no repository type=git with a commit: {repository?.ToString() ?? "(none)"}");

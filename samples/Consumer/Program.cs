@@ -102,7 +102,7 @@ static int Run(string modelDir)
     using var trainer = new AdapterTrainer(model, adapter, train, valid, training);
     var loop = new TrainingLoop(trainer, new TrainingOptions { Epochs = 1, MaxSteps = 3, BatchSize = 4, LearningRate = 5e-3f, Seed = 1 });
     loop.StepCompleted += s => Console.WriteLine($"step {s.GlobalStep}: loss {s.Loss.ToString("F4", CultureInfo.InvariantCulture)}");
-    TrainingResult result = loop.Run(cancel.Token);
+    TrainingResult result = loop.Run(cancellationToken: cancel.Token);
     var metrics = result.Epochs[^1].Valid;
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
         $"trained {result.Steps} steps on {train.Count} examples; valid ({valid.Count}) AUC {metrics?.Auc:F3}, LogLoss {metrics?.LogLoss:F4}"));

@@ -122,7 +122,7 @@ internal static class CrmCommand
                     if (!json)
                         Console.Error.WriteLine($"epoch {r.Epoch}: train loss {r.TrainLoss:F4}, valid {Describe(r.Valid)}, {r.Seconds:F1}s{(r.IsBest ? " (best)" : "")}");
                 },
-                cancel),
+                cancellationToken: cancel),
                 temp => File.Exists(Path.Combine(temp, DinModel.ConfigFile)) && File.Exists(Path.Combine(temp, DinModel.WeightsFile)));
         }
         finally

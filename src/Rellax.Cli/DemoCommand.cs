@@ -270,7 +270,7 @@ internal static class DemoCommand
             using var progress = s.Json ? null : new TerminalProgress(AdapterArms.Name(arm), s.Steps);
             return AdapterArms.Run(llm, set, crm, arm, lora, armOptions, dir,
                 (step, loss) => { if (progress is not null) { progress.Status = $"loss {loss:F4}"; progress.Report(step); } },
-                PipelineReport.Warn, cancel);
+                PipelineReport.Warn, cancellationToken: cancel);
         }
 
         log.WriteLine();

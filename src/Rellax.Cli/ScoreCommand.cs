@@ -223,9 +223,9 @@ internal static class ScoreCommand
     }
 
     /// <summary>A chunk's progress (requests done in the chunk) as progress over the whole file.</summary>
-    private sealed class Offset(IProgress<int> total, long before) : IProgress<int>
+    private sealed class Offset(IProgress<int> total, long before) : IProgress<WorkProgress>
     {
-        public void Report(int value) => total.Report((int)Math.Min(before + value, int.MaxValue));
+        public void Report(WorkProgress value) => total.Report((int)Math.Min(before + value.Done, int.MaxValue));
     }
 
     /// <summary>Writes one JSON line per score: <c>{"id":RAW,"p_yes":...,"logit_yes":...,"logit_no":...}</c>, UTF-8, <c>\n</c>.</summary>

@@ -1,15 +1,15 @@
-using Rellax.Rec;
+using Rellax.Runtime;
 
 namespace Rellax.Cli;
 
-/// <summary>Draws the pipeline's stage progress (<see cref="EvaluationProgress"/>) as one <see cref="TerminalProgress"/> per stage.</summary>
-internal sealed class StageProgress : IProgress<EvaluationProgress>, IDisposable
+/// <summary>Draws the pipeline's stage progress (<see cref="WorkProgress"/>) as one <see cref="TerminalProgress"/> per stage.</summary>
+internal sealed class StageProgress : IProgress<WorkProgress>, IDisposable
 {
     private TerminalProgress? _current;
     private string? _stage;
 
     /// <inheritdoc/>
-    public void Report(EvaluationProgress value)
+    public void Report(WorkProgress value)
     {
         if (value.Stage != _stage)
         {

@@ -8,7 +8,7 @@ namespace Rellax.Cli;
 /// file, a pipe, tests): a plain line every 30 seconds at most (<c>scoring: 450/1000</c>), so logs stay clean.
 /// Reports are synchronous (unlike <see cref="Progress{T}"/>), from whichever thread calls <see cref="Report"/>.
 /// </summary>
-internal sealed class TerminalProgress : IProgress<int>, IDisposable
+internal sealed class TerminalProgress : IProgress<int>, IProgress<Rellax.Runtime.WorkProgress>, IDisposable
 {
     private const int BarWidth = 24;
     private readonly TextWriter _out;
@@ -40,6 +40,9 @@ internal sealed class TerminalProgress : IProgress<int>, IDisposable
         _every = interactive ? TimeSpan.FromMilliseconds(100) : TimeSpan.FromSeconds(30);
         if (interactive) Draw(0);
     }
+
+    /// <summary>Records a library call's <see cref="Rellax.Runtime.WorkProgress"/>: its <c>Done</c> (the bar keeps its own total).</summary>
+    public void Report(Rellax.Runtime.WorkProgress value) => Report(value.Done);
 
     /// <summary>Records that <paramref name="done"/> of the total are finished; redraws when enough time has passed.</summary>
     public void Report(int done)

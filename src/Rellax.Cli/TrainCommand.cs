@@ -269,7 +269,7 @@ internal static class TrainCommand
                         if (!s.Json)
                             Console.Error.WriteLine($"step {v.GlobalStep} (epoch {v.Epoch}): valid {Describe(v.Valid)}{(v.IsBest ? " (best)" : "")}");
                     },
-                    cancel);
+                    cancellationToken: cancel);
                 File.WriteAllText(Path.Combine(temp, SummaryFile), JsonSerializer.Serialize(Summary(s, adapter, parts, examples, result, clock.Elapsed.TotalSeconds),
                     new JsonSerializerOptions { WriteIndented = true }) + "\n");
                 return result;

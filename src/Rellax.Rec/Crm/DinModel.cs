@@ -341,12 +341,17 @@ public sealed class DinModel
     /// <param name="maxHistory">History events per sample, at least 0 (the reference trains with its K, e.g. 30).</param>
     /// <exception cref="ArgumentException">The vocabulary does not fit the dataset, a sample is not one of the set's, or a
     /// sample appears twice.</exception>
-    public CrmFeatures Featurize(ComputeBackend backend, SampleSet set, IReadOnlyList<ReLLaSample> samples, int maxHistory = 30)
+    /// <param name="progress">Receives <c>("featurize", samples done, samples.Count)</c> after each chunk of samples.</param>
+    /// <param name="cancellationToken">Checked between the passes, before each block of history pairs and each chunk of
+    /// samples.</param>
+    public CrmFeatures Featurize(ComputeBackend backend, SampleSet set, IReadOnlyList<ReLLaSample> samples, int maxHistory = 30,
+        IProgress<WorkProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(backend);
         ArgumentNullException.ThrowIfNull(set);
         ArgumentNullException.ThrowIfNull(samples);
         ArgumentOutOfRangeException.ThrowIfNegative(maxHistory);
+        cancellationToken.ThrowIfCancellationRequested();
         var encoding = DinEncoding.Create(Config, set.Dataset);
         int fields = Config.Fields.Count, e = EmbedDim, dh = StateDim;
         var sampleIds = new long[samples.Count];
@@ -394,6 +399,7 @@ public sealed class DinModel
             }
         }
 
+        cancellationToken.ThrowIfCancellationRequested();
         // Pass 2: the history embedding h of each distinct pair, once ([Q, E]); one runner (the weights on the backend) for
         // passes 2 and 3.
         using var runner = new DinRunner(this, backend);
@@ -401,6 +407,7 @@ public sealed class DinModel
         const int block = 16384;
         for (int first = 0; first < pairItems.Count; first += block)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             int count = Math.Min(block, pairItems.Count - first);
             runner.MapHistory(CollectionsMarshal.AsSpan(pairItems).Slice(first, count), CollectionsMarshal.AsSpan(pairRatings).Slice(first, count),
                 pairTable.AsSpan(first * e, count * e));
@@ -412,11 +419,13 @@ public sealed class DinModel
         var logits = new float[Math.Min(samples.Count, DinRunner.ChunkSamples)];
         for (int first = 0; first < samples.Count; first += DinRunner.ChunkSamples)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             int count = Math.Min(DinRunner.ChunkSamples, samples.Count - first);
             long p0 = starts[first];
             for (int b = 0; b <= count; b++) local[b] = (int)(starts[first + b] - p0);
             runner.RunWithPairs(fieldRows.AsSpan(first * fields, count * fields), local.AsSpan(0, count + 1), pairOf.AsSpan((int)p0, local[count]), pairTable,
                 states.AsSpan(first * dh, count * dh), logits.AsSpan(0, count));
+            progress?.Report(new WorkProgress("featurize", first + count, samples.Count));
         }
         int items = set.Dataset.Items.Count;
         var itemIds = new long[items];

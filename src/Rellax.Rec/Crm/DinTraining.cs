@@ -79,18 +79,21 @@ public static class DinTraining
     /// <param name="directory">The output folder.</param>
     /// <param name="onStep">Called after every step (progress).</param>
     /// <param name="onEpoch">Called after every epoch's validation.</param>
+    /// <param name="progress">Receives <c>("train", steps done, total steps)</c> after every step (<see cref="TrainingLoop.Run"/>).</param>
     /// <param name="cancellationToken">Checked between steps.</param>
     /// <exception cref="ArgumentException"><paramref name="backend"/> is not the CPU backend; an empty train split, or one
     /// whose labels are all one class.</exception>
     /// <exception cref="TrainingDivergedException">The loss became NaN or ∞.</exception>
     /// <exception cref="OperationCanceledException">Cancelled.</exception>
     public static DinTrainingResult Train(ComputeBackend backend, SampleSet set, DinTrainingOptions options, string directory,
-        Action<StepRecord>? onStep = null, Action<EpochRecord>? onEpoch = null, CancellationToken cancellationToken = default)
+        Action<StepRecord>? onStep = null, Action<EpochRecord>? onEpoch = null,
+        IProgress<WorkProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         DinTrainer.RequireCpu(backend, nameof(backend));
         ArgumentNullException.ThrowIfNull(set);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        cancellationToken.ThrowIfCancellationRequested();
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var config = DinConfig.For(set.Dataset, options.EmbedDim, options.DropFields);
         var encoding = DinEncoding.Create(config, set.Dataset);
@@ -131,7 +134,7 @@ public static class DinTraining
             log.Flush();
             onEpoch?.Invoke(r);
         };
-        var result = loop.Run(cancellationToken);
+        var result = loop.Run(progress, cancellationToken);
         CtrMetrics? validMetrics = valid.Count > 0 ? trainer.Evaluate(valid) : null;
         CtrMetrics? testMetrics = test is { Count: > 0 } ? trainer.Evaluate(test) : null;
         double seconds = clock.Elapsed.TotalSeconds;
@@ -164,20 +167,42 @@ public static class DinTraining
     /// <param name="set">The prepared dataset.</param>
     /// <param name="split">Which split.</param>
     /// <param name="k">History events per sample (the K the model was trained with).</param>
-    public static (int[] SampleIds, bool[] Labels, double[] Probabilities) Score(ComputeBackend backend, DinModel model, SampleSet set, SampleSplit split, int k)
+    /// <param name="progress">Receives <c>("score", samples scored, samples in the split)</c> after each batch of
+    /// 1024 samples.</param>
+    /// <param name="cancellationToken">Checked before each batch.</param>
+    public static (int[] SampleIds, bool[] Labels, double[] Probabilities) Score(ComputeBackend backend, DinModel model, SampleSet set, SampleSplit split, int k,
+        IProgress<WorkProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(backend);
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(set);
         ArgumentOutOfRangeException.ThrowIfLessThan(k, 1);
+        cancellationToken.ThrowIfCancellationRequested();
         var samples = Encode(DinEncoding.Create(model.Config, set.Dataset), set, split, k);
         var logits = new float[samples.Count];
-        var states = new float[(long)samples.Count * model.StateDim];
-        model.Forward(backend, samples.FieldRows, samples.Starts, samples.ItemRows, samples.RatingRows, states, logits);
+        var states = new float[(long)ScoreBatch * model.StateDim];
+        var fieldRows = samples.FieldRows;
+        var starts = samples.Starts;
+        int fields = model.Config.Fields.Count;
+        var batchStarts = new int[ScoreBatch + 1];
+        for (int first = 0; first < samples.Count; first += ScoreBatch)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            int b = Math.Min(ScoreBatch, samples.Count - first);
+            int from = starts[first], to = starts[first + b];
+            for (int j = 0; j <= b; j++) batchStarts[j] = starts[first + j] - from;
+            model.Forward(backend, fieldRows.AsSpan(first * fields, b * fields), batchStarts.AsSpan(0, b + 1),
+                samples.ItemRows.AsSpan(from, to - from), samples.RatingRows.AsSpan(from, to - from),
+                states.AsSpan(0, b * model.StateDim), logits.AsSpan(first, b));
+            progress?.Report(new WorkProgress("score", first + b, samples.Count));
+        }
         var p = new double[samples.Count];
         for (int i = 0; i < p.Length; i++) p[i] = Sigmoid(logits[i]);
         return (samples.SampleIds, [.. samples.Labels.Select(l => l > 0)], p);
     }
+
+    /// <summary>Samples per forward batch of <see cref="Score"/>.</summary>
+    internal const int ScoreBatch = 1024;
 
     /// <summary>σ(z) in double.</summary>
     internal static double Sigmoid(float z) => 1 / (1 + Math.Exp(-(double)z));

@@ -60,6 +60,7 @@ internal sealed class CsvRecordReader : IDisposable
 
     private char[] _rec = new char[256];
     private int _recLen;
+    private long _reads;
     private int[] _starts = new int[16], _lengths = new int[16];
     private bool[] _quoted = new bool[16];
 
@@ -133,6 +134,7 @@ internal sealed class CsvRecordReader : IDisposable
         ReadOnlySpan<char> line;
         do
         {
+            if (++_reads % DatasetReader.CancelCheckLines == 0) DatasetReader.Cancellation.ThrowIfCancellationRequested();
             if (!NextLine(out line)) return false;
         }
         while (line.IsWhiteSpace());

@@ -33,11 +33,30 @@ public static class DatasetReader
     /// <param name="kind">Which dataset (not <see cref="DatasetKind.Custom"/>).</param>
     /// <param name="directory">The folder holding the dataset's files, as unpacked from its archive.</param>
     /// <param name="options">Bad-line handling; null for the strict default.</param>
-    public static RatingDataset Read(DatasetKind kind, string directory, DatasetReadOptions? options = null)
+    /// <param name="cancellationToken">Checked every 4096 lines of every file read. (No progress: the files' line counts
+    /// are not known before they are read.)</param>
+    /// <exception cref="OperationCanceledException">Cancelled (nothing is written; the partial read is dropped).</exception>
+    public static RatingDataset Read(DatasetKind kind, string directory, DatasetReadOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(directory);
         InputPaths.RequireDirectory(directory, "dataset folder");
         options ??= new DatasetReadOptions();
+        cancellationToken.ThrowIfCancellationRequested();
+        // The readers are synchronous on this thread; the line sources (SourceLines, CsvRecordReader.Read) check the token.
+        var outer = Cancellation;
+        Cancellation = cancellationToken;
+        try { return ReadKind(kind, directory, options); }
+        finally { Cancellation = outer; }
+    }
+
+    /// <summary>Lines between two cancellation checks of <see cref="Read"/>.</summary>
+    internal const int CancelCheckLines = 4096;
+
+    /// <summary>The token of the <see cref="Read"/> running on this thread (none outside one).</summary>
+    [ThreadStatic] internal static CancellationToken Cancellation;
+
+    private static RatingDataset ReadKind(DatasetKind kind, string directory, DatasetReadOptions options)
+    {
         return kind switch
         {
             DatasetKind.MovieLens100K => ReadMovieLens100K(directory, options),
@@ -152,6 +171,7 @@ public static class DatasetReader
             using var reader = LineReader.Open(path, "dataset file");
             while (reader.TryReadLine(out var bytes))
             {
+                if (reader.LineNumber % CancelCheckLines == 0) Cancellation.ThrowIfCancellationRequested();
                 string line = encoding.GetString(bytes.Span);
                 if (string.IsNullOrWhiteSpace(line)) continue;
                 yield return (line, new SourceLocation(path, reader.LineNumber));

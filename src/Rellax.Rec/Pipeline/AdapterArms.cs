@@ -136,12 +136,16 @@ public static class AdapterArms
     /// <param name="directory">An existing folder: the arm's adapter (its best validation's) and <c>training.jsonl</c>.</param>
     /// <param name="onStep">Called after every optimizer step with (step, loss) (progress).</param>
     /// <param name="warn">Warnings (one line each).</param>
+    /// <param name="progress">Stage progress: the training data's <c>embed</c> and <c>retrieve</c> (SUBR arms, when not
+    /// cached), then <c>train</c> (optimizer steps, to <see cref="AdapterArmOptions.Steps"/>), then the test scoring's stages
+    /// (<see cref="CtrEvaluation.Run"/>: <c>forward</c> last).</param>
     /// <param name="cancellationToken">Checked between steps and batches.</param>
     /// <exception cref="ArgumentException">A ReLLaX arm without <paramref name="lora"/> or <paramref name="crm"/>, a LoRA
     /// arm given <paramref name="lora"/>, or what <see cref="CtrTrainingData.Build"/> refuses.</exception>
     /// <exception cref="TrainingDivergedException">The loss became NaN or ∞.</exception>
     public static AdapterArmResult Run(LlamaModel model, SampleSet set, CrmFeatures? crm, AdapterArm arm, RellaxAdapter? lora, AdapterArmOptions options,
-        string directory, Action<int, double>? onStep = null, Action<string>? warn = null, CancellationToken cancellationToken = default)
+        string directory, Action<int, double>? onStep = null, Action<string>? warn = null,
+        IProgress<WorkProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(set);
@@ -176,9 +180,9 @@ public static class AdapterArms
         CtrTrainingSet train, valid;
         using (var scorer = new CtrScorer(model, adapter, evaluation.Scoring))
         {
-            train = CtrTrainingData.Build(scorer, set, trainSamples, armCrm, evaluation, mixed: arm == AdapterArm.ReiT, null, warn, cancellationToken);
+            train = CtrTrainingData.Build(scorer, set, trainSamples, armCrm, evaluation, mixed: arm == AdapterArm.ReiT, progress, warn, cancellationToken);
             valid = validSamples.Count == 0 ? new CtrTrainingSet([], [], 0, [])
-                : CtrTrainingData.Build(scorer, set, validSamples, armCrm, evaluation, mixed: false, null, warn, cancellationToken);
+                : CtrTrainingData.Build(scorer, set, validSamples, armCrm, evaluation, mixed: false, progress, warn, cancellationToken);
         }
 
         var loop = new TrainingOptions
@@ -196,7 +200,7 @@ public static class AdapterArms
             training = AdapterTraining.Train(trainer, loop, directory, Name(arm),
                 onStep is null ? null : (s, _) => onStep(s.GlobalStep, s.Loss),
                 v => { if (v.Valid is { } m) curve.Add(new ValidationPoint(v.GlobalStep, m.Auc, m.LogLoss)); },
-                cancellationToken);
+                progress, cancellationToken);
             result = trainer.ToAdapter(Name(arm));
         }
         // What eval and score read to build the same prompts (TrainedPromptSettings), and the run's numbers.
@@ -208,7 +212,7 @@ public static class AdapterArms
             valid_auc = training.BestValid is { } b && double.IsFinite(b.Auc) ? b.Auc : (double?)null,
         }, new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
         var test = CtrEvaluation.Run(model, result, set, armCrm, evaluation with { Split = SampleSplit.Test, Limit = options.TestLimit },
-            null, warn, cancellationToken);
+            progress, warn, cancellationToken);
         return new AdapterArmResult(arm, trained, trainSamples.Count, train.Examples.Count, training, curve, test, clock.Elapsed.TotalSeconds, result);
     }
 }

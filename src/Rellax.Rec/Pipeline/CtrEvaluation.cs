@@ -70,9 +70,6 @@ public sealed record StageTiming(string Stage, double Seconds, long Count, strin
     public double TokensPerSecond => Seconds > 0 ? Tokens / Seconds : 0;
 }
 
-/// <summary>Progress of <see cref="CtrEvaluation.Run"/>: <paramref name="Done"/> of <paramref name="Total"/> in <paramref name="Stage"/>.</summary>
-public readonly record struct EvaluationProgress(string Stage, int Done, int Total);
-
 /// <summary>What <see cref="CtrEvaluation.Run"/> returns.</summary>
 /// <param name="Metrics">AUC, LogLoss, accuracy.</param>
 /// <param name="Stages">Per-stage timings, in order.</param>
@@ -129,13 +126,14 @@ public static class CtrEvaluation
     /// <param name="crm">CRM features: user states for CFLoRA generators (by sample index) and item embeddings for SPA (by
     /// item row); required when the adapter has generators or a projector.</param>
     /// <param name="options">Null for the defaults.</param>
-    /// <param name="progress">Stage progress.</param>
+    /// <param name="progress">Stage progress, stage after stage: <c>embed</c> (items; SUBR without cached vectors),
+    /// <c>retrieve</c> (samples; SUBR without cached positions), <c>forward</c> (prompts scored).</param>
     /// <param name="warn">Receives warnings (one line each): an unusable cache file, a PCA size that was capped.</param>
     /// <param name="cancellationToken">Checked between batches.</param>
     /// <exception cref="ArgumentException">The split is empty, the adapter needs CRM features that are missing, of the wrong
     /// size or lack a sample or item, or a prompt is too long for the model (the message says which).</exception>
     public static EvaluationResult Run(LlamaModel model, RellaxAdapter? adapter, SampleSet set, CrmFeatures? crm, EvaluationOptions? options = null,
-        IProgress<EvaluationProgress>? progress = null, Action<string>? warn = null, CancellationToken cancellationToken = default)
+        IProgress<WorkProgress>? progress = null, Action<string>? warn = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(set);
@@ -144,6 +142,7 @@ public static class CtrEvaluation
         if (o.Retrieval == HistoryRetrieval.Subr) ArgumentOutOfRangeException.ThrowIfGreaterThan(o.K, SubrTopK.MaxK);
         ArgumentOutOfRangeException.ThrowIfNegative(o.Limit);
         CheckCrm(adapter, crm);
+        cancellationToken.ThrowIfCancellationRequested();
 
         var samples = set.InSplit(o.Split).ToList();
         if (o.Limit > 0 && samples.Count > o.Limit) samples = samples.GetRange(0, o.Limit);
@@ -153,7 +152,7 @@ public static class CtrEvaluation
         var built = BuildPrompts(scorer, set, samples, crm, o, progress, warn, cancellationToken);
         var stages = built.Stages.ToList();
         var clock = Stopwatch.StartNew();
-        var scores = scorer.Score(built.Requests, progress is null ? null : new Progress(progress, "forward", samples.Count), cancellationToken);
+        var scores = scorer.Score(built.Requests, RelabelledProgress.Of(progress, "forward"), cancellationToken);
         stages.Add(new StageTiming("forward", clock.Elapsed.TotalSeconds, samples.Count, "prompts", built.Tokens));
 
         var p1 = scores.Select(s => s.PYes).ToArray();
@@ -179,13 +178,13 @@ public static class CtrEvaluation
     /// <param name="crm">CRM features covering the samples and their items; required when the adapter has generators or a projector.</param>
     /// <param name="options">K, retrieval, SUBR settings, cache; <see cref="EvaluationOptions.Split"/> and
     /// <see cref="EvaluationOptions.Limit"/> are not used. Null for the defaults.</param>
-    /// <param name="progress">Stage progress (embed, retrieve).</param>
+    /// <param name="progress">Stage progress: <c>embed</c> (items) and <c>retrieve</c> (samples), with SUBR when not cached.</param>
     /// <param name="warn">Receives warnings (an unusable cache file, a capped PCA size).</param>
     /// <param name="cancellationToken">Checked between samples and batches.</param>
     /// <exception cref="ArgumentException">The adapter needs CRM features that are missing or of the wrong size, or a
     /// prompt is too long (a <see cref="RecordException"/> naming the sample, with K and a K that fits).</exception>
     public static CtrPromptSet BuildPrompts(CtrScorer scorer, SampleSet set, IReadOnlyList<ReLLaSample> samples, CrmFeatures? crm, EvaluationOptions? options = null,
-        IProgress<EvaluationProgress>? progress = null, Action<string>? warn = null, CancellationToken cancellationToken = default)
+        IProgress<WorkProgress>? progress = null, Action<string>? warn = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(scorer);
         ArgumentNullException.ThrowIfNull(set);
@@ -195,6 +194,7 @@ public static class CtrEvaluation
         ArgumentOutOfRangeException.ThrowIfLessThan(o.K, 1);
         if (o.Retrieval == HistoryRetrieval.Subr) ArgumentOutOfRangeException.ThrowIfGreaterThan(o.K, SubrTopK.MaxK);
         CheckCrm(scorer.Adapter, crm);
+        cancellationToken.ThrowIfCancellationRequested();
         var sampleList = samples as List<ReLLaSample> ?? [.. samples];
         var stages = new List<StageTiming>();
         var model = scorer.Model;
@@ -230,12 +230,20 @@ public static class CtrEvaluation
         var clock = Stopwatch.StartNew();
         var prompts = new ReLLaPrompt[sampleList.Count];
         var requests = new CtrRequest[sampleList.Count];
-        for (int i = 0; i < sampleList.Count; i++) requests[i] = Request(i, prompts[i] = builder.Build(sampleList[i], positions[i]));
+        for (int i = 0; i < sampleList.Count; i++)
+        {
+            if ((i & 1023) == 1023) cancellationToken.ThrowIfCancellationRequested();
+            requests[i] = Request(i, prompts[i] = builder.Build(sampleList[i], positions[i]));
+        }
         stages.Add(new StageTiming("prompts", clock.Elapsed.TotalSeconds, sampleList.Count, "prompts"));
 
         clock.Restart();
         long tokens = 0;
-        for (int i = 0; i < requests.Length; i++) tokens += Validate(i, requests[i]);
+        for (int i = 0; i < requests.Length; i++)
+        {
+            if ((i & 255) == 255) cancellationToken.ThrowIfCancellationRequested();
+            tokens += Validate(i, requests[i]);
+        }
         stages.Add(new StageTiming("tokenize", clock.Elapsed.TotalSeconds, sampleList.Count, "prompts", tokens));
         return new CtrPromptSet(sampleList, prompts, requests, positions, recent, tokens, stages, explained);
 
@@ -348,7 +356,7 @@ public static class CtrEvaluation
     /// <exception cref="ArgumentException">No samples; K outside [1, <see cref="SubrTopK.MaxK"/>]; no model and no item
     /// vectors; item vectors whose rows are not the dataset's items.</exception>
     public static SubrRetrieval RetrieveSubr(ComputeBackend backend, LlamaModel? model, SampleSet set, IReadOnlyList<ReLLaSample> samples,
-        EvaluationOptions? options = null, IProgress<EvaluationProgress>? progress = null, Action<string>? warn = null,
+        EvaluationOptions? options = null, IProgress<WorkProgress>? progress = null, Action<string>? warn = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(backend);
@@ -367,7 +375,7 @@ public static class CtrEvaluation
 
     /// <summary>The SUBR stages: item vectors (cached), PCA + index, retrieval (cached); appends their timings to <paramref name="stages"/>.</summary>
     internal static int[][] Subr(ComputeBackend backend, LlamaModel? model, SampleSet set, List<ReLLaSample> samples, EvaluationOptions o, PipelineCache? cache,
-        List<StageTiming> stages, IProgress<EvaluationProgress>? progress, Action<string>? warn, CancellationToken cancellationToken, out double? explained)
+        List<StageTiming> stages, IProgress<WorkProgress>? progress, Action<string>? warn, CancellationToken cancellationToken, out double? explained)
     {
         int rows = set.Dataset.Items.Count;
 
@@ -408,7 +416,7 @@ public static class CtrEvaluation
             {
                 // Tokens are counted only when the model runs: the stage's tokens/s is the embedding forward's.
                 using var embedder = new ItemEmbedder(model, o.ItemTemplate, o.Scoring.Attention, o.EmbedBatchSize);
-                cachedVectors = embedder.Embed(texts, progress is null ? null : new Progress(progress, "embed", rows), cancellationToken);
+                cachedVectors = embedder.Embed(texts, progress, cancellationToken);
                 tokens = embedder.LastTokenCount;
                 cache?.SaveVectors(vectorsKey, cachedVectors, rows, hidden);
             }
@@ -421,7 +429,7 @@ public static class CtrEvaluation
         // Without PCA, a cosine index is centred first, as `rellax index` builds it by default: one rule everywhere, so
         // that `retrieve` on such an index and this stage pick the same items.
         using var index = SubrIndex.Build(backend, vectors, rows, dim, default,
-            new SubrIndexOptions { PcaComponents = components, Similarity = o.Similarity, Center = true });
+            new SubrIndexOptions { PcaComponents = components, Similarity = o.Similarity, Center = true }, cancellationToken);
         explained = index.ExplainedVarianceRatio?.Sum();
         stages.Add(new StageTiming("pca", clock.Elapsed.TotalSeconds, rows, "items"));
 
@@ -444,17 +452,11 @@ public static class CtrEvaluation
         bool cached = positions is not null;
         if (positions is null)
         {
-            positions = SampleRetrieval.Subr(index, set, samples, o.K, o.Order, progress: progress is null ? null : new Progress(progress, "retrieve", samples.Count),
+            positions = SampleRetrieval.Subr(index, set, samples, o.K, o.Order, progress: progress,
                 cancellationToken: cancellationToken);
             cache?.SavePositions(positionsKey, positions);
         }
         stages.Add(new StageTiming("retrieve", clock.Elapsed.TotalSeconds, samples.Count, "samples", 0, cached));
         return positions;
-    }
-
-    /// <summary>Forwards a stage's counts as <see cref="EvaluationProgress"/>.</summary>
-    private sealed class Progress(IProgress<EvaluationProgress> target, string stage, int total) : IProgress<int>
-    {
-        public void Report(int value) => target.Report(new EvaluationProgress(stage, value, total));
     }
 }

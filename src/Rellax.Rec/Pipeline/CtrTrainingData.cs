@@ -48,13 +48,13 @@ public static class CtrTrainingData
     /// <param name="crm">CRM features covering the samples and their items (when the adapter has generators or a projector).</param>
     /// <param name="options">K, retrieval, SUBR settings, cache.</param>
     /// <param name="mixed">ReiT (recent-K and SUBR-K per sample).</param>
-    /// <param name="progress">Stage progress.</param>
+    /// <param name="progress">Stage progress (<c>embed</c>, <c>retrieve</c>; see <see cref="CtrEvaluation.BuildPrompts"/>).</param>
     /// <param name="warn">Warnings.</param>
     /// <param name="cancellationToken">Checked between samples and batches.</param>
     /// <exception cref="ArgumentException">As <see cref="CtrEvaluation.BuildPrompts"/>: missing CRM features, a prompt that
     /// is too long (naming the sample and K).</exception>
     public static CtrTrainingSet Build(CtrScorer scorer, SampleSet set, IReadOnlyList<ReLLaSample> samples, CrmFeatures? crm, EvaluationOptions options,
-        bool mixed, IProgress<EvaluationProgress>? progress = null, Action<string>? warn = null, CancellationToken cancellationToken = default)
+        bool mixed, IProgress<WorkProgress>? progress = null, Action<string>? warn = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
         if (!mixed)

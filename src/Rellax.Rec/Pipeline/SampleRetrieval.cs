@@ -33,11 +33,11 @@ public static class SampleRetrieval
     /// <param name="k">Items per sample, 1 to <see cref="SubrTopK.MaxK"/>.</param>
     /// <param name="order">Order of each sample's positions.</param>
     /// <param name="batchSize">Samples per kernel call.</param>
-    /// <param name="progress">Receives the number of samples done after each batch.</param>
+    /// <param name="progress">Receives <c>("retrieve", samples done, samples.Count)</c> after each batch.</param>
     /// <param name="cancellationToken">Checked between batches.</param>
     /// <exception cref="RecordException">An item the index does not have (named by sample and id).</exception>
     public static int[][] Subr(SubrIndex index, SampleSet set, IReadOnlyList<ReLLaSample> samples, int k, SubrOrder order = SubrOrder.Chronological,
-        int batchSize = 1024, IProgress<int>? progress = null, CancellationToken cancellationToken = default)
+        int batchSize = 1024, IProgress<WorkProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(index);
         ArgumentNullException.ThrowIfNull(set);
@@ -45,6 +45,7 @@ public static class SampleRetrieval
         ArgumentOutOfRangeException.ThrowIfLessThan(k, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(k, SubrTopK.MaxK);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
+        cancellationToken.ThrowIfCancellationRequested();
         var result = new int[samples.Count][];
         for (int start = 0; start < samples.Count; start += batchSize)
         {
@@ -66,7 +67,7 @@ public static class SampleRetrieval
             using (var queries = SubrQueries.Create(history, offsets, targets))
                 found = index.Table.Backend.Subr.Retrieve(index.Table, queries, k, order);
             for (int i = start; i < end; i++) result[i] = found.PositionsOf(i - start).ToArray();
-            progress?.Report(end);
+            progress?.Report(new WorkProgress("retrieve", end, samples.Count));
         }
         return result;
     }

@@ -368,7 +368,9 @@ public static class PreparedDataset
     /// <exception cref="FileNotFoundException">One of the five files is missing (the message names it).</exception>
     /// <exception cref="RecordException">A malformed file; the message starts <c>FILE:LINE:</c> (or <c>FILE:</c> for
     /// whole-file problems such as a missing line) and says what was expected and what was found.</exception>
-    public static SampleSet Load(string directory)
+    /// <param name="progress">Receives <c>("load", files read, 5)</c> after the manifest and after each data file.</param>
+    /// <param name="cancellationToken">Checked before each file.</param>
+    public static SampleSet Load(string directory, IProgress<WorkProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
         InputPaths.RequireDirectory(directory, "prepared dataset folder");
@@ -379,12 +381,22 @@ public static class PreparedDataset
             if (!File.Exists(path)) throw new FileNotFoundException($"'{directory}' is not a complete prepared dataset: {file} is missing", path);
             return path;
         }
+        const int Files = 5;
+        cancellationToken.ThrowIfCancellationRequested();
         var m = ReadManifest(Need(ManifestFileName));
         string itemsPath = Need(ItemsFileName), usersPath = Need(UsersFileName), timelinesPath = Need(TimelinesFileName), samplesPath = Need(SamplesFileName);
+        progress?.Report(new WorkProgress("load", 1, Files));
 
+        cancellationToken.ThrowIfCancellationRequested();
         var items = ReadItems(itemsPath, m.Items);
+        progress?.Report(new WorkProgress("load", 2, Files));
+        cancellationToken.ThrowIfCancellationRequested();
         var (userKeys, profiles) = ReadUsers(usersPath, m.Users, m.HasProfiles);
+        progress?.Report(new WorkProgress("load", 3, Files));
+        cancellationToken.ThrowIfCancellationRequested();
         var (timelines, start, ratings) = ReadTimelines(timelinesPath, m.Users, m.Items, m.Ratings);
+        progress?.Report(new WorkProgress("load", 4, Files));
+        cancellationToken.ThrowIfCancellationRequested();
 
         RatingDataset dataset;
         try
@@ -399,14 +411,17 @@ public static class PreparedDataset
             throw new RecordException(Path.Combine(directory, ManifestFileName), null, $"the files do not make a valid dataset: {e.Message}", e);
         }
         var samples = ReadSamples(samplesPath, dataset, timelines, start, m);
+        SampleSet set;
         try
         {
-            return new SampleSet(dataset, m.Options, timelines, start, samples);
+            set = new SampleSet(dataset, m.Options, timelines, start, samples);
         }
         catch (ArgumentException e)
         {
             throw new RecordException(samplesPath, null, $"{e.Message}", e);
         }
+        progress?.Report(new WorkProgress("load", Files, Files));
+        return set;
     }
 
     private sealed record Manifest(string Name, DatasetKind Kind, ItemDomain Domain, bool HasTimestamps, bool HasProfiles, float LabelThreshold,

@@ -50,12 +50,15 @@ public static class ReLLaSamples
     /// <param name="options">Null for the protocol's defaults (<see cref="SampleOptions"/> for time-ordered data,
     /// <see cref="SampleOptions.HoldOutDefaults"/> for hold-out data).</param>
     /// <exception cref="ArgumentException">Invalid options (negative counts, fractions outside [0, 1] or summing above 1).</exception>
-    public static SampleSet Build(RatingDataset dataset, SampleOptions? options = null)
+    /// <param name="cancellationToken">Checked before each pass over the ratings and every 2²⁰ ratings of the longest
+    /// pass. (No progress: the passes are linear and short next to reading the files.)</param>
+    public static SampleSet Build(RatingDataset dataset, SampleOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(dataset);
         options ??= dataset.HasTimestamps ? new SampleOptions() : SampleOptions.HoldOutDefaults;
         Validate(options);
-        return dataset.HasTimestamps ? BuildTimeOrdered(dataset, options) : BuildHoldOut(dataset, options);
+        cancellationToken.ThrowIfCancellationRequested();
+        return dataset.HasTimestamps ? BuildTimeOrdered(dataset, options, cancellationToken) : BuildHoldOut(dataset, options, cancellationToken);
     }
 
     /// <summary>Checks <paramref name="options"/>; the message names the option.</summary>
@@ -87,11 +90,12 @@ public static class ReLLaSamples
 
     // ---- time-ordered protocol ------------------------------------------------------------------------------------
 
-    private static SampleSet BuildTimeOrdered(RatingDataset dataset, SampleOptions options)
+    private static SampleSet BuildTimeOrdered(RatingDataset dataset, SampleOptions options, CancellationToken cancellationToken)
     {
         var ratings = dataset.Ratings;
         int n = ratings.Length, users = dataset.UserKeys.Count;
         int[] order = GlobalOrder(dataset);
+        cancellationToken.ThrowIfCancellationRequested();
 
         // Per-user counts give the timeline offsets and the number of samples before anything is allocated per sample.
         var start = new int[users + 1];
@@ -113,6 +117,7 @@ public static class ReLLaSamples
         int next = 0;
         for (int g = 0; g < n; g++)
         {
+            if ((g & 0xFFFFF) == 0xFFFFF) cancellationToken.ThrowIfCancellationRequested();
             var r = span[order[g]];
             int position = fill[r.User]++;
             timelines[start[r.User] + position] = r;
@@ -202,7 +207,7 @@ public static class ReLLaSamples
 
     // ---- hold-out protocol ----------------------------------------------------------------------------------------
 
-    private static SampleSet BuildHoldOut(RatingDataset dataset, SampleOptions options)
+    private static SampleSet BuildHoldOut(RatingDataset dataset, SampleOptions options, CancellationToken cancellationToken)
     {
         var span = dataset.Ratings.Span;
         int n = span.Length, users = dataset.UserKeys.Count;
@@ -228,8 +233,10 @@ public static class ReLLaSamples
             keptUsers.Add(u);
             if (options.ShuffleHoldOut) new PythonRandom(options.Seed).Shuffle(positions.AsSpan(start[u], length));
         }
+        cancellationToken.ThrowIfCancellationRequested();
         var timelines = new Rating[n];
         for (int e = 0; e < n; e++) timelines[e] = span[positions[e]];
+        cancellationToken.ThrowIfCancellationRequested();
 
         int[] sampleUsers = [.. keptUsers];
         new PythonRandom(options.Seed).Shuffle(sampleUsers.AsSpan());

@@ -9,7 +9,7 @@ namespace Rellax.Rec;
 
 /// <summary>
 /// Fills <paramref name="destination"/> with rows [<paramref name="firstRow"/>, firstRow + destination.Length / dim)
-/// of the data, f32, row-major. <see cref="Pca.Fit(ComputeBackend, long, int, PcaRowReader, PcaOptions?)"/> calls it
+/// of the data, f32, row-major. <see cref="Pca.Fit(ComputeBackend, long, int, PcaRowReader, PcaOptions?, CancellationToken)"/> calls it
 /// once per chunk per pass, in increasing row order, and expects the same values every pass.
 /// </summary>
 /// <param name="firstRow">Index of the first row wanted (0-based).</param>
@@ -217,8 +217,10 @@ public sealed class Pca
     /// <param name="dim">D ≥ 1.</param>
     /// <param name="options">k, p, q, seed, centring; defaults when null.</param>
     /// <exception cref="ArgumentException">A value is NaN or infinite (the message names the row and column), or shapes disagree.</exception>
+    /// <param name="cancellationToken">Checked before each pass over the data (2q + 2 passes).</param>
     /// <exception cref="ArgumentOutOfRangeException">k is outside 1..min(rows, dim), rows &lt; 2, or another option is out of range.</exception>
-    public static unsafe Pca Fit(ComputeBackend backend, ReadOnlySpan<float> x, int rows, int dim, PcaOptions? options = null)
+    public static unsafe Pca Fit(ComputeBackend backend, ReadOnlySpan<float> x, int rows, int dim, PcaOptions? options = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(backend);
         options ??= new PcaOptions();
@@ -230,7 +232,7 @@ public sealed class Pca
             nint basePtr = (nint)p;
             using var fit = new Fitter(backend, options, rows, dim,
                 (first, m) => new ReadOnlySpan<float>((float*)basePtr + first * dim, m * dim), nameof(x));
-            return fit.Run();
+            return fit.Run(cancellationToken);
         }
     }
 
@@ -245,8 +247,10 @@ public sealed class Pca
     /// <param name="read">Fills a chunk of rows; called once per chunk in each of the 2q + 2 passes, in increasing row order, from one thread.</param>
     /// <param name="options">k, p, q, seed, centring, chunk size; defaults when null.</param>
     /// <exception cref="ArgumentException">A value is NaN or infinite (the message names the row and column).</exception>
+    /// <param name="cancellationToken">Checked before each pass over the data (2q + 2 passes).</param>
     /// <exception cref="ArgumentOutOfRangeException">k is outside 1..min(rows, dim), rows &lt; 2, or another option is out of range.</exception>
-    public static Pca Fit(ComputeBackend backend, long rows, int dim, PcaRowReader read, PcaOptions? options = null)
+    public static Pca Fit(ComputeBackend backend, long rows, int dim, PcaRowReader read, PcaOptions? options = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(backend);
         ArgumentNullException.ThrowIfNull(read);
@@ -259,7 +263,7 @@ public sealed class Pca
             read(first, chunk);
             return chunk;
         }, nameof(read));
-        return fit.Run();
+        return fit.Run(cancellationToken);
     }
 
     /// <summary>Projects rows onto the components on <see cref="Backend"/>: <c>output = (x − μ) Vᵀ</c>.</summary>
@@ -392,17 +396,21 @@ public sealed class Pca
 
         private Primitives Ops => _backend.Primitives;
 
-        public Pca Run()
+        public Pca Run(CancellationToken cancellationToken)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             var (mean, total) = FirstPass();
             OrthonormaliseN();
             for (int it = 0; it < _options.PowerIterations; it++)
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 var (zt, r) = ProductT();
                 var wt = OrthonormaliseD(zt, r, out int rw);
+                cancellationToken.ThrowIfCancellationRequested();
                 ProductN(wt, rw);
                 OrthonormaliseN();
             }
+            cancellationToken.ThrowIfCancellationRequested();
             var (b, rb) = ProductT();
             return Finish(b, rb, mean, total);
         }

@@ -114,11 +114,13 @@ public sealed class SubrIndex : IDisposable
     /// <param name="dim">D.</param>
     /// <param name="itemIds">The item id of each row, [N], all distinct; empty means ids 0..N-1.</param>
     /// <param name="options">PCA, storage and similarity; defaults: no PCA, f32, cosine.</param>
+    /// <param name="cancellationToken">Checked before each pass of the PCA and before the table is built.</param>
     /// <exception cref="ArgumentException">A non-finite value (named by row and column), duplicate item ids, or bad shapes.</exception>
     public static SubrIndex Build(ComputeBackend backend, ReadOnlySpan<float> vectors, int rows, int dim,
-        ReadOnlySpan<long> itemIds = default, SubrIndexOptions? options = null)
+        ReadOnlySpan<long> itemIds = default, SubrIndexOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(backend);
+        cancellationToken.ThrowIfCancellationRequested();
         options ??= new SubrIndexOptions();
         if (!itemIds.IsEmpty && itemIds.Length != rows)
             throw new ArgumentException($"itemIds has {itemIds.Length} entries for {rows} rows", nameof(itemIds));
@@ -137,12 +139,13 @@ public sealed class SubrIndex : IDisposable
         {
             if (vectors.Length != (long)rows * dim)
                 throw new ArgumentException($"vectors has {vectors.Length} values, but [rows, dim] = [{rows}, {dim}] needs {(long)rows * dim}", nameof(vectors));
-            var pca = Pca.Fit(backend, vectors, rows, dim, new PcaOptions { Components = k, Seed = options.PcaSeed });
+            var pca = Pca.Fit(backend, vectors, rows, dim, new PcaOptions { Components = k, Seed = options.PcaSeed }, cancellationToken);
             reduced = new float[(long)rows * pca.Components];
             pca.Transform(vectors, rows, reduced);
             ratio = pca.ExplainedVarianceRatio.ToArray();
             width = pca.Components;
         }
+        cancellationToken.ThrowIfCancellationRequested();
         var table = SubrTable.Create(backend, reduced ?? vectors, rows, width, options.Storage, options.Similarity);
         try
         {

@@ -12,18 +12,23 @@ public static class GreedyGenerator
     /// <param name="prompt">Token ids to condition on (at least one, e.g. BOS).</param>
     /// <param name="maxNewTokens">Upper bound on generated tokens, &gt;= 0.</param>
     /// <param name="stopTokens">Ids that end generation (usually the EOS ids).</param>
-    public static IEnumerable<int> Generate(LlamaSession session, IReadOnlyList<int> prompt, int maxNewTokens, IReadOnlyCollection<int> stopTokens)
+    /// <param name="cancellationToken">Checked before the prefill and before each token's forward pass; enumeration then
+    /// throws <see cref="OperationCanceledException"/>. (Progress is the enumeration itself: one token per item.)</param>
+    public static IEnumerable<int> Generate(LlamaSession session, IReadOnlyList<int> prompt, int maxNewTokens, IReadOnlyCollection<int> stopTokens,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(session);
         ArgumentNullException.ThrowIfNull(prompt);
         ArgumentNullException.ThrowIfNull(stopTokens);
         ArgumentOutOfRangeException.ThrowIfNegative(maxNewTokens);
         if (prompt.Count == 0) throw new ArgumentException("the prompt needs at least one token (e.g. BOS)", nameof(prompt));
-        return Iterate(session, prompt.ToArray(), maxNewTokens, stopTokens);
+        return Iterate(session, prompt.ToArray(), maxNewTokens, stopTokens, cancellationToken);
     }
 
-    private static IEnumerable<int> Iterate(LlamaSession session, int[] prompt, int maxNewTokens, IReadOnlyCollection<int> stopTokens)
+    private static IEnumerable<int> Iterate(LlamaSession session, int[] prompt, int maxNewTokens, IReadOnlyCollection<int> stopTokens,
+        CancellationToken cancellationToken)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         if (maxNewTokens == 0) yield break;
         var logits = session.Forward(prompt);
         for (int produced = 0; ;)
@@ -31,6 +36,7 @@ public static class GreedyGenerator
             int next = ArgMax(logits);
             yield return next;
             if (++produced >= maxNewTokens || stopTokens.Contains(next) || session.Position >= session.MaxPositions) yield break;
+            cancellationToken.ThrowIfCancellationRequested();
             session.Forward([next], logits);
         }
     }

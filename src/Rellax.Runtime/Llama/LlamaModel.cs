@@ -61,7 +61,12 @@ public sealed class LlamaModel : IDisposable
     /// matrix cannot be quantized (named).</exception>
     /// <exception cref="ArgumentOutOfRangeException">The outlier threshold is not a finite number &gt; 0.</exception>
     /// <exception cref="NotSupportedException">int8 weights on a backend without int8 kernels.</exception>
-    public static LlamaModel Load(string directory, ComputeBackend backend, ModelLoadOptions? options = null)
+    /// <param name="progress">Receives <c>("load", parts loaded, num_hidden_layers + 2)</c>: after the embedding, after each
+    /// layer, and after the final norm and LM head.</param>
+    /// <param name="cancellationToken">Checked before each part; a cancelled load frees what it had placed on the backend
+    /// and throws <see cref="OperationCanceledException"/>.</param>
+    public static LlamaModel Load(string directory, ComputeBackend backend, ModelLoadOptions? options = null,
+        IProgress<WorkProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(directory);
         ArgumentNullException.ThrowIfNull(backend);
@@ -74,10 +79,11 @@ public sealed class LlamaModel : IDisposable
             Primitives.CheckOutlierThreshold(options.OutlierThreshold);
             if (!Enum.IsDefined(options.Weights)) throw new ArgumentOutOfRangeException(nameof(options), options.Weights, "unknown weight format");
         }
+        cancellationToken.ThrowIfCancellationRequested();
         var config = LlamaConfig.Load(configPath);
         var tokenizer = LlamaTokenizer.Load(directory);
         // The weights take the checkpoint: on the CPU backend they are views of its mapping and keep it open.
-        var weights = LlamaWeights.Load(SafeTensorsCheckpoint.Open(directory), config, backend, options);
+        var weights = LlamaWeights.Load(SafeTensorsCheckpoint.Open(directory), config, backend, options, progress, cancellationToken);
         return new LlamaModel(Path.GetFullPath(directory), config, tokenizer, weights, backend);
     }
 

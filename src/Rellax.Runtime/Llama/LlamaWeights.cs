@@ -84,7 +84,8 @@ internal sealed class LlamaWeights : IDisposable
     /// a bias is present that the config does not announce (attention_bias false); int8 was asked for and a matrix cannot
     /// be quantized (a non-finite value, or more input columns than exact i32 sums allow; the tensor is named).</exception>
     /// <exception cref="NotSupportedException">int8 on a backend without int8 kernels.</exception>
-    public static LlamaWeights Load(SafeTensorsCheckpoint checkpoint, LlamaConfig config, ComputeBackend backend, ModelLoadOptions? options = null)
+    public static LlamaWeights Load(SafeTensorsCheckpoint checkpoint, LlamaConfig config, ComputeBackend backend, ModelLoadOptions? options = null,
+        IProgress<WorkProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         options ??= new ModelLoadOptions();
         Primitives.CheckOutlierThreshold(options.OutlierThreshold);
@@ -220,10 +221,14 @@ internal sealed class LlamaWeights : IDisposable
                 return null;
             }
 
+            int parts = config.NumHiddenLayers + 2;
+            cancellationToken.ThrowIfCancellationRequested();
             var embedding = Matrix("model.embed_tokens.weight", config.VocabSize, h);
+            progress?.Report(new WorkProgress("load", 1, parts));
             var layers = new LlamaLayerWeights[config.NumHiddenLayers];
             for (int i = 0; i < layers.Length; i++)
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 string p = $"model.layers.{i}.";
                 bool bias = config.AttentionBias;
                 layers[i] = new LlamaLayerWeights
@@ -243,7 +248,9 @@ internal sealed class LlamaWeights : IDisposable
                     Up = Matrix(p + "mlp.up_proj.weight", config.IntermediateSize, h),
                     Down = Matrix(p + "mlp.down_proj.weight", h, config.IntermediateSize),
                 };
+                progress?.Report(new WorkProgress("load", i + 2, parts));
             }
+            cancellationToken.ThrowIfCancellationRequested();
             var finalNorm = Vector("model.norm.weight", h);
             // Tied checkpoints omit lm_head (save_pretrained drops the duplicate); an untied one must have it.
             var lmHead = config.TieWordEmbeddings && !checkpoint.Contains("lm_head.weight")
@@ -265,6 +272,7 @@ internal sealed class LlamaWeights : IDisposable
                 Format = format, OutlierThreshold = options.OutlierThreshold, WeightBytes = held, ConversionTime = conversion.Elapsed,
             };
             weights._owned.AddRange(owned);
+            progress?.Report(new WorkProgress("load", parts, parts));
             if (mapped > 0) weights._checkpoint = checkpoint;
             else checkpoint.Dispose();
             return weights;

@@ -21,7 +21,7 @@ public enum WeightFormat
     Int8,
 }
 
-/// <summary>Options for <see cref="LlamaModel.Load(string, ComputeBackend, ModelLoadOptions?)"/>.</summary>
+/// <summary>Options for <see cref="LlamaModel.Load(string, ComputeBackend, ModelLoadOptions?, IProgress{WorkProgress}?, CancellationToken)"/>.</summary>
 public sealed record ModelLoadOptions
 {
     /// <summary>How the matrices are held (default: as stored).</summary>

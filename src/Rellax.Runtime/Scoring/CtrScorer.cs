@@ -115,17 +115,19 @@ public sealed class CtrScorer : IDisposable
 
     /// <summary>Scores <paramref name="requests"/>; the result has one score per request, in the same order.</summary>
     /// <param name="requests">The prompts.</param>
-    /// <param name="progress">Receives the number of requests scored so far after each batch.</param>
+    /// <param name="progress">Receives <c>("score", requests scored so far, requests.Count)</c> after each batch.</param>
     /// <param name="cancellationToken">Checked between batches.</param>
     /// <exception cref="RecordException">A request fails <see cref="Validate"/>: <see cref="RecordException.Record"/> is its
     /// index (the message starts with <c>request {index}:</c>) and nothing is scored.</exception>
-    public CtrScore[] Score(IReadOnlyList<CtrRequest> requests, IProgress<int>? progress = null, CancellationToken cancellationToken = default)
+    public CtrScore[] Score(IReadOnlyList<CtrRequest> requests, IProgress<WorkProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(requests);
+        cancellationToken.ThrowIfCancellationRequested();
         var prepared = new PreparedPrompt[requests.Count];
         for (int i = 0; i < prepared.Length; i++)
         {
+            if ((i & 255) == 255) cancellationToken.ThrowIfCancellationRequested();
             try
             {
                 prepared[i] = _encoder.Prepare(requests[i] ?? throw new ArgumentException("the request is null"));
@@ -150,7 +152,7 @@ public sealed class CtrScorer : IDisposable
             ScoreBatch(members, prepared, t, scores);
             start += count;
             done += count;
-            progress?.Report(done);
+            progress?.Report(new WorkProgress("score", done, order.Length));
         }
         return scores;
     }

@@ -53,18 +53,20 @@ public sealed class ItemEmbedder : IDisposable
 
     /// <summary>Embeds <paramref name="texts"/>: row-major [N, H] f32, row i for texts[i].</summary>
     /// <param name="texts">Item texts (e.g. titles).</param>
-    /// <param name="progress">Receives the number of items embedded so far after each batch.</param>
+    /// <param name="progress">Receives <c>("embed", items embedded so far, texts.Count)</c> after each batch.</param>
     /// <param name="cancellationToken">Checked between batches.</param>
     /// <exception cref="RecordException">A text is null or too long for the model (<see cref="RecordException.Record"/> is its index).</exception>
-    public float[] Embed(IReadOnlyList<string> texts, IProgress<int>? progress = null, CancellationToken cancellationToken = default)
+    public float[] Embed(IReadOnlyList<string> texts, IProgress<WorkProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(texts);
+        cancellationToken.ThrowIfCancellationRequested();
         var c = Model.Config;
         int maxTokens = c.SlidingWindow is int window ? Math.Min(window, c.MaxPositionEmbeddings) : c.MaxPositionEmbeddings;
         var tokens = new int[texts.Count][];
         for (int i = 0; i < tokens.Length; i++)
         {
+            if ((i & 255) == 255) cancellationToken.ThrowIfCancellationRequested();
             if (texts[i] is null) throw new RecordException("item", i, null, "the text is null");
             var ids = new List<int>(Model.Tokenizer.PrefixIds);
             // Tokenization stops once the text is certain to pass the context, so a huge text costs little.
@@ -105,7 +107,7 @@ public sealed class ItemEmbedder : IDisposable
                 for (int k = 0; k < h; k++) dst[k] = (float)(sum[k] / lengths[j]);
             }
             done += b;
-            progress?.Report(done);
+            progress?.Report(new WorkProgress("embed", done, order.Length));
         }
         return result;
     }

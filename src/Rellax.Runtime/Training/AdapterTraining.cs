@@ -40,11 +40,13 @@ public static class AdapterTraining
     /// <param name="adapterName">What the saved adapter calls itself in messages until it is loaded again.</param>
     /// <param name="onStep">Called after every step with the step's training tokens per second (progress).</param>
     /// <param name="onValidation">Called after every validation.</param>
+    /// <param name="progress">Receives <c>("train", steps done, total steps)</c> after every step (<see cref="TrainingLoop.Run"/>).</param>
     /// <param name="cancellationToken">Checked between steps.</param>
     /// <exception cref="TrainingDivergedException">The loss became NaN or ∞.</exception>
     /// <exception cref="OperationCanceledException">Cancelled.</exception>
     public static AdapterTrainingResult Train(AdapterTrainer trainer, TrainingOptions options, string directory, string adapterName = "(trained)",
-        Action<StepRecord, double>? onStep = null, Action<ValidationRecord>? onValidation = null, CancellationToken cancellationToken = default)
+        Action<StepRecord, double>? onStep = null, Action<ValidationRecord>? onValidation = null,
+        IProgress<WorkProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(trainer);
         ArgumentNullException.ThrowIfNull(options);
@@ -87,7 +89,7 @@ public static class AdapterTraining
             tokensBefore = trainer.TokensProcessed;   // whatever validation counted is not training
             stepClock.Restart();
         };
-        var result = loop.Run(cancellationToken);
+        var result = loop.Run(progress, cancellationToken);
         return new AdapterTrainingResult(result, bestValid, trainTokens, stepSeconds, total.Elapsed.TotalSeconds, trainer.PeakActivationBytes);
     }
 }

@@ -186,9 +186,13 @@ public sealed class TrainingLoop(ITrainable model, TrainingOptions options)
     /// <exception cref="TrainingDivergedException">The loss became NaN or ∞, or an update made a parameter so (the model
     /// holds the best parameters).</exception>
     /// <exception cref="OperationCanceledException">Cancelled between two steps (the model holds the best parameters).</exception>
-    public TrainingResult Run(CancellationToken cancellationToken = default)
+    /// <param name="progress">Receives <c>("train", steps done, total steps)</c> after every step, the total being
+    /// min(steps per epoch × epochs, <see cref="TrainingOptions.MaxSteps"/>); early stopping (patience) ends the reports short of it.</param>
+    /// <param name="cancellationToken">Checked before every step and validation.</param>
+    public TrainingResult Run(IProgress<WorkProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         _options.Validate();
+        cancellationToken.ThrowIfCancellationRequested();
         int n = _model.TrainingCount;
         if (n < 1) throw new InvalidOperationException("there are no training examples");
         var parameters = _model.Parameters;
@@ -213,6 +217,7 @@ public sealed class TrainingLoop(ITrainable model, TrainingOptions options)
         // patience ran out.
         (ValidationRecord Record, bool OutOfPatience) Check(int epoch, bool epochEnd)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             var valid = _model.Validate(cancellationToken);
             double score;
             if (valid is null) { score = globalStep; selectedOn = "last_epoch"; }
@@ -264,6 +269,7 @@ public sealed class TrainingLoop(ITrainable model, TrainingOptions options)
                     lossSum += loss * count;
                     seen += count;
                     StepCompleted?.Invoke(new StepRecord(epoch, s + 1, globalStep, stepsPerEpoch, loss, lr));
+                    progress?.Report(new WorkProgress("train", globalStep, totalSteps));
                     bool endsEpoch = s == stepsPerEpoch - 1 || globalStep == totalSteps;
                     if (!endsEpoch && _options.ValidateEvery > 0 && globalStep % _options.ValidateEvery == 0)
                     {

@@ -84,11 +84,12 @@ public sealed class PublicApiListingTests
             Assert.That(kernels, Does.Contain("\n  method static Rellax.Kernels.ComputeBackend Create(string name, int threads = 0)\n"));
             Assert.That(kernels, Does.Contain("\nsealed class Rellax.Kernels.Cpu.CpuBackend : Rellax.Kernels.ComputeBackend, System.IDisposable\n"));
             Assert.That(runtime, Does.Contain(
-                "\n  method static Rellax.Runtime.LlamaModel Load(string directory, Rellax.Kernels.ComputeBackend backend, Rellax.Runtime.ModelLoadOptions? options = null)\n"));
+                "\n  method static Rellax.Runtime.LlamaModel Load(string directory, Rellax.Kernels.ComputeBackend backend, Rellax.Runtime.ModelLoadOptions? options = null, " +
+                "System.IProgress<Rellax.Runtime.WorkProgress>? progress = null, System.Threading.CancellationToken cancellationToken = default)\n"));
             Assert.That(runtime, Does.Contain("\n  property int Rank { get; init; }\n"));
             Assert.That(runtime, Does.Contain("\n  property required int HiddenSize { get; init; }\n"));
             Assert.That(runtime, Does.Contain("\n  method Rellax.Runtime.CtrScore[] Score(System.Collections.Generic.IReadOnlyList<Rellax.Runtime.CtrRequest> requests, " +
-                                              "System.IProgress<int>? progress = null, System.Threading.CancellationToken cancellationToken = default)\n"));
+                                              "System.IProgress<Rellax.Runtime.WorkProgress>? progress = null, System.Threading.CancellationToken cancellationToken = default)\n"));
             Assert.That(kernels, Does.Not.Contain("<Clone>$"), "compiler-generated members are left out");
         });
     }

@@ -132,9 +132,10 @@ public sealed class CtrScorerTests
         using var backend = new CpuBackend(threads: 1);
         using var model = LlamaModel.Load(ModelPaths.Stories260KOrIgnore(), backend);
         using var scorer = new CtrScorer(model, options: new ScoringOptions { BatchSize = 2 });
-        var reports = new List<int>();
+        var reports = new List<WorkProgress>();
         scorer.Score([.. Prompts.Select(p => new CtrRequest(p))], new SyncProgress(reports.Add));
-        Assert.That(reports, Is.EqualTo(new[] { 2, 4, 6, 7 }));
+        Assert.That(reports.Select(r => r.Done), Is.EqualTo(new[] { 2, 4, 6, 7 }));
+        Assert.That(reports.Select(r => (r.Stage, r.Total)).Distinct(), Is.EqualTo(new[] { ("score", 7) }));
         using var cts = new CancellationTokenSource();
         cts.Cancel();
         Assert.Throws<OperationCanceledException>(() => scorer.Score([new CtrRequest("A")], cancellationToken: cts.Token));
@@ -231,8 +232,8 @@ public sealed class CtrScorerTests
         finally { Directory.Delete(dir, true); }
     }
 
-    private sealed class SyncProgress(Action<int> report) : IProgress<int>
+    private sealed class SyncProgress(Action<WorkProgress> report) : IProgress<WorkProgress>
     {
-        public void Report(int value) => report(value);
+        public void Report(WorkProgress value) => report(value);
     }
 }

@@ -185,7 +185,7 @@ public sealed class TrainingCoreTests
         using var cts = new CancellationTokenSource();
         var model = new Scripted(9, [0.6, 0.7, 0.8]);
         model.OnStep = () => { if (model.Steps == 4) cts.Cancel(); };
-        Assert.Throws<OperationCanceledException>(() => new TrainingLoop(model, Sgd(3, 3, 0)).Run(cts.Token));
+        Assert.Throws<OperationCanceledException>(() => new TrainingLoop(model, Sgd(3, 3, 0)).Run(cancellationToken: cts.Token));
         Assert.That(model.Steps, Is.EqualTo(4), "no step after the one that saw the cancellation");
         Assert.That(model.W.Value[0], Is.EqualTo(-3f), "epoch 1's parameters");
     }
