@@ -236,7 +236,7 @@ internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKern
         public readonly int Rows;
 
         /// <summary>Per-row scales of an int8 matrix (<see cref="DType.I8"/>: <see cref="Data"/> in the packed layout of
-        /// <see cref="CpuInt8Linear"/>), read as q · scale; null otherwise.</summary>
+        /// <see cref="CpuInt8Linear"/>, u8 = q + 128), read as q · scale; null otherwise.</summary>
         public readonly float* Scales;
 
         public TypedMatrix(in Tensor t)
@@ -273,7 +273,7 @@ internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKern
             {
                 DType.F32 => ((float*)Data)[i],
                 DType.F16 => (float)((Half*)Data)[i],
-                DType.I8 => CpuInt8Linear.ValueAt((sbyte*)Data, Cols, row, col) * Scales[row],
+                DType.I8 => CpuInt8Linear.ValueAt((byte*)Data, Cols, row, col) * Scales[row],
                 _ => BitConverter.UInt32BitsToSingle((uint)((ushort*)Data)[i] << 16),
             };
         }
@@ -289,7 +289,7 @@ internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKern
                 case DType.F32: new ReadOnlySpan<float>((float*)Data + start, n).CopyTo(new Span<float>(dst, n)); break;
                 case DType.F16: TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>((Half*)Data + start, n), new Span<float>(dst, n)); break;
                 case DType.BF16: WidenBf16((ushort*)Data + start, n, dst); break;
-                case DType.I8: CpuInt8Linear.Dequantize((sbyte*)Data, Scales[row], Cols, row, col0, n, dst); break;
+                case DType.I8: CpuInt8Linear.Dequantize((byte*)Data, Scales[row], Cols, row, col0, n, dst); break;
                 default: throw new NotSupportedException($"CFLoRA weights of dtype {Type}");
             }
         }

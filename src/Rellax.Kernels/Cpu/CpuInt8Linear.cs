@@ -13,31 +13,33 @@ namespace Rellax.Kernels.Cpu;
 /// |x| over the rows above the threshold), kept in fp32.
 /// <para>
 /// <b>Layouts.</b> Weights are packed once, at quantization, in strips of <see cref="NR"/> = 16 rows:
-/// <c>[⌈N/16⌉][⌈K/4⌉][16][4]</c> s8 (four consecutive k of one row form one dword; K and N padding is zero), which is the
-/// only copy kept (1 byte per weight, 4 per row for the scale and 2 per row and group for the group sums
-/// <c>[⌈N/16⌉][⌈K/G⌉][16]</c> i16 = −Σ_{k∈g} w8). Each call quantizes the activations into <c>[⌈M/6⌉][⌈K/4⌉][6][4]</c> u8 =
-/// x8 + 128 (outlier and padding columns hold 128, i.e. x8 = 0) and their scales into <c>[⌈M/6⌉][⌈K/G⌉][6]</c> f32.
+/// <c>[⌈N/16⌉][⌈K/4⌉][16][4]</c> u8 = w8 + 128 (four consecutive k of one row form one dword; K and N padding holds 128,
+/// i.e. w8 = 0), which is the only copy kept: 1 byte per weight and 4 per row for the scale, nothing else. Each call
+/// quantizes the activations into <c>[⌈M/6⌉][⌈K/4⌉][6][4]</c> s8 = x8 (outlier and padding columns hold 0), their scales
+/// into <c>[⌈M/6⌉][⌈K/G⌉][6]</c> f32 and the corrections <c>−128·Σ_{c∈g} x8</c> into <c>[⌈M/6⌉][⌈K/G⌉][6]</c> i32 (M·K/G
+/// sums, computed while quantizing).
 /// </para>
 /// <para>
-/// <b>Exactness of the u8 × s8 products.</b> x8 + 128 ∈ [1, 255] is unsigned, so per group
-/// <c>Σ_g (x8 + 128)·w8 = Σ_g x8·w8 + 128·Σ_g w8</c> and the group step adds <c>128 · (−Σ_g w8)</c> (over every column of
-/// the group: outlier and padding columns add exactly 128·w8 or 0 on both sides). A group's biased sum is at most
-/// G·255·127 ≤ 8.3·10⁶ (G ≤ 256): exact in i32, and its unbiased sum (≤ G·127² &lt; 2²⁴) exact when converted to f32.
+/// <b>Exactness of the u8 × s8 products.</b> w8 + 128 ∈ [1, 255] is unsigned, so per group
+/// <c>Σ_g (w8 + 128)·x8 = Σ_g w8·x8 + 128·Σ_g x8</c> and the group step adds the row's <c>−128·Σ_g x8</c> (outlier and
+/// padding columns have x8 = 0 on both sides). A group's biased sum is at most G·255·127 ≤ 8.3·10⁶ (G ≤ 256): exact in i32,
+/// and its unbiased sum (≤ G·127² &lt; 2²⁴) exact when converted to f32. The unbiased integer is the one the earlier layout
+/// (s8 weights, u8 activations, per-group weight sums) produced, so the outputs are bit-identical to it.
 /// </para>
 /// <para>
 /// <b>Microkernels</b> (tile 6 rows × 16 columns, one activation group of K at a time in registers; after each group its
-/// i32 tile becomes <c>f += (float)(acc − 128·Σ_g w8) · s_x[t, g]</c> on an f32 tile in L1, multiply then add, no FMA: about
+/// i32 tile becomes <c>f += (float)(acc − 128·Σ_g x8) · s_x[t, g]</c> on an f32 tile in L1, multiply then add, no FMA: about
 /// 60 vector operations per 12·G/4 dot instructions, i.e. per 192 at the default G = 64; measured cost in
 /// <c>benchmarks/results/int8-weights.md</c>):
 /// <list type="bullet">
-/// <item>AVX-VNNI: per k-quad two ymm loads of the weight strip (16 columns × 4 k), six dword broadcasts of x and twelve
+/// <item>AVX-VNNI: per k-quad two ymm loads of the u8 weight strip (16 columns × 4 k), six dword broadcasts of s8 x and twelve
 /// <c>vpdpbusd</c> (12 ymm accumulators): 32 MACs per instruction, twice the 16 of a zmm fp32 FMA; the group step runs
 /// on the accumulators in registers (<see cref="KernelVnniGroups"/>).</item>
-/// <item>AVX-512BW without VNNI: the weight quad-columns sign-extended to i16 (<c>vpmovsxbw</c>), the x quad zero-extended to
-/// four i16 (<c>pdep</c>) and broadcast, <c>vpmaddwd</c> + <c>vpaddd</c>. i16 × i16 pair sums are exact in i32. Not
-/// <c>vpmaddubsw</c>: with u8 up to 255 its i16 pair sum reaches 2·255·127 = 64 770 and saturates; the sign trick
-/// (|x8| × sign(x8)·w8, pair sums ≤ 2·127² = 32 258) needs a masked negation of the weights per x row, which costs as many
-/// instructions per MAC as the i16 path.</item>
+/// <item>AVX-512BW without VNNI: the u8 weight quad-columns zero-extended to i16 (<c>vpmovzxbw</c>), the s8 x quad
+/// sign-extended to four i16 (<c>pdep</c> and a sign fill in a general register) and broadcast, <c>vpmaddwd</c> + <c>vpaddd</c>.
+/// i16 × i16 pair sums are exact in i32. Not <c>vpmaddubsw</c>: with u8 up to 255 its i16 pair sum reaches 2·255·127 = 64 770
+/// and saturates; the sign trick (|x8| × sign(x8)·w8, pair sums ≤ 2·127² = 32 258) needs a masked negation of the weights
+/// per x row, which costs as many instructions per MAC as the i16 path.</item>
 /// <item>Scalar: the same sums in plain loops. These two write the group's i32 tile and the shared
 /// <see cref="AccumulateGroup"/> does the group step.</item>
 /// </list>
@@ -116,16 +118,15 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
 
     public Int8Weights Quantize(Tensor w, int groupSize)
     {
-        int n = w.Dim(0), k = w.Dim(1), kq = Quads(k), groups = Groups(k, groupSize);
+        int n = w.Dim(0), k = w.Dim(1), kq = Quads(k);
         var matrix = new CpuCflora.TypedMatrix(w);
         var values = _backend.Allocate(DType.I8, (long)Strips(n) * kq * NR * 4);
         var scales = _backend.Allocate(DType.F32, (long)n);
-        var sums = _backend.Allocate(DType.I8, Math.Max(1, (long)Strips(n) * groups * NR * sizeof(short)));
         try
         {
-            sbyte* packed = (sbyte*)((CpuBuffer)values).Pointer;
+            byte* packed = (byte*)((CpuBuffer)values).Pointer;
+            new Span<byte>(packed, checked((int)values.SizeInBytes)).Fill(Bias); // padding rows and columns: q = 0
             float* sp = (float*)((CpuBuffer)scales).Pointer;
-            short* rp = (short*)((CpuBuffer)sums).Pointer;
             int badRow = int.MaxValue;
             CpuSimd.ForChunks(_backend, n, k, (start, count) =>
             {
@@ -143,13 +144,7 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
                             continue;
                         }
                         sp[j] = scale;
-                        for (int p = 0; p < k; p++) packed[Offset(k, j, p)] = q[p];
-                        for (int g = 0; g < groups; g++)
-                        {
-                            int sum = 0;
-                            for (int p = g * groupSize; p < Math.Min(k, (g + 1) * groupSize); p++) sum += q[p];
-                            rp[((long)(j / NR) * groups + g) * NR + j % NR] = (short)-sum;
-                        }
+                        for (int p = 0; p < k; p++) packed[Offset(k, j, p)] = (byte)(q[p] + Bias);
                     }
                 }
                 finally
@@ -160,11 +155,11 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
             });
             if (badRow != int.MaxValue)
                 throw new ArgumentException($"w {w} row {badRow} holds a non-finite value; it cannot be quantized to int8", nameof(w));
-            return new Int8Weights(_backend, n, k, groupSize, values, scales, sums);
+            return new Int8Weights(_backend, n, k, groupSize, values, scales, null);
         }
         catch
         {
-            values.Dispose(); scales.Dispose(); sums.Dispose();
+            values.Dispose(); scales.Dispose();
             throw;
         }
     }
@@ -178,10 +173,10 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
     public sbyte[] ReadValues(Int8Weights w)
     {
         int n = w.Rows, k = w.Cols;
-        sbyte* packed = (sbyte*)((CpuBuffer)w.Values).Pointer;
+        byte* packed = (byte*)((CpuBuffer)w.Values).Pointer;
         var result = new sbyte[(long)n * k];
         for (int j = 0; j < n; j++)
-            for (int p = 0; p < k; p++) result[(long)j * k + p] = packed[Offset(k, j, p)];
+            for (int p = 0; p < k; p++) result[(long)j * k + p] = (sbyte)(packed[Offset(k, j, p)] - Bias);
         return result;
     }
 
@@ -193,7 +188,7 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
             if ((uint)id >= (uint)v)
                 throw new ArgumentOutOfRangeException(nameof(ids), id, $"token id outside the embedding table of {v} rows");
         nint ip = (nint)CpuBackend.Ptr<int>(ids), yp = (nint)CpuBackend.Ptr<float>(y);
-        sbyte* packed = (sbyte*)((CpuBuffer)table.Values).Pointer;
+        byte* packed = (byte*)((CpuBuffer)table.Values).Pointer;
         float* scales = (float*)((CpuBuffer)table.Scales).Pointer;
         CpuSimd.ForChunks(_backend, ids.Dim(0), h, (t0, count) =>
         {
@@ -205,19 +200,22 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
         });
     }
 
-    /// <summary>Where q[row, col] of a packed weight with <paramref name="k"/> columns lies: strip row / 16, k-quad col / 4,
+    /// <summary>The bias of the stored weights: the packed byte of q is q + 128 (u8).</summary>
+    internal const int Bias = 128;
+
+    /// <summary>Where q[row, col] + 128 of a packed weight with <paramref name="k"/> columns lies: strip row / 16, k-quad col / 4,
     /// lane row % 16, byte col % 4 (<c>[⌈N/16⌉][⌈K/4⌉][16][4]</c>).</summary>
     private static long Offset(int k, int row, int col) =>
         ((long)(row / NR) * Quads(k) + (col >> 2)) * NR * 4 + (row % NR) * 4 + (col & 3);
 
-    /// <summary>q[row, col] of a packed weight with <paramref name="k"/> columns.</summary>
-    internal static sbyte ValueAt(sbyte* packed, int k, int row, int col) => packed[Offset(k, row, col)];
+    /// <summary>q[row, col] of a packed weight with <paramref name="k"/> columns (the stored u8 minus 128).</summary>
+    internal static int ValueAt(byte* packed, int k, int row, int col) => packed[Offset(k, row, col)] - Bias;
 
     /// <summary>dst[0..n) = q[row, col0 .. col0 + n) · scale (the dequantized row, one f32 rounding per element): the embedding
     /// gather and the frozen-weight backward (<see cref="CpuCflora.TypedMatrix"/>) read int8 weights through it.</summary>
-    internal static void Dequantize(sbyte* packed, float scale, int k, int row, int col0, int n, float* dst)
+    internal static void Dequantize(byte* packed, float scale, int k, int row, int col0, int n, float* dst)
     {
-        for (int i = 0; i < n; i++) dst[i] = packed[Offset(k, row, col0 + i)] * scale;
+        for (int i = 0; i < n; i++) dst[i] = (packed[Offset(k, row, col0 + i)] - Bias) * scale;
     }
 
     // ---------------------------------------------------------------- forward
@@ -241,8 +239,9 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
             return;
         }
         long aBytes = (long)mStrips * kq * MR * 4;
-        byte* a = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(aBytes, 64), 64);
+        sbyte* a = (sbyte*)NativeMemory.AlignedAlloc((nuint)Math.Max(aBytes, 64), 64);
         float* sx = (float*)NativeMemory.AlignedAlloc((nuint)(Math.Max((long)mStrips * groups * MR, 1) * sizeof(float)), 64);
+        int* corr = (int*)NativeMemory.AlignedAlloc((nuint)(Math.Max((long)mStrips * groups * MR, 1) * sizeof(int)), 64);
         float* xo = no == 0 ? null : (float*)NativeMemory.AlignedAlloc((nuint)((long)m * no * sizeof(float)), 64);
         float* wo = no == 0 ? null : (float*)NativeMemory.AlignedAlloc((nuint)((long)nStrips * no * NR * sizeof(float)), 64);
         try
@@ -251,13 +250,13 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
             {
                 nint opp = (nint)op;
                 CpuSimd.ForChunks(_backend, mStrips, (long)MR * k,
-                    (start, count) => QuantizeStrips(xp, m, k, w.GroupSize, (int*)opp, no, a, sx, xo, start, count));
+                    (start, count) => QuantizeStrips(xp, m, k, w.GroupSize, (int*)opp, no, a, sx, corr, xo, start, count));
                 if (no > 0) DequantizeOutlierColumns(w, op, no, wo);
             }
             var job = new Job
             {
-                A = a, W = (sbyte*)((CpuBuffer)w.Values).Pointer, Kq = kq, M = m, N = n, Groups = groups, GroupQuads = w.GroupSize / 4,
-                Sx = sx, Sw = (float*)((CpuBuffer)w.Scales).Pointer, GroupSums = (short*)((CpuBuffer)w.RowSums).Pointer,
+                A = a, W = (byte*)((CpuBuffer)w.Values).Pointer, Kq = kq, M = m, N = n, Groups = groups, GroupQuads = w.GroupSize / 4,
+                Sx = sx, Sw = (float*)((CpuBuffer)w.Scales).Pointer, Corrections = corr,
                 Xo = xo, Wo = wo, No = no, Bias = bp, Y = yp, Dots = Effective,
             };
             Run(job, mStrips, nStrips, threads);
@@ -266,6 +265,7 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
         {
             NativeMemory.AlignedFree(a);
             NativeMemory.AlignedFree(sx);
+            NativeMemory.AlignedFree(corr);
             if (xo != null) NativeMemory.AlignedFree(xo);
             if (wo != null) NativeMemory.AlignedFree(wo);
         }
@@ -321,11 +321,12 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
     }
 
     /// <summary>
-    /// Quantizes x rows of strips [start, start + count) into the packed u8 layout (x8 + 128; outlier and padding columns
-    /// 128), one scale per row and group of <paramref name="groupSize"/> columns into sx [strip][group][6] (0 for padding rows),
-    /// and copies the outlier columns into xo [M, no].
+    /// Quantizes x rows of strips [start, start + count) into the packed s8 layout (x8; outlier and padding columns 0), one
+    /// scale per row and group of <paramref name="groupSize"/> columns into sx [strip][group][6] (0 for padding rows), the
+    /// u8-weight correction −128·Σ_{c∈g} x8 per row and group into corr (same layout), and copies the outlier columns into xo [M, no].
     /// </summary>
-    private static void QuantizeStrips(float* x, int m, int k, int groupSize, int* outliers, int no, byte* a, float* sx, float* xo, int start, int count)
+    private static void QuantizeStrips(float* x, int m, int k, int groupSize, int* outliers, int no, sbyte* a, float* sx, int* corr, float* xo,
+        int start, int count)
     {
         int kq = Quads(k), groups = Groups(k, groupSize);
         float* row = (float*)NativeMemory.AlignedAlloc((nuint)(Math.Max(kq * 4, 16) * sizeof(float)), 64);
@@ -334,14 +335,18 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
         {
             for (int s = start; s < start + count; s++)
             {
-                byte* strip = a + (long)s * kq * MR * 4;
+                sbyte* strip = a + (long)s * kq * MR * 4;
                 for (int i = 0; i < MR; i++)
                 {
                     int t = s * MR + i;
                     if (t >= m)
                     {
-                        for (int p = 0; p < kq; p++) *(uint*)(strip + ((long)p * MR + i) * 4) = 0x80808080u;
-                        for (int g = 0; g < groups; g++) sx[((long)s * groups + g) * MR + i] = 0f;
+                        for (int p = 0; p < kq; p++) *(uint*)(strip + ((long)p * MR + i) * 4) = 0u;
+                        for (int g = 0; g < groups; g++)
+                        {
+                            sx[((long)s * groups + g) * MR + i] = 0f;
+                            corr[((long)s * groups + g) * MR + i] = 0;
+                        }
                         continue;
                     }
                     float* xr = x + (long)t * k;
@@ -353,12 +358,13 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
                     }
                     for (int g = 0; g < groups; g++)
                     {
-                        int c0 = g * groupSize;
-                        sx[((long)s * groups + g) * MR + i] = QuantizeActivations(row + c0, Math.Min(k, c0 + groupSize) - c0, q + c0);
+                        int c0 = g * groupSize, len = Math.Min(k, c0 + groupSize) - c0;
+                        sx[((long)s * groups + g) * MR + i] = QuantizeActivations(row + c0, len, q + c0);
+                        corr[((long)s * groups + g) * MR + i] = -Bias * Sum(q + c0, len);
                     }
                     for (int p = k; p < kq * 4; p++) q[p] = 0;
                     for (int p = 0; p < kq; p++)
-                        *(uint*)(strip + ((long)p * MR + i) * 4) = *(uint*)(q + 4 * p) ^ 0x80808080u;
+                        *(uint*)(strip + ((long)p * MR + i) * 4) = *(uint*)(q + 4 * p);
                 }
             }
         }
@@ -367,6 +373,24 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
             NativeMemory.AlignedFree(row);
             NativeMemory.AlignedFree(q);
         }
+    }
+
+    /// <summary>Σ q[0..n) (|Σ| ≤ 256·127: exact in i32).</summary>
+    private static int Sum(sbyte* q, int n)
+    {
+        int c = 0, sum = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var acc = Vector512<short>.Zero; // at most 2·⌈256/64⌉ values of |x8| ≤ 127 per i16 lane
+            for (; c + 64 <= n; c += 64)
+            {
+                var v = Vector512.Load(q + c);
+                acc += Vector512.WidenLower(v) + Vector512.WidenUpper(v);
+            }
+            sum = Vector512.Sum(Vector512.WidenLower(acc)) + Vector512.Sum(Vector512.WidenUpper(acc));
+        }
+        for (; c < n; c++) sum += q[c];
+        return sum;
     }
 
     /// <summary>
@@ -414,7 +438,7 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
     private static void DequantizeOutlierColumns(Int8Weights w, int* outliers, int no, float* wo)
     {
         int n = w.Rows, k = w.Cols, strips = Strips(n);
-        sbyte* packed = (sbyte*)((CpuBuffer)w.Values).Pointer;
+        byte* packed = (byte*)((CpuBuffer)w.Values).Pointer;
         float* sw = (float*)((CpuBuffer)w.Scales).Pointer;
         for (int s = 0; s < strips; s++)
             for (int o = 0; o < no; o++)
@@ -423,7 +447,7 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
                 for (int jj = 0; jj < NR; jj++)
                 {
                     int j = s * NR + jj;
-                    dst[jj] = j < n ? packed[Offset(k, j, outliers[o])] * sw[j] : 0f;
+                    dst[jj] = j < n ? (packed[Offset(k, j, outliers[o])] - Bias) * sw[j] : 0f;
                 }
             }
     }
@@ -431,8 +455,8 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
     /// <summary>Everything one GEMM call reads and writes (pointers stay valid for the call).</summary>
     private struct Job
     {
-        public byte* A; public sbyte* W; public int Kq, M, N, Groups, GroupQuads;
-        public float* Sx, Sw; public short* GroupSums;
+        public sbyte* A; public byte* W; public int Kq, M, N, Groups, GroupQuads;
+        public float* Sx, Sw; public int* Corrections;
         public float* Xo, Wo; public int No;
         public float* Bias, Y;
         public DotStrategy Dots;
@@ -469,29 +493,30 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
             int icEnd = Math.Min(m1, ic + StripsPerChunk);
             for (int sn = n0; sn < n1; sn++)
             {
-                sbyte* b = job.W + sn * wStrip;
+                byte* b = job.W + sn * wStrip;
                 for (int sm = ic; sm < icEnd; sm++)
                 {
-                    byte* a = job.A + sm * aStrip;
+                    sbyte* a = job.A + sm * aStrip;
                     Vector512<float>.Zero.Store(acc); Vector512<float>.Zero.Store(acc + 16); Vector512<float>.Zero.Store(acc + 32);
                     Vector512<float>.Zero.Store(acc + 48); Vector512<float>.Zero.Store(acc + 64); Vector512<float>.Zero.Store(acc + 80);
                     if (job.Dots == DotStrategy.AvxVnni)
                     {
-                        KernelVnniGroups(job.Kq, job.GroupQuads, a, b, job.GroupSums + (long)sn * job.Groups * NR, job.Sx + (long)sm * job.Groups * MR, acc);
+                        KernelVnniGroups(job.Kq, job.GroupQuads, a, b, job.Corrections + (long)sm * job.Groups * MR, job.Sx + (long)sm * job.Groups * MR, acc);
                         Epilogue(job, acc, sm, sn);
                         continue;
                     }
                     for (int g = 0; g < job.Groups; g++)
                     {
                         int p0 = g * job.GroupQuads, quads = Math.Min(job.Kq, p0 + job.GroupQuads) - p0;
-                        byte* ag = a + (long)p0 * MR * 4;
-                        sbyte* bg = b + (long)p0 * NR * 4;
+                        sbyte* ag = a + (long)p0 * MR * 4;
+                        byte* bg = b + (long)p0 * NR * 4;
                         switch (job.Dots)
                         {
                             case DotStrategy.Avx512BW: KernelAvx512BW(quads, ag, bg, tile); break;
                             default: KernelScalar(quads, ag, bg, tile); break;
                         }
-                        AccumulateGroup(tile, job.GroupSums + ((long)sn * job.Groups + g) * NR, job.Sx + ((long)sm * job.Groups + g) * MR, acc);
+                        long rg = ((long)sm * job.Groups + g) * MR;
+                        AccumulateGroup(tile, job.Corrections + rg, job.Sx + rg, acc);
                     }
                     Epilogue(job, acc, sm, sn);
                 }
@@ -500,16 +525,15 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
     }
 
     /// <summary>
-    /// One activation group's step: f[i, j] += (float)(tile[i, j] + 128·negSums[j]) · sx[i] for the 6 × 16 tile, where tile
-    /// holds the group's biased u8 × s8 sums, negSums = −Σ_{k∈g} w8 (i16) and sx the rows' group scales. The same arithmetic
-    /// for every dot strategy (multiply, then add: no FMA, as the ILGPU kernel), so their outputs are bit-identical.
+    /// One activation group's step: f[i, j] += (float)(tile[i, j] + corr[i]) · sx[i] for the 6 × 16 tile, where tile
+    /// holds the group's biased (w8 + 128) × x8 sums, corr = −128·Σ_{c∈g} x8 per row and sx the rows' group scales. The same
+    /// arithmetic for every dot strategy (multiply, then add: no FMA, as the ILGPU kernel), so their outputs are bit-identical.
     /// </summary>
-    private static void AccumulateGroup(int* tile, short* negSums, float* sx, float* f)
+    private static void AccumulateGroup(int* tile, int* corr, float* sx, float* f)
     {
-        var correction = Vector512.ShiftLeft(Vector512.WidenLower(Vector512.Create(Vector256.Load(negSums), Vector256<short>.Zero)), 7);
         for (int i = 0; i < MR; i++)
         {
-            var exact = Vector512.Load(tile + i * NR) + correction;
+            var exact = Vector512.Load(tile + i * NR) + Vector512.Create(corr[i]);
             (Vector512.Load(f + i * NR) + Vector512.ConvertToSingle(exact) * Vector512.Create(sx[i])).Store(f + i * NR);
         }
     }
@@ -553,73 +577,73 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
 
     /// <summary>
     /// The whole K of one 6 × 16 tile with AVX-VNNI, group by group (<paramref name="gq"/> k-quads each, the last one
-    /// shorter): the group's i32 sums in 12 ymm accumulators, then the group step of <see cref="AccumulateGroup"/> on ymm
-    /// halves in registers (no i32 tile round trip through memory), f[i, j] += (float)(acc + 128·negSums[j]) · sx[i]; the same
+    /// shorter): the group's i32 sums in 12 ymm accumulators (vpdpbusd: u8 weights × s8 activations), then the group step of
+    /// <see cref="AccumulateGroup"/> on ymm halves in registers (no i32 tile round trip through memory),
+    /// f[i, j] += (float)(acc + corr[i]) · sx[i]; the same
     /// IEEE operations per element as <see cref="AccumulateGroup"/>, so bit-identical to the other strategies.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void KernelVnniGroups(int kq, int gq, byte* a, sbyte* b, short* negSums, float* sx, float* f)
+    private static void KernelVnniGroups(int kq, int gq, sbyte* a, byte* b, int* corr, float* sx, float* f)
     {
-        for (int p0 = 0; p0 < kq; p0 += gq, negSums += NR, sx += MR)
+        for (int p0 = 0; p0 < kq; p0 += gq, corr += MR, sx += MR)
         {
             int p1 = Math.Min(kq, p0 + gq);
             Vector256<int> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
             Vector256<int> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
             for (int p = p0; p < p1; p++, a += MR * 4, b += NR * 4)
             {
-                Vector256<sbyte> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 32);
-                Vector256<byte> av = Vector256.Create(*(int*)a).AsByte();
-                c00 = AvxVnni.MultiplyWideningAndAdd(c00, av, b0); c01 = AvxVnni.MultiplyWideningAndAdd(c01, av, b1);
-                av = Vector256.Create(*(int*)(a + 4)).AsByte();
-                c10 = AvxVnni.MultiplyWideningAndAdd(c10, av, b0); c11 = AvxVnni.MultiplyWideningAndAdd(c11, av, b1);
-                av = Vector256.Create(*(int*)(a + 8)).AsByte();
-                c20 = AvxVnni.MultiplyWideningAndAdd(c20, av, b0); c21 = AvxVnni.MultiplyWideningAndAdd(c21, av, b1);
-                av = Vector256.Create(*(int*)(a + 12)).AsByte();
-                c30 = AvxVnni.MultiplyWideningAndAdd(c30, av, b0); c31 = AvxVnni.MultiplyWideningAndAdd(c31, av, b1);
-                av = Vector256.Create(*(int*)(a + 16)).AsByte();
-                c40 = AvxVnni.MultiplyWideningAndAdd(c40, av, b0); c41 = AvxVnni.MultiplyWideningAndAdd(c41, av, b1);
-                av = Vector256.Create(*(int*)(a + 20)).AsByte();
-                c50 = AvxVnni.MultiplyWideningAndAdd(c50, av, b0); c51 = AvxVnni.MultiplyWideningAndAdd(c51, av, b1);
+                Vector256<byte> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 32);
+                Vector256<sbyte> av = Vector256.Create(*(int*)a).AsSByte();
+                c00 = AvxVnni.MultiplyWideningAndAdd(c00, b0, av); c01 = AvxVnni.MultiplyWideningAndAdd(c01, b1, av);
+                av = Vector256.Create(*(int*)(a + 4)).AsSByte();
+                c10 = AvxVnni.MultiplyWideningAndAdd(c10, b0, av); c11 = AvxVnni.MultiplyWideningAndAdd(c11, b1, av);
+                av = Vector256.Create(*(int*)(a + 8)).AsSByte();
+                c20 = AvxVnni.MultiplyWideningAndAdd(c20, b0, av); c21 = AvxVnni.MultiplyWideningAndAdd(c21, b1, av);
+                av = Vector256.Create(*(int*)(a + 12)).AsSByte();
+                c30 = AvxVnni.MultiplyWideningAndAdd(c30, b0, av); c31 = AvxVnni.MultiplyWideningAndAdd(c31, b1, av);
+                av = Vector256.Create(*(int*)(a + 16)).AsSByte();
+                c40 = AvxVnni.MultiplyWideningAndAdd(c40, b0, av); c41 = AvxVnni.MultiplyWideningAndAdd(c41, b1, av);
+                av = Vector256.Create(*(int*)(a + 20)).AsSByte();
+                c50 = AvxVnni.MultiplyWideningAndAdd(c50, b0, av); c51 = AvxVnni.MultiplyWideningAndAdd(c51, b1, av);
             }
-            var k0 = Vector256.ShiftLeft(Avx2.ConvertToVector256Int32(Vector128.Load(negSums)), 7);
-            var k1 = Vector256.ShiftLeft(Avx2.ConvertToVector256Int32(Vector128.Load(negSums + 8)), 7);
-            Step(f, c00, c01, k0, k1, sx[0]); Step(f + 16, c10, c11, k0, k1, sx[1]); Step(f + 32, c20, c21, k0, k1, sx[2]);
-            Step(f + 48, c30, c31, k0, k1, sx[3]); Step(f + 64, c40, c41, k0, k1, sx[4]); Step(f + 80, c50, c51, k0, k1, sx[5]);
+            Step(f, c00, c01, corr[0], sx[0]); Step(f + 16, c10, c11, corr[1], sx[1]); Step(f + 32, c20, c21, corr[2], sx[2]);
+            Step(f + 48, c30, c31, corr[3], sx[3]); Step(f + 64, c40, c41, corr[4], sx[4]); Step(f + 80, c50, c51, corr[5], sx[5]);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        static void Step(float* row, Vector256<int> lo, Vector256<int> hi, Vector256<int> k0, Vector256<int> k1, float s)
+        static void Step(float* row, Vector256<int> lo, Vector256<int> hi, int corr, float s)
         {
             var sv = Vector256.Create(s);
-            (Vector256.Load(row) + Vector256.ConvertToSingle(lo + k0) * sv).Store(row);
-            (Vector256.Load(row + 8) + Vector256.ConvertToSingle(hi + k1) * sv).Store(row + 8);
+            var cv = Vector256.Create(corr);
+            (Vector256.Load(row) + Vector256.ConvertToSingle(lo + cv) * sv).Store(row);
+            (Vector256.Load(row + 8) + Vector256.ConvertToSingle(hi + cv) * sv).Store(row + 8);
         }
     }
 
     /// <summary>
-    /// One group's 6 × 16 i32 tile with AVX-512BW: weights sign-extended to i16 (8 columns × 4 k per zmm), the x quad zero-extended to
-    /// four i16 and broadcast, vpmaddwd (lane 2j: k0, k1 of column j; lane 2j + 1: k2, k3), pairs summed at the end.
+    /// One group's 6 × 16 i32 tile with AVX-512BW: the u8 weights zero-extended to i16 (8 columns × 4 k per zmm), the s8 x quad
+    /// sign-extended to four i16 (<see cref="SignExtendQuad"/>) and broadcast, vpmaddwd (lane 2j: k0, k1 of column j; lane
+    /// 2j + 1: k2, k3; pair sums ≤ 2·255·127, exact), pairs summed at the end.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void KernelAvx512BW(int kq, byte* a, sbyte* b, int* tile)
+    private static void KernelAvx512BW(int kq, sbyte* a, byte* b, int* tile)
     {
-        const ulong Spread = 0x00FF00FF00FF00FFUL;
         Vector512<int> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector512<int> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
         for (int p = 0; p < kq; p++, a += MR * 4, b += NR * 4)
         {
             Vector512<short> b0 = Avx512BW.ConvertToVector512Int16(Vector256.Load(b)), b1 = Avx512BW.ConvertToVector512Int16(Vector256.Load(b + 32));
-            Vector512<short> av = Vector512.Create(Bmi2.X64.ParallelBitDeposit(*(uint*)a, Spread)).AsInt16();
+            Vector512<short> av = Vector512.Create(SignExtendQuad(*(uint*)a)).AsInt16();
             c00 += Avx512BW.MultiplyAddAdjacent(av, b0); c01 += Avx512BW.MultiplyAddAdjacent(av, b1);
-            av = Vector512.Create(Bmi2.X64.ParallelBitDeposit(*(uint*)(a + 4), Spread)).AsInt16();
+            av = Vector512.Create(SignExtendQuad(*(uint*)(a + 4))).AsInt16();
             c10 += Avx512BW.MultiplyAddAdjacent(av, b0); c11 += Avx512BW.MultiplyAddAdjacent(av, b1);
-            av = Vector512.Create(Bmi2.X64.ParallelBitDeposit(*(uint*)(a + 8), Spread)).AsInt16();
+            av = Vector512.Create(SignExtendQuad(*(uint*)(a + 8))).AsInt16();
             c20 += Avx512BW.MultiplyAddAdjacent(av, b0); c21 += Avx512BW.MultiplyAddAdjacent(av, b1);
-            av = Vector512.Create(Bmi2.X64.ParallelBitDeposit(*(uint*)(a + 12), Spread)).AsInt16();
+            av = Vector512.Create(SignExtendQuad(*(uint*)(a + 12))).AsInt16();
             c30 += Avx512BW.MultiplyAddAdjacent(av, b0); c31 += Avx512BW.MultiplyAddAdjacent(av, b1);
-            av = Vector512.Create(Bmi2.X64.ParallelBitDeposit(*(uint*)(a + 16), Spread)).AsInt16();
+            av = Vector512.Create(SignExtendQuad(*(uint*)(a + 16))).AsInt16();
             c40 += Avx512BW.MultiplyAddAdjacent(av, b0); c41 += Avx512BW.MultiplyAddAdjacent(av, b1);
-            av = Vector512.Create(Bmi2.X64.ParallelBitDeposit(*(uint*)(a + 20), Spread)).AsInt16();
+            av = Vector512.Create(SignExtendQuad(*(uint*)(a + 20))).AsInt16();
             c50 += Avx512BW.MultiplyAddAdjacent(av, b0); c51 += Avx512BW.MultiplyAddAdjacent(av, b1);
         }
         PairSums(c00, c01, tile); PairSums(c10, c11, tile + 16); PairSums(c20, c21, tile + 32);
@@ -633,8 +657,17 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
         }
     }
 
+    /// <summary>Four s8 (byte 0 lowest) sign-extended to four i16 in one u64: <c>pdep</c> spreads the bytes to the low halves
+    /// of the i16 lanes, then each lane's sign bit (bit 7) times 0x1FE fills bits 8..15 (no carry between lanes).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong SignExtendQuad(uint quad)
+    {
+        ulong spread = Bmi2.X64.ParallelBitDeposit(quad, 0x00FF00FF00FF00FFUL);
+        return spread | (spread & 0x0080008000800080UL) * 0x1FEUL;
+    }
+
     /// <summary>The same tile in plain integer loops (wrapping i32, like the SIMD paths).</summary>
-    private static void KernelScalar(int kq, byte* a, sbyte* b, int* tile)
+    private static void KernelScalar(int kq, sbyte* a, byte* b, int* tile)
     {
         for (int e = 0; e < MR * NR; e++) tile[e] = 0;
         for (int p = 0; p < kq; p++, a += MR * 4, b += NR * 4)

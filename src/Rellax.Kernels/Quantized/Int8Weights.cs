@@ -5,15 +5,17 @@ namespace Rellax.Kernels;
 /// the [N, K] weight, <c>scale_j = max_k |w[j, k]| / 127</c> and <c>q[j, k] = round(w[j, k] / scale_j)</c> in [-127, 127]
 /// (round to nearest even; a zero row has scale 0). One f32 scale per row, one byte per element: a quarter of f32.
 /// Made by <see cref="Primitives.QuantizeInt8(Tensor)"/>, used by <see cref="Primitives.LinearInt8"/>.
-/// The bytes live on the backend in the backend's own layout (the CPU keeps them packed for its int8 GEMM);
+/// The bytes live on the backend in the backend's own layout (the CPU keeps them packed as u8 = q + 128 for its int8 GEMM);
 /// <see cref="ReadValues"/> returns them row-major. Owns its buffers: dispose it.
 /// </summary>
 public sealed class Int8Weights : IDisposable
 {
-    internal Int8Weights(ComputeBackend backend, int rows, int cols, int groupSize, DeviceBuffer values, DeviceBuffer scales, DeviceBuffer rowSums)
+    internal Int8Weights(ComputeBackend backend, int rows, int cols, int groupSize, DeviceBuffer values, DeviceBuffer scales, DeviceBuffer? rowSums)
     {
-        Backend = backend; Rows = rows; Cols = cols; GroupSize = groupSize; Values = values; Scales = scales; RowSums = rowSums;
+        Backend = backend; Rows = rows; Cols = cols; GroupSize = groupSize; Values = values; Scales = scales; _rowSums = rowSums;
     }
+
+    private readonly DeviceBuffer? _rowSums;
 
     /// <summary>The backend the buffers live on.</summary>
     public ComputeBackend Backend { get; }
@@ -37,13 +39,13 @@ public sealed class Int8Weights : IDisposable
     internal DeviceBuffer Scales { get; }
 
     /// <summary>
-    /// Weight sums for the exact +128 correction of u8 × s8 products, in the backend's layout (CPU: −Σ_{k∈g} q[j, k] per
-    /// activation group, i16; ILGPU: i32 [N] whole-row sums, unused by its s8 × s8 dots).
+    /// ILGPU (and CUDA, which quantizes with it): i32 [N] whole-row sums Σ_k q[j, k], unused by their s8 × s8 dots. The CPU
+    /// keeps none (its weights are u8 = q + 128 and the correction comes from the activations): reading it there throws.
     /// </summary>
-    internal DeviceBuffer RowSums { get; }
+    internal DeviceBuffer RowSums => _rowSums ?? throw new InvalidOperationException($"{this} on {Backend.Name} keeps no row sums");
 
-    /// <summary>Bytes held on the backend (values with the layout's padding, scales, row sums).</summary>
-    public long SizeInBytes => Values.SizeInBytes + Scales.SizeInBytes + RowSums.SizeInBytes;
+    /// <summary>Bytes held on the backend (values with the layout's padding, scales, and row sums where the backend keeps them).</summary>
+    public long SizeInBytes => Values.SizeInBytes + Scales.SizeInBytes + (_rowSums?.SizeInBytes ?? 0);
 
     /// <summary>Whether <see cref="Dispose"/> has run.</summary>
     public bool IsDisposed => Values.IsDisposed;
@@ -69,6 +71,6 @@ public sealed class Int8Weights : IDisposable
     /// <summary>Frees the buffers. Idempotent.</summary>
     public void Dispose()
     {
-        Values.Dispose(); Scales.Dispose(); RowSums.Dispose();
+        Values.Dispose(); Scales.Dispose(); _rowSums?.Dispose();
     }
 }
