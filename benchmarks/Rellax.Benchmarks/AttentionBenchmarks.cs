@@ -71,9 +71,15 @@ public class AttentionBenchmarks
     {
         int hkv = Shape.KvHeads, t = Shape.T;
         var (q, k, v) = Inputs(hkv, t);
+        var options = new CpuBackendOptions { Threads = GemmBenchmarks.Threads };
         if (Environment.GetEnvironmentVariable("RELLAX_ATTN_DOTS") is { Length: > 0 } dots)
-            CpuAttention.Dots = Enum.Parse<CpuAttention.DotStrategy>(dots, ignoreCase: true);
-        _cpu = new CpuBackend(GemmBenchmarks.Threads);
+            options = options with
+            {
+                // A CpuInstructionSet name, or the dot strategy's (Avx512BW is the Avx512 set).
+                InstructionSet = dots.Equals("Avx512BW", StringComparison.OrdinalIgnoreCase) ? CpuInstructionSet.Avx512
+                    : Enum.Parse<CpuInstructionSet>(dots, ignoreCase: true),
+            };
+        _cpu = new CpuBackend(options);
         Tensor Up(float[] data, params int[] shape) { var b = _cpu.Upload<float>(data); _owned.Add(b); return b.AsTensor(shape); }
         Tensor Zeros(params int[] shape) { var b = _cpu.Allocate(DType.F32, shape.Aggregate(1L, (a, x) => a * x)); _owned.Add(b); return b.AsTensor(shape); }
         _q = Up(q, 1, QueryHeads, t, D); _k = Up(k, 1, hkv, t, D); _v = Up(v, 1, hkv, t, D);
