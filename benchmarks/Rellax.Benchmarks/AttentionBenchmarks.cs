@@ -17,7 +17,8 @@ namespace Rellax.Benchmarks;
 /// <c>RELLAX_ATTN_T=1024 RELLAX_ATTN_HKV=8 dotnet run -c Release --project benchmarks/Rellax.Benchmarks -- --filter
 /// '*Attention*'</c>. <c>dotnet run ... -- --attention-accuracy</c> prints the int8 accuracy against exact fp64
 /// attention on these inputs instead (T from <c>RELLAX_ATTN_T</c>, default 1024). <c>RELLAX_ATTN_DOTS</c> = scalar,
-/// avxvnni or avx512bw picks the int8 dot strategy (default: AVX-VNNI where present).
+/// avxvnni or avx512bw (or avx512, avx2) picks the int8 dot strategy through the backend's
+/// <c>CpuBackendOptions.InstructionSet</c> (default: AVX-VNNI where present).
 /// </para>
 /// </summary>
 [WarmupCount(2)]
