@@ -17,7 +17,8 @@ namespace Rellax.Benchmarks;
 /// <c>RELLAX_ATTN_T=1024 RELLAX_ATTN_HKV=8 dotnet run -c Release --project benchmarks/Rellax.Benchmarks -- --filter
 /// '*Attention*'</c>. <c>dotnet run ... -- --attention-accuracy</c> prints the int8 accuracy against exact fp64
 /// attention on these inputs instead (T from <c>RELLAX_ATTN_T</c>, default 1024). <c>RELLAX_ATTN_DOTS</c> = scalar,
-/// avxvnni or avx512bw picks the int8 dot strategy (default: AVX-VNNI where present).
+/// avxvnni or avx512bw (or avx512, avx2) picks the int8 dot strategy through the backend's
+/// <c>CpuBackendOptions.InstructionSet</c> (default: AVX-VNNI where present).
 /// </para>
 /// </summary>
 [WarmupCount(2)]
@@ -71,9 +72,15 @@ public class AttentionBenchmarks
     {
         int hkv = Shape.KvHeads, t = Shape.T;
         var (q, k, v) = Inputs(hkv, t);
+        var options = new CpuBackendOptions { Threads = GemmBenchmarks.Threads };
         if (Environment.GetEnvironmentVariable("RELLAX_ATTN_DOTS") is { Length: > 0 } dots)
-            CpuAttention.Dots = Enum.Parse<CpuAttention.DotStrategy>(dots, ignoreCase: true);
-        _cpu = new CpuBackend(GemmBenchmarks.Threads);
+            options = options with
+            {
+                // A CpuInstructionSet name, or the dot strategy's (Avx512BW is the Avx512 set).
+                InstructionSet = dots.Equals("Avx512BW", StringComparison.OrdinalIgnoreCase) ? CpuInstructionSet.Avx512
+                    : Enum.Parse<CpuInstructionSet>(dots, ignoreCase: true),
+            };
+        _cpu = new CpuBackend(options);
         Tensor Up(float[] data, params int[] shape) { var b = _cpu.Upload<float>(data); _owned.Add(b); return b.AsTensor(shape); }
         Tensor Zeros(params int[] shape) { var b = _cpu.Allocate(DType.F32, shape.Aggregate(1L, (a, x) => a * x)); _owned.Add(b); return b.AsTensor(shape); }
         _q = Up(q, 1, QueryHeads, t, D); _k = Up(k, 1, hkv, t, D); _v = Up(v, 1, hkv, t, D);

@@ -22,8 +22,8 @@ namespace Rellax.Benchmarks;
 /// <para>
 /// <b>Environment.</b> The full grid is B ∈ {64, 1024} × L ∈ {100, 2000, 20000} × K ∈ {30, 60} × table ∈ {f32, i8};
 /// <c>RELLAX_SUBR_B</c>, <c>RELLAX_SUBR_L</c>, <c>RELLAX_SUBR_K</c>, <c>RELLAX_SUBR_TABLE</c> (comma-separated values;
-/// tables f32, f16, i8) restrict or extend it. <c>RELLAX_SUBR_PREFETCH</c> overrides <c>CpuSubr.PrefetchBytes</c> for
-/// tuning runs, <c>RELLAX_SUBR_PREFETCH_HINT</c> (0 to 3: t0, t1, t2, nta) <c>CpuSubr.PrefetchHint</c>, <c>RELLAX_SUBR_PREFETCH_ROW_BYTES</c> <c>CpuSubr.PrefetchMaxBytesPerRow</c>; <c>RELLAX_HUGE_PAGES=0</c> allocates the table without the huge-page advice (see <c>AlignedMemoryHandle</c>). The big cases are slow (B = 1024, L = 20000 gathers 20M rows: 42 GB of f32 per call), hence the short
+/// tables f32, f16, i8) restrict or extend it. <c>RELLAX_SUBR_PREFETCH</c> sets the backend option <c>CpuBackendOptions.SubrPrefetchBytes</c> for
+/// tuning runs, <c>RELLAX_SUBR_PREFETCH_HINT</c> (0 to 3: t0, t1, t2, nta) <c>SubrPrefetchHint</c>, <c>RELLAX_SUBR_PREFETCH_ROW_BYTES</c> <c>SubrPrefetchMaxBytesPerRow</c>; <c>RELLAX_HUGE_PAGES=0</c> allocates the table without the huge-page advice (<c>CpuBackendOptions.HugePages</c> off). These apply to the backend the table is built on, so they are read once per table. The big cases are slow (B = 1024, L = 20000 gathers 20M rows: 42 GB of f32 per call), hence the short
 /// job: 1 warm-up, 3 iterations of one invocation each.
 /// </para>
 /// </summary>
@@ -70,17 +70,18 @@ public class SubrBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        if (Environment.GetEnvironmentVariable("RELLAX_HUGE_PAGES") == "0") AlignedMemoryHandle.UseHugePages = false;
-        if (Environment.GetEnvironmentVariable("RELLAX_SUBR_PREFETCH") is { Length: > 0 } pf) CpuSubr.PrefetchBytes = int.Parse(pf);
-        if (Environment.GetEnvironmentVariable("RELLAX_SUBR_PREFETCH_HINT") is { Length: > 0 } ph) CpuSubr.PrefetchHint = int.Parse(ph);
-        if (Environment.GetEnvironmentVariable("RELLAX_SUBR_PREFETCH_ROW_BYTES") is { Length: > 0 } pr) CpuSubr.PrefetchMaxBytesPerRow = int.Parse(pr);
+        var options = new CpuBackendOptions { Threads = GemmBenchmarks.Threads };
+        if (Environment.GetEnvironmentVariable("RELLAX_HUGE_PAGES") == "0") options = options with { HugePages = false };
+        if (Environment.GetEnvironmentVariable("RELLAX_SUBR_PREFETCH") is { Length: > 0 } pf) options = options with { SubrPrefetchBytes = int.Parse(pf) };
+        if (Environment.GetEnvironmentVariable("RELLAX_SUBR_PREFETCH_HINT") is { Length: > 0 } ph) options = options with { SubrPrefetchHint = int.Parse(ph) };
+        if (Environment.GetEnvironmentVariable("RELLAX_SUBR_PREFETCH_ROW_BYTES") is { Length: > 0 } pr) options = options with { SubrPrefetchMaxBytesPerRow = int.Parse(pr) };
         torch.set_num_threads(GemmBenchmarks.Threads);
         if (!Tables.TryGetValue(Shape.Table, out var t))
         {
             var rng = new Random(42);
             var v = new float[(long)N * D];
             for (long i = 0; i < v.Length; i++) v[i] = rng.NextSingle() * 2 - 1;
-            var cpu = new CpuBackend(GemmBenchmarks.Threads);
+            var cpu = new CpuBackend(options);
             var storage = Shape.Table switch { "f32" => DType.F32, "f16" => DType.F16, "i8" => DType.I8, _ => throw new ArgumentException($"table {Shape.Table}") };
             var table = SubrTable.Create(cpu, v, N, D, storage);
             torch.Tensor tt;

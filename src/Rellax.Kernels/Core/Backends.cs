@@ -46,8 +46,9 @@ public static class Backends
         var cuda = CudaAvailability.Probe();
         return
         [
-            new("cpu", true, $"{Environment.ProcessorCount} threads, {(System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "Vector512" : "Vector256")}; {CpuBackend.Int8Paths}; " +
-                $"{CpuInfo.Current}, fp32 GEMM blocking {CpuGemm.Blocking.Reason}"),
+            new("cpu", true, $"{Environment.ProcessorCount} threads, {(System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "Vector512" : "Vector256")}; " +
+                $"int8 instruction set {CpuBackendOptions.Clamp(new CpuBackendOptions().InstructionSet)}; {CpuBackend.Int8Paths}; " +
+                $"{CpuInfo.Current}, fp32 GEMM blocking {GemmBlocking.For(CpuInfo.Current, System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated).Reason}"),
             new("ilgpu", best is not null, best is not null ? $"{best}; int8 linear: dp4a on CUDA devices, plain int32 elsewhere" : string.Join("; ", ilgpu.Problems)),
             new("cuda", cuda.Available, cuda.Available ? $"{cuda.DeviceName} (sm_{cuda.ComputeCapability?.Number}); int8 linear: ILGPU kernel with PTX dp4a" : cuda.Reason),
         ];

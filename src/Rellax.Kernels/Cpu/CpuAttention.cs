@@ -82,15 +82,9 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
         Avx512BW,
     }
 
-    /// <summary>The int8 dot strategy (default: AVX-VNNI when the CPU has it); tests switch it to check the others.</summary>
-    /// <remarks>Measured (Zen 5, Hkv = 8, T = 2048, int8 prefill): AVX-VNNI 86–89 ms, AVX-512BW 93–95 ms (more
-    /// instructions for the same 32 MACs), hence VNNI first, AVX-512BW where there is no VNNI, else scalar.</remarks>
-    internal static DotStrategy Dots { get; set; } =
-        AvxVnni.IsSupported ? DotStrategy.AvxVnni : Avx512BW.IsSupported ? DotStrategy.Avx512BW : DotStrategy.Scalar;
-
-    private static bool UseVnni => Dots == DotStrategy.AvxVnni && AvxVnni.IsSupported;
-
-    private static bool UseAvx512BW => Dots == DotStrategy.Avx512BW && Avx512BW.IsSupported;
+    // The int8 dot strategy is the backend's (CpuBackend.AttentionDots, from CpuBackendOptions.InstructionSet; default:
+    // AVX-VNNI when the CPU has it, else AVX-512BW, else scalar). Measured (Zen 5, Hkv = 8, T = 2048, int8 prefill):
+    // AVX-VNNI 86–89 ms, AVX-512BW 93–95 ms (more instructions for the same 32 MACs), hence VNNI first.
 
     // ------------------------------------------------------------------------------------------------------------
     // Call description
@@ -100,6 +94,7 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
     {
         public int D, Group, QueryHeads, KvHeads, Batch, QueryTokens;
         public bool Int8, Causal, Decode;
+        public DotStrategy Dots;                 // the backend's int8 dot strategy
         public float LogitScale;                 // fp32: scale·log2 e (int8: folded into q's scale)
         public int[] First = [];                 // per b: first visible key (left padding)
         public int KeyEnd;                       // keys per sequence: T (prefill) or cache Count (decode)
@@ -139,7 +134,7 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
         var job = new Job
         {
             D = d, Group = shape.Group, QueryHeads = shape.QueryHeads, KvHeads = shape.KvHeads, Batch = shape.Batch, QueryTokens = tq,
-            Int8 = precision == AttentionPrecision.Int8, Causal = causal, LogitScale = scale * AttentionReference.Log2E,
+            Int8 = precision == AttentionPrecision.Int8, Dots = _backend.AttentionDots, Causal = causal, LogitScale = scale * AttentionReference.Log2E,
             KeyEnd = tk, QueryOffset = shape.QueryStart, Shape = shape,
             Q = CpuBackend.Ptr<float>(q), K = CpuBackend.Ptr<float>(k), V = CpuBackend.Ptr<float>(v), O = CpuBackend.Ptr<float>(o), Lse = lse,
             Blocks = (tk + Block - 1) / Block,
@@ -216,7 +211,7 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
         var job = new Job
         {
             D = d, Group = shape.Group, QueryHeads = shape.QueryHeads, KvHeads = shape.KvHeads, Batch = shape.Batch, QueryTokens = tq,
-            Int8 = true, Decode = true, Causal = causal, LogitScale = scale * AttentionReference.Log2E, KeyEnd = cache.Count, QueryOffset = cache.Count - tq, Shape = shape,
+            Int8 = true, Dots = _backend.AttentionDots, Decode = true, Causal = causal, LogitScale = scale * AttentionReference.Log2E, KeyEnd = cache.Count, QueryOffset = cache.Count - tq, Shape = shape,
             Q = CpuBackend.Ptr<float>(q), O = CpuBackend.Ptr<float>(o),
             First = (int[])cache.PaddingArray.Clone(),
             CacheK = CpuBuffer(cache.Keys), CacheV = CpuBuffer(cache.Values),
@@ -539,10 +534,14 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
         public readonly float* QScales;  // [rows]
         public readonly short* Q16;      // [rows][D]: signed q̂ as s16 (AVX-512BW dots)
         public readonly float** ORows;   // [rows] output row pointers
+        public readonly bool UseVnni;    // the job's strategy is AVX-VNNI (and the CPU has it)
+        public readonly bool UseAvx512BW; // the job's strategy is AVX-512BW (and the CPU has it)
         private readonly void* _memory;
 
         public Scratch(Job job)
         {
+            UseVnni = job.Dots == DotStrategy.AvxVnni && AvxVnni.IsSupported;
+            UseAvx512BW = job.Dots == DotStrategy.Avx512BW && Avx512BW.IsSupported;
             RowCapacity = Math.Max(1, Block / job.Group) * job.Group;
             int d = job.D, r = RowCapacity;
             long bytes = (long)r * Block * 4 + (long)r * d * 4 + r * 4 * 3 + (long)Block * d + (long)Block * d * 4 + r * 8 * 2 + r * 4 + 64 * 8 + (long)r * d * 2 + 64;
@@ -589,7 +588,7 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
             sc.L[r] = 0;
         }
         new Span<float>(sc.O, rows * d).Clear();
-        if (job.Int8 && UseAvx512BW)
+        if (job.Int8 && sc.UseAvx512BW)
             for (int r = 0; r < rows; r++)
             {
                 byte* q = (byte*)sc.QRows[r];
@@ -607,7 +606,7 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
             if (job.Decode)
             {
                 long r0 = pair * job.Capacity + j0;
-                if (rows - rStart >= RepackRows || !UseVnni)
+                if (rows - rStart >= RepackRows || !sc.UseVnni)
                 {
                     RepackKeys(job.CacheK + r0 * d, sc.KBlock, nk, d);
                     ScoresInt8(sc, rStart, rows, sc.KBlock, job.CacheKScale + r0, job.CacheKSum + r0, nk, d);
@@ -657,7 +656,7 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
     /// </summary>
     private static void ScoresInt8RowMajor(Scratch sc, int r0, int rows, sbyte* keys, float* kScale, int* kSum, int nk, int d)
     {
-        bool vnni = UseVnni;
+        bool vnni = sc.UseVnni;
         for (int r = r0; r < rows; r++)
         {
             byte* q = (byte*)sc.QRows[r];
@@ -717,14 +716,14 @@ internal sealed unsafe partial class CpuAttention(CpuBackend backend) : IAttenti
     private static void ScoresInt8(Scratch sc, int r0, int rows, sbyte* kp, float* kScale, int* kSum, int nk, int d)
     {
         int r = r0;
-        if (UseAvx512BW)
+        if (sc.UseAvx512BW)
         {
             for (; r + 4 <= rows; r += 4)
                 for (int half = 0; half < Block; half += 32) Bw4x32(sc, r, kp, kScale, half, d);
             for (; r < rows; r++)
                 for (int half = 0; half < Block; half += 32) Bw1x32(sc, r, kp, kScale, half, d);
         }
-        else if (UseVnni)
+        else if (sc.UseVnni)
         {
             for (; r + 4 <= rows; r += 4)
                 for (int half = 0; half < Block; half += 32) Vnni4x32(sc, r, kp, kScale, kSum, half, d);

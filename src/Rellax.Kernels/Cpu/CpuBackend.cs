@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+
 namespace Rellax.Kernels.Cpu;
 
 /// <summary>
@@ -13,11 +15,34 @@ public sealed class CpuBackend : ComputeBackend
     private readonly CpuBackwardKernels _backward;
     private readonly CpuInt8Linear _int8;
 
-    /// <summary>Creates a CPU backend that uses up to <paramref name="threads"/> threads (0: one per core).</summary>
-    public CpuBackend(int threads = 0)
+    /// <summary>Creates a CPU backend with default options that uses up to <paramref name="threads"/> threads (0: one per core).</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="threads"/> is negative.</exception>
+    public CpuBackend(int threads = 0) : this(new CpuBackendOptions { Threads = ValidThreads(threads) })
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(threads);
-        Threads = threads == 0 ? Environment.ProcessorCount : threads;
+    }
+
+    /// <summary>Creates a CPU backend with <paramref name="options"/>.</summary>
+    /// <exception cref="ArgumentException">An option is out of range (e.g. negative <see cref="CpuBackendOptions.Threads"/>); the message names it.</exception>
+    public CpuBackend(CpuBackendOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate(nameof(options));
+        Threads = options.Threads == 0 ? Environment.ProcessorCount : options.Threads;
+        InstructionSet = CpuBackendOptions.Clamp(options.InstructionSet);
+        Options = options with { Threads = Threads, InstructionSet = InstructionSet };
+        Blocking = options.Blocking ?? GemmBlocking.For(CpuInfo.Current, Vector512.IsHardwareAccelerated);
+        AttentionDots = InstructionSet switch
+        {
+            CpuInstructionSet.AvxVnni => CpuAttention.DotStrategy.AvxVnni,
+            CpuInstructionSet.Avx512 => CpuAttention.DotStrategy.Avx512BW,
+            _ => CpuAttention.DotStrategy.Scalar,
+        };
+        Int8Dots = InstructionSet switch
+        {
+            CpuInstructionSet.AvxVnni => CpuInt8Linear.DotStrategy.AvxVnni,
+            CpuInstructionSet.Avx512 => CpuInt8Linear.DotStrategy.Avx512BW,
+            _ => CpuInt8Linear.DotStrategy.Scalar,
+        };
         ParallelOptions = new ParallelOptions { MaxDegreeOfParallelism = Threads };
         _primitives = new CpuPrimitiveKernels(this);
         _cflora = new CpuCflora(this);
@@ -27,8 +52,32 @@ public sealed class CpuBackend : ComputeBackend
         _int8 = new CpuInt8Linear(this);
     }
 
+    private static int ValidThreads(int threads)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(threads);
+        return threads;
+    }
+
+    /// <summary>
+    /// The effective options: as given, with <see cref="CpuBackendOptions.Threads"/> resolved to the thread count and
+    /// <see cref="CpuBackendOptions.InstructionSet"/> clamped to this CPU.
+    /// </summary>
+    public CpuBackendOptions Options { get; }
+
     /// <summary>Number of worker threads kernels split their work over.</summary>
     public int Threads { get; }
+
+    /// <summary>The integer dot-product instruction set the int8 kernels use: the requested cap clamped to this CPU.</summary>
+    public CpuInstructionSet InstructionSet { get; }
+
+    /// <summary>fp32 GEMM MC/NC blocking of this backend.</summary>
+    internal GemmBlocking Blocking { get; }
+
+    /// <summary>The int8 attention dot strategy <see cref="InstructionSet"/> maps to.</summary>
+    internal CpuAttention.DotStrategy AttentionDots { get; }
+
+    /// <summary>The int8 linear layer's dot strategy <see cref="InstructionSet"/> maps to.</summary>
+    internal CpuInt8Linear.DotStrategy Int8Dots { get; }
 
     internal ParallelOptions ParallelOptions { get; }
 
@@ -47,7 +96,7 @@ public sealed class CpuBackend : ComputeBackend
 
     internal override IInt8LinearKernels Int8LinearKernels => _int8;
 
-    /// <summary>Which int8 GEMM paths this CPU has (AVX-VNNI, AVX-512BW, scalar) and which one the int8 linear layer takes.</summary>
+    /// <summary>Which int8 GEMM paths this CPU has (AVX-VNNI, AVX-512BW, scalar) and which one the int8 linear layer takes with default options.</summary>
     public static string Int8Paths => CpuInt8Linear.Describe();
 
     /// <inheritdoc/>

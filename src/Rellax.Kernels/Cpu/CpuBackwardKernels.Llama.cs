@@ -58,7 +58,7 @@ internal sealed unsafe partial class CpuBackwardKernels
                 parts[count + m] = new CpuGemm.KPart(terms[m].W8 is { } w8 ? new CpuCflora.TypedMatrix(w8) : new CpuCflora.TypedMatrix(terms[m].W), dout);
             }
             CpuGemm.Run(new CpuGemm.ConcatX(parts, count), new CpuGemm.ConcatTransposedW(parts + count, count),
-                CpuBackend.Ptr<float>(dx), rows, (int)k, din, CpuCflora.Threads(_backend, rows * k * din), _backend.ParallelOptions);
+                CpuBackend.Ptr<float>(dx), rows, (int)k, din, CpuCflora.Threads(_backend, rows * k * din), _backend);
         }
         finally
         {

@@ -18,13 +18,12 @@ internal sealed unsafe partial class AlignedMemoryHandle : SafeHandle
     private const nuint HugePage = 2u << 20;
     private const int MadvHugePage = 14;
 
-    /// <summary>Whether large buffers ask for huge pages (on by default; benchmarks switch it to compare).</summary>
-    internal static bool UseHugePages { get; set; } = true;
-
-    public AlignedMemoryHandle(nuint bytes) : base(IntPtr.Zero, ownsHandle: true)
+    /// <summary>Allocates <paramref name="bytes"/> zeroed bytes; <paramref name="hugePages"/>: whether a large buffer asks
+    /// for huge pages (<see cref="CpuBackendOptions.HugePages"/> of the backend that allocates it).</summary>
+    public AlignedMemoryHandle(nuint bytes, bool hugePages = true) : base(IntPtr.Zero, ownsHandle: true)
     {
         bytes = Math.Max(bytes, 1);
-        bool huge = UseHugePages && OperatingSystem.IsLinux() && (long)bytes >= HugePageThreshold;
+        bool huge = hugePages && OperatingSystem.IsLinux() && (long)bytes >= HugePageThreshold;
         void* p = NativeMemory.AlignedAlloc(bytes, huge ? HugePage : 64);
         if (huge)
         {
@@ -67,7 +66,7 @@ internal sealed unsafe class CpuBuffer : DeviceBuffer
 
     public CpuBuffer(CpuBackend backend, DType dtype, long length) : base(backend, dtype, length)
     {
-        _memory = new AlignedMemoryHandle((nuint)(length * dtype.SizeInBytes()));
+        _memory = new AlignedMemoryHandle((nuint)(length * dtype.SizeInBytes()), backend.Options.HugePages);
     }
 
     /// <summary>A read-only view of <paramref name="length"/> elements at <paramref name="address"/>, owned by <paramref name="owner"/>.</summary>

@@ -75,7 +75,7 @@ internal sealed unsafe partial class CpuCflora
             {
                 int k = (int)kTotal;
                 CpuGemm.Run(new CpuGemm.ConcatX(parts, 2 * count), new CpuGemm.ConcatTransposedW(parts + 2 * count, 2 * count),
-                    CpuBackend.Ptr<float>(d), rows, k, din, Threads(_backend, (long)rows * k * din), _backend.ParallelOptions);
+                    CpuBackend.Ptr<float>(d), rows, k, din, Threads(_backend, (long)rows * k * din), _backend);
             }
         }
         finally

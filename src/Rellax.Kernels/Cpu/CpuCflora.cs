@@ -96,7 +96,7 @@ internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKern
         {
             int kAug = din + r + (bias != null ? 1 : 0);
             CpuGemm.Run(new AugmentedX(x, din, v, r, bias != null), new AugmentedW(w0, b, bias), y, rows, kAug, dout,
-                Threads(_backend, (long)rows * kAug * dout), _backend.ParallelOptions);
+                Threads(_backend, (long)rows * kAug * dout), _backend);
         }
     }
 
@@ -192,7 +192,7 @@ internal sealed unsafe partial class CpuCflora(CpuBackend backend) : ICfloraKern
         {
             int kAug = din + (bias != null ? 1 : 0);
             CpuGemm.Run(new AugmentedX(x, din, null, 0, bias != null), new AugmentedW(w, default, bias), y, rows, kAug, dout,
-                Threads(backend, (long)rows * kAug * dout), backend.ParallelOptions);
+                Threads(backend, (long)rows * kAug * dout), backend);
         }
     }
 

@@ -19,7 +19,7 @@ internal static unsafe partial class CpuGemm
         if (n == 0) { new Span<float>(dx, checked(m * k)).Clear(); return; }
         int threads = (long)m * n * k < SingleThreadMacs ? 1 : backend.Threads;
         // y = dY [m, n] · (Wᵀ [k, n])ᵀ: the W source's "rows" are W's columns.
-        Run(new PlainX(dy, n), new TransposedSource(w, k, NR), dx, m, n, k, threads, backend.ParallelOptions);
+        Run(new PlainX(dy, n), new TransposedSource(w, k, NR), dx, m, n, k, threads, backend);
     }
 
     /// <summary>dW[N,K] = dY[M,N]ᵀ · X[M,K] (overwrites dW): the reduction runs over the M rows.</summary>
@@ -29,7 +29,7 @@ internal static unsafe partial class CpuGemm
         if (m == 0) { new Span<float>(dw, checked(n * k)).Clear(); return; }
         int threads = (long)m * n * k < SingleThreadMacs ? 1 : backend.Threads;
         // y = dYᵀ [n, m] · (Xᵀ [k, m])ᵀ.
-        Run(new TransposedSource(dy, n, MR), new TransposedSource(x, k, NR), dw, n, m, k, threads, backend.ParallelOptions);
+        Run(new TransposedSource(dy, n, MR), new TransposedSource(x, k, NR), dw, n, m, k, threads, backend);
     }
 
     /// <summary>

@@ -38,7 +38,7 @@ namespace Rellax.Kernels.Cpu;
 /// sources through the same loops and microkernel (struct type arguments, so the JIT specialises each pair).
 /// </para>
 /// <para>
-/// MC and NC are chosen per CPU family at start-up (<see cref="Blocking"/>, <see cref="GemmBlocking.For"/>, from
+/// MC and NC are chosen per CPU family when the backend is created (<see cref="CpuBackend.Blocking"/>, <see cref="GemmBlocking.For"/>, from
 /// <see cref="CpuInfo"/>): Zen keeps the w block in its large L3, Intel AVX-512 server cores keep both blocks in their
 /// 1 to 2 MiB private L2 (MC 512, NC 1024 on Sapphire Rapids). The microkernel is the same on both (see <see cref="GemmBlocking"/>).
 /// </para>
@@ -57,12 +57,6 @@ internal static unsafe partial class CpuGemm
 
     /// <summary>K extent of one packed block.</summary>
     internal const int KC = 256;
-
-    /// <summary>
-    /// M and N extents of the packed x and w blocks, chosen for this CPU (<see cref="GemmBlocking.For"/>: 128 and 2048 on
-    /// Zen and unknown CPUs, from the L2 size on Intel AVX-512 cores); tests set it to exercise another family's blocking.
-    /// </summary>
-    internal static GemmBlocking Blocking { get; set; } = GemmBlocking.For(CpuInfo.Current, Vector512.IsHardwareAccelerated);
 
     /// <summary>Up to this many rows of x the product runs as a GEMV over unpacked w rows.</summary>
     internal const int GemvMaxRows = 4;
@@ -92,7 +86,7 @@ internal static unsafe partial class CpuGemm
             return;
         }
 
-        Run(new PlainX(x, k), new PlainW(w, k), y, m, k, n, threads, backend.ParallelOptions);
+        Run(new PlainX(x, k), new PlainW(w, k), y, m, k, n, threads, backend);
     }
 
     /// <summary>
@@ -100,36 +94,37 @@ internal static unsafe partial class CpuGemm
     /// packs MR-row strips of X and <typeparamref name="TW"/> packs NR-row strips of W (each over any K range). The plain
     /// GEMM uses contiguous f32 sources; other callers (e.g. <see cref="CpuCflora"/>) use K-concatenated or typed sources.
     /// </summary>
-    internal static void Run<TX, TW>(TX xs, TW ws, float* y, int m, int k, int n, int threads, ParallelOptions options)
+    internal static void Run<TX, TW>(TX xs, TW ws, float* y, int m, int k, int n, int threads, CpuBackend backend)
         where TX : struct, IPackSource where TW : struct, IPackSource
     {
         // Split the output into rectangles: along N (in NR multiples) when wide enough, else along M. Wide N is cut into
         // ~SplitColumns-wide parts (more parts than threads, handed out dynamically by Parallel.For) so that a thread
         // preempted on a shared machine does not hold up the whole product; each part re-packs x, which costs M·K moves
         // against 2·M·K·SplitColumns FLOPs.
+        var blocking = backend.Blocking;
         bool splitN = n >= threads * NR * 2 || m < threads * MR;
         int parts = threads == 1 ? 1 : splitN ? Math.Max(threads, n / SplitColumns) : threads;
         if (parts == 1)
         {
-            Blocked(xs, ws, y, 0, m, 0, n, k, n);
+            Blocked(xs, ws, y, 0, m, 0, n, k, n, blocking);
             return;
         }
         nint yp = (nint)y;
-        Parallel.For(0, parts, options, part =>
+        Parallel.For(0, parts, backend.ParallelOptions, part =>
         {
             if (splitN)
             {
                 int strips = (n + NR - 1) / NR;
                 int s0 = (int)((long)strips * part / parts), s1 = (int)((long)strips * (part + 1) / parts);
                 int n0 = s0 * NR, n1 = Math.Min(n, s1 * NR);
-                if (n0 < n1) Blocked(xs, ws, (float*)yp, 0, m, n0, n1, k, n);
+                if (n0 < n1) Blocked(xs, ws, (float*)yp, 0, m, n0, n1, k, n, blocking);
             }
             else
             {
                 int strips = (m + MR - 1) / MR;
                 int s0 = (int)((long)strips * part / parts), s1 = (int)((long)strips * (part + 1) / parts);
                 int m0 = s0 * MR, m1 = Math.Min(m, s1 * MR);
-                if (m0 < m1) Blocked(xs, ws, (float*)yp, m0, m1, 0, n, k, n);
+                if (m0 < m1) Blocked(xs, ws, (float*)yp, m0, m1, 0, n, k, n, blocking);
             }
         });
     }
@@ -184,10 +179,9 @@ internal static unsafe partial class CpuGemm
     }
 
     /// <summary>Computes y[m0..m1, n0..n1) with row stride ldy = N.</summary>
-    private static void Blocked<TX, TW>(in TX xs, in TW ws, float* y, int m0, int m1, int n0, int n1, int k, int ldy)
+    private static void Blocked<TX, TW>(in TX xs, in TW ws, float* y, int m0, int m1, int n0, int n1, int k, int ldy, GemmBlocking blocking)
         where TX : struct, IPackSource where TW : struct, IPackSource
     {
-        var blocking = Blocking;
         int mcBlock = blocking.Mc, ncBlock = blocking.Nc;
         float* packA = (t_packA ??= new PackBuffer()).Get((long)mcBlock * KC);
         float* packB = (t_packB ??= new PackBuffer()).Get((long)ncBlock * KC);

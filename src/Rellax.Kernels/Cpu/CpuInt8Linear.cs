@@ -92,10 +92,8 @@ internal sealed unsafe class CpuInt8Linear(CpuBackend backend) : IInt8LinearKern
         : Avx512BW.IsSupported && Bmi2.X64.IsSupported ? DotStrategy.Avx512BW
         : DotStrategy.Scalar;
 
-    /// <summary>The requested strategy; tests force each one (an unsupported request falls back to the scalar loops).</summary>
-    internal static DotStrategy Dots { get; set; } = Best;
-
-    private static DotStrategy Effective => Dots switch
+    /// <summary>The backend's strategy (<see cref="CpuBackend.Int8Dots"/>), re-checked against the CPU (an unsupported one runs the scalar loops).</summary>
+    private DotStrategy Effective => _backend.Int8Dots switch
     {
         DotStrategy.AvxVnni when AvxVnni.IsSupported => DotStrategy.AvxVnni,
         DotStrategy.Avx512BW when Avx512BW.IsSupported && Bmi2.X64.IsSupported => DotStrategy.Avx512BW,

@@ -18,7 +18,7 @@ namespace Rellax.Kernels.Cpu;
 /// reads a quarter of that. The rows are gathered at random from a table far beyond the caches (100k × 512 f32 = 205
 /// MB), so every row is a fresh DRAM access: bandwidth is only reached with many rows in flight (Little's law: ~80 GB/s
 /// × ~100 ns ≈ 8 KB outstanding, i.e. several 2 KiB rows per core at once). The ids are known in advance, so each row
-/// is software-prefetched (<c>prefetcht0</c>) <see cref="PrefetchBytes"/> bytes of rows ahead of the row being scored:
+/// is software-prefetched (<c>prefetcht0</c>) <see cref="CpuBackendOptions.SubrPrefetchBytes"/> bytes of rows ahead of the row being scored:
 /// rows under 2 KiB line by line, 16 KiB ahead (32 rows of 512 B i8); rows of 2 KiB or more only their first line,
 /// 8 KiB ahead (4 rows of 2 KiB f32), which lets the hardware prefetchers stream the rest and measured 10–15% faster
 /// than prefetching every line. The first rows of a sample are prefetched before its loop starts. Measured on 2 Zen 5
@@ -69,21 +69,8 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
     /// <summary>Below this many row elements in the whole batch the call runs on the calling thread only.</summary>
     private const long SingleThreadElements = 1L << 16;
 
-    /// <summary>Whether i8 tables use AVX-VNNI when the CPU has it; tests switch it off to check the other paths.</summary>
-    internal static bool UseAvxVnni { get; set; } = AvxVnni.IsSupported;
-
-    /// <summary>Prefetch instruction for table rows: 0 = prefetcht0 (default), 1 = t1, 2 = t2, 3 = nta. Tunable for benchmarks.</summary>
-    internal static int PrefetchHint { get; set; }
-
-    /// <summary>
-    /// At most this many bytes of each row are prefetched, the rest being left to the hardware prefetchers; 0 (default):
-    /// only the first line of rows of ≥ 2 KiB, whole rows otherwise (measured: f32 d = 512 gathers 42–48 GB/s with the
-    /// first line only against 37–41 GB/s with every line; i8 512-byte rows lose half their speed with the first line only).
-    /// </summary>
-    internal static int PrefetchMaxBytesPerRow { get; set; }
-
-    /// <summary>How far ahead (in bytes of table rows) rows are prefetched, at least one row; 0 (default): 8 KiB for rows of ≥ 2 KiB, else 16 KiB.</summary>
-    internal static int PrefetchBytes { get; set; }
+    // The i8 scorer follows the backend's CpuBackendOptions.InstructionSet (AVX-VNNI, else AVX-512BW with Vector512, else
+    // AVX2, else scalar); the prefetch tuning (distance, hint, bytes per row) is the backend's too (internal options).
 
     public void TopK(Tensor table, Tensor scales, Tensor history, Tensor offsets, Tensor targets, int k, bool byScore,
         Tensor positions, Tensor scores)
@@ -100,25 +87,28 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
             Positions = CpuBackend.Ptr<int>(positions),
             Scores = CpuBackend.Ptr<float>(scores),
             Dim = dim,
+            PrefetchBytes = _backend.Options.SubrPrefetchBytes,
         };
         byte* data = CpuBackend.Ptr<byte>(table);
         bool v512 = CpuGemm.UseVector512;
+        var pf = new Prefetcher(_backend.Options.SubrPrefetchHint, _backend.Options.SubrPrefetchMaxBytesPerRow);
+        var set = _backend.InstructionSet;
         switch (table.DType)
         {
             case DType.F32:
-                if (v512) Run(new F32Scorer<Wide512>(data, dim), job);
-                else Run(new F32Scorer<Wide256>(data, dim), job);
+                if (v512) Run(new F32Scorer<Wide512>(data, dim) { Prefetcher = pf }, job);
+                else Run(new F32Scorer<Wide256>(data, dim) { Prefetcher = pf }, job);
                 break;
             case DType.F16:
-                if (v512) Run(new F16Scorer<Wide512>(data, dim), job);
-                else Run(new F16Scorer<Wide256>(data, dim), job);
+                if (v512) Run(new F16Scorer<Wide512>(data, dim) { Prefetcher = pf }, job);
+                else Run(new F16Scorer<Wide256>(data, dim) { Prefetcher = pf }, job);
                 break;
             case DType.I8:
                 float* s = CpuBackend.Ptr<float>(scales);
-                if (UseAvxVnni && AvxVnni.IsSupported) Run(new I8Scorer<I8Vnni>(data, s, dim), job);
-                else if (v512 && Avx512BW.IsSupported) Run(new I8Scorer<I8Avx512>(data, s, dim), job);
-                else if (Avx2.IsSupported) Run(new I8Scorer<I8Avx2>(data, s, dim), job);
-                else Run(new I8Scorer<I8Scalar>(data, s, dim), job);
+                if (set >= CpuInstructionSet.AvxVnni && AvxVnni.IsSupported) Run(new I8Scorer<I8Vnni>(data, s, dim) { Prefetcher = pf }, job);
+                else if (set >= CpuInstructionSet.Avx512 && v512 && Avx512BW.IsSupported) Run(new I8Scorer<I8Avx512>(data, s, dim) { Prefetcher = pf }, job);
+                else if (set >= CpuInstructionSet.Avx2 && Avx2.IsSupported) Run(new I8Scorer<I8Avx2>(data, s, dim) { Prefetcher = pf }, job);
+                else Run(new I8Scorer<I8Scalar>(data, s, dim) { Prefetcher = pf }, job);
                 break;
             default:
                 throw new NotSupportedException($"SUBR tables of dtype {table.DType}");
@@ -137,6 +127,7 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
         public int* Positions;  // i32 [B, K], output
         public float* Scores;   // f32 [B, K], output
         public int Dim;         // d
+        public int PrefetchBytes; // the backend's SubrPrefetchBytes (0: by row size)
     }
 
     // ---------------------------------------------------------------- scheduling
@@ -181,7 +172,7 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
                     var s = proto;
                     s.SetTarget(job.Targets[b], local.Target);
                     int p0 = (int)((long)len * part / parts), p1 = (int)((long)len * (part + 1) / parts);
-                    counts[part] = SelectRange(ref s, job.History + start, p0, p1, job.K,
+                    counts[part] = SelectRange(ref s, job.History + start, p0, p1, job.K, job.PrefetchBytes,
                         (float*)cs + part * job.K, (int*)cp + part * job.K, local.BlockScores);
                 });
                 int n = 0;
@@ -251,7 +242,7 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
         if (len > 0)
         {
             scorer.SetTarget(job.Targets[b], scratch.Target);
-            n = SelectRange(ref scorer, job.History + start, 0, len, job.K, scratch.HeapScores, scratch.HeapPositions, scratch.BlockScores);
+            n = SelectRange(ref scorer, job.History + start, 0, len, job.K, job.PrefetchBytes, scratch.HeapScores, scratch.HeapPositions, scratch.BlockScores);
         }
         Finish(scratch.HeapScores, scratch.HeapPositions, n, job, b, scratch.Keys);
     }
@@ -261,10 +252,10 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
     /// (score desc, position desc), unordered in heapS/heapP [K]; returns how many.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static int SelectRange<TS>(ref TS scorer, int* hist, int p0, int p1, int k, float* heapS, int* heapP, float* blk)
+    private static int SelectRange<TS>(ref TS scorer, int* hist, int p0, int p1, int k, int prefetchBytes, float* heapS, int* heapP, float* blk)
         where TS : struct, IScorer
     {
-        int distance = PrefetchBytes > 0 ? PrefetchBytes : scorer.RowBytes >= 2048 ? 8192 : 16384;
+        int distance = prefetchBytes > 0 ? prefetchBytes : scorer.RowBytes >= 2048 ? 8192 : 16384;
         int ahead = Math.Max(1, distance / scorer.RowBytes);
         for (int i = p0; i < Math.Min(p1, p0 + ahead); i++) scorer.Prefetch(hist[i]);
         int count = 0;
@@ -416,19 +407,29 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
         void Prefetch(int row);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void PrefetchLines(byte* start, int bytes)
+    /// <summary>
+    /// How a scorer prefetches a row: <paramref name="hint"/> 0 = prefetcht0, 1 = t1, 2 = t2, 3 = nta; at most
+    /// <paramref name="maxBytesPerRow"/> bytes of it (0: the first line of rows of ≥ 2 KiB, whole rows otherwise).
+    /// </summary>
+    private readonly struct Prefetcher(int hint, int maxBytesPerRow)
     {
-        if (!Sse.IsSupported) return;
-        int limit = PrefetchMaxBytesPerRow > 0 ? PrefetchMaxBytesPerRow : bytes >= 2048 ? 64 : bytes;
-        byte* end = start + Math.Min(bytes, limit);
-        byte* a = (byte*)((nuint)start & ~(nuint)63);
-        switch (PrefetchHint)
+        private readonly int _hint = hint;
+        private readonly int _maxBytesPerRow = maxBytesPerRow;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Lines(byte* start, int bytes)
         {
-            case 1: for (; a < end; a += 64) Sse.Prefetch1(a); break;
-            case 2: for (; a < end; a += 64) Sse.Prefetch2(a); break;
-            case 3: for (; a < end; a += 64) Sse.PrefetchNonTemporal(a); break;
-            default: for (; a < end; a += 64) Sse.Prefetch0(a); break;
+            if (!Sse.IsSupported) return;
+            int limit = _maxBytesPerRow > 0 ? _maxBytesPerRow : bytes >= 2048 ? 64 : bytes;
+            byte* end = start + Math.Min(bytes, limit);
+            byte* a = (byte*)((nuint)start & ~(nuint)63);
+            switch (_hint)
+            {
+                case 1: for (; a < end; a += 64) Sse.Prefetch1(a); break;
+                case 2: for (; a < end; a += 64) Sse.Prefetch2(a); break;
+                case 3: for (; a < end; a += 64) Sse.PrefetchNonTemporal(a); break;
+                default: for (; a < end; a += 64) Sse.Prefetch0(a); break;
+            }
         }
     }
 
@@ -619,6 +620,8 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
     /// <summary>f32 rows: the target is read in place (it stays in L1 for the whole sample).</summary>
     private struct F32Scorer<TW>(byte* data, int dim) : IScorer where TW : struct, IWidth
     {
+        public Prefetcher Prefetcher { readonly get; init; }
+
         private readonly float* _data = (float*)data;
         private readonly int _dim = dim;
         private float* _target;
@@ -635,12 +638,14 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
             TW.Dot4<F32Load>(_target, _data + (long)r0 * _dim, _data + (long)r1 * _dim, _data + (long)r2 * _dim, _data + (long)r3 * _dim, _dim, dst);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly void Prefetch(int row) => PrefetchLines((byte*)(_data + (long)row * _dim), _dim * sizeof(float));
+        public readonly void Prefetch(int row) => Prefetcher.Lines((byte*)(_data + (long)row * _dim), _dim * sizeof(float));
     }
 
     /// <summary>f16 rows: the target is widened to f32 once per sample; history rows are widened in registers.</summary>
     private struct F16Scorer<TW>(byte* data, int dim) : IScorer where TW : struct, IWidth
     {
+        public Prefetcher Prefetcher { readonly get; init; }
+
         private readonly ushort* _data = (ushort*)data;
         private readonly int _dim = dim;
         private float* _target;
@@ -663,7 +668,7 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
             TW.Dot4<F16Load>(_target, _data + (long)r0 * _dim, _data + (long)r1 * _dim, _data + (long)r2 * _dim, _data + (long)r3 * _dim, _dim, dst);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly void Prefetch(int row) => PrefetchLines((byte*)(_data + (long)row * _dim), _dim * sizeof(ushort));
+        public readonly void Prefetch(int row) => Prefetcher.Lines((byte*)(_data + (long)row * _dim), _dim * sizeof(ushort));
     }
 
     /// <summary>
@@ -673,6 +678,8 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
     /// </summary>
     private struct I8Scorer<TDot>(byte* data, float* scales, int dim) : IScorer where TDot : struct, II8Dot
     {
+        public Prefetcher Prefetcher { readonly get; init; }
+
         private readonly sbyte* _data = (sbyte*)data;
         private readonly float* _scales = scales;
         private readonly int _dim = dim;
@@ -708,7 +715,7 @@ internal sealed unsafe class CpuSubr(CpuBackend backend) : ISubrKernels
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public readonly void Prefetch(int row)
         {
-            PrefetchLines((byte*)(_data + (long)row * _dim), _dim);
+            Prefetcher.Lines((byte*)(_data + (long)row * _dim), _dim);
             if (Sse.IsSupported) Sse.Prefetch0(_scales + row);
         }
     }

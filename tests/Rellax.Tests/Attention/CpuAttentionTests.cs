@@ -16,7 +16,7 @@ namespace Rellax.Tests.Attention;
 /// exp2 and quantizer building blocks.
 /// </summary>
 [TestFixture]
-[NonParallelizable] // toggles the process-wide CpuAttention.Dots and CpuGemm.UseVector512 switches
+[NonParallelizable] // toggles the process-wide CpuGemm.UseVector512 switch
 public sealed class CpuAttentionTests
 {
     /// <summary>The SIMD int8 dot strategies this CPU can run.</summary>
@@ -24,19 +24,35 @@ public sealed class CpuAttentionTests
         [.. AvxVnni.IsSupported ? [CpuAttention.DotStrategy.AvxVnni] : Array.Empty<CpuAttention.DotStrategy>(),
          .. Avx512BW.IsSupported ? [CpuAttention.DotStrategy.Avx512BW] : Array.Empty<CpuAttention.DotStrategy>()];
 
-    private static T With<T>(CpuAttention.DotStrategy dots, bool vector512, Func<T> body)
+    /// <summary>The instruction-set option that selects attention dot strategy <paramref name="dots"/>.</summary>
+    private static CpuInstructionSet SetFor(CpuAttention.DotStrategy dots) => dots switch
     {
-        var savedDots = CpuAttention.Dots;
-        bool saved512 = CpuGemm.UseVector512;
-        CpuAttention.Dots = dots;
-        CpuGemm.UseVector512 = vector512 && Vector512.IsHardwareAccelerated;
-        try { return body(); }
-        finally { CpuAttention.Dots = savedDots; CpuGemm.UseVector512 = saved512; }
+        CpuAttention.DotStrategy.AvxVnni => CpuInstructionSet.AvxVnni,
+        CpuAttention.DotStrategy.Avx512BW => CpuInstructionSet.Avx512,
+        _ => CpuInstructionSet.Scalar,
+    };
+
+    /// <summary>A backend whose options select <paramref name="dots"/> (only strategies this CPU has are asked for).</summary>
+    private static CpuBackend Backend(int threads, CpuAttention.DotStrategy dots)
+    {
+        var cpu = new CpuBackend(new CpuBackendOptions { Threads = threads, InstructionSet = SetFor(dots) });
+        Assert.That(cpu.AttentionDots, Is.EqualTo(dots), $"the backend built for {dots}");
+        return cpu;
     }
 
-    private static float[] Run(int threads, AttentionShape s, float[] q, float[] k, float[] v, int[] lengths, AttentionOptions options)
+    private static T With<T>(bool vector512, Func<T> body)
     {
-        using var cpu = new CpuBackend(threads);
+        bool saved512 = CpuGemm.UseVector512;
+        CpuGemm.UseVector512 = vector512 && Vector512.IsHardwareAccelerated;
+        try { return body(); }
+        finally { CpuGemm.UseVector512 = saved512; }
+    }
+
+    /// <summary>Prefill on a fresh backend of <paramref name="threads"/> threads with dot strategy <paramref name="dots"/> (null: the default options).</summary>
+    private static float[] Run(int threads, AttentionShape s, float[] q, float[] k, float[] v, int[] lengths, AttentionOptions options,
+        CpuAttention.DotStrategy? dots = null)
+    {
+        using var cpu = dots is { } d ? Backend(threads, d) : new CpuBackend(threads);
         return Prefill(cpu, q, k, v, s, lengths, options);
     }
 
@@ -60,10 +76,10 @@ public sealed class CpuAttentionTests
                 var s = new AttentionShape(batch, hq, hkv, tokens, d, layout);
                 var (q, k, v) = Inputs(s, tokens + d + hq, outliers: true);
                 var options = new AttentionOptions { Causal = causal };
-                var scalar = With(CpuAttention.DotStrategy.Scalar, true, () => Run(1, s, q, k, v, lengths, options));
+                var scalar = Run(1, s, q, k, v, lengths, options, CpuAttention.DotStrategy.Scalar);
                 foreach (var strategy in SimdStrategies)
                 {
-                    var simd = With(strategy, true, () => Run(1, s, q, k, v, lengths, options));
+                    var simd = Run(1, s, q, k, v, lengths, options, strategy);
                     Assert.That(simd, Is.EqualTo(scalar).AsCollection, $"{layout}, causal {causal}: {strategy} against scalar dots");
                 }
                 var expected = AttentionReference.Int8Prefill(q, k, v, s, lengths, 1f / MathF.Sqrt(d), causal);
@@ -81,7 +97,7 @@ public sealed class CpuAttentionTests
                 var s = new AttentionShape(batch, hq, hkv, tokens, d, layout);
                 var (q, k, v) = Inputs(s, tokens * 3 + d);
                 var options = new AttentionOptions { Precision = AttentionPrecision.Fp32 };
-                var actual = With(CpuAttention.Dots, vector512, () => Run(2, s, q, k, v, lengths, options));
+                var actual = With(vector512, () => Run(2, s, q, k, v, lengths, options));
                 var expected = AttentionReference.Exact(q, k, v, s, lengths, 1f / MathF.Sqrt(d), causal: true);
                 Assert.That(MaxAbs(actual, expected), Is.LessThan(2e-5), $"{layout}, Vector512 {vector512}");
             }
@@ -95,7 +111,7 @@ public sealed class CpuAttentionTests
         var (q, k, v) = Inputs(s, 77, outliers: true);
         int[] lengths = [129, 64, 3];
         var dots = scalarDots || !AvxVnni.IsSupported ? CpuAttention.DotStrategy.Scalar : CpuAttention.DotStrategy.AvxVnni;
-        var actual = With(dots, false, () => Run(2, s, q, k, v, lengths, new AttentionOptions()));
+        var actual = With(false, () => Run(2, s, q, k, v, lengths, new AttentionOptions(), dots));
         var accuracy = Measure(actual, AttentionReference.Int8Prefill(q, k, v, s, lengths, 1f / MathF.Sqrt(128), causal: true));
         Assert.That(accuracy.RelativeL1, Is.LessThan(1e-4), accuracy.ToString());
     }
@@ -125,34 +141,45 @@ public sealed class CpuAttentionTests
         var full = new AttentionShape(batch, hq, hkv, total, d, AttentionLayout.HeadMajor);
         var (q, k, v) = Inputs(full, 31, outliers: true);
         int[] lengths = [70, 40];
-        using var cpu = new CpuBackend(2);
-        using var cache = cpu.Attention.CreateKvCache(batch, hkv, d, total);
-        var image = new AttentionReference.CacheImage(batch, hkv, d, total);
-        int done = 0;
-        foreach (int chunk in chunks)
+        // One backend (and its own cache, fed the same chunks) per strategy: the strategy is a backend option.
+        var strategies = new[] { CpuAttention.DotStrategy.Scalar }.Concat(SimdStrategies).ToArray();
+        var backends = strategies.Select(dots => Backend(2, dots)).ToArray();
+        var caches = backends.Select(cpu => cpu.Attention.CreateKvCache(batch, hkv, d, total)).ToArray();
+        try
         {
-            var s = full with { Tokens = chunk };
-            var qc = SliceHeadMajor(q, full, hq, done, chunk);
-            var kc = SliceHeadMajor(k, full, hkv, done, chunk);
-            var vc = SliceHeadMajor(v, full, hkv, done, chunk);
-            using (var kb = cpu.Upload<float>(kc))
-            using (var vb = cpu.Upload<float>(vc))
-                cpu.Attention.Append(cache, kb.AsTensor(s.ShapeOf(hkv)), vb.AsTensor(s.ShapeOf(hkv)), done == 0 ? lengths : default);
-            AttentionReference.QuantizeIntoCache(image, kc, vc, s, done == 0 ? lengths : null);
-            float[] DecodeWith(CpuAttention.DotStrategy dots) => With(dots, true, () =>
+            var image = new AttentionReference.CacheImage(batch, hkv, d, total);
+            int done = 0;
+            foreach (int chunk in chunks)
             {
-                using var qb = cpu.Upload<float>(qc);
-                using var ob = cpu.Allocate(DType.F32, qc.Length);
-                cpu.Attention.Decode(qb.AsTensor(s.ShapeOf(hq)), cache, ob.AsTensor(s.ShapeOf(hq)), new AttentionOptions { Causal = causal });
-                return ob.AsTensor(s.ShapeOf(hq)).ToArray<float>();
-            });
-            var scalar = DecodeWith(CpuAttention.DotStrategy.Scalar);
-            var expected = AttentionReference.Int8Decode(qc, image, s, 1f / MathF.Sqrt(d), causal);
-            var accuracy = Measure(scalar, expected);
-            Assert.That(accuracy.RelativeL1, Is.LessThan(1e-4), $"chunk at {done} (Tq {chunk}): {accuracy}");
-            foreach (var strategy in SimdStrategies)
-                Assert.That(DecodeWith(strategy), Is.EqualTo(scalar).AsCollection, $"chunk at {done}: {strategy} against scalar");
-            done += chunk;
+                var s = full with { Tokens = chunk };
+                var qc = SliceHeadMajor(q, full, hq, done, chunk);
+                var kc = SliceHeadMajor(k, full, hkv, done, chunk);
+                var vc = SliceHeadMajor(v, full, hkv, done, chunk);
+                float[]? scalar = null;
+                for (int i = 0; i < backends.Length; i++)
+                {
+                    var cpu = backends[i];
+                    using (var kb = cpu.Upload<float>(kc))
+                    using (var vb = cpu.Upload<float>(vc))
+                        cpu.Attention.Append(caches[i], kb.AsTensor(s.ShapeOf(hkv)), vb.AsTensor(s.ShapeOf(hkv)), done == 0 ? lengths : default);
+                    using var qb = cpu.Upload<float>(qc);
+                    using var ob = cpu.Allocate(DType.F32, qc.Length);
+                    cpu.Attention.Decode(qb.AsTensor(s.ShapeOf(hq)), caches[i], ob.AsTensor(s.ShapeOf(hq)), new AttentionOptions { Causal = causal });
+                    var output = ob.AsTensor(s.ShapeOf(hq)).ToArray<float>();
+                    if (scalar is null) scalar = output;
+                    else Assert.That(output, Is.EqualTo(scalar).AsCollection, $"chunk at {done}: {strategies[i]} against scalar");
+                }
+                AttentionReference.QuantizeIntoCache(image, kc, vc, s, done == 0 ? lengths : null);
+                var expected = AttentionReference.Int8Decode(qc, image, s, 1f / MathF.Sqrt(d), causal);
+                var accuracy = Measure(scalar!, expected);
+                Assert.That(accuracy.RelativeL1, Is.LessThan(1e-4), $"chunk at {done} (Tq {chunk}): {accuracy}");
+                done += chunk;
+            }
+        }
+        finally
+        {
+            foreach (var cache in caches) cache.Dispose();
+            foreach (var cpu in backends) cpu.Dispose();
         }
     }
 
@@ -201,9 +228,9 @@ public sealed class CpuAttentionTests
             var options = new AttentionOptions { Precision = precision };
             Assert.That(Run(2, s, q, k, v, lengths, options), Is.EqualTo(Run(1, s, q, k, v, lengths, options)), $"{precision}: 2 threads vs 1");
         }
-        var scalar = With(CpuAttention.DotStrategy.Scalar, true, () => Run(2, s, q, k, v, lengths, new AttentionOptions()));
+        var scalar = Run(2, s, q, k, v, lengths, new AttentionOptions(), CpuAttention.DotStrategy.Scalar);
         foreach (var strategy in SimdStrategies)
-            Assert.That(With(strategy, true, () => Run(2, s, q, k, v, lengths, new AttentionOptions())), Is.EqualTo(scalar), $"{strategy} vs scalar dots");
+            Assert.That(Run(2, s, q, k, v, lengths, new AttentionOptions(), strategy), Is.EqualTo(scalar), $"{strategy} vs scalar dots");
     }
 
     [TestCase(1, 1)]
@@ -218,7 +245,7 @@ public sealed class CpuAttentionTests
                 var s = new AttentionShape(1, 2 * group, 2, tq, 333, d, AttentionLayout.TokenMajor);
                 var (q, k, v) = Inputs(s, tq + group + d);
                 int[] lengths = [300];
-                var actual = With(CpuAttention.Dots, vector512, () => Run(2, s, q, k, v, lengths, new AttentionOptions { Precision = AttentionPrecision.Fp32 }));
+                var actual = With(vector512, () => Run(2, s, q, k, v, lengths, new AttentionOptions { Precision = AttentionPrecision.Fp32 }));
                 var expected = AttentionReference.Exact(q, k, v, s, lengths, 1f / MathF.Sqrt(d), causal: true);
                 Assert.That(MaxAbs(actual, expected), Is.LessThan(2e-5), $"Vector512 {vector512}, D = {d}");
             }

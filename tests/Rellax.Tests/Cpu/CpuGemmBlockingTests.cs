@@ -10,7 +10,6 @@ namespace Rellax.Tests.Cpu;
 /// one that crosses many MC and NC blocks) against the double reference.
 /// </summary>
 [TestFixture]
-[NonParallelizable] // sets the process-wide CpuGemm.Blocking
 public sealed class CpuGemmBlockingTests
 {
     private static CpuInfo Zen5 => new("AuthenticAMD", 26, 2, "AMD EPYC", 48 << 10, 1 << 20, 32L << 20);
@@ -53,8 +52,9 @@ public sealed class CpuGemmBlockingTests
             string? vendorLine = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("vendor_id", StringComparison.Ordinal));
             if (vendorLine is not null) Assert.That(vendorLine.Split(':')[1].Trim(), Is.EqualTo(cpu.Vendor));
         }
-        Assert.That(CpuGemm.Blocking, Is.EqualTo(GemmBlocking.For(cpu, System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated)));
-        TestContext.Out.WriteLine($"{cpu}; {CpuGemm.Blocking.Reason}");
+        using var backend = new CpuBackend(1);
+        Assert.That(backend.Blocking, Is.EqualTo(GemmBlocking.For(cpu, System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated)));
+        TestContext.Out.WriteLine($"{cpu}; {backend.Blocking.Reason}");
     }
 
     private static IEnumerable<TestCaseData> Blockings()
@@ -68,23 +68,18 @@ public sealed class CpuGemmBlockingTests
     {
         // 0, 0: Sapphire Rapids' blocking as the rule picks it (MC 512, NC 1024).
         var blocking = mc == 0 ? GemmBlocking.For(SapphireRapids, avx512: true) : new GemmBlocking(mc, nc, $"MC {mc}, NC {nc}");
-        var saved = CpuGemm.Blocking;
-        CpuGemm.Blocking = blocking;
-        try
-        {
-            using var backend = new CpuBackend(2);
-            foreach (int m in ms)
-                foreach (int n in ns)
-                    foreach (int k in new[] { 7, 257 })
-                    {
-                        float[] x = RandomData.Uniform(m * k, m * 1000 + k), w = RandomData.Uniform(n * k, n * 1000 + k + 1);
-                        var y = backend.Zeros(m, n);
-                        backend.Primitives.MatMul(backend.Tensor(x, m, k), backend.Tensor(w, n, k), y);
-                        var expected = new float[m * n];
-                        PrimitivesReference.MatMul(x, w, expected, m, k, n);
-                        RandomData.AssertClose(y.ToArray<float>(), expected, 1e-5 * Math.Sqrt(k), 0, $"{blocking.Reason}: MatMul m={m} k={k} n={n}");
-                    }
-        }
-        finally { CpuGemm.Blocking = saved; }
+        using var backend = new CpuBackend(new CpuBackendOptions { Threads = 2, Blocking = blocking });
+        Assert.That(backend.Blocking, Is.EqualTo(blocking));
+        foreach (int m in ms)
+            foreach (int n in ns)
+                foreach (int k in new[] { 7, 257 })
+                {
+                    float[] x = RandomData.Uniform(m * k, m * 1000 + k), w = RandomData.Uniform(n * k, n * 1000 + k + 1);
+                    var y = backend.Zeros(m, n);
+                    backend.Primitives.MatMul(backend.Tensor(x, m, k), backend.Tensor(w, n, k), y);
+                    var expected = new float[m * n];
+                    PrimitivesReference.MatMul(x, w, expected, m, k, n);
+                    RandomData.AssertClose(y.ToArray<float>(), expected, 1e-5 * Math.Sqrt(k), 0, $"{blocking.Reason}: MatMul m={m} k={k} n={n}");
+                }
     }
 }

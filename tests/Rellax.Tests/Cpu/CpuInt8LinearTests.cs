@@ -12,7 +12,6 @@ namespace Rellax.Tests.Cpu;
 /// bit-for-bit against each other; accuracy against the fp32 layer with injected outlier columns; argument errors.
 /// </summary>
 [TestFixture]
-[NonParallelizable] // switches the process-wide CpuInt8Linear.Dots
 public sealed class CpuInt8LinearTests
 {
     private CpuBackend _backend = null!;
@@ -45,12 +44,25 @@ public sealed class CpuInt8LinearTests
         return y.ToArray<float>();
     }
 
-    private static void WithStrategy(CpuInt8Linear.DotStrategy s, Action body)
+    /// <summary>The instruction-set option that selects int8 linear strategy <paramref name="s"/>.</summary>
+    internal static CpuInstructionSet SetFor(CpuInt8Linear.DotStrategy s) => s switch
     {
-        var saved = CpuInt8Linear.Dots;
-        CpuInt8Linear.Dots = s;
+        CpuInt8Linear.DotStrategy.AvxVnni => CpuInstructionSet.AvxVnni,
+        CpuInt8Linear.DotStrategy.Avx512BW => CpuInstructionSet.Avx512,
+        _ => CpuInstructionSet.Scalar,
+    };
+
+    /// <summary>Runs <paramref name="body"/> with <see cref="_backend"/> replaced by a backend whose options select
+    /// strategy <paramref name="s"/> (clamped to the CPU: an unsupported one falls back, as the backend reports).</summary>
+    private void WithStrategy(CpuInt8Linear.DotStrategy s, Action body)
+    {
+        var saved = _backend;
+        using var backend = new CpuBackend(new CpuBackendOptions { Threads = 2, InstructionSet = SetFor(s) });
+        if (CpuBackendOptions.Supports(SetFor(s)))
+            Assert.That(backend.Int8Dots, Is.EqualTo(s), $"the backend built for {s}");
+        _backend = backend;
         try { body(); }
-        finally { CpuInt8Linear.Dots = saved; }
+        finally { _backend = saved; }
     }
 
     private static void RequireStrategy(CpuInt8Linear.DotStrategy s)

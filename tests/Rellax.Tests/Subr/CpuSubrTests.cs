@@ -20,7 +20,7 @@ namespace Rellax.Tests.Subr;
 /// </para>
 /// </summary>
 [TestFixture]
-[NonParallelizable] // toggles the process-wide CpuGemm.UseVector512 and CpuSubr.UseAvxVnni switches
+[NonParallelizable] // toggles the process-wide CpuGemm.UseVector512 switch
 public sealed class CpuSubrTests
 {
     private const double Tol = 2e-5;
@@ -109,16 +109,20 @@ public sealed class CpuSubrTests
     private static SubrResult RunOn(SubrTable table, SubrQueries queries, int k, SubrOrder order) =>
         table.Backend.Subr.Retrieve(table, queries, k, order);
 
-    private static void WithPaths(bool vector512, bool vnni, Action body)
+    /// <summary>Runs <paramref name="body"/> with the Vector512 kernels on or off (process-wide) and a backend of 2 threads
+    /// whose options cap the i8 scorer at <paramref name="set"/>.</summary>
+    private static void WithPaths(bool vector512, CpuInstructionSet set, Action<CpuBackend> body)
     {
-        bool saved512 = CpuGemm.UseVector512, savedVnni = CpuSubr.UseAvxVnni;
+        bool saved512 = CpuGemm.UseVector512;
         CpuGemm.UseVector512 = vector512 && System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated;
-        CpuSubr.UseAvxVnni = vnni && System.Runtime.Intrinsics.X86.AvxVnni.IsSupported;
-        try { body(); }
+        try
+        {
+            using var backend = new CpuBackend(new CpuBackendOptions { Threads = 2, InstructionSet = set });
+            body(backend);
+        }
         finally
         {
             CpuGemm.UseVector512 = saved512;
-            CpuSubr.UseAvxVnni = savedVnni;
         }
     }
 
@@ -252,17 +256,20 @@ public sealed class CpuSubrTests
         var histories = Histories(lengths, N, seed: d);
         var targets = RandomData.Ints(lengths.Length, N, seed: d + 1);
         var results = new List<(string Path, int[] Pos, float[] Scores)>();
-        foreach (var (v512, vnni) in new[] { (true, true), (true, false), (false, true), (false, false) })
-            WithPaths(v512, vnni, () =>
+        foreach (var (v512, set) in new[]
+                 {
+                     (true, CpuInstructionSet.AvxVnni), (true, CpuInstructionSet.Avx512), (false, CpuInstructionSet.AvxVnni),
+                     (false, CpuInstructionSet.Avx512), (true, CpuInstructionSet.Avx2), (true, CpuInstructionSet.Scalar),
+                 })
+            WithPaths(v512, set, backend =>
             {
-                using var backend = new CpuBackend(2);
                 using var table = RandomTable(backend, N, d, storage, seed: 77);
                 using var queries = SubrQueries.FromHistories(histories, targets);
                 var host = ReadBack(table);
                 foreach (var order in new[] { SubrOrder.Chronological, SubrOrder.Score })
                 {
                     var r = RunOn(table, queries, K, order);
-                    string path = $"v512={CpuGemm.UseVector512} vnni={CpuSubr.UseAvxVnni} {order}";
+                    string path = $"v512={CpuGemm.UseVector512} set={backend.InstructionSet} {order}";
                     CheckAgainstReference(r, queries, host, K, order, $"{storage} d{d} {path}");
                     if (order == SubrOrder.Score)
                         results.Add((path, Enumerable.Range(0, lengths.Length).SelectMany(b => r.PositionsOf(b).ToArray()).ToArray(),
@@ -282,9 +289,8 @@ public sealed class CpuSubrTests
     public void RepeatedItemMostRecentWins([Values(DType.F32, DType.F16, DType.I8)] DType storage, [Values(false, true)] bool vector512)
     {
         const int N = 50, D = 100, L = 501, K = 31;
-        WithPaths(vector512, vnni: true, () =>
+        WithPaths(vector512, CpuInstructionSet.AvxVnni, backend =>
         {
-            using var backend = new CpuBackend(2);
             using var table = RandomTable(backend, N, D, storage, seed: 3);
             // Sample 0: one item 500 times. Sample 1: the same, then one other item at the very start.
             var h0 = Enumerable.Repeat(7, L).ToArray(); // L = 501: blocks of 64, Score4 groups and a single-row tail
