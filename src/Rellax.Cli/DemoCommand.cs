@@ -36,7 +36,7 @@ internal static class DemoCommand
         Prints one table (arm, what was trained, rows, seconds, test AUC, LogLoss, accuracy), SUBR's category agreement
         against recent-K, and which arm won. With --output: the prepared data, the DIN, CRM features, every arm's adapter,
         training log and test scores (rellax eval loads them), and curves.png (valid AUC during training, every arm).
-        About 80 seconds on 2 idle cores (up to 3 minutes on a busy machine); --fast: about 25 seconds.
+        About 90 seconds on 2 idle cores (up to 3 minutes on a busy machine); --fast: about 25 seconds.
 
         Examples:
           rellax demo
